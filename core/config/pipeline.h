@@ -1,0 +1,97 @@
+/* Pipeline configuration: a YAML file (conf.d/*.yml) parsed with libyaml
+ * into a struct pipeline, validated against the schemas of the plugins it
+ * names. Every error names file:line:column, the option and what was
+ * expected, e.g.
+ *   conf.d/x.yml:12:7: sinks[0].with.path: expected a string, got a sequence
+ *   conf.d/x.yml:3:3: unknown key 'soruces' at top level (expected one of: version, name, ...)
+ */
+#ifndef CORE_CONFIG_PIPELINE_H
+#define CORE_CONFIG_PIPELINE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/plugin.h"
+
+struct pipeline_plugin_cfg {
+  char *name;  /* `name:` (unique among sources, among sinks); defaults to type */
+  char *type;  /* `type:` = plugin name */
+  int required; /* sinks: `required:` (default true) */
+  /* `with:` after validation: a JSON object holding every option of the
+   * schema that was given or has a default, normalised: STRING/ENUM/SECRET
+   * -> string, INT/SIZE/DURATION -> integer (bytes, ms), BOOL -> true/false,
+   * STRING_LIST -> array of strings. Owned. */
+  json_t *with;
+  int line, col; /* where the entry starts (for later messages) */
+  const struct engine_plugin *plugin; /* resolved through the lookup */
+};
+
+struct pipeline_retention {
+  int set; /* a retention block was given */
+  int keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly; /* 0 = unset */
+  int64_t keep_within_ms; /* 0 = unset */
+  char **keep_tags; size_t n_keep_tags;
+  char *apply; /* NULL or "after-run" */
+};
+
+struct pipeline_notify {
+  char *webhook;
+  char **on; size_t n_on; /* "success", "failure", "partial" */
+};
+
+struct pipeline {
+  char *path;     /* file it was read from */
+  int version;    /* must be 1 */
+  char *name;     /* required; [A-Za-z0-9._-]+ */
+  char *schedule; /* cron expression or NULL */
+  char **tags; size_t n_tags;
+
+  struct pipeline_plugin_cfg *sources; size_t n_sources; /* at least one */
+  struct pipeline_plugin_cfg *sinks; size_t n_sinks;     /* at least one */
+
+  /* stages.compress: { algorithm: zstd|gzip|none (default zstd), level } */
+  char *compress_algorithm;
+  int compress_level; /* -1 when not given: algorithm default */
+
+  /* stages.encrypt: { algorithm: <crypto plugin>|none, passphrase: SECRET, key_file: path }
+   * The block is required; algorithm none must be written explicitly.
+   * Exactly one of passphrase / key_file unless algorithm is none. */
+  char *encrypt_algorithm;
+  char *encrypt_passphrase_ref; /* "env:NAME" / "file:/path" or NULL */
+  char *encrypt_key_file;       /* path or NULL */
+  const struct engine_plugin *crypto; /* resolved; NULL for none */
+
+  /* repository: { chunk_min, chunk_avg, chunk_max, pack_size } (SIZE values;
+   * only used when the repository is created) and engine tuning */
+  uint32_t chunk_min, chunk_avg, chunk_max; /* 0 = default */
+  uint64_t pack_size;                        /* 0 = default (16 MiB) */
+  uint64_t max_inflight;                     /* `limits: { memory: 256MiB }` 0 = default */
+
+  struct pipeline_retention retention;
+  char **hooks_before; size_t n_hooks_before;
+  char **hooks_after; size_t n_hooks_after;
+  struct pipeline_notify *notify; size_t n_notify;
+};
+
+/* Resolve a plugin by kind and type name. Returns NULL and sets *err
+ * (malloc'd, e.g. "no sink plugin named 'sftp' (available: local, s3)"). */
+typedef const struct engine_plugin *(*pipeline_lookup_fn)(void *ud, enum engine_plugin_kind kind,
+                                                           const char *type, char **err);
+
+/* Parse and validate. On error returns -1 and *err (malloc'd) holds every
+ * problem found, one per line, each "file:line:col: option: message".
+ * lookup may be NULL: plugin options are then not checked (structure only). */
+int pipeline_load(const char *path, pipeline_lookup_fn lookup, void *ud, struct pipeline **out,
+                  char **err);
+/* Same, from a buffer; `path` is used in messages only. */
+int pipeline_load_string(const char *path, const char *text, size_t len, pipeline_lookup_fn lookup,
+                         void *ud, struct pipeline **out, char **err);
+void pipeline_free(struct pipeline *p);
+
+/* Value parsers shared with the CLI. Return 0 or -1. */
+int config_parse_size(const char *s, uint64_t *bytes);        /* "512", "64KiB", "16MiB", "1G", "2GB" */
+int config_parse_duration(const char *s, int64_t *ms);        /* "500ms", "30s", "5m", "2h", "7d", "2w", "1y" */
+int config_parse_bool(const char *s, int *b);                 /* true/false/yes/no/on/off */
+
+#endif

@@ -1,0 +1,32 @@
+/* Compression stage: zstd, gzip (zlib deflate with gzip framing) or none.
+ * Every stored blob's plaintext starts with one byte naming the algorithm
+ * actually used, so a repository can mix them and a chunk that does not
+ * compress is stored raw. */
+#ifndef CORE_STAGE_COMPRESS_H
+#define CORE_STAGE_COMPRESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum compress_algo { COMPRESS_NONE = 0, COMPRESS_ZSTD = 1, COMPRESS_GZIP = 2 };
+
+/* "none" | "zstd" | "gzip" -> algo; -1 if unknown. */
+int compress_algo_from_name(const char *name);
+const char *compress_algo_name(enum compress_algo a);
+/* Valid level range for an algorithm (zstd 1..19, gzip 1..9, none 0..0). */
+void compress_level_range(enum compress_algo a, int *min, int *max);
+int compress_default_level(enum compress_algo a); /* zstd 3, gzip 6, none 0 */
+
+/* Encode `in` as a blob plaintext: out = [algo byte][payload]. If the
+ * compressed form is not smaller than the input, the input is stored with
+ * COMPRESS_NONE. *out is malloc'd. Thread-safe. Returns 0 or -1. */
+int compress_encode(enum compress_algo a, int level, const void *in, size_t in_len, void **out,
+                    size_t *out_len);
+
+/* Decode a blob plaintext produced by compress_encode. `max_out` bounds the
+ * decoded size (corrupt input must not make us allocate without bound).
+ * *out is malloc'd. Returns 0, or -1 with a static message in *err. */
+int compress_decode(const void *in, size_t in_len, size_t max_out, void **out, size_t *out_len,
+                    const char **err);
+
+#endif

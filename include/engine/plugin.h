@@ -1,0 +1,173 @@
+/* engine plugin ABI, version 1.
+ *
+ * A plugin is a shared object that exports exactly one symbol:
+ *
+ *     const struct engine_plugin *engine_plugin_query(uint32_t host_abi_major);
+ *
+ * The host calls it with its ABI major version; the plugin returns its
+ * descriptor (or NULL if it cannot serve that major). Compatibility rule:
+ * abi_major must equal the host's; abi_minor may be lower than the host's
+ * (structures only ever grow by appending fields, and the host checks
+ * struct_size before touching a field). See docs/PLUGINS.md.
+ */
+#ifndef ENGINE_PLUGIN_H
+#define ENGINE_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "engine/host.h"
+#include "engine/item.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ENGINE_ABI_MAJOR 1
+#define ENGINE_ABI_MINOR 0
+
+#define ENGINE_PLUGIN_QUERY_SYMBOL "engine_plugin_query"
+
+#if defined(__GNUC__)
+#define ENGINE_PLUGIN_EXPORT __attribute__((visibility("default")))
+#else
+#define ENGINE_PLUGIN_EXPORT
+#endif
+
+enum engine_plugin_kind {
+  ENGINE_PLUGIN_SOURCE = 1,
+  ENGINE_PLUGIN_SINK = 2,
+  ENGINE_PLUGIN_CRYPTO = 3
+};
+
+/* Typed configuration schema. The core validates a pipeline's `with:` block
+ * against it (engine validate), applies defaults, normalises values (sizes to
+ * bytes, durations to milliseconds) and documents it (engine plugins). */
+enum engine_opt_type {
+  ENGINE_OPT_STRING = 1,
+  ENGINE_OPT_INT = 2,
+  ENGINE_OPT_BOOL = 3,
+  ENGINE_OPT_SIZE = 4,        /* "64MiB", "1G", 4096 -> bytes */
+  ENGINE_OPT_DURATION = 5,    /* "30s", "5m", "2h", "7d" -> milliseconds */
+  ENGINE_OPT_STRING_LIST = 6, /* a YAML sequence of strings (a single string is accepted) */
+  ENGINE_OPT_SECRET = 7,      /* a reference "env:NAME" or "file:/path"; never a literal */
+  ENGINE_OPT_ENUM = 8         /* one of enum_values ("a|b|c") */
+};
+
+struct engine_option {
+  const char *name;
+  enum engine_opt_type type;
+  int required;              /* non-zero: must be given */
+  const char *default_value; /* textual default, as it would be written in YAML, or NULL */
+  const char *enum_values;   /* for ENGINE_OPT_ENUM: "a|b|c" */
+  const char *description;   /* one sentence for `engine plugins` */
+};
+/* An options array ends with an entry whose name is NULL. */
+
+/* ---- source plugins --------------------------------------------------- */
+
+struct engine_restore_opts {
+  uint32_t struct_size;
+  const char *target;    /* --target as given (a directory, a DSN ...), or NULL */
+  int dry_run;           /* list what would be written, write nothing */
+  int yes;               /* overwriting existing data was confirmed */
+  const char *const *extra; /* NULL-terminated "key=value" restore flags, may be NULL */
+};
+
+struct engine_source_ops {
+  uint32_t struct_size;
+  /* Back up: called on a dedicated thread; emit items through `em`, which
+   * blocks while the pipeline is saturated (bounded memory). Return ENGINE_OK
+   * when all items were visited (failed items are reported through
+   * em->item_end / em->warn and make the snapshot "partial"), ENGINE_ERROR
+   * (after host->set_error) when the source as a whole failed. */
+  int (*backup)(void *inst, const struct engine_emitter *em);
+
+  /* Restore: begin returns ENGINE_EXISTS when the target already holds data
+   * that would be overwritten and opts->yes is 0 (the core then asks the
+   * operator and calls begin again with yes=1). */
+  int (*restore_begin)(void *inst, const struct engine_restore_opts *opts, void **rctx);
+  /* Called for each selected item in manifest order. `data` is NULL for
+   * items without content. */
+  int (*restore_item)(void *rctx, const struct engine_item *item, const struct engine_reader *data);
+  /* status is ENGINE_OK when every item was restored. Finish metadata
+   * (directory mtimes ...) and free rctx. */
+  int (*restore_end)(void *rctx, int status);
+};
+
+/* ---- sink plugins ----------------------------------------------------- */
+
+#define ENGINE_PUT_NO_OVERWRITE 0x1u /* fail with ENGINE_EXISTS if the object exists */
+
+/* A sink is a dumb object store keyed by path-like names ("data/ab/ab12..").
+ * Every call is synchronous and may be made concurrently from several worker
+ * threads on the same instance; implementations must be thread-safe.
+ * A successful put is durable (local: written, fsynced and renamed into
+ * place). Objects are never modified in place. */
+struct engine_sink_ops {
+  uint32_t struct_size;
+  int (*put)(void *inst, const char *name, const void *buf, size_t len, unsigned flags);
+  /* Read `len` bytes at `off` (len 0: to the end). *buf is allocated with
+   * malloc() and freed by the caller with free(). ENGINE_NOT_FOUND if absent. */
+  int (*get)(void *inst, const char *name, uint64_t off, uint64_t len, void **buf, size_t *out_len);
+  int (*stat)(void *inst, const char *name, uint64_t *size);
+  /* Call cb for each object whose name starts with prefix; cb returns non-zero to stop. */
+  int (*list)(void *inst, const char *prefix,
+              int (*cb)(void *ud, const char *name, uint64_t size), void *ud);
+  int (*del)(void *inst, const char *name);
+  /* Human-readable location ("/var/backups/x", "s3://bucket/prefix"); static or instance-owned. */
+  const char *(*describe)(void *inst);
+};
+
+/* ---- crypto plugins --------------------------------------------------- */
+
+/* An AEAD. Thread-safe, stateless between calls. Output of seal is
+ * ciphertext || tag (in_len + tag_len bytes); open takes the same layout and
+ * returns ENGINE_ERROR if authentication fails (writing nothing usable). */
+struct engine_crypto_ops {
+  uint32_t struct_size;
+  size_t key_len;
+  size_t nonce_len;
+  size_t tag_len;
+  int (*seal)(const unsigned char *key, const unsigned char *nonce, const void *aad, size_t aad_len,
+              const void *in, size_t in_len, void *out);
+  int (*open)(const unsigned char *key, const unsigned char *nonce, const void *aad, size_t aad_len,
+              const void *in, size_t in_len, void *out);
+};
+
+/* ---- the descriptor --------------------------------------------------- */
+
+struct engine_plugin {
+  uint32_t abi_major;
+  uint32_t abi_minor;
+  uint32_t struct_size; /* sizeof(struct engine_plugin) as the plugin was built */
+  enum engine_plugin_kind kind;
+  const char *name;    /* the `type:` operators write, e.g. "files", "local", "aes-256-gcm" */
+  const char *version; /* the plugin's own version, recorded in manifests */
+  const char *license;
+  const char *description;
+  const struct engine_option *options; /* schema of `with:`; may be NULL (no options) */
+
+  /* create an instance; configuration is read through host->cfg_* (already
+   * validated against `options`). The host table outlives the instance. */
+  int (*create)(const struct engine_host *host, void **inst);
+  void (*destroy)(void *inst);
+
+  /* exactly one of these is set, matching kind */
+  const struct engine_source_ops *source;
+  const struct engine_sink_ops *sink;
+  const struct engine_crypto_ops *crypto;
+};
+
+typedef const struct engine_plugin *(*engine_plugin_query_fn)(uint32_t host_abi_major);
+
+/* Convenience for plugin authors: fill the fixed header fields. */
+#define ENGINE_PLUGIN_HEADER                                                           \
+  .abi_major = ENGINE_ABI_MAJOR, .abi_minor = ENGINE_ABI_MINOR,                        \
+  .struct_size = sizeof(struct engine_plugin)
+
+#ifdef __cplusplus
+}
+#endif
+#endif
