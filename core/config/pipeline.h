@@ -1,4 +1,4 @@
-/* Pipeline configuration: a YAML file (conf.d/*.yml) parsed with libyaml
+/* Pipeline configuration: a YAML file (conf.d/NAME.yml) parsed with libyaml
  * into a struct pipeline, validated against the schemas of the plugins it
  * names. Every error names file:line:column, the option and what was
  * expected, e.g.

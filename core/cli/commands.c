@@ -1,0 +1,380 @@
+/* engine run | validate | snapshots | show | restore | check | plugins */
+#include "cli/commands.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pipeline/backup.h"
+#include "pipeline/check.h"
+#include "pipeline/restore.h"
+#include "repo/snapshot.h"
+#include "util/log.h"
+#include "util/progress.h"
+
+static int fail(char *err) {
+  fprintf(stderr, "engine: error: %s\n", err ? err : "failed");
+  free(err);
+  return EXIT_ERROR;
+}
+
+static void print_json(json_t *j) {
+  char *t = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+  printf("%s\n", t);
+  free(t);
+}
+
+/* ---- run ------------------------------------------------------------------ */
+
+int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
+  struct cli_ctx c;
+  char *err = NULL;
+  int64_t when = 0;
+  if (a->time && parse_iso_time(a->time, &when) != 0) {
+    fprintf(stderr, "engine: error: --time '%s': expected an ISO 8601 time such as 2026-01-31T03:00:00Z\n", a->time);
+    return EXIT_USAGE;
+  }
+  if (cli_load_pipeline(g, a->pos[0], &c, &err) != 0) {
+    cli_close(&c);
+    return fail(err);
+  }
+  if (cli_open(&c, 1, 1, a->dry_run, &err) != 0) {
+    cli_close(&c);
+    return fail(err);
+  }
+  if (c.repo->created && !a->dry_run && !g->quiet)
+    fprintf(stderr, "engine: initialised a new repository %.8s on %zu sink(s)\n", c.repo->id, c.p->n_sinks);
+  int progress = a->progress && strcmp(a->progress, "always") == 0
+                     ? 1
+                     : a->progress && strcmp(a->progress, "never") == 0 ? 0 : isatty(STDERR_FILENO) && !g->quiet;
+  struct backup_opts bo = {c.p, c.repo, c.sources, a->dry_run, progress, when, c.p->max_inflight};
+  struct backup_result r;
+  int rc = backup_run(&bo, &r, &err);
+  if (rc != 0) {
+    cli_close(&c);
+    if (host_is_cancelled()) {
+      fprintf(stderr, "engine: %s\n", err ? err : "interrupted");
+      free(err);
+      return EXIT_INTERRUPTED;
+    }
+    return fail(err);
+  }
+  double rate = r.seconds > 0 ? (double)r.bytes_read / r.seconds : 0;
+  const char *status = a->dry_run ? "dry-run" : r.partial ? "partial" : "complete";
+  if (a->json) {
+    json_t *j = json_pack("{s:s?, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:O}", "snapshot",
+                          a->dry_run ? NULL : r.snapshot_id, "status", status, "pipeline", c.p->name, "items",
+                          (json_int_t)r.items, "bytes_read", (json_int_t)r.bytes_read, "chunks",
+                          (json_int_t)r.chunks, "new_chunks", (json_int_t)r.new_chunks, "new_bytes",
+                          (json_int_t)r.new_bytes, "stored_bytes", (json_int_t)r.stored_bytes, "packs",
+                          (json_int_t)r.packs, "duration_seconds", r.seconds, "bytes_per_second", rate,
+                          "warnings", r.warnings);
+    print_json(j);
+    json_decref(j);
+  } else if (!g->quiet) {
+    char b1[32], b2[32], b3[32], b4[32];
+    if (a->dry_run)
+      printf("dry run: nothing was stored\n");
+    else
+      printf("snapshot %.8s saved (%s)\n", r.snapshot_id, status);
+    printf("  items     %llu\n", (unsigned long long)r.items);
+    printf("  read      %s\n", format_bytes(r.bytes_read, b1, sizeof(b1)));
+    printf("  new       %s in %llu of %llu chunks (after dedup, before compression)\n",
+           format_bytes(r.new_bytes, b2, sizeof(b2)), (unsigned long long)r.new_chunks,
+           (unsigned long long)r.chunks);
+    printf("  stored    %s in %llu pack(s) (compressed and encrypted)\n", format_bytes(r.stored_bytes, b3, sizeof(b3)),
+           (unsigned long long)r.packs);
+    printf("  duration  %.2f s (%s/s)\n", r.seconds, format_bytes((uint64_t)rate, b4, sizeof(b4)));
+    if (r.partial)
+      printf("  warnings  %zu (the snapshot is partial; see the messages above)\n", json_array_size(r.warnings));
+  }
+  json_decref(r.warnings);
+  cli_close(&c);
+  return r.partial ? EXIT_PARTIAL : EXIT_OK;
+}
+
+/* ---- validate --------------------------------------------------------------- */
+
+int cmd_validate(const struct cli_globals *g, const struct cli_args *a) {
+  struct cli_ctx c;
+  char *err = NULL;
+  if (cli_load_pipeline(g, a->pos[0], &c, &err) != 0) {
+    fprintf(stderr, "%s\n", err ? err : "invalid pipeline");
+    free(err);
+    cli_close(&c);
+    return EXIT_ERROR;
+  }
+  if (a->json) {
+    json_t *j = json_pack("{s:b, s:s, s:s, s:I, s:I}", "valid", 1, "path", a->pos[0], "name", c.p->name, "sources",
+                          (json_int_t)c.p->n_sources, "sinks", (json_int_t)c.p->n_sinks);
+    print_json(j);
+    json_decref(j);
+  } else {
+    printf("%s: valid pipeline '%s' (%zu source(s), %zu sink(s), compression %s, encryption %s)\n", a->pos[0],
+           c.p->name, c.p->n_sources, c.p->n_sinks, c.p->compress_algorithm ? c.p->compress_algorithm : "zstd",
+           c.p->encrypt_algorithm ? c.p->encrypt_algorithm : "none");
+  }
+  cli_close(&c);
+  return EXIT_OK;
+}
+
+/* ---- snapshots / show ----------------------------------------------------- */
+
+static int open_existing(const struct cli_globals *g, const char *path, struct cli_ctx *c, int with_sources) {
+  char *err = NULL;
+  if (cli_load_pipeline(g, path, c, &err) != 0 || cli_open(c, with_sources, 0, 0, &err) != 0) {
+    cli_close(c);
+    return fail(err);
+  }
+  return EXIT_OK;
+}
+
+int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a) {
+  struct cli_ctx c;
+  int rc = open_existing(g, a->pos[0], &c, 0);
+  if (rc)
+    return rc;
+  json_t *all;
+  char *err = NULL;
+  if (snapshot_list(c.repo, &all, &err) != 0) {
+    cli_close(&c);
+    return fail(err);
+  }
+  if (a->json) {
+    json_t *out = json_array();
+    size_t i;
+    json_t *m;
+    json_array_foreach(all, i, m) {
+      json_t *st = json_object_get(m, "stats");
+      json_t *names = json_array();
+      size_t k;
+      json_t *s;
+      json_array_foreach(json_object_get(m, "sources"), k, s) json_array_append(names, json_object_get(s, "name"));
+      json_array_append_new(out, json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:o, s:O}", "id",
+                                           json_object_get(m, "id"), "time", json_object_get(m, "time"), "hostname",
+                                           json_object_get(m, "hostname"), "username", json_object_get(m, "username"),
+                                           "status", json_object_get(m, "status"), "items",
+                                           json_object_get(st, "items"), "bytes_read",
+                                           json_object_get(st, "bytes_read"), "stored_bytes",
+                                           json_object_get(st, "stored_bytes"), "sources", names, "tags",
+                                           json_object_get(m, "tags")));
+    }
+    print_json(out);
+    json_decref(out);
+  } else {
+    printf("%-10s %-20s %-16s %-9s %8s %12s  %s\n", "ID", "TIME", "HOST", "STATUS", "ITEMS", "SIZE", "SOURCES");
+    size_t i;
+    json_t *m;
+    json_array_foreach(all, i, m) {
+      json_t *st = json_object_get(m, "stats");
+      char b[32], srcs[256] = "";
+      size_t k;
+      json_t *s;
+      json_array_foreach(json_object_get(m, "sources"), k, s) {
+        if (k)
+          strncat(srcs, ",", sizeof(srcs) - strlen(srcs) - 1);
+        strncat(srcs, json_string_value(json_object_get(s, "name")), sizeof(srcs) - strlen(srcs) - 1);
+      }
+      printf("%-10.8s %-20s %-16.16s %-9s %8lld %12s  %s\n", json_string_value(json_object_get(m, "id")),
+             json_string_value(json_object_get(m, "time")), json_string_value(json_object_get(m, "hostname")),
+             json_string_value(json_object_get(m, "status")), (long long)json_integer_value(json_object_get(st, "items")),
+             format_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), b, sizeof(b)), srcs);
+    }
+    printf("%zu snapshot(s)\n", json_array_size(all));
+  }
+  json_decref(all);
+  cli_close(&c);
+  return EXIT_OK;
+}
+
+int cmd_show(const struct cli_globals *g, const struct cli_args *a) {
+  struct cli_ctx c;
+  int rc = open_existing(g, a->pos[0], &c, 0);
+  if (rc)
+    return rc;
+  json_t *m;
+  char *err = NULL;
+  if (snapshot_find(c.repo, a->pos[1], &m, &err) != 0) {
+    cli_close(&c);
+    return fail(err);
+  }
+  if (a->json) {
+    print_json(m);
+  } else {
+    json_t *st = json_object_get(m, "stats");
+    char b1[32], b2[32];
+    printf("snapshot   %s\n", json_string_value(json_object_get(m, "id")));
+    printf("pipeline   %s\n", json_string_value(json_object_get(m, "pipeline")));
+    printf("time       %s .. %s\n", json_string_value(json_object_get(m, "time")),
+           json_string_value(json_object_get(m, "time_end")));
+    printf("host/user  %s / %s\n", json_string_value(json_object_get(m, "hostname")),
+           json_string_value(json_object_get(m, "username")));
+    printf("status     %s\n", json_string_value(json_object_get(m, "status")));
+    printf("engine     %s\n", json_string_value(json_object_get(m, "engine_version")));
+    printf("items      %lld, %s read, %s stored\n", (long long)json_integer_value(json_object_get(st, "items")),
+           format_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), b1, sizeof(b1)),
+           format_bytes((uint64_t)json_integer_value(json_object_get(st, "stored_bytes")), b2, sizeof(b2)));
+    size_t i;
+    json_t *s;
+    json_array_foreach(json_object_get(m, "sources"), i, s) {
+      printf("source     %s (%s %s): %lld items, %lld failed\n", json_string_value(json_object_get(s, "name")),
+             json_string_value(json_object_get(s, "type")), json_string_value(json_object_get(s, "plugin_version")),
+             (long long)json_integer_value(json_object_get(s, "items")),
+             (long long)json_integer_value(json_object_get(s, "failed_items")));
+      size_t k;
+      json_t *w;
+      json_array_foreach(json_object_get(s, "warnings"), k, w) {
+        const char *item = json_string_value(json_object_get(w, "item"));
+        printf("  warning  %s%s%s\n", item ? item : "", item ? ": " : "",
+               json_string_value(json_object_get(w, "message")));
+      }
+    }
+  }
+  json_decref(m);
+  cli_close(&c);
+  return EXIT_OK;
+}
+
+/* ---- restore ---------------------------------------------------------------- */
+
+int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
+  struct cli_ctx c;
+  int rc = open_existing(g, a->pos[0], &c, 1);
+  if (rc)
+    return rc;
+  json_t *m;
+  char *err = NULL;
+  if (snapshot_find(c.repo, a->pos[1], &m, &err) != 0) {
+    cli_close(&c);
+    return fail(err);
+  }
+  struct restore_opts ro = {c.repo, m, c.sources, c.p->n_sources, a->only, a->target, a->dry_run, a->yes,
+                            isatty(STDIN_FILENO) && isatty(STDERR_FILENO), a->json};
+  struct restore_result res;
+  rc = restore_run(&ro, &res, &err);
+  char b[32];
+  if (rc < 0) {
+    json_decref(m);
+    cli_close(&c);
+    return fail(err);
+  }
+  if (!g->quiet) {
+    if (a->dry_run)
+      printf("dry run: %llu item(s), %s would be restored\n", (unsigned long long)res.items,
+             format_bytes(res.bytes, b, sizeof(b)));
+    else if (rc == 3)
+      printf("restore INCOMPLETE: %llu item(s) restored, %llu FAILED (see the errors above); the target holds a "
+             "partial restore\n",
+             (unsigned long long)res.items, (unsigned long long)res.failed);
+    else
+      printf("restored %llu item(s), %s from snapshot %.8s\n", (unsigned long long)res.items,
+             format_bytes(res.bytes, b, sizeof(b)), json_string_value(json_object_get(m, "id")));
+  }
+  json_decref(m);
+  cli_close(&c);
+  return rc == 3 ? EXIT_PARTIAL : EXIT_OK;
+}
+
+/* ---- check ------------------------------------------------------------------ */
+
+int cmd_check(const struct cli_globals *g, const struct cli_args *a) {
+  struct cli_ctx c;
+  int rc = open_existing(g, a->pos[0], &c, 0);
+  if (rc)
+    return rc;
+  struct check_result res;
+  char *err = NULL;
+  rc = check_run(c.repo, a->read_data, a->json, &res, &err);
+  if (rc < 0) {
+    json_decref(res.problems);
+    cli_close(&c);
+    return fail(err);
+  }
+  if (a->json) {
+    json_t *j = json_pack("{s:b, s:b, s:I, s:I, s:I, s:O}", "ok", rc == 0, "read_data", a->read_data, "snapshots",
+                          (json_int_t)res.snapshots, "packs", (json_int_t)res.packs, "blobs_verified",
+                          (json_int_t)res.blobs, "problems", res.problems);
+    print_json(j);
+    json_decref(j);
+  } else if (rc == 0) {
+    if (!g->quiet)
+      printf("no problems found: %llu snapshot(s), %llu pack(s)%s\n", (unsigned long long)res.snapshots,
+             (unsigned long long)res.packs, a->read_data ? ", every blob decrypted and verified" : "");
+  } else {
+    printf("%llu problem(s) found in %llu snapshot(s), %llu pack(s)\n", (unsigned long long)res.errors,
+           (unsigned long long)res.snapshots, (unsigned long long)res.packs);
+  }
+  json_decref(res.problems);
+  cli_close(&c);
+  return rc == 0 ? EXIT_OK : EXIT_ERROR;
+}
+
+/* ---- plugins ---------------------------------------------------------------- */
+
+static const char *opt_type_name(enum engine_opt_type t) {
+  switch (t) {
+  case ENGINE_OPT_STRING: return "string";
+  case ENGINE_OPT_INT: return "integer";
+  case ENGINE_OPT_BOOL: return "boolean";
+  case ENGINE_OPT_SIZE: return "size";
+  case ENGINE_OPT_DURATION: return "duration";
+  case ENGINE_OPT_STRING_LIST: return "list of strings";
+  case ENGINE_OPT_SECRET: return "secret reference";
+  case ENGINE_OPT_ENUM: return "one of";
+  }
+  return "?";
+}
+
+int cmd_plugins(const struct cli_globals *g, const struct cli_args *a) {
+  struct plugin_registry *reg;
+  if (cli_registry(g, &reg) != 0)
+    return fail(xstrdup("unable to scan the plugin search path"));
+  if (a->json) {
+    json_t *arr = json_array();
+    for (size_t i = 0; i < reg->n_entries; i++) {
+      struct plugin_entry *e = &reg->entries[i];
+      const struct engine_plugin *p = e->plugin;
+      json_t *o = json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:b}", "path", e->path, "name",
+                            p ? p->name : NULL, "kind", p ? plugin_kind_name(p->kind) : NULL, "version",
+                            p ? p->version : NULL, "license", p ? p->license : NULL, "description",
+                            p ? p->description : NULL, "error", e->error, "shadowed", e->shadowed);
+      if (p) {
+        json_t *opts = json_array();
+        for (const struct engine_option *op = p->options; op && op->name; op++)
+          json_array_append_new(opts, json_pack("{s:s, s:s, s:b, s:s?, s:s?, s:s?}", "name", op->name, "type",
+                                                opt_type_name(op->type), "required", op->required, "default",
+                                                op->default_value, "values", op->enum_values, "description",
+                                                op->description));
+        json_object_set_new(o, "options", opts);
+        json_object_set_new(o, "abi", json_sprintf("%u.%u", p->abi_major, p->abi_minor));
+      }
+      json_array_append_new(arr, o);
+    }
+    print_json(arr);
+    json_decref(arr);
+  } else {
+    printf("plugin search path:\n");
+    for (size_t i = 0; i < reg->n_dirs; i++)
+      printf("  %s\n", reg->dirs[i]);
+    printf("\n");
+    for (size_t i = 0; i < reg->n_entries; i++) {
+      struct plugin_entry *e = &reg->entries[i];
+      const struct engine_plugin *p = e->plugin;
+      if (!p) {
+        printf("REFUSED %s\n  %s\n\n", e->path, e->error ? e->error : "");
+        continue;
+      }
+      printf("%-7s %-16s %-8s %s%s\n  %s\n", plugin_kind_name(p->kind), p->name, p->version, e->path,
+             e->shadowed ? " (shadowed by an earlier plugin of the same name)" : "", p->description);
+      for (const struct engine_option *op = p->options; op && op->name; op++)
+        printf("    %-18s %s%s%s%s%s%s — %s\n", op->name, opt_type_name(op->type), op->enum_values ? " " : "",
+               op->enum_values ? op->enum_values : "", op->required ? ", required" : "",
+               op->default_value ? ", default " : "", op->default_value ? op->default_value : "",
+               op->description ? op->description : "");
+      printf("\n");
+    }
+  }
+  registry_free(reg);
+  return EXIT_OK;
+}

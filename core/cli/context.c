@@ -1,0 +1,103 @@
+/* Opening a pipeline's repository for the CLI commands. */
+#include "cli/context.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "repo/index.h"
+#include "stage/compress.h"
+#include "util/log.h"
+#include "util/secret.h"
+
+int cli_registry(const struct cli_globals *g, struct plugin_registry **out) {
+  return registry_load(g->plugin_dirs, g->n_plugin_dirs, out);
+}
+
+static const struct engine_plugin *lookup(void *ud, enum engine_plugin_kind kind, const char *type, char **err) {
+  return registry_find(ud, kind, type, err);
+}
+
+int cli_load_pipeline(const struct cli_globals *g, const char *path, struct cli_ctx *c, char **err) {
+  memset(c, 0, sizeof(*c));
+  if (cli_registry(g, &c->reg) != 0) {
+    *err = xstrdup("unable to scan the plugin search path");
+    return -1;
+  }
+  return pipeline_load(path, lookup, c->reg, &c->p, err);
+}
+
+static int new_instance(const struct pipeline_plugin_cfg *pc, struct plugin_instance **out, char **err) {
+  return plugin_instance_new(pc->plugin, pc->name, pc->with, out, err);
+}
+
+int cli_open(struct cli_ctx *c, int with_sources, int create, int dry_run, char **err) {
+  struct pipeline *p = c->p;
+  c->sink_insts = xcalloc(p->n_sinks, sizeof(*c->sink_insts));
+  c->sinks = xcalloc(p->n_sinks, sizeof(*c->sinks));
+  for (size_t i = 0; i < p->n_sinks; i++) {
+    if (new_instance(&p->sinks[i], &c->sink_insts[i], err) != 0)
+      return -1;
+    c->sinks[i].pi = c->sink_insts[i];
+    c->sinks[i].required = p->sinks[i].required;
+  }
+  if (with_sources) {
+    c->sources = xcalloc(p->n_sources, sizeof(*c->sources));
+    for (size_t i = 0; i < p->n_sources; i++)
+      if (new_instance(&p->sources[i], &c->sources[i], err) != 0)
+        return -1;
+  }
+  struct repo_open_opts o;
+  memset(&o, 0, sizeof(o));
+  o.sinks = c->sinks;
+  o.n_sinks = p->n_sinks;
+  o.crypto = p->crypto;
+  o.create = create;
+  o.dry_run = dry_run;
+  o.chunker.min_size = p->chunk_min;
+  o.chunker.avg_size = p->chunk_avg;
+  o.chunker.max_size = p->chunk_max;
+  o.pack_size = p->pack_size;
+  o.compress_algo = compress_algo_from_name(p->compress_algorithm ? p->compress_algorithm : "zstd");
+  if (o.compress_algo < 0)
+    o.compress_algo = COMPRESS_ZSTD;
+  o.compress_level = p->compress_level >= 0 ? p->compress_level : compress_default_level(o.compress_algo);
+  char *secret = NULL;
+  size_t secret_len = 0;
+  if (p->crypto) {
+    char *ref = p->encrypt_passphrase_ref ? xstrdup(p->encrypt_passphrase_ref)
+                                          : xasprintf("file:%s", p->encrypt_key_file ? p->encrypt_key_file : "");
+    char *e = NULL;
+    int rc = secret_resolve(ref, &secret, &secret_len, &e);
+    free(ref);
+    if (rc != 0) {
+      *err = xasprintf("%s: stages.encrypt: %s", p->path, e);
+      free(e);
+      return -1;
+    }
+  }
+  o.passphrase = secret;
+  o.passphrase_len = secret_len;
+  int rc = repo_open(&o, &c->repo, err);
+  secret_wipe_free(secret, secret_len);
+  if (rc != 0)
+    return -1;
+  if (!c->repo->created && index_load(c->repo, err) != 0)
+    return -1;
+  return 0;
+}
+
+void cli_close(struct cli_ctx *c) {
+  repo_close(c->repo);
+  if (c->p) {
+    for (size_t i = 0; c->sources && i < c->p->n_sources; i++)
+      plugin_instance_free(c->sources[i]);
+    for (size_t i = 0; c->sink_insts && i < c->p->n_sinks; i++)
+      plugin_instance_free(c->sink_insts[i]);
+  }
+  free(c->sources);
+  free(c->sink_insts);
+  free(c->sinks);
+  pipeline_free(c->p);
+  registry_free(c->reg);
+  memset(c, 0, sizeof(*c));
+}

@@ -1,0 +1,41 @@
+/* What every pipeline command needs: the plugin registry, the parsed
+ * pipeline, sink and source instances, and the opened repository. */
+#ifndef CORE_CLI_CONTEXT_H
+#define CORE_CLI_CONTEXT_H
+
+#include "config/pipeline.h"
+#include "plugin/host.h"
+#include "plugin/loader.h"
+#include "repo/repo.h"
+
+struct cli_globals {
+  const char **plugin_dirs;
+  size_t n_plugin_dirs;
+  int verbose, quiet;
+};
+
+struct cli_ctx {
+  struct plugin_registry *reg;
+  struct pipeline *p;
+  struct plugin_instance **sources;
+  struct plugin_instance **sink_insts;
+  struct repo_sink *sinks;
+  struct repo *repo;
+};
+
+/* Exit codes (docs/CLI.md) */
+#define EXIT_OK 0
+#define EXIT_ERROR 1
+#define EXIT_USAGE 2
+#define EXIT_PARTIAL 3
+#define EXIT_INTERRUPTED 130
+
+int cli_registry(const struct cli_globals *g, struct plugin_registry **out);
+/* Load and validate the pipeline. */
+int cli_load_pipeline(const struct cli_globals *g, const char *path, struct cli_ctx *c, char **err);
+/* Create the sink (and, with sources, the source) instances and open the
+ * repository (create: initialise an empty location). */
+int cli_open(struct cli_ctx *c, int with_sources, int create, int dry_run, char **err);
+void cli_close(struct cli_ctx *c);
+
+#endif

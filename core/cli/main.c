@@ -1,0 +1,204 @@
+/* engine: command-line entry point. Parses global and command options,
+ * installs signal handlers, and dispatches to cli/commands.c. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/commands.h"
+#include "plugin/host.h"
+#include "util/log.h"
+
+const struct cli_command cli_commands[] = {
+    {"run", "engine run PIPELINE [--dry-run] [--json] [--progress auto|always|never] [--time ISO8601]",
+     "Back up every source of the pipeline into a new snapshot on every sink. The first run on an empty\n"
+     "sink location initialises the repository; a location holding anything else is refused.\n"
+     "  --dry-run    read and chunk everything, count what would be new, store nothing\n"
+     "  --json       print the summary as JSON (docs/CLI.md)\n"
+     "  --progress   progress line on stderr: auto (when stderr is a terminal), always, never\n"
+     "  --time T     record T (ISO 8601) as the snapshot time instead of now (imports, tests)\n"
+     "Exit status: 0 complete, 3 partial (some items failed or vanished; see warnings), 1 error,\n"
+     "130 interrupted (no snapshot written).",
+     1, 1, cmd_run},
+    {"validate", "engine validate PIPELINE [--json]",
+     "Check a pipeline file without running it: structure, types, plugin names and every plugin\n"
+     "option against the plugin's schema. Errors name file:line:column and the option.",
+     1, 1, cmd_validate},
+    {"snapshots", "engine snapshots PIPELINE [--json]", "List the recovery points in the pipeline's repository, oldest first.", 1, 1,
+     cmd_snapshots},
+    {"show", "engine show PIPELINE SNAPSHOT|latest [--json]",
+     "Print one snapshot manifest: times, host, status, per-source items, marks and warnings.", 2, 2, cmd_show},
+    {"restore",
+     "engine restore PIPELINE SNAPSHOT|latest [--only SOURCE[/ITEM-GLOB]] [--target T] [--dry-run] [--yes]",
+     "Restore a snapshot. Without --target, sources restore to their original location.\n"
+     "  --only S[/G]  only source S, and within it items matching glob G (and what is below them)\n"
+     "  --target T    where to restore (a directory for the files source)\n"
+     "  --dry-run     list what would be restored, write nothing\n"
+     "  --yes         confirm overwriting existing data (a terminal is asked [y/N] instead)\n"
+     "Item names in the snapshot are checked first; a manifest with '..' or absolute names is refused.\n"
+     "Exit status: 0 restored, 3 some items failed (the target is incomplete and says so), 1 error.",
+     2, 2, cmd_restore},
+    {"check", "engine check PIPELINE [--read-data] [--json]",
+     "Verify the repository: every snapshot's trees and chunks are indexed and their packs exist.\n"
+     "  --read-data   also download every pack, verify its hash, decrypt and verify every blob, and\n"
+     "                name the snapshots and items affected by any damage.\n"
+     "Exit status: 0 sound, 1 problems found or the check could not run.",
+     1, 1, cmd_check},
+    {"plugins", "engine plugins [--json]",
+     "List the plugins found on the search path (--plugin-dir, $ENGINE_PLUGIN_PATH, the build tree,\n"
+     "the install prefix) with their versions, options, and why any was refused.",
+     0, 0, cmd_plugins},
+    {NULL, NULL, NULL, 0, 0, NULL}};
+
+const struct cli_command *cli_find_command(const char *name) {
+  for (const struct cli_command *c = cli_commands; c->name; c++)
+    if (strcmp(c->name, name) == 0)
+      return c;
+  return NULL;
+}
+
+static void usage(FILE *f) {
+  fprintf(f, "usage: engine [--plugin-dir DIR]... [-v|-q] COMMAND [ARGS]\n\ncommands:\n");
+  for (const struct cli_command *c = cli_commands; c->name; c++)
+    fprintf(f, "  %s\n", c->usage);
+  fprintf(f, "  engine help COMMAND\n  engine --version\n\n"
+             "exit status: 0 ok, 1 error, 2 usage, 3 partial, 130 interrupted\n");
+}
+
+static void on_signal(int sig) {
+  static volatile sig_atomic_t count;
+  if (++count > 1) {
+    /* second signal: give up at once */
+    signal(sig, SIG_DFL);
+    raise(sig);
+  }
+  host_request_cancel();
+}
+
+static int usage_error(const char *fmt, const char *arg) {
+  fprintf(stderr, "engine: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\n(see 'engine help')\n");
+  return EXIT_USAGE;
+}
+
+int main(int argc, char **argv) {
+  struct cli_globals g = {0};
+  const char **dirs = calloc((size_t)argc + 1, sizeof(char *));
+  int i = 1;
+  for (; i < argc; i++) {
+    const char *o = argv[i];
+    if (strcmp(o, "--plugin-dir") == 0 && i + 1 < argc)
+      dirs[g.n_plugin_dirs++] = argv[++i];
+    else if (strncmp(o, "--plugin-dir=", 13) == 0)
+      dirs[g.n_plugin_dirs++] = o + 13;
+    else if (strcmp(o, "-v") == 0 || strcmp(o, "--verbose") == 0)
+      g.verbose++;
+    else if (strcmp(o, "-q") == 0 || strcmp(o, "--quiet") == 0)
+      g.quiet = 1;
+    else if (strcmp(o, "--version") == 0 || strcmp(o, "version") == 0) {
+      printf("engine %s (plugin ABI %d.%d)\n", ENGINE_VERSION, ENGINE_ABI_MAJOR, ENGINE_ABI_MINOR);
+      free(dirs);
+      return EXIT_OK;
+    } else if (strcmp(o, "-h") == 0 || strcmp(o, "--help") == 0) {
+      usage(stdout);
+      free(dirs);
+      return EXIT_OK;
+    } else
+      break;
+  }
+  g.plugin_dirs = dirs;
+  log_set_level(g.quiet ? ENGINE_LOG_ERROR : g.verbose >= 2 ? ENGINE_LOG_DEBUG
+                                        : g.verbose ? ENGINE_LOG_INFO : ENGINE_LOG_WARN);
+  if (i >= argc) {
+    usage(stderr);
+    free(dirs);
+    return EXIT_USAGE;
+  }
+  const char *name = argv[i++];
+  if (strcmp(name, "help") == 0) {
+    int rc = EXIT_OK;
+    if (i >= argc) {
+      usage(stdout);
+    } else {
+      const struct cli_command *c = cli_find_command(argv[i]);
+      if (c)
+        printf("usage: %s\n\n%s\n", c->usage, c->help);
+      else
+        rc = usage_error("unknown command '%s'", argv[i]);
+    }
+    free(dirs);
+    return rc;
+  }
+  const struct cli_command *cmd = cli_find_command(name);
+  if (!cmd) {
+    free(dirs);
+    return usage_error("unknown command '%s'", name);
+  }
+  struct cli_args a = {0};
+  const char **pos = calloc((size_t)argc + 1, sizeof(char *));
+  a.pos = pos;
+  int rc = -1;
+  for (; i < argc && rc < 0; i++) {
+    const char *o = argv[i];
+    const char **val = NULL;
+    if (strcmp(o, "--json") == 0)
+      a.json = 1;
+    else if (strcmp(o, "--dry-run") == 0)
+      a.dry_run = 1;
+    else if (strcmp(o, "--yes") == 0 || strcmp(o, "-y") == 0)
+      a.yes = 1;
+    else if (strcmp(o, "--read-data") == 0)
+      a.read_data = 1;
+    else if (strcmp(o, "--progress") == 0)
+      val = &a.progress;
+    else if (strcmp(o, "--only") == 0)
+      val = &a.only;
+    else if (strcmp(o, "--target") == 0)
+      val = &a.target;
+    else if (strcmp(o, "--time") == 0)
+      val = &a.time;
+    else if (strcmp(o, "--plugin-dir") == 0 && i + 1 < argc)
+      dirs[g.n_plugin_dirs++] = argv[++i];
+    else if (strcmp(o, "-v") == 0)
+      log_set_level(ENGINE_LOG_INFO);
+    else if (strcmp(o, "-q") == 0)
+      g.quiet = 1;
+    else if (o[0] == '-' && o[1] != '\0')
+      rc = usage_error("unknown option '%s'", o);
+    else
+      pos[a.n_pos++] = o;
+    if (val) {
+      if (i + 1 >= argc)
+        rc = usage_error("option '%s' needs a value", o);
+      else
+        *val = argv[++i];
+    }
+  }
+  if (rc < 0 && a.progress && strcmp(a.progress, "auto") != 0 && strcmp(a.progress, "always") != 0 &&
+      strcmp(a.progress, "never") != 0)
+    rc = usage_error("--progress '%s': expected auto, always or never", a.progress);
+  if (rc < 0 && ((int)a.n_pos < cmd->min_pos || (int)a.n_pos > cmd->max_pos)) {
+    fprintf(stderr, "engine: %s: wrong number of arguments\nusage: %s\n", cmd->name, cmd->usage);
+    rc = EXIT_USAGE;
+  }
+  if (rc < 0) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (!getenv("UV_THREADPOOL_SIZE")) {
+      long n = sysconf(_SC_NPROCESSORS_ONLN);
+      char buf[16];
+      snprintf(buf, sizeof(buf), "%ld", n < 2 ? 2 : n > 16 ? 16 : n + 1);
+      setenv("UV_THREADPOOL_SIZE", buf, 1);
+    }
+    rc = cmd->run(&g, &a);
+  }
+  free(pos);
+  free(dirs);
+  return rc;
+}

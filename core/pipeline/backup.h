@@ -1,0 +1,35 @@
+/* The backup pipeline: sources -> chunker -> (id, dedup, compress, encrypt
+ * on the thread pool) -> packer -> sinks; then index, then the snapshot
+ * manifest. See docs/internals/pipeline.md. */
+#ifndef CORE_PIPELINE_BACKUP_H
+#define CORE_PIPELINE_BACKUP_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "config/pipeline.h"
+#include "plugin/host.h"
+#include "repo/repo.h"
+
+struct backup_opts {
+  const struct pipeline *pipeline;
+  struct repo *repo;
+  struct plugin_instance **sources; /* one per pipeline source */
+  int dry_run;                      /* read and chunk, store nothing */
+  int progress;                     /* draw progress on stderr */
+  int64_t time_override;            /* unix seconds, 0 = now */
+  uint64_t max_inflight;            /* bytes; 0 = default */
+};
+
+struct backup_result {
+  char snapshot_id[65];
+  int partial;
+  uint64_t items, bytes_read, chunks, new_chunks, new_bytes, stored_bytes, packs;
+  double seconds;
+  json_t *warnings; /* array of {"source","item","message"} */
+};
+
+/* Returns 0 (complete or partial: see res->partial) or -1 with *err. */
+int backup_run(const struct backup_opts *o, struct backup_result *res, char **err);
+
+#endif

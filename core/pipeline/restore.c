@@ -1,0 +1,303 @@
+/* Restore driver. Names in a manifest are untrusted input: every item name
+ * of the selected sources is checked before anything is written, so a
+ * manifest with "../" or absolute names is refused as a whole. */
+#include "pipeline/restore.h"
+
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "repo/tree.h"
+#include "util/log.h"
+#include "util/progress.h"
+
+const char *restore_check_name(const char *name, size_t len) {
+  if (len == 0)
+    return "empty name";
+  if (memchr(name, '\0', len))
+    return "name contains a NUL byte";
+  if (name[0] == '/')
+    return "absolute name";
+  size_t start = 0;
+  for (size_t i = 0; i <= len; i++) {
+    if (i == len || name[i] == '/') {
+      size_t cl = i - start;
+      if (cl == 0)
+        return "empty path component";
+      if (cl == 1 && name[start] == '.')
+        return "'.' path component";
+      if (cl == 2 && name[start] == '.' && name[start + 1] == '.')
+        return "'..' path component";
+      start = i + 1;
+    }
+  }
+  return NULL;
+}
+
+struct sel {
+  const char *glob; /* NULL: all */
+};
+
+static int selected(const struct sel *s, const char *name) {
+  if (!s->glob)
+    return 1;
+  if (fnmatch(s->glob, name, 0) == 0)
+    return 1;
+  /* an item below a selected directory is selected too */
+  size_t gl = strlen(s->glob);
+  if (strncmp(name, s->glob, gl) == 0 && name[gl] == '/')
+    return 1;
+  /* and so are the parents of a selected path, so they are recreated with
+   * their metadata */
+  size_t nl = strlen(name);
+  if (strncmp(s->glob, name, nl) == 0 && s->glob[nl] == '/')
+    return 1;
+  return 0;
+}
+
+struct pass_ctx {
+  const struct restore_opts *o;
+  struct sel sel;
+  struct plugin_instance *pi;
+  void *rctx;
+  const char *source;
+  int validate_only;
+  char *bad;
+  uint64_t count, bytes, failed;
+  struct progress *progress;
+};
+
+struct rd_ctx {
+  struct blob_stream bs;
+  struct pass_ctx *pc;
+};
+
+static ssize_t rd_read(const struct engine_reader *rd, void *buf, size_t len) {
+  struct rd_ctx *c = rd->ctx;
+  ssize_t n = blob_stream_read(&c->bs, buf, len);
+  if (n < 0)
+    log_error("restore: %s", c->bs.err);
+  return n;
+}
+
+static int item_cb(void *ud, json_t *item) {
+  struct pass_ctx *pc = ud;
+  size_t nlen = 0;
+  char *name = json_get_bytes(item, "name", &nlen);
+  if (!name) {
+    if (pc->validate_only) {
+      pc->bad = xasprintf("source '%s': an item has no name", pc->source);
+      return 1;
+    }
+    return 0;
+  }
+  int rc = 0;
+  const char *why = restore_check_name(name, nlen);
+  if (pc->validate_only) {
+    if (why) {
+      char *pn = printable_name(name, nlen);
+      pc->bad = xasprintf("source '%s': item '%s' has an unsafe name (%s); the manifest is refused and nothing was "
+                          "restored",
+                          pc->source, pn, why);
+      free(pn);
+      rc = 1;
+    }
+    free(name);
+    return rc;
+  }
+  if (!selected(&pc->sel, name)) {
+    free(name);
+    return 0;
+  }
+  int type = item_type_from_name(json_string_value(json_object_get(item, "type")));
+  uint64_t size = (uint64_t)json_integer_value(json_object_get(item, "size"));
+  json_t *chunks = json_object_get(item, "chunks");
+  if (pc->o->dry_run) {
+    char *pn = printable_name(name, nlen);
+    if (pc->o->json) {
+      json_t *o = json_pack("{s:s, s:s, s:s, s:I}", "source", pc->source, "name", pn, "type",
+                            item_type_name(type), "size", (json_int_t)size);
+      char *t = json_dumps(o, JSON_COMPACT);
+      printf("%s\n", t);
+      free(t);
+      json_decref(o);
+    } else {
+      printf("would restore %-8s %s/%s (%llu bytes)\n", item_type_name(type), pc->source, pn,
+             (unsigned long long)size);
+    }
+    free(pn);
+    pc->count++;
+    pc->bytes += size;
+    free(name);
+    return 0;
+  }
+  char *meta = json_dumps(json_object_get(item, "meta") ? json_object_get(item, "meta") : json_object(),
+                          JSON_COMPACT | JSON_SORT_KEYS);
+  struct engine_item ei = {name, nlen, (enum engine_item_type)type, meta, size};
+  struct rd_ctx rc_ctx;
+  blob_stream_init(&rc_ctx.bs, pc->o->repo, chunks, BLOB_DATA);
+  rc_ctx.pc = pc;
+  struct engine_reader rd = {sizeof(rd), &rc_ctx, size, rd_read};
+  int has_data = json_array_size(chunks) > 0 || type == ENGINE_ITEM_FILE || type == ENGINE_ITEM_STREAM;
+  host_clear_error(pc->pi->host);
+  int prc = pc->pi->plugin->source->restore_item(pc->rctx, &ei, has_data ? &rd : NULL);
+  if (prc != ENGINE_OK) {
+    char *pn = printable_name(name, nlen);
+    const char *msg = host_last_error(pc->pi->host);
+    log_error("restore of %s/%s failed: %s%s%s", pc->source, pn, msg[0] ? msg : "failed",
+              rc_ctx.bs.err ? ": " : "", rc_ctx.bs.err ? rc_ctx.bs.err : "");
+    free(pn);
+    pc->failed++;
+  } else {
+    pc->count++;
+    pc->bytes += size;
+    progress_update(pc->progress, pc->bytes, 0, pc->count, 0);
+  }
+  blob_stream_free(&rc_ctx.bs);
+  free(meta);
+  free(name);
+  return 0;
+}
+
+static int ask_yes(const char *question) {
+  fprintf(stderr, "%s [y/N] ", question);
+  fflush(stderr);
+  char line[16];
+  if (!fgets(line, sizeof(line), stdin))
+    return 0;
+  return line[0] == 'y' || line[0] == 'Y';
+}
+
+static struct plugin_instance *find_instance(const struct restore_opts *o, const char *name, const char *type,
+                                             char **err) {
+  for (size_t i = 0; i < o->n_sources; i++)
+    if (strcmp(o->sources[i]->name, name) == 0) {
+      if (strcmp(o->sources[i]->plugin->name, type) != 0) {
+        *err = xasprintf("source '%s' is of type '%s' in the snapshot but '%s' in the pipeline", name, type,
+                         o->sources[i]->plugin->name);
+        return NULL;
+      }
+      return o->sources[i];
+    }
+  *err = xasprintf("the snapshot's source '%s' (type %s) is not in the pipeline any more; add it back to restore it",
+                   name, type);
+  return NULL;
+}
+
+int restore_run(const struct restore_opts *o, struct restore_result *res, char **err) {
+  memset(res, 0, sizeof(*res));
+  json_t *srcs = json_object_get(o->manifest, "sources");
+  char *only_src = NULL;
+  const char *glob = NULL;
+  if (o->only) {
+    only_src = xstrdup(o->only);
+    char *slash = strchr(only_src, '/');
+    if (slash) {
+      *slash = '\0';
+      glob = slash + 1;
+      if (!*glob)
+        glob = NULL;
+    }
+  }
+  /* which sources */
+  size_t n = json_array_size(srcs);
+  int any = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *sn = json_string_value(json_object_get(json_array_get(srcs, i), "name"));
+    if (!only_src || strcmp(sn, only_src) == 0)
+      any = 1;
+  }
+  if (!any) {
+    *err = only_src ? xasprintf("the snapshot has no source named '%s'", only_src)
+                    : xstrdup("the snapshot has no sources");
+    free(only_src);
+    return -1;
+  }
+  int rc = 0;
+  /* pass 1: validate every name of the selected sources */
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    json_t *s = json_array_get(srcs, i);
+    const char *sn = json_string_value(json_object_get(s, "name"));
+    if (only_src && strcmp(sn, only_src) != 0)
+      continue;
+    struct pass_ctx pc = {.o = o, .source = sn, .validate_only = 1};
+    int r = tree_foreach(o->repo, json_object_get(s, "tree"), item_cb, &pc, err);
+    if (r < 0)
+      rc = -1;
+    else if (pc.bad) {
+      *err = pc.bad;
+      rc = -1;
+    }
+  }
+  struct progress *prog = progress_new(!o->dry_run && o->interactive);
+  /* pass 2: restore */
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    json_t *s = json_array_get(srcs, i);
+    const char *sn = json_string_value(json_object_get(s, "name"));
+    const char *type = json_string_value(json_object_get(s, "type"));
+    if (only_src && strcmp(sn, only_src) != 0)
+      continue;
+    struct pass_ctx pc = {.o = o, .source = sn, .sel = {glob}, .progress = prog};
+    if (!o->dry_run) {
+      pc.pi = find_instance(o, sn, type, err);
+      if (!pc.pi) {
+        rc = -1;
+        break;
+      }
+      struct engine_restore_opts ro = {sizeof(ro), o->target, 0, o->yes, NULL};
+      host_clear_error(pc.pi->host);
+      int b = pc.pi->plugin->source->restore_begin(pc.pi->inst, &ro, &pc.rctx);
+      if (b == ENGINE_EXISTS) {
+        const char *why = host_last_error(pc.pi->host);
+        char *q = xasprintf("source '%s': %s. Overwrite?", sn, why[0] ? why : "the target holds data");
+        if (o->interactive && ask_yes(q)) {
+          ro.yes = 1;
+          host_clear_error(pc.pi->host);
+          b = pc.pi->plugin->source->restore_begin(pc.pi->inst, &ro, &pc.rctx);
+        } else {
+          *err = o->interactive ? xasprintf("source '%s': not confirmed; nothing was written", sn)
+                                : xasprintf("source '%s': %s; pass --yes to confirm (nothing was written)", sn,
+                                            why[0] ? why : "the target holds data");
+          free(q);
+          rc = -1;
+          break;
+        }
+        free(q);
+      }
+      if (b != ENGINE_OK) {
+        const char *why = host_last_error(pc.pi->host);
+        *err = xasprintf("source '%s': unable to start the restore: %s", sn, why[0] ? why : "failed");
+        rc = -1;
+        break;
+      }
+    }
+    int r = tree_foreach(o->repo, json_object_get(s, "tree"), item_cb, &pc, err);
+    if (!o->dry_run) {
+      int st = (r == 0 && pc.failed == 0) ? ENGINE_OK : ENGINE_ERROR;
+      host_clear_error(pc.pi->host);
+      if (pc.pi->plugin->source->restore_end(pc.rctx, st) != ENGINE_OK) {
+        const char *why = host_last_error(pc.pi->host);
+        log_error("source '%s': finishing the restore failed: %s", sn, why[0] ? why : "failed");
+        pc.failed++;
+      }
+    }
+    res->items += pc.count;
+    res->bytes += pc.bytes;
+    res->failed += pc.failed;
+    if (r < 0) {
+      char *e = *err;
+      *err = xasprintf("%s; the restore stopped part-way: %llu items were restored and the target is incomplete",
+                       e, (unsigned long long)res->items);
+      free(e);
+      rc = -1;
+    }
+  }
+  progress_finish(prog);
+  progress_free(prog);
+  free(only_src);
+  if (rc == 0 && res->failed > 0)
+    return 3;
+  return rc;
+}

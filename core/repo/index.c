@@ -1,0 +1,214 @@
+/* In-memory blob index and the index/ objects that persist it.
+ *
+ * index/<id> (sealed JSON, see docs/FORMAT.md):
+ *   {"version":1,"packs":[{"id":"<hex>","blobs":[{"id":"<hex>","type":"data"|"tree",
+ *     "offset":N,"length":N,"raw_length":N}, ...]}, ...]}
+ */
+#include "repo/index.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "repo/repo.h"
+#include "util/log.h"
+
+struct index *index_new(void) {
+  struct index *ix = xcalloc(1, sizeof(*ix));
+  pthread_mutex_init(&ix->lock, NULL);
+  ix->n_slots = 1024;
+  ix->slots = xcalloc(ix->n_slots, sizeof(*ix->slots));
+  return ix;
+}
+
+void index_free(struct index *ix) {
+  if (!ix)
+    return;
+  pthread_mutex_destroy(&ix->lock);
+  free(ix->slots);
+  free(ix->packs);
+  for (size_t i = 0; i < ix->n_files; i++)
+    free(ix->files[i]);
+  free(ix->files);
+  free(ix);
+}
+
+static uint64_t slot_hash(const unsigned char id[32]) {
+  uint64_t h;
+  memcpy(&h, id, sizeof(h)); /* ids are keyed MACs: uniformly distributed */
+  return h;
+}
+
+static struct index_entry *find_slot(struct index_entry *slots, size_t n, const unsigned char id[32]) {
+  size_t mask = n - 1, i = (size_t)slot_hash(id) & mask;
+  for (;;) {
+    struct index_entry *e = &slots[i];
+    if (!e->used || memcmp(e->id, id, 32) == 0)
+      return e;
+    i = (i + 1) & mask;
+  }
+}
+
+static void grow(struct index *ix) {
+  size_t n = ix->n_slots * 2;
+  struct index_entry *s = xcalloc(n, sizeof(*s));
+  for (size_t i = 0; i < ix->n_slots; i++)
+    if (ix->slots[i].used)
+      *find_slot(s, n, ix->slots[i].id) = ix->slots[i];
+  free(ix->slots);
+  ix->slots = s;
+  ix->n_slots = n;
+}
+
+uint32_t index_add_pack(struct index *ix, const unsigned char pack_id[32]) {
+  pthread_mutex_lock(&ix->lock);
+  for (size_t i = 0; i < ix->n_packs; i++)
+    if (memcmp(ix->packs[i], pack_id, 32) == 0) {
+      pthread_mutex_unlock(&ix->lock);
+      return (uint32_t)i;
+    }
+  if (ix->n_packs == ix->cap_packs) {
+    ix->cap_packs = ix->cap_packs ? ix->cap_packs * 2 : 64;
+    ix->packs = xrealloc(ix->packs, ix->cap_packs * sizeof(*ix->packs));
+  }
+  memcpy(ix->packs[ix->n_packs], pack_id, 32);
+  uint32_t r = (uint32_t)ix->n_packs++;
+  pthread_mutex_unlock(&ix->lock);
+  return r;
+}
+
+static void put_locked(struct index *ix, const unsigned char id[32], uint32_t pack, uint32_t offset,
+                       uint32_t length, uint32_t raw_length, uint8_t type) {
+  if ((ix->n_used + 1) * 4 > ix->n_slots * 3)
+    grow(ix);
+  struct index_entry *e = find_slot(ix->slots, ix->n_slots, id);
+  if (!e->used) {
+    ix->n_used++;
+    memcpy(e->id, id, 32);
+    e->used = 1;
+  }
+  e->pack = pack;
+  e->offset = offset;
+  e->length = length;
+  e->raw_length = raw_length;
+  e->type = type;
+}
+
+void index_put(struct index *ix, const unsigned char id[32], uint32_t pack, uint32_t offset,
+               uint32_t length, uint32_t raw_length, uint8_t type) {
+  pthread_mutex_lock(&ix->lock);
+  put_locked(ix, id, pack, offset, length, raw_length, type);
+  pthread_mutex_unlock(&ix->lock);
+}
+
+int index_get(struct index *ix, const unsigned char id[32], struct index_entry *out) {
+  pthread_mutex_lock(&ix->lock);
+  struct index_entry *e = find_slot(ix->slots, ix->n_slots, id);
+  int found = e->used;
+  if (found && out)
+    *out = *e;
+  pthread_mutex_unlock(&ix->lock);
+  return found;
+}
+
+int index_claim(struct index *ix, const unsigned char id[32], uint8_t type) {
+  pthread_mutex_lock(&ix->lock);
+  struct index_entry *e = find_slot(ix->slots, ix->n_slots, id);
+  int claimed = 0;
+  if (!e->used) {
+    put_locked(ix, id, UINT32_MAX, 0, 0, 0, type);
+    claimed = 1;
+  }
+  pthread_mutex_unlock(&ix->lock);
+  return claimed;
+}
+
+static int load_one(struct repo *r, const char *id_hex, char **err) {
+  json_t *obj;
+  if (repo_load_json(r, "index", id_hex, &obj, err) != 0)
+    return -1;
+  json_t *packs = json_object_get(obj, "packs");
+  size_t i, j;
+  json_t *p, *b;
+  json_array_foreach(packs, i, p) {
+    unsigned char pid[32];
+    const char *ph = json_string_value(json_object_get(p, "id"));
+    if (!ph || hex_decode(ph, pid, 32) != 0)
+      goto bad;
+    uint32_t pk = index_add_pack(r->index, pid);
+    json_array_foreach(json_object_get(p, "blobs"), j, b) {
+      unsigned char bid[32];
+      const char *bh = json_string_value(json_object_get(b, "id"));
+      const char *t = json_string_value(json_object_get(b, "type"));
+      if (!bh || !t || hex_decode(bh, bid, 32) != 0)
+        goto bad;
+      index_put(r->index, bid, pk, (uint32_t)json_integer_value(json_object_get(b, "offset")),
+                (uint32_t)json_integer_value(json_object_get(b, "length")),
+                (uint32_t)json_integer_value(json_object_get(b, "raw_length")),
+                strcmp(t, "tree") == 0 ? BLOB_TREE : BLOB_DATA);
+    }
+  }
+  json_decref(obj);
+  return 0;
+bad:
+  json_decref(obj);
+  *err = xasprintf("index '%s' is malformed", id_hex);
+  return -1;
+}
+
+int index_load(struct repo *r, char **err) {
+  json_t *list;
+  if (repo_list(r, "index/", &list, err) != 0)
+    return -1;
+  size_t i;
+  json_t *o;
+  json_array_foreach(list, i, o) {
+    const char *name = json_string_value(json_object_get(o, "name"));
+    if (load_one(r, name + strlen("index/"), err) != 0) {
+      json_decref(list);
+      return -1;
+    }
+    struct index *ix = r->index;
+    ix->files = xrealloc(ix->files, (ix->n_files + 1) * sizeof(char *));
+    ix->files[ix->n_files++] = xstrdup(name);
+  }
+  json_decref(list);
+  return 0;
+}
+
+int index_save_packs(struct repo *r, const uint32_t *packs, size_t n, char id_hex[65], char **err) {
+  struct index *ix = r->index;
+  json_t *arr = json_array();
+  json_t **blobs = xcalloc(n ? n : 1, sizeof(*blobs));
+  for (size_t k = 0; k < n; k++) {
+    char hex[65];
+    hex_encode(ix->packs[packs[k]], 32, hex);
+    blobs[k] = json_array();
+    json_array_append_new(arr, json_pack("{s:s, s:o}", "id", hex, "blobs", blobs[k]));
+  }
+  pthread_mutex_lock(&ix->lock);
+  /* pack number -> position in `packs` + 1, so one pass over the table suffices */
+  size_t *pos = xcalloc(ix->n_packs ? ix->n_packs : 1, sizeof(*pos));
+  for (size_t k = 0; k < n; k++)
+    pos[packs[k]] = k + 1;
+  for (size_t i = 0; i < ix->n_slots; i++) {
+    struct index_entry *e = &ix->slots[i];
+    if (!e->used || e->pack == UINT32_MAX || !pos[e->pack])
+      continue;
+    {
+      size_t k = pos[e->pack] - 1;
+      char hex[65];
+      hex_encode(e->id, 32, hex);
+      json_array_append_new(blobs[k], json_pack("{s:s, s:s, s:I, s:I, s:I}", "id", hex, "type",
+                                                e->type == BLOB_TREE ? "tree" : "data", "offset",
+                                                (json_int_t)e->offset, "length", (json_int_t)e->length,
+                                                "raw_length", (json_int_t)e->raw_length));
+    }
+  }
+  pthread_mutex_unlock(&ix->lock);
+  free(pos);
+  free(blobs);
+  json_t *obj = json_pack("{s:i, s:o}", "version", 1, "packs", arr);
+  int rc = repo_save_json(r, "index", obj, id_hex, err);
+  json_decref(obj);
+  return rc;
+}

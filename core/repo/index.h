@@ -1,0 +1,56 @@
+/* In-memory blob index: blob id -> (pack, offset, length, raw length, type).
+ * Open addressing on the first 8 bytes of the (uniformly random) keyed id.
+ * Thread-safe: lookups and inserts take a mutex (they are short).
+ *
+ * Entries are either "stored" (in a pack the repository has) or "pending"
+ * (claimed by a backup in progress: its data is being compressed, encrypted
+ * or packed), so two workers never store the same new chunk twice. */
+#ifndef CORE_REPO_INDEX_H
+#define CORE_REPO_INDEX_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct index_entry {
+  unsigned char id[32];
+  uint32_t pack;       /* index into the pack table; UINT32_MAX while pending */
+  uint32_t offset;
+  uint32_t length;     /* stored (sealed) length */
+  uint32_t raw_length; /* decoded length */
+  uint8_t type;        /* enum blob_type */
+  uint8_t used;
+};
+
+struct index {
+  pthread_mutex_t lock;
+  struct index_entry *slots;
+  size_t n_slots, n_used;
+  unsigned char (*packs)[32]; /* pack ids */
+  size_t n_packs, cap_packs;
+  char **files; /* index objects loaded (names) */
+  size_t n_files;
+};
+
+struct index *index_new(void);
+void index_free(struct index *ix);
+
+uint32_t index_add_pack(struct index *ix, const unsigned char pack_id[32]);
+/* Insert or overwrite as stored. */
+void index_put(struct index *ix, const unsigned char id[32], uint32_t pack, uint32_t offset,
+               uint32_t length, uint32_t raw_length, uint8_t type);
+/* 1: found (copied to *out if non-NULL). 0: absent. */
+int index_get(struct index *ix, const unsigned char id[32], struct index_entry *out);
+/* Atomically: if absent, insert as pending and return 1 (caller must store
+ * it); if present (stored or pending), return 0. */
+int index_claim(struct index *ix, const unsigned char id[32], uint8_t type);
+
+/* Load every index/ object of the repository (decrypting each). */
+struct repo;
+int index_load(struct repo *r, char **err);
+/* Serialise the given packs (with their blobs from the index) as one index
+ * object and save it; id_hex receives its id. */
+int index_save_packs(struct repo *r, const uint32_t *packs, size_t n, char id_hex[65], char **err);
+
+#endif

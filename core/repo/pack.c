@@ -1,0 +1,138 @@
+/* Pack assembly and parsing (format in pack.h and docs/FORMAT.md). */
+#include "repo/pack.h"
+
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/log.h"
+
+static void put_u32(unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char)v;
+  p[1] = (unsigned char)(v >> 8);
+  p[2] = (unsigned char)(v >> 16);
+  p[3] = (unsigned char)(v >> 24);
+}
+
+static uint32_t get_u32(const unsigned char *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+void packer_init(struct packer *p) { memset(p, 0, sizeof(*p)); }
+
+void packer_free(struct packer *p) {
+  free(p->buf);
+  free(p->entries);
+  memset(p, 0, sizeof(*p));
+}
+
+static void reserve(struct packer *p, size_t more) {
+  if (p->len + more <= p->cap)
+    return;
+  size_t cap = p->cap ? p->cap : 1024 * 1024;
+  while (cap < p->len + more)
+    cap *= 2;
+  p->buf = xrealloc(p->buf, cap);
+  p->cap = cap;
+}
+
+void packer_add(struct packer *p, const unsigned char id[32], uint8_t type, const void *sealed,
+                size_t sealed_len, uint32_t raw_length) {
+  reserve(p, sealed_len);
+  if (p->n == p->cap_entries) {
+    p->cap_entries = p->cap_entries ? p->cap_entries * 2 : 64;
+    p->entries = xrealloc(p->entries, p->cap_entries * sizeof(*p->entries));
+  }
+  struct pack_entry *e = &p->entries[p->n++];
+  e->type = type;
+  memcpy(e->id, id, 32);
+  e->offset = (uint32_t)p->len;
+  e->length = (uint32_t)sealed_len;
+  e->raw_length = raw_length;
+  memcpy(p->buf + p->len, sealed, sealed_len);
+  p->len += sealed_len;
+}
+
+int packer_finish(struct packer *p, const struct repo *r, unsigned char pack_id[32]) {
+  size_t hl = 8 + p->n * PACK_ENTRY_SIZE;
+  unsigned char *h = xmalloc(hl);
+  memcpy(h, PACK_HEADER_MAGIC, 4);
+  put_u32(h + 4, (uint32_t)p->n);
+  for (size_t i = 0; i < p->n; i++) {
+    unsigned char *e = h + 8 + i * PACK_ENTRY_SIZE;
+    e[0] = p->entries[i].type;
+    memcpy(e + 1, p->entries[i].id, 32);
+    put_u32(e + 33, p->entries[i].offset);
+    put_u32(e + 37, p->entries[i].length);
+    put_u32(e + 41, p->entries[i].raw_length);
+  }
+  size_t sl = repo_sealed_len(r, hl);
+  reserve(p, sl + 8);
+  if (repo_seal(r, "packheader", 10, h, hl, p->buf + p->len) != 0) {
+    free(h);
+    return -1;
+  }
+  free(h);
+  p->len += sl;
+  put_u32(p->buf + p->len, (uint32_t)sl);
+  memcpy(p->buf + p->len + 4, PACK_MAGIC, 4);
+  p->len += 8;
+  SHA256(p->buf, p->len, pack_id);
+  return 0;
+}
+
+int pack_parse(const struct repo *r, const void *pack, size_t len, struct pack_entry **entries,
+               size_t *n, char **err) {
+  const unsigned char *b = pack;
+  if (len < 8 || memcmp(b + len - 4, PACK_MAGIC, 4) != 0) {
+    *err = xstrdup("not a pack (trailer magic missing)");
+    return -1;
+  }
+  uint32_t sl = get_u32(b + len - 8);
+  if (sl > len - 8) {
+    *err = xstrdup("pack header length is out of range");
+    return -1;
+  }
+  const unsigned char *sh = b + len - 8 - sl;
+  unsigned char *h = xmalloc(sl ? sl : 1);
+  size_t hl;
+  if (repo_unseal(r, "packheader", 10, sh, sl, h, &hl) != 0) {
+    free(h);
+    *err = xstrdup("pack header authentication failed");
+    return -1;
+  }
+  if (hl < 8 || memcmp(h, PACK_HEADER_MAGIC, 4) != 0 || (hl - 8) / PACK_ENTRY_SIZE != get_u32(h + 4) ||
+      (hl - 8) % PACK_ENTRY_SIZE != 0) {
+    free(h);
+    *err = xstrdup("pack header is malformed");
+    return -1;
+  }
+  size_t cnt = get_u32(h + 4);
+  size_t data_end = len - 8 - sl;
+  struct pack_entry *es = xcalloc(cnt ? cnt : 1, sizeof(*es));
+  for (size_t i = 0; i < cnt; i++) {
+    const unsigned char *e = h + 8 + i * PACK_ENTRY_SIZE;
+    es[i].type = e[0];
+    memcpy(es[i].id, e + 1, 32);
+    es[i].offset = get_u32(e + 33);
+    es[i].length = get_u32(e + 37);
+    es[i].raw_length = get_u32(e + 41);
+    if ((uint64_t)es[i].offset + es[i].length > data_end) {
+      free(h);
+      free(es);
+      *err = xasprintf("pack header entry %zu points outside the pack", i);
+      return -1;
+    }
+  }
+  free(h);
+  *entries = es;
+  *n = cnt;
+  return 0;
+}
+
+void pack_object_name(const unsigned char pack_id[32], char name[80]) {
+  char hex[65];
+  hex_encode(pack_id, 32, hex);
+  snprintf(name, 80, "data/%.2s/%s", hex, hex);
+}

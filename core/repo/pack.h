@@ -1,0 +1,52 @@
+/* Packs: many sealed blobs in one object so object stores see few, large
+ * writes. Layout (docs/FORMAT.md):
+ *
+ *   blob_0 || blob_1 || ... || sealed_header || u32le(len(sealed_header)) || "EPK1"
+ *
+ * header plaintext: "EPH1" || u32le(count) || count * entry
+ *   entry = u8 type || id[32] || u32le offset || u32le length || u32le raw_length
+ * sealed with AAD "packheader". The pack id is SHA-256 of the whole object,
+ * so the index can be rebuilt from packs alone and a pack verified by name.
+ */
+#ifndef CORE_REPO_PACK_H
+#define CORE_REPO_PACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "repo/repo.h"
+
+#define PACK_MAGIC "EPK1"
+#define PACK_HEADER_MAGIC "EPH1"
+#define PACK_ENTRY_SIZE (1 + 32 + 4 + 4 + 4)
+
+struct pack_entry {
+  uint8_t type;
+  unsigned char id[32];
+  uint32_t offset, length, raw_length;
+};
+
+struct packer {
+  unsigned char *buf;
+  size_t len, cap;
+  struct pack_entry *entries;
+  size_t n, cap_entries;
+};
+
+void packer_init(struct packer *p);
+void packer_free(struct packer *p);
+/* Append one sealed blob. */
+void packer_add(struct packer *p, const unsigned char id[32], uint8_t type, const void *sealed,
+                size_t sealed_len, uint32_t raw_length);
+/* Seal the header and append header + trailer; computes the pack id. The
+ * packer then holds the complete object in buf/len. */
+int packer_finish(struct packer *p, const struct repo *r, unsigned char pack_id[32]);
+
+/* Parse the header of a complete pack object (for check and index rebuild).
+ * *entries is malloc'd. */
+int pack_parse(const struct repo *r, const void *pack, size_t len, struct pack_entry **entries,
+               size_t *n, char **err);
+
+void pack_object_name(const unsigned char pack_id[32], char name[80]);
+
+#endif

@@ -1,0 +1,838 @@
+/* Repository open/initialise, keys, sealing and object I/O over the sinks.
+ * The byte formats are documented in docs/FORMAT.md. */
+#include "repo/repo.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "repo/index.h"
+#include "stage/compress.h"
+#include "util/log.h"
+
+#define KDF_N 32768u
+#define KDF_R 8u
+#define KDF_P 1u
+#define KEY_AAD "engine-key-v1"
+
+static const char *sink_name(const struct repo_sink *s) { return s->pi->name; }
+
+static const char *sink_where(const struct repo_sink *s) {
+  return s->pi->plugin->sink->describe(s->pi->inst);
+}
+
+static char *sink_error(const struct repo_sink *s, const char *what, const char *name) {
+  return xasprintf("sink '%s' (%s): %s '%s': %s", sink_name(s), sink_where(s), what, name,
+                   host_last_error(s->pi->host)[0] ? host_last_error(s->pi->host) : "failed");
+}
+
+int repo_put(struct repo *r, const char *name, const void *buf, size_t len, unsigned flags,
+             char **err) {
+  int ok = 0;
+  for (size_t i = 0; i < r->n_sinks; i++) {
+    struct repo_sink *s = &r->sinks[i];
+    if (s->failed)
+      continue;
+    host_clear_error(s->pi->host);
+    int rc = s->pi->plugin->sink->put(s->pi->inst, name, buf, len, flags);
+    if (rc == ENGINE_OK) {
+      ok++;
+      continue;
+    }
+    char *msg = rc == ENGINE_EXISTS ? xasprintf("sink '%s': object '%s' already exists", sink_name(s), name)
+                                    : sink_error(s, "unable to write", name);
+    if (s->required || rc == ENGINE_EXISTS) {
+      *err = msg;
+      return rc == ENGINE_EXISTS ? ENGINE_EXISTS : -1;
+    }
+    log_warn("%s; sink '%s' is not required, it will miss this snapshot", msg, sink_name(s));
+    free(msg);
+    s->failed = 1;
+  }
+  if (!ok) {
+    *err = xasprintf("unable to write '%s': no sink accepted it", name);
+    return -1;
+  }
+  return 0;
+}
+
+int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, void **buf, size_t *n,
+             char **err) {
+  char *first_err = NULL;
+  int not_found = 0;
+  for (size_t i = 0; i < r->n_sinks; i++) {
+    struct repo_sink *s = &r->sinks[i];
+    host_clear_error(s->pi->host);
+    int rc = s->pi->plugin->sink->get(s->pi->inst, name, off, len, buf, n);
+    if (rc == ENGINE_OK) {
+      if (i > 0 && first_err)
+        log_warn("%s; read it from sink '%s' instead", first_err, sink_name(s));
+      free(first_err);
+      return 0;
+    }
+    if (rc == ENGINE_NOT_FOUND)
+      not_found++;
+    if (!first_err)
+      first_err = rc == ENGINE_NOT_FOUND
+                      ? xasprintf("sink '%s' (%s): object '%s' not found", sink_name(s), sink_where(s), name)
+                      : sink_error(s, "unable to read", name);
+  }
+  *err = first_err ? first_err : xasprintf("unable to read '%s': no sink configured", name);
+  return not_found == (int)r->n_sinks ? ENGINE_NOT_FOUND : -1;
+}
+
+struct list_ctx {
+  json_t *arr;
+};
+
+static int list_cb(void *ud, const char *name, uint64_t size) {
+  struct list_ctx *c = ud;
+  json_t *o = json_pack("{s:s, s:I}", "name", name, "size", (json_int_t)size);
+  json_array_append_new(c->arr, o);
+  return 0;
+}
+
+static int cmp_names(const void *a, const void *b) {
+  const json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+  return strcmp(json_string_value(json_object_get(x, "name")), json_string_value(json_object_get(y, "name")));
+}
+
+static void sort_listing(json_t *arr) {
+  size_t n = json_array_size(arr);
+  json_t **v = xcalloc(n, sizeof(*v));
+  for (size_t i = 0; i < n; i++)
+    v[i] = json_incref(json_array_get(arr, i));
+  qsort(v, n, sizeof(*v), cmp_names);
+  json_array_clear(arr);
+  for (size_t i = 0; i < n; i++)
+    json_array_append_new(arr, v[i]);
+  free(v);
+}
+
+static int sink_list(struct repo_sink *s, const char *prefix, json_t **out, char **err) {
+  struct list_ctx c = {json_array()};
+  host_clear_error(s->pi->host);
+  if (s->pi->plugin->sink->list(s->pi->inst, prefix, list_cb, &c) != ENGINE_OK) {
+    json_decref(c.arr);
+    *err = sink_error(s, "unable to list", prefix);
+    return -1;
+  }
+  sort_listing(c.arr);
+  *out = c.arr;
+  return 0;
+}
+
+int repo_list(struct repo *r, const char *prefix, json_t **out, char **err) {
+  char *first_err = NULL;
+  for (size_t i = 0; i < r->n_sinks; i++) {
+    char *e = NULL;
+    if (sink_list(&r->sinks[i], prefix, out, &e) == 0) {
+      if (first_err) {
+        log_warn("%s; listed sink '%s' instead", first_err, sink_name(&r->sinks[i]));
+        free(first_err);
+      }
+      return 0;
+    }
+    if (!first_err)
+      first_err = e;
+    else
+      free(e);
+  }
+  *err = first_err;
+  return -1;
+}
+
+/* ---- sealing ---------------------------------------------------------- */
+
+size_t repo_sealed_len(const struct repo *r, size_t plain_len) {
+  return r->crypto ? r->nonce_len + plain_len + r->tag_len : plain_len;
+}
+
+static int seal_with(const struct engine_plugin *crypto, const unsigned char *key, const void *aad,
+                     size_t aad_len, const void *in, size_t n, void *out) {
+  const struct engine_crypto_ops *c = crypto->crypto;
+  unsigned char *o = out;
+  if (RAND_bytes(o, (int)c->nonce_len) != 1)
+    return -1;
+  return c->seal(key, o, aad, aad_len, in, n, o + c->nonce_len) == ENGINE_OK ? 0 : -1;
+}
+
+static int unseal_with(const struct engine_plugin *crypto, const unsigned char *key, const void *aad,
+                       size_t aad_len, const void *in, size_t n, void *out, size_t *out_len) {
+  const struct engine_crypto_ops *c = crypto->crypto;
+  const unsigned char *i = in;
+  if (n < c->nonce_len + c->tag_len)
+    return -1;
+  if (c->open(key, i, aad, aad_len, i + c->nonce_len, n - c->nonce_len, out) != ENGINE_OK)
+    return -1;
+  *out_len = n - c->nonce_len - c->tag_len;
+  return 0;
+}
+
+int repo_seal(const struct repo *r, const void *aad, size_t aad_len, const void *in, size_t n,
+              void *out) {
+  if (!r->crypto) {
+    memcpy(out, in, n);
+    return 0;
+  }
+  return seal_with(r->crypto, r->enc_key, aad, aad_len, in, n, out);
+}
+
+int repo_unseal(const struct repo *r, const void *aad, size_t aad_len, const void *in, size_t n,
+                void *out, size_t *out_len) {
+  if (!r->crypto) {
+    memcpy(out, in, n);
+    *out_len = n;
+    return 0;
+  }
+  return unseal_with(r->crypto, r->enc_key, aad, aad_len, in, n, out, out_len);
+}
+
+void repo_blob_id(const struct repo *r, const void *data, size_t n, unsigned char id[32]) {
+  unsigned int len = 32;
+  HMAC(EVP_sha256(), r->mac_key, REPO_KEY_LEN, data, n, id, &len);
+}
+
+static void blob_aad(const unsigned char id[32], enum blob_type type, unsigned char aad[33]) {
+  memcpy(aad, id, 32);
+  aad[32] = (unsigned char)type;
+}
+
+int repo_blob_encode(const struct repo *r, const unsigned char id[32], enum blob_type type,
+                     const void *data, size_t n, void **out, size_t *out_len) {
+  void *plain;
+  size_t plain_len;
+  if (compress_encode(r->compress_algo, r->compress_level, data, n, &plain, &plain_len) != 0)
+    return -1;
+  unsigned char aad[33];
+  blob_aad(id, type, aad);
+  size_t sl = repo_sealed_len(r, plain_len);
+  void *sealed = xmalloc(sl);
+  int rc = repo_seal(r, aad, sizeof(aad), plain, plain_len, sealed);
+  free(plain);
+  if (rc != 0) {
+    free(sealed);
+    return -1;
+  }
+  *out = sealed;
+  *out_len = sl;
+  return 0;
+}
+
+int repo_blob_decode(const struct repo *r, const unsigned char id[32], enum blob_type type,
+                     const void *enc, size_t enc_len, void **out, size_t *out_len, char **err) {
+  char hex[65];
+  hex_encode(id, 32, hex);
+  unsigned char aad[33];
+  blob_aad(id, type, aad);
+  void *plain = xmalloc(enc_len ? enc_len : 1);
+  size_t plain_len;
+  if (repo_unseal(r, aad, sizeof(aad), enc, enc_len, plain, &plain_len) != 0) {
+    free(plain);
+    *err = xasprintf("blob %s: authentication failed (data corrupted or tampered with)", hex);
+    return -1;
+  }
+  const char *cerr = NULL;
+  void *raw;
+  size_t raw_len;
+  int rc = compress_decode(plain, plain_len, REPO_MAX_BLOB, &raw, &raw_len, &cerr);
+  free(plain);
+  if (rc != 0) {
+    *err = xasprintf("blob %s: unable to decompress: %s", hex, cerr ? cerr : "corrupt data");
+    return -1;
+  }
+  unsigned char check[32];
+  repo_blob_id(r, raw, raw_len, check);
+  if (memcmp(check, id, 32) != 0) {
+    free(raw);
+    *err = xasprintf("blob %s: content does not match its id", hex);
+    return -1;
+  }
+  *out = raw;
+  *out_len = raw_len;
+  return 0;
+}
+
+/* ---- sealed JSON objects ---------------------------------------------- */
+
+/* "index" objects live under index/, "snapshot" objects under snapshots/. */
+static void object_name(const char *kind, const char *id_hex, char name[128]) {
+  snprintf(name, 128, "%s%s/%s", kind, strcmp(kind, "index") == 0 ? "" : "s", id_hex);
+}
+
+int repo_save_json(struct repo *r, const char *kind, json_t *obj, char id_hex[65], char **err) {
+  char *text = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
+  if (!text) {
+    *err = xasprintf("unable to serialise %s", kind);
+    return -1;
+  }
+  size_t n = strlen(text);
+  size_t sl = repo_sealed_len(r, n);
+  unsigned char *sealed = xmalloc(sl);
+  int rc = repo_seal(r, kind, strlen(kind), text, n, sealed);
+  OPENSSL_cleanse(text, n);
+  free(text);
+  if (rc != 0) {
+    free(sealed);
+    *err = xasprintf("unable to encrypt %s", kind);
+    return -1;
+  }
+  sha256_hex(sealed, sl, id_hex);
+  char name[128];
+  object_name(kind, id_hex, name);
+  rc = repo_put(r, name, sealed, sl, ENGINE_PUT_NO_OVERWRITE, err);
+  free(sealed);
+  return rc == ENGINE_EXISTS ? 0 : rc; /* same content, same name: already durable */
+}
+
+int repo_load_json(struct repo *r, const char *kind, const char *id_hex, json_t **out, char **err) {
+  char name[128];
+  object_name(kind, id_hex, name);
+  void *buf;
+  size_t n;
+  int rc = repo_get(r, name, 0, 0, &buf, &n, err);
+  if (rc != 0)
+    return rc;
+  char check[65];
+  sha256_hex(buf, n, check);
+  if (strcmp(check, id_hex) != 0) {
+    free(buf);
+    *err = xasprintf("%s '%s' is corrupted: its content hash is %s", kind, name, check);
+    return -1;
+  }
+  char *plain = xmalloc(n + 1);
+  size_t pl;
+  if (repo_unseal(r, kind, strlen(kind), buf, n, plain, &pl) != 0) {
+    free(buf);
+    free(plain);
+    *err = xasprintf("%s '%s': authentication failed (wrong key or tampered object)", kind, name);
+    return -1;
+  }
+  free(buf);
+  json_error_t je;
+  *out = json_loadb(plain, pl, 0, &je);
+  OPENSSL_cleanse(plain, pl);
+  free(plain);
+  if (!*out) {
+    *err = xasprintf("%s '%s': invalid JSON: %s", kind, name, je.text);
+    return -1;
+  }
+  return 0;
+}
+
+int repo_read_blob(struct repo *r, const unsigned char id[32], enum blob_type type, void **out,
+                   size_t *n, char **err) {
+  struct index_entry e;
+  char hex[65];
+  hex_encode(id, 32, hex);
+  if (!index_get(r->index, id, &e) || e.pack == UINT32_MAX) {
+    *err = xasprintf("blob %s is not in the index (missing data)", hex);
+    return -1;
+  }
+  char pack_hex[65], name[128];
+  hex_encode(r->index->packs[e.pack], 32, pack_hex);
+  snprintf(name, sizeof(name), "data/%.2s/%s", pack_hex, pack_hex);
+  void *enc;
+  size_t enc_len;
+  if (repo_get(r, name, e.offset, e.length, &enc, &enc_len, err) != 0)
+    return -1;
+  if (enc_len != e.length) {
+    free(enc);
+    *err = xasprintf("pack %s: short read of blob %s", pack_hex, hex);
+    return -1;
+  }
+  char *derr = NULL;
+  int rc = repo_blob_decode(r, id, type, enc, enc_len, out, n, &derr);
+  free(enc);
+  if (rc != 0) {
+    *err = xasprintf("pack %s: %s", pack_hex, derr);
+    free(derr);
+  }
+  return rc;
+}
+
+/* ---- keys ------------------------------------------------------------- */
+
+static int derive_kek(const char *pass, size_t pass_len, const unsigned char *salt, size_t salt_len,
+                      uint64_t N, uint64_t rr, uint64_t p, unsigned char *kek, size_t kek_len) {
+  return EVP_PBE_scrypt(pass, pass_len, salt, salt_len, N, rr, p, 256ull * 1024 * 1024, kek, kek_len) == 1
+             ? 0
+             : -1;
+}
+
+static char *current_user(void) {
+  struct passwd *pw = getpwuid(getuid());
+  return xstrdup(pw ? pw->pw_name : "unknown");
+}
+
+static char *current_host(void) {
+  char h[256];
+  if (gethostname(h, sizeof(h)) != 0)
+    strcpy(h, "unknown");
+  h[sizeof(h) - 1] = '\0';
+  return xstrdup(h);
+}
+
+static json_t *master_json(const struct repo *r) {
+  char seed[17];
+  snprintf(seed, sizeof(seed), "%016llx", (unsigned long long)r->chunker_seed);
+  char *ek = b64_encode(r->enc_key, REPO_KEY_LEN), *mk = b64_encode(r->mac_key, REPO_KEY_LEN);
+  json_t *m = json_pack("{s:s, s:s, s:s, s:s}", "repository", r->id, "encryption_key", ek, "id_key", mk,
+                        "chunker_seed", seed);
+  OPENSSL_cleanse(ek, strlen(ek));
+  OPENSSL_cleanse(mk, strlen(mk));
+  free(ek);
+  free(mk);
+  return m;
+}
+
+/* Build a keys/ object wrapping the master key under the passphrase. */
+static int make_key_object(const struct repo *r, const char *pass, size_t pass_len, char **text_out,
+                           char **err) {
+  json_t *m = master_json(r);
+  char *plain = json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS);
+  json_decref(m);
+  size_t pl = strlen(plain);
+  char *user = current_user(), *host = current_host(), *now = iso_time(time(NULL));
+  json_t *k = json_pack("{s:i, s:s, s:s, s:s, s:s}", "version", REPO_FORMAT_VERSION, "created", now,
+                        "user", user, "host", host, "encryption", r->crypto ? r->crypto->name : "none");
+  free(user);
+  free(host);
+  free(now);
+  int rc = 0;
+  if (r->crypto) {
+    unsigned char salt[32], kek[64];
+    size_t kek_len = r->crypto->crypto->key_len;
+    RAND_bytes(salt, sizeof(salt));
+    if (kek_len > sizeof(kek) || derive_kek(pass, pass_len, salt, sizeof(salt), KDF_N, KDF_R, KDF_P, kek, kek_len) != 0) {
+      *err = xstrdup("key derivation (scrypt) failed");
+      rc = -1;
+    } else {
+      size_t sl = r->nonce_len + pl + r->tag_len;
+      unsigned char *sealed = xmalloc(sl);
+      if (seal_with(r->crypto, kek, KEY_AAD, strlen(KEY_AAD), plain, pl, sealed) != 0) {
+        *err = xstrdup("unable to encrypt the master key");
+        rc = -1;
+      } else {
+        char *s64 = b64_encode(salt, sizeof(salt)), *d64 = b64_encode(sealed, sl);
+        json_object_set_new(k, "kdf", json_pack("{s:s, s:I, s:I, s:I, s:s}", "algorithm", "scrypt", "N",
+                                                (json_int_t)KDF_N, "r", (json_int_t)KDF_R, "p",
+                                                (json_int_t)KDF_P, "salt", s64));
+        json_object_set_new(k, "data", json_string(d64));
+        free(s64);
+        free(d64);
+      }
+      free(sealed);
+      OPENSSL_cleanse(kek, sizeof(kek));
+    }
+  } else {
+    char *d64 = b64_encode(plain, pl);
+    json_object_set_new(k, "kdf", json_pack("{s:s}", "algorithm", "none"));
+    json_object_set_new(k, "data", json_string(d64));
+    free(d64);
+  }
+  OPENSSL_cleanse(plain, pl);
+  free(plain);
+  if (rc == 0)
+    *text_out = json_dumps(k, JSON_INDENT(2) | JSON_SORT_KEYS);
+  json_decref(k);
+  return rc;
+}
+
+/* Try to unwrap one key object. 0 = opened, 1 = wrong passphrase, -1 = broken. */
+static int open_key_object(struct repo *r, const char *name, const char *text, size_t len,
+                           const char *pass, size_t pass_len, char **err) {
+  json_error_t je;
+  json_t *k = json_loadb(text, len, 0, &je);
+  if (!k) {
+    *err = xasprintf("key '%s': invalid JSON: %s", name, je.text);
+    return -1;
+  }
+  int rc = -1;
+  const char *kdf = json_string_value(json_object_get(json_object_get(k, "kdf"), "algorithm"));
+  const char *data = json_string_value(json_object_get(k, "data"));
+  const char *enc = json_string_value(json_object_get(k, "encryption"));
+  unsigned char *blob = NULL, *salt = NULL;
+  size_t blob_len = 0, salt_len = 0;
+  char *plain = NULL;
+  size_t pl = 0;
+  if (!kdf || !data || !enc || b64_decode(data, &blob, &blob_len) != 0) {
+    *err = xasprintf("key '%s': malformed key object", name);
+    goto out;
+  }
+  if (strcmp(enc, r->crypto ? r->crypto->name : "none") != 0) {
+    *err = xasprintf("key '%s' is for encryption '%s' but the pipeline configures '%s'", name, enc,
+                     r->crypto ? r->crypto->name : "none");
+    goto out;
+  }
+  if (strcmp(kdf, "none") == 0) {
+    plain = xmalloc(blob_len + 1);
+    memcpy(plain, blob, blob_len);
+    pl = blob_len;
+  } else if (strcmp(kdf, "scrypt") == 0 && r->crypto) {
+    json_t *kp = json_object_get(k, "kdf");
+    json_int_t N = json_integer_value(json_object_get(kp, "N"));
+    json_int_t rr = json_integer_value(json_object_get(kp, "r"));
+    json_int_t p = json_integer_value(json_object_get(kp, "p"));
+    const char *s64 = json_string_value(json_object_get(kp, "salt"));
+    unsigned char kek[64];
+    size_t kek_len = r->crypto->crypto->key_len;
+    if (!s64 || b64_decode(s64, &salt, &salt_len) != 0 || N < 2 || N > (1 << 22) || rr < 1 || rr > 64 ||
+        p < 1 || p > 16 || kek_len > sizeof(kek)) {
+      *err = xasprintf("key '%s': invalid scrypt parameters", name);
+      goto out;
+    }
+    if (derive_kek(pass, pass_len, salt, salt_len, (uint64_t)N, (uint64_t)rr, (uint64_t)p, kek, kek_len) != 0) {
+      *err = xasprintf("key '%s': key derivation failed", name);
+      goto out;
+    }
+    plain = xmalloc(blob_len + 1);
+    int ok = unseal_with(r->crypto, kek, KEY_AAD, strlen(KEY_AAD), blob, blob_len, plain, &pl);
+    OPENSSL_cleanse(kek, sizeof(kek));
+    if (ok != 0) {
+      rc = 1;
+      goto out;
+    }
+  } else {
+    *err = xasprintf("key '%s': unsupported key derivation '%s'", name, kdf);
+    goto out;
+  }
+  json_t *m = json_loadb(plain, pl, 0, &je);
+  const char *rid = m ? json_string_value(json_object_get(m, "repository")) : NULL;
+  const char *ek = m ? json_string_value(json_object_get(m, "encryption_key")) : NULL;
+  const char *mk = m ? json_string_value(json_object_get(m, "id_key")) : NULL;
+  const char *seed = m ? json_string_value(json_object_get(m, "chunker_seed")) : NULL;
+  unsigned char *ekb = NULL, *mkb = NULL;
+  size_t ekl = 0, mkl = 0;
+  if (!rid || !ek || !mk || !seed || b64_decode(ek, &ekb, &ekl) != 0 || b64_decode(mk, &mkb, &mkl) != 0 ||
+      ekl != REPO_KEY_LEN || mkl != REPO_KEY_LEN) {
+    *err = xasprintf("key '%s': malformed master key", name);
+  } else if (strcmp(rid, r->id) != 0) {
+    *err = xasprintf("key '%s' belongs to repository %s, not %s (the config object was replaced?)", name,
+                     rid, r->id);
+  } else {
+    memcpy(r->enc_key, ekb, REPO_KEY_LEN);
+    memcpy(r->mac_key, mkb, REPO_KEY_LEN);
+    r->chunker_seed = strtoull(seed, NULL, 16);
+    rc = 0;
+  }
+  if (ekb) {
+    OPENSSL_cleanse(ekb, ekl);
+    free(ekb);
+  }
+  if (mkb) {
+    OPENSSL_cleanse(mkb, mkl);
+    free(mkb);
+  }
+  json_decref(m);
+out:
+  if (plain) {
+    OPENSSL_cleanse(plain, pl);
+    free(plain);
+  }
+  free(blob);
+  free(salt);
+  json_decref(k);
+  return rc;
+}
+
+static int open_keys(struct repo *r, const char *pass, size_t pass_len, char **err) {
+  json_t *keys;
+  if (repo_list(r, "keys/", &keys, err) != 0)
+    return -1;
+  size_t n = json_array_size(keys);
+  if (n == 0) {
+    json_decref(keys);
+    *err = xstrdup("the repository has no keys (keys/ is empty): it cannot be opened");
+    return -1;
+  }
+  int rc = -1, wrong = 0;
+  for (size_t i = 0; i < n && rc != 0; i++) {
+    const char *name = json_string_value(json_object_get(json_array_get(keys, i), "name"));
+    void *buf;
+    size_t len;
+    char *e = NULL;
+    if (repo_get(r, name, 0, 0, &buf, &len, &e) != 0) {
+      log_warn("%s", e);
+      free(e);
+      continue;
+    }
+    int k = open_key_object(r, name, buf, len, pass, pass_len, &e);
+    free(buf);
+    if (k == 0) {
+      rc = 0;
+      snprintf(r->key_id, sizeof(r->key_id), "%s", name + 5);
+    } else if (k == 1) {
+      wrong++;
+    } else {
+      /* A key for another algorithm or a malformed one: report, keep trying. */
+      if (!*err)
+        *err = e;
+      else
+        free(e);
+    }
+  }
+  json_decref(keys);
+  if (rc != 0 && wrong > 0) {
+    free(*err);
+    *err = xasprintf("wrong passphrase or key file: none of the repository's %zu key(s) can be opened with it", n);
+  }
+  return rc;
+}
+
+/* ---- config ----------------------------------------------------------- */
+
+static int parse_config(struct repo *r, const char *text, size_t len, const char *where, char **err) {
+  json_error_t je;
+  json_t *c = json_loadb(text, len, 0, &je);
+  if (!c || json_integer_value(json_object_get(c, "engine_repository")) != 1) {
+    json_decref(c);
+    *err = xasprintf("%s: 'config' is not an engine repository configuration", where);
+    return -1;
+  }
+  json_int_t v = json_integer_value(json_object_get(c, "version"));
+  if (v != REPO_FORMAT_VERSION) {
+    json_decref(c);
+    *err = xasprintf("%s: repository format version %lld is not supported by this engine (it reads version %d)",
+                     where, (long long)v, REPO_FORMAT_VERSION);
+    return -1;
+  }
+  const char *id = json_string_value(json_object_get(c, "id"));
+  const char *enc = json_string_value(json_object_get(c, "encryption"));
+  json_t *ch = json_object_get(c, "chunker");
+  if (!id || strlen(id) != 2 * REPO_ID_LEN || !enc || !ch) {
+    json_decref(c);
+    *err = xasprintf("%s: malformed repository config", where);
+    return -1;
+  }
+  snprintf(r->id, sizeof(r->id), "%s", id);
+  r->chunker.min_size = (uint32_t)json_integer_value(json_object_get(ch, "min"));
+  r->chunker.avg_size = (uint32_t)json_integer_value(json_object_get(ch, "avg"));
+  r->chunker.max_size = (uint32_t)json_integer_value(json_object_get(ch, "max"));
+  r->pack_size = (uint64_t)json_integer_value(json_object_get(c, "pack_size"));
+  const char *want = r->crypto ? r->crypto->name : "none";
+  int rc = 0;
+  const char *cerr = NULL;
+  if (strcmp(enc, want) != 0) {
+    *err = xasprintf("%s: the repository is encrypted with '%s' but the pipeline configures '%s'", where,
+                     enc, want);
+    rc = -1;
+  } else if (chunker_params_check(&r->chunker, &cerr) != 0) {
+    *err = xasprintf("%s: invalid chunker parameters in config: %s", where, cerr);
+    rc = -1;
+  }
+  if (r->pack_size < 1024 * 1024 || r->pack_size > 1024ull * 1024 * 1024)
+    r->pack_size = REPO_DEFAULT_PACK_SIZE;
+  json_decref(c);
+  return rc;
+}
+
+struct probe_ctx {
+  char first[512];
+  int any;
+};
+
+static int probe_cb(void *ud, const char *name, uint64_t size) {
+  (void)size;
+  struct probe_ctx *p = ud;
+  snprintf(p->first, sizeof(p->first), "%s", name);
+  p->any = 1;
+  return 1; /* one is enough */
+}
+
+/* 0 empty, 1 holds a repository config, -1 error, 2 holds something else */
+static int probe_sink(struct repo_sink *s, void **cfg, size_t *cfg_len, char **err) {
+  host_clear_error(s->pi->host);
+  int rc = s->pi->plugin->sink->get(s->pi->inst, "config", 0, 0, cfg, cfg_len);
+  if (rc == ENGINE_OK)
+    return 1;
+  if (rc != ENGINE_NOT_FOUND) {
+    *err = sink_error(s, "unable to read", "config");
+    return -1;
+  }
+  struct probe_ctx p = {{0}, 0};
+  host_clear_error(s->pi->host);
+  if (s->pi->plugin->sink->list(s->pi->inst, "", probe_cb, &p) != ENGINE_OK) {
+    *err = sink_error(s, "unable to list", "");
+    return -1;
+  }
+  if (!p.any)
+    return 0;
+  *err = xasprintf("sink '%s': %s holds '%s' but no engine repository; refusing to use it (choose an empty "
+                   "location)",
+                   sink_name(s), sink_where(s), p.first);
+  return 2;
+}
+
+static int init_repo(struct repo *r, const struct repo_open_opts *o, char **err) {
+  unsigned char rid[REPO_ID_LEN];
+  if (RAND_bytes(rid, sizeof(rid)) != 1 || RAND_bytes(r->enc_key, REPO_KEY_LEN) != 1 ||
+      RAND_bytes(r->mac_key, REPO_KEY_LEN) != 1 ||
+      RAND_bytes((unsigned char *)&r->chunker_seed, sizeof(r->chunker_seed)) != 1) {
+    *err = xstrdup("the system random number generator failed");
+    return -1;
+  }
+  hex_encode(rid, sizeof(rid), r->id);
+  r->chunker = o->chunker;
+  if (!r->chunker.min_size)
+    r->chunker.min_size = CHUNKER_DEFAULT_MIN;
+  if (!r->chunker.avg_size)
+    r->chunker.avg_size = CHUNKER_DEFAULT_AVG;
+  if (!r->chunker.max_size)
+    r->chunker.max_size = CHUNKER_DEFAULT_MAX;
+  const char *cerr = NULL;
+  if (chunker_params_check(&r->chunker, &cerr) != 0) {
+    *err = xasprintf("repository chunker parameters: %s", cerr);
+    return -1;
+  }
+  r->pack_size = o->pack_size ? o->pack_size : REPO_DEFAULT_PACK_SIZE;
+  char *now = iso_time(time(NULL));
+  json_t *c = json_pack("{s:i, s:i, s:s, s:s, s:s, s:s, s:{s:s, s:I, s:I, s:I}, s:I}", "engine_repository", 1,
+                        "version", REPO_FORMAT_VERSION, "id", r->id, "created", now, "encryption",
+                        r->crypto ? r->crypto->name : "none", "id_hash", "hmac-sha256", "chunker",
+                        "algorithm", "fastcdc-gear64", "min", (json_int_t)r->chunker.min_size, "avg",
+                        (json_int_t)r->chunker.avg_size, "max", (json_int_t)r->chunker.max_size,
+                        "pack_size", (json_int_t)r->pack_size);
+  free(now);
+  char *ctext = json_dumps(c, JSON_INDENT(2) | JSON_SORT_KEYS);
+  json_decref(c);
+  char *ktext = NULL;
+  if (make_key_object(r, o->passphrase, o->passphrase_len, &ktext, err) != 0) {
+    free(ctext);
+    return -1;
+  }
+  char kid[65], kname[80];
+  sha256_hex(ktext, strlen(ktext), kid);
+  snprintf(kname, sizeof(kname), "keys/%s", kid);
+  if (o->dry_run) {
+    free(ktext);
+    free(ctext);
+    return 0;
+  }
+  /* The key first: a location with a config but no key would be unusable. */
+  int rc = repo_put(r, kname, ktext, strlen(ktext), ENGINE_PUT_NO_OVERWRITE, err);
+  if (rc == 0)
+    rc = repo_put(r, "config", ctext, strlen(ctext), ENGINE_PUT_NO_OVERWRITE, err);
+  if (rc == 0)
+    snprintf(r->key_id, sizeof(r->key_id), "%s", kid);
+  free(ktext);
+  free(ctext);
+  return rc == 0 ? 0 : -1;
+}
+
+int repo_open(const struct repo_open_opts *o, struct repo **out, char **err) {
+  *err = NULL;
+  struct repo *r = xcalloc(1, sizeof(*r));
+  r->sinks = o->sinks;
+  r->n_sinks = o->n_sinks;
+  r->crypto = o->crypto;
+  if (r->crypto) {
+    r->nonce_len = r->crypto->crypto->nonce_len;
+    r->tag_len = r->crypto->crypto->tag_len;
+    if (r->crypto->crypto->key_len != REPO_KEY_LEN) {
+      *err = xasprintf("crypto plugin '%s' uses %zu-byte keys; the repository format needs %d", r->crypto->name,
+                       r->crypto->crypto->key_len, REPO_KEY_LEN);
+      free(r);
+      return -1;
+    }
+    if (!o->passphrase || !o->passphrase_len) {
+      *err = xstrdup("no passphrase or key file given for an encrypted repository");
+      free(r);
+      return -1;
+    }
+  }
+  r->compress_algo = o->compress_algo;
+  r->compress_level = o->compress_level;
+  r->index = index_new();
+
+  /* Probe every sink: all empty, or all holding the same repository. */
+  void *cfg = NULL;
+  size_t cfg_len = 0;
+  size_t with_repo = 0, empty = 0;
+  ssize_t cfg_from = -1;
+  for (size_t i = 0; i < r->n_sinks; i++) {
+    void *c = NULL;
+    size_t cl = 0;
+    int st = probe_sink(&r->sinks[i], &c, &cl, err);
+    if (st < 0 || st == 2)
+      goto fail;
+    if (st == 0) {
+      empty++;
+      continue;
+    }
+    with_repo++;
+    if (!cfg) {
+      cfg = c;
+      cfg_len = cl;
+      cfg_from = (ssize_t)i;
+    } else {
+      if (cl != cfg_len || memcmp(c, cfg, cl) != 0) {
+        *err = xasprintf("sinks '%s' and '%s' hold different repositories (their config objects differ)",
+                         sink_name(&r->sinks[cfg_from]), sink_name(&r->sinks[i]));
+        free(c);
+        goto fail;
+      }
+      free(c);
+    }
+  }
+  if (with_repo == 0) {
+    if (!o->create) {
+      *err = xasprintf("no repository at sink '%s' (%s); run the pipeline once to create it",
+                       sink_name(&r->sinks[0]), sink_where(&r->sinks[0]));
+      goto fail;
+    }
+    if (init_repo(r, o, err) != 0)
+      goto fail;
+    r->created = 1;
+    *out = r;
+    return 0;
+  }
+  if (empty > 0) {
+    for (size_t i = 0; i < r->n_sinks; i++) {
+      void *c = NULL;
+      size_t cl = 0;
+      char *e = NULL;
+      if (probe_sink(&r->sinks[i], &c, &cl, &e) == 0) {
+        *err = xasprintf("sink '%s' (%s) is empty but sink '%s' holds the repository; copy the repository to it "
+                         "first (or remove the sink from the pipeline)",
+                         sink_name(&r->sinks[i]), sink_where(&r->sinks[i]), sink_name(&r->sinks[cfg_from]));
+        break;
+      }
+      free(c);
+      free(e);
+    }
+    goto fail;
+  }
+  {
+    char where[600];
+    snprintf(where, sizeof(where), "sink '%s' (%s)", sink_name(&r->sinks[cfg_from]), sink_where(&r->sinks[cfg_from]));
+    if (parse_config(r, cfg, cfg_len, where, err) != 0)
+      goto fail;
+  }
+  free(cfg);
+  cfg = NULL;
+  if (open_keys(r, o->passphrase, o->passphrase_len, err) != 0)
+    goto fail;
+  *out = r;
+  return 0;
+fail:
+  free(cfg);
+  repo_close(r);
+  return -1;
+}
+
+void repo_close(struct repo *r) {
+  if (!r)
+    return;
+  index_free(r->index);
+  OPENSSL_cleanse(r->enc_key, sizeof(r->enc_key));
+  OPENSSL_cleanse(r->mac_key, sizeof(r->mac_key));
+  free(r);
+}

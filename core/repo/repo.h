@@ -1,0 +1,127 @@
+/* The repository: a set of immutable objects under a sink location.
+ * See docs/FORMAT.md for the byte-level description.
+ *
+ *   config               plaintext JSON: format version, repository id, chunker
+ *                        parameters, encryption algorithm
+ *   keys/<id>            the master key wrapped by a key-encryption key
+ *   data/<xx>/<pack-id>  packs: sealed blobs, then a sealed header, then trailer
+ *   index/<id>           sealed JSON: which blob lives in which pack
+ *   snapshots/<id>       sealed JSON manifest of one recovery point
+ *   locks/<id>           (reserved for locking)
+ *
+ * Object names are content addresses (SHA-256 of the stored bytes, hex),
+ * except config and keys. Nothing is ever overwritten.
+ */
+#ifndef CORE_REPO_REPO_H
+#define CORE_REPO_REPO_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chunker/fastcdc.h"
+#include "engine/plugin.h"
+#include "plugin/host.h"
+
+#define REPO_FORMAT_VERSION 1
+#define REPO_ID_LEN 32
+#define REPO_KEY_LEN 32
+#define REPO_DEFAULT_PACK_SIZE (16u * 1024u * 1024u)
+/* Largest blob plaintext we ever accept when decoding (max chunk + slack). */
+#define REPO_MAX_BLOB (64u * 1024u * 1024u + 4096u)
+
+enum blob_type { BLOB_DATA = 0, BLOB_TREE = 1 };
+
+struct repo_sink {
+  struct plugin_instance *pi;
+  int required;
+  int failed; /* a non-required sink that failed during this run */
+};
+
+struct index; /* core/repo/index.h */
+
+struct repo {
+  struct repo_sink *sinks;
+  size_t n_sinks;
+  const struct engine_plugin *crypto; /* NULL: encryption none */
+  size_t nonce_len, tag_len;
+  unsigned char enc_key[REPO_KEY_LEN];
+  unsigned char mac_key[REPO_KEY_LEN];
+  uint64_t chunker_seed;
+  char id[2 * REPO_ID_LEN + 1];
+  char key_id[65]; /* the key object that opened the repository */
+  struct chunker_params chunker;
+  uint64_t pack_size;
+  int compress_algo, compress_level;
+  struct index *index;
+  int created; /* initialised by this open */
+};
+
+struct repo_open_opts {
+  struct repo_sink *sinks; /* borrowed */
+  size_t n_sinks;
+  const struct engine_plugin *crypto; /* NULL: none */
+  const char *passphrase;             /* or key material from a key file */
+  size_t passphrase_len;
+  int create;                         /* initialise an empty location */
+  struct chunker_params chunker;      /* for create; zeros: defaults */
+  uint64_t pack_size;                 /* for create; 0: default */
+  int compress_algo, compress_level;
+  int dry_run; /* initialise in memory only: write nothing */
+};
+
+/* Open (or, with create, initialise) the repository on the sinks. Nothing is
+ * written unless the location is empty and create is set. */
+int repo_open(const struct repo_open_opts *o, struct repo **out, char **err);
+void repo_close(struct repo *r);
+
+/* Object I/O over all sinks. put writes every sink (a failing non-required
+ * sink is marked failed and warned about); get reads the first sink that
+ * answers, falling back to the next. */
+int repo_put(struct repo *r, const char *name, const void *buf, size_t len, unsigned flags, char **err);
+int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, void **buf, size_t *n,
+             char **err);
+/* List names under prefix from the first sink that answers. Returns a JSON
+ * array of {"name":..,"size":..} sorted by name. */
+int repo_list(struct repo *r, const char *prefix, json_t **out, char **err);
+
+/* Sealing: nonce || AEAD(ct) || tag with the repository key and aad; with
+ * encryption none the plaintext is stored as is. */
+size_t repo_sealed_len(const struct repo *r, size_t plain_len);
+int repo_seal(const struct repo *r, const void *aad, size_t aad_len, const void *in, size_t n,
+              void *out);
+/* out gets plain_len = n - overhead bytes; returns -1 if authentication fails. */
+int repo_unseal(const struct repo *r, const void *aad, size_t aad_len, const void *in, size_t n,
+                void *out, size_t *out_len);
+
+/* Keyed chunk id: HMAC-SHA-256(mac_key, data). */
+void repo_blob_id(const struct repo *r, const void *data, size_t n, unsigned char id[32]);
+
+/* Blob encoding: compress (algorithm byte + payload) then seal with the id
+ * and type as AAD. decode checks everything (auth, size, id) and returns the
+ * raw bytes. */
+int repo_blob_encode(const struct repo *r, const unsigned char id[32], enum blob_type type,
+                     const void *data, size_t n, void **out, size_t *out_len);
+int repo_blob_decode(const struct repo *r, const unsigned char id[32], enum blob_type type,
+                     const void *enc, size_t enc_len, void **out, size_t *out_len, char **err);
+
+/* Sealed JSON objects (index, snapshots): serialise, seal with aad = kind,
+ * name = <kind>s/<sha256 of stored bytes>. */
+int repo_save_json(struct repo *r, const char *kind, json_t *obj, char id_hex[65], char **err);
+int repo_load_json(struct repo *r, const char *kind, const char *id_hex, json_t **out, char **err);
+
+/* Read one blob by id through the index. */
+int repo_read_blob(struct repo *r, const unsigned char id[32], enum blob_type type, void **out,
+                   size_t *n, char **err);
+
+/* Helpers */
+void hex_encode(const unsigned char *in, size_t n, char *out); /* out: 2n+1 */
+int hex_decode(const char *in, unsigned char *out, size_t n);  /* exactly 2n hex chars */
+void sha256_hex(const void *data, size_t n, char out[65]);
+char *b64_encode(const void *data, size_t n);
+int b64_decode(const char *s, unsigned char **out, size_t *n);
+char *iso_time(int64_t unix_s); /* "2026-11-22T23:58:30Z", malloc'd */
+int parse_iso_time(const char *s, int64_t *unix_s);
+
+#endif

@@ -1,0 +1,170 @@
+/* Item tree encoding and the sequential blob reader used by restore and check. */
+#include "repo/tree.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/log.h"
+
+static const char *const type_names[] = {NULL, "file", "dir", "symlink", "hardlink", "stream", "special"};
+
+const char *item_type_name(enum engine_item_type t) {
+  if ((int)t >= 1 && (int)t <= 6)
+    return type_names[t];
+  return "unknown";
+}
+
+int item_type_from_name(const char *s) {
+  for (int i = 1; i <= 6; i++)
+    if (s && strcmp(s, type_names[i]) == 0)
+      return i;
+  return -1;
+}
+
+void json_set_bytes(json_t *obj, const char *key, const char *bytes, size_t len) {
+  json_t *s = json_stringn(bytes, len); /* NULL when not valid UTF-8 or has NUL */
+  if (s) {
+    json_object_set_new(obj, key, s);
+    return;
+  }
+  char *k = xasprintf("%s_b64", key);
+  char *b = b64_encode(bytes, len);
+  json_object_set_new(obj, k, json_string(b));
+  free(k);
+  free(b);
+}
+
+char *json_get_bytes(json_t *obj, const char *key, size_t *len) {
+  json_t *s = json_object_get(obj, key);
+  if (json_is_string(s)) {
+    size_t n = json_string_length(s);
+    char *out = xmalloc(n + 1);
+    memcpy(out, json_string_value(s), n);
+    out[n] = '\0';
+    if (len)
+      *len = n;
+    return out;
+  }
+  char *k = xasprintf("%s_b64", key);
+  const char *b = json_string_value(json_object_get(obj, k));
+  free(k);
+  unsigned char *raw;
+  size_t n;
+  if (!b || b64_decode(b, &raw, &n) != 0)
+    return NULL;
+  raw = xrealloc(raw, n + 1);
+  raw[n] = '\0';
+  if (len)
+    *len = n;
+  return (char *)raw;
+}
+
+char *printable_name(const char *bytes, size_t len) {
+  char *out = xmalloc(len * 4 + 1);
+  size_t o = 0;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)bytes[i];
+    if (c == '\n') {
+      out[o++] = '\\';
+      out[o++] = 'n';
+    } else if (c < 0x20 || c == 0x7f || c >= 0x80) {
+      /* every non-ASCII byte is escaped: unambiguous in logs and terminals */
+      o += (size_t)sprintf(out + o, "\\x%02x", c);
+    } else {
+      out[o++] = (char)c;
+    }
+  }
+  out[o] = '\0';
+  return out;
+}
+
+void blob_stream_init(struct blob_stream *s, struct repo *r, json_t *ids, enum blob_type type) {
+  memset(s, 0, sizeof(*s));
+  s->repo = r;
+  s->ids = ids;
+  s->type = type;
+}
+
+ssize_t blob_stream_read(struct blob_stream *s, void *buf, size_t len) {
+  while (s->cur_off >= s->cur_len) {
+    free(s->cur);
+    s->cur = NULL;
+    s->cur_len = s->cur_off = 0;
+    if (s->next >= json_array_size(s->ids))
+      return 0;
+    const char *hex = json_string_value(json_array_get(s->ids, s->next));
+    unsigned char id[32];
+    if (!hex || hex_decode(hex, id, 32) != 0) {
+      s->err = xasprintf("malformed blob id at position %zu", s->next);
+      return -1;
+    }
+    if (repo_read_blob(s->repo, id, s->type, &s->cur, &s->cur_len, &s->err) != 0)
+      return -1;
+    s->next++;
+  }
+  size_t n = s->cur_len - s->cur_off;
+  if (n > len)
+    n = len;
+  memcpy(buf, (char *)s->cur + s->cur_off, n);
+  s->cur_off += n;
+  s->total += n;
+  return (ssize_t)n;
+}
+
+void blob_stream_free(struct blob_stream *s) {
+  free(s->cur);
+  free(s->err);
+  s->cur = NULL;
+  s->err = NULL;
+}
+
+int tree_foreach(struct repo *r, json_t *tree_ids, int (*cb)(void *ud, json_t *item), void *ud,
+                 char **err) {
+  struct blob_stream bs;
+  blob_stream_init(&bs, r, tree_ids, BLOB_TREE);
+  size_t cap = 64 * 1024, len = 0;
+  char *line = xmalloc(cap);
+  char buf[64 * 1024];
+  int rc = 0;
+  size_t lineno = 0;
+  for (;;) {
+    ssize_t n = blob_stream_read(&bs, buf, sizeof(buf));
+    if (n < 0) {
+      *err = xasprintf("reading the item tree: %s", bs.err);
+      rc = -1;
+      break;
+    }
+    if (n == 0)
+      break;
+    for (ssize_t i = 0; i < n && rc == 0; i++) {
+      if (buf[i] != '\n') {
+        if (len + 1 >= cap) {
+          cap *= 2;
+          line = xrealloc(line, cap);
+        }
+        line[len++] = buf[i];
+        continue;
+      }
+      lineno++;
+      json_error_t je;
+      json_t *item = json_loadb(line, len, 0, &je);
+      len = 0;
+      if (!item) {
+        *err = xasprintf("item tree line %zu is not valid JSON: %s", lineno, je.text);
+        rc = -1;
+        break;
+      }
+      rc = cb(ud, item);
+      json_decref(item);
+    }
+    if (rc != 0)
+      break;
+  }
+  if (rc == 0 && len > 0) {
+    *err = xstrdup("item tree ends in the middle of a line (truncated)");
+    rc = -1;
+  }
+  free(line);
+  blob_stream_free(&bs);
+  return rc;
+}

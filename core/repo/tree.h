@@ -1,0 +1,48 @@
+/* Item trees: per source, a stream of JSON lines (one item per line) stored
+ * as TREE blobs through the same chunker as data, so large trees are
+ * chunked and deduplicated like everything else:
+ *
+ *   {"name":"srv/a.txt","type":"file","size":12,"meta":{...},"chunks":["<hex>",...]}
+ *
+ * A name that is not valid UTF-8 is written as "name_b64" instead. */
+#ifndef CORE_REPO_TREE_H
+#define CORE_REPO_TREE_H
+
+#include <jansson.h>
+#include <stdio.h>
+
+#include "engine/item.h"
+#include "repo/repo.h"
+
+const char *item_type_name(enum engine_item_type t);
+int item_type_from_name(const char *s); /* -1 if unknown */
+
+/* Set obj[key] to the bytes as a string, or obj[key_b64] when not UTF-8. */
+void json_set_bytes(json_t *obj, const char *key, const char *bytes, size_t len);
+/* Get bytes set by json_set_bytes; malloc'd, NUL-terminated; NULL if absent. */
+char *json_get_bytes(json_t *obj, const char *key, size_t *len);
+/* A printable rendering of a byte string for messages (\xNN escapes, \n). */
+char *printable_name(const char *bytes, size_t len);
+
+/* Sequential reader over a list of blob ids (item content or a tree). */
+struct blob_stream {
+  struct repo *repo;
+  json_t *ids; /* array of hex ids (borrowed) */
+  enum blob_type type;
+  size_t next;
+  void *cur;
+  size_t cur_len, cur_off;
+  char *err;
+  uint64_t total;
+};
+void blob_stream_init(struct blob_stream *s, struct repo *r, json_t *ids, enum blob_type type);
+/* Returns bytes read, 0 at end, -1 on error (message in s->err). */
+ssize_t blob_stream_read(struct blob_stream *s, void *buf, size_t len);
+void blob_stream_free(struct blob_stream *s);
+
+/* Iterate a tree: calls cb for each item object; cb returns non-zero to stop
+ * (that value is returned). Returns -1 on a read/parse error with *err. */
+int tree_foreach(struct repo *r, json_t *tree_ids, int (*cb)(void *ud, json_t *item), void *ud,
+                 char **err);
+
+#endif

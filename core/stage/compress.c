@@ -1,0 +1,501 @@
+/* Compression stage: turns a chunk into a blob plaintext [algo byte][payload]
+ * and back, with zstd (frame content size and checksum), gzip (zlib deflate,
+ * gzip framing) or no compression. Runs on thread-pool workers, so codec
+ * contexts are cached per thread instead of being rebuilt for every chunk. */
+#include "stage/compress.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#include "util/log.h"
+
+/* ---- per-thread codec contexts ---- */
+
+struct codec_tls {
+  ZSTD_CCtx *cctx;
+  ZSTD_DCtx *dctx;
+  z_stream deflate;
+  int deflate_level; /* level deflate was initialised with; 0 = not initialised */
+  z_stream inflate;
+  int inflate_ready;
+};
+
+static __thread struct codec_tls *tls_codec;
+static pthread_key_t tls_key;
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+static int tls_key_ok;
+
+/* Runs at thread exit (pool workers may come and go) so contexts do not leak. */
+static void codec_tls_free(void *arg) {
+  struct codec_tls *t = arg;
+  if (t == NULL)
+    return;
+  ZSTD_freeCCtx(t->cctx);
+  ZSTD_freeDCtx(t->dctx);
+  if (t->deflate_level != 0)
+    deflateEnd(&t->deflate);
+  if (t->inflate_ready)
+    inflateEnd(&t->inflate);
+  free(t);
+  if (tls_codec == t)
+    tls_codec = NULL;
+}
+
+static void codec_tls_key_create(void) {
+  tls_key_ok = pthread_key_create(&tls_key, codec_tls_free) == 0;
+}
+
+static struct codec_tls *codec_tls_get(void) {
+  if (tls_codec != NULL)
+    return tls_codec;
+  pthread_once(&tls_once, codec_tls_key_create);
+  if (!tls_key_ok)
+    return NULL;
+  struct codec_tls *t = calloc(1, sizeof *t);
+  if (t == NULL)
+    return NULL;
+  if (pthread_setspecific(tls_key, t) != 0) {
+    free(t);
+    return NULL;
+  }
+  tls_codec = t;
+  return t;
+}
+
+static ZSTD_CCtx *tls_cctx(void) {
+  struct codec_tls *t = codec_tls_get();
+  if (t == NULL)
+    return NULL;
+  if (t->cctx == NULL)
+    t->cctx = ZSTD_createCCtx();
+  return t->cctx;
+}
+
+static ZSTD_DCtx *tls_dctx(void) {
+  struct codec_tls *t = codec_tls_get();
+  if (t == NULL)
+    return NULL;
+  if (t->dctx == NULL)
+    t->dctx = ZSTD_createDCtx();
+  return t->dctx;
+}
+
+/* A deflate stream at `level`, reset and ready for a new gzip member. */
+static z_stream *tls_deflate(int level) {
+  struct codec_tls *t = codec_tls_get();
+  if (t == NULL)
+    return NULL;
+  if (t->deflate_level == level) {
+    if (deflateReset(&t->deflate) == Z_OK)
+      return &t->deflate;
+  }
+  if (t->deflate_level != 0) {
+    deflateEnd(&t->deflate);
+    t->deflate_level = 0;
+  }
+  memset(&t->deflate, 0, sizeof t->deflate);
+  /* windowBits 15 + 16 selects the gzip wrapper (header + CRC-32 trailer). */
+  if (deflateInit2(&t->deflate, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+    return NULL;
+  t->deflate_level = level;
+  return &t->deflate;
+}
+
+static z_stream *tls_inflate(void) {
+  struct codec_tls *t = codec_tls_get();
+  if (t == NULL)
+    return NULL;
+  if (t->inflate_ready) {
+    if (inflateReset(&t->inflate) == Z_OK)
+      return &t->inflate;
+    inflateEnd(&t->inflate);
+    t->inflate_ready = 0;
+  }
+  memset(&t->inflate, 0, sizeof t->inflate);
+  /* 15 + 16: accept the gzip wrapper only, as written by compress_encode. */
+  if (inflateInit2(&t->inflate, 15 + 16) != Z_OK)
+    return NULL;
+  t->inflate_ready = 1;
+  return &t->inflate;
+}
+
+/* ---- names and levels ---- */
+
+int compress_algo_from_name(const char *name) {
+  if (name == NULL)
+    return -1;
+  if (strcmp(name, "none") == 0)
+    return COMPRESS_NONE;
+  if (strcmp(name, "zstd") == 0)
+    return COMPRESS_ZSTD;
+  if (strcmp(name, "gzip") == 0)
+    return COMPRESS_GZIP;
+  return -1;
+}
+
+const char *compress_algo_name(enum compress_algo a) {
+  switch (a) {
+  case COMPRESS_NONE:
+    return "none";
+  case COMPRESS_ZSTD:
+    return "zstd";
+  case COMPRESS_GZIP:
+    return "gzip";
+  }
+  return "unknown";
+}
+
+void compress_level_range(enum compress_algo a, int *min, int *max) {
+  switch (a) {
+  case COMPRESS_ZSTD:
+    *min = 1;
+    *max = 19;
+    return;
+  case COMPRESS_GZIP:
+    *min = 1;
+    *max = 9;
+    return;
+  case COMPRESS_NONE:
+    break;
+  }
+  *min = 0;
+  *max = 0;
+}
+
+int compress_default_level(enum compress_algo a) {
+  switch (a) {
+  case COMPRESS_ZSTD:
+    return 3;
+  case COMPRESS_GZIP:
+    return 6;
+  case COMPRESS_NONE:
+    break;
+  }
+  return 0;
+}
+
+/* ---- encode ---- */
+
+/* Compress into dst (capacity cap). Returns 1 with *written set if the
+ * result fits, 0 if it does not fit (the caller stores the input raw),
+ * -1 on a codec failure (already logged). */
+static int zstd_encode(int level, const void *in, size_t in_len, uint8_t *dst, size_t cap,
+                       size_t *written) {
+  ZSTD_CCtx *cctx = tls_cctx();
+  if (cctx == NULL) {
+    log_error("zstd compression: unable to create a compression context: out of memory");
+    return -1;
+  }
+  /* Reset the parameters too: the context is shared by every caller on this
+   * thread and a previous call may have failed halfway. */
+  ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+  size_t r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+  /* The content size lets decode check max_out before allocating; the
+   * checksum catches a wrong decode (e.g. a bad pack offset) cheaply. */
+  if (!ZSTD_isError(r))
+    r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
+  if (!ZSTD_isError(r))
+    r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+  if (ZSTD_isError(r)) {
+    log_error("zstd compression: unable to set level %d: %s", level, ZSTD_getErrorName(r));
+    return -1;
+  }
+  r = ZSTD_compress2(cctx, dst, cap, in, in_len);
+  if (ZSTD_isError(r)) {
+    if (ZSTD_getErrorCode(r) == ZSTD_error_dstSize_tooSmall)
+      return 0;
+    log_error("zstd compression of %zu bytes at level %d failed: %s", in_len, level,
+              ZSTD_getErrorName(r));
+    return -1;
+  }
+  *written = r;
+  return 1;
+}
+
+/* Same contract as zstd_encode. */
+static int gzip_encode(int level, const void *in, size_t in_len, uint8_t *dst, size_t cap,
+                       size_t *written) {
+  z_stream *zs = tls_deflate(level);
+  if (zs == NULL) {
+    log_error("gzip compression: unable to initialise deflate at level %d: out of memory", level);
+    return -1;
+  }
+  const uint8_t *src = in;
+  size_t in_left = in_len, out_left = cap;
+  zs->next_out = dst;
+  zs->avail_out = 0;
+  zs->avail_in = 0;
+  /* zlib counts in uInt; feed both buffers in pieces so any size_t works. */
+  for (;;) {
+    if (zs->avail_in == 0 && in_left > 0) {
+      uInt n = in_left > UINT_MAX ? UINT_MAX : (uInt)in_left;
+      zs->next_in = (Bytef *)(uintptr_t)src;
+      zs->avail_in = n;
+      src += n;
+      in_left -= n;
+    }
+    if (zs->avail_out == 0) {
+      if (out_left == 0)
+        return 0;
+      uInt n = out_left > UINT_MAX ? UINT_MAX : (uInt)out_left;
+      zs->avail_out = n;
+      out_left -= n;
+    }
+    int rc = deflate(zs, in_left == 0 ? Z_FINISH : Z_NO_FLUSH);
+    if (rc == Z_STREAM_END)
+      break;
+    if (rc != Z_OK && rc != Z_BUF_ERROR) {
+      log_error("gzip compression of %zu bytes at level %d failed: %s", in_len, level,
+                zs->msg != NULL ? zs->msg : "deflate error");
+      /* Force a fresh stream next time rather than trusting this one. */
+      deflateEnd(zs);
+      tls_codec->deflate_level = 0;
+      return -1;
+    }
+    /* Z_BUF_ERROR means no progress: with input left that is only possible
+     * when the output is full, which the next iteration detects. */
+  }
+  *written = (size_t)((uint8_t *)zs->next_out - dst);
+  return 1;
+}
+
+int compress_encode(enum compress_algo a, int level, const void *in, size_t in_len, void **out,
+                    size_t *out_len) {
+  int lo, hi;
+
+  *out = NULL;
+  *out_len = 0;
+  if (a != COMPRESS_NONE && a != COMPRESS_ZSTD && a != COMPRESS_GZIP) {
+    log_error("compression: unknown algorithm %d", (int)a);
+    return -1;
+  }
+  compress_level_range(a, &lo, &hi);
+  if (level < lo || level > hi) {
+    log_error("compression: level %d is out of range for %s (%d..%d)", level, compress_algo_name(a),
+              lo, hi);
+    return -1;
+  }
+  if (in_len == SIZE_MAX) {
+    log_error("compression: input of %zu bytes is too large", in_len);
+    return -1;
+  }
+  /* Room for the raw fallback, which is also the largest result we accept:
+   * compressed output only wins if it is strictly smaller than the input. */
+  uint8_t *buf = malloc(in_len + 1);
+  if (buf == NULL) {
+    log_error("compression: unable to allocate %zu bytes: out of memory", in_len + 1);
+    return -1;
+  }
+  size_t clen = 0;
+  int fits = 0;
+  if (a != COMPRESS_NONE && in_len > 1) {
+    if (a == COMPRESS_ZSTD)
+      fits = zstd_encode(level, in, in_len, buf + 1, in_len - 1, &clen);
+    else
+      fits = gzip_encode(level, in, in_len, buf + 1, in_len - 1, &clen);
+    if (fits < 0) {
+      free(buf);
+      return -1;
+    }
+  }
+  if (fits) {
+    buf[0] = (uint8_t)a;
+    *out_len = clen + 1;
+    /* Give back the unused tail; chunks sit in memory while queued. */
+    uint8_t *shrunk = realloc(buf, clen + 1);
+    *out = shrunk != NULL ? shrunk : buf;
+    return 0;
+  }
+  buf[0] = COMPRESS_NONE;
+  if (in_len > 0)
+    memcpy(buf + 1, in, in_len);
+  *out = buf;
+  *out_len = in_len + 1;
+  return 0;
+}
+
+/* ---- decode ---- */
+
+static int zstd_decode(const uint8_t *in, size_t in_len, size_t max_out, void **out,
+                       size_t *out_len, const char **err) {
+  /* Only a regular frame: skippable frames would "decode" to nothing. */
+  if (in_len < 4 || in[0] != 0x28 || in[1] != 0xB5 || in[2] != 0x2F || in[3] != 0xFD) {
+    *err = "corrupt zstd frame: bad magic number";
+    return -1;
+  }
+  unsigned long long fcs = ZSTD_getFrameContentSize(in, in_len);
+  if (fcs == ZSTD_CONTENTSIZE_ERROR) {
+    *err = "corrupt zstd frame header";
+    return -1;
+  }
+  /* compress_encode always records the size; without it we could not bound
+   * the allocation up front, so such a frame is not ours. */
+  if (fcs == ZSTD_CONTENTSIZE_UNKNOWN) {
+    *err = "zstd frame does not record its content size";
+    return -1;
+  }
+  if (fcs > max_out) {
+    *err = "zstd frame content size exceeds the allowed maximum";
+    return -1;
+  }
+  /* Exactly one frame, nothing after it. */
+  size_t frame_len = ZSTD_findFrameCompressedSize(in, in_len);
+  if (ZSTD_isError(frame_len) || frame_len != in_len) {
+    *err = "corrupt zstd frame: truncated or followed by trailing data";
+    return -1;
+  }
+  ZSTD_DCtx *dctx = tls_dctx();
+  if (dctx == NULL) {
+    *err = "unable to create a zstd decompression context: out of memory";
+    return -1;
+  }
+  size_t n = (size_t)fcs;
+  uint8_t *buf = malloc(n > 0 ? n : 1);
+  if (buf == NULL) {
+    *err = "unable to allocate the decompression buffer: out of memory";
+    return -1;
+  }
+  ZSTD_DCtx_reset(dctx, ZSTD_reset_session_only);
+  size_t r = ZSTD_decompressDCtx(dctx, buf, n, in, in_len);
+  if (ZSTD_isError(r) || r != n) {
+    free(buf);
+    *err = ZSTD_isError(r) && ZSTD_getErrorCode(r) == ZSTD_error_checksum_wrong
+               ? "corrupt zstd frame: checksum mismatch"
+               : "corrupt zstd frame: decompression failed";
+    return -1;
+  }
+  *out = buf;
+  *out_len = n;
+  return 0;
+}
+
+static int gzip_decode(const uint8_t *in, size_t in_len, size_t max_out, void **out,
+                       size_t *out_len, const char **err) {
+  z_stream *zs = tls_inflate();
+  if (zs == NULL) {
+    *err = "unable to initialise zlib inflate: out of memory";
+    return -1;
+  }
+  /* Growing buffer capped at max_out + 1: reaching the extra byte proves the
+   * stream is too large without ever allocating much beyond the limit. */
+  size_t limit = max_out == SIZE_MAX ? SIZE_MAX : max_out + 1;
+  size_t cap = in_len < limit / 4 ? in_len * 4 : limit;
+  if (cap < 4096)
+    cap = limit < 4096 ? limit : 4096;
+  uint8_t *buf = malloc(cap);
+  if (buf == NULL) {
+    *err = "unable to allocate the decompression buffer: out of memory";
+    return -1;
+  }
+  size_t used = 0, in_left = in_len;
+  const uint8_t *src = in;
+  int rc;
+  zs->avail_in = 0;
+  for (;;) {
+    if (zs->avail_in == 0 && in_left > 0) {
+      uInt n = in_left > UINT_MAX ? UINT_MAX : (uInt)in_left;
+      zs->next_in = (Bytef *)(uintptr_t)src;
+      zs->avail_in = n;
+      src += n;
+      in_left -= n;
+    }
+    if (used == cap) {
+      if (cap == limit) {
+        *err = "gzip stream decodes to more than the allowed maximum";
+        goto fail;
+      }
+      size_t ncap = cap > limit / 2 ? limit : cap * 2;
+      uint8_t *nbuf = realloc(buf, ncap);
+      if (nbuf == NULL) {
+        *err = "unable to grow the decompression buffer: out of memory";
+        goto fail;
+      }
+      buf = nbuf;
+      cap = ncap;
+    }
+    size_t room = cap - used;
+    uInt avail = room > UINT_MAX ? UINT_MAX : (uInt)room;
+    zs->next_out = buf + used;
+    zs->avail_out = avail;
+    rc = inflate(zs, Z_NO_FLUSH);
+    used += avail - zs->avail_out;
+    if (rc == Z_STREAM_END)
+      break;
+    if (rc == Z_OK)
+      continue;
+    /* Input is refilled and output room ensured above, so "no progress"
+     * can only mean the input ended before the stream did. */
+    if (rc == Z_BUF_ERROR && zs->avail_in == 0 && in_left == 0) {
+      *err = "corrupt gzip stream: truncated";
+      goto fail;
+    }
+    *err = rc == Z_MEM_ERROR ? "zlib inflate ran out of memory" : "corrupt gzip stream";
+    goto fail;
+  }
+  if (used > max_out) {
+    *err = "gzip stream decodes to more than the allowed maximum";
+    goto fail;
+  }
+  if (zs->avail_in != 0 || in_left != 0) {
+    *err = "corrupt gzip stream: trailing data after the end of the stream";
+    goto fail;
+  }
+  if (used < cap) {
+    uint8_t *shrunk = realloc(buf, used > 0 ? used : 1);
+    if (shrunk != NULL)
+      buf = shrunk;
+  }
+  *out = buf;
+  *out_len = used;
+  return 0;
+fail:
+  free(buf);
+  return -1;
+}
+
+int compress_decode(const void *in, size_t in_len, size_t max_out, void **out, size_t *out_len,
+                    const char **err) {
+  const uint8_t *p = in;
+  const char *dummy;
+
+  if (err == NULL)
+    err = &dummy;
+  *err = NULL;
+  *out = NULL;
+  *out_len = 0;
+  if (in_len == 0) {
+    *err = "empty blob: missing the compression algorithm byte";
+    return -1;
+  }
+  switch (p[0]) {
+  case COMPRESS_NONE: {
+    size_t n = in_len - 1;
+    if (n > max_out) {
+      *err = "stored blob exceeds the allowed maximum size";
+      return -1;
+    }
+    uint8_t *buf = malloc(n > 0 ? n : 1);
+    if (buf == NULL) {
+      *err = "unable to allocate the blob buffer: out of memory";
+      return -1;
+    }
+    if (n > 0)
+      memcpy(buf, p + 1, n);
+    *out = buf;
+    *out_len = n;
+    return 0;
+  }
+  case COMPRESS_ZSTD:
+    return zstd_decode(p + 1, in_len - 1, max_out, out, out_len, err);
+  case COMPRESS_GZIP:
+    return gzip_decode(p + 1, in_len - 1, max_out, out, out_len, err);
+  default:
+    *err = "unknown compression algorithm byte";
+    return -1;
+  }
+}

@@ -1,0 +1,869 @@
+/* The "local" sink: a repository kept as a directory tree on a local (or
+ * locally mounted) file system. Object names map to relative paths under the
+ * repository directory. A successful put is durable: the data is written to a
+ * temporary file in the target directory, fsynced, renamed into place and the
+ * directory is fsynced, so a crash leaves either the old state or the new
+ * object, never a partial one (temporary leftovers are invisible to list). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/plugin.h"
+
+/* Temporary files are "<base>.tmp-<pid>-<16 hex digits>"; list skips them and
+ * object names may not contain the marker, so the two never collide. */
+#define TEMP_MARKER ".tmp-"
+#define TEMP_SUFFIX_MAX 32 /* ".tmp-" + 10-digit pid + "-" + 16 hex digits */
+#define TEMP_ATTEMPTS 16
+#define LIST_MAX_DEPTH 64 /* far deeper than any object name; stops symlink loops */
+#define IO_CHUNK ((size_t)1 << 30)
+
+struct local_sink {
+  const struct engine_host *host;
+  char *root;        /* absolute, canonical repository directory */
+  char *root_prefix; /* root with exactly one trailing '/', object paths are root_prefix + name */
+  size_t root_len;   /* strlen(root) without a trailing '/' ("/" counts as 0) */
+  int fsync;         /* 0 only for tests and benchmarks */
+};
+
+static const char *errstr(int e, char *buf, size_t len) {
+  return strerror_r(e, buf, len);
+}
+
+#define SET_ERROR(s, ...) (s)->host->set_error((s)->host, __VA_ARGS__)
+
+/* Reports an errno failure; `what` is a sentence fragment like "unable to open". */
+static int fail_errno(const struct local_sink *s, int e, const char *what, const char *path,
+                      const char *name) {
+  char eb[128];
+  if (name != NULL)
+    SET_ERROR(s, "%s '%s' (object '%s'): %s", what, path, name, errstr(e, eb, sizeof eb));
+  else
+    SET_ERROR(s, "%s '%s': %s", what, path, errstr(e, eb, sizeof eb));
+  return ENGINE_ERROR;
+}
+
+static int fail_oom(const struct local_sink *s, const char *name) {
+  SET_ERROR(s, "out of memory while handling object '%s' in '%s'", name, s->root);
+  return ENGINE_ERROR;
+}
+
+/* ---- names ------------------------------------------------------------ */
+
+/* Checks one '/'-free component [c, c+len). Returns a reason or NULL. */
+static const char *component_problem(const char *c, size_t len) {
+  if (len == 0)
+    return "empty path component";
+  if ((len == 1 && c[0] == '.') || (len == 2 && c[0] == '.' && c[1] == '.'))
+    return "'.' and '..' components are not allowed";
+  if (len > NAME_MAX - TEMP_SUFFIX_MAX)
+    return "path component too long";
+  if (memmem(c, len, TEMP_MARKER, strlen(TEMP_MARKER)) != NULL)
+    return "'" TEMP_MARKER "' is reserved for temporary files";
+  return NULL;
+}
+
+/* Validates the directory part of names and prefixes: [p, p+len) split on '/'. */
+static const char *path_problem(const char *p, size_t len) {
+  if (len > 0 && p[0] == '/')
+    return "must be relative to the repository (leading '/')";
+  for (size_t i = 0; i < len; i++)
+    if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
+      return "contains a control character";
+  size_t start = 0;
+  while (start < len) {
+    const char *slash = memchr(p + start, '/', len - start);
+    size_t end = slash != NULL ? (size_t)(slash - p) : len;
+    const char *why = component_problem(p + start, end - start);
+    if (why != NULL)
+      return why;
+    if (slash != NULL && end + 1 == len)
+      return "empty path component (trailing '/')";
+    start = end + 1;
+  }
+  return NULL;
+}
+
+static int check_name(const struct local_sink *s, const char *name) {
+  if (name == NULL || name[0] == '\0') {
+    SET_ERROR(s, "invalid object name '': names must not be empty (repository '%s')", s->root);
+    return ENGINE_ERROR;
+  }
+  size_t len = strlen(name);
+  const char *why = path_problem(name, len);
+  if (why == NULL && s->root_len + 1 + len + TEMP_SUFFIX_MAX >= PATH_MAX)
+    why = "name too long";
+  if (why != NULL) {
+    SET_ERROR(s, "invalid object name '%s': %s (repository '%s')", name, why, s->root);
+    return ENGINE_ERROR;
+  }
+  return ENGINE_OK;
+}
+
+static char *object_path(const struct local_sink *s, const char *name) {
+  char *p = NULL;
+  if (asprintf(&p, "%s%s", s->root_prefix, name) < 0)
+    return NULL;
+  return p;
+}
+
+/* ---- directories ------------------------------------------------------ */
+
+/* The directory holding `path` (a malloc'd copy): "/" for "/x", "." for "x". */
+static char *parent_of(const char *path) {
+  const char *slash = strrchr(path, '/');
+  if (slash == NULL)
+    return strdup(".");
+  if (slash == path)
+    return strdup("/");
+  return strndup(path, (size_t)(slash - path));
+}
+
+static int fsync_dir(const struct local_sink *s, const char *dir, const char *name) {
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return fail_errno(s, errno, "unable to open directory", dir, name);
+  if (fsync(fd) != 0) {
+    int e = errno;
+    close(fd);
+    return fail_errno(s, e, "unable to fsync directory", dir, name);
+  }
+  close(fd);
+  return ENGINE_OK;
+}
+
+/* A new directory entry is only durable once its parent is fsynced. */
+static int sync_parent(const struct local_sink *s, const char *dir, const char *name) {
+  if (!s->fsync)
+    return ENGINE_OK;
+  char *parent = parent_of(dir);
+  if (parent == NULL)
+    return fail_oom(s, name != NULL ? name : dir);
+  int rc = fsync_dir(s, parent, name);
+  free(parent);
+  return rc;
+}
+
+/* mkdir lost a race: the directory exists but its creator may not have
+ * fsynced the parent yet, and our caller must not report durability early. */
+static int existing_dir(const struct local_sink *s, const char *dir, const char *name) {
+  struct stat st;
+  if (stat(dir, &st) != 0)
+    return fail_errno(s, errno, "unable to stat directory", dir, name);
+  if (!S_ISDIR(st.st_mode))
+    return fail_errno(s, ENOTDIR, "unable to create directory", dir, name);
+  return sync_parent(s, dir, name);
+}
+
+/* mkdir -p, mode 0700, for `dir` (modified temporarily, restored on return).
+ * Directories at or above stop_len bytes are never created: for object
+ * directories that is the repository root, which must not silently reappear
+ * (an unmounted backup disk would otherwise fill the root file system). */
+static int make_dirs(const struct local_sink *s, char *dir, size_t stop_len, const char *name) {
+  if (mkdir(dir, 0700) == 0)
+    return sync_parent(s, dir, name);
+  if (errno == EEXIST)
+    return existing_dir(s, dir, name);
+  if (errno != ENOENT)
+    return fail_errno(s, errno, "unable to create directory", dir, name);
+
+  char *slash = strrchr(dir, '/');
+  if (slash == NULL || slash == dir || (size_t)(slash - dir) <= stop_len) {
+    if (stop_len > 0) {
+      SET_ERROR(s,
+                "repository directory '%s' does not exist any more (was it removed or unmounted?)",
+                s->root);
+      return ENGINE_ERROR;
+    }
+    return fail_errno(s, ENOENT, "unable to create directory", dir, name);
+  }
+  *slash = '\0';
+  int rc = make_dirs(s, dir, stop_len, name);
+  *slash = '/';
+  if (rc != ENGINE_OK)
+    return rc;
+
+  if (mkdir(dir, 0700) == 0)
+    return sync_parent(s, dir, name);
+  if (errno == EEXIST)
+    return existing_dir(s, dir, name);
+  return fail_errno(s, errno, "unable to create directory", dir, name);
+}
+
+/* Splits an object path into its directory and base name and opens the
+ * directory. *dirpath is malloc'd; *base points into path. */
+static int open_object_dir(const struct local_sink *s, const char *name, const char *path,
+                           int create, char **dirpath, const char **base, int *dfd) {
+  const char *slash = strrchr(path, '/'); /* root_prefix guarantees one */
+  *base = slash + 1;
+  *dirpath = slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
+  if (*dirpath == NULL)
+    return fail_oom(s, name);
+
+  *dfd = open(*dirpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (*dfd >= 0)
+    return ENGINE_OK;
+  int e = errno;
+  if (e == ENOENT && create && strlen(*dirpath) > s->root_len) {
+    int rc = make_dirs(s, *dirpath, s->root_len, name);
+    if (rc != ENGINE_OK)
+      return rc;
+    *dfd = open(*dirpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (*dfd >= 0)
+      return ENGINE_OK;
+    e = errno;
+  }
+  if ((e == ENOENT || e == ENOTDIR) && !create)
+    return ENGINE_NOT_FOUND;
+  if (e == ENOENT) {
+    SET_ERROR(s, "repository directory '%s' does not exist any more (was it removed or unmounted?)",
+              s->root);
+    return ENGINE_ERROR;
+  }
+  return fail_errno(s, e, "unable to open directory", *dirpath, name);
+}
+
+/* ---- put -------------------------------------------------------------- */
+
+static uint64_t temp_random(void) {
+  uint64_t r;
+  if (getrandom(&r, sizeof r, GRND_NONBLOCK) == (ssize_t)sizeof r)
+    return r;
+  /* No entropy yet (early boot): uniqueness is all we need, O_EXCL catches the rest. */
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)gettid() << 32);
+}
+
+static int write_all(const struct local_sink *s, int fd, const void *buf, size_t len,
+                     const char *tmppath, const char *name) {
+  const unsigned char *p = buf;
+  while (len > 0) {
+    ssize_t n = write(fd, p, len < IO_CHUNK ? len : IO_CHUNK);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return fail_errno(s, errno, "unable to write", tmppath, name);
+    }
+    if (n == 0)
+      return fail_errno(s, EIO, "unable to write (no progress)", tmppath, name);
+    p += n;
+    len -= (size_t)n;
+  }
+  return ENGINE_OK;
+}
+
+/* Moves the finished temporary file onto the object name. */
+static int commit(const struct local_sink *s, int dfd, const char *tmpbase, const char *base,
+                  unsigned flags, const char *path, const char *name, int *tmp_gone) {
+  if (!(flags & ENGINE_PUT_NO_OVERWRITE)) {
+    if (renameat(dfd, tmpbase, dfd, base) != 0)
+      return fail_errno(s, errno, "unable to rename temporary file into", path, name);
+    *tmp_gone = 1;
+    return ENGINE_OK;
+  }
+
+  if (renameat2(dfd, tmpbase, dfd, base, RENAME_NOREPLACE) == 0) {
+    *tmp_gone = 1;
+    return ENGINE_OK;
+  }
+  int e = errno;
+  if (e != EINVAL && e != ENOSYS && e != ENOTSUP) {
+    if (e == EEXIST) {
+      SET_ERROR(s, "object '%s' already exists at '%s'", name, path);
+      return ENGINE_EXISTS;
+    }
+    return fail_errno(s, e, "unable to rename temporary file into", path, name);
+  }
+
+  /* The file system has no RENAME_NOREPLACE: link() refuses to replace too. */
+  if (linkat(dfd, tmpbase, dfd, base, 0) != 0) {
+    e = errno;
+    if (e == EEXIST) {
+      SET_ERROR(s, "object '%s' already exists at '%s'", name, path);
+      return ENGINE_EXISTS;
+    }
+    return fail_errno(s, e, "unable to link temporary file to", path, name);
+  }
+  if (unlinkat(dfd, tmpbase, 0) != 0) {
+    char eb[128];
+    s->host->log(s->host, ENGINE_LOG_WARN,
+                 "object '%s' stored, but its temporary file '%s' next to '%s' could not be "
+                 "removed: %s",
+                 name, tmpbase, path, errstr(errno, eb, sizeof eb));
+  }
+  *tmp_gone = 1;
+  return ENGINE_OK;
+}
+
+static int local_put(void *inst, const char *name, const void *buf, size_t len, unsigned flags) {
+  struct local_sink *s = inst;
+  if (check_name(s, name) != ENGINE_OK)
+    return ENGINE_ERROR;
+  if (buf == NULL && len > 0) {
+    SET_ERROR(s, "put of object '%s': %zu bytes announced but no buffer given", name, len);
+    return ENGINE_ERROR;
+  }
+  char *path = object_path(s, name);
+  if (path == NULL)
+    return fail_oom(s, name);
+
+  char *dirpath = NULL;
+  const char *base = NULL;
+  int dfd = -1, fd = -1, tmp_gone = 1;
+  char tmpbase[NAME_MAX + 1];
+  char tmppath[PATH_MAX]; /* check_name keeps it below PATH_MAX */
+  int rc = open_object_dir(s, name, path, 1, &dirpath, &base, &dfd);
+  if (rc != ENGINE_OK)
+    goto out;
+
+  /* Cheap early answer that saves writing and fsyncing a doomed copy; the
+   * no-replace commit below stays the authority when puts race. */
+  struct stat st;
+  if ((flags & ENGINE_PUT_NO_OVERWRITE) && fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    SET_ERROR(s, "object '%s' already exists at '%s'", name, path);
+    rc = ENGINE_EXISTS;
+    goto out;
+  }
+
+  int e = 0;
+  for (int attempt = 0; attempt < TEMP_ATTEMPTS; attempt++) {
+    snprintf(tmpbase, sizeof tmpbase, "%s" TEMP_MARKER "%d-%016" PRIx64, base, (int)getpid(),
+             temp_random());
+    fd = openat(dfd, tmpbase, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0)
+      break;
+    e = errno;
+    if (e != EEXIST && e != EINTR)
+      break;
+  }
+  snprintf(tmppath, sizeof tmppath, "%s/%s", strcmp(dirpath, "/") == 0 ? "" : dirpath, tmpbase);
+  if (fd < 0) {
+    rc = fail_errno(s, e, "unable to create temporary file", tmppath, name);
+    goto out;
+  }
+  tmp_gone = 0;
+
+  rc = write_all(s, fd, buf, len, tmppath, name);
+  if (rc != ENGINE_OK)
+    goto out;
+  if (s->fsync && fsync(fd) != 0) {
+    rc = fail_errno(s, errno, "unable to fsync", tmppath, name);
+    goto out;
+  }
+  int cfd = fd;
+  fd = -1;
+  /* close() reports delayed write errors on some file systems (NFS). */
+  if (close(cfd) != 0 && errno != EINTR) {
+    rc = fail_errno(s, errno, "unable to close", tmppath, name);
+    goto out;
+  }
+
+  rc = commit(s, dfd, tmpbase, base, flags, path, name, &tmp_gone);
+  if (rc != ENGINE_OK)
+    goto out;
+  if (s->fsync && fsync(dfd) != 0)
+    rc = fail_errno(s, errno, "unable to fsync directory", dirpath, name);
+
+out:
+  if (fd >= 0)
+    close(fd);
+  if (!tmp_gone)
+    unlinkat(dfd, tmpbase, 0);
+  if (dfd >= 0)
+    close(dfd);
+  free(dirpath);
+  free(path);
+  return rc;
+}
+
+/* ---- get / stat / del ------------------------------------------------- */
+
+static int local_get(void *inst, const char *name, uint64_t off, uint64_t len, void **buf,
+                     size_t *out_len) {
+  struct local_sink *s = inst;
+  *buf = NULL;
+  *out_len = 0;
+  if (check_name(s, name) != ENGINE_OK)
+    return ENGINE_ERROR;
+  char *path = object_path(s, name);
+  if (path == NULL)
+    return fail_oom(s, name);
+
+  int rc = ENGINE_OK;
+  unsigned char *data = NULL;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      SET_ERROR(s, "object '%s' not found ('%s' does not exist)", name, path);
+      rc = ENGINE_NOT_FOUND;
+    } else {
+      rc = fail_errno(s, errno, "unable to open", path, name);
+    }
+    goto out;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    rc = fail_errno(s, errno, "unable to stat", path, name);
+    goto out;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    SET_ERROR(s, "object '%s': '%s' is not a regular file", name, path);
+    rc = ENGINE_ERROR;
+    goto out;
+  }
+
+  uint64_t size = (uint64_t)st.st_size;
+  uint64_t want = len == 0 && off <= size ? size - off : len;
+  if (off > size || want > size - off) {
+    if (len == 0)
+      SET_ERROR(s,
+                "unable to read object '%s' ('%s'): it is %" PRIu64 " bytes, but reading from "
+                "offset %" PRIu64 " to the end was requested",
+                name, path, size, off);
+    else
+      SET_ERROR(s,
+                "unable to read object '%s' ('%s'): it is %" PRIu64 " bytes, but the range "
+                "[%" PRIu64 ", +%" PRIu64 ") was requested",
+                name, path, size, off, len);
+    rc = ENGINE_ERROR;
+    goto out;
+  }
+  if ((uint64_t)(size_t)want != want) {
+    SET_ERROR(s, "unable to read object '%s' ('%s'): %" PRIu64 " bytes do not fit in memory", name,
+              path, want);
+    rc = ENGINE_ERROR;
+    goto out;
+  }
+
+  data = malloc(want > 0 ? (size_t)want : 1);
+  if (data == NULL) {
+    rc = fail_oom(s, name);
+    goto out;
+  }
+  size_t done = 0;
+  while (done < want) {
+    size_t chunk = (size_t)want - done;
+    ssize_t n = pread(fd, data + done, chunk < IO_CHUNK ? chunk : IO_CHUNK, (off_t)(off + done));
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      rc = fail_errno(s, errno, "unable to read", path, name);
+      goto out;
+    }
+    if (n == 0) {
+      SET_ERROR(s,
+                "unable to read object '%s' ('%s'): it ended after %" PRIu64 " bytes although "
+                "it was %" PRIu64 " bytes when opened",
+                name, path, off + done, size);
+      rc = ENGINE_ERROR;
+      goto out;
+    }
+    done += (size_t)n;
+  }
+  *buf = data;
+  *out_len = done;
+  data = NULL;
+
+out:
+  free(data);
+  if (fd >= 0)
+    close(fd);
+  free(path);
+  return rc;
+}
+
+static int local_stat(void *inst, const char *name, uint64_t *size) {
+  struct local_sink *s = inst;
+  if (check_name(s, name) != ENGINE_OK)
+    return ENGINE_ERROR;
+  char *path = object_path(s, name);
+  if (path == NULL)
+    return fail_oom(s, name);
+  int rc = ENGINE_OK;
+  struct stat st;
+  if (stat(path, &st) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      SET_ERROR(s, "object '%s' not found ('%s' does not exist)", name, path);
+      rc = ENGINE_NOT_FOUND;
+    } else {
+      rc = fail_errno(s, errno, "unable to stat", path, name);
+    }
+  } else if (!S_ISREG(st.st_mode)) {
+    SET_ERROR(s, "object '%s': '%s' is not a regular file", name, path);
+    rc = ENGINE_ERROR;
+  } else if (size != NULL) {
+    *size = (uint64_t)st.st_size;
+  }
+  free(path);
+  return rc;
+}
+
+static int local_del(void *inst, const char *name) {
+  struct local_sink *s = inst;
+  if (check_name(s, name) != ENGINE_OK)
+    return ENGINE_ERROR;
+  char *path = object_path(s, name);
+  if (path == NULL)
+    return fail_oom(s, name);
+  char *dirpath = NULL;
+  const char *base = NULL;
+  int dfd = -1;
+  int rc = open_object_dir(s, name, path, 0, &dirpath, &base, &dfd);
+  if (rc == ENGINE_NOT_FOUND) {
+    SET_ERROR(s, "object '%s' not found ('%s' does not exist)", name, path);
+    goto out;
+  }
+  if (rc != ENGINE_OK)
+    goto out;
+  if (unlinkat(dfd, base, 0) != 0) {
+    if (errno == ENOENT) {
+      SET_ERROR(s, "object '%s' not found ('%s' does not exist)", name, path);
+      rc = ENGINE_NOT_FOUND;
+    } else {
+      rc = fail_errno(s, errno, "unable to delete", path, name);
+    }
+    goto out;
+  }
+  if (s->fsync && fsync(dfd) != 0)
+    rc = fail_errno(s, errno, "unable to fsync directory", dirpath, name);
+out:
+  if (dfd >= 0)
+    close(dfd);
+  free(dirpath);
+  free(path);
+  return rc;
+}
+
+/* ---- list ------------------------------------------------------------- */
+
+struct list_walk {
+  const struct local_sink *s;
+  const char *prefix;
+  size_t prefix_len;
+  int (*cb)(void *ud, const char *name, uint64_t size);
+  void *ud;
+  int stopped;
+  char rel[PATH_MAX]; /* name of the directory being walked, relative, with trailing '/' */
+};
+
+struct list_entry {
+  char *key; /* the entry's name, plus a trailing '/' for directories */
+  uint64_t size;
+  int is_dir;
+};
+
+/* Sorting each directory by name-with-'/'-for-directories makes a depth-first
+ * walk visit full names in strcmp order (e.g. "a-b" before "a/c"), so list is
+ * sorted without holding the whole repository listing in memory. */
+static int entry_cmp(const void *a, const void *b) {
+  return strcmp(((const struct list_entry *)a)->key, ((const struct list_entry *)b)->key);
+}
+
+/* Whether anything named rel+name (a directory when is_dir) can match the prefix. */
+static int may_match(const struct list_walk *w, size_t rel_len, const char *name, size_t name_len,
+                     int is_dir) {
+  size_t full = rel_len + name_len;
+  size_t n = full < w->prefix_len ? full : w->prefix_len;
+  size_t from_rel = n < rel_len ? n : rel_len;
+  if (memcmp(w->rel, w->prefix, from_rel) != 0 ||
+      memcmp(name, w->prefix + from_rel, n - from_rel) != 0)
+    return 0;
+  if (full >= w->prefix_len)
+    return 1;
+  return is_dir && w->prefix[full] == '/';
+}
+
+static void free_entries(struct list_entry *v, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    free(v[i].key);
+  free(v);
+}
+
+static int walk_fail(const struct list_walk *w, int e, const char *what, size_t rel_len,
+                     const char *name) {
+  char eb[128];
+  SET_ERROR(w->s, "unable to list objects with prefix '%s': %s '%s%.*s%s': %s", w->prefix, what,
+            w->s->root_prefix, (int)rel_len, w->rel, name, errstr(e, eb, sizeof eb));
+  return ENGINE_ERROR;
+}
+
+/* Takes ownership of dfd. w->rel[0..rel_len) names the directory. */
+static int walk_dir(struct list_walk *w, int dfd, size_t rel_len, int depth) {
+  DIR *d = fdopendir(dfd);
+  if (d == NULL) {
+    int e = errno;
+    close(dfd);
+    return walk_fail(w, e, "unable to read directory", rel_len, "");
+  }
+  struct list_entry *v = NULL;
+  size_t n = 0, cap = 0;
+  int rc = ENGINE_OK;
+
+  for (;;) {
+    errno = 0;
+    struct dirent *de = readdir(d);
+    if (de == NULL) {
+      if (errno != 0)
+        rc = walk_fail(w, errno, "unable to read directory", rel_len, "");
+      break;
+    }
+    const char *nm = de->d_name;
+    if (strcmp(nm, ".") == 0 || strcmp(nm, "..") == 0 || strstr(nm, TEMP_MARKER) != NULL)
+      continue;
+    size_t nl = strlen(nm);
+    if (!may_match(w, rel_len, nm, nl, 1))
+      continue;
+    struct stat st;
+    if (fstatat(dirfd(d), nm, &st, 0) != 0) {
+      if (errno == ENOENT) /* deleted or renamed since readdir */
+        continue;
+      rc = walk_fail(w, errno, "unable to stat", rel_len, nm);
+      break;
+    }
+    int is_dir = S_ISDIR(st.st_mode);
+    if (!is_dir && (!S_ISREG(st.st_mode) || !may_match(w, rel_len, nm, nl, 0)))
+      continue;
+    if (n == cap) {
+      size_t ncap = cap ? cap * 2 : 64;
+      struct list_entry *nv = realloc(v, ncap * sizeof *nv);
+      if (nv == NULL) {
+        rc = walk_fail(w, ENOMEM, "unable to read directory", rel_len, "");
+        break;
+      }
+      v = nv;
+      cap = ncap;
+    }
+    char *key = malloc(nl + 2);
+    if (key == NULL) {
+      rc = walk_fail(w, ENOMEM, "unable to read directory", rel_len, "");
+      break;
+    }
+    memcpy(key, nm, nl);
+    key[nl] = is_dir ? '/' : '\0';
+    key[nl + 1] = '\0';
+    v[n].key = key;
+    v[n].size = (uint64_t)st.st_size;
+    v[n].is_dir = is_dir;
+    n++;
+  }
+
+  if (rc == ENGINE_OK && n > 1)
+    qsort(v, n, sizeof *v, entry_cmp);
+
+  for (size_t i = 0; rc == ENGINE_OK && !w->stopped && i < n; i++) {
+    size_t kl = strlen(v[i].key);
+    if (rel_len + kl + 1 > sizeof w->rel) {
+      rc = walk_fail(w, ENAMETOOLONG, "unable to walk", rel_len, v[i].key);
+      break;
+    }
+    memcpy(w->rel + rel_len, v[i].key, kl + 1);
+    if (!v[i].is_dir) {
+      if (w->cb(w->ud, w->rel, v[i].size) != 0)
+        w->stopped = 1;
+      continue;
+    }
+    if (depth >= LIST_MAX_DEPTH) {
+      rc = walk_fail(w, ELOOP, "unable to walk (directories nested too deeply)", rel_len, v[i].key);
+      break;
+    }
+    int cfd = openat(dirfd(d), w->rel + rel_len, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (cfd < 0) {
+      if (errno == ENOENT)
+        continue;
+      rc = walk_fail(w, errno, "unable to open directory", rel_len, v[i].key);
+      break;
+    }
+    rc = walk_dir(w, cfd, rel_len + kl, depth + 1);
+  }
+  w->rel[rel_len] = '\0';
+  free_entries(v, n);
+  closedir(d);
+  return rc;
+}
+
+static int local_list(void *inst, const char *prefix,
+                      int (*cb)(void *ud, const char *name, uint64_t size), void *ud) {
+  struct local_sink *s = inst;
+  if (prefix == NULL)
+    prefix = "";
+  struct list_walk *w = calloc(1, sizeof *w);
+  if (w == NULL)
+    return fail_oom(s, prefix);
+  w->s = s;
+  w->prefix = prefix;
+  w->prefix_len = strlen(prefix);
+  w->cb = cb;
+  w->ud = ud;
+
+  /* Only the complete directories of the prefix are walked into; its last,
+   * partial component ("data/ab") is matched as a string. */
+  const char *last = strrchr(prefix, '/');
+  size_t dir_len = last != NULL ? (size_t)(last - prefix) + 1 : 0;
+  const char *why = path_problem(prefix, dir_len > 0 ? dir_len - 1 : 0);
+  if (why == NULL && dir_len == 1)
+    why = "must be relative to the repository (leading '/')";
+  if (why == NULL && s->root_len + 1 + dir_len >= sizeof w->rel)
+    why = "too long";
+  if (why != NULL) {
+    SET_ERROR(s, "invalid object name prefix '%s': %s (repository '%s')", prefix, why, s->root);
+    free(w);
+    return ENGINE_ERROR;
+  }
+  memcpy(w->rel, prefix, dir_len);
+  w->rel[dir_len] = '\0';
+
+  int rc = ENGINE_OK;
+  char *start = NULL;
+  if (asprintf(&start, "%s%s", s->root_prefix, w->rel) < 0) {
+    free(w);
+    return fail_oom(s, prefix);
+  }
+  int dfd = open(start, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) {
+    /* A missing "data/xy/" simply holds no objects; a missing root does not. */
+    if ((errno != ENOENT && errno != ENOTDIR) || dir_len == 0)
+      rc = fail_errno(s, errno, "unable to list objects in", start, NULL);
+  } else {
+    rc = walk_dir(w, dfd, dir_len, 0);
+  }
+  free(start);
+  free(w);
+  return rc;
+}
+
+/* ---- instance --------------------------------------------------------- */
+
+static const char *local_describe(void *inst) {
+  return ((struct local_sink *)inst)->root;
+}
+
+static void local_destroy(void *inst) {
+  struct local_sink *s = inst;
+  if (s == NULL)
+    return;
+  free(s->root);
+  free(s->root_prefix);
+  free(s);
+}
+
+static int ensure_root(struct local_sink *s, const char *path) {
+  struct stat st;
+  if (stat(path, &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) {
+      SET_ERROR(s, "repository path '%s' exists but is not a directory", path);
+      return ENGINE_ERROR;
+    }
+    return ENGINE_OK;
+  }
+  if (errno != ENOENT)
+    return fail_errno(s, errno, "unable to stat repository directory", path, NULL);
+
+  char *dir = strdup(path);
+  if (dir == NULL) {
+    SET_ERROR(s, "out of memory while creating repository directory '%s'", path);
+    return ENGINE_ERROR;
+  }
+  size_t len = strlen(dir);
+  while (len > 1 && dir[len - 1] == '/')
+    dir[--len] = '\0';
+  int rc = make_dirs(s, dir, 0, NULL);
+  if (rc == ENGINE_OK)
+    s->host->log(s->host, ENGINE_LOG_INFO, "created repository directory '%s'", dir);
+  free(dir);
+  return rc;
+}
+
+static int local_create(const struct engine_host *host, void **out) {
+  *out = NULL;
+  struct local_sink *s = calloc(1, sizeof *s);
+  if (s == NULL) {
+    host->set_error(host, "out of memory while creating the local sink");
+    return ENGINE_ERROR;
+  }
+  s->host = host;
+  s->fsync = host->cfg_bool(host, "fsync", 1) != 0;
+  const char *path = host->cfg_string(host, "path");
+  if (path == NULL || path[0] == '\0') {
+    host->set_error(host, "option 'path' is required: the repository directory");
+    free(s);
+    return ENGINE_ERROR;
+  }
+  int rc = ensure_root(s, path);
+  if (rc != ENGINE_OK) {
+    free(s);
+    return rc;
+  }
+  /* Canonical and absolute, so describe() is unambiguous and a later chdir() is harmless. */
+  s->root = realpath(path, NULL);
+  if (s->root == NULL) {
+    fail_errno(s, errno, "unable to resolve repository directory", path, NULL);
+    free(s);
+    return ENGINE_ERROR;
+  }
+  s->root_len = strlen(s->root);
+  if (s->root_len > 0 && s->root[s->root_len - 1] == '/')
+    s->root_len--;
+  if (asprintf(&s->root_prefix, "%.*s/", (int)s->root_len, s->root) < 0) {
+    s->root_prefix = NULL;
+    host->set_error(host, "out of memory while creating the local sink for '%s'", path);
+    local_destroy(s);
+    return ENGINE_ERROR;
+  }
+  if (!s->fsync)
+    host->log(host, ENGINE_LOG_WARN,
+              "fsync is disabled for '%s': a crash may lose or corrupt stored objects", s->root);
+  *out = s;
+  return ENGINE_OK;
+}
+
+static const struct engine_option local_options[] = {
+    {.name = "path",
+     .type = ENGINE_OPT_STRING,
+     .required = 1,
+     .description = "Repository directory; created (mode 0700, with missing parents) if absent."},
+    {.name = "fsync",
+     .type = ENGINE_OPT_BOOL,
+     .default_value = "true",
+     .description = "fsync objects and directories before reporting a write as done; turn off "
+                    "only for tests and benchmarks."},
+    {.name = NULL},
+};
+
+static const struct engine_sink_ops local_ops = {
+    .struct_size = sizeof(struct engine_sink_ops),
+    .put = local_put,
+    .get = local_get,
+    .stat = local_stat,
+    .list = local_list,
+    .del = local_del,
+    .describe = local_describe,
+};
+
+static const struct engine_plugin local_plugin = {
+    ENGINE_PLUGIN_HEADER,
+    .kind = ENGINE_PLUGIN_SINK,
+    .name = "local",
+    .version = "0.1.0",
+    .license = "MIT",
+    .description = "Repository in a directory on a local or mounted file system.",
+    .options = local_options,
+    .create = local_create,
+    .destroy = local_destroy,
+    .sink = &local_ops,
+};
+
+ENGINE_PLUGIN_EXPORT const struct engine_plugin *engine_plugin_query(uint32_t host_abi_major) {
+  return host_abi_major == ENGINE_ABI_MAJOR ? &local_plugin : NULL;
+}

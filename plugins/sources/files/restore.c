@@ -1,0 +1,892 @@
+/* Restore side of the files source: recreates items under a target
+ * directory. Every path is resolved component by component with openat
+ * (O_NOFOLLOW|O_DIRECTORY) from a descriptor of the target, so no item --
+ * not even a symlink restored earlier -- can redirect a write outside it.
+ * Nodes are created under a temporary name and renamed into place, so a
+ * failure never leaves a half-written file under the real name. Directory
+ * modes and times are applied last, deepest first, in restore_end. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "files.h"
+
+/* Zero runs are only turned into holes in whole blocks of this size, aligned
+ * to the file offset (the allocation unit of common file systems). */
+#define HOLE_BLOCK 4096u
+
+/* Metadata as restore applies it. */
+struct rmeta {
+  int has_mode;
+  mode_t mode;
+  int has_owner;
+  uid_t uid;
+  gid_t gid;
+  int has_times;
+  struct timespec ts[2]; /* atime, mtime; UTIME_OMIT when unknown */
+  int sparse;
+};
+
+struct dir_fixup {
+  char *name;
+  size_t depth;
+  struct rmeta meta;
+};
+
+struct rctx {
+  struct files_inst *in;
+  const struct engine_host *h;
+  int rootfd;  /* -1 in a dry run on a missing target */
+  char *root;  /* the target as given, or "/" */
+  int dry_run;
+  int is_root; /* effective uid 0: ownership and device nodes */
+  struct dir_fixup *dirs;
+  size_t n_dirs, cap_dirs;
+  /* The parent directory of the previous item, kept open because items
+   * arrive grouped by directory. */
+  char *cache_name;
+  int cache_fd;
+  char *buf; /* FILES_IO_BLOCK */
+  char last_error[1536]; /* the message of the latest fail() */
+};
+
+/* ---- messages ---- */
+
+static int fail(struct rctx *r, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* set_error("unable to restore '<name>': <reason>") and return ENGINE_ERROR. */
+static int fail(struct rctx *r, const char *name, const char *fmt, ...) {
+  char reason[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(reason, sizeof(reason), fmt, ap);
+  va_end(ap);
+  char *d = files_display(name, strlen(name));
+  snprintf(r->last_error, sizeof(r->last_error), "unable to restore '%s': %s", d, reason);
+  files_display_free(d);
+  r->h->set_error(r->h, "%s", r->last_error);
+  return ENGINE_ERROR;
+}
+
+/* ---- names ---- */
+
+/* Why `name` may not be restored, or NULL when it is a clean relative path. */
+static const char *invalid_name(const char *name, size_t len) {
+  if (len == 0)
+    return "the name is empty";
+  if (memchr(name, '\0', len) != NULL)
+    return "the name contains a NUL byte";
+  if (name[0] == '/')
+    return "the name is absolute";
+  size_t start = 0;
+  for (size_t i = 0; i <= len; i++) {
+    if (i < len && name[i] != '/')
+      continue;
+    size_t n = i - start;
+    if (n == 0)
+      return "the name has an empty component";
+    if (n == 1 && name[start] == '.')
+      return "the name has a '.' component";
+    if (n == 2 && name[start] == '.' && name[start + 1] == '.')
+      return "the name has a '..' component";
+    if (n > NAME_MAX)
+      return "a component of the name is longer than NAME_MAX";
+    start = i + 1;
+  }
+  return NULL;
+}
+
+static size_t name_depth(const char *name) {
+  size_t d = 1;
+  for (; *name; name++)
+    d += *name == '/';
+  return d;
+}
+
+/* ---- safe path resolution ---- */
+
+/* Open the directory `path` (a validated relative name, or "" for the root)
+ * below the target, one component at a time, never following a symlink.
+ * With `create`, missing directories are made (mode 0700: their real
+ * metadata, if any, comes with their own item). Returns a new descriptor,
+ * or -1 after set_error naming `item`. */
+static int open_dir_path(struct rctx *r, const char *item, const char *path, int create) {
+  int fd = fcntl(r->rootfd, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0)
+    return fail(r, item, "unable to duplicate the target descriptor: %s", strerror(errno)), -1;
+  const char *p = path;
+  while (*p) {
+    const char *slash = strchr(p, '/');
+    size_t n = slash ? (size_t)(slash - p) : strlen(p);
+    char comp[NAME_MAX + 1];
+    memcpy(comp, p, n);
+    comp[n] = '\0';
+    size_t prefix_len = (size_t)(p - path) + n;
+    int nfd;
+    for (int attempt = 0;; attempt++) {
+      nfd = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (nfd >= 0 || errno != ENOENT || !create || attempt > 0)
+        break;
+      if (mkdirat(fd, comp, 0700) != 0 && errno != EEXIST) {
+        int err = errno;
+        close(fd);
+        fail(r, item, "unable to create directory '%.*s': %s", (int)prefix_len, path,
+             strerror(err));
+        return -1;
+      }
+    }
+    if (nfd < 0) {
+      int err = errno;
+      close(fd);
+      char *d = files_display(path, prefix_len);
+      if (err == ELOOP || err == ENOTDIR)
+        fail(r, item, "'%s' is a symlink or not a directory; refusing to write through it", d);
+      else
+        fail(r, item, "unable to open directory '%s': %s", d, strerror(err));
+      files_display_free(d);
+      return -1;
+    }
+    close(fd);
+    fd = nfd;
+    p += n;
+    if (*p == '/')
+      p++;
+  }
+  return fd;
+}
+
+static void cache_drop(struct rctx *r) {
+  if (r->cache_fd >= 0)
+    close(r->cache_fd);
+  r->cache_fd = -1;
+  free(r->cache_name);
+  r->cache_name = NULL;
+}
+
+/* Forget the cached parent when `name` is it or one of its ancestors: the
+ * node there is about to be replaced. */
+static void cache_invalidate(struct rctx *r, const char *name) {
+  if (r->cache_name == NULL)
+    return;
+  size_t n = strlen(name);
+  if (strncmp(r->cache_name, name, n) == 0 &&
+      (r->cache_name[n] == '\0' || r->cache_name[n] == '/'))
+    cache_drop(r);
+}
+
+/* The descriptor of the parent directory of `name` (borrowed: valid until
+ * the next call), creating missing directories. *base is the last
+ * component. Returns -1 after set_error. */
+static int parent_fd(struct rctx *r, char *name, const char **base) {
+  char *slash = strrchr(name, '/');
+  if (slash == NULL) {
+    *base = name;
+    return r->rootfd;
+  }
+  *slash = '\0';
+  *base = slash + 1;
+  if (r->cache_name != NULL && strcmp(r->cache_name, name) == 0) {
+    *slash = '/';
+    return r->cache_fd;
+  }
+  cache_drop(r);
+  char *parent = strdup(name);
+  *slash = '/';
+  if (parent == NULL)
+    return fail(r, name, "out of memory"), -1;
+  int fd = open_dir_path(r, name, parent, 1);
+  if (fd < 0) {
+    free(parent);
+    return -1;
+  }
+  r->cache_name = parent;
+  r->cache_fd = fd;
+  return fd;
+}
+
+/* ---- metadata ---- */
+
+static struct timespec ns_to_ts(json_int_t ns) {
+  struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000), .tv_nsec = (long)(ns % 1000000000)};
+  if (ts.tv_nsec < 0) {
+    ts.tv_nsec += 1000000000;
+    ts.tv_sec -= 1;
+  }
+  return ts;
+}
+
+static void parse_meta(json_t *m, struct rmeta *out) {
+  memset(out, 0, sizeof(*out));
+  json_t *v = json_object_get(m, "mode");
+  if (json_is_integer(v)) {
+    out->has_mode = 1;
+    out->mode = (mode_t)(json_integer_value(v) & 07777);
+  }
+  json_t *uid = json_object_get(m, "uid"), *gid = json_object_get(m, "gid");
+  if (json_is_integer(uid) && json_is_integer(gid)) {
+    out->has_owner = 1;
+    out->uid = (uid_t)json_integer_value(uid);
+    out->gid = (gid_t)json_integer_value(gid);
+  }
+  out->ts[0].tv_nsec = UTIME_OMIT;
+  out->ts[1].tv_nsec = UTIME_OMIT;
+  if (json_is_integer(v = json_object_get(m, "atime_ns"))) {
+    out->ts[0] = ns_to_ts(json_integer_value(v));
+    out->has_times = 1;
+  }
+  if (json_is_integer(v = json_object_get(m, "mtime_ns"))) {
+    out->ts[1] = ns_to_ts(json_integer_value(v));
+    out->has_times = 1;
+  } else if (json_is_integer(v = json_object_get(m, "mtime"))) {
+    out->ts[1].tv_sec = (time_t)json_integer_value(v);
+    out->ts[1].tv_nsec = 0;
+    out->has_times = 1;
+  }
+  out->sparse = json_is_true(json_object_get(m, "sparse"));
+}
+
+/* Apply owner, mode and times to an open file or directory. Ownership
+ * first: chown clears the set-id bits that chmod then restores. */
+static int apply_meta_fd(struct rctx *r, const char *name, int fd, const struct rmeta *m) {
+  if (r->is_root && m->has_owner && fchown(fd, m->uid, m->gid) != 0)
+    return fail(r, name, "unable to set owner %u:%u: %s", (unsigned)m->uid, (unsigned)m->gid,
+                strerror(errno));
+  if (m->has_mode && fchmod(fd, m->mode) != 0)
+    return fail(r, name, "unable to set mode %04o: %s", (unsigned)m->mode, strerror(errno));
+  if (m->has_times && futimens(fd, m->ts) != 0)
+    return fail(r, name, "unable to set timestamps: %s", strerror(errno));
+  return ENGINE_OK;
+}
+
+/* The same for a node that cannot be opened (symlink, fifo, device),
+ * addressed by dirfd + base and never followed. */
+static int apply_meta_at(struct rctx *r, const char *name, int dirfd, const char *base,
+                         const struct rmeta *m, int is_symlink) {
+  if (r->is_root && m->has_owner &&
+      fchownat(dirfd, base, m->uid, m->gid, AT_SYMLINK_NOFOLLOW) != 0)
+    return fail(r, name, "unable to set owner %u:%u: %s", (unsigned)m->uid, (unsigned)m->gid,
+                strerror(errno));
+  if (!is_symlink && m->has_mode) {
+    int rc = fchmodat(dirfd, base, m->mode, AT_SYMLINK_NOFOLLOW);
+    if (rc != 0 && (errno == EOPNOTSUPP || errno == ENOSYS))
+      rc = fchmodat(dirfd, base, m->mode, 0); /* the node was just created by us, not a symlink */
+    if (rc != 0)
+      return fail(r, name, "unable to set mode %04o: %s", (unsigned)m->mode, strerror(errno));
+  }
+  if (m->has_times && utimensat(dirfd, base, m->ts, AT_SYMLINK_NOFOLLOW) != 0)
+    return fail(r, name, "unable to set timestamps: %s", strerror(errno));
+  return ENGINE_OK;
+}
+
+/* ---- temporary names and placing ---- */
+
+/* "<base>.engine-tmp-XXXXXX", the base shortened to stay within NAME_MAX. */
+static void tmp_name(char *out, const char *base) {
+  static const char suffix_chars[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+  static const char tag[] = ".engine-tmp-";
+  unsigned char rnd[6];
+  if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd)) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t x = (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)out;
+    for (size_t i = 0; i < sizeof(rnd); i++)
+      rnd[i] = (unsigned char)(x >> (i * 8));
+  }
+  size_t keep = strlen(base);
+  size_t max_base = NAME_MAX - (sizeof(tag) - 1) - sizeof(rnd);
+  if (keep > max_base)
+    keep = max_base;
+  memcpy(out, base, keep);
+  memcpy(out + keep, tag, sizeof(tag) - 1);
+  size_t o = keep + sizeof(tag) - 1;
+  for (size_t i = 0; i < sizeof(rnd); i++)
+    out[o++] = suffix_chars[rnd[i] % (sizeof(suffix_chars) - 1)];
+  out[o] = '\0';
+}
+
+/* Make room for a directory where a non-directory is, or the reverse is
+ * refused. Only an empty directory is removed to make room for a file. */
+static int remove_empty_dir(struct rctx *r, const char *name, int dirfd, const char *base) {
+  if (unlinkat(dirfd, base, AT_REMOVEDIR) == 0)
+    return ENGINE_OK;
+  if (errno == ENOTEMPTY || errno == EEXIST)
+    return fail(r, name, "a non-empty directory is in the way; refusing to replace it");
+  return fail(r, name, "unable to remove the directory in the way: %s", strerror(errno));
+}
+
+/* Rename the temporary node into place. */
+static int place(struct rctx *r, const char *name, int dirfd, const char *tmp, const char *base) {
+  cache_invalidate(r, name);
+  if (renameat(dirfd, tmp, dirfd, base) == 0)
+    goto same_inode_check;
+  if (errno == EISDIR) {
+    if (remove_empty_dir(r, name, dirfd, base) != ENGINE_OK)
+      goto undo;
+    if (renameat(dirfd, tmp, dirfd, base) == 0)
+      goto same_inode_check;
+  }
+  fail(r, name, "unable to rename the temporary file into place: %s", strerror(errno));
+undo:
+  unlinkat(dirfd, tmp, 0);
+  return ENGINE_ERROR;
+same_inode_check:
+  /* rename() is a no-op when both names are links to the same inode (an
+   * existing hard link restored again): drop the leftover temporary name. */
+  unlinkat(dirfd, tmp, 0);
+  return ENGINE_OK;
+}
+
+/* ---- writing content ---- */
+
+static int write_all(int fd, const char *buf, size_t len) {
+  while (len > 0) {
+    ssize_t n = write(fd, buf, len);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    buf += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+static int all_zero(const char *p, size_t n) { return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0); }
+
+/* Write buf, which lands at file offset `off`, leaving aligned zero blocks
+ * as holes (seeking over them). */
+static int write_sparse(int fd, const char *buf, size_t len, uint64_t off) {
+  size_t i = 0;
+  while (i < len) {
+    size_t to_boundary = HOLE_BLOCK - (size_t)((off + i) % HOLE_BLOCK);
+    size_t n = len - i < to_boundary ? len - i : to_boundary;
+    int hole = n == HOLE_BLOCK && all_zero(buf + i, n);
+    /* Extend the run of blocks of the same kind. */
+    size_t j = i + n;
+    while (j < len) {
+      size_t m = len - j < HOLE_BLOCK ? len - j : HOLE_BLOCK;
+      int h = m == HOLE_BLOCK && all_zero(buf + j, m);
+      if (h != hole)
+        break;
+      j += m;
+    }
+    if (hole) {
+      if (lseek(fd, (off_t)(j - i), SEEK_CUR) < 0)
+        return -1;
+    } else if (write_all(fd, buf + i, j - i) != 0) {
+      return -1;
+    }
+    i = j;
+  }
+  return 0;
+}
+
+static int restore_file(struct rctx *r, const char *name, int dirfd, const char *base,
+                        const struct rmeta *m, const struct engine_item *item,
+                        const struct engine_reader *data) {
+  if (data == NULL && item->size > 0)
+    return fail(r, name, "the item has %llu bytes of content but no data was supplied",
+                (unsigned long long)item->size);
+  char tmp[NAME_MAX + 1];
+  int fd = -1;
+  for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
+    tmp_name(tmp, base);
+    fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 && errno != EEXIST)
+      return fail(r, name, "unable to create a temporary file: %s", strerror(errno));
+  }
+  if (fd < 0)
+    return fail(r, name, "unable to create a temporary file: every name tried exists");
+
+  uint64_t total = 0, expected = data != NULL ? data->size : 0;
+  int rc = ENGINE_OK;
+  while (data != NULL) {
+    ssize_t n = data->read(data, r->buf, FILES_IO_BLOCK);
+    if (n < 0) {
+      rc = fail(r, name, "reading the content from the repository failed after %llu bytes",
+                (unsigned long long)total);
+      break;
+    }
+    if (n == 0)
+      break;
+    if (total + (uint64_t)n > expected) {
+      rc = fail(r, name, "the repository returned more content than the expected %llu bytes",
+                (unsigned long long)expected);
+      break;
+    }
+    int wrc = m->sparse ? write_sparse(fd, r->buf, (size_t)n, total)
+                        : write_all(fd, r->buf, (size_t)n);
+    if (wrc != 0) {
+      rc = fail(r, name, "unable to write at offset %llu: %s", (unsigned long long)total,
+                strerror(errno));
+      break;
+    }
+    total += (uint64_t)n;
+  }
+  if (rc == ENGINE_OK && total != expected)
+    rc = fail(r, name, "the content is truncated: got %llu of %llu bytes",
+              (unsigned long long)total, (unsigned long long)expected);
+  /* A trailing hole exists only once the size is set. */
+  if (rc == ENGINE_OK && ftruncate(fd, (off_t)total) != 0)
+    rc = fail(r, name, "unable to set the size to %llu bytes: %s", (unsigned long long)total,
+              strerror(errno));
+  if (rc == ENGINE_OK)
+    rc = apply_meta_fd(r, name, fd, m);
+  if (close(fd) != 0 && rc == ENGINE_OK)
+    rc = fail(r, name, "unable to close the temporary file: %s", strerror(errno));
+  if (rc != ENGINE_OK) {
+    unlinkat(dirfd, tmp, 0);
+    return rc;
+  }
+  return place(r, name, dirfd, tmp, base);
+}
+
+static int restore_symlink(struct rctx *r, const char *name, int dirfd, const char *base,
+                           json_t *meta, const struct rmeta *m) {
+  char *target;
+  size_t len;
+  if (files_meta_get_bytes(meta, "target", &target, &len) != 0)
+    return fail(r, name, "the metadata has no valid symlink target");
+  if (len == 0 || strlen(target) != len) {
+    free(target);
+    return fail(r, name, "the symlink target is empty or contains a NUL byte");
+  }
+  char tmp[NAME_MAX + 1];
+  int made = 0;
+  for (int attempt = 0; attempt < 100 && !made; attempt++) {
+    tmp_name(tmp, base);
+    if (symlinkat(target, dirfd, tmp) == 0) {
+      made = 1;
+    } else if (errno != EEXIST) {
+      int err = errno;
+      free(target);
+      return fail(r, name, "unable to create the symlink: %s", strerror(err));
+    }
+  }
+  free(target);
+  if (!made)
+    return fail(r, name, "unable to create the symlink: every temporary name tried exists");
+  if (apply_meta_at(r, name, dirfd, tmp, m, 1) != ENGINE_OK) {
+    unlinkat(dirfd, tmp, 0);
+    return ENGINE_ERROR;
+  }
+  return place(r, name, dirfd, tmp, base);
+}
+
+static int restore_hardlink(struct rctx *r, const char *name, int dirfd, const char *base,
+                            json_t *meta) {
+  char *link;
+  size_t len;
+  if (files_meta_get_bytes(meta, "link", &link, &len) != 0)
+    return fail(r, name, "the metadata has no valid hard link target");
+  const char *why = invalid_name(link, len);
+  if (why == NULL && strcmp(link, name) == 0)
+    why = "it names the item itself";
+  if (why != NULL) {
+    char *d = files_display(link, len);
+    fail(r, name, "refusing hard link target '%s': %s", d, why);
+    files_display_free(d);
+    free(link);
+    return ENGINE_ERROR;
+  }
+  char *slash = strrchr(link, '/');
+  const char *src_base = link;
+  int src_dir = r->rootfd, owned = 0;
+  if (slash != NULL) {
+    *slash = '\0';
+    src_base = slash + 1;
+    src_dir = open_dir_path(r, name, link, 0);
+    *slash = '/';
+    if (src_dir < 0) {
+      free(link);
+      return ENGINE_ERROR;
+    }
+    owned = 1;
+  }
+  char tmp[NAME_MAX + 1];
+  int rc = ENGINE_ERROR, made = 0, reported = 0;
+  for (int attempt = 0; attempt < 100 && !made && !reported; attempt++) {
+    tmp_name(tmp, base);
+    /* flags 0: a symlink at the source is linked itself, never followed */
+    if (linkat(src_dir, src_base, dirfd, tmp, 0) == 0) {
+      made = 1;
+    } else if (errno != EEXIST) {
+      char *d = files_display(link, len);
+      if (errno == ENOENT)
+        fail(r, name, "its hard link target '%s' was not restored", d);
+      else
+        fail(r, name, "unable to link to '%s': %s", d, strerror(errno));
+      files_display_free(d);
+      reported = 1;
+    }
+  }
+  if (made)
+    rc = place(r, name, dirfd, tmp, base);
+  else if (!reported)
+    fail(r, name, "unable to create the hard link: every temporary name tried exists");
+  if (owned)
+    close(src_dir);
+  free(link);
+  return rc;
+}
+
+static int restore_special(struct rctx *r, const char *name, int dirfd, const char *base,
+                           json_t *meta, const struct rmeta *m) {
+  const char *kind = json_string_value(json_object_get(meta, "kind"));
+  mode_t type;
+  if (kind != NULL && strcmp(kind, "fifo") == 0)
+    type = S_IFIFO;
+  else if (kind != NULL && strcmp(kind, "char") == 0)
+    type = S_IFCHR;
+  else if (kind != NULL && strcmp(kind, "block") == 0)
+    type = S_IFBLK;
+  else if (kind != NULL && strcmp(kind, "socket") == 0)
+    type = S_IFSOCK;
+  else
+    return fail(r, name, "the metadata has no valid special file kind");
+  dev_t rdev = 0;
+  json_t *maj = json_object_get(meta, "rdev_major"), *min = json_object_get(meta, "rdev_minor");
+  if (json_is_integer(maj) && json_is_integer(min))
+    rdev = makedev((unsigned)json_integer_value(maj), (unsigned)json_integer_value(min));
+  else if (json_is_integer(json_object_get(meta, "rdev")))
+    rdev = (dev_t)json_integer_value(json_object_get(meta, "rdev"));
+  if (type != S_IFIFO && !r->is_root) {
+    char *d = files_display(name, strlen(name));
+    r->h->log(r->h, ENGINE_LOG_WARN, "skipped '%s': creating a %s node requires root", d, kind);
+    files_display_free(d);
+    return ENGINE_OK;
+  }
+  char tmp[NAME_MAX + 1];
+  int made = 0;
+  for (int attempt = 0; attempt < 100 && !made; attempt++) {
+    tmp_name(tmp, base);
+    if (mknodat(dirfd, tmp, type | 0600, type == S_IFIFO ? 0 : rdev) == 0)
+      made = 1;
+    else if (errno != EEXIST)
+      return fail(r, name, "unable to create the %s node: %s", kind, strerror(errno));
+  }
+  if (!made)
+    return fail(r, name, "unable to create the %s node: every temporary name tried exists", kind);
+  if (apply_meta_at(r, name, dirfd, tmp, m, 0) != ENGINE_OK) {
+    unlinkat(dirfd, tmp, 0);
+    return ENGINE_ERROR;
+  }
+  return place(r, name, dirfd, tmp, base);
+}
+
+static int restore_dir(struct rctx *r, const char *name, int dirfd, const char *base,
+                       const struct rmeta *m) {
+  struct stat st;
+  if (fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (!S_ISDIR(st.st_mode)) {
+      cache_invalidate(r, name);
+      if (unlinkat(dirfd, base, 0) != 0)
+        return fail(r, name, "unable to remove the non-directory in the way: %s",
+                    strerror(errno));
+      if (mkdirat(dirfd, base, 0700) != 0)
+        return fail(r, name, "unable to create the directory: %s", strerror(errno));
+    }
+  } else if (errno == ENOENT) {
+    if (mkdirat(dirfd, base, 0700) != 0)
+      return fail(r, name, "unable to create the directory: %s", strerror(errno));
+  } else {
+    return fail(r, name, "unable to stat: %s", strerror(errno));
+  }
+  if (r->n_dirs == r->cap_dirs) {
+    size_t ncap = r->cap_dirs ? r->cap_dirs * 2 : 64;
+    struct dir_fixup *nd = realloc(r->dirs, ncap * sizeof(*nd));
+    if (nd == NULL)
+      return fail(r, name, "out of memory");
+    r->dirs = nd;
+    r->cap_dirs = ncap;
+  }
+  char *copy = strdup(name);
+  if (copy == NULL)
+    return fail(r, name, "out of memory");
+  r->dirs[r->n_dirs++] = (struct dir_fixup){.name = copy, .depth = name_depth(name), .meta = *m};
+  return ENGINE_OK;
+}
+
+static const char *type_word(enum engine_item_type t) {
+  switch (t) {
+  case ENGINE_ITEM_FILE:
+    return "file";
+  case ENGINE_ITEM_DIR:
+    return "directory";
+  case ENGINE_ITEM_SYMLINK:
+    return "symlink";
+  case ENGINE_ITEM_HARDLINK:
+    return "hard link";
+  case ENGINE_ITEM_SPECIAL:
+    return "special file";
+  default:
+    return "item";
+  }
+}
+
+/* ---- the source ops ---- */
+
+static int dir_is_empty(const char *path, int *empty) {
+  DIR *d = opendir(path);
+  if (d == NULL)
+    return -1;
+  *empty = 1;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+      *empty = 0;
+      break;
+    }
+  }
+  closedir(d);
+  return 0;
+}
+
+/* mkdir -p with mode 0700 for every directory it creates. */
+static int make_target(const struct engine_host *h, const char *target) {
+  char *p = strdup(target);
+  if (p == NULL) {
+    h->set_error(h, "unable to create target '%s': out of memory", target);
+    return -1;
+  }
+  for (char *s = p + 1;; s++) {
+    if (*s != '/' && *s != '\0')
+      continue;
+    char saved = *s;
+    *s = '\0';
+    if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+      h->set_error(h, "unable to create target directory '%s': %s", p, strerror(errno));
+      free(p);
+      return -1;
+    }
+    *s = saved;
+    if (saved == '\0')
+      break;
+  }
+  free(p);
+  return 0;
+}
+
+int files_restore_begin(void *inst, const struct engine_restore_opts *opts, void **out) {
+  struct files_inst *in = inst;
+  const struct engine_host *h = in->host;
+  if (opts == NULL ||
+      opts->struct_size < offsetof(struct engine_restore_opts, yes) + sizeof(opts->yes)) {
+    h->set_error(h, "restore of files: the restore options are missing or too old");
+    return ENGINE_ERROR;
+  }
+  const char *target = opts->target;
+  int dry = opts->dry_run != 0;
+  int exists = 1;
+  if (target == NULL) {
+    if (!opts->yes && !dry) {
+      h->set_error(h, "restoring to the original location overwrites files; confirm");
+      return ENGINE_EXISTS;
+    }
+    target = "/";
+  } else {
+    if (target[0] == '\0') {
+      h->set_error(h, "restore of files: the target directory is an empty string");
+      return ENGINE_ERROR;
+    }
+    struct stat st;
+    if (stat(target, &st) != 0) {
+      if (errno != ENOENT) {
+        h->set_error(h, "unable to stat target '%s': %s", target, strerror(errno));
+        return ENGINE_ERROR;
+      }
+      exists = 0;
+    } else if (!S_ISDIR(st.st_mode)) {
+      h->set_error(h, "target '%s' exists and is not a directory", target);
+      return ENGINE_ERROR;
+    } else if (!opts->yes && !dry) {
+      int empty;
+      if (dir_is_empty(target, &empty) != 0) {
+        h->set_error(h, "unable to read target '%s': %s", target, strerror(errno));
+        return ENGINE_ERROR;
+      }
+      if (!empty) {
+        h->set_error(h, "target '%s' is not empty; restoring would overwrite files", target);
+        return ENGINE_EXISTS;
+      }
+    }
+  }
+
+  struct rctx *r = calloc(1, sizeof(*r));
+  if (r == NULL || (r->root = strdup(target)) == NULL) {
+    free(r);
+    h->set_error(h, "restore of files: out of memory");
+    return ENGINE_ERROR;
+  }
+  r->in = in;
+  r->h = h;
+  r->dry_run = dry;
+  r->is_root = geteuid() == 0;
+  r->rootfd = -1;
+  r->cache_fd = -1;
+  if (dry) {
+    if (!exists)
+      h->log(h, ENGINE_LOG_INFO, "would create target directory '%s'", target);
+    *out = r;
+    return ENGINE_OK;
+  }
+  r->buf = malloc(FILES_IO_BLOCK);
+  if (r->buf == NULL) {
+    h->set_error(h, "restore of files: out of memory");
+    goto fail;
+  }
+  if (!exists && make_target(h, target) != 0)
+    goto fail;
+  r->rootfd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (r->rootfd < 0) {
+    h->set_error(h, "unable to open target directory '%s': %s", target, strerror(errno));
+    goto fail;
+  }
+  *out = r;
+  return ENGINE_OK;
+fail:
+  free(r->buf);
+  free(r->root);
+  free(r);
+  return ENGINE_ERROR;
+}
+
+int files_restore_item(void *rctx, const struct engine_item *item,
+                       const struct engine_reader *data) {
+  struct rctx *r = rctx;
+  const char *why = invalid_name(item->name, item->name_len);
+  if (why != NULL) {
+    char *d = files_display(item->name, item->name_len);
+    r->h->set_error(r->h, "refusing to restore item '%s': %s", d, why);
+    files_display_free(d);
+    return ENGINE_ERROR;
+  }
+  char *name = malloc(item->name_len + 1);
+  if (name == NULL) {
+    r->h->set_error(r->h, "restore of files: out of memory");
+    return ENGINE_ERROR;
+  }
+  memcpy(name, item->name, item->name_len);
+  name[item->name_len] = '\0';
+
+  int rc = ENGINE_ERROR;
+  json_error_t jerr;
+  json_t *meta = item->meta_json != NULL ? json_loads(item->meta_json, 0, &jerr) : json_object();
+  if (!json_is_object(meta)) {
+    fail(r, name, "invalid metadata: %s", meta == NULL ? jerr.text : "not a JSON object");
+    goto out;
+  }
+  struct rmeta m;
+  parse_meta(meta, &m);
+
+  if (r->dry_run) {
+    char *d = files_display(name, item->name_len);
+    const char *sep = strcmp(r->root, "/") == 0 || r->root[strlen(r->root) - 1] == '/' ? "" : "/";
+    if (item->type == ENGINE_ITEM_FILE)
+      r->h->log(r->h, ENGINE_LOG_INFO, "would restore file '%s%s%s' (%llu bytes)", r->root, sep,
+                d, (unsigned long long)(data != NULL ? data->size : item->size));
+    else
+      r->h->log(r->h, ENGINE_LOG_INFO, "would restore %s '%s%s%s'", type_word(item->type), r->root,
+                sep, d);
+    files_display_free(d);
+    rc = ENGINE_OK;
+    goto out;
+  }
+
+  const char *base;
+  int dirfd = parent_fd(r, name, &base);
+  if (dirfd < 0)
+    goto out;
+  switch (item->type) {
+  case ENGINE_ITEM_FILE:
+    rc = restore_file(r, name, dirfd, base, &m, item, data);
+    break;
+  case ENGINE_ITEM_DIR:
+    rc = restore_dir(r, name, dirfd, base, &m);
+    break;
+  case ENGINE_ITEM_SYMLINK:
+    rc = restore_symlink(r, name, dirfd, base, meta, &m);
+    break;
+  case ENGINE_ITEM_HARDLINK:
+    rc = restore_hardlink(r, name, dirfd, base, meta);
+    break;
+  case ENGINE_ITEM_SPECIAL:
+    rc = restore_special(r, name, dirfd, base, meta, &m);
+    break;
+  default:
+    rc = fail(r, name, "item type %d is not produced by the files source", (int)item->type);
+    break;
+  }
+out:
+  json_decref(meta);
+  free(name);
+  return rc;
+}
+
+static int cmp_depth_desc(const void *a, const void *b) {
+  const struct dir_fixup *x = a, *y = b;
+  if (x->depth != y->depth)
+    return x->depth < y->depth ? 1 : -1;
+  return strcmp(x->name, y->name);
+}
+
+int files_restore_end(void *rctx, int status) {
+  struct rctx *r = rctx;
+  int rc = ENGINE_OK;
+  (void)status; /* directories restored so far get their metadata either way */
+  cache_drop(r);
+  char first[sizeof(r->last_error)] = "";
+  size_t failures = 0;
+  if (!r->dry_run) {
+    /* Deepest first: setting a parent's mode could lock us out of a child,
+     * and creating children changes a parent's mtime. */
+    if (r->n_dirs > 1)
+      qsort(r->dirs, r->n_dirs, sizeof(*r->dirs), cmp_depth_desc);
+    for (size_t i = 0; i < r->n_dirs; i++) {
+      struct dir_fixup *d = &r->dirs[i];
+      int fd = open_dir_path(r, d->name, d->name, 0);
+      int one = fd < 0 ? ENGINE_ERROR : apply_meta_fd(r, d->name, fd, &d->meta);
+      if (fd >= 0)
+        close(fd);
+      /* Keep going: one directory's failure must not leave the others
+       * with restore-time modes. Each is logged, the first is returned. */
+      if (one != ENGINE_OK) {
+        r->h->log(r->h, ENGINE_LOG_ERROR, "%s", r->last_error);
+        if (failures++ == 0)
+          memcpy(first, r->last_error, sizeof(first));
+      }
+    }
+    if (failures > 0) {
+      rc = ENGINE_ERROR;
+      if (failures > 1)
+        r->h->set_error(r->h, "%s (and %zu more directories failed)", first, failures - 1);
+      else
+        r->h->set_error(r->h, "%s", first);
+    } else if (r->rootfd >= 0 && syncfs(r->rootfd) != 0) {
+      r->h->set_error(r->h, "unable to flush restored files to disk under '%s': %s", r->root,
+                      strerror(errno));
+      rc = ENGINE_ERROR;
+    }
+  }
+  for (size_t i = 0; i < r->n_dirs; i++)
+    free(r->dirs[i].name);
+  free(r->dirs);
+  if (r->rootfd >= 0)
+    close(r->rootfd);
+  free(r->buf);
+  free(r->root);
+  free(r);
+  return rc;
+}
