@@ -43,7 +43,8 @@ struct ctx {
 static void cerr(struct ctx *c, const struct ytree_node *at, const char *opt, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-static void cerr(struct ctx *c, const struct ytree_node *at, const char *opt, const char *fmt, ...) {
+static void cerr(struct ctx *c, const struct ytree_node *at, const char *opt, const char *fmt,
+                 ...) {
   va_list ap;
   char *msg = NULL;
   va_start(ap, fmt);
@@ -107,7 +108,9 @@ static char *opt_key(const char *base, const char *key) {
   return *base ? xasprintf("%s.%s", base, key) : xstrdup(key);
 }
 
-static char *opt_index(const char *base, size_t i) { return xasprintf("%s[%zu]", base, i); }
+static char *opt_index(const char *base, size_t i) {
+  return xasprintf("%s[%zu]", base, i);
+}
 
 /* What was found, for "expected X, got Y": a scalar is quoted back
  * (shortened, control characters masked), anything else is named. */
@@ -195,9 +198,12 @@ static size_t count_names(const char *const *names) {
   return n;
 }
 
-/* Report every key of `map` that is not in `valid` (NULL-terminated). */
-static void check_keys(struct ctx *c, const struct ytree_node *map, const char *opt,
-                       const char *const *valid) {
+/* Report every key of `map` that is not in `valid` (NULL-terminated).
+ * In a block that holds secrets a mistyped line such as
+ * `passphrase:hunter2` arrives as one key, so only the part before the
+ * first ':', '=' or blank is quoted back there. */
+static void check_keys_ex(struct ctx *c, const struct ytree_node *map, const char *opt,
+                          const char *const *valid, int secret_block) {
   size_t nv = count_names(valid);
   for (size_t i = 0; i < map->n_pairs; i++) {
     const struct ytree_node *k = map->pairs[i].key;
@@ -206,15 +212,25 @@ static void check_keys(struct ctx *c, const struct ytree_node *map, const char *
       known = strcmp(k->text, valid[j]) == 0;
     if (known)
       continue;
-    char *sugg = suggestion(k->text, valid, nv);
+    size_t shown = secret_block ? strcspn(k->text, ":= \t") : strlen(k->text);
+    char *key = xasprintf("%.*s", (int)shown, k->text);
+    const char *cut = k->text[shown] ? "..." : "";
+    char *sugg = suggestion(key, valid, nv);
     char *list = join(valid, nv, ", ");
     if (*opt)
-      cerr(c, k, opt, "unknown key '%s'%s (expected one of: %s)", k->text, sugg, list);
+      cerr(c, k, opt, "unknown key '%s%s'%s (expected one of: %s)", key, cut, sugg, list);
     else
-      cerr(c, k, NULL, "unknown key '%s' at top level%s (expected one of: %s)", k->text, sugg, list);
+      cerr(c, k, NULL, "unknown key '%s%s' at top level%s (expected one of: %s)", key, cut, sugg,
+           list);
+    free(key);
     free(sugg);
     free(list);
   }
+}
+
+static void check_keys(struct ctx *c, const struct ytree_node *map, const char *opt,
+                       const char *const *valid) {
+  check_keys_ex(c, map, opt, valid, 0);
 }
 
 static void missing(struct ctx *c, const struct ytree_node *at, const char *opt,
@@ -321,8 +337,10 @@ static int get_bool(struct ctx *c, const struct ytree_node *n, const char *opt, 
 
 #define SIZE_EXPECTED "a size such as 16MiB"
 
-static int get_size(struct ctx *c, const struct ytree_node *n, const char *opt, uint64_t max,
-                    uint64_t *out) {
+/* Pipeline-level sizes use 0 for "default", so there they start at 1;
+ * plugin options may give 0 a meaning of their own. */
+static int get_size(struct ctx *c, const struct ytree_node *n, const char *opt, uint64_t min,
+                    uint64_t max, uint64_t *out) {
   struct got_buf g;
   uint64_t v;
   if (want_scalar(c, n, opt, SIZE_EXPECTED) < 0)
@@ -331,8 +349,9 @@ static int get_size(struct ctx *c, const struct ytree_node *n, const char *opt, 
     cerr(c, n, opt, "expected %s, got %s", SIZE_EXPECTED, got(n, &g));
     return -1;
   }
-  if (v == 0 || v > max) {
-    cerr(c, n, opt, "expected a size between 1 and %" PRIu64 " bytes, got %s", max, got(n, &g));
+  if (v < min || v > max) {
+    cerr(c, n, opt, "expected a size between %" PRIu64 " and %" PRIu64 " bytes, got %s", min, max,
+         got(n, &g));
     return -1;
   }
   *out = v;
@@ -530,7 +549,7 @@ static json_t *convert_option(struct ctx *c, const struct engine_option *o,
   }
   case ENGINE_OPT_SIZE: {
     uint64_t v;
-    if (get_size(c, n, opt, INT64_MAX, &v) < 0)
+    if (get_size(c, n, opt, 0, INT64_MAX, &v) < 0)
       return NULL;
     return json_integer((json_int_t)v);
   }
@@ -608,20 +627,28 @@ static json_t *convert_default(struct ctx *c, const struct engine_option *o,
   ytree_free(parsed);
   drop_errors(&sub);
   if (!j)
-    cerr(c, at, opt, "plugin '%s' declares an invalid default '%s' for this option (a bug in the plugin)",
+    cerr(c, at, opt,
+         "plugin '%s' declares an invalid default '%s' for this option (a bug in the plugin)",
          pl->name, def);
   return j;
 }
 
 static char *opt_type_expected(const struct engine_option *o) {
   switch (o->type) {
-  case ENGINE_OPT_STRING: return xstrdup("a string");
-  case ENGINE_OPT_INT: return xstrdup("an integer");
-  case ENGINE_OPT_BOOL: return xstrdup(BOOL_EXPECTED);
-  case ENGINE_OPT_SIZE: return xstrdup(SIZE_EXPECTED);
-  case ENGINE_OPT_DURATION: return xstrdup(DURATION_EXPECTED);
-  case ENGINE_OPT_STRING_LIST: return xstrdup("a list of strings");
-  case ENGINE_OPT_SECRET: return xstrdup(SECRET_EXPECTED);
+  case ENGINE_OPT_STRING:
+    return xstrdup("a string");
+  case ENGINE_OPT_INT:
+    return xstrdup("an integer");
+  case ENGINE_OPT_BOOL:
+    return xstrdup(BOOL_EXPECTED);
+  case ENGINE_OPT_SIZE:
+    return xstrdup(SIZE_EXPECTED);
+  case ENGINE_OPT_DURATION:
+    return xstrdup(DURATION_EXPECTED);
+  case ENGINE_OPT_STRING_LIST:
+    return xstrdup("a list of strings");
+  case ENGINE_OPT_SECRET:
+    return xstrdup(SECRET_EXPECTED);
   case ENGINE_OPT_ENUM: {
     size_t k;
     char **v = split_enum(o->enum_values ? o->enum_values : "", &k);
@@ -637,16 +664,19 @@ static char *opt_type_expected(const struct engine_option *o) {
 
 static const char *kind_name(enum engine_plugin_kind k) {
   switch (k) {
-  case ENGINE_PLUGIN_SOURCE: return "source";
-  case ENGINE_PLUGIN_SINK: return "sink";
-  case ENGINE_PLUGIN_CRYPTO: return "crypto";
+  case ENGINE_PLUGIN_SOURCE:
+    return "source";
+  case ENGINE_PLUGIN_SINK:
+    return "sink";
+  case ENGINE_PLUGIN_CRYPTO:
+    return "crypto";
   }
   return "unknown";
 }
 
 /* Check `with:` (NULL or null: no options given) against the schema and
  * build the normalised object. `at` positions messages about missing
- * options. */
+ * options: the `with` key, or the entry when there is none. */
 static json_t *validate_with(struct ctx *c, const struct engine_plugin *pl,
                              const struct ytree_node *with, const struct ytree_node *at,
                              const char *opt_with) {
@@ -814,7 +844,8 @@ static void parse_plugin_entry(struct ctx *c, const struct ytree_node *item, con
     cfg->plugin = resolve(c, kind, cfg->type, type, o);
     free(o);
     if (cfg->plugin)
-      cfg->with = validate_with(c, cfg->plugin, with, with ? with : item, ow);
+      cfg->with =
+          validate_with(c, cfg->plugin, with, with ? ytree_map_find(item, "with")->key : item, ow);
   } else if (!c->lookup) {
     cfg->with = with ? natural_json(with) : json_object();
     if (json_is_null(cfg->with)) {
@@ -831,7 +862,9 @@ static void parse_plugin_list(struct ctx *c, const struct ytree_node *root, cons
   const char *what = kind_name(kind);
   const struct ytree_node *list = ytree_map_get(root, key);
   if (!list) {
-    cerr(c, root, key, "required but not given (expected a non-empty list of %ss, each { type: ..., with: {...} })",
+    cerr(c, root, key,
+         "required but not given (expected a non-empty list of %ss, each { type: ..., with: {...} "
+         "})",
          what);
     return;
   }
@@ -851,7 +884,8 @@ static void parse_plugin_list(struct ctx *c, const struct ytree_node *root, cons
       if ((*out)[j].name && strcmp((*out)[i].name, (*out)[j].name) == 0) {
         int explicit_name = ytree_map_get(list->items[i], "name") != NULL;
         char *o = explicit_name ? opt_key(opt, "name") : xstrdup(opt);
-        cerr(c, name_at[i], o, "duplicate %s name '%s' (%salready used by %s[%zu] at line %d); "
+        cerr(c, name_at[i], o,
+             "duplicate %s name '%s' (%salready used by %s[%zu] at line %d); "
              "give each %s its own name",
              what, (*out)[i].name, explicit_name ? "" : "the name defaults to the type; ", key, j,
              (*out)[j].line, what);
@@ -874,7 +908,9 @@ static const char *const compress_algos[] = {"zstd", "gzip", "none"};
 static void parse_compress(struct ctx *c, const struct ytree_node *n, struct pipeline *p) {
   p->compress_algorithm = xstrdup("zstd");
   p->compress_level = -1;
-  if (!n || want_mapping(c, n, "stages.compress", "a mapping such as { algorithm: zstd, level: 3 }") < 0 ||
+  if (!n ||
+      want_mapping(c, n, "stages.compress", "a mapping such as { algorithm: zstd, level: 3 }") <
+          0 ||
       n->kind != YTREE_MAPPING)
     return;
   check_keys(c, n, "stages.compress", compress_keys);
@@ -901,9 +937,9 @@ static void parse_compress(struct ctx *c, const struct ytree_node *n, struct pip
     }
     int min, max;
     compress_level_range((enum compress_algo)algo, &min, &max);
-    char *expected = min == max ? xasprintf("%d (the only level of %s)", min, p->compress_algorithm)
-                                : xasprintf("an integer from %d to %d for %s", min, max,
-                                            p->compress_algorithm);
+    char *expected =
+        min == max ? xasprintf("%d (the only level of %s)", min, p->compress_algorithm)
+                   : xasprintf("an integer from %d to %d for %s", min, max, p->compress_algorithm);
     if (get_int(c, l, "stages.compress.level", min, max, expected, &v) == 0)
       p->compress_level = (int)v;
     free(expected);
@@ -911,7 +947,7 @@ static void parse_compress(struct ctx *c, const struct ytree_node *n, struct pip
 }
 
 #define ENCRYPT_HINT                                                                               \
-  "a mapping such as { algorithm: aes-256-gcm, passphrase: env:ENGINE_PASSPHRASE }, or "          \
+  "a mapping such as { algorithm: aes-256-gcm, passphrase: env:ENGINE_PASSPHRASE }, or "           \
   "{ algorithm: none } to store backups unencrypted"
 
 static void parse_encrypt(struct ctx *c, const struct ytree_node *n, const struct ytree_node *at,
@@ -921,16 +957,17 @@ static void parse_encrypt(struct ctx *c, const struct ytree_node *n, const struc
     return;
   }
   if (n->kind != YTREE_MAPPING) {
-    struct got_buf g;
-    cerr(c, n, "stages.encrypt", "expected %s, got %s", ENCRYPT_HINT, got(n, &g));
+    /* not quoted back: it may be a passphrase written in the wrong place */
+    cerr(c, n, "stages.encrypt", "expected %s, got %s", ENCRYPT_HINT, ytree_kind_name(n));
     return;
   }
-  check_keys(c, n, "stages.encrypt", encrypt_keys);
+  check_keys_ex(c, n, "stages.encrypt", encrypt_keys, 1);
   const struct ytree_node *a = ytree_map_get(n, "algorithm");
   const struct ytree_pair *pass = ytree_map_find(n, "passphrase");
   const struct ytree_pair *kf = ytree_map_find(n, "key_file");
   if (!a) {
-    missing(c, n, "stages.encrypt.algorithm", "the name of a crypto plugin such as aes-256-gcm, or none");
+    missing(c, n, "stages.encrypt.algorithm",
+            "the name of a crypto plugin such as aes-256-gcm, or none");
     return;
   }
   if (get_name(c, a, "stages.encrypt.algorithm", &p->encrypt_algorithm) < 0)
@@ -945,7 +982,8 @@ static void parse_encrypt(struct ctx *c, const struct ytree_node *n, const struc
     return;
   }
   if (c->lookup)
-    p->crypto = resolve(c, ENGINE_PLUGIN_CRYPTO, p->encrypt_algorithm, a, "stages.encrypt.algorithm");
+    p->crypto =
+        resolve(c, ENGINE_PLUGIN_CRYPTO, p->encrypt_algorithm, a, "stages.encrypt.algorithm");
   if (pass && kf) {
     cerr(c, kf->key, "stages.encrypt.key_file",
          "not allowed together with passphrase (give exactly one of passphrase or key_file)");
@@ -953,7 +991,8 @@ static void parse_encrypt(struct ctx *c, const struct ytree_node *n, const struc
   }
   if (!pass && !kf) {
     cerr(c, n, "stages.encrypt",
-         "algorithm '%s' needs a passphrase (env:NAME or file:/path) or a key_file, neither was given",
+         "algorithm '%s' needs a passphrase (env:NAME or file:/path) or a key_file, neither was "
+         "given",
          p->encrypt_algorithm);
     return;
   }
@@ -966,16 +1005,17 @@ static void parse_encrypt(struct ctx *c, const struct ytree_node *n, const struc
 }
 
 static void parse_stages(struct ctx *c, const struct ytree_node *root, struct pipeline *p) {
-  const struct ytree_node *st = ytree_map_get(root, "stages");
+  const struct ytree_pair *sp = ytree_map_find(root, "stages");
+  const struct ytree_node *st = sp ? sp->value : NULL;
   if (st && want_mapping(c, st, "stages", "a mapping with compress and encrypt") < 0)
     return;
   if (st && st->kind == YTREE_MAPPING) {
     check_keys(c, st, "stages", stages_keys);
     parse_compress(c, ytree_map_get(st, "compress"), p);
-    parse_encrypt(c, ytree_map_get(st, "encrypt"), st, p);
+    parse_encrypt(c, ytree_map_get(st, "encrypt"), sp->key, p);
   } else {
     parse_compress(c, NULL, p);
-    parse_encrypt(c, NULL, st ? st : root, p);
+    parse_encrypt(c, NULL, sp ? sp->key : root, p);
   }
 }
 
@@ -984,10 +1024,9 @@ static void parse_stages(struct ctx *c, const struct ytree_node *root, struct pi
 static const char *const repository_keys[] = {"chunk_min", "chunk_avg", "chunk_max", "pack_size",
                                               NULL};
 static const char *const limits_keys[] = {"memory", NULL};
-static const char *const retention_keys[] = {"keep_last",    "keep_hourly", "keep_daily",
-                                             "keep_weekly",  "keep_monthly", "keep_yearly",
-                                             "keep_within",  "keep_tags",   "apply",
-                                             NULL};
+static const char *const retention_keys[] = {
+    "keep_last",   "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
+    "keep_yearly", "keep_within", "keep_tags",  "apply",       NULL};
 static const char *const hooks_keys[] = {"before", "after", NULL};
 static const char *const notify_keys[] = {"webhook", "on", NULL};
 static const char *const notify_events[] = {"success", "failure", "partial"};
@@ -1003,7 +1042,8 @@ static const struct ytree_node *field(const struct ytree_node *map, const char *
 }
 
 static void parse_repository(struct ctx *c, const struct ytree_node *n, struct pipeline *p) {
-  if (want_mapping(c, n, "repository", "a mapping with chunk_min, chunk_avg, chunk_max, pack_size") < 0 ||
+  if (want_mapping(c, n, "repository",
+                   "a mapping with chunk_min, chunk_avg, chunk_max, pack_size") < 0 ||
       n->kind != YTREE_MAPPING)
     return;
   check_keys(c, n, "repository", repository_keys);
@@ -1012,14 +1052,14 @@ static void parse_repository(struct ctx *c, const struct ytree_node *n, struct p
     char *opt;
     const struct ytree_node *v = field(n, "repository", repository_keys[i], &opt);
     uint64_t sz;
-    if (v && get_size(c, v, opt, UINT32_MAX, &sz) == 0)
+    if (v && get_size(c, v, opt, 1, UINT32_MAX, &sz) == 0)
       *chunk[i] = (uint32_t)sz;
     free(opt);
   }
   char *opt;
   const struct ytree_node *v = field(n, "repository", "pack_size", &opt);
   if (v)
-    get_size(c, v, opt, UINT64_MAX, &p->pack_size);
+    get_size(c, v, opt, 1, UINT64_MAX, &p->pack_size);
   free(opt);
 }
 
@@ -1031,7 +1071,7 @@ static void parse_limits(struct ctx *c, const struct ytree_node *n, struct pipel
   char *opt;
   const struct ytree_node *v = field(n, "limits", "memory", &opt);
   if (v)
-    get_size(c, v, opt, UINT64_MAX, &p->max_inflight);
+    get_size(c, v, opt, 1, UINT64_MAX, &p->max_inflight);
   free(opt);
 }
 
@@ -1046,8 +1086,8 @@ static void parse_retention(struct ctx *c, const struct ytree_node *n, struct pi
     return;
   }
   check_keys(c, n, "retention", retention_keys);
-  int *keep[6] = {&r->keep_last,    &r->keep_hourly,  &r->keep_daily,
-                  &r->keep_weekly,  &r->keep_monthly, &r->keep_yearly};
+  int *keep[6] = {&r->keep_last,   &r->keep_hourly,  &r->keep_daily,
+                  &r->keep_weekly, &r->keep_monthly, &r->keep_yearly};
   int rules = 0;
   for (size_t i = 0; i < 6; i++) {
     char *opt;
@@ -1138,8 +1178,8 @@ static void parse_notify_entry(struct ctx *c, const struct ytree_node *n, const 
 static void parse_notify(struct ctx *c, const struct ytree_node *n, struct pipeline *p) {
   struct got_buf g;
   if (n->kind != YTREE_SEQUENCE) {
-    cerr(c, n, "notify", "expected a list such as [ { webhook: https://..., on: [failure] } ], got %s",
-         got(n, &g));
+    cerr(c, n, "notify",
+         "expected a list such as [ { webhook: https://..., on: [failure] } ], got %s", got(n, &g));
     return;
   }
   p->notify = xcalloc(n->n_items, sizeof(*p->notify));
@@ -1153,10 +1193,9 @@ static void parse_notify(struct ctx *c, const struct ytree_node *n, struct pipel
 
 /* ---- top level -------------------------------------------------------- */
 
-static const char *const top_keys[] = {"version", "name",       "schedule", "tags",
-                                       "sources", "stages",     "sinks",    "repository",
-                                       "limits",  "retention",  "hooks",    "notify",
-                                       NULL};
+static const char *const top_keys[] = {"version", "name",   "schedule",   "tags",   "sources",
+                                       "stages",  "sinks",  "repository", "limits", "retention",
+                                       "hooks",   "notify", NULL};
 
 static void parse_top(struct ctx *c, const struct ytree_node *root, struct pipeline *p) {
   struct got_buf g;
@@ -1407,9 +1446,8 @@ int config_parse_duration(const char *s, int64_t *ms) {
     const char *unit;
     int64_t ms;
   } units[] = {
-      {"ms", 1},           {"s", 1000},          {"m", 60000},
-      {"h", 3600000},      {"d", 86400000},      {"w", 604800000},
-      {"y", 31536000000LL},
+      {"ms", 1},       {"s", 1000},      {"m", 60000},         {"h", 3600000},
+      {"d", 86400000}, {"w", 604800000}, {"y", 31536000000LL},
   };
   const char *q = s;
   uint64_t n;

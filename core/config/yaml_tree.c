@@ -260,7 +260,8 @@ static int apply_merge(struct builder *b, struct ytree_node *map) {
   for (size_t s = 0; s < n_srcs && rc == 0; s++) {
     if (srcs[s]->kind != YTREE_MAPPING) {
       berr(b, srcs[s]->line, srcs[s]->col,
-           "merge key '<<' takes a mapping or a list of mappings, got %s", ytree_kind_name(srcs[s]));
+           "merge key '<<' takes a mapping or a list of mappings, got %s",
+           ytree_kind_name(srcs[s]));
       rc = -1;
       break;
     }
@@ -503,8 +504,11 @@ const char *ytree_kind_name(const struct ytree_node *n) {
   if (!n || ytree_is_null(n))
     return "nothing";
   switch (n->kind) {
-  case YTREE_SEQUENCE: return "a sequence";
-  case YTREE_MAPPING: return "a mapping";
-  default: return "a scalar";
+  case YTREE_SEQUENCE:
+    return "a sequence";
+  case YTREE_MAPPING:
+    return "a mapping";
+  default:
+    return "a scalar";
   }
 }

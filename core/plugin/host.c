@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
-#include <openssl/crypto.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -18,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,6 +25,7 @@
 #include "plugin/loader.h"
 #include "util/log.h"
 #include "util/pool.h"
+#include "util/secret.h"
 
 extern char **environ;
 
@@ -35,7 +34,6 @@ extern char **environ;
 /* After the child exits, a grandchild may keep its stderr open and keep
  * writing; the final drain takes at most this much more. */
 #define STDERR_FINAL_DRAIN_MAX (1024 * 1024)
-#define SECRET_FILE_MAX (1024 * 1024)
 #define SLEEP_SLICE_MS 100
 
 /* Size of struct engine_spawn_opts as ABI 1.0 defined it. */
@@ -219,125 +217,14 @@ static const char *host_cfg_list_item(const struct engine_host *h, const char *o
  * caller passes back, so a wrong len can never leave secret bytes behind. */
 static void host_secret_free(char *buf, size_t len) {
   (void)len;
-  if (!buf)
-    return;
-  OPENSSL_cleanse(buf, malloc_usable_size(buf));
-  free(buf);
+  if (buf)
+    secret_wipe_free(buf, malloc_usable_size(buf));
 }
 
-static int secret_from_env(const struct engine_host *h, const char *option, const char *var,
-                           char **out, size_t *out_len) {
-  if (!var[0]) {
-    host_set_error(h, "option '%s': 'env:' must be followed by an environment variable name", option);
-    return ENGINE_ERROR;
-  }
-  const char *v = getenv(var);
-  if (!v) {
-    host_set_error(h, "option '%s': environment variable '%s' is not set", option, var);
-    return ENGINE_ERROR;
-  }
-  size_t n = strlen(v);
-  if (n == 0) {
-    host_set_error(h, "option '%s': environment variable '%s' is empty", option, var);
-    return ENGINE_ERROR;
-  }
-  char *buf = xmalloc(n + 1);
-  memcpy(buf, v, n + 1);
-  *out = buf;
-  *out_len = n;
-  return ENGINE_OK;
-}
-
-static int secret_from_file(const struct engine_host *h, const char *option, const char *path,
-                            char **out, size_t *out_len) {
-  if (!path[0]) {
-    host_set_error(h, "option '%s': 'file:' must be followed by a path", option);
-    return ENGINE_ERROR;
-  }
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) {
-    host_set_error(h, "option '%s': unable to open secret file '%s': %s", option, path,
-                   strerror(errno));
-    return ENGINE_ERROR;
-  }
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    host_set_error(h, "option '%s': unable to stat secret file '%s': %s", option, path,
-                   strerror(errno));
-    close(fd);
-    return ENGINE_ERROR;
-  }
-  if (!S_ISREG(st.st_mode)) {
-    host_set_error(h, "option '%s': secret file '%s' is not a regular file", option, path);
-    close(fd);
-    return ENGINE_ERROR;
-  }
-  if (st.st_size > SECRET_FILE_MAX) {
-    host_set_error(h, "option '%s': secret file '%s' is larger than %d bytes", option, path,
-                   SECRET_FILE_MAX);
-    close(fd);
-    return ENGINE_ERROR;
-  }
-  if (st.st_mode & (S_IRGRP | S_IROTH))
-    host_log(h, ENGINE_LOG_WARN,
-             "secret file '%s' (option '%s') is readable by group or others (mode %04o); "
-             "consider chmod 600",
-             path, option, (unsigned)(st.st_mode & 07777));
-  /* Read straight into the final buffer (sized from fstat, plus room to
-   * detect growth) so no unwiped copy of the secret is left in freed memory. */
-  size_t cap = (size_t)st.st_size + 2;
-  char *buf = xmalloc(cap);
-  size_t len = 0;
-  for (;;) {
-    if (len + 1 == cap) {
-      if (cap > SECRET_FILE_MAX) {
-        host_set_error(h, "option '%s': secret file '%s' is larger than %d bytes", option, path,
-                       SECRET_FILE_MAX);
-        host_secret_free(buf, len);
-        close(fd);
-        return ENGINE_ERROR;
-      }
-      char *bigger = xmalloc(cap * 2);
-      memcpy(bigger, buf, len);
-      host_secret_free(buf, len);
-      buf = bigger;
-      cap *= 2;
-    }
-    ssize_t r = read(fd, buf + len, cap - 1 - len);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r < 0) {
-      host_set_error(h, "option '%s': unable to read secret file '%s': %s", option, path,
-                     strerror(errno));
-      host_secret_free(buf, len);
-      close(fd);
-      return ENGINE_ERROR;
-    }
-    if (r == 0)
-      break;
-    len += (size_t)r;
-  }
-  close(fd);
-  /* Editors and `echo` add one newline; "\r\n" comes from files edited on
-   * Windows. Anything else is part of the secret. */
-  if (len > 0 && buf[len - 1] == '\n') {
-    len--;
-    if (len > 0 && buf[len - 1] == '\r')
-      len--;
-  }
-  buf[len] = '\0';
-  if (len == 0) {
-    host_set_error(h, "option '%s': secret file '%s' is empty", option, path);
-    host_secret_free(buf, len);
-    return ENGINE_ERROR;
-  }
-  *out = buf;
-  *out_len = len;
-  return ENGINE_OK;
-}
-
-/* Messages name the option, the variable or the file, never the value: a
- * literal written where a reference was expected may well be the secret. */
+/* Resolution itself is shared with the core (util/secret.c); the host adds
+ * the option name. Messages name the option, the variable or the file, never
+ * the value: a literal written where a reference was expected may well be
+ * the secret. */
 static int host_secret(const struct engine_host *h, const char *option, char **out, size_t *out_len) {
   if (!out || !out_len || !option) {
     host_set_error(h, "secret: called without an option name or output buffer");
@@ -356,16 +243,15 @@ static int host_secret(const struct engine_host *h, const char *option, char **o
                    json_type_name(v));
     return ENGINE_ERROR;
   }
-  const char *ref = json_string_value(v);
-  if (strncmp(ref, "env:", 4) == 0)
-    return secret_from_env(h, option, ref + 4, out, out_len);
-  if (strncmp(ref, "file:", 5) == 0)
-    return secret_from_file(h, option, ref + 5, out, out_len);
-  host_set_error(h,
-                 "option '%s' must be a reference 'env:NAME' or 'file:/path'; secrets are never "
-                 "written literally in a pipeline (value not shown)",
-                 option);
-  return ENGINE_ERROR;
+  char *err = NULL;
+  if (secret_resolve(json_string_value(v), out, out_len, &err) != 0) {
+    host_set_error(h, "option '%s': %s", option, err ? err : "unable to resolve the secret");
+    free(err);
+    *out = NULL;
+    *out_len = 0;
+    return ENGINE_ERROR;
+  }
+  return ENGINE_OK;
 }
 
 /* ---- child processes -------------------------------------------------- */

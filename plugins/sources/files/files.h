@@ -41,7 +41,8 @@ int files_backup(void *inst, const struct engine_emitter *em);
 
 /* restore (restore.c) */
 int files_restore_begin(void *inst, const struct engine_restore_opts *opts, void **rctx);
-int files_restore_item(void *rctx, const struct engine_item *item, const struct engine_reader *data);
+int files_restore_item(void *rctx, const struct engine_item *item,
+                       const struct engine_reader *data);
 int files_restore_end(void *rctx, int status);
 
 /* ---- map.c: open-addressing hash map keyed by two 64-bit integers ---- */

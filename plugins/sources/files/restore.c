@@ -46,8 +46,8 @@ struct dir_fixup {
 struct rctx {
   struct files_inst *in;
   const struct engine_host *h;
-  int rootfd;  /* -1 in a dry run on a missing target */
-  char *root;  /* the target as given, or "/" */
+  int rootfd; /* -1 in a dry run on a missing target */
+  char *root; /* the target as given, or "/" */
   int dry_run;
   int is_root; /* effective uid 0: ownership and device nodes */
   struct dir_fixup *dirs;
@@ -56,7 +56,7 @@ struct rctx {
    * arrive grouped by directory. */
   char *cache_name;
   int cache_fd;
-  char *buf; /* FILES_IO_BLOCK */
+  char *buf;             /* FILES_IO_BLOCK */
   char last_error[1536]; /* the message of the latest fail() */
 };
 
@@ -130,6 +130,10 @@ static int open_dir_path(struct rctx *r, const char *item, const char *path, int
     const char *slash = strchr(p, '/');
     size_t n = slash ? (size_t)(slash - p) : strlen(p);
     char comp[NAME_MAX + 1];
+    if (n > NAME_MAX) {
+      close(fd);
+      return fail(r, item, "a path component is longer than NAME_MAX"), -1;
+    }
     memcpy(comp, p, n);
     comp[n] = '\0';
     size_t prefix_len = (size_t)(p - path) + n;
@@ -141,8 +145,9 @@ static int open_dir_path(struct rctx *r, const char *item, const char *path, int
       if (mkdirat(fd, comp, 0700) != 0 && errno != EEXIST) {
         int err = errno;
         close(fd);
-        fail(r, item, "unable to create directory '%.*s': %s", (int)prefix_len, path,
-             strerror(err));
+        char *d = files_display(path, prefix_len);
+        fail(r, item, "unable to create directory '%s': %s", d, strerror(err));
+        files_display_free(d);
         return -1;
       }
     }
@@ -151,7 +156,8 @@ static int open_dir_path(struct rctx *r, const char *item, const char *path, int
       close(fd);
       char *d = files_display(path, prefix_len);
       if (err == ELOOP || err == ENOTDIR)
-        fail(r, item, "'%s' is a symlink or not a directory; refusing to write through it", d);
+        fail(r, item, "'%s' is a symlink or not a directory; refusing to resolve a path through it",
+             d);
       else
         fail(r, item, "unable to open directory '%s': %s", d, strerror(err));
       files_display_free(d);
@@ -180,8 +186,7 @@ static void cache_invalidate(struct rctx *r, const char *name) {
   if (r->cache_name == NULL)
     return;
   size_t n = strlen(name);
-  if (strncmp(r->cache_name, name, n) == 0 &&
-      (r->cache_name[n] == '\0' || r->cache_name[n] == '/'))
+  if (strncmp(r->cache_name, name, n) == 0 && (r->cache_name[n] == '\0' || r->cache_name[n] == '/'))
     cache_drop(r);
 }
 
@@ -273,8 +278,7 @@ static int apply_meta_fd(struct rctx *r, const char *name, int fd, const struct 
  * addressed by dirfd + base and never followed. */
 static int apply_meta_at(struct rctx *r, const char *name, int dirfd, const char *base,
                          const struct rmeta *m, int is_symlink) {
-  if (r->is_root && m->has_owner &&
-      fchownat(dirfd, base, m->uid, m->gid, AT_SYMLINK_NOFOLLOW) != 0)
+  if (r->is_root && m->has_owner && fchownat(dirfd, base, m->uid, m->gid, AT_SYMLINK_NOFOLLOW) != 0)
     return fail(r, name, "unable to set owner %u:%u: %s", (unsigned)m->uid, (unsigned)m->gid,
                 strerror(errno));
   if (!is_symlink && m->has_mode) {
@@ -325,25 +329,28 @@ static int remove_empty_dir(struct rctx *r, const char *name, int dirfd, const c
   return fail(r, name, "unable to remove the directory in the way: %s", strerror(errno));
 }
 
-/* Rename the temporary node into place. */
-static int place(struct rctx *r, const char *name, int dirfd, const char *tmp, const char *base) {
+/* Rename the temporary node into place. `is_link`: tmp is a hard link to an
+ * existing inode, which may already be the one at `base`. */
+static int place(struct rctx *r, const char *name, int dirfd, const char *tmp, const char *base,
+                 int is_link) {
   cache_invalidate(r, name);
-  if (renameat(dirfd, tmp, dirfd, base) == 0)
-    goto same_inode_check;
-  if (errno == EISDIR) {
-    if (remove_empty_dir(r, name, dirfd, base) != ENGINE_OK)
-      goto undo;
-    if (renameat(dirfd, tmp, dirfd, base) == 0)
-      goto same_inode_check;
+  int rc = renameat(dirfd, tmp, dirfd, base);
+  if (rc != 0 && errno == EISDIR) {
+    if (remove_empty_dir(r, name, dirfd, base) != ENGINE_OK) {
+      unlinkat(dirfd, tmp, 0);
+      return ENGINE_ERROR;
+    }
+    rc = renameat(dirfd, tmp, dirfd, base);
   }
-  fail(r, name, "unable to rename the temporary file into place: %s", strerror(errno));
-undo:
-  unlinkat(dirfd, tmp, 0);
-  return ENGINE_ERROR;
-same_inode_check:
-  /* rename() is a no-op when both names are links to the same inode (an
-   * existing hard link restored again): drop the leftover temporary name. */
-  unlinkat(dirfd, tmp, 0);
+  if (rc != 0) {
+    fail(r, name, "unable to rename the temporary node into place: %s", strerror(errno));
+    unlinkat(dirfd, tmp, 0);
+    return ENGINE_ERROR;
+  }
+  /* rename() is a no-op when both names are links to the same inode (a
+   * hard link restored again over itself): drop the leftover name. */
+  if (is_link)
+    unlinkat(dirfd, tmp, 0);
   return ENGINE_OK;
 }
 
@@ -363,7 +370,9 @@ static int write_all(int fd, const char *buf, size_t len) {
   return 0;
 }
 
-static int all_zero(const char *p, size_t n) { return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0); }
+static int all_zero(const char *p, size_t n) {
+  return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
 
 /* Write buf, which lands at file offset `off`, leaving aligned zero blocks
  * as holes (seeking over them). */
@@ -426,8 +435,8 @@ static int restore_file(struct rctx *r, const char *name, int dirfd, const char 
                 (unsigned long long)expected);
       break;
     }
-    int wrc = m->sparse ? write_sparse(fd, r->buf, (size_t)n, total)
-                        : write_all(fd, r->buf, (size_t)n);
+    int wrc =
+        m->sparse ? write_sparse(fd, r->buf, (size_t)n, total) : write_all(fd, r->buf, (size_t)n);
     if (wrc != 0) {
       rc = fail(r, name, "unable to write at offset %llu: %s", (unsigned long long)total,
                 strerror(errno));
@@ -450,7 +459,7 @@ static int restore_file(struct rctx *r, const char *name, int dirfd, const char 
     unlinkat(dirfd, tmp, 0);
     return rc;
   }
-  return place(r, name, dirfd, tmp, base);
+  return place(r, name, dirfd, tmp, base, 0);
 }
 
 static int restore_symlink(struct rctx *r, const char *name, int dirfd, const char *base,
@@ -482,7 +491,7 @@ static int restore_symlink(struct rctx *r, const char *name, int dirfd, const ch
     unlinkat(dirfd, tmp, 0);
     return ENGINE_ERROR;
   }
-  return place(r, name, dirfd, tmp, base);
+  return place(r, name, dirfd, tmp, base, 0);
 }
 
 static int restore_hardlink(struct rctx *r, const char *name, int dirfd, const char *base,
@@ -533,7 +542,7 @@ static int restore_hardlink(struct rctx *r, const char *name, int dirfd, const c
     }
   }
   if (made)
-    rc = place(r, name, dirfd, tmp, base);
+    rc = place(r, name, dirfd, tmp, base, 1);
   else if (!reported)
     fail(r, name, "unable to create the hard link: every temporary name tried exists");
   if (owned)
@@ -583,7 +592,7 @@ static int restore_special(struct rctx *r, const char *name, int dirfd, const ch
     unlinkat(dirfd, tmp, 0);
     return ENGINE_ERROR;
   }
-  return place(r, name, dirfd, tmp, base);
+  return place(r, name, dirfd, tmp, base, 0);
 }
 
 static int restore_dir(struct rctx *r, const char *name, int dirfd, const char *base,
@@ -593,8 +602,7 @@ static int restore_dir(struct rctx *r, const char *name, int dirfd, const char *
     if (!S_ISDIR(st.st_mode)) {
       cache_invalidate(r, name);
       if (unlinkat(dirfd, base, 0) != 0)
-        return fail(r, name, "unable to remove the non-directory in the way: %s",
-                    strerror(errno));
+        return fail(r, name, "unable to remove the non-directory in the way: %s", strerror(errno));
       if (mkdirat(dirfd, base, 0700) != 0)
         return fail(r, name, "unable to create the directory: %s", strerror(errno));
     }
@@ -795,8 +803,8 @@ int files_restore_item(void *rctx, const struct engine_item *item,
     char *d = files_display(name, item->name_len);
     const char *sep = strcmp(r->root, "/") == 0 || r->root[strlen(r->root) - 1] == '/' ? "" : "/";
     if (item->type == ENGINE_ITEM_FILE)
-      r->h->log(r->h, ENGINE_LOG_INFO, "would restore file '%s%s%s' (%llu bytes)", r->root, sep,
-                d, (unsigned long long)(data != NULL ? data->size : item->size));
+      r->h->log(r->h, ENGINE_LOG_INFO, "would restore file '%s%s%s' (%llu bytes)", r->root, sep, d,
+                (unsigned long long)(data != NULL ? data->size : item->size));
     else
       r->h->log(r->h, ENGINE_LOG_INFO, "would restore %s '%s%s%s'", type_word(item->type), r->root,
                 sep, d);

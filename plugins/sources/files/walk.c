@@ -32,7 +32,6 @@ struct walk {
   char *buf;              /* FILES_IO_BLOCK bytes of file content */
   struct pathbuf path;
   dev_t top_dev; /* st_dev of the configured path being walked */
-  int stop;      /* the emitter refused, cancellation or OOM: unwind */
 };
 
 static int path_push(struct walk *w, const char *comp) {
@@ -45,7 +44,6 @@ static int path_push(struct walk *w, const char *comp) {
     char *np = realloc(w->path.p, ncap);
     if (np == NULL) {
       w->h->set_error(w->h, "backup of files: out of memory");
-      w->stop = 1;
       return -1;
     }
     w->path.p = np;
@@ -63,9 +61,13 @@ static void path_pop(struct walk *w, size_t len) {
     w->path.p[len] = '\0';
 }
 
-static const char *item_name(const struct walk *w) { return w->path.p + 1; }
+static const char *item_name(const struct walk *w) {
+  return w->path.p + 1;
+}
 
-static void warn_item(struct walk *w, const char *msg) { w->em->warn(w->em, item_name(w), msg); }
+static void warn_item(struct walk *w, const char *msg) {
+  w->em->warn(w->em, item_name(w), msg);
+}
 
 static void warn_errno(struct walk *w, const char *what, int err) {
   char msg[256];
@@ -81,7 +83,6 @@ static int oom(struct walk *w) {
   } else {
     w->h->set_error(w->h, "backup of files: out of memory");
   }
-  w->stop = 1;
   return -1;
 }
 
@@ -89,7 +90,6 @@ static int cancelled(struct walk *w) {
   if (!w->h->cancelled(w->h))
     return 0;
   w->h->set_error(w->h, "backup of files cancelled");
-  w->stop = 1;
   return 1;
 }
 
@@ -97,7 +97,6 @@ static int refused(struct walk *w, const char *what) {
   char *d = files_display(item_name(w), w->path.len - 1);
   w->h->set_error(w->h, "backup of files stopped: the pipeline refused %s of '%s'", what, d);
   files_display_free(d);
-  w->stop = 1;
   return -1;
 }
 
@@ -610,7 +609,6 @@ static int backup_configured(struct walk *w, const char *given, const char *abs,
   int fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {
     w->h->set_error(w->h, "unable to open '/': %s", strerror(errno));
-    w->stop = 1;
     return -1;
   }
   path_pop(w, 0);
@@ -619,7 +617,6 @@ static int backup_configured(struct walk *w, const char *given, const char *abs,
     if (fstat(fd, &st) != 0) {
       w->h->set_error(w->h, "unable to stat '/': %s", strerror(errno));
       close(fd);
-      w->stop = 1;
       return -1;
     }
     w->top_dev = st.st_dev;
@@ -648,7 +645,8 @@ static int backup_configured(struct walk *w, const char *given, const char *abs,
     return oom(w);
   }
   size_t k = 0;
-  for (char *save = NULL, *c = strtok_r(copy, "/", &save); c != NULL; c = strtok_r(NULL, "/", &save))
+  for (char *save = NULL, *c = strtok_r(copy, "/", &save); c != NULL;
+       c = strtok_r(NULL, "/", &save))
     comps[k++] = c;
   n_comp = k;
 
