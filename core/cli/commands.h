@@ -10,6 +10,7 @@ struct cli_args {
   int json, dry_run, yes, read_data;
   const char *progress; /* auto|always|never */
   const char *only, *target, *time;
+  const char *new_passphrase, *new_key_file;
 };
 
 struct cli_command {
@@ -29,6 +30,7 @@ int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a);
 int cmd_show(const struct cli_globals *g, const struct cli_args *a);
 int cmd_restore(const struct cli_globals *g, const struct cli_args *a);
 int cmd_check(const struct cli_globals *g, const struct cli_args *a);
+int cmd_key(const struct cli_globals *g, const struct cli_args *a);
 int cmd_plugins(const struct cli_globals *g, const struct cli_args *a);
 
 #endif

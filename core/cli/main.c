@@ -45,6 +45,17 @@ const struct cli_command cli_commands[] = {
      "                name the snapshots and items affected by any damage.\n"
      "Exit status: 0 sound, 1 problems found or the check could not run.",
      1, 1, cmd_check},
+    {"key", "engine key add|list|remove|passwd PIPELINE [KEY-ID] [--new-passphrase env:NAME|file:PATH] [--new-key-file PATH] [--json]",
+     "Manage the keys that open the repository; the data is never rewritten.\n"
+     "  add       add a key for a new passphrase (from --new-passphrase, --new-key-file, or asked twice\n"
+     "            on the terminal). --new-key-file PATH creates PATH (mode 0600) with a random key if it\n"
+     "            does not exist.\n"
+     "  list      list the keys (id, created, user, host; * marks the key used to open)\n"
+     "  remove    remove KEY-ID (refuses the last key and the key used to open the repository)\n"
+     "  passwd    add a key for the new passphrase and remove the one used to open the repository;\n"
+     "            update the pipeline's stages.encrypt reference afterwards.\n"
+     "The repository is opened with the pipeline's stages.encrypt passphrase or key file.",
+     2, 3, cmd_key},
     {"plugins", "engine plugins [--json]",
      "List the plugins found on the search path (--plugin-dir, $ENGINE_PLUGIN_PATH, the build tree,\n"
      "the install prefix) with their versions, options, and why any was refused.",
@@ -159,6 +170,10 @@ int main(int argc, char **argv) {
       val = &a.target;
     else if (strcmp(o, "--time") == 0)
       val = &a.time;
+    else if (strcmp(o, "--new-passphrase") == 0)
+      val = &a.new_passphrase;
+    else if (strcmp(o, "--new-key-file") == 0)
+      val = &a.new_key_file;
     else if (strcmp(o, "--plugin-dir") == 0 && i + 1 < argc)
       dirs[g.n_plugin_dirs++] = argv[++i];
     else if (strcmp(o, "-v") == 0)

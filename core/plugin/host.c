@@ -131,14 +131,21 @@ void host_clear_error(struct engine_host *h) {
 
 static const char *json_type_name(const json_t *v) {
   switch (json_typeof(v)) {
-  case JSON_OBJECT: return "a mapping";
-  case JSON_ARRAY: return "a list";
-  case JSON_STRING: return "a string";
-  case JSON_INTEGER: return "an integer";
-  case JSON_REAL: return "a number";
+  case JSON_OBJECT:
+    return "a mapping";
+  case JSON_ARRAY:
+    return "a list";
+  case JSON_STRING:
+    return "a string";
+  case JSON_INTEGER:
+    return "an integer";
+  case JSON_REAL:
+    return "a number";
   case JSON_TRUE:
-  case JSON_FALSE: return "a boolean";
-  case JSON_NULL: return "null";
+  case JSON_FALSE:
+    return "a boolean";
+  case JSON_NULL:
+    return "null";
   }
   return "a value";
 }
@@ -225,7 +232,8 @@ static void host_secret_free(char *buf, size_t len) {
  * the option name. Messages name the option, the variable or the file, never
  * the value: a literal written where a reference was expected may well be
  * the secret. */
-static int host_secret(const struct engine_host *h, const char *option, char **out, size_t *out_len) {
+static int host_secret(const struct engine_host *h, const char *option, char **out,
+                       size_t *out_len) {
   if (!out || !out_len || !option) {
     host_set_error(h, "secret: called without an option name or output buffer");
     return ENGINE_ERROR;
@@ -268,17 +276,18 @@ struct host_child {
   int drain_running;
   pthread_t drain;
   char *ring;
-  size_t ring_pos;   /* next write position */
+  size_t ring_pos;     /* next write position */
   uint64_t ring_total; /* bytes seen */
-  char *err_text;    /* finalised capture */
+  char *err_text;      /* finalised capture */
 };
 
 static void ring_append(struct host_child *c, const char *buf, size_t n) {
   c->ring_total += n;
-  if (n >= STDERR_CAPTURE_MAX) {
-    memcpy(c->ring, buf + n - STDERR_CAPTURE_MAX, STDERR_CAPTURE_MAX);
-    c->ring_pos = 0;
-    return;
+  /* callers read at most a 4 KiB buffer at a time, far below the ring size;
+   * keep only the tail should that ever change */
+  if (n > STDERR_CAPTURE_MAX) {
+    buf += n - STDERR_CAPTURE_MAX;
+    n = STDERR_CAPTURE_MAX;
   }
   size_t first = STDERR_CAPTURE_MAX - c->ring_pos;
   if (first > n)
@@ -311,7 +320,8 @@ static void drain_remaining(struct host_child *c, char *buf, size_t size) {
 static void *drain_main(void *arg) {
   struct host_child *c = arg;
   char buf[4096];
-  struct pollfd pfd[2] = {{.fd = c->err_fd, .events = POLLIN}, {.fd = c->stop_fd, .events = POLLIN}};
+  struct pollfd pfd[2] = {{.fd = c->err_fd, .events = POLLIN},
+                          {.fd = c->stop_fd, .events = POLLIN}};
   for (;;) {
     int n = poll(pfd, 2, -1);
     if (n < 0) {
@@ -370,8 +380,8 @@ static void finish_stderr(struct host_child *c) {
     len = kept;
   }
   /* Callers embed this in a sentence; trailing newlines only get in the way. */
-  while (len > 0 && (t[len - 1] == '\n' || t[len - 1] == '\r' || t[len - 1] == ' ' ||
-                     t[len - 1] == '\t'))
+  while (len > 0 &&
+         (t[len - 1] == '\n' || t[len - 1] == '\r' || t[len - 1] == ' ' || t[len - 1] == '\t'))
     len--;
   t[len] = '\0';
   c->err_text = t;
@@ -433,7 +443,8 @@ static int spawn_fail(const struct engine_host *h, const char *file, const char 
 
 /* Sets up the child's end of one standard stream. pipefd[0] is the read
  * end; the child reads stdin from it and writes stdout/stderr to pipefd[1]. */
-static int setup_stdio(posix_spawn_file_actions_t *fa, int fd, enum engine_stdio mode, int pipefd[2]) {
+static int setup_stdio(posix_spawn_file_actions_t *fa, int fd, enum engine_stdio mode,
+                       int pipefd[2]) {
   if (mode == ENGINE_STDIO_INHERIT)
     return 0;
   if (mode == ENGINE_STDIO_NULL)
@@ -453,7 +464,8 @@ static int host_spawn(const struct engine_host *h, const struct engine_spawn_opt
     return ENGINE_ERROR;
   }
   if (o->struct_size < SPAWN_OPTS_V1_0_SIZE) {
-    host_set_error(h, "spawn: options structure of %u bytes is smaller than the %zu bytes of ABI 1.0",
+    host_set_error(h,
+                   "spawn: options structure of %u bytes is smaller than the %zu bytes of ABI 1.0",
                    o->struct_size, (size_t)SPAWN_OPTS_V1_0_SIZE);
     return ENGINE_ERROR;
   }
@@ -462,7 +474,8 @@ static int host_spawn(const struct engine_host *h, const struct engine_spawn_opt
     return ENGINE_ERROR;
   }
   if (!stdio_valid(o->stdin_mode) || !stdio_valid(o->stdout_mode) || !stdio_valid(o->stderr_mode)) {
-    host_set_error(h, "spawn of '%s': unknown stdio mode (expected NULL, PIPE or INHERIT)", o->file);
+    host_set_error(h, "spawn of '%s': unknown stdio mode (expected NULL, PIPE or INHERIT)",
+                   o->file);
     return ENGINE_ERROR;
   }
   for (size_t i = 0; o->env && o->env[i]; i++)
@@ -821,7 +834,8 @@ int plugin_instance_new(const struct engine_plugin *p, const char *name, json_t 
   if (rc != ENGINE_OK) {
     const char *msg = host_last_error(h);
     if (err)
-      *err = xasprintf("%s '%s' (type %s): %s", kind, name, p->name, msg[0] ? msg : "create failed");
+      *err =
+          xasprintf("%s '%s' (type %s): %s", kind, name, p->name, msg[0] ? msg : "create failed");
     host_free(h);
     return -1;
   }

@@ -44,9 +44,12 @@
 
 const char *plugin_kind_name(enum engine_plugin_kind k) {
   switch (k) {
-  case ENGINE_PLUGIN_SOURCE: return "source";
-  case ENGINE_PLUGIN_SINK: return "sink";
-  case ENGINE_PLUGIN_CRYPTO: return "crypto";
+  case ENGINE_PLUGIN_SOURCE:
+    return "source";
+  case ENGINE_PLUGIN_SINK:
+    return "sink";
+  case ENGINE_PLUGIN_CRYPTO:
+    return "crypto";
   }
   return "unknown";
 }
@@ -83,7 +86,8 @@ static char *describe_plugin(const char *path, const struct engine_plugin *p) {
 static int refuse(char **err, const char *path, const struct engine_plugin *p, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-static int refuse(char **err, const char *path, const struct engine_plugin *p, const char *fmt, ...) {
+static int refuse(char **err, const char *path, const struct engine_plugin *p, const char *fmt,
+                  ...) {
   char *who = describe_plugin(path, p);
   char *why = NULL;
   va_list ap;
@@ -92,7 +96,8 @@ static int refuse(char **err, const char *path, const struct engine_plugin *p, c
     why = NULL;
   va_end(ap);
   if (err)
-    *err = xasprintf("%s %s", who, why ? why : "was refused (out of memory while formatting the reason)");
+    *err = xasprintf("%s %s", who,
+                     why ? why : "was refused (out of memory while formatting the reason)");
   free(who);
   free(why);
   return -1;
@@ -113,8 +118,9 @@ static int check_options(const char *path, const struct engine_plugin *p, char *
     if (!o->name[0])
       return refuse(err, path, p, "has an option (index %zu) with an empty name", i);
     if (!opt_type_valid(o->type))
-      return refuse(err, path, p, "declares option '%s' with unknown type %d (valid types are 1..8)",
-                    o->name, (int)o->type);
+      return refuse(err, path, p,
+                    "declares option '%s' with unknown type %d (valid types are 1..8)", o->name,
+                    (int)o->type);
     if (o->type == ENGINE_OPT_ENUM && (!o->enum_values || !o->enum_values[0]))
       return refuse(err, path, p,
                     "declares enum option '%s' without enum_values (expected \"a|b|c\")", o->name);
@@ -143,7 +149,8 @@ static int check_source_ops(const char *path, const struct engine_plugin *p, cha
 static int check_sink_ops(const char *path, const struct engine_plugin *p, char **err) {
   const struct engine_sink_ops *s = p->sink;
   if (s->struct_size < SINK_OPS_V1_0_SIZE)
-    return refuse(err, path, p, "has a sink ops table of %u bytes, smaller than the %zu bytes of ABI 1.0",
+    return refuse(err, path, p,
+                  "has a sink ops table of %u bytes, smaller than the %zu bytes of ABI 1.0",
                   s->struct_size, (size_t)SINK_OPS_V1_0_SIZE);
   const char *missing = !s->put        ? "put"
                         : !s->get      ? "get"
@@ -170,8 +177,8 @@ static int check_crypto_ops(const char *path, const struct engine_plugin *p, cha
   if (c->key_len == 0)
     return refuse(err, path, p, "declares a key length of 0 bytes");
   if (c->nonce_len == 0 || c->nonce_len > MAX_AEAD_PARAM)
-    return refuse(err, path, p, "declares a nonce length of %zu bytes (expected 1..%d)", c->nonce_len,
-                  MAX_AEAD_PARAM);
+    return refuse(err, path, p, "declares a nonce length of %zu bytes (expected 1..%d)",
+                  c->nonce_len, MAX_AEAD_PARAM);
   if (c->tag_len == 0 || c->tag_len > MAX_AEAD_PARAM)
     return refuse(err, path, p, "declares a tag length of %zu bytes (expected 1..%d)", c->tag_len,
                   MAX_AEAD_PARAM);
@@ -238,7 +245,8 @@ int plugin_check_descriptor(const char *path, const struct engine_plugin *p, cha
 
 /* dlopen + dlsym + query, without the descriptor checks. Returns the raw
  * descriptor (possibly NULL) and leaves the handle open on success. */
-static int open_and_query(const char *path, void **handle, const struct engine_plugin **desc, char **err) {
+static int open_and_query(const char *path, void **handle, const struct engine_plugin **desc,
+                          char **err) {
   *handle = NULL;
   *desc = NULL;
   dlerror();
@@ -262,9 +270,10 @@ static int open_and_query(const char *path, void **handle, const struct engine_p
   memcpy(&query, &sym, sizeof query);
   const struct engine_plugin *p = query(ENGINE_ABI_MAJOR);
   if (!p) {
-    *err = xasprintf("plugin '%s' does not support engine plugin ABI major %d (%s(%d) returned NULL); "
-                     "it needs a different engine version",
-                     path, ENGINE_ABI_MAJOR, ENGINE_PLUGIN_QUERY_SYMBOL, ENGINE_ABI_MAJOR);
+    *err =
+        xasprintf("plugin '%s' does not support engine plugin ABI major %d (%s(%d) returned NULL); "
+                  "it needs a different engine version",
+                  path, ENGINE_ABI_MAJOR, ENGINE_PLUGIN_QUERY_SYMBOL, ENGINE_ABI_MAJOR);
     dlclose(h);
     return -1;
   }

@@ -394,7 +394,7 @@ static json_t *master_json(const struct repo *r) {
 }
 
 /* Build a keys/ object wrapping the master key under the passphrase. */
-static int make_key_object(const struct repo *r, const char *pass, size_t pass_len, char **text_out,
+int repo_key_make(const struct repo *r, const char *pass, size_t pass_len, char **text_out,
                            char **err) {
   json_t *m = master_json(r);
   char *plain = json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS);
@@ -704,7 +704,7 @@ static int init_repo(struct repo *r, const struct repo_open_opts *o, char **err)
   char *ctext = json_dumps(c, JSON_INDENT(2) | JSON_SORT_KEYS);
   json_decref(c);
   char *ktext = NULL;
-  if (make_key_object(r, o->passphrase, o->passphrase_len, &ktext, err) != 0) {
+  if (repo_key_make(r, o->passphrase, o->passphrase_len, &ktext, err) != 0) {
     free(ctext);
     return -1;
   }

@@ -76,6 +76,17 @@ struct repo_open_opts {
 int repo_open(const struct repo_open_opts *o, struct repo **out, char **err);
 void repo_close(struct repo *r);
 
+/* Keys (core/repo/keys.c). repo_key_make wraps the open repository's master
+ * key under a new passphrase and returns the keys/ object text. */
+int repo_key_make(const struct repo *r, const char *pass, size_t pass_len, char **text_out, char **err);
+/* Store a new key object; id_out gets its id. */
+int repo_key_add(struct repo *r, const char *pass, size_t pass_len, char id_out[65], char **err);
+/* Array of {"id","created","user","host","current"} */
+int repo_key_list(struct repo *r, json_t **out, char **err);
+/* Remove a key by id or unique prefix; refuses the last key and, unless
+ * allow_current (passwd), the key that opened the repository. */
+int repo_key_remove(struct repo *r, const char *id_prefix, int allow_current, char **err);
+
 /* Object I/O over all sinks. put writes every sink (a failing non-required
  * sink is marked failed and warned about); get reads the first sink that
  * answers, falling back to the next. */

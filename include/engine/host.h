@@ -41,7 +41,7 @@ struct engine_child {
   pid_t pid;
   int stdin_fd;  /* -1 unless ENGINE_STDIO_PIPE */
   int stdout_fd; /* -1 unless ENGINE_STDIO_PIPE */
-  int stderr_fd; /* -1 unless ENGINE_STDIO_PIPE */
+  int stderr_fd; /* always -1: a piped stderr is drained by the host, read it with child_stderr */
 };
 
 struct engine_work; /* opaque handle for work queued on the pool */

@@ -9,7 +9,9 @@ static int bad_create(const struct engine_host *host, void **inst) {
   return ENGINE_OK;
 }
 
-static void bad_destroy(void *inst) { (void)inst; }
+static void bad_destroy(void *inst) {
+  (void)inst;
+}
 
 static int bad_backup(void *inst, const struct engine_emitter *em) {
   (void)inst;
@@ -24,7 +26,8 @@ static int bad_restore_begin(void *inst, const struct engine_restore_opts *opts,
   return ENGINE_OK;
 }
 
-static int bad_restore_item(void *rctx, const struct engine_item *item, const struct engine_reader *data) {
+static int bad_restore_item(void *rctx, const struct engine_item *item,
+                            const struct engine_reader *data) {
   (void)rctx;
   (void)item;
   (void)data;

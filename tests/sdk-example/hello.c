@@ -232,16 +232,11 @@ static const struct engine_source_ops hello_ops = {
 };
 
 static const struct engine_plugin hello_plugin = {
-    ENGINE_PLUGIN_HEADER,
-    .kind = ENGINE_PLUGIN_SOURCE,
-    .name = "hello",
-    .version = HELLO_VERSION,
-    .license = "MIT",
-    .description = "Example source: two fixed text items (SDK example).",
-    .options = hello_options,
-    .create = hello_create,
-    .destroy = hello_destroy,
-    .source = &hello_ops,
+    ENGINE_PLUGIN_HEADER,     .kind = ENGINE_PLUGIN_SOURCE,
+    .name = "hello",          .version = HELLO_VERSION,
+    .license = "MIT",         .description = "Example source: two fixed text items (SDK example).",
+    .options = hello_options, .create = hello_create,
+    .destroy = hello_destroy, .source = &hello_ops,
 };
 
 ENGINE_PLUGIN_EXPORT const struct engine_plugin *engine_plugin_query(uint32_t host_abi_major) {

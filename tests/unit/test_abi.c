@@ -11,8 +11,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,7 +90,9 @@ static int t_create(const struct engine_host *h, void **inst) {
   *inst = (void *)h;
   return ENGINE_OK;
 }
-static void t_destroy(void *inst) { (void)inst; }
+static void t_destroy(void *inst) {
+  (void)inst;
+}
 static int t_backup(void *inst, const struct engine_emitter *em) {
   (void)inst;
   (void)em;
@@ -156,14 +158,10 @@ static struct engine_plugin make_source(void) {
   g_opts[0] = (struct engine_option){.name = "path", .type = ENGINE_OPT_STRING, .required = 1};
   g_opts[1] = (struct engine_option){.name = "mode", .type = ENGINE_OPT_ENUM, .enum_values = "a|b"};
   g_opts[2] = (struct engine_option){.name = NULL};
-  return (struct engine_plugin){ENGINE_PLUGIN_HEADER,
-                                .kind = ENGINE_PLUGIN_SOURCE,
-                                .name = "test-src",
-                                .version = "1.2.3",
-                                .options = g_opts,
-                                .create = t_create,
-                                .destroy = t_destroy,
-                                .source = &g_src_ops};
+  return (struct engine_plugin){ENGINE_PLUGIN_HEADER, .kind = ENGINE_PLUGIN_SOURCE,
+                                .name = "test-src",   .version = "1.2.3",
+                                .options = g_opts,    .create = t_create,
+                                .destroy = t_destroy, .source = &g_src_ops};
 }
 
 static void expect_refused(const struct engine_plugin *p, const char *needle) {
@@ -182,18 +180,26 @@ static void test_descriptor_valid(void **state) {
   assert_int_equal(plugin_check_descriptor("/x/test.so", &p, &err), 0);
   assert_null(err);
 
-  g_sink_ops = (struct engine_sink_ops){.struct_size = sizeof g_sink_ops, .put = t_put, .get = t_get,
-                                        .stat = t_stat, .list = t_list, .del = t_del,
+  g_sink_ops = (struct engine_sink_ops){.struct_size = sizeof g_sink_ops,
+                                        .put = t_put,
+                                        .get = t_get,
+                                        .stat = t_stat,
+                                        .list = t_list,
+                                        .del = t_del,
                                         .describe = t_describe};
   struct engine_plugin s = {ENGINE_PLUGIN_HEADER, .kind = ENGINE_PLUGIN_SINK, .name = "t-sink",
-                            .version = "1", .create = t_create, .sink = &g_sink_ops};
+                            .version = "1",       .create = t_create,         .sink = &g_sink_ops};
   assert_int_equal(plugin_check_descriptor("/x/test.so", &s, &err), 0);
 
-  g_crypto_ops = (struct engine_crypto_ops){.struct_size = sizeof g_crypto_ops, .key_len = 32,
-                                            .nonce_len = 12, .tag_len = 16, .seal = t_aead,
+  g_crypto_ops = (struct engine_crypto_ops){.struct_size = sizeof g_crypto_ops,
+                                            .key_len = 32,
+                                            .nonce_len = 12,
+                                            .tag_len = 16,
+                                            .seal = t_aead,
                                             .open = t_aead};
-  struct engine_plugin c = {ENGINE_PLUGIN_HEADER, .kind = ENGINE_PLUGIN_CRYPTO, .name = "t-aead",
-                            .version = "1", .create = t_create, .crypto = &g_crypto_ops};
+  struct engine_plugin c = {ENGINE_PLUGIN_HEADER, .kind = ENGINE_PLUGIN_CRYPTO,
+                            .name = "t-aead",     .version = "1",
+                            .create = t_create,   .crypto = &g_crypto_ops};
   assert_int_equal(plugin_check_descriptor("/x/test.so", &c, &err), 0);
 }
 
@@ -232,16 +238,24 @@ static void test_descriptor_missing_callbacks(void **state) {
   p.source = NULL;
   expect_refused(&p, "no source ops table");
 
-  g_sink_ops = (struct engine_sink_ops){.struct_size = sizeof g_sink_ops, .put = t_put, .get = t_get,
-                                        .stat = t_stat, .list = t_list, .del = t_del};
+  g_sink_ops = (struct engine_sink_ops){.struct_size = sizeof g_sink_ops,
+                                        .put = t_put,
+                                        .get = t_get,
+                                        .stat = t_stat,
+                                        .list = t_list,
+                                        .del = t_del};
   struct engine_plugin s = {ENGINE_PLUGIN_HEADER, .kind = ENGINE_PLUGIN_SINK, .name = "t-sink",
-                            .version = "1", .create = t_create, .sink = &g_sink_ops};
+                            .version = "1",       .create = t_create,         .sink = &g_sink_ops};
   expect_refused(&s, "'describe'");
 
-  g_crypto_ops = (struct engine_crypto_ops){.struct_size = sizeof g_crypto_ops, .key_len = 32,
-                                            .nonce_len = 12, .tag_len = 16, .seal = t_aead};
-  struct engine_plugin c = {ENGINE_PLUGIN_HEADER, .kind = ENGINE_PLUGIN_CRYPTO, .name = "t-aead",
-                            .version = "1", .create = t_create, .crypto = &g_crypto_ops};
+  g_crypto_ops = (struct engine_crypto_ops){.struct_size = sizeof g_crypto_ops,
+                                            .key_len = 32,
+                                            .nonce_len = 12,
+                                            .tag_len = 16,
+                                            .seal = t_aead};
+  struct engine_plugin c = {ENGINE_PLUGIN_HEADER, .kind = ENGINE_PLUGIN_CRYPTO,
+                            .name = "t-aead",     .version = "1",
+                            .create = t_create,   .crypto = &g_crypto_ops};
   expect_refused(&c, "'open'");
   g_crypto_ops.open = t_aead;
   g_crypto_ops.nonce_len = 33;
@@ -597,12 +611,16 @@ static void test_spawn_pipes_env_stderr(void **state) {
   (void)state;
   setenv("ENGINE_T_VAR", "original", 1);
   struct engine_host *h = host_new("source spawn", NULL);
-  const char *argv[] = {"sh", "-c",
-                        "read x; echo \"out:$x:$ENGINE_T_VAR:$ENGINE_T_NEW\"; echo oops >&2; exit 3",
-                        NULL};
+  const char *argv[] = {
+      "sh", "-c", "read x; echo \"out:$x:$ENGINE_T_VAR:$ENGINE_T_NEW\"; echo oops >&2; exit 3",
+      NULL};
   const char *env[] = {"ENGINE_T_VAR=override", "ENGINE_T_NEW=new", NULL};
-  struct engine_spawn_opts o = {.struct_size = sizeof o, .file = "sh", .argv = argv, .env = env,
-                                .stdin_mode = ENGINE_STDIO_PIPE, .stdout_mode = ENGINE_STDIO_PIPE,
+  struct engine_spawn_opts o = {.struct_size = sizeof o,
+                                .file = "sh",
+                                .argv = argv,
+                                .env = env,
+                                .stdin_mode = ENGINE_STDIO_PIPE,
+                                .stdout_mode = ENGINE_STDIO_PIPE,
                                 .stderr_mode = ENGINE_STDIO_PIPE};
   struct engine_child *c = NULL;
   assert_int_equal(h->spawn(h, &o, &c), ENGINE_OK);
@@ -642,8 +660,11 @@ static void test_spawn_large_stderr(void **state) {
   struct engine_host *h = host_new("source spawn", NULL);
   const char *argv[] = {"sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x >&2; echo the-end >&2",
                         NULL};
-  struct engine_spawn_opts o = {.struct_size = sizeof o, .file = "sh", .argv = argv,
-                                .stdin_mode = ENGINE_STDIO_NULL, .stdout_mode = ENGINE_STDIO_NULL,
+  struct engine_spawn_opts o = {.struct_size = sizeof o,
+                                .file = "sh",
+                                .argv = argv,
+                                .stdin_mode = ENGINE_STDIO_NULL,
+                                .stdout_mode = ENGINE_STDIO_NULL,
                                 .stderr_mode = ENGINE_STDIO_PIPE};
   struct engine_child *c = NULL;
   assert_int_equal(h->spawn(h, &o, &c), ENGINE_OK);
@@ -666,17 +687,29 @@ static void test_spawn_failures(void **state) {
   (void)state;
   struct engine_host *h = host_new("source spawn", NULL);
   const char *argv[] = {"engine-no-such-program", NULL};
-  struct engine_spawn_opts o = {.struct_size = sizeof o, .file = "engine-no-such-program",
-                                .argv = argv};
+  struct engine_spawn_opts o = {
+      .struct_size = sizeof o, .file = "engine-no-such-program", .argv = argv};
   struct engine_child *c = (struct engine_child *)&o;
-  assert_int_equal(h->spawn(h, &o, &c), ENGINE_ERROR);
-  assert_null(c);
-  assert_contains(host_last_error(h), "unable to start 'engine-no-such-program'");
-  assert_contains(host_last_error(h), "No such file or directory");
+  const char *preload = getenv("LD_PRELOAD");
+  if (preload && strstr(preload, "valgrind")) {
+    /* valgrind emulates posix_spawn's vfork with fork, so the exec failure
+     * surfaces as the shell-style exit status 127 instead */
+    assert_int_equal(h->spawn(h, &o, &c), ENGINE_OK);
+    int st = 0;
+    assert_int_equal(h->child_wait(h, c, &st), ENGINE_OK);
+    assert_int_equal(WEXITSTATUS(st), 127);
+    h->child_free(h, c);
+  } else {
+    assert_int_equal(h->spawn(h, &o, &c), ENGINE_ERROR);
+    assert_null(c);
+    assert_contains(host_last_error(h), "unable to start 'engine-no-such-program'");
+    assert_contains(host_last_error(h), "No such file or directory");
+  }
 
   const char *env[] = {"NOEQUALS-" SECRET_VALUE, NULL};
   const char *argv2[] = {"true", NULL};
-  struct engine_spawn_opts o2 = {.struct_size = sizeof o2, .file = "true", .argv = argv2, .env = env};
+  struct engine_spawn_opts o2 = {
+      .struct_size = sizeof o2, .file = "true", .argv = argv2, .env = env};
   assert_int_equal(h->spawn(h, &o2, &c), ENGINE_ERROR);
   assert_contains(host_last_error(h), "NAME=VALUE");
   assert_not_contains(host_last_error(h), SECRET_VALUE);
@@ -716,7 +749,9 @@ static int cfg_create(const struct engine_host *h, void **inst) {
   *inst = strdup(p);
   return *inst ? ENGINE_OK : ENGINE_ERROR;
 }
-static void cfg_destroy(void *inst) { free(inst); }
+static void cfg_destroy(void *inst) {
+  free(inst);
+}
 
 static void test_instance_new(void **state) {
   (void)state;
@@ -727,7 +762,8 @@ static void test_instance_new(void **state) {
   p.create = fail_create_msg;
   assert_int_equal(plugin_instance_new(&p, "uploads", NULL, &pi, &err), -1);
   assert_null(pi);
-  assert_string_equal(err, "source 'uploads' (type test-src): unable to open '/srv/x': Permission denied");
+  assert_string_equal(
+      err, "source 'uploads' (type test-src): unable to open '/srv/x': Permission denied");
   free(err);
 
   p.create = fail_create_silent;
@@ -749,7 +785,9 @@ static void test_instance_new(void **state) {
   plugin_instance_free(pi);
 }
 
-static void bump(void *arg) { (*(int *)arg)++; }
+static void bump(void *arg) {
+  (*(int *)arg)++;
+}
 
 static void test_work_and_time(void **state) {
   (void)state;

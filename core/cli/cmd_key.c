@@ -1,0 +1,197 @@
+/* engine key add|list|remove|passwd */
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "cli/commands.h"
+#include "util/log.h"
+#include "util/secret.h"
+
+static int fail(char *err) {
+  fprintf(stderr, "engine: error: %s\n", err ? err : "failed");
+  free(err);
+  return EXIT_ERROR;
+}
+
+/* Read a line from the terminal without echo. */
+static char *ask_hidden(const char *prompt) {
+  FILE *tty = fopen("/dev/tty", "r+");
+  if (!tty)
+    return NULL;
+  struct termios old, noecho;
+  int fd = fileno(tty);
+  tcgetattr(fd, &old);
+  noecho = old;
+  noecho.c_lflag &= ~(tcflag_t)ECHO;
+  tcsetattr(fd, TCSAFLUSH, &noecho);
+  fputs(prompt, tty);
+  fflush(tty);
+  char buf[1024];
+  char *got = fgets(buf, sizeof(buf), tty);
+  tcsetattr(fd, TCSAFLUSH, &old);
+  fputc('\n', tty);
+  fclose(tty);
+  if (!got)
+    return NULL;
+  buf[strcspn(buf, "\r\n")] = '\0';
+  char *out = xstrdup(buf);
+  memset(buf, 0, sizeof(buf));
+  return out;
+}
+
+/* Create PATH with a random key (0600, never overwriting) if missing. */
+static int ensure_key_file(const char *path, char **err) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    if (errno == EEXIST)
+      return 0;
+    *err = xasprintf("unable to create key file '%s': %s", path, strerror(errno));
+    return -1;
+  }
+  unsigned char raw[32];
+  char hex[65];
+  if (RAND_bytes(raw, sizeof(raw)) != 1) {
+    close(fd);
+    unlink(path);
+    *err = xstrdup("the system random number generator failed");
+    return -1;
+  }
+  for (int i = 0; i < 32; i++)
+    snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+  hex[64] = '\n';
+  int ok = write(fd, hex, 65) == 65 && fsync(fd) == 0;
+  close(fd);
+  memset(raw, 0, sizeof(raw));
+  memset(hex, 0, sizeof(hex));
+  if (!ok) {
+    unlink(path);
+    *err = xasprintf("unable to write key file '%s': %s", path, strerror(errno));
+    return -1;
+  }
+  fprintf(stderr, "engine: created key file %s (mode 0600); keep a copy somewhere safe\n", path);
+  return 0;
+}
+
+static int new_secret(const struct cli_args *a, char **out, size_t *len, char **err) {
+  if (a->new_passphrase && a->new_key_file) {
+    *err = xstrdup("give either --new-passphrase or --new-key-file, not both");
+    return -1;
+  }
+  if (a->new_key_file) {
+    if (ensure_key_file(a->new_key_file, err) != 0)
+      return -1;
+    char *ref = xasprintf("file:%s", a->new_key_file);
+    int rc = secret_resolve(ref, out, len, err);
+    free(ref);
+    return rc;
+  }
+  if (a->new_passphrase)
+    return secret_resolve(a->new_passphrase, out, len, err);
+  if (!isatty(STDIN_FILENO)) {
+    *err = xstrdup("no new passphrase: give --new-passphrase env:NAME|file:PATH or --new-key-file PATH");
+    return -1;
+  }
+  char *p1 = ask_hidden("new passphrase: ");
+  char *p2 = p1 ? ask_hidden("repeat the new passphrase: ") : NULL;
+  if (!p1 || !p2 || strcmp(p1, p2) != 0 || !*p1) {
+    *err = xstrdup(p1 && p2 && *p1 ? "the passphrases do not match" : "no passphrase entered");
+    if (p1)
+      secret_wipe_free(p1, strlen(p1));
+    if (p2)
+      secret_wipe_free(p2, strlen(p2));
+    return -1;
+  }
+  secret_wipe_free(p2, strlen(p2));
+  *out = p1;
+  *len = strlen(p1);
+  return 0;
+}
+
+int cmd_key(const struct cli_globals *g, const struct cli_args *a) {
+  const char *sub = a->pos[0];
+  int is_add = strcmp(sub, "add") == 0, is_list = strcmp(sub, "list") == 0;
+  int is_remove = strcmp(sub, "remove") == 0, is_passwd = strcmp(sub, "passwd") == 0;
+  if (!is_add && !is_list && !is_remove && !is_passwd) {
+    fprintf(stderr, "engine: key: unknown action '%s' (expected add, list, remove or passwd)\n", sub);
+    return EXIT_USAGE;
+  }
+  if ((is_remove && a->n_pos != 3) || (!is_remove && a->n_pos != 2)) {
+    fprintf(stderr, "engine: key %s: wrong number of arguments\n", sub);
+    return EXIT_USAGE;
+  }
+  struct cli_ctx c;
+  char *err = NULL;
+  if (cli_load_pipeline(g, a->pos[1], &c, &err) != 0 || cli_open(&c, 0, 0, 0, &err) != 0) {
+    cli_close(&c);
+    return fail(err);
+  }
+  if (!c.repo->crypto && (is_add || is_passwd)) {
+    cli_close(&c);
+    return fail(xstrdup("the repository is not encrypted (encryption none): keys have no passphrase to change"));
+  }
+  int rc = EXIT_OK;
+  if (is_list) {
+    json_t *keys;
+    if (repo_key_list(c.repo, &keys, &err) != 0) {
+      cli_close(&c);
+      return fail(err);
+    }
+    if (a->json) {
+      char *t = json_dumps(keys, JSON_INDENT(2) | JSON_SORT_KEYS);
+      printf("%s\n", t);
+      free(t);
+    } else {
+      printf("  %-10s %-20s %-12s %s\n", "ID", "CREATED", "USER", "HOST");
+      size_t i;
+      json_t *k;
+      json_array_foreach(keys, i, k) printf("%c %-10.8s %-20s %-12s %s\n",
+                                            json_is_true(json_object_get(k, "current")) ? '*' : ' ',
+                                            json_string_value(json_object_get(k, "id")),
+                                            json_string_value(json_object_get(k, "created")),
+                                            json_string_value(json_object_get(k, "user")),
+                                            json_string_value(json_object_get(k, "host")));
+    }
+    json_decref(keys);
+  } else if (is_remove) {
+    if (repo_key_remove(c.repo, a->pos[2], 0, &err) != 0)
+      rc = fail(err);
+    else if (!g->quiet)
+      printf("removed key %s\n", a->pos[2]);
+  } else {
+    char *secret = NULL;
+    size_t len = 0;
+    char id[65];
+    if (new_secret(a, &secret, &len, &err) != 0) {
+      rc = fail(err);
+    } else {
+      int r = repo_key_add(c.repo, secret, len, id, &err);
+      secret_wipe_free(secret, len);
+      if (r != 0) {
+        rc = fail(err);
+      } else if (is_add) {
+        if (!g->quiet)
+          printf("added key %.8s\n", id);
+      } else {
+        char old[65];
+        snprintf(old, sizeof(old), "%s", c.repo->key_id);
+        if (repo_key_remove(c.repo, old, 1, &err) != 0) {
+          fprintf(stderr, "engine: error: the new key %.8s was added but the old key %.8s could not be removed: %s\n",
+                  id, old, err);
+          free(err);
+          rc = EXIT_ERROR;
+        } else if (!g->quiet) {
+          printf("changed: added key %.8s, removed key %.8s; update stages.encrypt in %s to the new passphrase\n",
+                 id, old, a->pos[1]);
+        }
+      }
+    }
+  }
+  cli_close(&c);
+  return rc;
+}
