@@ -48,9 +48,29 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
   int progress = a->progress && strcmp(a->progress, "always") == 0
                      ? 1
                      : a->progress && strcmp(a->progress, "never") == 0 ? 0 : isatty(STDERR_FILENO) && !g->quiet;
-  struct backup_opts bo = {c.p, c.repo, c.sources, a->dry_run, progress, when, c.p->max_inflight};
+  /* the parent: the newest snapshot of this pipeline from this host */
+  json_t *parent = NULL, *all = NULL;
+  if (!c.repo->created && snapshot_list(c.repo, &all, &err) == 0) {
+    char host[256];
+    if (gethostname(host, sizeof(host)) != 0)
+      host[0] = '\0';
+    host[sizeof(host) - 1] = '\0';
+    for (size_t i = json_array_size(all); i-- > 0 && !parent;) {
+      json_t *m = json_array_get(all, i);
+      const char *pn = json_string_value(json_object_get(m, "pipeline"));
+      const char *hn = json_string_value(json_object_get(m, "hostname"));
+      if (pn && hn && strcmp(pn, c.p->name) == 0 && strcmp(hn, host) == 0)
+        parent = json_incref(m);
+    }
+  } else {
+    free(err); /* no parent: every item is read in full */
+    err = NULL;
+  }
+  json_decref(all);
+  struct backup_opts bo = {c.p, c.repo, c.sources, a->dry_run, progress, when, c.p->max_inflight, parent};
   struct backup_result r;
   int rc = backup_run(&bo, &r, &err);
+  json_decref(parent);
   if (rc != 0) {
     cli_close(&c);
     if (host_is_cancelled()) {
@@ -63,12 +83,13 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
   double rate = r.seconds > 0 ? (double)r.bytes_read / r.seconds : 0;
   const char *status = a->dry_run ? "dry-run" : r.partial ? "partial" : "complete";
   if (a->json) {
-    json_t *j = json_pack("{s:s?, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:O}", "snapshot",
+    json_t *j = json_pack("{s:s?, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:O}", "snapshot",
                           a->dry_run ? NULL : r.snapshot_id, "status", status, "pipeline", c.p->name, "items",
                           (json_int_t)r.items, "bytes_read", (json_int_t)r.bytes_read, "chunks",
                           (json_int_t)r.chunks, "new_chunks", (json_int_t)r.new_chunks, "new_bytes",
                           (json_int_t)r.new_bytes, "stored_bytes", (json_int_t)r.stored_bytes, "packs",
-                          (json_int_t)r.packs, "duration_seconds", r.seconds, "bytes_per_second", rate,
+                          (json_int_t)r.packs, "reused_items", (json_int_t)r.reused_items, "reused_bytes",
+                          (json_int_t)r.reused_bytes, "duration_seconds", r.seconds, "bytes_per_second", rate,
                           "warnings", r.warnings);
     print_json(j);
     json_decref(j);
@@ -78,7 +99,8 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
       printf("dry run: nothing was stored\n");
     else
       printf("snapshot %.8s saved (%s)\n", r.snapshot_id, status);
-    printf("  items     %llu\n", (unsigned long long)r.items);
+    printf("  items     %llu (%llu unchanged since the parent snapshot, not read)\n", (unsigned long long)r.items,
+           (unsigned long long)r.reused_items);
     printf("  read      %s\n", format_bytes(r.bytes_read, b1, sizeof(b1)));
     printf("  new       %s in %llu of %llu chunks (after dedup, before compression)\n",
            format_bytes(r.new_bytes, b2, sizeof(b2)), (unsigned long long)r.new_chunks,
@@ -249,10 +271,30 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
     cli_close(&c);
     return fail(err);
   }
+  const char *extra[5];
+  size_t ne = 0;
+  char *as_flag = a->as_name ? xasprintf("as=%s", a->as_name) : NULL;
+  if (as_flag)
+    extra[ne++] = as_flag;
+  if (a->drop_existing)
+    extra[ne++] = "drop_existing=1";
+  if (a->to_stdout)
+    extra[ne++] = "to_stdout=1";
+  extra[ne] = NULL;
+  if ((a->as_name || a->to_stdout) && (!a->only || !strchr(a->only, '/'))) {
+    free(as_flag);
+    json_decref(m);
+    cli_close(&c);
+    fprintf(stderr, "engine: restore: --as and --to-stdout act on one item: give --only SOURCE/ITEM\n");
+    return EXIT_USAGE;
+  }
   struct restore_opts ro = {c.repo, m, c.sources, c.p->n_sources, a->only, a->target, a->dry_run, a->yes,
-                            isatty(STDIN_FILENO) && isatty(STDERR_FILENO), a->json};
+                            isatty(STDIN_FILENO) && isatty(STDERR_FILENO), a->json, extra};
   struct restore_result res;
   rc = restore_run(&ro, &res, &err);
+  free(as_flag);
+  /* with --to-stdout the data owns stdout: the summary goes to stderr */
+  FILE *out = a->to_stdout ? stderr : stdout;
   char b[32];
   if (rc < 0) {
     json_decref(m);
@@ -261,14 +303,14 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
   }
   if (!g->quiet) {
     if (a->dry_run)
-      printf("dry run: %llu item(s), %s would be restored\n", (unsigned long long)res.items,
+      fprintf(out, "dry run: %llu item(s), %s would be restored\n", (unsigned long long)res.items,
              format_bytes(res.bytes, b, sizeof(b)));
     else if (rc == 3)
-      printf("restore INCOMPLETE: %llu item(s) restored, %llu FAILED (see the errors above); the target holds a "
+      fprintf(out, "restore INCOMPLETE: %llu item(s) restored, %llu FAILED (see the errors above); the target holds a "
              "partial restore\n",
              (unsigned long long)res.items, (unsigned long long)res.failed);
     else
-      printf("restored %llu item(s), %s from snapshot %.8s\n", (unsigned long long)res.items,
+      fprintf(out, "restored %llu item(s), %s from snapshot %.8s\n", (unsigned long long)res.items,
              format_bytes(res.bytes, b, sizeof(b)), json_string_value(json_object_get(m, "id")));
   }
   json_decref(m);
@@ -278,9 +320,66 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
 
 /* ---- check ------------------------------------------------------------------ */
 
+static uint32_t source_caps(const struct engine_plugin *p) {
+  const struct engine_source_ops *ops = p->source;
+  if (ops->struct_size < offsetof(struct engine_source_ops, capabilities) + sizeof(uint32_t))
+    return 0;
+  return ops->capabilities;
+}
+
+/* check --restore-test: every source of the latest snapshot whose plugin can
+ * restore into a scratch location of its own and verify it. */
+static int restore_test(struct cli_ctx *c, int json, json_t *report) {
+  json_t *m;
+  char *err = NULL;
+  if (snapshot_find(c->repo, "latest", &m, &err) != 0) {
+    json_array_append_new(report, json_pack("{s:s, s:s}", "source", "", "error", err));
+    fprintf(stderr, "engine: error: restore test: %s\n", err);
+    free(err);
+    return 1;
+  }
+  int failures = 0;
+  size_t i;
+  json_t *s;
+  json_array_foreach(json_object_get(m, "sources"), i, s) {
+    const char *sn = json_string_value(json_object_get(s, "name"));
+    struct plugin_instance *pi = NULL;
+    for (size_t k = 0; k < c->p->n_sources; k++)
+      if (strcmp(c->sources[k]->name, sn) == 0)
+        pi = c->sources[k];
+    if (!pi || !(source_caps(pi->plugin) & ENGINE_SOURCE_CAP_RESTORE_TEST)) {
+      json_array_append_new(report, json_pack("{s:s, s:s}", "source", sn, "result", "not supported"));
+      if (!json)
+        printf("restore test: source '%s': not supported by its plugin, skipped\n", sn);
+      continue;
+    }
+    const char *extra[] = {"restore_test=1", NULL};
+    struct restore_opts ro = {c->repo, m, c->sources, c->p->n_sources, sn, NULL, 0, 1, 0, 0, extra};
+    struct restore_result res;
+    int rc = restore_run(&ro, &res, &err);
+    if (rc != 0) {
+      failures++;
+      json_array_append_new(report, json_pack("{s:s, s:s, s:I, s:s?}", "source", sn, "result", "failed", "items",
+                                              (json_int_t)res.items, "error", err));
+      fprintf(stderr, "engine: error: restore test of source '%s' FAILED: %s\n", sn,
+              err ? err : "some items failed verification (see above)");
+    } else {
+      json_array_append_new(report,
+                            json_pack("{s:s, s:s, s:I}", "source", sn, "result", "ok", "items", (json_int_t)res.items));
+      if (!json)
+        printf("restore test: source '%s': %llu item(s) restored into scratch space and verified\n", sn,
+               (unsigned long long)res.items);
+    }
+    free(err);
+    err = NULL;
+  }
+  json_decref(m);
+  return failures ? 1 : 0;
+}
+
 int cmd_check(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
-  int rc = open_existing(g, a->pos[0], &c, 0);
+  int rc = open_existing(g, a->pos[0], &c, a->restore_test);
   if (rc)
     return rc;
   struct check_result res;
@@ -291,10 +390,14 @@ int cmd_check(const struct cli_globals *g, const struct cli_args *a) {
     cli_close(&c);
     return fail(err);
   }
+  json_t *rt = json_array();
+  int rt_failed = a->restore_test ? restore_test(&c, a->json, rt) : 0;
   if (a->json) {
-    json_t *j = json_pack("{s:b, s:b, s:I, s:I, s:I, s:O}", "ok", rc == 0, "read_data", a->read_data, "snapshots",
-                          (json_int_t)res.snapshots, "packs", (json_int_t)res.packs, "blobs_verified",
+    json_t *j = json_pack("{s:b, s:b, s:I, s:I, s:I, s:O}", "ok", rc == 0 && !rt_failed, "read_data", a->read_data,
+                          "snapshots", (json_int_t)res.snapshots, "packs", (json_int_t)res.packs, "blobs_verified",
                           (json_int_t)res.blobs, "problems", res.problems);
+    if (a->restore_test)
+      json_object_set(j, "restore_test", rt);
     print_json(j);
     json_decref(j);
   } else if (rc == 0) {
@@ -305,9 +408,10 @@ int cmd_check(const struct cli_globals *g, const struct cli_args *a) {
     printf("%llu problem(s) found in %llu snapshot(s), %llu pack(s)\n", (unsigned long long)res.errors,
            (unsigned long long)res.snapshots, (unsigned long long)res.packs);
   }
+  json_decref(rt);
   json_decref(res.problems);
   cli_close(&c);
-  return rc == 0 ? EXIT_OK : EXIT_ERROR;
+  return rc == 0 && !rt_failed ? EXIT_OK : EXIT_ERROR;
 }
 
 /* ---- plugins ---------------------------------------------------------------- */

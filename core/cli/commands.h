@@ -11,6 +11,8 @@ struct cli_args {
   const char *progress; /* auto|always|never */
   const char *only, *target, *time;
   const char *new_passphrase, *new_key_file;
+  const char *as_name; /* restore --as */
+  int drop_existing, to_stdout, restore_test;
 };
 
 struct cli_command {

@@ -30,19 +30,25 @@ const struct cli_command cli_commands[] = {
     {"show", "engine show PIPELINE SNAPSHOT|latest [--json]",
      "Print one snapshot manifest: times, host, status, per-source items, marks and warnings.", 2, 2, cmd_show},
     {"restore",
-     "engine restore PIPELINE SNAPSHOT|latest [--only SOURCE[/ITEM-GLOB]] [--target T] [--dry-run] [--yes]",
+     "engine restore PIPELINE SNAPSHOT|latest [--only SOURCE[/ITEM-GLOB]] [--target T] [--dry-run] [--yes]\n"
+     "               [--as NAME] [--drop-existing] [--to-stdout]",
      "Restore a snapshot. Without --target, sources restore to their original location.\n"
      "  --only S[/G]  only source S, and within it items matching glob G (and what is below them)\n"
      "  --target T    where to restore (a directory for the files source)\n"
      "  --dry-run     list what would be restored, write nothing\n"
      "  --yes         confirm overwriting existing data (a terminal is asked [y/N] instead)\n"
+     "  --as NAME     restore one item under another name (database sources: another schema name)\n"
+     "  --drop-existing  replace existing objects (database sources; asks [y/N] or needs --yes)\n"
+     "  --to-stdout   write the selected item's raw stream to stdout (e.g. a pg_dump archive)\n"
      "Item names in the snapshot are checked first; a manifest with '..' or absolute names is refused.\n"
      "Exit status: 0 restored, 3 some items failed (the target is incomplete and says so), 1 error.",
      2, 2, cmd_restore},
-    {"check", "engine check PIPELINE [--read-data] [--json]",
+    {"check", "engine check PIPELINE [--read-data] [--restore-test] [--json]",
      "Verify the repository: every snapshot's trees and chunks are indexed and their packs exist.\n"
      "  --read-data   also download every pack, verify its hash, decrypt and verify every blob, and\n"
      "                name the snapshots and items affected by any damage.\n"
+     "  --restore-test  restore the latest snapshot of every source that supports it into a scratch\n"
+     "                location and run the source's sanity checks (database sources), then clean up.\n"
      "Exit status: 0 sound, 1 problems found or the check could not run.",
      1, 1, cmd_check},
     {"key", "engine key add|list|remove|passwd PIPELINE [KEY-ID] [--new-passphrase env:NAME|file:PATH] [--new-key-file PATH] [--json]",
@@ -162,6 +168,14 @@ int main(int argc, char **argv) {
       a.yes = 1;
     else if (strcmp(o, "--read-data") == 0)
       a.read_data = 1;
+    else if (strcmp(o, "--restore-test") == 0)
+      a.restore_test = 1;
+    else if (strcmp(o, "--drop-existing") == 0)
+      a.drop_existing = 1;
+    else if (strcmp(o, "--to-stdout") == 0)
+      a.to_stdout = 1;
+    else if (strcmp(o, "--as") == 0)
+      val = &a.as_name;
     else if (strcmp(o, "--progress") == 0)
       val = &a.progress;
     else if (strcmp(o, "--only") == 0)

@@ -73,6 +73,13 @@ struct bk_source {
   uint64_t items, bytes, failed_items;
   int source_error;
   char *error;
+  /* the parent snapshot's tree of this source, read in step with the walk */
+  int has_parent, parent_done;
+  struct tree_reader parent;
+  json_t *pcur;
+  char *pcur_name;
+  size_t pcur_len;
+  char *pmeta;
 };
 
 struct bk_job {
@@ -128,6 +135,7 @@ struct bk {
 
   /* statistics (under lock) */
   uint64_t items, bytes_read, chunks, new_chunks, new_bytes, stored_bytes, packs;
+  uint64_t reused_items, reused_bytes;
   int64_t started_ms;
   struct progress *progress;
 };
@@ -505,6 +513,86 @@ static int em_mark(const struct engine_emitter *em, const char *key, const char 
   return ENGINE_OK;
 }
 
+/* ---- incremental: the parent snapshot ---------------------------------- */
+
+static void parent_drop_cur(struct bk_source *s) {
+  json_decref(s->pcur);
+  free(s->pcur_name);
+  s->pcur = NULL;
+  s->pcur_name = NULL;
+}
+
+static int em_previous(const struct engine_emitter *em, const char *name, size_t name_len, const char **meta_json) {
+  struct bk *b = em_bk(em);
+  struct bk_source *s = &b->sources[b->cur_source];
+  *meta_json = NULL;
+  while (s->has_parent && !s->parent_done) {
+    if (!s->pcur) {
+      char *err = NULL;
+      int rc = tree_reader_next(&s->parent, &s->pcur, &err);
+      if (rc <= 0) {
+        if (rc < 0) {
+          log_warn("source '%s': the parent snapshot's tree is unreadable (%s); reading every item in full",
+                   s->pi->name, err);
+          free(err);
+        }
+        s->parent_done = 1;
+        break;
+      }
+      s->pcur_name = json_get_bytes(s->pcur, "name", &s->pcur_len);
+      if (!s->pcur_name) {
+        parent_drop_cur(s);
+        continue;
+      }
+    }
+    int c = tree_name_cmp(s->pcur_name, s->pcur_len, name, name_len);
+    if (c < 0) {
+      parent_drop_cur(s);
+      continue;
+    }
+    if (c > 0)
+      return ENGINE_NOT_FOUND; /* the parent's cursor is ahead: keep it */
+    free(s->pmeta);
+    s->pmeta = json_dumps(json_object_get(s->pcur, "meta"), JSON_COMPACT | JSON_SORT_KEYS);
+    *meta_json = s->pmeta;
+    return ENGINE_OK;
+  }
+  return ENGINE_NOT_FOUND;
+}
+
+static int em_item_reuse(const struct engine_emitter *em) {
+  struct bk *b = em_bk(em);
+  struct bk_source *s = &b->sources[b->cur_source];
+  struct bk_item *it = b->cur;
+  if (!it || !s->pcur || it->n_submitted > 0 || b->chunk_len > 0 ||
+      tree_name_cmp(s->pcur_name, s->pcur_len, it->name, it->name_len) != 0)
+    return ENGINE_NOT_FOUND;
+  json_t *chunks = json_object_get(s->pcur, "chunks");
+  size_t n = json_array_size(chunks);
+  unsigned char(*ids)[32] = xcalloc(n ? n : 1, 32);
+  for (size_t i = 0; i < n; i++) {
+    const char *hex = json_string_value(json_array_get(chunks, i));
+    struct index_entry e;
+    /* every chunk must still be in the repository, or the item is read again */
+    if (!hex || hex_decode(hex, ids[i], 32) != 0 || !index_get(b->repo->index, ids[i], &e)) {
+      free(ids);
+      return ENGINE_NOT_FOUND;
+    }
+  }
+  uint64_t size = (uint64_t)json_integer_value(json_object_get(s->pcur, "size"));
+  pthread_mutex_lock(&b->lock);
+  free(it->ids);
+  it->ids = ids;
+  it->ids_cap = n;
+  it->n_submitted = it->n_done = n;
+  it->size = size;
+  b->chunks += n;
+  b->reused_items++;
+  b->reused_bytes += size;
+  pthread_mutex_unlock(&b->lock);
+  return ENGINE_OK;
+}
+
 /* ---- the source thread -------------------------------------------------- */
 
 static void wait_until(struct bk *b, int (*pred)(struct bk *, void *), void *arg) {
@@ -532,7 +620,7 @@ static int spool_tree(struct bk *b, struct bk_source *s) {
   struct bk_item *it = new_item(b, "(tree)", 6, ENGINE_ITEM_STREAM);
   it->is_tree = 1;
   enqueue_item(b, it);
-  struct engine_emitter em = {sizeof(em), b, NULL, NULL, NULL, NULL, NULL};
+  struct engine_emitter em = {sizeof(em), b, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
   static const size_t bufsz = 1024 * 1024;
   unsigned char *buf = xmalloc(bufsz);
   size_t n;
@@ -574,7 +662,8 @@ static void flush_done(void *arg) {
 
 static void source_thread(void *arg) {
   struct bk *b = arg;
-  struct engine_emitter em = {sizeof(em), b, em_item_begin, em_item_write, em_item_end, em_warn, em_mark};
+  struct engine_emitter em = {sizeof(em),  b,       em_item_begin, em_item_write, em_item_end,
+                              em_warn,     em_mark, em_previous,   em_item_reuse};
   for (size_t i = 0; i < b->n_sources && !is_stopping(b); i++) {
     struct bk_source *s = &b->sources[i];
     b->cur_source = i;
@@ -657,6 +746,16 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
     b->sources[i].warnings = json_array();
     b->sources[i].marks = json_object();
     b->sources[i].tree = tmpfile();
+    size_t k;
+    json_t *ps;
+    json_array_foreach(o->parent ? json_object_get(o->parent, "sources") : NULL, k, ps) {
+      if (strcmp(json_string_value(json_object_get(ps, "name")), o->sources[i]->name) == 0 &&
+          strcmp(json_string_value(json_object_get(ps, "type")), o->sources[i]->plugin->name) == 0 &&
+          json_array_size(json_object_get(ps, "tree")) > 0) {
+        tree_reader_init(&b->sources[i].parent, o->repo, json_object_get(ps, "tree"));
+        b->sources[i].has_parent = 1;
+      }
+    }
     if (!b->sources[i].tree) {
       *err = xasprintf("unable to create a temporary file for the item tree: %s", strerror(errno));
       goto out;
@@ -756,7 +855,7 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
         json_array_append_new(missed, json_string(o->repo->sinks[i].pi->name));
     json_t *m = json_pack(
         "{s:i, s:s, s:s, s:s, s:s, s:s, s:f, s:s, s:s, s:s, s:o, s:o, s:{s:s, s:i}, s:o, s:{s:I, s:I, s:I, s:I, "
-        "s:I, s:I, s:I}, s:O, s:o}",
+        "s:I, s:I, s:I, s:I, s:I}, s:O, s:o, s:s?}",
         "version", 1, "pipeline", o->pipeline->name, "hostname", host, "username", user, "time", ts, "time_end",
         te, "duration_seconds", res->seconds, "engine_version", ENGINE_VERSION, "status",
         partial ? "partial" : "complete", "repository", o->repo->id, "tags", tags, "sources", srcs,
@@ -764,7 +863,9 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
         "index", json_string(index_id), "stats", "items", (json_int_t)b->items, "bytes_read",
         (json_int_t)b->bytes_read, "chunks", (json_int_t)b->chunks, "new_chunks", (json_int_t)b->new_chunks,
         "new_bytes", (json_int_t)b->new_bytes, "stored_bytes", (json_int_t)b->stored_bytes, "packs",
-        (json_int_t)b->packs, "warnings", warnings, "sinks_missed", missed);
+        (json_int_t)b->packs, "reused_items", (json_int_t)b->reused_items, "reused_bytes",
+        (json_int_t)b->reused_bytes, "warnings", warnings, "sinks_missed", missed, "parent",
+        o->parent ? json_string_value(json_object_get(o->parent, "id")) : NULL);
     free(user);
     free(ts);
     free(te);
@@ -773,6 +874,10 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
       json_decref(warnings);
       goto out;
     }
+    /* wall-clock creation time in ns: orders snapshots made within one second */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    json_object_set_new(m, "created_ns", json_integer((json_int_t)now.tv_sec * 1000000000 + now.tv_nsec));
     int src = repo_save_json(o->repo, "snapshot", m, res->snapshot_id, err);
     json_decref(m);
     if (src != 0) {
@@ -791,6 +896,8 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
   res->new_bytes = b->new_bytes;
   res->stored_bytes = b->stored_bytes;
   res->packs = b->packs;
+  res->reused_items = b->reused_items;
+  res->reused_bytes = b->reused_bytes;
   rc = 0;
 out:
   for (size_t i = 0; i < b->n_sources; i++) {
@@ -806,6 +913,10 @@ out:
     json_decref(s->marks);
     json_decref(s->tree_ids);
     free(s->error);
+    if (s->has_parent)
+      tree_reader_free(&s->parent);
+    parent_drop_cur(s);
+    free(s->pmeta);
   }
   free(b->sources);
   chunker_free(b->chunker);

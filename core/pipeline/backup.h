@@ -19,12 +19,14 @@ struct backup_opts {
   int progress;                     /* draw progress on stderr */
   int64_t time_override;            /* unix seconds, 0 = now */
   uint64_t max_inflight;            /* bytes; 0 = default */
+  json_t *parent;                   /* manifest of the parent snapshot (incremental), or NULL */
 };
 
 struct backup_result {
   char snapshot_id[65];
   int partial;
   uint64_t items, bytes_read, chunks, new_chunks, new_bytes, stored_bytes, packs;
+  uint64_t reused_items, reused_bytes; /* unchanged items taken from the parent */
   double seconds;
   json_t *warnings; /* array of {"source","item","message"} */
 };

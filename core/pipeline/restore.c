@@ -246,7 +246,7 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
         rc = -1;
         break;
       }
-      struct engine_restore_opts ro = {sizeof(ro), o->target, 0, o->yes, NULL};
+      struct engine_restore_opts ro = {sizeof(ro), o->target, 0, o->yes, o->extra};
       host_clear_error(pc.pi->host);
       int b = pc.pi->plugin->source->restore_begin(pc.pi->inst, &ro, &pc.rctx);
       if (b == ENGINE_EXISTS) {

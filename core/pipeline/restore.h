@@ -19,6 +19,7 @@ struct restore_opts {
   int yes;
   int interactive;    /* may ask [y/N] on the terminal */
   int json;           /* dry-run listing as JSON lines */
+  const char *const *extra; /* NULL-terminated "key=value" flags for the plugins */
 };
 
 struct restore_result {

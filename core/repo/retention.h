@@ -16,7 +16,7 @@
  * A count N keeps the newest snapshot of each of the N newest buckets that hold a snapshot;
  * -1 keeps one per bucket without limit. When a count rule still has buckets left after all
  * newer snapshots, the oldest snapshot is kept as well ("oldest daily snapshot" etc. when its
- * bucket was already counted), as restic >= 0.17 does to maximize the history kept.
+ * bucket was already counted), as current restic does, to maximize the history kept.
  *
  * Differences from restic, by design: times are bucketed in UTC (restic uses each snapshot's
  * local zone); keep_within is an exact number of seconds (restic counts calendar y/m/d/h);

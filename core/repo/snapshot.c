@@ -11,9 +11,17 @@ static int by_time(const void *a, const void *b) {
   json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
   const char *tx = json_string_value(json_object_get(x, "time"));
   const char *ty = json_string_value(json_object_get(y, "time"));
-  int c = strcmp(tx ? tx : "", ty ? ty : "");
-  if (c)
-    return c;
+  int64_t x_t = 0, y_t = 0;
+  if (tx)
+    parse_iso_time(tx, &x_t);
+  if (ty)
+    parse_iso_time(ty, &y_t);
+  if (x_t != y_t)
+    return x_t < y_t ? -1 : 1;
+  json_int_t xc = json_integer_value(json_object_get(x, "created_ns"));
+  json_int_t yc = json_integer_value(json_object_get(y, "created_ns"));
+  if (xc != yc)
+    return xc < yc ? -1 : 1;
   return strcmp(json_string_value(json_object_get(x, "id")), json_string_value(json_object_get(y, "id")));
 }
 

@@ -118,6 +118,83 @@ void blob_stream_free(struct blob_stream *s) {
   s->err = NULL;
 }
 
+void tree_reader_init(struct tree_reader *t, struct repo *r, json_t *tree_ids) {
+  memset(t, 0, sizeof(*t));
+  blob_stream_init(&t->bs, r, tree_ids, BLOB_TREE);
+  t->cap = 256 * 1024;
+  t->buf = xmalloc(t->cap);
+}
+
+int tree_reader_next(struct tree_reader *t, json_t **item, char **err) {
+  for (;;) {
+    char *nl = t->off < t->len ? memchr(t->buf + t->off, '\n', t->len - t->off) : NULL;
+    if (nl) {
+      size_t n = (size_t)(nl - (t->buf + t->off));
+      json_error_t je;
+      t->lineno++;
+      *item = json_loadb(t->buf + t->off, n, 0, &je);
+      t->off += n + 1;
+      if (!*item) {
+        *err = xasprintf("item tree line %zu is not valid JSON: %s", t->lineno, je.text);
+        return -1;
+      }
+      return 1;
+    }
+    if (t->eof) {
+      if (t->off < t->len) {
+        *err = xstrdup("item tree ends in the middle of a line (truncated)");
+        return -1;
+      }
+      return 0;
+    }
+    /* compact, then refill */
+    memmove(t->buf, t->buf + t->off, t->len - t->off);
+    t->len -= t->off;
+    t->off = 0;
+    if (t->len == t->cap) {
+      t->cap *= 2;
+      t->buf = xrealloc(t->buf, t->cap);
+    }
+    ssize_t r = blob_stream_read(&t->bs, t->buf + t->len, t->cap - t->len);
+    if (r < 0) {
+      *err = xasprintf("reading the item tree: %s", t->bs.err);
+      return -1;
+    }
+    if (r == 0)
+      t->eof = 1;
+    t->len += (size_t)r;
+  }
+}
+
+void tree_reader_free(struct tree_reader *t) {
+  blob_stream_free(&t->bs);
+  free(t->buf);
+  memset(t, 0, sizeof(*t));
+}
+
+int tree_name_cmp(const char *a, size_t al, const char *b, size_t bl) {
+  size_t i = 0, j = 0;
+  for (;;) {
+    if (i >= al || j >= bl)
+      return (i >= al) == (j >= bl) ? 0 : (i >= al ? -1 : 1);
+    size_t ie = i, je = j;
+    while (ie < al && a[ie] != '/')
+      ie++;
+    while (je < bl && b[je] != '/')
+      je++;
+    size_t n = ie - i < je - j ? ie - i : je - j;
+    int c = memcmp(a + i, b + j, n);
+    if (c)
+      return c;
+    if (ie - i != je - j)
+      return ie - i < je - j ? -1 : 1;
+    i = ie + 1;
+    j = je + 1;
+    if (ie >= al || je >= bl)
+      return (ie >= al) == (je >= bl) ? 0 : (ie >= al ? -1 : 1);
+  }
+}
+
 int tree_foreach(struct repo *r, json_t *tree_ids, int (*cb)(void *ud, json_t *item), void *ud,
                  char **err) {
   struct blob_stream bs;

@@ -40,6 +40,23 @@ void blob_stream_init(struct blob_stream *s, struct repo *r, json_t *ids, enum b
 ssize_t blob_stream_read(struct blob_stream *s, void *buf, size_t len);
 void blob_stream_free(struct blob_stream *s);
 
+/* Pull-style reader over a tree's JSON lines. */
+struct tree_reader {
+  struct blob_stream bs;
+  char *buf;
+  size_t len, off, cap;
+  int eof;
+  size_t lineno;
+};
+void tree_reader_init(struct tree_reader *t, struct repo *r, json_t *tree_ids);
+/* 1: *item set (caller decrefs); 0: end; -1: error (*err). */
+int tree_reader_next(struct tree_reader *t, json_t **item, char **err);
+void tree_reader_free(struct tree_reader *t);
+
+/* Order in which sources emit items: component by component, each
+ * component compared bytewise, a parent before its children. */
+int tree_name_cmp(const char *a, size_t al, const char *b, size_t bl);
+
 /* Iterate a tree: calls cb for each item object; cb returns non-zero to stop
  * (that value is returned). Returns -1 on a read/parse error with *err. */
 int tree_foreach(struct repo *r, json_t *tree_ids, int (*cb)(void *ud, json_t *item), void *ud,

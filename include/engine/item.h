@@ -55,7 +55,22 @@ struct engine_emitter {
   /* Record a consistency mark in the manifest (key -> JSON value text),
    * e.g. ("snapshot_id", "\"00000003-1\""). */
   int (*mark)(const struct engine_emitter *em, const char *key, const char *json_value);
+
+  /* ---- ABI 1.1: incremental backups (check em->struct_size first) ---- */
+  /* Look up `name` in this source's part of the parent snapshot (the latest
+   * complete or partial snapshot of the same pipeline and host). Returns
+   * ENGINE_OK and its metadata JSON (valid until the next call on this
+   * emitter), or ENGINE_NOT_FOUND. */
+  int (*previous)(const struct engine_emitter *em, const char *name, size_t name_len,
+                  const char **meta_json);
+  /* After item_begin: take the content of the parent's item of the same name
+   * instead of writing it (the plugin decided, e.g. from size, mtime, ctime
+   * and inode, that it is unchanged). Then call item_end as usual. Returns
+   * ENGINE_NOT_FOUND if the parent has no such item (write it instead). */
+  int (*item_reuse)(const struct engine_emitter *em);
 };
+
+#define ENGINE_EMITTER_V1_0_SIZE offsetof(struct engine_emitter, previous)
 
 /* Handed to sources during restore: the item's content, in order. */
 struct engine_reader {

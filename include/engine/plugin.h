@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define ENGINE_ABI_MAJOR 1
-#define ENGINE_ABI_MINOR 0
+#define ENGINE_ABI_MINOR 1
 
 #define ENGINE_PLUGIN_QUERY_SYMBOL "engine_plugin_query"
 
@@ -94,7 +94,20 @@ struct engine_source_ops {
   /* status is ENGINE_OK when every item was restored. Finish metadata
    * (directory mtimes ...) and free rctx. */
   int (*restore_end)(void *rctx, int status);
+
+  /* ---- ABI 1.1 (the host reads these only if struct_size covers them) ---- */
+  uint32_t capabilities; /* ENGINE_SOURCE_CAP_* */
 };
+
+/* The source understands the restore flag "restore_test=1": restore into a
+ * scratch location of its own choosing, verify, clean up (engine check
+ * --restore-test). Sources without it are never asked. */
+#define ENGINE_SOURCE_CAP_RESTORE_TEST 0x1u
+/* The source uses engine_emitter.previous/item_reuse (incremental backups). */
+#define ENGINE_SOURCE_CAP_INCREMENTAL 0x2u
+
+/* Size of the v1.0 source ops, for struct_size checks. */
+#define ENGINE_SOURCE_OPS_V1_0_SIZE offsetof(struct engine_source_ops, capabilities)
 
 /* ---- sink plugins ----------------------------------------------------- */
 

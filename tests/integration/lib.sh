@@ -56,7 +56,8 @@ export ENGINE_BIN ENGINE_PLUGIN_DIR
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
-export ENGINE_PASSPHRASE=${ENGINE_PASSPHRASE:-integration-test-passphrase}
+TEST_PASSPHRASE=integration-test-passphrase
+export ENGINE_PASSPHRASE=$TEST_PASSPHRASE
 PYTHON=${PYTHON:-python3}
 command -v "$PYTHON" >/dev/null 2>&1 || fail "python3 is required"
 

@@ -646,6 +646,8 @@ def cmd_verify(repo, args):
         if expect_off != data_end:
             fail("pack %s: %d bytes between the last blob and the header" % (pid, data_end - expect_off))
 
+    algo_counts = dict(repo.algo_counts)  # the pack pass decodes each stored blob once
+
     # 2. Every index entry names a blob that is in that pack, as described.
     n_index = 0
     for name in repo.list("index/"):
@@ -699,7 +701,7 @@ def cmd_verify(repo, args):
             fail("snapshot %s: %s" % (sid[:8], err))
     names = {COMPRESS_NONE: "none", COMPRESS_ZSTD: "zstd", COMPRESS_GZIP: "gzip"}
     out("blobs by compression: %s\n" % ", ".join(
-        "%s %d" % (names.get(a, "unknown(%d)" % a), n) for a, n in sorted(repo.algo_counts.items())))
+        "%s %d" % (names.get(a, "unknown(%d)" % a), n) for a, n in sorted(algo_counts.items())))
     indexed_packs = {e[0] for e in repo.index.values()}
     unindexed = len({pid for pid, _ in blobs} - indexed_packs)
     out("%d pack(s), %d blob(s), %d index object(s), %d snapshot(s) checked; %d pack(s) not in any index; "

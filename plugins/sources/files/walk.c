@@ -190,6 +190,44 @@ static int open_file(int dirfd, const char *base) {
   return fd;
 }
 
+/* Incremental backups (ABI 1.1 emitters): is the parent snapshot's item of
+ * this name the same file, unchanged? Same test as restic: size, mtime,
+ * ctime and inode all equal. ctime catches writes that restore the mtime. */
+static int unchanged_since_parent(struct walk *w, const struct stat *st) {
+  const struct engine_emitter *em = w->em;
+  if (em->struct_size < offsetof(struct engine_emitter, item_reuse) + sizeof(em->item_reuse) ||
+      em->previous == NULL || em->item_reuse == NULL)
+    return 0;
+  const char *prev = NULL;
+  if (em->previous(em, item_name(w), w->path.len - 1, &prev) != ENGINE_OK || prev == NULL)
+    return 0;
+  json_error_t je;
+  json_t *m = json_loads(prev, 0, &je);
+  if (m == NULL)
+    return 0;
+  int64_t mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+  int64_t ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+  int same = json_integer_value(json_object_get(m, "size")) == (json_int_t)st->st_size &&
+             json_integer_value(json_object_get(m, "mtime_ns")) == (json_int_t)mtime_ns &&
+             json_integer_value(json_object_get(m, "ctime_ns")) == (json_int_t)ctime_ns &&
+             json_integer_value(json_object_get(m, "ino")) == (json_int_t)st->st_ino &&
+             json_object_get(m, "size") != NULL;
+  json_decref(m);
+  return same;
+}
+
+static int remember_hardlink(struct walk *w, const struct stat *st) {
+  /* Only a stored file can be the target of later HARDLINK items. */
+  if (st->st_nlink > 1) {
+    char *first = strdup(item_name(w));
+    if (first == NULL || files_map_put(&w->links, st->st_dev, st->st_ino, first) != 0) {
+      free(first);
+      return oom(w);
+    }
+  }
+  return 0;
+}
+
 /* Stream one regular file. Failures of this file alone are reported through
  * the emitter and return 0; -1 means stop the whole backup. */
 static int backup_file(struct walk *w, int dirfd, const char *base) {
@@ -227,11 +265,18 @@ static int backup_file(struct walk *w, int dirfd, const char *base) {
                              .type = ENGINE_ITEM_FILE,
                              .meta_json = text,
                              .size = (uint64_t)before.st_size};
+  int reuse = unchanged_since_parent(w, &before);
   int rc = w->em->item_begin(w->em, &item);
   free(text);
   if (rc != ENGINE_OK) {
     close(fd);
     return refused(w, "the start");
+  }
+  if (reuse && w->em->item_reuse(w->em) == ENGINE_OK) {
+    close(fd);
+    if (w->em->item_end(w->em, ENGINE_OK, NULL, NULL) != ENGINE_OK)
+      return refused(w, "the end");
+    return remember_hardlink(w, &before);
   }
 
   uint64_t total = 0;
@@ -284,16 +329,7 @@ static int backup_file(struct walk *w, int dirfd, const char *base) {
     return refused(w, "the end");
   if (changed)
     warn_item(w, "changed during backup (size/mtime differ before and after reading)");
-
-  /* Only a stored file can be the target of later HARDLINK items. */
-  if (before.st_nlink > 1) {
-    char *first = strdup(item_name(w));
-    if (first == NULL || files_map_put(&w->links, before.st_dev, before.st_ino, first) != 0) {
-      free(first);
-      return oom(w);
-    }
-  }
-  return 0;
+  return remember_hardlink(w, &before);
 }
 
 static int backup_hardlink(struct walk *w, const struct stat *st, const char *first) {
