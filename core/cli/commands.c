@@ -8,6 +8,7 @@
 
 #include "pipeline/backup.h"
 #include "pipeline/check.h"
+#include "pipeline/prune.h"
 #include "pipeline/restore.h"
 #include "repo/snapshot.h"
 #include "util/log.h"
@@ -45,6 +46,10 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
   }
   if (c.repo->created && !a->dry_run && !g->quiet)
     fprintf(stderr, "engine: initialised a new repository %.8s on %zu sink(s)\n", c.repo->id, c.p->n_sinks);
+  if (!a->dry_run && cli_lock(&c, 0, a->lock_wait_ms, &err) != 0) {
+    cli_close(&c);
+    return fail(err);
+  }
   int progress = a->progress && strcmp(a->progress, "always") == 0
                      ? 1
                      : a->progress && strcmp(a->progress, "never") == 0 ? 0 : isatty(STDERR_FILENO) && !g->quiet;
@@ -112,8 +117,22 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
       printf("  warnings  %zu (the snapshot is partial; see the messages above)\n", json_array_size(r.warnings));
   }
   json_decref(r.warnings);
+  int exit_code = r.partial ? EXIT_PARTIAL : EXIT_OK;
+  if (!a->dry_run && c.p->retention.set && c.p->retention.apply && strcmp(c.p->retention.apply, "after-run") == 0) {
+    /* retention: { apply: after-run }: forget under the exclusive lock */
+    cli_unlock(&c);
+    json_t *report = NULL;
+    if (cli_lock(&c, 1, a->lock_wait_ms, &err) != 0 || forget_run(c.repo, &c.p->retention, 0, &report, &err) != 0) {
+      fprintf(stderr, "engine: error: the snapshot was saved, but applying retention failed: %s\n", err);
+      free(err);
+      exit_code = EXIT_ERROR;
+    } else if (!g->quiet && !a->json) {
+      printf("  retention removed %lld snapshot(s)\n", (long long)json_integer_value(json_object_get(report, "removed")));
+    }
+    json_decref(report);
+  }
   cli_close(&c);
-  return r.partial ? EXIT_PARTIAL : EXIT_OK;
+  return exit_code;
 }
 
 /* ---- validate --------------------------------------------------------------- */
@@ -146,6 +165,20 @@ int cmd_validate(const struct cli_globals *g, const struct cli_args *a) {
 static int open_existing(const struct cli_globals *g, const char *path, struct cli_ctx *c, int with_sources) {
   char *err = NULL;
   if (cli_load_pipeline(g, path, c, &err) != 0 || cli_open(c, with_sources, 0, 0, &err) != 0) {
+    cli_close(c);
+    return fail(err);
+  }
+  return EXIT_OK;
+}
+
+/* Open and lock: lock = 1 shared, 2 exclusive. */
+static int open_locked(const struct cli_globals *g, const struct cli_args *a, struct cli_ctx *c, int with_sources,
+                       int lock) {
+  int rc = open_existing(g, a->pos[0], c, with_sources);
+  if (rc)
+    return rc;
+  char *err = NULL;
+  if (cli_lock(c, lock == 2, a->lock_wait_ms, &err) != 0) {
     cli_close(c);
     return fail(err);
   }
@@ -262,7 +295,7 @@ int cmd_show(const struct cli_globals *g, const struct cli_args *a) {
 
 int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
-  int rc = open_existing(g, a->pos[0], &c, 1);
+  int rc = a->dry_run ? open_existing(g, a->pos[0], &c, 1) : open_locked(g, a, &c, 1, 1);
   if (rc)
     return rc;
   json_t *m;
@@ -379,7 +412,7 @@ static int restore_test(struct cli_ctx *c, int json, json_t *report) {
 
 int cmd_check(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
-  int rc = open_existing(g, a->pos[0], &c, a->restore_test);
+  int rc = open_locked(g, a, &c, a->restore_test, 1);
   if (rc)
     return rc;
   struct check_result res;
@@ -412,6 +445,99 @@ int cmd_check(const struct cli_globals *g, const struct cli_args *a) {
   json_decref(res.problems);
   cli_close(&c);
   return rc == 0 && !rt_failed ? EXIT_OK : EXIT_ERROR;
+}
+
+/* ---- forget / prune ---------------------------------------------------------- */
+
+static int do_prune(const struct cli_globals *g, const struct cli_args *a, struct cli_ctx *c, json_t *out) {
+  struct prune_opts po = {a->dry_run, 0.5, g->quiet};
+  if (a->repack_threshold) {
+    char *end;
+    po.repack_threshold = strtod(a->repack_threshold, &end);
+    if (*end || po.repack_threshold < 0 || po.repack_threshold > 1) {
+      fprintf(stderr, "engine: --repack-threshold '%s': expected a fraction between 0 and 1\n", a->repack_threshold);
+      return EXIT_USAGE;
+    }
+  }
+  struct prune_result r;
+  char *err = NULL;
+  if (prune_run(c->repo, &po, &r, &err) != 0)
+    return fail(err);
+  if (out) {
+    json_object_set_new(out, "prune", json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "dry_run", a->dry_run,
+                                                "packs_before", (json_int_t)r.packs_before, "packs_deleted",
+                                                (json_int_t)r.packs_deleted, "packs_repacked",
+                                                (json_int_t)r.packs_repacked, "packs_written",
+                                                (json_int_t)r.packs_written, "bytes_before", (json_int_t)r.bytes_before,
+                                                "bytes_after", (json_int_t)r.bytes_after, "blobs_used",
+                                                (json_int_t)r.blobs_used, "blobs_dropped", (json_int_t)r.blobs_dropped));
+  } else if (!g->quiet) {
+    char b1[32], b2[32];
+    printf("%s%llu of %llu pack(s) deleted, %llu repacked into %llu new pack(s); %s -> %s\n",
+           a->dry_run ? "would prune: " : "pruned: ", (unsigned long long)r.packs_deleted,
+           (unsigned long long)r.packs_before, (unsigned long long)r.packs_repacked, (unsigned long long)r.packs_written,
+           format_bytes(r.bytes_before, b1, sizeof(b1)), format_bytes(r.bytes_after, b2, sizeof(b2)));
+  }
+  return EXIT_OK;
+}
+
+int cmd_forget(const struct cli_globals *g, const struct cli_args *a) {
+  struct cli_ctx c;
+  int rc = a->dry_run ? open_existing(g, a->pos[0], &c, 0) : open_locked(g, a, &c, 0, 2);
+  if (rc)
+    return rc;
+  json_t *report;
+  char *err = NULL;
+  if (forget_run(c.repo, &c.p->retention, a->dry_run, &report, &err) != 0) {
+    cli_close(&c);
+    return fail(err);
+  }
+  if (!a->json && !g->quiet) {
+    size_t i;
+    json_t *gr;
+    json_array_foreach(json_object_get(report, "groups"), i, gr) {
+      printf("host %s, pipeline %s:\n", json_string_value(json_object_get(gr, "hostname")),
+             json_string_value(json_object_get(gr, "pipeline")));
+      size_t k;
+      json_t *s;
+      json_array_foreach(json_object_get(gr, "keep"), k, s) {
+        printf("  keep   %.8s  %s  ", json_string_value(json_object_get(s, "id")),
+               json_string_value(json_object_get(s, "time")));
+        size_t x;
+        json_t *why;
+        json_array_foreach(json_object_get(s, "reasons"), x, why) printf("%s%s", x ? ", " : "", json_string_value(why));
+        printf("\n");
+      }
+      json_array_foreach(json_object_get(gr, "remove"), k, s) printf("  remove %.8s  %s\n",
+                                                                     json_string_value(json_object_get(s, "id")),
+                                                                     json_string_value(json_object_get(s, "time")));
+    }
+    long long would = 0;
+    json_array_foreach(json_object_get(report, "groups"), i, gr) would +=
+        (long long)json_array_size(json_object_get(gr, "remove"));
+    printf("%s %lld snapshot(s)\n", a->dry_run ? "would remove" : "removed", would);
+  }
+  if (a->prune)
+    rc = do_prune(g, a, &c, a->json ? report : NULL);
+  if (a->json)
+    print_json(report);
+  json_decref(report);
+  cli_close(&c);
+  return rc;
+}
+
+int cmd_prune(const struct cli_globals *g, const struct cli_args *a) {
+  struct cli_ctx c;
+  int rc = open_locked(g, a, &c, 0, 2);
+  if (rc)
+    return rc;
+  json_t *out = a->json ? json_object() : NULL;
+  rc = do_prune(g, a, &c, out);
+  if (out && rc == EXIT_OK)
+    print_json(json_object_get(out, "prune"));
+  json_decref(out);
+  cli_close(&c);
+  return rc;
 }
 
 /* ---- plugins ---------------------------------------------------------------- */

@@ -12,7 +12,9 @@ struct cli_args {
   const char *only, *target, *time;
   const char *new_passphrase, *new_key_file;
   const char *as_name; /* restore --as */
-  int drop_existing, to_stdout, restore_test;
+  int drop_existing, to_stdout, restore_test, prune;
+  const char *lock_wait, *repack_threshold;
+  int64_t lock_wait_ms;
 };
 
 struct cli_command {
@@ -33,6 +35,8 @@ int cmd_show(const struct cli_globals *g, const struct cli_args *a);
 int cmd_restore(const struct cli_globals *g, const struct cli_args *a);
 int cmd_check(const struct cli_globals *g, const struct cli_args *a);
 int cmd_key(const struct cli_globals *g, const struct cli_args *a);
+int cmd_forget(const struct cli_globals *g, const struct cli_args *a);
+int cmd_prune(const struct cli_globals *g, const struct cli_args *a);
 int cmd_plugins(const struct cli_globals *g, const struct cli_args *a);
 
 #endif

@@ -86,7 +86,17 @@ int cli_open(struct cli_ctx *c, int with_sources, int create, int dry_run, char 
   return 0;
 }
 
+int cli_lock(struct cli_ctx *c, int exclusive, int64_t wait_ms, char **err) {
+  return repo_lock_acquire(c->repo, exclusive, wait_ms, &c->lock, err);
+}
+
+void cli_unlock(struct cli_ctx *c) {
+  repo_lock_release(c->lock);
+  c->lock = NULL;
+}
+
 void cli_close(struct cli_ctx *c) {
+  cli_unlock(c);
   repo_close(c->repo);
   if (c->p) {
     for (size_t i = 0; c->sources && i < c->p->n_sources; i++)

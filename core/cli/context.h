@@ -6,6 +6,7 @@
 #include "config/pipeline.h"
 #include "plugin/host.h"
 #include "plugin/loader.h"
+#include "repo/lock.h"
 #include "repo/repo.h"
 
 struct cli_globals {
@@ -21,6 +22,7 @@ struct cli_ctx {
   struct plugin_instance **sink_insts;
   struct repo_sink *sinks;
   struct repo *repo;
+  struct repo_lock *lock;
 };
 
 /* Exit codes (docs/CLI.md) */
@@ -37,5 +39,8 @@ int cli_load_pipeline(const struct cli_globals *g, const char *path, struct cli_
  * repository (create: initialise an empty location). */
 int cli_open(struct cli_ctx *c, int with_sources, int create, int dry_run, char **err);
 void cli_close(struct cli_ctx *c);
+/* Take the repository lock (shared or exclusive), waiting up to wait_ms. */
+int cli_lock(struct cli_ctx *c, int exclusive, int64_t wait_ms, char **err);
+void cli_unlock(struct cli_ctx *c);
 
 #endif

@@ -7,11 +7,12 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "config/pipeline.h"
 #include "plugin/host.h"
 #include "util/log.h"
 
 const struct cli_command cli_commands[] = {
-    {"run", "engine run PIPELINE [--dry-run] [--json] [--progress auto|always|never] [--time ISO8601]",
+    {"run", "engine run PIPELINE [--dry-run] [--json] [--progress auto|always|never] [--time ISO8601] [--lock-wait D]",
      "Back up every source of the pipeline into a new snapshot on every sink. The first run on an empty\n"
      "sink location initialises the repository; a location holding anything else is refused.\n"
      "  --dry-run    read and chunk everything, count what would be new, store nothing\n"
@@ -51,6 +52,21 @@ const struct cli_command cli_commands[] = {
      "                location and run the source's sanity checks (database sources), then clean up.\n"
      "Exit status: 0 sound, 1 problems found or the check could not run.",
      1, 1, cmd_check},
+    {"forget", "engine forget PIPELINE [--prune] [--dry-run] [--json] [--lock-wait D]",
+     "Apply the pipeline's retention policy (retention: keep_last, keep_hourly, keep_daily, keep_weekly,\n"
+     "keep_monthly, keep_yearly, keep_within, keep_tags; restic's semantics, UTC calendar) to each group of\n"
+     "snapshots from the same host and pipeline. Prints which snapshots are kept and why, and which are\n"
+     "removed. Takes the exclusive lock.\n"
+     "  --dry-run     print the decision, remove nothing\n"
+     "  --prune       then remove the data no snapshot references (see prune)\n"
+     "  --lock-wait D wait up to D (e.g. 10m) for other processes' locks instead of failing",
+     1, 1, cmd_forget},
+    {"prune", "engine prune PIPELINE [--dry-run] [--repack-threshold F] [--json] [--lock-wait D]",
+     "Remove data no snapshot references: deletes packs without used blobs (including packs left by\n"
+     "killed backups) and repacks packs whose unused share exceeds the threshold (default 0.5), then\n"
+     "rewrites the index. Takes the exclusive lock, so it waits for (or refuses during) backups.\n"
+     "A killed prune leaves a repository that passes check; run it again.",
+     1, 1, cmd_prune},
     {"key", "engine key add|list|remove|passwd PIPELINE [KEY-ID] [--new-passphrase env:NAME|file:PATH] [--new-key-file PATH] [--json]",
      "Manage the keys that open the repository; the data is never rewritten.\n"
      "  add       add a key for a new passphrase (from --new-passphrase, --new-key-file, or asked twice\n"
@@ -174,6 +190,12 @@ int main(int argc, char **argv) {
       a.drop_existing = 1;
     else if (strcmp(o, "--to-stdout") == 0)
       a.to_stdout = 1;
+    else if (strcmp(o, "--prune") == 0)
+      a.prune = 1;
+    else if (strcmp(o, "--lock-wait") == 0)
+      val = &a.lock_wait;
+    else if (strcmp(o, "--repack-threshold") == 0)
+      val = &a.repack_threshold;
     else if (strcmp(o, "--as") == 0)
       val = &a.as_name;
     else if (strcmp(o, "--progress") == 0)
@@ -208,6 +230,8 @@ int main(int argc, char **argv) {
   if (rc < 0 && a.progress && strcmp(a.progress, "auto") != 0 && strcmp(a.progress, "always") != 0 &&
       strcmp(a.progress, "never") != 0)
     rc = usage_error("--progress '%s': expected auto, always or never", a.progress);
+  if (rc < 0 && a.lock_wait && config_parse_duration(a.lock_wait, &a.lock_wait_ms) != 0)
+    rc = usage_error("--lock-wait '%s': expected a duration such as 30s, 5m or 1h", a.lock_wait);
   if (rc < 0 && ((int)a.n_pos < cmd->min_pos || (int)a.n_pos > cmd->max_pos)) {
     fprintf(stderr, "engine: %s: wrong number of arguments\nusage: %s\n", cmd->name, cmd->usage);
     rc = EXIT_USAGE;

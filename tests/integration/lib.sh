@@ -8,6 +8,8 @@
 #                     else build/engine in the repository)
 #   ENGINE_PLUGIN_DIR the plugins/ directory next to it (exported as
 #                     ENGINE_PLUGIN_PATH for every engine call)
+#   ENGINE_TEST_PLUGIN_DIR
+#                     tests/plugins/ of the same build (test-only plugins)
 #   T                 a fresh scratch directory, removed on exit unless
 #                     KEEP_TMP=1 or the test failed with KEEP_TMP=fail
 #   engine ARGS       the engine with the plugin path and the test passphrase
@@ -49,7 +51,9 @@ fi
 ENGINE_BIN=$(cd "$(dirname "$ENGINE_BIN")" && pwd)/$(basename "$ENGINE_BIN")
 ENGINE_PLUGIN_DIR=${ENGINE_PLUGIN_DIR:-$(dirname "$ENGINE_BIN")/plugins}
 [ -d "$ENGINE_PLUGIN_DIR" ] || fail "plugin directory '$ENGINE_PLUGIN_DIR' does not exist"
-export ENGINE_BIN ENGINE_PLUGIN_DIR
+# test-only plugins (tests/plugins/*), built by tests/CMakeLists.txt
+ENGINE_TEST_PLUGIN_DIR=${ENGINE_TEST_PLUGIN_DIR:-$(dirname "$ENGINE_BIN")/tests/plugins}
+export ENGINE_BIN ENGINE_PLUGIN_DIR ENGINE_TEST_PLUGIN_DIR
 
 # Sanitizer settings apply to every engine we start, also when a test is run
 # by hand outside tests/run-all.sh.

@@ -3,36 +3,63 @@
 # with the engine (zstd and gzip, aes-256-gcm) and reads everything back with
 # tests/tools/engine_reader.py, a reader written from the document alone.
 #
+# Self-contained (it does not source lib.sh) but follows its conventions.
 # Environment:
-#   ENGINE_BIN          engine binary (default /tmp/fmt-build/engine)
-#   ENGINE_PLUGIN_PATH  plugin directory (default: plugins/ beside ENGINE_BIN)
-#   PYTHON              Python 3 with cryptography and zstandard (default /usr/bin/python3)
+#   ENGINE_BIN            engine binary (default: /tmp/fmt-build/engine, else
+#                         build-asan/engine or build/engine of this work tree)
+#   ENGINE_PLUGIN_PATH    plugin directories, ':'-separated (default: $ENGINE_PLUGIN_DIR,
+#                         else plugins/ beside ENGINE_BIN)
+#   ENGINE_READER_PYTHON  Python 3 with the Debian modules cryptography and zstandard
+#                         (default /usr/bin/python3)
+#   KEEP_TMP              1: keep the scratch directory; fail: keep it when the test fails
 set -euo pipefail
 
-ENGINE_BIN=${ENGINE_BIN:-/tmp/fmt-build/engine}
-ENGINE_PLUGIN_PATH=${ENGINE_PLUGIN_PATH:-$(dirname "$ENGINE_BIN")/plugins}
-export ENGINE_PLUGIN_PATH
-PYTHON=${PYTHON:-/usr/bin/python3}
+NAME=$(basename "${0%.sh}")
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-READER="$HERE/../tools/engine_reader.py"
-NAME=test_independent_reader
+ROOT=$(cd "$HERE/../.." && pwd)
+READER="$ROOT/tests/tools/engine_reader.py"
 # Names are bytes: compare and grep them byte-wise whatever the caller's locale.
 export LC_ALL=C
 
 fail() {
-  printf '%s: FAIL: %b\n' "$NAME" "$*" >&2
+  printf 'FAIL: %s: %b\n' "$NAME" "$*" >&2
   exit 1
 }
 
-[ -x "$ENGINE_BIN" ] || fail "engine binary '$ENGINE_BIN' is not executable (set ENGINE_BIN)"
-[ -d "$ENGINE_PLUGIN_PATH" ] || fail "plugin directory '$ENGINE_PLUGIN_PATH' does not exist (set ENGINE_PLUGIN_PATH)"
+if [ -z "${ENGINE_BIN:-}" ]; then
+  for cand in /tmp/fmt-build/engine "$ROOT/build-asan/engine" "$ROOT/build/engine"; do
+    if [ -x "$cand" ]; then
+      ENGINE_BIN=$cand
+      break
+    fi
+  done
+fi
+[ -n "${ENGINE_BIN:-}" ] || fail "no engine binary: set ENGINE_BIN"
+[ -x "$ENGINE_BIN" ] || fail "ENGINE_BIN='$ENGINE_BIN' is not an executable file"
+ENGINE_PLUGIN_PATH=${ENGINE_PLUGIN_PATH:-${ENGINE_PLUGIN_DIR:-$(dirname "$ENGINE_BIN")/plugins}}
+export ENGINE_PLUGIN_PATH
+IFS=: read -r -a plugin_dirs <<< "$ENGINE_PLUGIN_PATH"
+for d in "${plugin_dirs[@]}"; do
+  [ -d "$d" ] || fail "plugin directory '$d' (from ENGINE_PLUGIN_PATH) does not exist"
+done
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+PYTHON=${ENGINE_READER_PYTHON:-/usr/bin/python3}
 [ -f "$READER" ] || fail "reader '$READER' not found"
 "$PYTHON" -c 'import cryptography.hazmat.primitives.ciphers.aead, zstandard' 2>/dev/null ||
   fail "$PYTHON lacks the cryptography or zstandard module (apt-get install -y python3-cryptography python3-zstandard)"
 
 # The physical path: the files source stores names below the resolved parent.
 TMP=$(cd "$(mktemp -d "${TMPDIR:-/tmp}/engine-reader.XXXXXX")" && pwd -P)
-cleanup() { rm -rf "$TMP"; }
+cleanup() {
+  local rc=$?
+  if [ "${KEEP_TMP:-0}" = 1 ] || { [ "${KEEP_TMP:-0}" = fail ] && [ "$rc" -ne 0 ]; }; then
+    echo "[$NAME] scratch directory kept: $TMP" >&2
+  else
+    rm -rf "$TMP"
+  fi
+  return "$rc"
+}
 trap cleanup EXIT
 
 export ENGINE_TEST_PASSPHRASE="reader-test passphrase (not a secret)"
@@ -53,6 +80,16 @@ PREFIX=${SRC#/}
 # whichever the walk meets second is stored as a hardlink item).
 FILES=("hello.txt" "hardlink.txt" "random.bin" "sub dir/with space.txt" "caf"$'\xe9'".txt" "empty"
        "sub dir/numbers.txt")
+
+# run_engine WHAT ARGS...: the engine must succeed without a sanitizer report.
+run_engine() {
+  local what=$1
+  shift
+  "$ENGINE_BIN" "$@" > "$TMP/run.out" 2>&1 < /dev/null || fail "$what: 'engine $*' failed:\n$(cat "$TMP/run.out")"
+  if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$TMP/run.out"; then
+    fail "$what: sanitizer report from 'engine $*':\n$(cat "$TMP/run.out")"
+  fi
+}
 
 reader() { "$PYTHON" "$READER" "$1" --passphrase-env ENGINE_TEST_PASSPHRASE "${@:2}"; }
 
@@ -108,8 +145,7 @@ check_repo() { # repo algorithm expected-snapshots
 for algo in zstd gzip; do
   repo="$TMP/repo-$algo"
   write_pipeline "$TMP/$algo.yml" "$repo" "$algo"
-  "$ENGINE_BIN" -q run "$TMP/$algo.yml" --progress never > "$TMP/run.out" 2>&1 ||
-    fail "$algo: engine run failed:\n$(cat "$TMP/run.out")"
+  run_engine "$algo" -q run "$TMP/$algo.yml" --progress never
   check_repo "$repo" "$algo" 1
 done
 
@@ -120,8 +156,7 @@ first=$(reader "$repo" list | cut -f1)
 cp "$SRC/hello.txt" "$TMP/hello.old"
 printf 'changed after the first snapshot\n' >> "$SRC/hello.txt"
 sleep 1 # snapshots are ordered by their time, which has one-second resolution
-"$ENGINE_BIN" -q run "$TMP/zstd.yml" --progress never > "$TMP/run.out" 2>&1 ||
-  fail "zstd: second engine run failed:\n$(cat "$TMP/run.out")"
+run_engine "zstd (second run)" -q run "$TMP/zstd.yml" --progress never
 check_repo "$repo" zstd 2
 reader "$repo" cat "${first:0:8}" files "$PREFIX/hello.txt" > "$TMP/cat.out" ||
   fail "zstd: reader cat of the first snapshot by id prefix failed"

@@ -1,0 +1,127 @@
+/* engine forget: apply the pipeline's retention policy per group of
+ * snapshots (same host and pipeline, like restic's default grouping by
+ * host), and delete the snapshot objects it does not keep. Data is only
+ * removed by prune. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipeline/prune.h"
+#include "repo/retention.h"
+#include "repo/snapshot.h"
+#include "util/log.h"
+
+static int delete_everywhere(struct repo *r, const char *name, char **err) {
+  for (size_t i = 0; i < r->n_sinks; i++) {
+    struct repo_sink *s = &r->sinks[i];
+    host_clear_error(s->pi->host);
+    int rc = s->pi->plugin->sink->del(s->pi->inst, name);
+    if (rc != ENGINE_OK && rc != ENGINE_NOT_FOUND) {
+      *err = xasprintf("sink '%s': unable to delete '%s': %s", s->pi->name, name, host_last_error(s->pi->host));
+      return -1;
+    }
+  }
+  return 0;
+}
+
+int forget_run(struct repo *r, const struct pipeline_retention *pol, int dry_run, json_t **report, char **err) {
+  if (!pol || !pol->set) {
+    *err = xstrdup("the pipeline has no retention block: nothing says which snapshots to keep");
+    return -1;
+  }
+  json_t *all;
+  if (snapshot_list(r, &all, err) != 0)
+    return -1;
+  struct retention_policy rp = {pol->keep_last,   pol->keep_hourly, pol->keep_daily,
+                                pol->keep_weekly, pol->keep_monthly, pol->keep_yearly,
+                                pol->keep_within_ms / 1000, (const char *const *)pol->keep_tags, pol->n_keep_tags};
+  /* group by host + pipeline */
+  json_t *groups = json_object();
+  size_t i;
+  json_t *m;
+  json_array_foreach(all, i, m) {
+    char *key = xasprintf("%s\n%s", json_string_value(json_object_get(m, "hostname")),
+                          json_string_value(json_object_get(m, "pipeline")));
+    json_t *g = json_object_get(groups, key);
+    if (!g) {
+      g = json_array();
+      json_object_set_new(groups, key, g);
+    }
+    json_array_append(g, m);
+    free(key);
+  }
+  json_t *out_groups = json_array();
+  size_t removed = 0;
+  int rc = 0;
+  const char *key;
+  json_t *g;
+  json_object_foreach(groups, key, g) {
+    size_t n = json_array_size(g);
+    struct retention_snapshot *rs = xcalloc(n, sizeof(*rs));
+    const char ***tags = xcalloc(n, sizeof(*tags));
+    for (size_t k = 0; k < n; k++) {
+      json_t *s = json_array_get(g, k);
+      rs[k].id = json_string_value(json_object_get(s, "id"));
+      int64_t t = 0;
+      parse_iso_time(json_string_value(json_object_get(s, "time")), &t);
+      rs[k].time = t;
+      json_t *tg = json_object_get(s, "tags");
+      tags[k] = xcalloc(json_array_size(tg) + 1, sizeof(char *));
+      for (size_t x = 0; x < json_array_size(tg); x++)
+        tags[k][x] = json_string_value(json_array_get(tg, x));
+      rs[k].tags = tags[k];
+      rs[k].n_tags = json_array_size(tg);
+    }
+    struct retention_decision *d = xcalloc(n, sizeof(*d));
+    if (retention_apply(&rp, rs, n, d, err) != 0) {
+      rc = -1;
+    } else {
+      json_t *keep = json_array(), *remove = json_array();
+      const char *nl = strchr(key, '\n');
+      for (size_t k = 0; k < n; k++) {
+        json_t *s = json_array_get(g, k);
+        if (d[k].keep) {
+          json_t *reasons = json_array();
+          for (size_t x = 0; x < d[k].n_reasons; x++)
+            json_array_append_new(reasons, json_string(d[k].reasons[x]));
+          json_array_append_new(keep, json_pack("{s:O, s:O, s:o}", "id", json_object_get(s, "id"), "time",
+                                                json_object_get(s, "time"), "reasons", reasons));
+        } else {
+          json_array_append_new(remove,
+                                json_pack("{s:O, s:O}", "id", json_object_get(s, "id"), "time", json_object_get(s, "time")));
+        }
+      }
+      json_array_append_new(out_groups, json_pack("{s:s%, s:s, s:o, s:o}", "hostname", key, (size_t)(nl - key),
+                                                  "pipeline", nl + 1, "keep", keep, "remove", remove));
+      if (!dry_run) {
+        size_t x;
+        json_t *s;
+        json_array_foreach(remove, x, s) {
+          char name[128];
+          snprintf(name, sizeof(name), "snapshots/%s", json_string_value(json_object_get(s, "id")));
+          if (delete_everywhere(r, name, err) != 0) {
+            rc = -1;
+            break;
+          }
+          removed++;
+        }
+      }
+      retention_decisions_free(d, n);
+    }
+    free(d);
+    for (size_t k = 0; k < n; k++)
+      free(tags[k]);
+    free(tags);
+    free(rs);
+    if (rc != 0)
+      break;
+  }
+  json_decref(groups);
+  json_decref(all);
+  if (rc != 0) {
+    json_decref(out_groups);
+    return -1;
+  }
+  *report = json_pack("{s:o, s:I, s:b}", "groups", out_groups, "removed", (json_int_t)removed, "dry_run", dry_run);
+  return 0;
+}

@@ -1,0 +1,31 @@
+/* forget (apply retention) and prune (remove unreferenced data). */
+#ifndef CORE_PIPELINE_PRUNE_H
+#define CORE_PIPELINE_PRUNE_H
+
+#include <jansson.h>
+
+#include "config/pipeline.h"
+#include "repo/repo.h"
+
+struct prune_opts {
+  int dry_run;
+  double repack_threshold; /* repack a pack when more than this fraction of its bytes is unused */
+  int quiet;
+};
+
+struct prune_result {
+  uint64_t packs_before, packs_deleted, packs_repacked, packs_written;
+  uint64_t bytes_before, bytes_after, blobs_used, blobs_dropped;
+  uint64_t index_before, index_written;
+};
+
+/* Caller holds the exclusive lock. Returns 0 or -1 with *err. */
+int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *res, char **err);
+
+/* Decide, per group of (hostname, pipeline), which snapshots the retention
+ * policy keeps; remove the others unless dry_run. *report receives
+ * {"groups":[{"hostname","pipeline","keep":[{"id","time","reasons"}],"remove":[{"id","time"}]}],
+ *  "removed":N}. Caller holds the exclusive lock. */
+int forget_run(struct repo *r, const struct pipeline_retention *pol, int dry_run, json_t **report, char **err);
+
+#endif
