@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "repo/prefetch.h"
 #include "repo/tree.h"
 #include "util/log.h"
 #include "util/progress.h"
@@ -64,6 +65,10 @@ struct pass_ctx {
   void *rctx;
   const char *source;
   int validate_only;
+  int collect; /* only gather the chunk ids of selected items, in order */
+  unsigned char (*ids)[32];
+  size_t n_ids, cap_ids;
+  struct prefetch *pf;
   char *bad;
   uint64_t count, bytes, failed;
   struct progress *progress;
@@ -114,6 +119,21 @@ static int item_cb(void *ud, json_t *item) {
   int type = item_type_from_name(json_string_value(json_object_get(item, "type")));
   uint64_t size = (uint64_t)json_integer_value(json_object_get(item, "size"));
   json_t *chunks = json_object_get(item, "chunks");
+  if (pc->collect) {
+    size_t i;
+    json_t *v;
+    json_array_foreach(chunks, i, v) {
+      if (pc->n_ids == pc->cap_ids) {
+        pc->cap_ids = pc->cap_ids ? pc->cap_ids * 2 : 256;
+        pc->ids = xrealloc(pc->ids, pc->cap_ids * 32);
+      }
+      const char *hex = json_string_value(v);
+      if (hex && hex_decode(hex, pc->ids[pc->n_ids], 32) == 0)
+        pc->n_ids++;
+    }
+    free(name);
+    return 0;
+  }
   if (pc->o->dry_run) {
     char *pn = printable_name(name, nlen);
     if (pc->o->json) {
@@ -138,6 +158,7 @@ static int item_cb(void *ud, json_t *item) {
   struct engine_item ei = {name, nlen, (enum engine_item_type)type, meta, size};
   struct rd_ctx rc_ctx;
   blob_stream_init(&rc_ctx.bs, pc->o->repo, chunks, BLOB_DATA);
+  rc_ctx.bs.pf = pc->pf;
   rc_ctx.pc = pc;
   struct engine_reader rd = {sizeof(rd), &rc_ctx, size, rd_read};
   int has_data = json_array_size(chunks) > 0 || type == ENGINE_ITEM_FILE || type == ENGINE_ITEM_STREAM;
@@ -273,7 +294,21 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
         break;
       }
     }
-    int r = tree_foreach(o->repo, json_object_get(s, "tree"), item_cb, &pc, err);
+    int r = 0;
+    if (!o->dry_run) {
+      /* read ahead: decrypt and decompress on all cores while the plugin writes */
+      struct pass_ctx cc = {.o = o, .source = sn, .sel = {glob}, .collect = 1};
+      r = tree_foreach(o->repo, json_object_get(s, "tree"), item_cb, &cc, err);
+      if (r == 0) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        pc.pf = prefetch_start(o->repo, (const unsigned char(*)[32])cc.ids, cc.n_ids, BLOB_DATA,
+                               (int)(ncpu < 1 ? 1 : ncpu > 8 ? 8 : ncpu), 16);
+      }
+      free(cc.ids);
+    }
+    if (r == 0)
+      r = tree_foreach(o->repo, json_object_get(s, "tree"), item_cb, &pc, err);
+    prefetch_stop(pc.pf);
     if (!o->dry_run) {
       int st = (r == 0 && pc.failed == 0) ? ENGINE_OK : ENGINE_ERROR;
       host_clear_error(pc.pi->host);

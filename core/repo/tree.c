@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "repo/prefetch.h"
 #include "util/log.h"
 
 static const char *const type_names[] = {NULL, "file", "dir", "symlink", "hardlink", "stream", "special"};
@@ -98,7 +99,10 @@ ssize_t blob_stream_read(struct blob_stream *s, void *buf, size_t len) {
       s->err = xasprintf("malformed blob id at position %zu", s->next);
       return -1;
     }
-    if (repo_read_blob(s->repo, id, s->type, &s->cur, &s->cur_len, &s->err) != 0)
+    int got = s->pf ? prefetch_take(s->pf, id, &s->cur, &s->cur_len, &s->err) : 0;
+    if (got < 0)
+      return -1;
+    if (got == 0 && repo_read_blob(s->repo, id, s->type, &s->cur, &s->cur_len, &s->err) != 0)
       return -1;
     s->next++;
   }

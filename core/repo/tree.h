@@ -25,8 +25,10 @@ char *json_get_bytes(json_t *obj, const char *key, size_t *len);
 char *printable_name(const char *bytes, size_t len);
 
 /* Sequential reader over a list of blob ids (item content or a tree). */
+struct prefetch;
 struct blob_stream {
   struct repo *repo;
+  struct prefetch *pf; /* optional read-ahead */
   json_t *ids; /* array of hex ids (borrowed) */
   enum blob_type type;
   size_t next;

@@ -93,6 +93,11 @@ run_engine() {
 
 reader() { "$PYTHON" "$READER" "$1" --passphrase-env ENGINE_TEST_PASSPHRASE "${@:2}"; }
 
+yq() { # YAML single-quoted scalar
+  local s=${1//\'/\'\'}
+  printf "'%s'" "$s"
+}
+
 write_pipeline() { # file repo algorithm
   cat > "$1" <<EOF
 version: 1
@@ -100,11 +105,11 @@ name: reader-$3
 sources:
   - type: files
     with:
-      paths: ["$SRC"]
+      paths: [$(yq "$SRC")]
 sinks:
   - type: local
     with:
-      path: "$2"
+      path: $(yq "$2")
 stages:
   compress: { algorithm: $3 }
   encrypt: { algorithm: aes-256-gcm, passphrase: "env:ENGINE_TEST_PASSPHRASE" }
