@@ -1059,7 +1059,7 @@ static void parse_repository(struct ctx *c, const struct ytree_node *n, struct p
   char *opt;
   const struct ytree_node *v = field(n, "repository", "pack_size", &opt);
   if (v)
-    get_size(c, v, opt, 1, UINT64_MAX, &p->pack_size);
+    get_size(c, v, opt, 1024 * 1024, 1024ull * 1024 * 1024, &p->pack_size);
   free(opt);
 }
 

@@ -126,6 +126,12 @@ static int load_one(struct repo *r, const char *id_hex, char **err) {
   json_t *obj;
   if (repo_load_json(r, "index", id_hex, &obj, err) != 0)
     return -1;
+  if (json_integer_value(json_object_get(obj, "version")) != 1) {
+    json_decref(obj);
+    *err = xasprintf("index '%s' has format version %lld; this engine reads version 1", id_hex,
+                     (long long)json_integer_value(json_object_get(obj, "version")));
+    return -1;
+  }
   json_t *packs = json_object_get(obj, "packs");
   size_t i, j;
   json_t *p, *b;
@@ -139,7 +145,10 @@ static int load_one(struct repo *r, const char *id_hex, char **err) {
       unsigned char bid[32];
       const char *bh = json_string_value(json_object_get(b, "id"));
       const char *t = json_string_value(json_object_get(b, "type"));
-      if (!bh || !t || hex_decode(bh, bid, 32) != 0)
+      json_t *off = json_object_get(b, "offset"), *len = json_object_get(b, "length"),
+             *raw = json_object_get(b, "raw_length");
+      if (!bh || !t || hex_decode(bh, bid, 32) != 0 || !json_is_integer(off) || !json_is_integer(len) ||
+          !json_is_integer(raw) || (strcmp(t, "tree") != 0 && strcmp(t, "data") != 0))
         goto bad;
       index_put(r->index, bid, pk, (uint32_t)json_integer_value(json_object_get(b, "offset")),
                 (uint32_t)json_integer_value(json_object_get(b, "length")),

@@ -511,8 +511,9 @@ static int open_key_object(struct repo *r, const char *name, const char *text, s
   const char *seed = m ? json_string_value(json_object_get(m, "chunker_seed")) : NULL;
   unsigned char *ekb = NULL, *mkb = NULL;
   size_t ekl = 0, mkl = 0;
-  if (!rid || !ek || !mk || !seed || b64_decode(ek, &ekb, &ekl) != 0 || b64_decode(mk, &mkb, &mkl) != 0 ||
-      ekl != REPO_KEY_LEN || mkl != REPO_KEY_LEN) {
+  if (!rid || !ek || !mk || !seed || strlen(seed) != 16 || strspn(seed, "0123456789abcdef") != 16 ||
+      b64_decode(ek, &ekb, &ekl) != 0 || b64_decode(mk, &mkb, &mkl) != 0 || ekl != REPO_KEY_LEN ||
+      mkl != REPO_KEY_LEN) {
     *err = xasprintf("key '%s': malformed master key", name);
   } else if (strcmp(rid, r->id) != 0) {
     *err = xasprintf("key '%s' belongs to repository %s, not %s (the config object was replaced?)", name,
@@ -580,6 +581,10 @@ static int open_keys(struct repo *r, const char *pass, size_t pass_len, char **e
     }
   }
   json_decref(keys);
+  if (rc == 0) { /* an unreadable key listed before the good one is not an error */
+    free(*err);
+    *err = NULL;
+  }
   if (rc != 0 && wrong > 0) {
     free(*err);
     *err = xasprintf("wrong passphrase or key file: none of the repository's %zu key(s) can be opened with it", n);
@@ -628,8 +633,11 @@ static int parse_config(struct repo *r, const char *text, size_t len, const char
     *err = xasprintf("%s: invalid chunker parameters in config: %s", where, cerr);
     rc = -1;
   }
-  if (r->pack_size < 1024 * 1024 || r->pack_size > 1024ull * 1024 * 1024)
-    r->pack_size = REPO_DEFAULT_PACK_SIZE;
+  if (rc == 0 && (r->pack_size < REPO_MIN_PACK_SIZE || r->pack_size > REPO_MAX_PACK_SIZE)) {
+    *err = xasprintf("%s: pack_size %llu in config is outside %u..%u bytes", where, (unsigned long long)r->pack_size,
+                     REPO_MIN_PACK_SIZE, REPO_MAX_PACK_SIZE);
+    rc = -1;
+  }
   json_decref(c);
   return rc;
 }
@@ -665,6 +673,12 @@ static int probe_sink(struct repo_sink *s, void **cfg, size_t *cfg_len, char **e
   }
   if (!p.any)
     return 0;
+  if (strncmp(p.first, "keys/", 5) == 0) {
+    *err = xasprintf("sink '%s': %s holds a key ('%s') but no 'config': an interrupted repository initialisation; "
+                     "remove the location's contents or choose another location",
+                     sink_name(s), sink_where(s), p.first);
+    return 2;
+  }
   *err = xasprintf("sink '%s': %s holds '%s' but no engine repository; refusing to use it (choose an empty "
                    "location)",
                    sink_name(s), sink_where(s), p.first);
@@ -693,6 +707,12 @@ static int init_repo(struct repo *r, const struct repo_open_opts *o, char **err)
     return -1;
   }
   r->pack_size = o->pack_size ? o->pack_size : REPO_DEFAULT_PACK_SIZE;
+  /* pack offsets are 32-bit: a pack (plus one chunk past the target) must stay well below 4 GiB */
+  if (r->pack_size < REPO_MIN_PACK_SIZE || r->pack_size > REPO_MAX_PACK_SIZE) {
+    *err = xasprintf("repository.pack_size %llu is outside %u..%u bytes (1 MiB .. 1 GiB)",
+                     (unsigned long long)r->pack_size, REPO_MIN_PACK_SIZE, REPO_MAX_PACK_SIZE);
+    return -1;
+  }
   char *now = iso_time(time(NULL));
   json_t *c = json_pack("{s:i, s:i, s:s, s:s, s:s, s:s, s:{s:s, s:I, s:I, s:I}, s:I}", "engine_repository", 1,
                         "version", REPO_FORMAT_VERSION, "id", r->id, "created", now, "encryption",

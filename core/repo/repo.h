@@ -28,6 +28,8 @@
 #define REPO_ID_LEN 32
 #define REPO_KEY_LEN 32
 #define REPO_DEFAULT_PACK_SIZE (16u * 1024u * 1024u)
+#define REPO_MIN_PACK_SIZE (1024u * 1024u)
+#define REPO_MAX_PACK_SIZE (1024u * 1024u * 1024u)
 /* Largest blob plaintext we ever accept when decoding (max chunk + slack). */
 #define REPO_MAX_BLOB (64u * 1024u * 1024u + 4096u)
 

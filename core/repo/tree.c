@@ -23,7 +23,7 @@ int item_type_from_name(const char *s) {
 }
 
 void json_set_bytes(json_t *obj, const char *key, const char *bytes, size_t len) {
-  json_t *s = json_stringn(bytes, len); /* NULL when not valid UTF-8 or has NUL */
+  json_t *s = json_stringn(bytes, len); /* NULL when not valid UTF-8 */
   if (s) {
     json_object_set_new(obj, key, s);
     return;

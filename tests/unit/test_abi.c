@@ -28,6 +28,11 @@
 #error "ENGINE_TEST_ABI_DIR must point at the directory holding the ABI test plugins"
 #endif
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+/* what the host says it provides, e.g. "ABI 1.1" */
+#define HOST_ABI "ABI " STR(ENGINE_ABI_MAJOR) "." STR(ENGINE_ABI_MINOR)
+
 #define BAD_MAJOR_SO ENGINE_TEST_ABI_DIR "/abi_bad_major.so"
 #define NO_SYMBOL_SO ENGINE_TEST_ABI_DIR "/abi_no_symbol.so"
 
@@ -56,7 +61,7 @@ static void test_load_bad_major(void **state) {
   assert_int_equal(plugin_load_file(BAD_MAJOR_SO, &e), -1);
   assert_null(e.plugin);
   assert_contains(e.error, "ABI 2.0");
-  assert_contains(e.error, "ABI 1.0");
+  assert_contains(e.error, HOST_ABI);
   assert_contains(e.error, BAD_MAJOR_SO);
   assert_contains(e.error, "'bad-major'");
   assert_contains(e.error, "rebuild");
@@ -209,7 +214,7 @@ static void test_descriptor_wrong_major(void **state) {
   p.abi_major = 2;
   p.abi_minor = 3;
   expect_refused(&p, "ABI 2.3");
-  expect_refused(&p, "ABI 1.0");
+  expect_refused(&p, HOST_ABI);
   expect_refused(&p, "name 'test-src'");
 }
 

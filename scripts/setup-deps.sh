@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install everything needed to build and test engine on Debian bookworm
+# (build tools, the libraries it links, cmocka, and the tools the test
+# scripts use). Idempotent: when every package is already installed it
+# changes nothing and needs no network. Uses sudo only when not root.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config
+  libuv1-dev libcurl4-openssl-dev libjansson-dev libyaml-dev libzstd-dev zlib1g-dev libssl-dev
+  libcmocka-dev
+  python3 python3-cryptography python3-zstandard
+  time procps coreutils findutils diffutils
+)
+
+if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-query >/dev/null 2>&1; then
+  echo "setup-deps: apt-get/dpkg-query not found; this script supports Debian (bookworm) and derivatives." >&2
+  echo "setup-deps: install these packages (or their equivalents) by hand: ${packages[*]}" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup-deps: all ${#packages[@]} packages are installed"
+  exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null 2>&1; then
+  sudo=(sudo)
+else
+  echo "setup-deps: not root and sudo is not available; run as root: apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "setup-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+echo "setup-deps: done"
