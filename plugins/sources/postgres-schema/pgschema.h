@@ -1,0 +1,117 @@
+/* Internal interface of the `postgres-schema` source plugin: the instance
+ * configuration, connection targets (libpq conninfo without the password,
+ * which travels to child processes through a private passfile), the helpers
+ * that run pg_dump / pg_restore / psql, and the backup and restore entry
+ * points. */
+#ifndef PGSCHEMA_PGSCHEMA_H
+#define PGSCHEMA_PGSCHEMA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+#include <libpq-fe.h>
+
+#include "engine/plugin.h"
+
+/* Dump streams are moved in blocks of this size. */
+#define PGS_IO_BLOCK (1024u * 1024u)
+/* How much of a child's stderr goes into an error message. */
+#define PGS_STDERR_TAIL 1500
+
+enum pgs_format { PGS_FORMAT_CUSTOM = 1, PGS_FORMAT_PLAIN = 2 };
+
+struct pgs_inst {
+  const struct engine_host *host;
+  char *dsn;
+  char **schemas;
+  size_t n_schemas;
+  char **exclude;
+  size_t n_exclude;
+  int extensions_auto;
+  enum pgs_format format;
+  int compress_level;
+  int no_owner;
+  char *pg_dump;
+  char *pg_restore;
+  char *psql;
+};
+
+/* Where to connect: the parsed conninfo keywords (password removed) and the
+ * password, if one was given by the dsn or the `password` option. */
+struct pgs_target {
+  char **keys;
+  char **vals;
+  size_t n;
+  char *password;      /* NULL when none; wiped when freed */
+  char *passfile;      /* private 0600 file holding the password for children, or NULL */
+  char *passfile_env;  /* "PGPASSFILE=<passfile>", or NULL */
+  char *describe;      /* "database 'x' on host 'h' port 'p' as user 'u'" for messages */
+};
+
+/* ---- conn.c ---- */
+
+/* Parse the configured dsn, then (if override is non-NULL) the --target DSN
+ * on top of it: keywords missing from the override keep the configured
+ * value. The password comes from the override, else the dsn, else the
+ * `password` option. A passfile is written when there is a password. */
+int pgs_target_init(struct pgs_inst *in, const char *override, struct pgs_target *t);
+void pgs_target_free(struct pgs_target *t);
+/* The value of a conninfo keyword, or NULL. */
+const char *pgs_target_get(const struct pgs_target *t, const char *key);
+/* A conninfo string for child argv (never contains the password).
+ * dbname, if non-NULL, replaces the database. malloc'd, NULL on OOM. */
+char *pgs_target_conninfo(const struct pgs_target *t, const char *dbname);
+/* Connect (dbname as above). On failure sets a classified error message
+ * (unreachable, password required, authentication failed) and returns NULL. */
+PGconn *pgs_connect(struct pgs_inst *in, const struct pgs_target *t, const char *dbname);
+/* Environment for children: { passfile_env, NULL } or { NULL }. */
+void pgs_target_env(const struct pgs_target *t, const char *env[2]);
+
+/* Run a statement that returns no rows; on failure sets an error naming what. */
+int pgs_exec(struct pgs_inst *in, PGconn *c, const char *sql, const char *what);
+/* Run a query with text parameters; returns the result (PGRES_TUPLES_OK or
+ * PGRES_COMMAND_OK) or NULL after setting an error naming what. */
+PGresult *pgs_query(struct pgs_inst *in, PGconn *c, const char *sql, int nparams,
+                    const char *const *params, const char *what);
+/* The server's message of a failed result or connection, trimmed. */
+char *pgs_conn_message(PGconn *c);
+
+/* "x" with embedded quotes doubled, for SQL text and pg_dump patterns. */
+char *pgs_quote_ident(const char *name);
+/* A printable schema name for messages (control bytes escaped). */
+char *pgs_printable(const char *s);
+
+/* A PostgreSQL client program and its version. */
+struct pgs_tool {
+  const char *path;  /* as configured */
+  char version[64];  /* "15.18" */
+  int version_num;   /* 150018 (major * 10000 + minor); 0 if unknown */
+};
+/* Resolve `path` (searching PATH when it has no '/'), run `path --version`
+ * and parse it. role is "pg_dump" / "pg_restore" / "psql" for messages. */
+int pgs_tool_probe(struct pgs_inst *in, const char *path, const char *role, struct pgs_tool *tool);
+/* major version of a version number (150018 -> 15, 90624 -> 9.6 as 906). */
+int pgs_major(int version_num);
+/* The last `max` bytes of a child's stderr, or "(no message)". Points into
+ * the host's buffer or a static string. */
+const char *pgs_stderr_tail(struct pgs_inst *in, struct engine_child *c);
+/* "exit status 2" / "killed by signal 9". */
+void pgs_describe_status(int status, char *buf, size_t len);
+
+/* write() all of buf, retrying on EINTR and short writes. 0 / -1 (errno). */
+int pgs_write_all(int fd, const void *buf, size_t len);
+
+/* Serialise compactly, keys in insertion order. malloc'd or NULL. */
+char *pgs_json_dump(json_t *j);
+
+/* ---- backup.c ---- */
+int pgs_backup(void *inst, const struct engine_emitter *em);
+
+/* ---- restore.c ---- */
+int pgs_restore_begin(void *inst, const struct engine_restore_opts *opts, void **rctx);
+int pgs_restore_item(void *rctx, const struct engine_item *item, const struct engine_reader *data);
+int pgs_restore_end(void *rctx, int status);
+
+#endif

@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# The whole test suite, the one command CI and developers run:
+#
+#   bash tests/run-all.sh                 # everything
+#   bash tests/run-all.sh kill corruption # only the integration tests whose
+#                                         # names contain one of the words
+#
+# 1. installs the dependencies (scripts/setup-deps.sh; skip with
+#    ENGINE_SKIP_DEPS=1),
+# 2. builds with AddressSanitizer + UndefinedBehaviorSanitizer into
+#    build-asan/ and a plain Release build into build/ (for the memory test,
+#    whose RSS figures ASan would distort, and the SDK test),
+# 3. runs the cmocka unit tests (ctest), tests/sdk-example/test-sdk.sh and
+#    every tests/integration/test_*.sh, each in a fresh scratch directory
+#    under $ENGINE_TEST_TMPDIR (default /var/tmp) with a timeout
+#    ($ENGINE_TEST_TIMEOUT seconds, default 600),
+# 4. prints "N passed, N failed" and exits 1 if anything failed.
+#
+# Environment: ENGINE_SKIP_DEPS=1, ENGINE_TEST_TMPDIR, ENGINE_TEST_TIMEOUT,
+# ENGINE_ASAN_BUILD_DIR / ENGINE_RELEASE_BUILD_DIR (build directories,
+# default build-asan and build),
+# KEEP_TMP=1 (keep every scratch directory) or KEEP_TMP=fail (only those of
+# failed tests), JOBS (build parallelism, default nproc).
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root" || exit 1
+jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+timeout_s=${ENGINE_TEST_TIMEOUT:-600}
+tmpbase=${ENGINE_TEST_TMPDIR:-/var/tmp}
+asan_dir=${ENGINE_ASAN_BUILD_DIR:-build-asan}
+plain_dir=${ENGINE_RELEASE_BUILD_DIR:-build}
+case "$asan_dir" in /*) ;; *) asan_dir=$root/$asan_dir ;; esac
+case "$plain_dir" in /*) ;; *) plain_dir=$root/$plain_dir ;; esac
+t_start=$(date +%s)
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# the tests set their own; never let an operator's leak in
+unset ENGINE_PASSPHRASE ENGINE_PLUGIN_PATH
+
+passed=0
+failed=0
+failures=()
+logdir=$(mktemp -d "$tmpbase/engine-test-logs.XXXXXX") || {
+  echo "run-all: unable to create a log directory under $tmpbase" >&2
+  exit 1
+}
+
+section() { printf '\n=== %s\n' "$*"; }
+record_pass() {
+  passed=$((passed + 1))
+  printf 'PASS  %s%s\n' "$1" "${2:+ ($2)}"
+}
+record_fail() {
+  failed=$((failed + 1))
+  failures+=("$1")
+  printf 'FAIL  %s%s\n' "$1" "${2:+ ($2)}"
+}
+show_tail() { # FILE [LINES]
+  echo "----- last ${2:-80} lines of $1 -----"
+  tail -n "${2:-80}" "$1"
+  echo "-----"
+}
+finish() {
+  local total=$(($(date +%s) - t_start))
+  echo
+  if [ "$failed" -gt 0 ]; then
+    echo "failed: ${failures[*]}"
+    echo "logs: $logdir"
+  else
+    rm -rf "$logdir"
+  fi
+  echo "total time: $((total / 60))m$((total % 60))s"
+  echo "$passed passed, $failed failed"
+  [ "$failed" -eq 0 ]
+  exit $?
+}
+
+# ---- 1. dependencies ---------------------------------------------------
+if [ "${ENGINE_SKIP_DEPS:-0}" = 1 ]; then
+  section "dependencies: skipped (ENGINE_SKIP_DEPS=1)"
+else
+  section "dependencies"
+  if ! bash scripts/setup-deps.sh; then
+    record_fail setup-deps "scripts/setup-deps.sh failed"
+    finish
+  fi
+fi
+
+# ---- 2. builds -----------------------------------------------------------
+build() { # DIR LABEL CMAKE-ARGS...
+  local dir=$1 label=$2
+  shift 2
+  local log="$logdir/build-$label.log"
+  local t0
+  t0=$(date +%s)
+  if cmake -S . -B "$dir" "$@" >"$log" 2>&1 && cmake --build "$dir" -j "$jobs" >>"$log" 2>&1; then
+    echo "built $dir ($label) in $(($(date +%s) - t0))s"
+    return 0
+  fi
+  show_tail "$log" 60
+  return 1
+}
+
+section "build: $asan_dir (ASan + UBSan)"
+if ! build "$asan_dir" asan -DCMAKE_BUILD_TYPE=Debug -DENGINE_SANITIZE=ON -DENGINE_BUILD_TESTS=ON; then
+  record_fail "build-asan" "the sanitizer build failed; nothing else can run"
+  finish
+fi
+section "build: $plain_dir (Release, no sanitizers)"
+plain_ok=1
+if ! build "$plain_dir" release -DCMAKE_BUILD_TYPE=Release -DENGINE_BUILD_TESTS=OFF; then
+  record_fail "build (Release)" "the plain Release build failed"
+  plain_ok=0
+fi
+
+# ---- 3a. unit tests ------------------------------------------------------
+section "unit tests (ctest, $asan_dir)"
+ctest_log="$logdir/ctest.log"
+ctest --test-dir "$asan_dir" --output-on-failure -j "$jobs" --timeout "$timeout_s" >"$ctest_log" 2>&1
+ctest_rc=$?
+cat "$ctest_log"
+summary=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$ctest_log" | tail -n 1)
+if [ -n "$summary" ]; then
+  c_failed=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$summary")
+  c_total=$(sed -E 's/.* failed out of ([0-9]+).*/\1/' <<<"$summary")
+  passed=$((passed + c_total - c_failed))
+  failed=$((failed + c_failed))
+  if [ "$c_failed" -gt 0 ]; then
+    while IFS= read -r name; do failures+=("ctest:$name"); done < <(
+      sed -n '/The following tests FAILED:/,$p' "$ctest_log" | sed -nE 's/^[[:space:]]*[0-9]+ - ([^ ]+).*/\1/p')
+  fi
+elif [ "$ctest_rc" -ne 0 ]; then
+  record_fail ctest "ctest exited with $ctest_rc without a summary"
+else
+  record_fail ctest "ctest found no unit tests"
+fi
+
+# ---- 3b. SDK example -----------------------------------------------------
+if [ -f tests/sdk-example/test-sdk.sh ]; then
+  section "SDK example (tests/sdk-example/test-sdk.sh)"
+  log="$logdir/test-sdk.log"
+  t0=$(date +%s)
+  sdk_env=()
+  [ "$plain_ok" = 1 ] && sdk_env=(ENGINE_BUILD="$plain_dir")
+  if env "${sdk_env[@]}" timeout --kill-after=10 "$timeout_s" bash tests/sdk-example/test-sdk.sh </dev/null >"$log" 2>&1; then
+    record_pass test-sdk "$(($(date +%s) - t0))s"
+  else
+    show_tail "$log"
+    record_fail test-sdk "$(($(date +%s) - t0))s"
+  fi
+fi
+
+# ---- 3c. integration tests ----------------------------------------------
+section "integration tests (tests/integration, engine from $asan_dir)"
+export ENGINE_BIN="$asan_dir/engine"
+if [ "$plain_ok" = 1 ]; then
+  export ENGINE_BIN_PLAIN="$plain_dir/engine"
+else
+  unset ENGINE_BIN_PLAIN
+fi
+shopt -s nullglob
+tests=(tests/integration/test_*.sh)
+shopt -u nullglob
+[ ${#tests[@]} -gt 0 ] || record_fail integration "no tests/integration/test_*.sh found"
+for t in "${tests[@]}"; do
+  name=$(basename "$t" .sh)
+  if [ $# -gt 0 ]; then
+    want=0
+    for w in "$@"; do case "$name" in *"$w"*) want=1 ;; esac; done
+    [ "$want" = 1 ] || continue
+  fi
+  dir=$(mktemp -d "$tmpbase/engine-test-$name.XXXXXX") || {
+    record_fail "$name" "unable to create a scratch directory under $tmpbase"
+    continue
+  }
+  log="$logdir/$name.log"
+  t0=$(date +%s)
+  rc=0
+  TMPDIR="$dir" timeout --kill-after=10 "$timeout_s" bash "$t" </dev/null >"$log" 2>&1 || rc=$?
+  el="$(($(date +%s) - t0))s"
+  if [ "$rc" -eq 0 ]; then
+    record_pass "$name" "$el"
+  else
+    [ "$rc" -eq 124 ] && echo "(timed out after ${timeout_s}s)" >>"$log"
+    show_tail "$log"
+    record_fail "$name" "$el, exit $rc"
+  fi
+  if [ "${KEEP_TMP:-0}" = 1 ] || { [ "${KEEP_TMP:-0}" = fail ] && [ "$rc" -ne 0 ]; }; then
+    echo "      scratch directory kept: $dir"
+  else
+    chmod -R u+rwx "$dir" 2>/dev/null
+    rm -rf "$dir"
+  fi
+done
+
+finish
