@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "config/pipeline.h"
+#include "net/http.h"
 #include "plugin/host.h"
 #include "util/log.h"
 
@@ -250,6 +251,7 @@ int main(int argc, char **argv) {
       setenv("UV_THREADPOOL_SIZE", buf, 1);
     }
     rc = cmd->run(&g, &a);
+    http_shutdown();
   }
   free(pos);
   free(dirs);

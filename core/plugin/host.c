@@ -4,6 +4,7 @@
  * Everything a plugin may ask of the engine goes through here, so the ABI
  * never exposes libuv or any other core structure. */
 #include "plugin/host.h"
+#include "net/http.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -761,6 +762,20 @@ static int host_sleep_ms(const struct engine_host *h, int64_t ms) {
   }
 }
 
+/* ---- HTTP: the shared client in core/net ---- */
+
+static int host_http_request(const struct engine_host *h, const struct engine_http_request *req,
+                             struct engine_http_response *resp) {
+  (void)h;
+  return http_request(req, resp);
+}
+
+static void host_http_response_free(struct engine_http_response *resp) { http_response_free(resp); }
+
+static char *host_http_header(const struct engine_http_response *resp, const char *name) {
+  return http_header(resp, name);
+}
+
 static void host_progress_total_set(const struct engine_host *h, uint64_t bytes) {
   __atomic_store_n(&ctx_of(h)->progress_total, bytes, __ATOMIC_RELAXED);
 }
@@ -807,6 +822,9 @@ struct engine_host *host_new(const char *instance_name, json_t *config) {
   t->sleep_ms = host_sleep_ms;
   t->cancelled = host_cancelled;
   t->progress_total = host_progress_total_set;
+  t->http_request = host_http_request;
+  t->http_response_free = host_http_response_free;
+  t->http_header = host_http_header;
   return t;
 }
 

@@ -46,6 +46,50 @@ struct engine_child {
 
 struct engine_work; /* opaque handle for work queued on the pool */
 
+/* ---- HTTP (ABI 1.1) ---------------------------------------------------- */
+
+/* One HTTP request, executed by the engine's shared HTTP client: libcurl's
+ * multi interface driven by a libuv loop, with connection reuse across all
+ * plugins and a bounded number of parallel transfers. */
+struct engine_http_request {
+  uint32_t struct_size;
+  const char *method;         /* "GET", "PUT", "POST", "DELETE", "HEAD" */
+  const char *url;            /* complete, percent-encoded (query parameters sorted for SigV4) */
+  const char *const *headers; /* NULL-terminated "Name: value" lines, may be NULL */
+  const void *body;           /* request body sent from this buffer (not copied), may be NULL */
+  size_t body_len;
+  /* AWS Signature V4 by libcurl (CURLOPT_AWS_SIGV4), e.g. "aws:amz:eu-west-1:s3";
+   * NULL: unsigned. username/password are the access key and secret; they
+   * are never logged. Remember x-amz-content-sha256 in headers. */
+  const char *aws_sigv4;
+  const char *username;
+  const char *password;
+  const char *bearer_token;   /* "Authorization: Bearer" (OAuth2), never logged; may be NULL */
+  const char *ca_bundle;      /* CA file, NULL: system default */
+  int64_t timeout_ms;         /* whole transfer; 0: 600000 */
+  int64_t connect_timeout_ms; /* 0: 30000 */
+  /* Retries with exponential backoff and jitter on transport errors,
+   * timeouts and HTTP 408, 429, 500, 502, 503, 504; never on other 4xx.
+   * max_retries 0: no retry. */
+  int max_retries;
+  int64_t retry_base_ms; /* first backoff, doubled each time (0: 200 ms), capped at 30 s */
+  /* Optional: receive the body as it arrives instead of collecting it.
+   * Return 0 to continue, non-zero to abort. Called with data == NULL and
+   * len == 0 before a retry: discard what was received so far. */
+  int (*on_body)(void *ud, const void *data, size_t len);
+  void *ud;
+  uint64_t max_body; /* cap on a collected body; 0: 256 MiB */
+};
+
+struct engine_http_response {
+  long status;      /* final HTTP status, 0 when no response arrived */
+  char *body;       /* collected body (NUL-terminated), or NULL with on_body */
+  size_t body_len;
+  char *headers;    /* the final response's header block, NUL-terminated */
+  int attempts;     /* how many times the request was sent */
+  char error[256];  /* transport error of the last attempt ("" if a response arrived) */
+};
+
 struct engine_host {
   uint32_t abi_major;
   uint32_t abi_minor;
@@ -101,6 +145,17 @@ struct engine_host {
 
   /* Progress hint: total bytes the source expects to emit (0 = unknown). */
   void (*progress_total)(const struct engine_host *h, uint64_t bytes);
+
+  /* ---- ABI 1.1 (check struct_size before use) ---- */
+  /* Perform an HTTP request (blocking the calling thread; any thread).
+   * Returns ENGINE_OK when a response arrived (whatever its status) and
+   * ENGINE_ERROR when none did after the retries (resp->error says why).
+   * Free the response with http_response_free. */
+  int (*http_request)(const struct engine_host *h, const struct engine_http_request *req,
+                      struct engine_http_response *resp);
+  void (*http_response_free)(struct engine_http_response *resp);
+  /* Value of a response header (case-insensitive name), malloc'd, or NULL. */
+  char *(*http_header)(const struct engine_http_response *resp, const char *name);
 };
 
 #ifdef __cplusplus

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the integration tests (sourced, never run).
 #
 # A test does:
@@ -66,7 +67,9 @@ PYTHON=${PYTHON:-python3}
 command -v "$PYTHON" >/dev/null 2>&1 || fail "python3 is required"
 
 TEST_FAILED=0
+# the physical path: the files source records resolved paths
 T=$(mktemp -d "${TMPDIR:-/tmp}/engine-it-$TEST_NAME.XXXXXX") || fail "unable to create a scratch directory"
+T=$(cd "$T" && pwd -P)
 _lib_cleanup() {
   local rc=$?
   [ "$rc" -eq 0 ] || TEST_FAILED=1

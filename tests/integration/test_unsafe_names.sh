@@ -53,7 +53,9 @@ try_restore() { # LABEL ARGS...
   stray=$(find "$T/w" -mindepth 1 | head)
   [ -z "$stray" ] || fail "restore ($label) wrote outside the target: $stray"
   [ ! -e /abs.txt ] || { rm -f /abs.txt; fail "restore ($label) wrote /abs.txt"; }
-  [ ! -e "$T/escape.txt" ] && [ ! -e "$T/b.txt" ] || fail "restore ($label) wrote into $T"
+  if [ -e "$T/escape.txt" ] || [ -e "$T/b.txt" ]; then
+    fail "restore ($label) wrote into $T"
+  fi
 }
 try_restore plain --target "$target"
 try_restore yes --target "$target" --yes
