@@ -72,7 +72,8 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
     err = NULL;
   }
   json_decref(all);
-  struct backup_opts bo = {c.p, c.repo, c.sources, a->dry_run, progress, when, c.p->max_inflight, parent};
+  struct backup_opts bo = {c.p, c.repo, c.sources, a->dry_run, progress, when, c.p->max_inflight, parent,
+                          c.skipped_sinks};
   struct backup_result r;
   int rc = backup_run(&bo, &r, &err);
   json_decref(parent);
@@ -115,6 +116,16 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
     printf("  duration  %.2f s (%s/s)\n", r.seconds, format_bytes((uint64_t)rate, b4, sizeof(b4)));
     if (r.partial)
       printf("  warnings  %zu (the snapshot is partial; see the messages above)\n", json_array_size(r.warnings));
+    json_t *missed = json_array();
+    for (size_t i = 0; i < c.repo->n_sinks; i++)
+      if (c.repo->sinks[i].failed)
+        json_array_append_new(missed, json_string(c.repo->sinks[i].pi->name));
+    size_t k;
+    json_t *v;
+    json_array_foreach(c.skipped_sinks, k, v) json_array_append(missed, v);
+    json_array_foreach(missed, k, v) printf("  MISSED    sink '%s' does not hold snapshot %.8s; run 'engine sync' when it is back\n",
+                                            json_string_value(v), a->dry_run ? "" : r.snapshot_id);
+    json_decref(missed);
   }
   json_decref(r.warnings);
   int exit_code = r.partial ? EXIT_PARTIAL : EXIT_OK;

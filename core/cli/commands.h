@@ -15,6 +15,7 @@ struct cli_args {
   int drop_existing, to_stdout, restore_test, prune;
   const char *lock_wait, *repack_threshold;
   int64_t lock_wait_ms;
+  const char *from, *to; /* sync */
 };
 
 struct cli_command {
@@ -37,6 +38,7 @@ int cmd_check(const struct cli_globals *g, const struct cli_args *a);
 int cmd_key(const struct cli_globals *g, const struct cli_args *a);
 int cmd_forget(const struct cli_globals *g, const struct cli_args *a);
 int cmd_prune(const struct cli_globals *g, const struct cli_args *a);
+int cmd_sync(const struct cli_globals *g, const struct cli_args *a);
 int cmd_plugins(const struct cli_globals *g, const struct cli_args *a);
 
 #endif

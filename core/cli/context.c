@@ -34,11 +34,27 @@ int cli_open(struct cli_ctx *c, int with_sources, int create, int dry_run, char 
   struct pipeline *p = c->p;
   c->sink_insts = xcalloc(p->n_sinks, sizeof(*c->sink_insts));
   c->sinks = xcalloc(p->n_sinks, sizeof(*c->sinks));
+  size_t n_sinks = 0;
   for (size_t i = 0; i < p->n_sinks; i++) {
-    if (new_instance(&p->sinks[i], &c->sink_insts[i], err) != 0)
-      return -1;
-    c->sinks[i].pi = c->sink_insts[i];
-    c->sinks[i].required = p->sinks[i].required;
+    if (new_instance(&p->sinks[i], &c->sink_insts[i], err) != 0) {
+      if (p->sinks[i].required || p->n_sinks == 1)
+        return -1;
+      /* an optional sink that cannot even be set up misses this run */
+      log_warn("%s; sink '%s' is not required: continuing without it", *err, p->sinks[i].name);
+      if (!c->skipped_sinks)
+        c->skipped_sinks = json_array();
+      json_array_append_new(c->skipped_sinks, json_string(p->sinks[i].name));
+      free(*err);
+      *err = NULL;
+      continue;
+    }
+    c->sinks[n_sinks].pi = c->sink_insts[i];
+    c->sinks[n_sinks].required = p->sinks[i].required;
+    n_sinks++;
+  }
+  if (n_sinks == 0) {
+    *err = xstrdup("no sink could be set up");
+    return -1;
   }
   if (with_sources) {
     c->sources = xcalloc(p->n_sources, sizeof(*c->sources));
@@ -49,7 +65,7 @@ int cli_open(struct cli_ctx *c, int with_sources, int create, int dry_run, char 
   struct repo_open_opts o;
   memset(&o, 0, sizeof(o));
   o.sinks = c->sinks;
-  o.n_sinks = p->n_sinks;
+  o.n_sinks = n_sinks;
   o.crypto = p->crypto;
   o.create = create;
   o.dry_run = dry_run;
@@ -109,5 +125,6 @@ void cli_close(struct cli_ctx *c) {
   free(c->sinks);
   pipeline_free(c->p);
   registry_free(c->reg);
+  json_decref(c->skipped_sinks);
   memset(c, 0, sizeof(*c));
 }

@@ -23,6 +23,7 @@ struct cli_ctx {
   struct repo_sink *sinks;
   struct repo *repo;
   struct repo_lock *lock;
+  json_t *skipped_sinks; /* names of optional sinks that could not be set up */
 };
 
 /* Exit codes (docs/CLI.md) */

@@ -68,6 +68,11 @@ const struct cli_command cli_commands[] = {
      "rewrites the index. Takes the exclusive lock, so it waits for (or refuses during) backups.\n"
      "A killed prune leaves a repository that passes check; run it again.",
      1, 1, cmd_prune},
+    {"sync", "engine sync PIPELINE --from SINK --to SINK",
+     "Copy the objects the --from sink has and the --to sink lacks (after an outage of a sink with\n"
+     "required: false, or to seed a sink newly added to the pipeline), in an order that keeps the\n"
+     "target consistent: keys and config, packs, index, snapshots. Nothing is overwritten or deleted.",
+     1, 1, cmd_sync},
     {"key", "engine key add|list|remove|passwd PIPELINE [KEY-ID] [--new-passphrase env:NAME|file:PATH] [--new-key-file PATH] [--json]",
      "Manage the keys that open the repository; the data is never rewritten.\n"
      "  add       add a key for a new passphrase (from --new-passphrase, --new-key-file, or asked twice\n"
@@ -193,6 +198,10 @@ int main(int argc, char **argv) {
       a.to_stdout = 1;
     else if (strcmp(o, "--prune") == 0)
       a.prune = 1;
+    else if (strcmp(o, "--from") == 0)
+      val = &a.from;
+    else if (strcmp(o, "--to") == 0)
+      val = &a.to;
     else if (strcmp(o, "--lock-wait") == 0)
       val = &a.lock_wait;
     else if (strcmp(o, "--repack-threshold") == 0)

@@ -831,6 +831,8 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
   for (size_t i = 0; i < o->repo->n_sinks; i++)
     if (o->repo->sinks[i].failed)
       partial = 1;
+  if (json_array_size(o->skipped_sinks) > 0)
+    partial = 1;
 
   if (!o->dry_run) {
     char index_id[65] = "";
@@ -849,7 +851,7 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
     json_t *tags = json_array();
     for (size_t i = 0; i < o->pipeline->n_tags; i++)
       json_array_append_new(tags, json_string(o->pipeline->tags[i]));
-    json_t *missed = json_array();
+    json_t *missed = o->skipped_sinks ? json_deep_copy(o->skipped_sinks) : json_array();
     for (size_t i = 0; i < o->repo->n_sinks; i++)
       if (o->repo->sinks[i].failed)
         json_array_append_new(missed, json_string(o->repo->sinks[i].pi->name));

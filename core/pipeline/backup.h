@@ -20,6 +20,7 @@ struct backup_opts {
   int64_t time_override;            /* unix seconds, 0 = now */
   uint64_t max_inflight;            /* bytes; 0 = default */
   json_t *parent;                   /* manifest of the parent snapshot (incremental), or NULL */
+  json_t *skipped_sinks;            /* optional sinks left out of this run (names), or NULL */
 };
 
 struct backup_result {

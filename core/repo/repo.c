@@ -747,6 +747,42 @@ static int init_repo(struct repo *r, const struct repo_open_opts *o, char **err)
   return rc == 0 ? 0 : -1;
 }
 
+/* With several sinks, one that missed runs (an optional sink during an
+ * outage) lacks index objects the others have: say so, with the fix. */
+static void warn_sinks_behind(struct repo *r) {
+  if (r->n_sinks < 2)
+    return;
+  json_t **lists = xcalloc(r->n_sinks, sizeof(*lists));
+  for (size_t i = 0; i < r->n_sinks; i++) {
+    char *e = NULL;
+    if (r->sinks[i].failed || sink_list(&r->sinks[i], "snapshots/", &lists[i], &e) != 0)
+      lists[i] = NULL;
+    free(e);
+  }
+  for (size_t i = 0; i < r->n_sinks; i++)
+    for (size_t k = 0; k < r->n_sinks; k++) {
+      if (i == k || !lists[i] || !lists[k])
+        continue;
+      size_t missing = 0, a, b;
+      json_t *x, *y;
+      json_array_foreach(lists[k], a, x) {
+        int found = 0;
+        json_array_foreach(lists[i], b, y) if (json_equal(json_object_get(x, "name"), json_object_get(y, "name"))) {
+          found = 1;
+          break;
+        }
+        missing += !found;
+      }
+      if (missing)
+        log_warn("sink '%s' lacks %zu snapshot(s) that sink '%s' has; run 'engine sync PIPELINE --from %s --to %s'",
+                 sink_name(&r->sinks[i]), missing, sink_name(&r->sinks[k]), sink_name(&r->sinks[k]),
+                 sink_name(&r->sinks[i]));
+    }
+  for (size_t i = 0; i < r->n_sinks; i++)
+    json_decref(lists[i]);
+  free(lists);
+}
+
 int repo_open(const struct repo_open_opts *o, struct repo **out, char **err) {
   *err = NULL;
   struct repo *r = xcalloc(1, sizeof(*r));
@@ -781,6 +817,16 @@ int repo_open(const struct repo_open_opts *o, struct repo **out, char **err) {
     void *c = NULL;
     size_t cl = 0;
     int st = probe_sink(&r->sinks[i], &c, &cl, err);
+    if (st < 0 && !r->sinks[i].required && r->n_sinks > 1) {
+      /* an optional sink that cannot be reached misses this run */
+      log_warn("%s; sink '%s' is not required: continuing without it (it will miss this snapshot; "
+               "'engine sync' copies what it missed)",
+               *err, sink_name(&r->sinks[i]));
+      free(*err);
+      *err = NULL;
+      r->sinks[i].failed = 1;
+      continue;
+    }
     if (st < 0 || st == 2)
       goto fail;
     if (st == 0) {
@@ -802,6 +848,13 @@ int repo_open(const struct repo_open_opts *o, struct repo **out, char **err) {
       free(c);
     }
   }
+  size_t n_failed = 0;
+  for (size_t i = 0; i < r->n_sinks; i++)
+    n_failed += r->sinks[i].failed;
+  if (n_failed == r->n_sinks) {
+    *err = xstrdup("no sink could be reached (see the warnings above)");
+    goto fail;
+  }
   if (with_repo == 0) {
     if (!o->create) {
       *err = xasprintf("no repository at sink '%s' (%s); run the pipeline once to create it",
@@ -819,10 +872,11 @@ int repo_open(const struct repo_open_opts *o, struct repo **out, char **err) {
       void *c = NULL;
       size_t cl = 0;
       char *e = NULL;
-      if (probe_sink(&r->sinks[i], &c, &cl, &e) == 0) {
+      if (!r->sinks[i].failed && probe_sink(&r->sinks[i], &c, &cl, &e) == 0) {
         *err = xasprintf("sink '%s' (%s) is empty but sink '%s' holds the repository; copy the repository to it "
-                         "first (or remove the sink from the pipeline)",
-                         sink_name(&r->sinks[i]), sink_where(&r->sinks[i]), sink_name(&r->sinks[cfg_from]));
+                         "first with 'engine sync PIPELINE --from %s --to %s' (or remove the sink from the pipeline)",
+                         sink_name(&r->sinks[i]), sink_where(&r->sinks[i]), sink_name(&r->sinks[cfg_from]),
+                         sink_name(&r->sinks[cfg_from]), sink_name(&r->sinks[i]));
         break;
       }
       free(c);
@@ -840,6 +894,7 @@ int repo_open(const struct repo_open_opts *o, struct repo **out, char **err) {
   cfg = NULL;
   if (open_keys(r, o->passphrase, o->passphrase_len, err) != 0)
     goto fail;
+  warn_sinks_behind(r);
   *out = r;
   return 0;
 fail:
