@@ -84,8 +84,9 @@ def cpu_busy_seconds():
 
 
 class Runner:
-    def __init__(self, work):
+    def __init__(self, work, nice):
         self.work = work
+        self.nice = nice
         self.logdir = os.path.join(work, "logs")
         os.makedirs(self.logdir, exist_ok=True)
         self.seq = 0
@@ -97,10 +98,11 @@ class Runner:
         self.seq += 1
         tag = f"{self.seq:03d}-{label.replace(' ', '_').replace('/', '_')}"
         timefiles = [os.path.join(self.logdir, f"{tag}.time{i}") for i in range(len(stages))]
+        prefix = ["nice", "-n", str(self.nice)] if self.nice else []
         parts = []
         for i, argv in enumerate(stages):
             parts.append(" ".join(shlex.quote(a) for a in
-                                  ["/usr/bin/time", "-f", "%M %U %S", "-o", timefiles[i]] + argv))
+                                  prefix + ["/usr/bin/time", "-f", "%M %U %S", "-o", timefiles[i]] + argv))
         script = "set -o pipefail; " + " | ".join(parts)
         if not stdout_path:
             stdout_path = os.path.join(self.logdir, f"{tag}.out")
@@ -321,7 +323,7 @@ class Bench:
         for k in ("RESTIC_REPOSITORY", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND",
                   "BORG_REPO", "BORG_PASSCOMMAND", "BORG_PASSPHRASE_FD"):
             self.base_env.pop(k, None)
-        self.runner = Runner(self.work)
+        self.runner = Runner(self.work, args.nice)
         self.tools = [Engine(self), Restic(self), Borg(self), TarRef(self)]
         only = [t for t in args.tools.split(",") if t]
         if only:
@@ -438,7 +440,8 @@ class Bench:
                  f"MB/s = input bytes (10^6) / wall time; speed vs restic = restic wall / tool wall "
                  f"(> 1 is faster); RSS vs restic = tool peak RSS / restic peak RSS (< 1 is smaller); "
                  f"\"others' CPU s\" = CPU seconds used by other processes on the machine during the "
-                 f"measurement (noise).", "",
+                 f"measurement, including kernel writeback (noise); measured commands ran at nice "
+                 f"{self.runner.nice}.", "",
                  "| " + " | ".join(head) + " |",
                  "|" + "|".join("---" if i < 2 else "---:" for i in range(len(head))) + "|"]
         for row in rows:
@@ -495,6 +498,9 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--results", required=True, help="markdown output")
     ap.add_argument("--json", help="raw samples as JSON")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="run the measured commands at this nice level (negative needs root): "
+                         "on a shared machine it keeps background jobs from distorting the figures")
     ap.add_argument("--tools", default="", help="comma-separated subset: engine,restic,borg,tar")
     ap.add_argument("--no-verify", dest="verify", action="store_false",
                     help="do not compare the first repeat's restores with the data set")

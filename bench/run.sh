@@ -12,6 +12,8 @@
 #   BENCH_TOOLS    comma-separated subset of engine,restic,borg,tar (default all)
 #   BENCH_KEEP=1   keep repositories and restores (bench/out/work-*) afterwards
 #   BENCH_VERIFY=0 skip comparing the first repeat's restores with the data set
+#   BENCH_NICE     nice level of the measured commands (default -10 as root, else 0):
+#                  keeps other jobs on a shared machine from distorting the figures
 #   ENGINE_BIN     use this engine binary instead of building one
 set -euo pipefail
 
@@ -97,7 +99,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+nice=${BENCH_NICE:-}
+if [ -z "$nice" ]; then
+  if [ "$(id -u)" -eq 0 ]; then nice=-10; else nice=0; fi
+fi
+[[ "$nice" =~ ^-?[0-9]+$ ]] || die "BENCH_NICE must be a whole number, not '$nice'"
 verify=()
 [ "${BENCH_VERIFY:-1}" = 0 ] && verify=(--no-verify)
-python3 "$here/bench.py" --data "$data" --work "$work" --engine "$engine" --repeat "$repeat" \
+python3 "$here/bench.py" --data "$data" --work "$work" --engine "$engine" --repeat "$repeat" --nice "$nice" \
   --tools "${BENCH_TOOLS:-}" --results "$out/results.md" --json "$out/results.json" "${verify[@]}"

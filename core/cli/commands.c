@@ -237,7 +237,9 @@ int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a) {
       char b[32], srcs[256] = "";
       size_t k;
       json_t *s;
+      uint64_t total = 0;
       json_array_foreach(json_object_get(m, "sources"), k, s) {
+        total += (uint64_t)json_integer_value(json_object_get(s, "bytes"));
         if (k)
           strncat(srcs, ",", sizeof(srcs) - strlen(srcs) - 1);
         strncat(srcs, json_string_value(json_object_get(s, "name")), sizeof(srcs) - strlen(srcs) - 1);
@@ -245,7 +247,7 @@ int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a) {
       printf("%-10.8s %-20s %-16.16s %-9s %8lld %12s  %s\n", json_string_value(json_object_get(m, "id")),
              json_string_value(json_object_get(m, "time")), json_string_value(json_object_get(m, "hostname")),
              json_string_value(json_object_get(m, "status")), (long long)json_integer_value(json_object_get(st, "items")),
-             format_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), b, sizeof(b)), srcs);
+             format_bytes(total, b, sizeof(b)), srcs);
     }
     printf("%zu snapshot(s)\n", json_array_size(all));
   }
@@ -338,7 +340,7 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
   rc = restore_run(&ro, &res, &err);
   free(as_flag);
   /* with --to-stdout the data owns stdout: the summary goes to stderr */
-  FILE *out = a->to_stdout ? stderr : stdout;
+  FILE *out = a->to_stdout || a->json ? stderr : stdout;
   char b[32];
   if (rc < 0) {
     json_decref(m);

@@ -795,6 +795,7 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
   uv_run(&b->loop, UV_RUN_DEFAULT);
   uv_thread_join(&th);
   uv_loop_close(&b->loop);
+  pool_thread_cleanup();
   progress_finish(b->progress);
   int64_t t1 = (int64_t)time(NULL);
 

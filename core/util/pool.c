@@ -7,7 +7,9 @@
  */
 #include "util/pool.h"
 
+#include <openssl/crypto.h>
 #include <pthread.h>
+#include <time.h>
 #include <stdlib.h>
 
 #include "util/log.h"
@@ -159,4 +161,50 @@ void pool_job_wait(struct pool_job *j) {
   pthread_mutex_destroy(&j->lock);
   pthread_cond_destroy(&j->cond);
   free(j);
+}
+
+/* Each cleanup job holds its thread until all have arrived (or 2 s passed),
+ * so no thread can take two jobs and every pool thread runs one. */
+static pthread_mutex_t g_clean_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_clean_cv = PTHREAD_COND_INITIALIZER;
+static int g_clean_arrived, g_clean_total;
+
+static void clean_work(uv_work_t *w) {
+  (void)w;
+  OPENSSL_thread_stop();
+  pthread_mutex_lock(&g_clean_mu);
+  g_clean_arrived++;
+  pthread_cond_broadcast(&g_clean_cv);
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 2;
+  while (g_clean_arrived < g_clean_total)
+    if (pthread_cond_timedwait(&g_clean_cv, &g_clean_mu, &until) != 0)
+      break;
+  pthread_mutex_unlock(&g_clean_mu);
+}
+
+static void clean_after(uv_work_t *w, int status) {
+  (void)status;
+  free(w);
+}
+
+void pool_thread_cleanup(void) {
+  const char *env = getenv("UV_THREADPOOL_SIZE");
+  int n = env ? atoi(env) : 4;
+  if (n < 1)
+    n = 4;
+  if (n > 1024)
+    n = 1024;
+  uv_loop_t loop;
+  if (uv_loop_init(&loop) != 0)
+    return;
+  g_clean_arrived = 0;
+  g_clean_total = n;
+  for (int i = 0; i < n; i++) {
+    uv_work_t *w = xcalloc(1, sizeof(*w));
+    uv_queue_work(&loop, w, clean_work, clean_after);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
 }

@@ -13,6 +13,11 @@ void pool_shutdown(void); /* close the async handle (loop thread) */
 /* fn runs on a pool thread; done (may be NULL) then runs on the loop thread. */
 int pool_submit(void (*fn)(void *arg), void (*done)(void *arg), void *arg);
 
+/* Free per-thread library state (OpenSSL's error queue and DRBGs) on every
+ * libuv pool thread: they live until the process exits, so LeakSanitizer
+ * would report that state. Runs its own loop; call when no work is queued. */
+void pool_thread_cleanup(void);
+
 /* For threads other than the loop's: submit and wait. When the pool is not
  * initialised, or the caller is the loop thread, fn runs inline. */
 struct pool_job;

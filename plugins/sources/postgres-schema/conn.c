@@ -496,7 +496,8 @@ int pgs_exec(struct pgs_inst *in, PGconn *c, const char *sql, const char *what) 
 
 PGresult *pgs_query(struct pgs_inst *in, PGconn *c, const char *sql, int nparams,
                     const char *const *params, const char *what) {
-  PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+  /* without parameters, the simple protocol (several statements allowed) */
+  PGresult *r = nparams > 0 ? PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0) : PQexec(c, sql);
   ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
   if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
     return r;

@@ -1,0 +1,81 @@
+/* Internal interface of the s3/minio sink plugins: encoding, hashing, XML
+ * and credential helpers shared by s3.c (the sink itself). Nothing here is
+ * exported from the plugin. */
+#ifndef ENGINE_S3_INTERNAL_H
+#define ENGINE_S3_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/host.h"
+
+/* ---- encoding and hashing (s3_util.c) ---- */
+
+/* SigV4 URI encoding: every byte but A-Z a-z 0-9 - . _ ~ becomes %XX
+ * (upper-case hex); '/' is kept when keep_slash. malloc'd, NULL on OOM. */
+char *s3_uri_encode(const char *s, size_t n, int keep_slash);
+
+/* A canonical SigV4 query string from npairs name/value pairs (kv[2i],
+ * kv[2i+1]; a NULL or empty value gives "name="), each encoded and the
+ * pairs sorted by name then value. malloc'd, NULL on OOM. */
+char *s3_query(const char *const *kv, size_t npairs);
+
+#define S3_SHA256_HEX_LEN 64
+#define S3_MD5_HEX_LEN 32
+#define S3_MD5_B64_LEN 24
+/* Hex SHA-256, hex MD5 and base64 MD5 of a buffer; 0 on success. */
+int s3_sha256_hex(const void *p, size_t n, char out[S3_SHA256_HEX_LEN + 1]);
+int s3_md5(const void *p, size_t n, char hex[S3_MD5_HEX_LEN + 1], char b64[S3_MD5_B64_LEN + 1]);
+
+/* The hex SHA-256 of the empty string: the payload hash of body-less requests. */
+#define S3_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+/* Parse a decimal unsigned 64-bit number that makes up the whole string. */
+int s3_parse_u64(const char *s, uint64_t *out);
+
+/* Wipe and free a buffer that held a secret (NULL is fine). */
+void s3_wipe_free(char *p);
+
+/* ---- XML (s3_xml.c, libxml2) ---- */
+
+/* Initialise libxml2 once, before any thread parses. */
+void s3_xml_init(void);
+
+struct s3_error_doc {
+  char code[128];    /* the S3 error <Code>, "" if none */
+  char message[512]; /* the S3 error <Message>, "" if none */
+  char region[64];   /* <Region> of a redirect / AuthorizationHeaderMalformed, "" if none */
+};
+/* Parse an S3 <Error> document; returns 1 if one was found. */
+int s3_xml_error(const char *body, size_t len, struct s3_error_doc *out);
+
+/* The text of the child element `name` of the root element, if the root is
+ * called `root`: e.g. ("InitiateMultipartUploadResult", "UploadId").
+ * malloc'd; NULL if absent, malformed or on OOM. */
+char *s3_xml_root_child(const char *body, size_t len, const char *root, const char *name);
+
+/* One page of ListObjectsV2: calls cb for each <Contents> entry in document
+ * order. Returns 0 on success, 1 when cb asked to stop, -1 if the document is
+ * not a ListBucketResult (why says why). *next_token is the malloc'd
+ * NextContinuationToken when IsTruncated is true, else NULL. */
+int s3_xml_list(const char *body, size_t len,
+                int (*cb)(void *ud, const char *key, uint64_t size), void *ud,
+                char **next_token, char *why, size_t why_len);
+
+/* ---- credentials (s3_creds.c) ---- */
+
+struct s3_creds {
+  char *access_key;
+  char *secret_key;
+  char *token; /* session token, or NULL */
+};
+
+/* Resolve the credentials from the instance's configuration: the secret
+ * options access_key_id/secret_access_key[/session_token] if given, else
+ * `credentials` ("env" or "file:/path" with `profile`). On failure the
+ * message is set through host->set_error, without any secret value. */
+int s3_creds_load(const struct engine_host *h, struct s3_creds *c);
+/* Wipe and free. */
+void s3_creds_free(struct s3_creds *c);
+
+#endif

@@ -1,0 +1,152 @@
+/* S3 XML responses (errors, multipart initiation, ListObjectsV2 pages),
+ * parsed with libxml2. Element names are matched without their namespace:
+ * AWS qualifies them with the 2006-03-01 namespace, other servers may not. */
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "s3_internal.h"
+
+static pthread_once_t xml_once = PTHREAD_ONCE_INIT;
+
+static void xml_init_once(void) { xmlInitParser(); }
+
+/* libxml2 sets up its global state in xmlInitParser, which must run before
+ * threads parse concurrently. */
+void s3_xml_init(void) { pthread_once(&xml_once, xml_init_once); }
+
+static xmlDocPtr parse(const char *body, size_t len) {
+  if (body == NULL || len == 0 || len > (size_t)INT32_MAX)
+    return NULL;
+  s3_xml_init();
+  /* no network, no entity expansion beyond the predefined ones, and no
+   * messages on stderr: a server's malformed reply is reported by the caller */
+  return xmlReadMemory(body, (int)len, "s3-response.xml", NULL,
+                       XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+}
+
+static int named(const xmlNode *n, const char *name) {
+  return n != NULL && n->type == XML_ELEMENT_NODE && n->name != NULL &&
+         strcmp((const char *)n->name, name) == 0;
+}
+
+static xmlNode *child(const xmlNode *parent, const char *name) {
+  for (xmlNode *c = parent ? parent->children : NULL; c != NULL; c = c->next)
+    if (named(c, name))
+      return c;
+  return NULL;
+}
+
+/* malloc'd text of an element (libxml2's xmlFree is free() by default, but
+ * do not rely on it: copy). */
+static char *text_of(const xmlNode *n) {
+  if (n == NULL)
+    return NULL;
+  xmlChar *t = xmlNodeGetContent(n);
+  if (t == NULL)
+    return NULL;
+  char *out = strdup((const char *)t);
+  xmlFree(t);
+  return out;
+}
+
+static void copy_child_text(const xmlNode *parent, const char *name, char *out, size_t out_len) {
+  out[0] = '\0';
+  char *t = text_of(child(parent, name));
+  if (t == NULL)
+    return;
+  /* one line in a message: flatten control characters */
+  size_t o = 0;
+  for (const char *p = t; *p != '\0' && o + 1 < out_len; p++)
+    out[o++] = (unsigned char)*p < 0x20 ? ' ' : *p;
+  out[o] = '\0';
+  free(t);
+}
+
+int s3_xml_error(const char *body, size_t len, struct s3_error_doc *out) {
+  out->code[0] = out->message[0] = out->region[0] = '\0';
+  xmlDocPtr doc = parse(body, len);
+  if (doc == NULL)
+    return 0;
+  int found = 0;
+  xmlNode *root = xmlDocGetRootElement(doc);
+  if (named(root, "Error")) {
+    copy_child_text(root, "Code", out->code, sizeof out->code);
+    copy_child_text(root, "Message", out->message, sizeof out->message);
+    copy_child_text(root, "Region", out->region, sizeof out->region);
+    found = out->code[0] != '\0' || out->message[0] != '\0';
+  }
+  xmlFreeDoc(doc);
+  return found;
+}
+
+char *s3_xml_root_child(const char *body, size_t len, const char *root_name, const char *name) {
+  xmlDocPtr doc = parse(body, len);
+  if (doc == NULL)
+    return NULL;
+  char *out = NULL;
+  xmlNode *root = xmlDocGetRootElement(doc);
+  if (named(root, root_name))
+    out = text_of(child(root, name));
+  xmlFreeDoc(doc);
+  return out;
+}
+
+int s3_xml_list(const char *body, size_t len,
+                int (*cb)(void *ud, const char *key, uint64_t size), void *ud,
+                char **next_token, char *why, size_t why_len) {
+  *next_token = NULL;
+  xmlDocPtr doc = parse(body, len);
+  if (doc == NULL) {
+    snprintf(why, why_len, "the response is not well-formed XML");
+    return -1;
+  }
+  int rc = 0;
+  xmlNode *root = xmlDocGetRootElement(doc);
+  if (!named(root, "ListBucketResult")) {
+    snprintf(why, why_len, "the response is <%s>, not <ListBucketResult>",
+             root && root->name ? (const char *)root->name : "(nothing)");
+    rc = -1;
+    goto out;
+  }
+  for (xmlNode *c = root->children; c != NULL; c = c->next) {
+    if (!named(c, "Contents"))
+      continue;
+    char *key = text_of(child(c, "Key"));
+    char *size_text = text_of(child(c, "Size"));
+    uint64_t size = 0;
+    if (key == NULL || size_text == NULL || s3_parse_u64(size_text, &size) != 0) {
+      snprintf(why, why_len, "an entry of the listing lacks a valid <Key> or <Size>%s%.200s%s",
+               key ? " (key '" : "", key ? key : "", key ? "')" : "");
+      free(key);
+      free(size_text);
+      rc = -1;
+      goto out;
+    }
+    int stop = cb(ud, key, size);
+    free(key);
+    free(size_text);
+    if (stop) {
+      rc = 1;
+      goto out;
+    }
+  }
+  char *truncated = text_of(child(root, "IsTruncated"));
+  int more = truncated != NULL && strcmp(truncated, "true") == 0;
+  free(truncated);
+  if (more) {
+    *next_token = text_of(child(root, "NextContinuationToken"));
+    if (*next_token == NULL || (*next_token)[0] == '\0') {
+      free(*next_token);
+      *next_token = NULL;
+      snprintf(why, why_len, "the listing is truncated but has no <NextContinuationToken>");
+      rc = -1;
+    }
+  }
+out:
+  xmlFreeDoc(doc);
+  return rc;
+}
