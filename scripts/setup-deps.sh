@@ -24,6 +24,11 @@ for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   [ "$status" = "install ok installed" ] || missing+=("$p")
 done
+# In CI the machine may be new: always refresh the package lists once and
+# install the whole list (apt-get skips what is already there).
+if [ "${CI:-}" = "true" ]; then
+  missing=("${packages[@]}")
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup-deps: all ${#packages[@]} packages are installed"
   exit 0

@@ -164,7 +164,7 @@ static void write_tree_line(struct bk *b, struct bk_source *s, struct bk_item *i
   json_set_bytes(o, "name", it->name, it->name_len);
   json_object_set_new(o, "type", json_string(item_type_name(it->type)));
   json_object_set_new(o, "size", json_integer((json_int_t)it->size));
-  json_object_set(o, "meta", it->meta ? it->meta : json_object());
+  json_object_set_new(o, "meta", it->meta ? json_incref(it->meta) : json_object());
   json_t *chunks = json_array();
   for (size_t i = 0; i < it->n_submitted; i++) {
     char hex[65];
@@ -715,8 +715,8 @@ static void on_timer(uv_timer_t *t) {
 
 static json_t *source_manifest(struct bk_source *s) {
   const struct engine_plugin *p = s->pi->plugin;
-  return json_pack("{s:s, s:s, s:s, s:O, s:I, s:I, s:I, s:I, s:O, s:O, s:s?}", "name", s->pi->name, "type",
-                   p->name, "plugin_version", p->version, "tree", s->tree_ids ? s->tree_ids : json_array(),
+  return json_pack("{s:s, s:s, s:s, s:o, s:I, s:I, s:I, s:I, s:O, s:O, s:s?}", "name", s->pi->name, "type",
+                   p->name, "plugin_version", p->version, "tree", s->tree_ids ? json_incref(s->tree_ids) : json_array(),
                    "tree_size", (json_int_t)s->tree_size, "items", (json_int_t)s->items, "bytes",
                    (json_int_t)s->bytes, "failed_items", (json_int_t)s->failed_items, "marks", s->marks,
                    "warnings", s->warnings, "error", s->error);

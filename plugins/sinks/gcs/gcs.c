@@ -927,15 +927,10 @@ static int configure(struct gcs_sink *s) {
   const char *prefix = h->cfg_string(h, "prefix");
   const char *endpoint = h->cfg_string(h, "endpoint");
   const char *ca = h->cfg_string(h, "ca_bundle");
-  const char *mode = h->cfg_string(h, "mode");
 
   if (bucket == NULL || !valid_bucket(bucket)) {
     h->set_error(h, "option 'bucket': '%s' is not a GCS bucket name (3 to 222 characters of "
                  "a-z, 0-9, '-', '_' and '.')", bucket != NULL ? bucket : "");
-    return ENGINE_ERROR;
-  }
-  if (mode != NULL && strcmp(mode, "json") != 0) {
-    h->set_error(h, "option 'mode': '%s' is not supported; only 'json' is", mode);
     return ENGINE_ERROR;
   }
   /* a prefix names a "directory": "engine" and "engine/" both mean engine/... */
@@ -1085,12 +1080,6 @@ static const struct engine_option gcs_options[] = {
      .default_value = "6",
      .description = "Retries of a failed request (transport errors, 408, 429, 5xx) with "
                     "exponential backoff and jitter."},
-    {.name = "mode",
-     .type = ENGINE_OPT_ENUM,
-     .default_value = "json",
-     .enum_values = "json",
-     .description = "API used: json (the JSON API with OAuth2). For HMAC keys use the s3 sink "
-                    "with endpoint https://storage.googleapis.com."},
     {.name = NULL},
 };
 

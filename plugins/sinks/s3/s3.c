@@ -118,6 +118,7 @@ struct call {
   size_t body_len;
   const char *headers[6]; /* extra header lines, NULL-terminated */
   struct rbuf *rb;        /* receive the body here instead of in the response */
+  int quiet;              /* leave the error message alone (cleanup after a failure) */
   /* out */
   char md5_hex[S3_MD5_HEX_LEN + 1]; /* of the body, for PUT and POST */
 };
@@ -196,6 +197,8 @@ static int do_call(const struct s3 *s, struct call *c, struct engine_http_respon
   };
   int rc = h->http_request(h, &rq, resp);
   free(url);
+  if (rc != ENGINE_OK && c->quiet)
+    return ENGINE_ERROR;
   if (rc != ENGINE_OK) {
     if (c->rb != NULL && c->rb->oom)
       return fail_oom(s, c->what);
@@ -293,8 +296,8 @@ static int fail_status(const struct s3 *s, const struct call *c,
   if (r->attempts > 1)
     snprintf(attempts, sizeof attempts, " (after %d attempts)", r->attempts);
   if (code[0] || e.message[0]) {
-    SET_ERROR(s, "%s %s: HTTP %ld %s: %s%s%s", c->method, c->what, r->status,
-              code[0] ? code : "(no error code)", e.message[0] ? e.message : "(no message)", hint,
+    SET_ERROR(s, "%s %s: HTTP %ld %s%s%s%s%s", c->method, c->what, r->status,
+              code[0] ? code : "(no error code)", e.message[0] ? ": " : "", e.message, hint,
               attempts);
   } else {
     char reason[96];
@@ -469,15 +472,14 @@ static void abort_upload(const struct s3 *s, const char *key, const char *upload
                  upload_id, key, s->bucket);
     return;
   }
-  struct call c = {.method = "DELETE", .key = key, .what = key, .query = q};
+  struct call c = {.method = "DELETE", .key = key, .what = key, .query = q, .quiet = 1};
   struct engine_http_response r;
-  /* the failure being reported is the caller's: keep its message */
-  char *saved = NULL;
+  /* the failure being reported is the caller's: only log from here on */
   int rc = do_call(s, &c, &r);
   if (rc == ENGINE_OK && (r.status == 204 || r.status == 200 || r.status == 404)) {
     s->host->log(s->host, ENGINE_LOG_DEBUG, "aborted the multipart upload of '%s'", key);
   } else {
-    char reason[96] = "";
+    char reason[sizeof r.error + 32] = "";
     if (rc == ENGINE_OK)
       snprintf(reason, sizeof reason, "HTTP %ld", r.status);
     else
@@ -487,96 +489,70 @@ static void abort_upload(const struct s3 *s, const char *key, const char *upload
                  "bucket '%s' until aborted (or a lifecycle rule removes them)",
                  upload_id, key, reason, s->bucket);
   }
-  free(saved);
   s->host->http_response_free(&r);
   free(q);
 }
 
-/* Content for an XML element: escape what XML requires. */
-static int xml_escape_append(char **out, size_t *len, size_t *cap, const char *text) {
-  for (const char *p = text; *p; p++) {
-    const char *rep = NULL;
-    char one[2] = {*p, '\0'};
-    switch (*p) {
-    case '&': rep = "&amp;"; break;
-    case '<': rep = "&lt;"; break;
-    case '>': rep = "&gt;"; break;
-    case '"': rep = "&quot;"; break;
-    default: rep = one; break;
+/* A growing string for the CompleteMultipartUpload document. */
+struct sbuf {
+  char *p;
+  size_t len, cap;
+  int oom;
+};
+
+static void sb_add(struct sbuf *b, const char *t, size_t n) {
+  if (b->oom)
+    return;
+  if (b->len + n + 1 > b->cap) {
+    size_t nc = b->cap ? b->cap : 1024;
+    while (nc < b->len + n + 1)
+      nc *= 2;
+    char *np = realloc(b->p, nc);
+    if (np == NULL) {
+      b->oom = 1;
+      return;
     }
-    size_t n = strlen(rep);
-    if (*len + n + 1 > *cap) {
-      size_t nc = *cap ? *cap * 2 : 1024;
-      while (nc < *len + n + 1)
-        nc *= 2;
-      char *np = realloc(*out, nc);
-      if (np == NULL)
-        return -1;
-      *out = np;
-      *cap = nc;
-    }
-    memcpy(*out + *len, rep, n + 1);
-    *len += n;
+    b->p = np;
+    b->cap = nc;
   }
-  return 0;
+  memcpy(b->p + b->len, t, n);
+  b->len += n;
+  b->p[b->len] = '\0';
+}
+
+static void sb_str(struct sbuf *b, const char *t) { sb_add(b, t, strlen(t)); }
+
+/* Element content: an ETag is quoted hex, but escape whatever a server sends. */
+static void sb_text(struct sbuf *b, const char *t) {
+  for (; *t; t++) {
+    switch (*t) {
+    case '&': sb_str(b, "&amp;"); break;
+    case '<': sb_str(b, "&lt;"); break;
+    case '>': sb_str(b, "&gt;"); break;
+    default: sb_add(b, t, 1); break;
+    }
+  }
 }
 
 static char *complete_xml(char **etags, size_t nparts, size_t *out_len) {
-  char *x = NULL;
-  size_t len = 0, cap = 0;
-  char num[64];
-  if (xml_escape_append(&x, &len, &cap, "") != 0)
-    return NULL;
-  /* written raw: these are fixed tags */
-  const char *head = "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">";
-  size_t hl = strlen(head);
-  x = realloc(x, hl + 1);
-  if (x == NULL)
-    return NULL;
-  memcpy(x, head, hl + 1);
-  len = hl;
-  cap = hl + 1;
+  struct sbuf b = {0};
+  char num[32];
+  sb_str(&b, "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
   for (size_t i = 0; i < nparts; i++) {
     snprintf(num, sizeof num, "%zu", i + 1);
-    const char *pieces[] = {"<Part><PartNumber>", num, "</PartNumber><ETag>", NULL,
-                            "</ETag></Part>"};
-    for (size_t k = 0; k < 5; k++) {
-      const char *t = pieces[k];
-      if (k == 3) {
-        if (xml_escape_append(&x, &len, &cap, etags[i]) != 0)
-          goto oom;
-        continue;
-      }
-      size_t n = strlen(t);
-      if (len + n + 1 > cap) {
-        size_t nc = cap * 2;
-        while (nc < len + n + 1)
-          nc *= 2;
-        char *np = realloc(x, nc);
-        if (np == NULL)
-          goto oom;
-        x = np;
-        cap = nc;
-      }
-      memcpy(x + len, t, n + 1);
-      len += n;
-    }
+    sb_str(&b, "<Part><PartNumber>");
+    sb_str(&b, num);
+    sb_str(&b, "</PartNumber><ETag>");
+    sb_text(&b, etags[i]);
+    sb_str(&b, "</ETag></Part>");
   }
-  const char *tail = "</CompleteMultipartUpload>";
-  size_t tl = strlen(tail);
-  if (len + tl + 1 > cap) {
-    char *np = realloc(x, len + tl + 1);
-    if (np == NULL)
-      goto oom;
-    x = np;
+  sb_str(&b, "</CompleteMultipartUpload>");
+  if (b.oom) {
+    free(b.p);
+    return NULL;
   }
-  memcpy(x + len, tail, tl + 1);
-  len += tl;
-  *out_len = len;
-  return x;
-oom:
-  free(x);
-  return NULL;
+  *out_len = b.len;
+  return b.p;
 }
 
 static int put_multipart(const struct s3 *s, const char *key, const void *buf, size_t len,
@@ -694,7 +670,8 @@ static int put_multipart(const struct s3 *s, const char *key, const void *buf, s
     }
     if (r.status == 200) {
       /* S3 may report a failed completion in the body of a 200 */
-      SET_ERROR(s, "POST %s: %s: %s", what, e.code, e.message[0] ? e.message : "(no message)");
+      SET_ERROR(s, "POST %s: HTTP 200 with error %s%s%s", what, e.code, e.message[0] ? ": " : "",
+                e.message);
       goto abort;
     }
     if (no_overwrite && r.status == 412) {

@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# postgres-schema on a real PostgreSQL 15: three tenant schemas with enums,
+# sequences, identity and serial columns, jsonb, bytea, a view, a
+# materialized view, plpgsql and SQL functions, a trigger, GIN and partial
+# indexes, foreign keys, comments, grants and extension types (citext,
+# hstore), ~330k rows. Backed up, then:
+#   - drop + restore: row checksums, sequences, matview and `pg_dump -s`
+#     identical to before;
+#   - restoring over an existing schema is refused; --drop-existing without
+#     --yes is refused; with --yes it replaces the schema in one transaction
+#     while other tenants are being written (they stay untouched);
+#   - --as restores under another name and warns about function bodies;
+#   - --target: another database of the same server (extensions created
+#     there) and another server, where the grantee role is missing
+#     (--no-owner --no-acl, with a warning);
+#   - --to-stdout gives the raw pg_dump archive;
+#   - check --restore-test passes, leaves no scratch database, and fails
+#     clearly when a restored table lacks a row;
+#   - an unchanged second backup stores little new data.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+if [ -z "${ENGINE_PLUGIN_DIR:-}" ] && [ -n "${ENGINE_PLUGIN_PATH:-}" ] && [ -d "${ENGINE_PLUGIN_PATH%%:*}" ]; then
+  ENGINE_PLUGIN_DIR=${ENGINE_PLUGIN_PATH%%:*}
+fi
+. "$HERE/lib.sh"
+. "$HERE/../servers/pg.sh"
+
+pg_test_start pg
+
+# seed_tenant SCHEMA N: N customers, 4N orders, N/2 attachments. Constraints
+# and indexes come after the data (seeding is 3x faster).
+seed_tenant() {
+  local s=$1 n=$2
+  cat <<EOF
+CREATE SCHEMA $s;
+COMMENT ON SCHEMA $s IS 'tenant $s';
+CREATE TYPE $s.order_status AS ENUM ('new', 'paid', 'shipped', 'cancelled');
+CREATE SEQUENCE $s.invoice_no START 1000 INCREMENT 7;
+CREATE TABLE $s.customers (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  email citext NOT NULL,
+  name text NOT NULL,
+  attrs hstore,
+  created_at timestamptz NOT NULL DEFAULT '2024-01-01 00:00:00+00');
+COMMENT ON COLUMN $s.customers.email IS 'login, case-insensitive';
+CREATE TABLE $s.orders (
+  id serial PRIMARY KEY,
+  customer_id bigint NOT NULL,
+  status $s.order_status NOT NULL DEFAULT 'new',
+  total numeric(12, 2) NOT NULL,
+  doc jsonb NOT NULL DEFAULT '{}',
+  invoice bigint DEFAULT nextval('$s.invoice_no'),
+  updated_at timestamptz);
+COMMENT ON TABLE $s.orders IS 'orders of tenant $s';
+CREATE TABLE $s.attachments (id bigserial PRIMARY KEY, order_id int NOT NULL, content bytea NOT NULL);
+CREATE TABLE $s.events (id bigserial PRIMARY KEY, note text NOT NULL);
+CREATE VIEW $s.open_orders AS
+  SELECT o.id, c.email, o.total FROM $s.orders o JOIN $s.customers c ON c.id = o.customer_id
+  WHERE o.status IN ('new', 'paid');
+CREATE FUNCTION $s.touch() RETURNS trigger LANGUAGE plpgsql AS \$\$
+BEGIN NEW.updated_at := '2024-06-01 00:00:00+00'; RETURN NEW; END \$\$;
+CREATE TRIGGER orders_touch BEFORE UPDATE ON $s.orders FOR EACH ROW EXECUTE FUNCTION $s.touch();
+CREATE FUNCTION $s.customer_total(cid bigint) RETURNS numeric LANGUAGE sql STABLE
+  AS 'SELECT coalesce(sum(total), 0) FROM $s.orders WHERE customer_id = cid';
+CREATE FUNCTION $s.order_count() RETURNS bigint LANGUAGE plpgsql AS \$\$
+BEGIN RETURN (SELECT count(*) FROM $s.orders); END \$\$;
+GRANT USAGE ON SCHEMA $s TO reporting;
+GRANT SELECT ON $s.open_orders TO reporting;
+INSERT INTO $s.customers (email, name, attrs)
+  SELECT 'User' || i || '@$s.example', 'customer ' || md5(i::text),
+         hstore(ARRAY['tier', 'n'], ARRAY[(i % 3)::text, i::text])
+  FROM generate_series(1, $n) i;
+INSERT INTO $s.orders (customer_id, status, total, doc)
+  SELECT 1 + (i % $n), (ARRAY['new', 'paid', 'shipped', 'cancelled'])[1 + i % 4]::$s.order_status,
+         round((i % 1000) * 1.37, 2),
+         jsonb_build_object('sku', 'SKU-' || (i % 500), 'qty', i % 7, 'note', md5(i::text))
+  FROM generate_series(1, 4 * $n) i;
+INSERT INTO $s.attachments (order_id, content)
+  SELECT i, decode(md5(i::text) || md5((i + 1)::text), 'hex') FROM generate_series(1, $n / 2) i;
+UPDATE $s.orders SET total = total + 1 WHERE id % 100 = 0;
+ALTER TABLE $s.customers ADD CONSTRAINT customers_email_key UNIQUE (email);
+ALTER TABLE $s.orders ADD CONSTRAINT orders_customer_fk FOREIGN KEY (customer_id)
+  REFERENCES $s.customers (id) ON DELETE CASCADE;
+ALTER TABLE $s.attachments ADD CONSTRAINT attachments_order_fk FOREIGN KEY (order_id) REFERENCES $s.orders (id);
+CREATE INDEX orders_doc_gin ON $s.orders USING gin (doc);
+CREATE INDEX orders_open ON $s.orders (customer_id) WHERE status IN ('new', 'paid');
+CREATE MATERIALIZED VIEW $s.revenue AS
+  SELECT status, count(*) AS n, sum(total) AS total FROM $s.orders GROUP BY status;
+SELECT nextval('$s.invoice_no') FROM generate_series(1, 5);
+EOF
+}
+
+TENANTS="tenant_a tenant_b tenant_c"
+q -d postgres -c "CREATE DATABASE app" -c "CREATE ROLE reporting NOLOGIN"
+q -d app -c "CREATE EXTENSION citext" -c "CREATE EXTENSION hstore"
+pids=()
+for t in $TENANTS; do
+  seed_tenant "$t" 20000 | q -d app >/dev/null &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || fail "seeding a tenant failed"; done
+q -d app -c "CREATE SCHEMA other" -c "CREATE TABLE other.t (x int)" # not matched by the glob
+rows=$(qa -d app -c "SELECT sum(n_live_tup) FROM pg_stat_user_tables WHERE schemaname LIKE 'tenant_%'")
+note "seeded $TENANTS: $rows rows"
+
+for t in $TENANTS; do
+  pg_fingerprint app "$t" >"$T/fp.$t"
+  pg_ddl app "$t" >"$T/ddl.$t"
+done
+grep -q '^revenue 4 ' "$T/fp.tenant_a" || { show "$T/fp.tenant_a"; fail "the fingerprint misses the materialized view"; }
+grep -q '^invoice_no 561028 true$' "$T/fp.tenant_a" || { show "$T/fp.tenant_a"; fail "the fingerprint misses the sequence"; }
+
+DSN="host=$PG_DIR port=$PG_PORT user=postgres dbname=app"
+pg_write_pipeline "$T/p.yml" pgtenants "$T/repo" "$DSN" 'schemas: ["tenant_*"]' 'exclude_schemas: ["tenant_test*"]'
+
+# ---- backup -------------------------------------------------------------------
+t0=$(date +%s%N)
+run_ok "$T/run1.json" "$T/run1.err" run "$T/p.yml" --json
+note "backup: $(json_get "$T/run1.json" 'j["bytes_read"]') bytes in $(((($(date +%s%N) - t0)) / 1000000)) ms"
+assert_eq complete "$(json_get "$T/run1.json" 'j["status"]')" "status of the first backup"
+assert_eq 3 "$(json_get "$T/run1.json" 'j["items"]')" "items of the first backup (one per tenant)"
+run_ok "$T/show.json" "$T/show.err" show "$T/p.yml" latest --json
+marks='j["sources"][0]["marks"]'
+[ -n "$(json_get "$T/show.json" "$marks[\"snapshot_id\"]")" ] || fail "no snapshot_id mark"
+assert_eq '["tenant_a", "tenant_b", "tenant_c"]' "$(json_get "$T/show.json" "$marks[\"schemas\"]")" "schemas mark"
+assert_eq 15 "$(json_get "$T/show.json" "$marks[\"server_version\"].split('.')[0]")" "server_version mark"
+assert_eq "$(pg_dump --version | sed 's/.*) \([0-9.]*\).*/\1/')" \
+  "$(json_get "$T/show.json" "$marks[\"pg_dump_version\"]")" "pg_dump_version mark"
+SNAP1=$(json_get "$T/run1.json" 'j["snapshot"]')
+
+# ---- the raw archive ------------------------------------------------------------
+run_engine "$T/raw.dump" "$T/raw.err" restore "$T/p.yml" latest --only tenants/tenant_a --to-stdout
+assert_rc 0 "restore --to-stdout" "$T/raw.err"
+head -c 5 "$T/raw.dump" | grep -q PGDMP || fail "--to-stdout did not write a pg_dump custom archive"
+pg_restore -l "$T/raw.dump" >"$T/raw.toc" || fail "pg_restore cannot read the --to-stdout archive"
+assert_contains "$T/raw.toc" "TABLE DATA tenant_a orders" "archive table of contents"
+assert_contains "$T/raw.toc" "Compression: 0" "archive compression (format chosen for dedup)"
+
+# ---- drop + restore ------------------------------------------------------------
+q -d app -c "DROP SCHEMA tenant_a CASCADE" 2>/dev/null
+run_ok "$T/r1.out" "$T/r1.err" restore "$T/p.yml" latest --only tenants/tenant_a
+pg_fingerprint app tenant_a >"$T/fp.after"
+assert_files_equal "$T/fp.tenant_a" "$T/fp.after" "row checksums, sequences and matview after drop + restore"
+pg_ddl app tenant_a >"$T/ddl.after"
+assert_files_equal "$T/ddl.tenant_a" "$T/ddl.after" "pg_dump -s of tenant_a after drop + restore"
+assert_eq t "$(qa -d app -c "SELECT tenant_a.customer_total(1) > 0 AND tenant_a.order_count() = 80000")" \
+  "functions of the restored schema"
+note "drop + restore: identical rows, sequences, matview and DDL"
+
+# ---- refusals --------------------------------------------------------------------
+run_engine "$T/r2.out" "$T/r2.err" restore "$T/p.yml" latest --only tenants/tenant_a
+[ "$RC" -ne 0 ] || fail "restoring over an existing schema succeeded"
+assert_contains "$T/r2.err" "schema 'tenant_a' already exists" "refusal message"
+assert_contains "$T/r2.err" "--drop-existing" "refusal suggests --drop-existing"
+run_engine "$T/r3.out" "$T/r3.err" restore "$T/p.yml" latest --only tenants/tenant_a --drop-existing
+assert_rc 1 "--drop-existing without --yes" "$T/r3.err"
+assert_contains "$T/r3.err" "--yes" "--drop-existing refusal names --yes"
+pg_fingerprint app tenant_a >"$T/fp.after"
+assert_files_equal "$T/fp.tenant_a" "$T/fp.after" "tenant_a after the refused restores"
+
+# ---- --drop-existing --yes while the other tenants are written ----------------------
+q -d app -c "DELETE FROM tenant_a.attachments WHERE id > 100" -c "UPDATE tenant_a.customers SET name = 'changed'" \
+  -c "SELECT setval('tenant_a.invoice_no', 5000)" >/dev/null
+writer() { # one committed insert into tenant_b and tenant_c every few ms
+  q -d app -c "DO \$\$ BEGIN FOR i IN 1..300 LOOP
+      INSERT INTO tenant_b.events (note) VALUES ('w' || i); INSERT INTO tenant_c.events (note) VALUES ('w' || i);
+      COMMIT; PERFORM pg_sleep(0.005); END LOOP; END \$\$" >"$T/writer.out" 2>&1
+}
+writer &
+wpid=$!
+PG_BG_PIDS+=("$wpid")
+for _ in $(seq 100); do
+  [ "$(qa -d app -c "SELECT count(*) FROM tenant_b.events")" -gt 0 ] && break
+  sleep 0.05
+done
+run_ok "$T/r4.out" "$T/r4.err" restore "$T/p.yml" latest --only tenants/tenant_a --drop-existing --yes
+during=$(qa -d app -c "SELECT count(*) FROM tenant_b.events")
+wait "$wpid" || { show "$T/writer.out"; fail "the writer on tenant_b/tenant_c failed during the restore"; }
+[ "$during" -lt 300 ] || note "warning: the writer finished before the restore did (no overlap shown)"
+pg_fingerprint app tenant_a >"$T/fp.after"
+assert_files_equal "$T/fp.tenant_a" "$T/fp.after" "tenant_a after --drop-existing --yes"
+for t in tenant_b tenant_c; do
+  assert_eq 300 "$(qa -d app -c "SELECT count(*) FROM $t.events")" "rows the writer put into $t"
+  pg_fingerprint app "$t" | grep -v '^events' >"$T/fp.now"
+  grep -v '^events' "$T/fp.$t" >"$T/fp.before"
+  assert_files_equal "$T/fp.before" "$T/fp.now" "$t (being written) after restoring tenant_a"
+done
+note "--drop-existing --yes replaced tenant_a; tenant_b/tenant_c untouched while written ($during/300 writes done at the end)"
+
+# ---- --as -----------------------------------------------------------------------
+run_ok "$T/r5.out" "$T/r5.err" -v restore "$T/p.yml" latest --only tenants/tenant_a --as tenant_a_restored
+assert_contains "$T/r5.err" "tenant_a_restored.order_count()" "warning about function bodies naming tenant_a"
+pg_fingerprint app tenant_a_restored >"$T/fp.as"
+assert_files_equal "$T/fp.tenant_a" "$T/fp.as" "rows of tenant_a_restored"
+pg_ddl app tenant_a_restored | sed 's/tenant_a_restored/tenant_a/g' >"$T/ddl.as"
+assert_files_equal "$T/ddl.tenant_a" "$T/ddl.as" "DDL of tenant_a_restored (names mapped back)"
+pg_fingerprint app tenant_a >"$T/fp.after"
+assert_files_equal "$T/fp.tenant_a" "$T/fp.after" "tenant_a after restoring it --as another name"
+
+# ---- --target: another database of the same server, then another server ---------------
+q -d postgres -c "CREATE DATABASE app2"
+run_ok "$T/r6.out" "$T/r6.err" restore "$T/p.yml" latest --only tenants/tenant_b --target "dbname=app2"
+pg_fingerprint app2 tenant_b >"$T/fp.t2"
+grep -v '^events' "$T/fp.t2" >"$T/fp.t2x"
+grep -v '^events' "$T/fp.tenant_b" >"$T/fp.bx"
+assert_files_equal "$T/fp.bx" "$T/fp.t2x" "tenant_b restored into database app2"
+assert_eq "citext hstore" "$(qa -d app2 -c "SELECT string_agg(extname, ' ' ORDER BY extname) FROM pg_extension WHERE extname <> 'plpgsql'")" \
+  "extensions created in app2"
+
+pg_test_start pg2
+run_ok "$T/r7.out" "$T/r7.err" restore "$T/p.yml" "$SNAP1" --only tenants/tenant_c \
+  --target "postgresql://postgres@127.0.0.1:$PG_PORT_pg2/postgres?host=$PG_DIR_pg2"
+assert_contains "$T/r7.err" "'reporting'" "warning naming the missing role"
+assert_contains "$T/r7.err" "--no-owner --no-acl" "warning about --no-owner --no-acl"
+PGQ_DIR=$PG_DIR_pg2 PGQ_PORT=$PG_PORT_pg2 pg_fingerprint postgres tenant_c >"$T/fp.s2"
+assert_files_equal "$T/fp.tenant_c" "$T/fp.s2" "tenant_c restored on a second server"
+note "--target: another database and another server (missing role handled)"
+
+# ---- restore test -------------------------------------------------------------------
+run_ok "$T/c1.out" "$T/c1.err" check "$T/p.yml" --restore-test
+assert_contains "$T/c1.out" "3 item(s) restored into scratch space and verified" "restore test output"
+assert_eq 0 "$(qa -d postgres -c "SELECT count(*) FROM pg_database WHERE datname LIKE 'engine_restore_test%'")" \
+  "scratch databases left behind"
+# a pg_restore that loses one row of one table must make the test fail
+cat >"$T/lossy_pg_restore" <<'EOF'
+#!/bin/bash
+[ "${1:-}" = --version ] && exec pg_restore "$@"
+pg_restore "$@" | awk '/^COPY tenant_b.attachments /{print; skip=1; next} skip==1{skip=2; next} {print}'
+exit "${PIPESTATUS[0]}"
+EOF
+chmod +x "$T/lossy_pg_restore"
+sed "/^      dsn: /a\\      pg_restore: $(yq "$T/lossy_pg_restore")" "$T/p.yml" >"$T/p_lossy.yml"
+run_engine "$T/c2.out" "$T/c2.err" check "$T/p_lossy.yml" --restore-test
+assert_rc 1 "restore test with a lossy pg_restore" "$T/c2.out" "$T/c2.err"
+assert_contains "$T/c2.err" "'attachments' has 9999 rows, the manifest records 10000" "restore test mismatch message"
+assert_eq 0 "$(qa -d postgres -c "SELECT count(*) FROM pg_database WHERE datname LIKE 'engine_restore_test%'")" \
+  "scratch databases left behind by the failed test"
+note "check --restore-test: passes, and fails on a missing row"
+
+# ---- dedup ---------------------------------------------------------------------------
+# An unchanged tenant dumps to the same bytes except the archive header's
+# creation time, so each item gets one new chunk (the one holding the
+# header) and everything else is reused.
+q -d app -c "DROP SCHEMA tenant_a_restored CASCADE" 2>/dev/null
+q -d app -c "TRUNCATE tenant_b.events, tenant_c.events" -c "SELECT setval('tenant_b.events_id_seq', 1, false)" \
+  -c "SELECT setval('tenant_c.events_id_seq', 1, false)" >/dev/null
+run_ok "$T/run2.json" "$T/run2.err" run "$T/p.yml" --json
+run_ok "$T/run3.json" "$T/run3.err" run "$T/p.yml" --json
+read3=$(json_get "$T/run3.json" 'j["bytes_read"]')
+new3=$(json_get "$T/run3.json" 'j["new_bytes"]')
+stored3=$(json_get "$T/run3.json" 'j["stored_bytes"]')
+note "unchanged backup: read $read3, new $new3, stored $stored3 bytes"
+[ "$new3" -le $((3 * 2 * 1024 * 1024)) ] || fail "unchanged backup: new_bytes=$new3 > 2 MiB per tenant"
+[ $((new3 * 100)) -le $((read3 * 15)) ] || fail "unchanged backup: new_bytes=$new3 is more than 15% of $read3"
+[ $((stored3 * 100)) -le $((read3 * 5)) ] || fail "unchanged backup: stored_bytes=$stored3 is more than 5% of $read3"
+note "PASS"
