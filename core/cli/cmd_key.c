@@ -94,7 +94,8 @@ static int new_secret(const struct cli_args *a, char **out, size_t *len, char **
   if (a->new_passphrase)
     return secret_resolve(a->new_passphrase, out, len, err);
   if (!isatty(STDIN_FILENO)) {
-    *err = xstrdup("no new passphrase: give --new-passphrase env:NAME|file:PATH or --new-key-file PATH");
+    *err = xstrdup(
+        "no new passphrase: give --new-passphrase env:NAME|file:PATH or --new-key-file PATH");
     return -1;
   }
   char *p1 = ask_hidden("new passphrase: ");
@@ -118,7 +119,8 @@ int cmd_key(const struct cli_globals *g, const struct cli_args *a) {
   int is_add = strcmp(sub, "add") == 0, is_list = strcmp(sub, "list") == 0;
   int is_remove = strcmp(sub, "remove") == 0, is_passwd = strcmp(sub, "passwd") == 0;
   if (!is_add && !is_list && !is_remove && !is_passwd) {
-    fprintf(stderr, "engine: key: unknown action '%s' (expected add, list, remove or passwd)\n", sub);
+    fprintf(stderr, "engine: key: unknown action '%s' (expected add, list, remove or passwd)\n",
+            sub);
     return EXIT_USAGE;
   }
   if ((is_remove && a->n_pos != 3) || (!is_remove && a->n_pos != 2)) {
@@ -133,7 +135,8 @@ int cmd_key(const struct cli_globals *g, const struct cli_args *a) {
   }
   if (!c.repo->crypto && (is_add || is_passwd)) {
     cli_close(&c);
-    return fail(xstrdup("the repository is not encrypted (encryption none): keys have no passphrase to change"));
+    return fail(xstrdup(
+        "the repository is not encrypted (encryption none): keys have no passphrase to change"));
   }
   int rc = EXIT_OK;
   if (is_list) {
@@ -181,12 +184,15 @@ int cmd_key(const struct cli_globals *g, const struct cli_args *a) {
         char old[65];
         snprintf(old, sizeof(old), "%s", c.repo->key_id);
         if (repo_key_remove(c.repo, old, 1, &err) != 0) {
-          fprintf(stderr, "engine: error: the new key %.8s was added but the old key %.8s could not be removed: %s\n",
+          fprintf(stderr,
+                  "engine: error: the new key %.8s was added but the old key %.8s could not be "
+                  "removed: %s\n",
                   id, old, err);
           free(err);
           rc = EXIT_ERROR;
         } else if (!g->quiet) {
-          printf("changed: added key %.8s, removed key %.8s; update stages.encrypt in %s to the new passphrase\n",
+          printf("changed: added key %.8s, removed key %.8s; update stages.encrypt in %s to the "
+                 "new passphrase\n",
                  id, old, a->pos[1]);
         }
       }

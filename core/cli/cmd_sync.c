@@ -84,11 +84,13 @@ static void *copy_main(void *arg) {
     size_t n = 0;
     char *err = NULL;
     if (j->from->plugin->sink->get(j->from->inst, o->name, 0, 0, &buf, &n) != ENGINE_OK)
-      err = xasprintf("sink '%s': unable to read '%s': %s", j->from->name, o->name, host_last_error(j->from->host));
+      err = xasprintf("sink '%s': unable to read '%s': %s", j->from->name, o->name,
+                      host_last_error(j->from->host));
     else {
       int rc = j->to->plugin->sink->put(j->to->inst, o->name, buf, n, ENGINE_PUT_NO_OVERWRITE);
       if (rc != ENGINE_OK && rc != ENGINE_EXISTS)
-        err = xasprintf("sink '%s': unable to write '%s': %s", j->to->name, o->name, host_last_error(j->to->host));
+        err = xasprintf("sink '%s': unable to write '%s': %s", j->to->name, o->name,
+                        host_last_error(j->to->host));
     }
     free(buf);
     pthread_mutex_lock(&j->mu);
@@ -125,7 +127,8 @@ int cmd_sync(const struct cli_globals *g, const struct cli_args *a) {
   }
   c.sink_insts = xcalloc(c.p->n_sinks, sizeof(*c.sink_insts));
   for (size_t i = 0; i < c.p->n_sinks; i++)
-    if (plugin_instance_new(c.p->sinks[i].plugin, c.p->sinks[i].name, c.p->sinks[i].with, &c.sink_insts[i], &err) != 0) {
+    if (plugin_instance_new(c.p->sinks[i].plugin, c.p->sinks[i].name, c.p->sinks[i].with,
+                            &c.sink_insts[i], &err) != 0) {
       cli_close(&c);
       fprintf(stderr, "engine: error: %s\n", err);
       free(err);
@@ -134,18 +137,21 @@ int cmd_sync(const struct cli_globals *g, const struct cli_args *a) {
   struct plugin_instance *from = sink_by_name(&c, a->from), *to = sink_by_name(&c, a->to);
   if (!from || !to || from == to) {
     fprintf(stderr, "engine: sync: %s\n",
-            from == to && from ? "--from and --to name the same sink" : "no sink of that name in the pipeline");
+            from == to && from ? "--from and --to name the same sink"
+                               : "no sink of that name in the pipeline");
     cli_close(&c);
     return EXIT_USAGE;
   }
   struct listing lf = {0}, lt = {0};
   int rc = EXIT_ERROR;
   if (from->plugin->sink->list(from->inst, "", list_cb, &lf) != ENGINE_OK) {
-    fprintf(stderr, "engine: error: sink '%s': unable to list: %s\n", from->name, host_last_error(from->host));
+    fprintf(stderr, "engine: error: sink '%s': unable to list: %s\n", from->name,
+            host_last_error(from->host));
     goto out;
   }
   if (to->plugin->sink->list(to->inst, "", list_cb, &lt) != ENGINE_OK) {
-    fprintf(stderr, "engine: error: sink '%s': unable to list: %s\n", to->name, host_last_error(to->host));
+    fprintf(stderr, "engine: error: sink '%s': unable to list: %s\n", to->name,
+            host_last_error(to->host));
     goto out;
   }
   qsort(lf.v, lf.n, sizeof(*lf.v), cmp_obj);
@@ -164,12 +170,16 @@ int cmd_sync(const struct cli_globals *g, const struct cli_args *a) {
       goto out;
     }
     if (!same) {
-      fprintf(stderr, "engine: error: sinks '%s' and '%s' hold different repositories; refusing to mix them\n",
-              from->name, to->name);
+      fprintf(
+          stderr,
+          "engine: error: sinks '%s' and '%s' hold different repositories; refusing to mix them\n",
+          from->name, to->name);
       goto out;
     }
     if (!ht && lt.n > 0) {
-      fprintf(stderr, "engine: error: sink '%s' holds '%s' but no engine repository; refusing to write into it\n",
+      fprintf(stderr,
+              "engine: error: sink '%s' holds '%s' but no engine repository; refusing to write "
+              "into it\n",
               to->name, lt.v[0].name);
       goto out;
     }
@@ -187,7 +197,8 @@ int cmd_sync(const struct cli_globals *g, const struct cli_args *a) {
           k = k + 1;
         if (k < lt.n && strcmp(lt.v[k].name, lf.v[i].name) == 0) {
           if (lt.v[k].size != lf.v[i].size)
-            log_warn("'%s' differs in size between '%s' (%llu) and '%s' (%llu); left as it is (run check on both)",
+            log_warn("'%s' differs in size between '%s' (%llu) and '%s' (%llu); left as it is (run "
+                     "check on both)",
                      lf.v[i].name, from->name, (unsigned long long)lf.v[i].size, to->name,
                      (unsigned long long)lt.v[k].size);
           continue;
@@ -197,8 +208,11 @@ int cmd_sync(const struct cli_globals *g, const struct cli_args *a) {
       }
       if (phase < 4 && nt > 0) {
         /* copy this phase completely before the next one starts */
-        struct job j = {from, to, todo, nt, 0, PTHREAD_MUTEX_INITIALIZER, 0, 0, NULL,
-                        progress_new(isatty(2) && !g->quiet)};
+        struct job j = {from, to,
+                        todo, nt,
+                        0,    PTHREAD_MUTEX_INITIALIZER,
+                        0,    0,
+                        NULL, progress_new(isatty(2) && !g->quiet)};
         pthread_t th[4];
         for (int t = 0; t < 4; t++)
           pthread_create(&th[t], NULL, copy_main, &j);
@@ -207,7 +221,9 @@ int cmd_sync(const struct cli_globals *g, const struct cli_args *a) {
         progress_finish(j.prog);
         progress_free(j.prog);
         if (j.err) {
-          fprintf(stderr, "engine: error: %s; the target holds a consistent but incomplete copy, run sync again\n",
+          fprintf(stderr,
+                  "engine: error: %s; the target holds a consistent but incomplete copy, run sync "
+                  "again\n",
                   j.err);
           free(j.err);
           free(todo);
@@ -215,13 +231,17 @@ int cmd_sync(const struct cli_globals *g, const struct cli_args *a) {
         }
         if (!g->quiet)
           printf("copied %zu %s object(s)\n", nt,
-                 phase == 0 ? "key/config" : phase == 1 ? "pack" : phase == 2 ? "index" : "snapshot");
+                 phase == 0   ? "key/config"
+                 : phase == 1 ? "pack"
+                 : phase == 2 ? "index"
+                              : "snapshot");
         nt = 0;
       }
     }
     char b[32];
     if (!g->quiet)
-      printf("sync %s -> %s done: %s copied\n", from->name, to->name, format_bytes(bytes, b, sizeof(b)));
+      printf("sync %s -> %s done: %s copied\n", from->name, to->name,
+             format_bytes(bytes, b, sizeof(b)));
     free(todo);
   }
   rc = EXIT_OK;

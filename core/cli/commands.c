@@ -33,7 +33,9 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
   char *err = NULL;
   int64_t when = 0;
   if (a->time && parse_iso_time(a->time, &when) != 0) {
-    fprintf(stderr, "engine: error: --time '%s': expected an ISO 8601 time such as 2026-01-31T03:00:00Z\n", a->time);
+    fprintf(stderr,
+            "engine: error: --time '%s': expected an ISO 8601 time such as 2026-01-31T03:00:00Z\n",
+            a->time);
     return EXIT_USAGE;
   }
   if (cli_load_pipeline(g, a->pos[0], &c, &err) != 0) {
@@ -45,14 +47,16 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
     return fail(err);
   }
   if (c.repo->created && !a->dry_run && !g->quiet)
-    fprintf(stderr, "engine: initialised a new repository %.8s on %zu sink(s)\n", c.repo->id, c.p->n_sinks);
+    fprintf(stderr, "engine: initialised a new repository %.8s on %zu sink(s)\n", c.repo->id,
+            c.p->n_sinks);
   if (!a->dry_run && cli_lock(&c, 0, a->lock_wait_ms, &err) != 0) {
     cli_close(&c);
     return fail(err);
   }
-  int progress = a->progress && strcmp(a->progress, "always") == 0
-                     ? 1
-                     : a->progress && strcmp(a->progress, "never") == 0 ? 0 : isatty(STDERR_FILENO) && !g->quiet;
+  int progress = a->progress && strcmp(a->progress, "always") == 0 ? 1
+                 : a->progress && strcmp(a->progress, "never") == 0
+                     ? 0
+                     : isatty(STDERR_FILENO) && !g->quiet;
   /* the parent: the newest snapshot of this pipeline from this host */
   json_t *parent = NULL, *all = NULL;
   if (!c.repo->created && snapshot_list(c.repo, &all, &err) == 0) {
@@ -72,8 +76,9 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
     err = NULL;
   }
   json_decref(all);
-  struct backup_opts bo = {c.p, c.repo, c.sources, a->dry_run, progress, when, c.p->max_inflight, parent,
-                          c.skipped_sinks};
+  struct backup_opts bo = {
+      c.p,    c.repo,         c.sources, a->dry_run, progress, when, c.p->max_inflight,
+      parent, c.skipped_sinks};
   struct backup_result r;
   int rc = backup_run(&bo, &r, &err);
   json_decref(parent);
@@ -89,14 +94,14 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
   double rate = r.seconds > 0 ? (double)r.bytes_read / r.seconds : 0;
   const char *status = a->dry_run ? "dry-run" : r.partial ? "partial" : "complete";
   if (a->json) {
-    json_t *j = json_pack("{s:s?, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:O}", "snapshot",
-                          a->dry_run ? NULL : r.snapshot_id, "status", status, "pipeline", c.p->name, "items",
-                          (json_int_t)r.items, "bytes_read", (json_int_t)r.bytes_read, "chunks",
-                          (json_int_t)r.chunks, "new_chunks", (json_int_t)r.new_chunks, "new_bytes",
-                          (json_int_t)r.new_bytes, "stored_bytes", (json_int_t)r.stored_bytes, "packs",
-                          (json_int_t)r.packs, "reused_items", (json_int_t)r.reused_items, "reused_bytes",
-                          (json_int_t)r.reused_bytes, "duration_seconds", r.seconds, "bytes_per_second", rate,
-                          "warnings", r.warnings);
+    json_t *j = json_pack(
+        "{s:s?, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:O}", "snapshot",
+        a->dry_run ? NULL : r.snapshot_id, "status", status, "pipeline", c.p->name, "items",
+        (json_int_t)r.items, "bytes_read", (json_int_t)r.bytes_read, "chunks", (json_int_t)r.chunks,
+        "new_chunks", (json_int_t)r.new_chunks, "new_bytes", (json_int_t)r.new_bytes,
+        "stored_bytes", (json_int_t)r.stored_bytes, "packs", (json_int_t)r.packs, "reused_items",
+        (json_int_t)r.reused_items, "reused_bytes", (json_int_t)r.reused_bytes, "duration_seconds",
+        r.seconds, "bytes_per_second", rate, "warnings", r.warnings);
     print_json(j);
     json_decref(j);
   } else if (!g->quiet) {
@@ -105,17 +110,18 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
       printf("dry run: nothing was stored\n");
     else
       printf("snapshot %.8s saved (%s)\n", r.snapshot_id, status);
-    printf("  items     %llu (%llu unchanged since the parent snapshot, not read)\n", (unsigned long long)r.items,
-           (unsigned long long)r.reused_items);
+    printf("  items     %llu (%llu unchanged since the parent snapshot, not read)\n",
+           (unsigned long long)r.items, (unsigned long long)r.reused_items);
     printf("  read      %s\n", format_bytes(r.bytes_read, b1, sizeof(b1)));
     printf("  new       %s in %llu of %llu chunks (after dedup, before compression)\n",
            format_bytes(r.new_bytes, b2, sizeof(b2)), (unsigned long long)r.new_chunks,
            (unsigned long long)r.chunks);
-    printf("  stored    %s in %llu pack(s) (compressed and encrypted)\n", format_bytes(r.stored_bytes, b3, sizeof(b3)),
-           (unsigned long long)r.packs);
+    printf("  stored    %s in %llu pack(s) (compressed and encrypted)\n",
+           format_bytes(r.stored_bytes, b3, sizeof(b3)), (unsigned long long)r.packs);
     printf("  duration  %.2f s (%s/s)\n", r.seconds, format_bytes((uint64_t)rate, b4, sizeof(b4)));
     if (r.partial)
-      printf("  warnings  %zu (the snapshot is partial; see the messages above)\n", json_array_size(r.warnings));
+      printf("  warnings  %zu (the snapshot is partial; see the messages above)\n",
+             json_array_size(r.warnings));
     json_t *missed = json_array();
     for (size_t i = 0; i < c.repo->n_sinks; i++)
       if (c.repo->sinks[i].failed)
@@ -123,22 +129,27 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
     size_t k;
     json_t *v;
     json_array_foreach(c.skipped_sinks, k, v) json_array_append(missed, v);
-    json_array_foreach(missed, k, v) printf("  MISSED    sink '%s' does not hold snapshot %.8s; run 'engine sync' when it is back\n",
-                                            json_string_value(v), a->dry_run ? "" : r.snapshot_id);
+    json_array_foreach(missed, k, v) printf(
+        "  MISSED    sink '%s' does not hold snapshot %.8s; run 'engine sync' when it is back\n",
+        json_string_value(v), a->dry_run ? "" : r.snapshot_id);
     json_decref(missed);
   }
   json_decref(r.warnings);
   int exit_code = r.partial ? EXIT_PARTIAL : EXIT_OK;
-  if (!a->dry_run && c.p->retention.set && c.p->retention.apply && strcmp(c.p->retention.apply, "after-run") == 0) {
+  if (!a->dry_run && c.p->retention.set && c.p->retention.apply &&
+      strcmp(c.p->retention.apply, "after-run") == 0) {
     /* retention: { apply: after-run }: forget under the exclusive lock */
     cli_unlock(&c);
     json_t *report = NULL;
-    if (cli_lock(&c, 1, a->lock_wait_ms, &err) != 0 || forget_run(c.repo, &c.p->retention, 0, &report, &err) != 0) {
-      fprintf(stderr, "engine: error: the snapshot was saved, but applying retention failed: %s\n", err);
+    if (cli_lock(&c, 1, a->lock_wait_ms, &err) != 0 ||
+        forget_run(c.repo, &c.p->retention, 0, &report, &err) != 0) {
+      fprintf(stderr, "engine: error: the snapshot was saved, but applying retention failed: %s\n",
+              err);
       free(err);
       exit_code = EXIT_ERROR;
     } else if (!g->quiet && !a->json) {
-      printf("  retention removed %lld snapshot(s)\n", (long long)json_integer_value(json_object_get(report, "removed")));
+      printf("  retention removed %lld snapshot(s)\n",
+             (long long)json_integer_value(json_object_get(report, "removed")));
     }
     json_decref(report);
   }
@@ -158,13 +169,15 @@ int cmd_validate(const struct cli_globals *g, const struct cli_args *a) {
     return EXIT_ERROR;
   }
   if (a->json) {
-    json_t *j = json_pack("{s:b, s:s, s:s, s:I, s:I}", "valid", 1, "path", a->pos[0], "name", c.p->name, "sources",
-                          (json_int_t)c.p->n_sources, "sinks", (json_int_t)c.p->n_sinks);
+    json_t *j =
+        json_pack("{s:b, s:s, s:s, s:I, s:I}", "valid", 1, "path", a->pos[0], "name", c.p->name,
+                  "sources", (json_int_t)c.p->n_sources, "sinks", (json_int_t)c.p->n_sinks);
     print_json(j);
     json_decref(j);
   } else {
-    printf("%s: valid pipeline '%s' (%zu source(s), %zu sink(s), compression %s, encryption %s)\n", a->pos[0],
-           c.p->name, c.p->n_sources, c.p->n_sinks, c.p->compress_algorithm ? c.p->compress_algorithm : "zstd",
+    printf("%s: valid pipeline '%s' (%zu source(s), %zu sink(s), compression %s, encryption %s)\n",
+           a->pos[0], c.p->name, c.p->n_sources, c.p->n_sinks,
+           c.p->compress_algorithm ? c.p->compress_algorithm : "zstd",
            c.p->encrypt_algorithm ? c.p->encrypt_algorithm : "none");
   }
   cli_close(&c);
@@ -173,7 +186,8 @@ int cmd_validate(const struct cli_globals *g, const struct cli_args *a) {
 
 /* ---- snapshots / show ----------------------------------------------------- */
 
-static int open_existing(const struct cli_globals *g, const char *path, struct cli_ctx *c, int with_sources) {
+static int open_existing(const struct cli_globals *g, const char *path, struct cli_ctx *c,
+                         int with_sources) {
   char *err = NULL;
   if (cli_load_pipeline(g, path, c, &err) != 0 || cli_open(c, with_sources, 0, 0, &err) != 0) {
     cli_close(c);
@@ -183,8 +197,8 @@ static int open_existing(const struct cli_globals *g, const char *path, struct c
 }
 
 /* Open and lock: lock = 1 shared, 2 exclusive. */
-static int open_locked(const struct cli_globals *g, const struct cli_args *a, struct cli_ctx *c, int with_sources,
-                       int lock) {
+static int open_locked(const struct cli_globals *g, const struct cli_args *a, struct cli_ctx *c,
+                       int with_sources, int lock) {
   int rc = open_existing(g, a->pos[0], c, with_sources);
   if (rc)
     return rc;
@@ -216,20 +230,23 @@ int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a) {
       json_t *names = json_array();
       size_t k;
       json_t *s;
-      json_array_foreach(json_object_get(m, "sources"), k, s) json_array_append(names, json_object_get(s, "name"));
-      json_array_append_new(out, json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:o, s:O}", "id",
-                                           json_object_get(m, "id"), "time", json_object_get(m, "time"), "hostname",
-                                           json_object_get(m, "hostname"), "username", json_object_get(m, "username"),
-                                           "status", json_object_get(m, "status"), "items",
-                                           json_object_get(st, "items"), "bytes_read",
-                                           json_object_get(st, "bytes_read"), "stored_bytes",
-                                           json_object_get(st, "stored_bytes"), "sources", names, "tags",
-                                           json_object_get(m, "tags")));
+      json_array_foreach(json_object_get(m, "sources"), k, s)
+          json_array_append(names, json_object_get(s, "name"));
+      json_array_append_new(
+          out,
+          json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:o, s:O}", "id",
+                    json_object_get(m, "id"), "time", json_object_get(m, "time"), "hostname",
+                    json_object_get(m, "hostname"), "username", json_object_get(m, "username"),
+                    "status", json_object_get(m, "status"), "items", json_object_get(st, "items"),
+                    "bytes_read", json_object_get(st, "bytes_read"), "stored_bytes",
+                    json_object_get(st, "stored_bytes"), "sources", names, "tags",
+                    json_object_get(m, "tags")));
     }
     print_json(out);
     json_decref(out);
   } else {
-    printf("%-10s %-20s %-16s %-9s %8s %12s  %s\n", "ID", "TIME", "HOST", "STATUS", "ITEMS", "SIZE", "SOURCES");
+    printf("%-10s %-20s %-16s %-9s %8s %12s  %s\n", "ID", "TIME", "HOST", "STATUS", "ITEMS", "SIZE",
+           "SOURCES");
     size_t i;
     json_t *m;
     json_array_foreach(all, i, m) {
@@ -242,11 +259,15 @@ int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a) {
         total += (uint64_t)json_integer_value(json_object_get(s, "bytes"));
         if (k)
           strncat(srcs, ",", sizeof(srcs) - strlen(srcs) - 1);
-        strncat(srcs, json_string_value(json_object_get(s, "name")), sizeof(srcs) - strlen(srcs) - 1);
+        strncat(srcs, json_string_value(json_object_get(s, "name")),
+                sizeof(srcs) - strlen(srcs) - 1);
       }
-      printf("%-10.8s %-20s %-16.16s %-9s %8lld %12s  %s\n", json_string_value(json_object_get(m, "id")),
-             json_string_value(json_object_get(m, "time")), json_string_value(json_object_get(m, "hostname")),
-             json_string_value(json_object_get(m, "status")), (long long)json_integer_value(json_object_get(st, "items")),
+      printf("%-10.8s %-20s %-16.16s %-9s %8lld %12s  %s\n",
+             json_string_value(json_object_get(m, "id")),
+             json_string_value(json_object_get(m, "time")),
+             json_string_value(json_object_get(m, "hostname")),
+             json_string_value(json_object_get(m, "status")),
+             (long long)json_integer_value(json_object_get(st, "items")),
              format_bytes(total, b, sizeof(b)), srcs);
     }
     printf("%zu snapshot(s)\n", json_array_size(all));
@@ -280,14 +301,19 @@ int cmd_show(const struct cli_globals *g, const struct cli_args *a) {
            json_string_value(json_object_get(m, "username")));
     printf("status     %s\n", json_string_value(json_object_get(m, "status")));
     printf("engine     %s\n", json_string_value(json_object_get(m, "engine_version")));
-    printf("items      %lld, %s read, %s stored\n", (long long)json_integer_value(json_object_get(st, "items")),
-           format_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), b1, sizeof(b1)),
-           format_bytes((uint64_t)json_integer_value(json_object_get(st, "stored_bytes")), b2, sizeof(b2)));
+    printf("items      %lld, %s read, %s stored\n",
+           (long long)json_integer_value(json_object_get(st, "items")),
+           format_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), b1,
+                        sizeof(b1)),
+           format_bytes((uint64_t)json_integer_value(json_object_get(st, "stored_bytes")), b2,
+                        sizeof(b2)));
     size_t i;
     json_t *s;
     json_array_foreach(json_object_get(m, "sources"), i, s) {
-      printf("source     %s (%s %s): %lld items, %lld failed\n", json_string_value(json_object_get(s, "name")),
-             json_string_value(json_object_get(s, "type")), json_string_value(json_object_get(s, "plugin_version")),
+      printf("source     %s (%s %s): %lld items, %lld failed\n",
+             json_string_value(json_object_get(s, "name")),
+             json_string_value(json_object_get(s, "type")),
+             json_string_value(json_object_get(s, "plugin_version")),
              (long long)json_integer_value(json_object_get(s, "items")),
              (long long)json_integer_value(json_object_get(s, "failed_items")));
       size_t k;
@@ -331,11 +357,14 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
     free(as_flag);
     json_decref(m);
     cli_close(&c);
-    fprintf(stderr, "engine: restore: --as and --to-stdout act on one item: give --only SOURCE/ITEM\n");
+    fprintf(stderr,
+            "engine: restore: --as and --to-stdout act on one item: give --only SOURCE/ITEM\n");
     return EXIT_USAGE;
   }
-  struct restore_opts ro = {c.repo, m, c.sources, c.p->n_sources, a->only, a->target, a->dry_run, a->yes,
-                            isatty(STDIN_FILENO) && isatty(STDERR_FILENO), a->json, extra};
+  struct restore_opts ro = {c.repo,         m,       c.sources,
+                            c.p->n_sources, a->only, a->target,
+                            a->dry_run,     a->yes,  isatty(STDIN_FILENO) && isatty(STDERR_FILENO),
+                            a->json,        extra};
   struct restore_result res;
   rc = restore_run(&ro, &res, &err);
   free(as_flag);
@@ -350,14 +379,16 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
   if (!g->quiet) {
     if (a->dry_run)
       fprintf(out, "dry run: %llu item(s), %s would be restored\n", (unsigned long long)res.items,
-             format_bytes(res.bytes, b, sizeof(b)));
+              format_bytes(res.bytes, b, sizeof(b)));
     else if (rc == 3)
-      fprintf(out, "restore INCOMPLETE: %llu item(s) restored, %llu FAILED (see the errors above); the target holds a "
-             "partial restore\n",
-             (unsigned long long)res.items, (unsigned long long)res.failed);
+      fprintf(out,
+              "restore INCOMPLETE: %llu item(s) restored, %llu FAILED (see the errors above); the "
+              "target holds a "
+              "partial restore\n",
+              (unsigned long long)res.items, (unsigned long long)res.failed);
     else
       fprintf(out, "restored %llu item(s), %s from snapshot %.8s\n", (unsigned long long)res.items,
-             format_bytes(res.bytes, b, sizeof(b)), json_string_value(json_object_get(m, "id")));
+              format_bytes(res.bytes, b, sizeof(b)), json_string_value(json_object_get(m, "id")));
   }
   json_decref(m);
   cli_close(&c);
@@ -394,7 +425,8 @@ static int restore_test(struct cli_ctx *c, int json, json_t *report) {
       if (strcmp(c->sources[k]->name, sn) == 0)
         pi = c->sources[k];
     if (!pi || !(source_caps(pi->plugin) & ENGINE_SOURCE_CAP_RESTORE_TEST)) {
-      json_array_append_new(report, json_pack("{s:s, s:s}", "source", sn, "result", "not supported"));
+      json_array_append_new(report,
+                            json_pack("{s:s, s:s}", "source", sn, "result", "not supported"));
       if (!json)
         printf("restore test: source '%s': not supported by its plugin, skipped\n", sn);
       continue;
@@ -405,16 +437,17 @@ static int restore_test(struct cli_ctx *c, int json, json_t *report) {
     int rc = restore_run(&ro, &res, &err);
     if (rc != 0) {
       failures++;
-      json_array_append_new(report, json_pack("{s:s, s:s, s:I, s:s?}", "source", sn, "result", "failed", "items",
-                                              (json_int_t)res.items, "error", err));
+      json_array_append_new(report,
+                            json_pack("{s:s, s:s, s:I, s:s?}", "source", sn, "result", "failed",
+                                      "items", (json_int_t)res.items, "error", err));
       fprintf(stderr, "engine: error: restore test of source '%s' FAILED: %s\n", sn,
               err ? err : "some items failed verification (see above)");
     } else {
-      json_array_append_new(report,
-                            json_pack("{s:s, s:s, s:I}", "source", sn, "result", "ok", "items", (json_int_t)res.items));
+      json_array_append_new(report, json_pack("{s:s, s:s, s:I}", "source", sn, "result", "ok",
+                                              "items", (json_int_t)res.items));
       if (!json)
-        printf("restore test: source '%s': %llu item(s) restored into scratch space and verified\n", sn,
-               (unsigned long long)res.items);
+        printf("restore test: source '%s': %llu item(s) restored into scratch space and verified\n",
+               sn, (unsigned long long)res.items);
     }
     free(err);
     err = NULL;
@@ -439,20 +472,23 @@ int cmd_check(const struct cli_globals *g, const struct cli_args *a) {
   json_t *rt = json_array();
   int rt_failed = a->restore_test ? restore_test(&c, a->json, rt) : 0;
   if (a->json) {
-    json_t *j = json_pack("{s:b, s:b, s:I, s:I, s:I, s:O}", "ok", rc == 0 && !rt_failed, "read_data", a->read_data,
-                          "snapshots", (json_int_t)res.snapshots, "packs", (json_int_t)res.packs, "blobs_verified",
-                          (json_int_t)res.blobs, "problems", res.problems);
+    json_t *j = json_pack("{s:b, s:b, s:I, s:I, s:I, s:O}", "ok", rc == 0 && !rt_failed,
+                          "read_data", a->read_data, "snapshots", (json_int_t)res.snapshots,
+                          "packs", (json_int_t)res.packs, "blobs_verified", (json_int_t)res.blobs,
+                          "problems", res.problems);
     if (a->restore_test)
       json_object_set(j, "restore_test", rt);
     print_json(j);
     json_decref(j);
   } else if (rc == 0) {
     if (!g->quiet)
-      printf("no problems found: %llu snapshot(s), %llu pack(s)%s\n", (unsigned long long)res.snapshots,
-             (unsigned long long)res.packs, a->read_data ? ", every blob decrypted and verified" : "");
+      printf("no problems found: %llu snapshot(s), %llu pack(s)%s\n",
+             (unsigned long long)res.snapshots, (unsigned long long)res.packs,
+             a->read_data ? ", every blob decrypted and verified" : "");
   } else {
-    printf("%llu problem(s) found in %llu snapshot(s), %llu pack(s)\n", (unsigned long long)res.errors,
-           (unsigned long long)res.snapshots, (unsigned long long)res.packs);
+    printf("%llu problem(s) found in %llu snapshot(s), %llu pack(s)\n",
+           (unsigned long long)res.errors, (unsigned long long)res.snapshots,
+           (unsigned long long)res.packs);
   }
   json_decref(rt);
   json_decref(res.problems);
@@ -462,13 +498,15 @@ int cmd_check(const struct cli_globals *g, const struct cli_args *a) {
 
 /* ---- forget / prune ---------------------------------------------------------- */
 
-static int do_prune(const struct cli_globals *g, const struct cli_args *a, struct cli_ctx *c, json_t *out) {
+static int do_prune(const struct cli_globals *g, const struct cli_args *a, struct cli_ctx *c,
+                    json_t *out) {
   struct prune_opts po = {a->dry_run, 0.5, g->quiet};
   if (a->repack_threshold) {
     char *end;
     po.repack_threshold = strtod(a->repack_threshold, &end);
     if (*end || po.repack_threshold < 0 || po.repack_threshold > 1) {
-      fprintf(stderr, "engine: --repack-threshold '%s': expected a fraction between 0 and 1\n", a->repack_threshold);
+      fprintf(stderr, "engine: --repack-threshold '%s': expected a fraction between 0 and 1\n",
+              a->repack_threshold);
       return EXIT_USAGE;
     }
   }
@@ -477,19 +515,22 @@ static int do_prune(const struct cli_globals *g, const struct cli_args *a, struc
   if (prune_run(c->repo, &po, &r, &err) != 0)
     return fail(err);
   if (out) {
-    json_object_set_new(out, "prune", json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "dry_run", a->dry_run,
-                                                "packs_before", (json_int_t)r.packs_before, "packs_deleted",
-                                                (json_int_t)r.packs_deleted, "packs_repacked",
-                                                (json_int_t)r.packs_repacked, "packs_written",
-                                                (json_int_t)r.packs_written, "bytes_before", (json_int_t)r.bytes_before,
-                                                "bytes_after", (json_int_t)r.bytes_after, "blobs_used",
-                                                (json_int_t)r.blobs_used, "blobs_dropped", (json_int_t)r.blobs_dropped));
+    json_object_set_new(out, "prune",
+                        json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "dry_run",
+                                  a->dry_run, "packs_before", (json_int_t)r.packs_before,
+                                  "packs_deleted", (json_int_t)r.packs_deleted, "packs_repacked",
+                                  (json_int_t)r.packs_repacked, "packs_written",
+                                  (json_int_t)r.packs_written, "bytes_before",
+                                  (json_int_t)r.bytes_before, "bytes_after",
+                                  (json_int_t)r.bytes_after, "blobs_used", (json_int_t)r.blobs_used,
+                                  "blobs_dropped", (json_int_t)r.blobs_dropped));
   } else if (!g->quiet) {
     char b1[32], b2[32];
     printf("%s%llu of %llu pack(s) deleted, %llu repacked into %llu new pack(s); %s -> %s\n",
            a->dry_run ? "would prune: " : "pruned: ", (unsigned long long)r.packs_deleted,
-           (unsigned long long)r.packs_before, (unsigned long long)r.packs_repacked, (unsigned long long)r.packs_written,
-           format_bytes(r.bytes_before, b1, sizeof(b1)), format_bytes(r.bytes_after, b2, sizeof(b2)));
+           (unsigned long long)r.packs_before, (unsigned long long)r.packs_repacked,
+           (unsigned long long)r.packs_written, format_bytes(r.bytes_before, b1, sizeof(b1)),
+           format_bytes(r.bytes_after, b2, sizeof(b2)));
   }
   return EXIT_OK;
 }
@@ -518,12 +559,13 @@ int cmd_forget(const struct cli_globals *g, const struct cli_args *a) {
                json_string_value(json_object_get(s, "time")));
         size_t x;
         json_t *why;
-        json_array_foreach(json_object_get(s, "reasons"), x, why) printf("%s%s", x ? ", " : "", json_string_value(why));
+        json_array_foreach(json_object_get(s, "reasons"), x, why)
+            printf("%s%s", x ? ", " : "", json_string_value(why));
         printf("\n");
       }
-      json_array_foreach(json_object_get(gr, "remove"), k, s) printf("  remove %.8s  %s\n",
-                                                                     json_string_value(json_object_get(s, "id")),
-                                                                     json_string_value(json_object_get(s, "time")));
+      json_array_foreach(json_object_get(gr, "remove"), k, s)
+          printf("  remove %.8s  %s\n", json_string_value(json_object_get(s, "id")),
+                 json_string_value(json_object_get(s, "time")));
     }
     long long would = 0;
     json_array_foreach(json_object_get(report, "groups"), i, gr) would +=
@@ -557,14 +599,22 @@ int cmd_prune(const struct cli_globals *g, const struct cli_args *a) {
 
 static const char *opt_type_name(enum engine_opt_type t) {
   switch (t) {
-  case ENGINE_OPT_STRING: return "string";
-  case ENGINE_OPT_INT: return "integer";
-  case ENGINE_OPT_BOOL: return "boolean";
-  case ENGINE_OPT_SIZE: return "size";
-  case ENGINE_OPT_DURATION: return "duration";
-  case ENGINE_OPT_STRING_LIST: return "list of strings";
-  case ENGINE_OPT_SECRET: return "secret reference";
-  case ENGINE_OPT_ENUM: return "one of";
+  case ENGINE_OPT_STRING:
+    return "string";
+  case ENGINE_OPT_INT:
+    return "integer";
+  case ENGINE_OPT_BOOL:
+    return "boolean";
+  case ENGINE_OPT_SIZE:
+    return "size";
+  case ENGINE_OPT_DURATION:
+    return "duration";
+  case ENGINE_OPT_STRING_LIST:
+    return "list of strings";
+  case ENGINE_OPT_SECRET:
+    return "secret reference";
+  case ENGINE_OPT_ENUM:
+    return "one of";
   }
   return "?";
 }
@@ -578,17 +628,19 @@ int cmd_plugins(const struct cli_globals *g, const struct cli_args *a) {
     for (size_t i = 0; i < reg->n_entries; i++) {
       struct plugin_entry *e = &reg->entries[i];
       const struct engine_plugin *p = e->plugin;
-      json_t *o = json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:b}", "path", e->path, "name",
-                            p ? p->name : NULL, "kind", p ? plugin_kind_name(p->kind) : NULL, "version",
-                            p ? p->version : NULL, "license", p ? p->license : NULL, "description",
-                            p ? p->description : NULL, "error", e->error, "shadowed", e->shadowed);
+      json_t *o =
+          json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:b}", "path", e->path, "name",
+                    p ? p->name : NULL, "kind", p ? plugin_kind_name(p->kind) : NULL, "version",
+                    p ? p->version : NULL, "license", p ? p->license : NULL, "description",
+                    p ? p->description : NULL, "error", e->error, "shadowed", e->shadowed);
       if (p) {
         json_t *opts = json_array();
         for (const struct engine_option *op = p->options; op && op->name; op++)
-          json_array_append_new(opts, json_pack("{s:s, s:s, s:b, s:s?, s:s?, s:s?}", "name", op->name, "type",
-                                                opt_type_name(op->type), "required", op->required, "default",
-                                                op->default_value, "values", op->enum_values, "description",
-                                                op->description));
+          json_array_append_new(opts,
+                                json_pack("{s:s, s:s, s:b, s:s?, s:s?, s:s?}", "name", op->name,
+                                          "type", opt_type_name(op->type), "required", op->required,
+                                          "default", op->default_value, "values", op->enum_values,
+                                          "description", op->description));
         json_object_set_new(o, "options", opts);
         json_object_set_new(o, "abi", json_sprintf("%u.%u", p->abi_major, p->abi_minor));
       }
@@ -608,13 +660,14 @@ int cmd_plugins(const struct cli_globals *g, const struct cli_args *a) {
         printf("REFUSED %s\n  %s\n\n", e->path, e->error ? e->error : "");
         continue;
       }
-      printf("%-7s %-16s %-8s %s%s\n  %s\n", plugin_kind_name(p->kind), p->name, p->version, e->path,
-             e->shadowed ? " (shadowed by an earlier plugin of the same name)" : "", p->description);
+      printf("%-7s %-16s %-8s %s%s\n  %s\n", plugin_kind_name(p->kind), p->name, p->version,
+             e->path, e->shadowed ? " (shadowed by an earlier plugin of the same name)" : "",
+             p->description);
       for (const struct engine_option *op = p->options; op && op->name; op++)
-        printf("    %-18s %s%s%s%s%s%s — %s\n", op->name, opt_type_name(op->type), op->enum_values ? " " : "",
-               op->enum_values ? op->enum_values : "", op->required ? ", required" : "",
-               op->default_value ? ", default " : "", op->default_value ? op->default_value : "",
-               op->description ? op->description : "");
+        printf("    %-18s %s%s%s%s%s%s — %s\n", op->name, opt_type_name(op->type),
+               op->enum_values ? " " : "", op->enum_values ? op->enum_values : "",
+               op->required ? ", required" : "", op->default_value ? ", default " : "",
+               op->default_value ? op->default_value : "", op->description ? op->description : "");
       printf("\n");
     }
   }

@@ -13,11 +13,13 @@ int cli_registry(const struct cli_globals *g, struct plugin_registry **out) {
   return registry_load(g->plugin_dirs, g->n_plugin_dirs, out);
 }
 
-static const struct engine_plugin *lookup(void *ud, enum engine_plugin_kind kind, const char *type, char **err) {
+static const struct engine_plugin *lookup(void *ud, enum engine_plugin_kind kind, const char *type,
+                                          char **err) {
   return registry_find(ud, kind, type, err);
 }
 
-int cli_load_pipeline(const struct cli_globals *g, const char *path, struct cli_ctx *c, char **err) {
+int cli_load_pipeline(const struct cli_globals *g, const char *path, struct cli_ctx *c,
+                      char **err) {
   memset(c, 0, sizeof(*c));
   if (cli_registry(g, &c->reg) != 0) {
     *err = xstrdup("unable to scan the plugin search path");
@@ -26,7 +28,8 @@ int cli_load_pipeline(const struct cli_globals *g, const char *path, struct cli_
   return pipeline_load(path, lookup, c->reg, &c->p, err);
 }
 
-static int new_instance(const struct pipeline_plugin_cfg *pc, struct plugin_instance **out, char **err) {
+static int new_instance(const struct pipeline_plugin_cfg *pc, struct plugin_instance **out,
+                        char **err) {
   return plugin_instance_new(pc->plugin, pc->name, pc->with, out, err);
 }
 
@@ -76,12 +79,14 @@ int cli_open(struct cli_ctx *c, int with_sources, int create, int dry_run, char 
   o.compress_algo = compress_algo_from_name(p->compress_algorithm ? p->compress_algorithm : "zstd");
   if (o.compress_algo < 0)
     o.compress_algo = COMPRESS_ZSTD;
-  o.compress_level = p->compress_level >= 0 ? p->compress_level : compress_default_level(o.compress_algo);
+  o.compress_level =
+      p->compress_level >= 0 ? p->compress_level : compress_default_level(o.compress_algo);
   char *secret = NULL;
   size_t secret_len = 0;
   if (p->crypto) {
-    char *ref = p->encrypt_passphrase_ref ? xstrdup(p->encrypt_passphrase_ref)
-                                          : xasprintf("file:%s", p->encrypt_key_file ? p->encrypt_key_file : "");
+    char *ref = p->encrypt_passphrase_ref
+                    ? xstrdup(p->encrypt_passphrase_ref)
+                    : xasprintf("file:%s", p->encrypt_key_file ? p->encrypt_key_file : "");
     char *e = NULL;
     int rc = secret_resolve(ref, &secret, &secret_len, &e);
     free(ref);

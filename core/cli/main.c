@@ -13,8 +13,11 @@
 #include "util/log.h"
 
 const struct cli_command cli_commands[] = {
-    {"run", "engine run PIPELINE [--dry-run] [--json] [--progress auto|always|never] [--time ISO8601] [--lock-wait D]",
-     "Back up every source of the pipeline into a new snapshot on every sink. The first run on an empty\n"
+    {"run",
+     "engine run PIPELINE [--dry-run] [--json] [--progress auto|always|never] [--time ISO8601] "
+     "[--lock-wait D]",
+     "Back up every source of the pipeline into a new snapshot on every sink. The first run on an "
+     "empty\n"
      "sink location initialises the repository; a location holding anything else is refused.\n"
      "  --dry-run    read and chunk everything, count what would be new, store nothing\n"
      "  --json       print the summary as JSON (docs/CLI.md)\n"
@@ -27,12 +30,14 @@ const struct cli_command cli_commands[] = {
      "Check a pipeline file without running it: structure, types, plugin names and every plugin\n"
      "option against the plugin's schema. Errors name file:line:column and the option.",
      1, 1, cmd_validate},
-    {"snapshots", "engine snapshots PIPELINE [--json]", "List the recovery points in the pipeline's repository, oldest first.", 1, 1,
-     cmd_snapshots},
+    {"snapshots", "engine snapshots PIPELINE [--json]",
+     "List the recovery points in the pipeline's repository, oldest first.", 1, 1, cmd_snapshots},
     {"show", "engine show PIPELINE SNAPSHOT|latest [--json]",
-     "Print one snapshot manifest: times, host, status, per-source items, marks and warnings.", 2, 2, cmd_show},
+     "Print one snapshot manifest: times, host, status, per-source items, marks and warnings.", 2,
+     2, cmd_show},
     {"restore",
-     "engine restore PIPELINE SNAPSHOT|latest [--only SOURCE[/ITEM-GLOB]] [--target T] [--dry-run] [--yes]\n"
+     "engine restore PIPELINE SNAPSHOT|latest [--only SOURCE[/ITEM-GLOB]] [--target T] [--dry-run] "
+     "[--yes]\n"
      "               [--as NAME] [--drop-existing] [--to-stdout]",
      "Restore a snapshot. Without --target, sources restore to their original location.\n"
      "  --only S[/G]  only source S, and within it items matching glob G (and what is below them)\n"
@@ -42,50 +47,68 @@ const struct cli_command cli_commands[] = {
      "  --as NAME     restore one item under another name (database sources: another schema name)\n"
      "  --drop-existing  replace existing objects (database sources; asks [y/N] or needs --yes)\n"
      "  --to-stdout   write the selected item's raw stream to stdout (e.g. a pg_dump archive)\n"
-     "Item names in the snapshot are checked first; a manifest with '..' or absolute names is refused.\n"
-     "Exit status: 0 restored, 3 some items failed (the target is incomplete and says so), 1 error.",
+     "Item names in the snapshot are checked first; a manifest with '..' or absolute names is "
+     "refused.\n"
+     "Exit status: 0 restored, 3 some items failed (the target is incomplete and says so), 1 "
+     "error.",
      2, 2, cmd_restore},
     {"check", "engine check PIPELINE [--read-data] [--restore-test] [--json]",
      "Verify the repository: every snapshot's trees and chunks are indexed and their packs exist.\n"
-     "  --read-data   also download every pack, verify its hash, decrypt and verify every blob, and\n"
+     "  --read-data   also download every pack, verify its hash, decrypt and verify every blob, "
+     "and\n"
      "                name the snapshots and items affected by any damage.\n"
-     "  --restore-test  restore the latest snapshot of every source that supports it into a scratch\n"
-     "                location and run the source's sanity checks (database sources), then clean up.\n"
+     "  --restore-test  restore the latest snapshot of every source that supports it into a "
+     "scratch\n"
+     "                location and run the source's sanity checks (database sources), then clean "
+     "up.\n"
      "Exit status: 0 sound, 1 problems found or the check could not run.",
      1, 1, cmd_check},
     {"forget", "engine forget PIPELINE [--prune] [--dry-run] [--json] [--lock-wait D]",
-     "Apply the pipeline's retention policy (retention: keep_last, keep_hourly, keep_daily, keep_weekly,\n"
-     "keep_monthly, keep_yearly, keep_within, keep_tags; restic's semantics, UTC calendar) to each group of\n"
-     "snapshots from the same host and pipeline. Prints which snapshots are kept and why, and which are\n"
+     "Apply the pipeline's retention policy (retention: keep_last, keep_hourly, keep_daily, "
+     "keep_weekly,\n"
+     "keep_monthly, keep_yearly, keep_within, keep_tags; restic's semantics, UTC calendar) to each "
+     "group of\n"
+     "snapshots from the same host and pipeline. Prints which snapshots are kept and why, and "
+     "which are\n"
      "removed. Takes the exclusive lock.\n"
      "  --dry-run     print the decision, remove nothing\n"
      "  --prune       then remove the data no snapshot references (see prune)\n"
      "  --lock-wait D wait up to D (e.g. 10m) for other processes' locks instead of failing",
      1, 1, cmd_forget},
     {"prune", "engine prune PIPELINE [--dry-run] [--repack-threshold F] [--json] [--lock-wait D]",
-     "Remove data no snapshot references: deletes packs without used blobs (including packs left by\n"
-     "killed backups) and repacks packs whose unused share exceeds the threshold (default 0.5), then\n"
+     "Remove data no snapshot references: deletes packs without used blobs (including packs left "
+     "by\n"
+     "killed backups) and repacks packs whose unused share exceeds the threshold (default 0.5), "
+     "then\n"
      "rewrites the index. Takes the exclusive lock, so it waits for (or refuses during) backups.\n"
      "A killed prune leaves a repository that passes check; run it again.",
      1, 1, cmd_prune},
     {"sync", "engine sync PIPELINE --from SINK --to SINK",
-     "Copy the objects the --from sink has and the --to sink lacks (after an outage of a sink with\n"
+     "Copy the objects the --from sink has and the --to sink lacks (after an outage of a sink "
+     "with\n"
      "required: false, or to seed a sink newly added to the pipeline), in an order that keeps the\n"
-     "target consistent: keys and config, packs, index, snapshots. Nothing is overwritten or deleted.",
+     "target consistent: keys and config, packs, index, snapshots. Nothing is overwritten or "
+     "deleted.",
      1, 1, cmd_sync},
-    {"key", "engine key add|list|remove|passwd PIPELINE [KEY-ID] [--new-passphrase env:NAME|file:PATH] [--new-key-file PATH] [--json]",
+    {"key",
+     "engine key add|list|remove|passwd PIPELINE [KEY-ID] [--new-passphrase env:NAME|file:PATH] "
+     "[--new-key-file PATH] [--json]",
      "Manage the keys that open the repository; the data is never rewritten.\n"
-     "  add       add a key for a new passphrase (from --new-passphrase, --new-key-file, or asked twice\n"
-     "            on the terminal). --new-key-file PATH creates PATH (mode 0600) with a random key if it\n"
+     "  add       add a key for a new passphrase (from --new-passphrase, --new-key-file, or asked "
+     "twice\n"
+     "            on the terminal). --new-key-file PATH creates PATH (mode 0600) with a random key "
+     "if it\n"
      "            does not exist.\n"
      "  list      list the keys (id, created, user, host; * marks the key used to open)\n"
      "  remove    remove KEY-ID (refuses the last key and the key used to open the repository)\n"
-     "  passwd    add a key for the new passphrase and remove the one used to open the repository;\n"
+     "  passwd    add a key for the new passphrase and remove the one used to open the "
+     "repository;\n"
      "            update the pipeline's stages.encrypt reference afterwards.\n"
      "The repository is opened with the pipeline's stages.encrypt passphrase or key file.",
      2, 3, cmd_key},
     {"plugins", "engine plugins [--json]",
-     "List the plugins found on the search path (--plugin-dir, $ENGINE_PLUGIN_PATH, the build tree,\n"
+     "List the plugins found on the search path (--plugin-dir, $ENGINE_PLUGIN_PATH, the build "
+     "tree,\n"
      "the install prefix) with their versions, options, and why any was refused.",
      0, 0, cmd_plugins},
     {NULL, NULL, NULL, 0, 0, NULL}};
@@ -148,8 +171,10 @@ int main(int argc, char **argv) {
       break;
   }
   g.plugin_dirs = dirs;
-  log_set_level(g.quiet ? ENGINE_LOG_ERROR : g.verbose >= 2 ? ENGINE_LOG_DEBUG
-                                        : g.verbose ? ENGINE_LOG_INFO : ENGINE_LOG_WARN);
+  log_set_level(g.quiet          ? ENGINE_LOG_ERROR
+                : g.verbose >= 2 ? ENGINE_LOG_DEBUG
+                : g.verbose      ? ENGINE_LOG_INFO
+                                 : ENGINE_LOG_WARN);
   if (i >= argc) {
     usage(stderr);
     free(dirs);
@@ -237,8 +262,8 @@ int main(int argc, char **argv) {
         *val = argv[++i];
     }
   }
-  if (rc < 0 && a.progress && strcmp(a.progress, "auto") != 0 && strcmp(a.progress, "always") != 0 &&
-      strcmp(a.progress, "never") != 0)
+  if (rc < 0 && a.progress && strcmp(a.progress, "auto") != 0 &&
+      strcmp(a.progress, "always") != 0 && strcmp(a.progress, "never") != 0)
     rc = usage_error("--progress '%s': expected auto, always or never", a.progress);
   if (rc < 0 && a.lock_wait && config_parse_duration(a.lock_wait, &a.lock_wait_ms) != 0)
     rc = usage_error("--lock-wait '%s': expected a duration such as 30s, 5m or 1h", a.lock_wait);

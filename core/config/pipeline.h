@@ -15,29 +15,31 @@
 #include "engine/plugin.h"
 
 struct pipeline_plugin_cfg {
-  char *name;  /* `name:` (unique among sources, among sinks); defaults to type */
-  char *type;  /* `type:` = plugin name */
+  char *name;   /* `name:` (unique among sources, among sinks); defaults to type */
+  char *type;   /* `type:` = plugin name */
   int required; /* sinks: `required:` (default true) */
   /* `with:` after validation: a JSON object holding every option of the
    * schema that was given or has a default, normalised: STRING/ENUM/SECRET
    * -> string, INT/SIZE/DURATION -> integer (bytes, ms), BOOL -> true/false,
    * STRING_LIST -> array of strings. Owned. */
   json_t *with;
-  int line, col; /* where the entry starts (for later messages) */
+  int line, col;                      /* where the entry starts (for later messages) */
   const struct engine_plugin *plugin; /* resolved through the lookup */
 };
 
 struct pipeline_retention {
   int set; /* a retention block was given */
   int keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly; /* 0 = unset */
-  int64_t keep_within_ms; /* 0 = unset */
-  char **keep_tags; size_t n_keep_tags;
+  int64_t keep_within_ms;                                                         /* 0 = unset */
+  char **keep_tags;
+  size_t n_keep_tags;
   char *apply; /* NULL or "after-run" */
 };
 
 struct pipeline_notify {
   char *webhook;
-  char **on; size_t n_on; /* "success", "failure", "partial" */
+  char **on;
+  size_t n_on; /* "success", "failure", "partial" */
 };
 
 struct pipeline {
@@ -45,10 +47,13 @@ struct pipeline {
   int version;    /* must be 1 */
   char *name;     /* required; [A-Za-z0-9._-]+ */
   char *schedule; /* cron expression or NULL */
-  char **tags; size_t n_tags;
+  char **tags;
+  size_t n_tags;
 
-  struct pipeline_plugin_cfg *sources; size_t n_sources; /* at least one */
-  struct pipeline_plugin_cfg *sinks; size_t n_sinks;     /* at least one */
+  struct pipeline_plugin_cfg *sources;
+  size_t n_sources; /* at least one */
+  struct pipeline_plugin_cfg *sinks;
+  size_t n_sinks; /* at least one */
 
   /* stages.compress: { algorithm: zstd|gzip|none (default zstd), level } */
   char *compress_algorithm;
@@ -58,26 +63,29 @@ struct pipeline {
    * The block is required; algorithm none must be written explicitly.
    * Exactly one of passphrase / key_file unless algorithm is none. */
   char *encrypt_algorithm;
-  char *encrypt_passphrase_ref; /* "env:NAME" / "file:/path" or NULL */
-  char *encrypt_key_file;       /* path or NULL */
+  char *encrypt_passphrase_ref;       /* "env:NAME" / "file:/path" or NULL */
+  char *encrypt_key_file;             /* path or NULL */
   const struct engine_plugin *crypto; /* resolved; NULL for none */
 
   /* repository: { chunk_min, chunk_avg, chunk_max, pack_size } (SIZE values;
    * only used when the repository is created) and engine tuning */
   uint32_t chunk_min, chunk_avg, chunk_max; /* 0 = default */
-  uint64_t pack_size;                        /* 0 = default (16 MiB) */
-  uint64_t max_inflight;                     /* `limits: { memory: 256MiB }` 0 = default */
+  uint64_t pack_size;                       /* 0 = default (16 MiB) */
+  uint64_t max_inflight;                    /* `limits: { memory: 256MiB }` 0 = default */
 
   struct pipeline_retention retention;
-  char **hooks_before; size_t n_hooks_before;
-  char **hooks_after; size_t n_hooks_after;
-  struct pipeline_notify *notify; size_t n_notify;
+  char **hooks_before;
+  size_t n_hooks_before;
+  char **hooks_after;
+  size_t n_hooks_after;
+  struct pipeline_notify *notify;
+  size_t n_notify;
 };
 
 /* Resolve a plugin by kind and type name. Returns NULL and sets *err
  * (malloc'd, e.g. "no sink plugin named 'sftp' (available: local, s3)"). */
 typedef const struct engine_plugin *(*pipeline_lookup_fn)(void *ud, enum engine_plugin_kind kind,
-                                                           const char *type, char **err);
+                                                          const char *type, char **err);
 
 /* Parse and validate. On error returns -1 and *err (malloc'd) holds every
  * problem found, one per line, each "file:line:col: option: message".
@@ -90,8 +98,9 @@ int pipeline_load_string(const char *path, const char *text, size_t len, pipelin
 void pipeline_free(struct pipeline *p);
 
 /* Value parsers shared with the CLI. Return 0 or -1. */
-int config_parse_size(const char *s, uint64_t *bytes);        /* "512", "64KiB", "16MiB", "1G", "2GB" */
-int config_parse_duration(const char *s, int64_t *ms);        /* "500ms", "30s", "5m", "2h", "7d", "2w", "1y" */
-int config_parse_bool(const char *s, int *b);                 /* true/false/yes/no/on/off */
+int config_parse_size(const char *s, uint64_t *bytes); /* "512", "64KiB", "16MiB", "1G", "2GB" */
+int config_parse_duration(const char *s,
+                          int64_t *ms);       /* "500ms", "30s", "5m", "2h", "7d", "2w", "1y" */
+int config_parse_bool(const char *s, int *b); /* true/false/yes/no/on/off */
 
 #endif

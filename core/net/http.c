@@ -104,7 +104,9 @@ static void on_poll(uv_poll_t *p, int status, int events) {
   check_done();
 }
 
-static void on_poll_close(uv_handle_t *h) { free(h->data); }
+static void on_poll_close(uv_handle_t *h) {
+  free(h->data);
+}
 
 static int socket_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp) {
   (void)e;
@@ -256,7 +258,8 @@ static size_t write_cb(char *data, size_t size, size_t n, void *ud) {
     }
     return len;
   }
-  if (append(&x->body, &x->body_len, &x->body_cap, data, len, r->max_body ? r->max_body : DEFAULT_MAX_BODY) != 0) {
+  if (append(&x->body, &x->body_len, &x->body_cap, data, len,
+             r->max_body ? r->max_body : DEFAULT_MAX_BODY) != 0) {
     x->too_big = 1;
     return 0;
   }
@@ -289,7 +292,8 @@ static struct xfer *prepare(const struct engine_http_request *r) {
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(r->timeout_ms > 0 ? r->timeout_ms : 600000));
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(r->connect_timeout_ms > 0 ? r->connect_timeout_ms : 30000));
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+                   (long)(r->connect_timeout_ms > 0 ? r->connect_timeout_ms : 30000));
   /* a stalled connection (no byte for 60 s) counts as a transport error */
   curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
   curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 60L);
@@ -356,7 +360,9 @@ static void perform(struct xfer *x) {
   pthread_mutex_unlock(&x->mu);
 }
 
-static int retryable_status(long s) { return s == 408 || s == 429 || s == 500 || s == 502 || s == 503 || s == 504; }
+static int retryable_status(long s) {
+  return s == 408 || s == 429 || s == 500 || s == 502 || s == 503 || s == 504;
+}
 
 int http_request(const struct engine_http_request *req, struct engine_http_response *resp) {
   memset(resp, 0, sizeof(*resp));
@@ -398,7 +404,8 @@ int http_request(const struct engine_http_request *req, struct engine_http_respo
       log_info("HTTP %s %s: %s; retrying", req->method ? req->method : "GET", req->url,
                curl_easy_strerror(x->result));
     else
-      log_info("HTTP %s %s: status %ld; retrying", req->method ? req->method : "GET", req->url, x->status);
+      log_info("HTTP %s %s: status %ld; retrying", req->method ? req->method : "GET", req->url,
+               x->status);
     xfer_free(x);
     if (req->on_body)
       req->on_body(req->ud, NULL, 0);

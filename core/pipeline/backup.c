@@ -356,7 +356,9 @@ static int submit_chunk(struct bk *b) {
 
 /* ---- the emitter -------------------------------------------------------- */
 
-static struct bk *em_bk(const struct engine_emitter *em) { return em->ctx; }
+static struct bk *em_bk(const struct engine_emitter *em) {
+  return em->ctx;
+}
 
 static void add_warning(struct bk *b, struct bk_source *s, const char *name, size_t name_len,
                         const char *msg) {
@@ -403,12 +405,14 @@ static int em_item_begin(const struct engine_emitter *em, const struct engine_it
   if (is_stopping(b))
     return ENGINE_ERROR;
   if (b->cur) {
-    add_warning(b, s, b->cur->name, b->cur->name_len, "item_begin before item_end (plugin bug); item dropped");
+    add_warning(b, s, b->cur->name, b->cur->name_len,
+                "item_begin before item_end (plugin bug); item dropped");
     return ENGINE_ERROR;
   }
   if (!item->name || item->name_len == 0 || memchr(item->name, '\0', item->name_len) ||
       item_type_name(item->type)[0] == 'u') {
-    add_warning(b, s, item->name, item->name ? item->name_len : 0, "invalid item (empty name, NUL byte or unknown type)");
+    add_warning(b, s, item->name, item->name ? item->name_len : 0,
+                "invalid item (empty name, NUL byte or unknown type)");
     return ENGINE_ERROR;
   }
   json_t *meta = NULL;
@@ -417,7 +421,8 @@ static int em_item_begin(const struct engine_emitter *em, const struct engine_it
     meta = json_loads(item->meta_json, 0, &je);
     if (!json_is_object(meta)) {
       json_decref(meta);
-      add_warning(b, s, item->name, item->name_len, "plugin gave metadata that is not a JSON object");
+      add_warning(b, s, item->name, item->name_len,
+                  "plugin gave metadata that is not a JSON object");
       return ENGINE_ERROR;
     }
   }
@@ -522,7 +527,8 @@ static void parent_drop_cur(struct bk_source *s) {
   s->pcur_name = NULL;
 }
 
-static int em_previous(const struct engine_emitter *em, const char *name, size_t name_len, const char **meta_json) {
+static int em_previous(const struct engine_emitter *em, const char *name, size_t name_len,
+                       const char **meta_json) {
   struct bk *b = em_bk(em);
   struct bk_source *s = &b->sources[b->cur_source];
   *meta_json = NULL;
@@ -532,7 +538,8 @@ static int em_previous(const struct engine_emitter *em, const char *name, size_t
       int rc = tree_reader_next(&s->parent, &s->pcur, &err);
       if (rc <= 0) {
         if (rc < 0) {
-          log_warn("source '%s': the parent snapshot's tree is unreadable (%s); reading every item in full",
+          log_warn("source '%s': the parent snapshot's tree is unreadable (%s); reading every item "
+                   "in full",
                    s->pi->name, err);
           free(err);
         }
@@ -602,7 +609,9 @@ static void wait_until(struct bk *b, int (*pred)(struct bk *, void *), void *arg
   pthread_mutex_unlock(&b->lock);
 }
 
-static int source_drained(struct bk *b, void *arg) { return ((struct bk_source *)arg)->head == NULL || b->fatal; }
+static int source_drained(struct bk *b, void *arg) {
+  return ((struct bk_source *)arg)->head == NULL || b->fatal;
+}
 static int jobs_drained(struct bk *b, void *arg) {
   (void)arg;
   return b->jobs_outstanding == 0;
@@ -645,7 +654,9 @@ static int spool_tree(struct bk *b, struct bk_source *s) {
   return rc;
 }
 
-static void noop_work(void *arg) { (void)arg; }
+static void noop_work(void *arg) {
+  (void)arg;
+}
 
 static void flush_done(void *arg) {
   struct bk *b = arg;
@@ -662,8 +673,8 @@ static void flush_done(void *arg) {
 
 static void source_thread(void *arg) {
   struct bk *b = arg;
-  struct engine_emitter em = {sizeof(em),  b,       em_item_begin, em_item_write, em_item_end,
-                              em_warn,     em_mark, em_previous,   em_item_reuse};
+  struct engine_emitter em = {sizeof(em), b,       em_item_begin, em_item_write, em_item_end,
+                              em_warn,    em_mark, em_previous,   em_item_reuse};
   for (size_t i = 0; i < b->n_sources && !is_stopping(b); i++) {
     struct bk_source *s = &b->sources[i];
     b->cur_source = i;
@@ -715,11 +726,12 @@ static void on_timer(uv_timer_t *t) {
 
 static json_t *source_manifest(struct bk_source *s) {
   const struct engine_plugin *p = s->pi->plugin;
-  return json_pack("{s:s, s:s, s:s, s:o, s:I, s:I, s:I, s:I, s:O, s:O, s:s?}", "name", s->pi->name, "type",
-                   p->name, "plugin_version", p->version, "tree", s->tree_ids ? json_incref(s->tree_ids) : json_array(),
-                   "tree_size", (json_int_t)s->tree_size, "items", (json_int_t)s->items, "bytes",
-                   (json_int_t)s->bytes, "failed_items", (json_int_t)s->failed_items, "marks", s->marks,
-                   "warnings", s->warnings, "error", s->error);
+  return json_pack("{s:s, s:s, s:s, s:o, s:I, s:I, s:I, s:I, s:O, s:O, s:s?}", "name", s->pi->name,
+                   "type", p->name, "plugin_version", p->version, "tree",
+                   s->tree_ids ? json_incref(s->tree_ids) : json_array(), "tree_size",
+                   (json_int_t)s->tree_size, "items", (json_int_t)s->items, "bytes",
+                   (json_int_t)s->bytes, "failed_items", (json_int_t)s->failed_items, "marks",
+                   s->marks, "warnings", s->warnings, "error", s->error);
 }
 
 static char *whoami(void) {
@@ -750,7 +762,8 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
     json_t *ps;
     json_array_foreach(o->parent ? json_object_get(o->parent, "sources") : NULL, k, ps) {
       if (strcmp(json_string_value(json_object_get(ps, "name")), o->sources[i]->name) == 0 &&
-          strcmp(json_string_value(json_object_get(ps, "type")), o->sources[i]->plugin->name) == 0 &&
+          strcmp(json_string_value(json_object_get(ps, "type")), o->sources[i]->plugin->name) ==
+              0 &&
           json_array_size(json_object_get(ps, "tree")) > 0) {
         tree_reader_init(&b->sources[i].parent, o->repo, json_object_get(ps, "tree"));
         b->sources[i].has_parent = 1;
@@ -801,7 +814,9 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
 
   res->seconds = ((double)((int64_t)uv_hrtime() / 1000000 - b->started_ms)) / 1000.0;
   if (b->fatal || host_is_cancelled()) {
-    *err = b->fatal ? xstrdup(b->fatal) : xstrdup("interrupted; no snapshot was written (the repository is unchanged apart from unreferenced data)");
+    *err = b->fatal ? xstrdup(b->fatal)
+                    : xstrdup("interrupted; no snapshot was written (the repository is unchanged "
+                              "apart from unreferenced data)");
     goto out;
   }
   /* Every source failed as a whole: nothing worth a snapshot. */
@@ -837,7 +852,8 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
 
   if (!o->dry_run) {
     char index_id[65] = "";
-    if (b->n_run_packs > 0 && index_save_packs(o->repo, b->run_packs, b->n_run_packs, index_id, err) != 0) {
+    if (b->n_run_packs > 0 &&
+        index_save_packs(o->repo, b->run_packs, b->n_run_packs, index_id, err) != 0) {
       json_decref(warnings);
       json_decref(srcs);
       goto out;
@@ -857,15 +873,17 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
       if (o->repo->sinks[i].failed)
         json_array_append_new(missed, json_string(o->repo->sinks[i].pi->name));
     json_t *m = json_pack(
-        "{s:i, s:s, s:s, s:s, s:s, s:s, s:f, s:s, s:s, s:s, s:o, s:o, s:{s:s, s:i}, s:o, s:{s:I, s:I, s:I, s:I, "
+        "{s:i, s:s, s:s, s:s, s:s, s:s, s:f, s:s, s:s, s:s, s:o, s:o, s:{s:s, s:i}, s:o, s:{s:I, "
+        "s:I, s:I, s:I, "
         "s:I, s:I, s:I, s:I, s:I}, s:O, s:o, s:s?}",
-        "version", 1, "pipeline", o->pipeline->name, "hostname", host, "username", user, "time", ts, "time_end",
-        te, "duration_seconds", res->seconds, "engine_version", ENGINE_VERSION, "status",
-        partial ? "partial" : "complete", "repository", o->repo->id, "tags", tags, "sources", srcs,
-        "compression", "algorithm", compress_algo_name(o->repo->compress_algo), "level", o->repo->compress_level,
-        "index", json_string(index_id), "stats", "items", (json_int_t)b->items, "bytes_read",
-        (json_int_t)b->bytes_read, "chunks", (json_int_t)b->chunks, "new_chunks", (json_int_t)b->new_chunks,
-        "new_bytes", (json_int_t)b->new_bytes, "stored_bytes", (json_int_t)b->stored_bytes, "packs",
+        "version", 1, "pipeline", o->pipeline->name, "hostname", host, "username", user, "time", ts,
+        "time_end", te, "duration_seconds", res->seconds, "engine_version", ENGINE_VERSION,
+        "status", partial ? "partial" : "complete", "repository", o->repo->id, "tags", tags,
+        "sources", srcs, "compression", "algorithm", compress_algo_name(o->repo->compress_algo),
+        "level", o->repo->compress_level, "index", json_string(index_id), "stats", "items",
+        (json_int_t)b->items, "bytes_read", (json_int_t)b->bytes_read, "chunks",
+        (json_int_t)b->chunks, "new_chunks", (json_int_t)b->new_chunks, "new_bytes",
+        (json_int_t)b->new_bytes, "stored_bytes", (json_int_t)b->stored_bytes, "packs",
         (json_int_t)b->packs, "reused_items", (json_int_t)b->reused_items, "reused_bytes",
         (json_int_t)b->reused_bytes, "warnings", warnings, "sinks_missed", missed, "parent",
         o->parent ? json_string_value(json_object_get(o->parent, "id")) : NULL);
@@ -880,7 +898,8 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
     /* wall-clock creation time in ns: orders snapshots made within one second */
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    json_object_set_new(m, "created_ns", json_integer((json_int_t)now.tv_sec * 1000000000 + now.tv_nsec));
+    json_object_set_new(m, "created_ns",
+                        json_integer((json_int_t)now.tv_sec * 1000000000 + now.tv_nsec));
     int src = repo_save_json(o->repo, "snapshot", m, res->snapshot_id, err);
     json_decref(m);
     if (src != 0) {

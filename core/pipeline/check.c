@@ -19,7 +19,7 @@ struct ck {
   json_t *bad_blobs;     /* object: blob hex -> reason */
   json_t *snap;          /* current snapshot */
   const char *source;
-  int structure;         /* pass: structure checks (1) or damage tracing (0) */
+  int structure; /* pass: structure checks (1) or damage tracing (0) */
 };
 
 static void problem(struct ck *c, json_t *p) {
@@ -29,9 +29,9 @@ static void problem(struct ck *c, json_t *p) {
     const char *src = json_string_value(json_object_get(p, "source"));
     const char *item = json_string_value(json_object_get(p, "item"));
     const char *obj = json_string_value(json_object_get(p, "object"));
-    fprintf(stderr, "error: %s%s%s%s%s%s%s%s%s\n", snap ? "snapshot " : "", snap ? snap : "", snap ? ": " : "",
-            src ? "source '" : "", src ? src : "", src ? "': " : "", item ? item : "", item ? ": " : "",
-            json_string_value(json_object_get(p, "message")));
+    fprintf(stderr, "error: %s%s%s%s%s%s%s%s%s\n", snap ? "snapshot " : "", snap ? snap : "",
+            snap ? ": " : "", src ? "source '" : "", src ? src : "", src ? "': " : "",
+            item ? item : "", item ? ": " : "", json_string_value(json_object_get(p, "message")));
     (void)obj;
   }
   json_array_append_new(c->res->problems, p);
@@ -77,8 +77,9 @@ static int item_cb(void *ud, json_t *item) {
     size_t nl;
     char *name = json_get_bytes(item, "name", &nl);
     char *pn = name ? printable_name(name, nl) : xstrdup("?");
-    problem(c, json_pack("{s:s, s:s, s:s, s:s}", "snapshot", json_string_value(json_object_get(c->snap, "id")),
-                         "source", c->source, "item", pn, "message", msg));
+    problem(c, json_pack("{s:s, s:s, s:s, s:s}", "snapshot",
+                         json_string_value(json_object_get(c->snap, "id")), "source", c->source,
+                         "item", pn, "message", msg));
     free(pn);
     free(name);
     free(msg);
@@ -96,9 +97,11 @@ static void walk_snapshots(struct ck *c, json_t *snaps) {
       json_t *tree = json_object_get(s, "tree");
       char *msg = check_ids(c, tree);
       if (msg) {
-        char *full = xasprintf("item tree unreadable (%s): every item of this source is affected", msg);
-        problem(c, json_pack("{s:s, s:s, s:s}", "snapshot", json_string_value(json_object_get(m, "id")), "source",
-                             c->source, "message", full));
+        char *full =
+            xasprintf("item tree unreadable (%s): every item of this source is affected", msg);
+        problem(c, json_pack("{s:s, s:s, s:s}", "snapshot",
+                             json_string_value(json_object_get(m, "id")), "source", c->source,
+                             "message", full));
         free(full);
         free(msg);
         continue;
@@ -106,8 +109,9 @@ static void walk_snapshots(struct ck *c, json_t *snaps) {
       char *err = NULL;
       if (tree_foreach(c->r, tree, item_cb, c, &err) != 0) {
         if (c->structure)
-          problem(c, json_pack("{s:s, s:s, s:s}", "snapshot", json_string_value(json_object_get(m, "id")),
-                               "source", c->source, "message", err));
+          problem(c, json_pack("{s:s, s:s, s:s}", "snapshot",
+                               json_string_value(json_object_get(m, "id")), "source", c->source,
+                               "message", err));
         free(err);
       }
     }
@@ -162,7 +166,8 @@ static void read_pack(struct ck *c, const char *name, const char *hex) {
     c->res->blobs++;
     char bh[65];
     hex_encode(es[i].id, 32, bh);
-    if (repo_blob_decode(c->r, es[i].id, es[i].type, (char *)buf + es[i].offset, es[i].length, &raw, &rl, &e) != 0) {
+    if (repo_blob_decode(c->r, es[i].id, es[i].type, (char *)buf + es[i].offset, es[i].length, &raw,
+                         &rl, &e) != 0) {
       char *m = xasprintf("pack %s: %s", name, e);
       problem(c, json_pack("{s:s, s:s}", "object", name, "message", m));
       json_object_set_new(c->bad_blobs, bh, json_string(e));
@@ -171,8 +176,10 @@ static void read_pack(struct ck *c, const char *name, const char *hex) {
       continue;
     }
     if (rl != es[i].raw_length) {
-      json_object_set_new(c->bad_blobs, bh, json_string("decoded size differs from the pack header"));
-      problem(c, json_pack("{s:s, s:s}", "object", name, "message", "a blob's decoded size differs from the header"));
+      json_object_set_new(c->bad_blobs, bh,
+                          json_string("decoded size differs from the pack header"));
+      problem(c, json_pack("{s:s, s:s}", "object", name, "message",
+                           "a blob's decoded size differs from the header"));
     }
     free(raw);
   }

@@ -17,14 +17,16 @@ static int delete_everywhere(struct repo *r, const char *name, char **err) {
     host_clear_error(s->pi->host);
     int rc = s->pi->plugin->sink->del(s->pi->inst, name);
     if (rc != ENGINE_OK && rc != ENGINE_NOT_FOUND) {
-      *err = xasprintf("sink '%s': unable to delete '%s': %s", s->pi->name, name, host_last_error(s->pi->host));
+      *err = xasprintf("sink '%s': unable to delete '%s': %s", s->pi->name, name,
+                       host_last_error(s->pi->host));
       return -1;
     }
   }
   return 0;
 }
 
-int forget_run(struct repo *r, const struct pipeline_retention *pol, int dry_run, json_t **report, char **err) {
+int forget_run(struct repo *r, const struct pipeline_retention *pol, int dry_run, json_t **report,
+               char **err) {
   if (!pol || !pol->set) {
     *err = xstrdup("the pipeline has no retention block: nothing says which snapshots to keep");
     return -1;
@@ -32,9 +34,15 @@ int forget_run(struct repo *r, const struct pipeline_retention *pol, int dry_run
   json_t *all;
   if (snapshot_list(r, &all, err) != 0)
     return -1;
-  struct retention_policy rp = {pol->keep_last,   pol->keep_hourly, pol->keep_daily,
-                                pol->keep_weekly, pol->keep_monthly, pol->keep_yearly,
-                                pol->keep_within_ms / 1000, (const char *const *)pol->keep_tags, pol->n_keep_tags};
+  struct retention_policy rp = {pol->keep_last,
+                                pol->keep_hourly,
+                                pol->keep_daily,
+                                pol->keep_weekly,
+                                pol->keep_monthly,
+                                pol->keep_yearly,
+                                pol->keep_within_ms / 1000,
+                                (const char *const *)pol->keep_tags,
+                                pol->n_keep_tags};
   /* group by host + pipeline */
   json_t *groups = json_object();
   size_t i;
@@ -84,15 +92,17 @@ int forget_run(struct repo *r, const struct pipeline_retention *pol, int dry_run
           json_t *reasons = json_array();
           for (size_t x = 0; x < d[k].n_reasons; x++)
             json_array_append_new(reasons, json_string(d[k].reasons[x]));
-          json_array_append_new(keep, json_pack("{s:O, s:O, s:o}", "id", json_object_get(s, "id"), "time",
-                                                json_object_get(s, "time"), "reasons", reasons));
+          json_array_append_new(keep,
+                                json_pack("{s:O, s:O, s:o}", "id", json_object_get(s, "id"), "time",
+                                          json_object_get(s, "time"), "reasons", reasons));
         } else {
-          json_array_append_new(remove,
-                                json_pack("{s:O, s:O}", "id", json_object_get(s, "id"), "time", json_object_get(s, "time")));
+          json_array_append_new(remove, json_pack("{s:O, s:O}", "id", json_object_get(s, "id"),
+                                                  "time", json_object_get(s, "time")));
         }
       }
-      json_array_append_new(out_groups, json_pack("{s:s%, s:s, s:o, s:o}", "hostname", key, (size_t)(nl - key),
-                                                  "pipeline", nl + 1, "keep", keep, "remove", remove));
+      json_array_append_new(out_groups,
+                            json_pack("{s:s%, s:s, s:o, s:o}", "hostname", key, (size_t)(nl - key),
+                                      "pipeline", nl + 1, "keep", keep, "remove", remove));
       if (!dry_run) {
         size_t x;
         json_t *s;
@@ -122,6 +132,7 @@ int forget_run(struct repo *r, const struct pipeline_retention *pol, int dry_run
     json_decref(out_groups);
     return -1;
   }
-  *report = json_pack("{s:o, s:I, s:b}", "groups", out_groups, "removed", (json_int_t)removed, "dry_run", dry_run);
+  *report = json_pack("{s:o, s:I, s:b}", "groups", out_groups, "removed", (json_int_t)removed,
+                      "dry_run", dry_run);
   return 0;
 }

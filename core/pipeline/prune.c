@@ -24,19 +24,19 @@
 
 struct pk {
   char hex[65];
-  uint64_t size;    /* stored object size; 0 if missing */
+  uint64_t size; /* stored object size; 0 if missing */
   int exists;
   uint64_t used, unused; /* blob bytes */
-  int action;       /* 0 keep, 1 delete, 2 repack */
+  int action;            /* 0 keep, 1 delete, 2 repack */
 };
 
 struct pr {
   struct repo *r;
-  json_t *used;      /* blob hex -> true */
-  json_t *packs;     /* pack hex -> index into pk array */
+  json_t *used;  /* blob hex -> true */
+  json_t *packs; /* pack hex -> index into pk array */
   struct pk *pk;
   size_t n_pk;
-  json_t *canon;     /* blob hex -> [pack hex, type, offset, length, raw] canonical location */
+  json_t *canon; /* blob hex -> [pack hex, type, offset, length, raw] canonical location */
 };
 
 static int mark_ids(struct pr *p, json_t *ids) {
@@ -68,7 +68,8 @@ static int del_all(struct repo *r, const char *name, char **err) {
     host_clear_error(s->pi->host);
     int rc = s->pi->plugin->sink->del(s->pi->inst, name);
     if (rc != ENGINE_OK && rc != ENGINE_NOT_FOUND) {
-      *err = xasprintf("sink '%s': unable to delete '%s': %s", s->pi->name, name, host_last_error(s->pi->host));
+      *err = xasprintf("sink '%s': unable to delete '%s': %s", s->pi->name, name,
+                       host_last_error(s->pi->host));
       return -1;
     }
   }
@@ -76,7 +77,8 @@ static int del_all(struct repo *r, const char *name, char **err) {
 }
 
 /* Flush the packer as a new pack; records its blobs as canonical. */
-static int write_pack(struct pr *p, struct packer *pk, json_t *new_packs, struct prune_result *res, char **err) {
+static int write_pack(struct pr *p, struct packer *pk, json_t *new_packs, struct prune_result *res,
+                      char **err) {
   if (pk->n == 0)
     return 0;
   unsigned char id[32];
@@ -99,8 +101,8 @@ static int write_pack(struct pr *p, struct packer *pk, json_t *new_packs, struct
     char bh[65];
     hex_encode(pk->entries[i].id, 32, bh);
     json_array_append_new(blobs, json_pack("{s:s, s:s, s:I, s:I, s:I}", "id", bh, "type",
-                                           pk->entries[i].type == BLOB_TREE ? "tree" : "data", "offset",
-                                           (json_int_t)pk->entries[i].offset, "length",
+                                           pk->entries[i].type == BLOB_TREE ? "tree" : "data",
+                                           "offset", (json_int_t)pk->entries[i].offset, "length",
                                            (json_int_t)pk->entries[i].length, "raw_length",
                                            (json_int_t)pk->entries[i].raw_length));
   }
@@ -168,11 +170,12 @@ int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *r
         const char *bh = json_string_value(json_object_get(be, "id"));
         uint64_t len = (uint64_t)json_integer_value(json_object_get(be, "length"));
         if (p.pk[slot].exists && json_object_get(p.used, bh) && !json_object_get(p.canon, bh)) {
-          json_object_set_new(p.canon, bh, json_pack("{s:s, s:O, s:O, s:O, s:O}", "pack", ph, "type",
-                                                     json_object_get(be, "type"), "offset",
-                                                     json_object_get(be, "offset"), "length",
-                                                     json_object_get(be, "length"), "raw_length",
-                                                     json_object_get(be, "raw_length")));
+          json_object_set_new(p.canon, bh,
+                              json_pack("{s:s, s:O, s:O, s:O, s:O}", "pack", ph, "type",
+                                        json_object_get(be, "type"), "offset",
+                                        json_object_get(be, "offset"), "length",
+                                        json_object_get(be, "length"), "raw_length",
+                                        json_object_get(be, "raw_length")));
           p.pk[slot].used += len;
         } else {
           p.pk[slot].unused += len;
@@ -186,7 +189,8 @@ int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *r
     const char *bh;
     json_object_foreach(p.used, bh, v) {
       if (!json_object_get(p.canon, bh)) {
-        *err = xasprintf("blob %.16s is referenced by a snapshot but is in no existing pack; prune stops without "
+        *err = xasprintf("blob %.16s is referenced by a snapshot but is in no existing pack; prune "
+                         "stops without "
                          "deleting anything (run 'engine check')",
                          bh);
         goto out;
@@ -241,7 +245,8 @@ int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *r
       }
       unsigned char id[32];
       hex_decode(bh, id, 32);
-      int type = strcmp(json_string_value(json_object_get(v, "type")), "tree") == 0 ? BLOB_TREE : BLOB_DATA;
+      int type = strcmp(json_string_value(json_object_get(v, "type")), "tree") == 0 ? BLOB_TREE
+                                                                                    : BLOB_DATA;
       char *derr = NULL;
       if (repo_blob_decode(r, id, type, buf, n, &raw, &rl, &derr) != 0) {
         *err = xasprintf("pack %.16s: %s; prune stops before deleting anything", ph, derr);
@@ -279,8 +284,9 @@ int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *r
         arr = json_array();
         json_object_set_new(by_pack, ph, arr);
       }
-      json_array_append_new(arr, json_pack("{s:s, s:O, s:O, s:O, s:O}", "id", bh, "type", json_object_get(v, "type"),
-                                           "offset", json_object_get(v, "offset"), "length",
+      json_array_append_new(arr, json_pack("{s:s, s:O, s:O, s:O, s:O}", "id", bh, "type",
+                                           json_object_get(v, "type"), "offset",
+                                           json_object_get(v, "offset"), "length",
                                            json_object_get(v, "length"), "raw_length",
                                            json_object_get(v, "raw_length")));
     }

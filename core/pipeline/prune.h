@@ -26,6 +26,7 @@ int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *r
  * policy keeps; remove the others unless dry_run. *report receives
  * {"groups":[{"hostname","pipeline","keep":[{"id","time","reasons"}],"remove":[{"id","time"}]}],
  *  "removed":N}. Caller holds the exclusive lock. */
-int forget_run(struct repo *r, const struct pipeline_retention *pol, int dry_run, json_t **report, char **err);
+int forget_run(struct repo *r, const struct pipeline_retention *pol, int dry_run, json_t **report,
+               char **err);
 
 #endif

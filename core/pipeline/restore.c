@@ -103,9 +103,10 @@ static int item_cb(void *ud, json_t *item) {
   if (pc->validate_only) {
     if (why) {
       char *pn = printable_name(name, nlen);
-      pc->bad = xasprintf("source '%s': item '%s' has an unsafe name (%s); the manifest is refused and nothing was "
-                          "restored",
-                          pc->source, pn, why);
+      pc->bad = xasprintf(
+          "source '%s': item '%s' has an unsafe name (%s); the manifest is refused and nothing was "
+          "restored",
+          pc->source, pn, why);
       free(pn);
       rc = 1;
     }
@@ -153,15 +154,17 @@ static int item_cb(void *ud, json_t *item) {
     free(name);
     return 0;
   }
-  char *meta = json_dumps(json_object_get(item, "meta") ? json_object_get(item, "meta") : json_object(),
-                          JSON_COMPACT | JSON_SORT_KEYS);
+  char *meta =
+      json_dumps(json_object_get(item, "meta") ? json_object_get(item, "meta") : json_object(),
+                 JSON_COMPACT | JSON_SORT_KEYS);
   struct engine_item ei = {name, nlen, (enum engine_item_type)type, meta, size};
   struct rd_ctx rc_ctx;
   blob_stream_init(&rc_ctx.bs, pc->o->repo, chunks, BLOB_DATA);
   rc_ctx.bs.pf = pc->pf;
   rc_ctx.pc = pc;
   struct engine_reader rd = {sizeof(rd), &rc_ctx, size, rd_read};
-  int has_data = json_array_size(chunks) > 0 || type == ENGINE_ITEM_FILE || type == ENGINE_ITEM_STREAM;
+  int has_data =
+      json_array_size(chunks) > 0 || type == ENGINE_ITEM_FILE || type == ENGINE_ITEM_STREAM;
   host_clear_error(pc->pi->host);
   int prc = pc->pi->plugin->source->restore_item(pc->rctx, &ei, has_data ? &rd : NULL);
   if (prc != ENGINE_OK) {
@@ -191,18 +194,19 @@ static int ask_yes(const char *question) {
   return line[0] == 'y' || line[0] == 'Y';
 }
 
-static struct plugin_instance *find_instance(const struct restore_opts *o, const char *name, const char *type,
-                                             char **err) {
+static struct plugin_instance *find_instance(const struct restore_opts *o, const char *name,
+                                             const char *type, char **err) {
   for (size_t i = 0; i < o->n_sources; i++)
     if (strcmp(o->sources[i]->name, name) == 0) {
       if (strcmp(o->sources[i]->plugin->name, type) != 0) {
-        *err = xasprintf("source '%s' is of type '%s' in the snapshot but '%s' in the pipeline", name, type,
-                         o->sources[i]->plugin->name);
+        *err = xasprintf("source '%s' is of type '%s' in the snapshot but '%s' in the pipeline",
+                         name, type, o->sources[i]->plugin->name);
         return NULL;
       }
       return o->sources[i];
     }
-  *err = xasprintf("the snapshot's source '%s' (type %s) is not in the pipeline any more; add it back to restore it",
+  *err = xasprintf("the snapshot's source '%s' (type %s) is not in the pipeline any more; add it "
+                   "back to restore it",
                    name, type);
   return NULL;
 }
@@ -272,15 +276,17 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
       int b = pc.pi->plugin->source->restore_begin(pc.pi->inst, &ro, &pc.rctx);
       if (b == ENGINE_EXISTS) {
         const char *why = host_last_error(pc.pi->host);
-        char *q = xasprintf("source '%s': %s. Overwrite?", sn, why[0] ? why : "the target holds data");
+        char *q =
+            xasprintf("source '%s': %s. Overwrite?", sn, why[0] ? why : "the target holds data");
         if (o->interactive && ask_yes(q)) {
           ro.yes = 1;
           host_clear_error(pc.pi->host);
           b = pc.pi->plugin->source->restore_begin(pc.pi->inst, &ro, &pc.rctx);
         } else {
-          *err = o->interactive ? xasprintf("source '%s': not confirmed; nothing was written", sn)
-                                : xasprintf("source '%s': %s; pass --yes to confirm (nothing was written)", sn,
-                                            why[0] ? why : "the target holds data");
+          *err = o->interactive
+                     ? xasprintf("source '%s': not confirmed; nothing was written", sn)
+                     : xasprintf("source '%s': %s; pass --yes to confirm (nothing was written)", sn,
+                                 why[0] ? why : "the target holds data");
           free(q);
           rc = -1;
           break;
@@ -289,7 +295,8 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
       }
       if (b != ENGINE_OK) {
         const char *why = host_last_error(pc.pi->host);
-        *err = xasprintf("source '%s': unable to start the restore: %s", sn, why[0] ? why : "failed");
+        *err =
+            xasprintf("source '%s': unable to start the restore: %s", sn, why[0] ? why : "failed");
         rc = -1;
         break;
       }
@@ -302,7 +309,10 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
       if (r == 0) {
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
         pc.pf = prefetch_start(o->repo, (const unsigned char(*)[32])cc.ids, cc.n_ids, BLOB_DATA,
-                               (int)(ncpu < 1 ? 1 : ncpu > 8 ? 8 : ncpu), 16);
+                               (int)(ncpu < 1   ? 1
+                                     : ncpu > 8 ? 8
+                                                : ncpu),
+                               16);
       }
       free(cc.ids);
     }
@@ -323,8 +333,9 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     res->failed += pc.failed;
     if (r < 0) {
       char *e = *err;
-      *err = xasprintf("%s; the restore stopped part-way: %llu items were restored and the target is incomplete",
-                       e, (unsigned long long)res->items);
+      *err = xasprintf(
+          "%s; the restore stopped part-way: %llu items were restored and the target is incomplete",
+          e, (unsigned long long)res->items);
       free(e);
       rc = -1;
     }

@@ -17,8 +17,8 @@ struct restore_opts {
   const char *target; /* --target or NULL */
   int dry_run;
   int yes;
-  int interactive;    /* may ask [y/N] on the terminal */
-  int json;           /* dry-run listing as JSON lines */
+  int interactive;          /* may ask [y/N] on the terminal */
+  int json;                 /* dry-run listing as JSON lines */
   const char *const *extra; /* NULL-terminated "key=value" flags for the plugins */
 };
 

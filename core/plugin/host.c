@@ -770,7 +770,9 @@ static int host_http_request(const struct engine_host *h, const struct engine_ht
   return http_request(req, resp);
 }
 
-static void host_http_response_free(struct engine_http_response *resp) { http_response_free(resp); }
+static void host_http_response_free(struct engine_http_response *resp) {
+  http_response_free(resp);
+}
 
 static char *host_http_header(const struct engine_http_response *resp, const char *name) {
   return http_header(resp, name);

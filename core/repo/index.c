@@ -38,7 +38,8 @@ static uint64_t slot_hash(const unsigned char id[32]) {
   return h;
 }
 
-static struct index_entry *find_slot(struct index_entry *slots, size_t n, const unsigned char id[32]) {
+static struct index_entry *find_slot(struct index_entry *slots, size_t n,
+                                     const unsigned char id[32]) {
   size_t mask = n - 1, i = (size_t)slot_hash(id) & mask;
   for (;;) {
     struct index_entry *e = &slots[i];
@@ -147,8 +148,9 @@ static int load_one(struct repo *r, const char *id_hex, char **err) {
       const char *t = json_string_value(json_object_get(b, "type"));
       json_t *off = json_object_get(b, "offset"), *len = json_object_get(b, "length"),
              *raw = json_object_get(b, "raw_length");
-      if (!bh || !t || hex_decode(bh, bid, 32) != 0 || !json_is_integer(off) || !json_is_integer(len) ||
-          !json_is_integer(raw) || (strcmp(t, "tree") != 0 && strcmp(t, "data") != 0))
+      if (!bh || !t || hex_decode(bh, bid, 32) != 0 || !json_is_integer(off) ||
+          !json_is_integer(len) || !json_is_integer(raw) ||
+          (strcmp(t, "tree") != 0 && strcmp(t, "data") != 0))
         goto bad;
       index_put(r->index, bid, pk, (uint32_t)json_integer_value(json_object_get(b, "offset")),
                 (uint32_t)json_integer_value(json_object_get(b, "length")),
@@ -207,10 +209,11 @@ int index_save_packs(struct repo *r, const uint32_t *packs, size_t n, char id_he
       size_t k = pos[e->pack] - 1;
       char hex[65];
       hex_encode(e->id, 32, hex);
-      json_array_append_new(blobs[k], json_pack("{s:s, s:s, s:I, s:I, s:I}", "id", hex, "type",
-                                                e->type == BLOB_TREE ? "tree" : "data", "offset",
-                                                (json_int_t)e->offset, "length", (json_int_t)e->length,
-                                                "raw_length", (json_int_t)e->raw_length));
+      json_array_append_new(blobs[k],
+                            json_pack("{s:s, s:s, s:I, s:I, s:I}", "id", hex, "type",
+                                      e->type == BLOB_TREE ? "tree" : "data", "offset",
+                                      (json_int_t)e->offset, "length", (json_int_t)e->length,
+                                      "raw_length", (json_int_t)e->raw_length));
     }
   }
   pthread_mutex_unlock(&ix->lock);

@@ -15,7 +15,7 @@
 
 struct index_entry {
   unsigned char id[32];
-  uint32_t pack;       /* index into the pack table; UINT32_MAX while pending */
+  uint32_t pack; /* index into the pack table; UINT32_MAX while pending */
   uint32_t offset;
   uint32_t length;     /* stored (sealed) length */
   uint32_t raw_length; /* decoded length */

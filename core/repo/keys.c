@@ -84,11 +84,13 @@ int repo_key_remove(struct repo *r, const char *id_prefix, int allow_current, ch
   else if (matches > 1)
     *err = xasprintf("key id prefix '%s' is ambiguous (%zu keys match)", id_prefix, matches);
   else if (n <= 1)
-    *err = xstrdup("refusing to remove the repository's last key: the repository could never be opened again");
+    *err = xstrdup(
+        "refusing to remove the repository's last key: the repository could never be opened again");
   else if (!allow_current && strcmp(match + 5, r->key_id) == 0)
-    *err = xasprintf("refusing to remove key %.8s: it is the key this command opened the repository with; open "
-                     "the repository with another key to remove it (or use 'engine key passwd')",
-                     r->key_id);
+    *err = xasprintf(
+        "refusing to remove key %.8s: it is the key this command opened the repository with; open "
+        "the repository with another key to remove it (or use 'engine key passwd')",
+        r->key_id);
   else {
     rc = 0;
     for (size_t i = 0; i < r->n_sinks; i++) {
@@ -96,7 +98,8 @@ int repo_key_remove(struct repo *r, const char *id_prefix, int allow_current, ch
       host_clear_error(s->pi->host);
       int d = s->pi->plugin->sink->del(s->pi->inst, match);
       if (d != ENGINE_OK && d != ENGINE_NOT_FOUND) {
-        *err = xasprintf("sink '%s': unable to delete '%s': %s", s->pi->name, match, host_last_error(s->pi->host));
+        *err = xasprintf("sink '%s': unable to delete '%s': %s", s->pi->name, match,
+                         host_last_error(s->pi->host));
         rc = -1;
         break;
       }

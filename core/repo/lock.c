@@ -45,9 +45,9 @@ static int write_lock(struct repo *r, int exclusive, char name[80], char **err) 
   struct passwd *pw = getpwuid(getuid());
   time_t now = time(NULL);
   char *ts = iso_time(now);
-  json_t *o = json_pack("{s:b, s:s, s:I, s:s, s:s, s:I}", "exclusive", exclusive, "hostname", host, "pid",
-                        (json_int_t)getpid(), "username", pw ? pw->pw_name : "unknown", "time", ts,
-                        "refreshed_unix", (json_int_t)now);
+  json_t *o = json_pack("{s:b, s:s, s:I, s:s, s:s, s:I}", "exclusive", exclusive, "hostname", host,
+                        "pid", (json_int_t)getpid(), "username", pw ? pw->pw_name : "unknown",
+                        "time", ts, "refreshed_unix", (json_int_t)now);
   free(ts);
   char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(o);
@@ -71,7 +71,8 @@ static void delete_object(struct repo *r, const char *name) {
     struct repo_sink *s = &r->sinks[i];
     int rc = s->pi->plugin->sink->del(s->pi->inst, name);
     if (rc != ENGINE_OK && rc != ENGINE_NOT_FOUND)
-      log_warn("sink '%s': unable to delete '%s': %s", s->pi->name, name, host_last_error(s->pi->host));
+      log_warn("sink '%s': unable to delete '%s': %s", s->pi->name, name,
+               host_last_error(s->pi->host));
   }
 }
 
@@ -107,7 +108,8 @@ static int is_stale(json_t *l, char **why) {
     return 1;
   }
   if (refreshed > 0 && now - refreshed > LOCK_STALE_S) {
-    *why = xasprintf("it was last refreshed %lld s ago (limit %d s)", (long long)(now - refreshed), LOCK_STALE_S);
+    *why = xasprintf("it was last refreshed %lld s ago (limit %d s)", (long long)(now - refreshed),
+                     LOCK_STALE_S);
     return 1;
   }
   return 0;
@@ -116,14 +118,16 @@ static int is_stale(json_t *l, char **why) {
 static char *describe(json_t *l) {
   return xasprintf("%s lock held by %s@%s (pid %lld) since %s",
                    json_is_true(json_object_get(l, "exclusive")) ? "an exclusive" : "a shared",
-                   json_string_value(json_object_get(l, "username")), json_string_value(json_object_get(l, "hostname")),
+                   json_string_value(json_object_get(l, "username")),
+                   json_string_value(json_object_get(l, "hostname")),
                    (long long)json_integer_value(json_object_get(l, "pid")),
                    json_string_value(json_object_get(l, "time")));
 }
 
 /* Find a lock (other than `mine`) conflicting with the wanted mode; stale
  * ones are removed on the way. Returns a description or NULL. */
-static char *find_conflict(struct repo *r, int exclusive, const char *mine, char **err, int *failed) {
+static char *find_conflict(struct repo *r, int exclusive, const char *mine, char **err,
+                           int *failed) {
   json_t *list;
   *failed = 0;
   if (repo_list(r, "locks/", &list, err) != 0) {
@@ -179,7 +183,8 @@ static void *refresh_main(void *arg) {
   return NULL;
 }
 
-int repo_lock_acquire(struct repo *r, int exclusive, int64_t wait_ms, struct repo_lock **out, char **err) {
+int repo_lock_acquire(struct repo *r, int exclusive, int64_t wait_ms, struct repo_lock **out,
+                      char **err) {
   struct timespec t0;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   int announced = 0;
@@ -214,7 +219,8 @@ int repo_lock_acquire(struct repo *r, int exclusive, int64_t wait_ms, struct rep
     int64_t waited = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
     if (waited >= wait_ms || host_is_cancelled()) {
       *err = xasprintf("the repository is locked: %s%s", conflict,
-                       wait_ms > 0 ? " (gave up waiting; see --lock-wait)" : " (use --lock-wait DURATION to wait)");
+                       wait_ms > 0 ? " (gave up waiting; see --lock-wait)"
+                                   : " (use --lock-wait DURATION to wait)");
       free(conflict);
       return -1;
     }

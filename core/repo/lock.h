@@ -19,7 +19,8 @@
 struct repo_lock;
 
 /* Wait up to wait_ms (0: do not wait) for conflicting locks to go away. */
-int repo_lock_acquire(struct repo *r, int exclusive, int64_t wait_ms, struct repo_lock **out, char **err);
+int repo_lock_acquire(struct repo *r, int exclusive, int64_t wait_ms, struct repo_lock **out,
+                      char **err);
 /* Stop refreshing and delete the lock object. */
 void repo_lock_release(struct repo_lock *l);
 

@@ -19,7 +19,9 @@ static uint32_t get_u32(const unsigned char *p) {
   return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-void packer_init(struct packer *p) { memset(p, 0, sizeof(*p)); }
+void packer_init(struct packer *p) {
+  memset(p, 0, sizeof(*p));
+}
 
 void packer_free(struct packer *p) {
   free(p->buf);
@@ -102,8 +104,8 @@ int pack_parse(const struct repo *r, const void *pack, size_t len, struct pack_e
     *err = xstrdup("pack header authentication failed");
     return -1;
   }
-  if (hl < 8 || memcmp(h, PACK_HEADER_MAGIC, 4) != 0 || (hl - 8) / PACK_ENTRY_SIZE != get_u32(h + 4) ||
-      (hl - 8) % PACK_ENTRY_SIZE != 0) {
+  if (hl < 8 || memcmp(h, PACK_HEADER_MAGIC, 4) != 0 ||
+      (hl - 8) / PACK_ENTRY_SIZE != get_u32(h + 4) || (hl - 8) % PACK_ENTRY_SIZE != 0) {
     free(h);
     *err = xstrdup("pack header is malformed");
     return -1;

@@ -55,8 +55,8 @@ static void *worker(void *arg) {
   return NULL;
 }
 
-struct prefetch *prefetch_start(struct repo *r, const unsigned char (*ids)[32], size_t n, enum blob_type type,
-                                int threads, size_t window) {
+struct prefetch *prefetch_start(struct repo *r, const unsigned char (*ids)[32], size_t n,
+                                enum blob_type type, int threads, size_t window) {
   struct prefetch *p = xcalloc(1, sizeof(*p));
   p->r = r;
   p->n = n;
@@ -81,7 +81,8 @@ static void drop_slot(struct slot *s) {
   s->err = NULL;
 }
 
-int prefetch_take(struct prefetch *p, const unsigned char id[32], void **out, size_t *n, char **err) {
+int prefetch_take(struct prefetch *p, const unsigned char id[32], void **out, size_t *n,
+                  char **err) {
   pthread_mutex_lock(&p->mu);
   /* is it ahead at all? (never skip past the whole sequence for a stray id) */
   size_t k = p->next_take;

@@ -11,12 +11,13 @@
 struct prefetch;
 
 /* ids: n blob ids (copied) in the order they will be consumed. */
-struct prefetch *prefetch_start(struct repo *r, const unsigned char (*ids)[32], size_t n, enum blob_type type,
-                                int threads, size_t window);
+struct prefetch *prefetch_start(struct repo *r, const unsigned char (*ids)[32], size_t n,
+                                enum blob_type type, int threads, size_t window);
 /* Take blob `id`: the next one in sequence, skipping (and dropping) blobs
  * the consumer did not ask for. 1: *out set (malloc'd); 0: id not ahead in
  * the sequence (caller reads it directly); -1: error (*err). */
-int prefetch_take(struct prefetch *p, const unsigned char id[32], void **out, size_t *n, char **err);
+int prefetch_take(struct prefetch *p, const unsigned char id[32], void **out, size_t *n,
+                  char **err);
 void prefetch_stop(struct prefetch *p);
 
 #endif

@@ -22,7 +22,9 @@
 #define KDF_P 1u
 #define KEY_AAD "engine-key-v1"
 
-static const char *sink_name(const struct repo_sink *s) { return s->pi->name; }
+static const char *sink_name(const struct repo_sink *s) {
+  return s->pi->name;
+}
 
 static const char *sink_where(const struct repo_sink *s) {
   return s->pi->plugin->sink->describe(s->pi->inst);
@@ -46,8 +48,9 @@ int repo_put(struct repo *r, const char *name, const void *buf, size_t len, unsi
       ok++;
       continue;
     }
-    char *msg = rc == ENGINE_EXISTS ? xasprintf("sink '%s': object '%s' already exists", sink_name(s), name)
-                                    : sink_error(s, "unable to write", name);
+    char *msg = rc == ENGINE_EXISTS
+                    ? xasprintf("sink '%s': object '%s' already exists", sink_name(s), name)
+                    : sink_error(s, "unable to write", name);
     if (s->required || rc == ENGINE_EXISTS) {
       *err = msg;
       return rc == ENGINE_EXISTS ? ENGINE_EXISTS : -1;
@@ -80,9 +83,9 @@ int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, void 
     if (rc == ENGINE_NOT_FOUND)
       not_found++;
     if (!first_err)
-      first_err = rc == ENGINE_NOT_FOUND
-                      ? xasprintf("sink '%s' (%s): object '%s' not found", sink_name(s), sink_where(s), name)
-                      : sink_error(s, "unable to read", name);
+      first_err = rc == ENGINE_NOT_FOUND ? xasprintf("sink '%s' (%s): object '%s' not found",
+                                                     sink_name(s), sink_where(s), name)
+                                         : sink_error(s, "unable to read", name);
   }
   *err = first_err ? first_err : xasprintf("unable to read '%s': no sink configured", name);
   return not_found == (int)r->n_sinks ? ENGINE_NOT_FOUND : -1;
@@ -101,7 +104,8 @@ static int list_cb(void *ud, const char *name, uint64_t size) {
 
 static int cmp_names(const void *a, const void *b) {
   const json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
-  return strcmp(json_string_value(json_object_get(x, "name")), json_string_value(json_object_get(y, "name")));
+  return strcmp(json_string_value(json_object_get(x, "name")),
+                json_string_value(json_object_get(y, "name")));
 }
 
 static void sort_listing(json_t *arr) {
@@ -164,8 +168,9 @@ static int seal_with(const struct engine_plugin *crypto, const unsigned char *ke
   return c->seal(key, o, aad, aad_len, in, n, o + c->nonce_len) == ENGINE_OK ? 0 : -1;
 }
 
-static int unseal_with(const struct engine_plugin *crypto, const unsigned char *key, const void *aad,
-                       size_t aad_len, const void *in, size_t n, void *out, size_t *out_len) {
+static int unseal_with(const struct engine_plugin *crypto, const unsigned char *key,
+                       const void *aad, size_t aad_len, const void *in, size_t n, void *out,
+                       size_t *out_len) {
   const struct engine_crypto_ops *c = crypto->crypto;
   const unsigned char *i = in;
   if (n < c->nonce_len + c->tag_len)
@@ -362,7 +367,8 @@ int repo_read_blob(struct repo *r, const unsigned char id[32], enum blob_type ty
 
 static int derive_kek(const char *pass, size_t pass_len, const unsigned char *salt, size_t salt_len,
                       uint64_t N, uint64_t rr, uint64_t p, unsigned char *kek, size_t kek_len) {
-  return EVP_PBE_scrypt(pass, pass_len, salt, salt_len, N, rr, p, 256ull * 1024 * 1024, kek, kek_len) == 1
+  return EVP_PBE_scrypt(pass, pass_len, salt, salt_len, N, rr, p, 256ull * 1024 * 1024, kek,
+                        kek_len) == 1
              ? 0
              : -1;
 }
@@ -384,8 +390,8 @@ static json_t *master_json(const struct repo *r) {
   char seed[17];
   snprintf(seed, sizeof(seed), "%016llx", (unsigned long long)r->chunker_seed);
   char *ek = b64_encode(r->enc_key, REPO_KEY_LEN), *mk = b64_encode(r->mac_key, REPO_KEY_LEN);
-  json_t *m = json_pack("{s:s, s:s, s:s, s:s}", "repository", r->id, "encryption_key", ek, "id_key", mk,
-                        "chunker_seed", seed);
+  json_t *m = json_pack("{s:s, s:s, s:s, s:s}", "repository", r->id, "encryption_key", ek, "id_key",
+                        mk, "chunker_seed", seed);
   OPENSSL_cleanse(ek, strlen(ek));
   OPENSSL_cleanse(mk, strlen(mk));
   free(ek);
@@ -395,14 +401,15 @@ static json_t *master_json(const struct repo *r) {
 
 /* Build a keys/ object wrapping the master key under the passphrase. */
 int repo_key_make(const struct repo *r, const char *pass, size_t pass_len, char **text_out,
-                           char **err) {
+                  char **err) {
   json_t *m = master_json(r);
   char *plain = json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(m);
   size_t pl = strlen(plain);
   char *user = current_user(), *host = current_host(), *now = iso_time(time(NULL));
-  json_t *k = json_pack("{s:i, s:s, s:s, s:s, s:s}", "version", REPO_FORMAT_VERSION, "created", now,
-                        "user", user, "host", host, "encryption", r->crypto ? r->crypto->name : "none");
+  json_t *k =
+      json_pack("{s:i, s:s, s:s, s:s, s:s}", "version", REPO_FORMAT_VERSION, "created", now, "user",
+                user, "host", host, "encryption", r->crypto ? r->crypto->name : "none");
   free(user);
   free(host);
   free(now);
@@ -411,7 +418,8 @@ int repo_key_make(const struct repo *r, const char *pass, size_t pass_len, char 
     unsigned char salt[32], kek[64];
     size_t kek_len = r->crypto->crypto->key_len;
     RAND_bytes(salt, sizeof(salt));
-    if (kek_len > sizeof(kek) || derive_kek(pass, pass_len, salt, sizeof(salt), KDF_N, KDF_R, KDF_P, kek, kek_len) != 0) {
+    if (kek_len > sizeof(kek) ||
+        derive_kek(pass, pass_len, salt, sizeof(salt), KDF_N, KDF_R, KDF_P, kek, kek_len) != 0) {
       *err = xstrdup("key derivation (scrypt) failed");
       rc = -1;
     } else {
@@ -422,9 +430,10 @@ int repo_key_make(const struct repo *r, const char *pass, size_t pass_len, char 
         rc = -1;
       } else {
         char *s64 = b64_encode(salt, sizeof(salt)), *d64 = b64_encode(sealed, sl);
-        json_object_set_new(k, "kdf", json_pack("{s:s, s:I, s:I, s:I, s:s}", "algorithm", "scrypt", "N",
-                                                (json_int_t)KDF_N, "r", (json_int_t)KDF_R, "p",
-                                                (json_int_t)KDF_P, "salt", s64));
+        json_object_set_new(k, "kdf",
+                            json_pack("{s:s, s:I, s:I, s:I, s:s}", "algorithm", "scrypt", "N",
+                                      (json_int_t)KDF_N, "r", (json_int_t)KDF_R, "p",
+                                      (json_int_t)KDF_P, "salt", s64));
         json_object_set_new(k, "data", json_string(d64));
         free(s64);
         free(d64);
@@ -484,12 +493,13 @@ static int open_key_object(struct repo *r, const char *name, const char *text, s
     const char *s64 = json_string_value(json_object_get(kp, "salt"));
     unsigned char kek[64];
     size_t kek_len = r->crypto->crypto->key_len;
-    if (!s64 || b64_decode(s64, &salt, &salt_len) != 0 || N < 2 || N > (1 << 22) || rr < 1 || rr > 64 ||
-        p < 1 || p > 16 || kek_len > sizeof(kek)) {
+    if (!s64 || b64_decode(s64, &salt, &salt_len) != 0 || N < 2 || N > (1 << 22) || rr < 1 ||
+        rr > 64 || p < 1 || p > 16 || kek_len > sizeof(kek)) {
       *err = xasprintf("key '%s': invalid scrypt parameters", name);
       goto out;
     }
-    if (derive_kek(pass, pass_len, salt, salt_len, (uint64_t)N, (uint64_t)rr, (uint64_t)p, kek, kek_len) != 0) {
+    if (derive_kek(pass, pass_len, salt, salt_len, (uint64_t)N, (uint64_t)rr, (uint64_t)p, kek,
+                   kek_len) != 0) {
       *err = xasprintf("key '%s': key derivation failed", name);
       goto out;
     }
@@ -516,8 +526,8 @@ static int open_key_object(struct repo *r, const char *name, const char *text, s
       mkl != REPO_KEY_LEN) {
     *err = xasprintf("key '%s': malformed master key", name);
   } else if (strcmp(rid, r->id) != 0) {
-    *err = xasprintf("key '%s' belongs to repository %s, not %s (the config object was replaced?)", name,
-                     rid, r->id);
+    *err = xasprintf("key '%s' belongs to repository %s, not %s (the config object was replaced?)",
+                     name, rid, r->id);
   } else {
     memcpy(r->enc_key, ekb, REPO_KEY_LEN);
     memcpy(r->mac_key, mkb, REPO_KEY_LEN);
@@ -587,14 +597,17 @@ static int open_keys(struct repo *r, const char *pass, size_t pass_len, char **e
   }
   if (rc != 0 && wrong > 0) {
     free(*err);
-    *err = xasprintf("wrong passphrase or key file: none of the repository's %zu key(s) can be opened with it", n);
+    *err = xasprintf(
+        "wrong passphrase or key file: none of the repository's %zu key(s) can be opened with it",
+        n);
   }
   return rc;
 }
 
 /* ---- config ----------------------------------------------------------- */
 
-static int parse_config(struct repo *r, const char *text, size_t len, const char *where, char **err) {
+static int parse_config(struct repo *r, const char *text, size_t len, const char *where,
+                        char **err) {
   json_error_t je;
   json_t *c = json_loadb(text, len, 0, &je);
   if (!c || json_integer_value(json_object_get(c, "engine_repository")) != 1) {
@@ -605,8 +618,9 @@ static int parse_config(struct repo *r, const char *text, size_t len, const char
   json_int_t v = json_integer_value(json_object_get(c, "version"));
   if (v != REPO_FORMAT_VERSION) {
     json_decref(c);
-    *err = xasprintf("%s: repository format version %lld is not supported by this engine (it reads version %d)",
-                     where, (long long)v, REPO_FORMAT_VERSION);
+    *err = xasprintf(
+        "%s: repository format version %lld is not supported by this engine (it reads version %d)",
+        where, (long long)v, REPO_FORMAT_VERSION);
     return -1;
   }
   const char *id = json_string_value(json_object_get(c, "id"));
@@ -626,16 +640,16 @@ static int parse_config(struct repo *r, const char *text, size_t len, const char
   int rc = 0;
   const char *cerr = NULL;
   if (strcmp(enc, want) != 0) {
-    *err = xasprintf("%s: the repository is encrypted with '%s' but the pipeline configures '%s'", where,
-                     enc, want);
+    *err = xasprintf("%s: the repository is encrypted with '%s' but the pipeline configures '%s'",
+                     where, enc, want);
     rc = -1;
   } else if (chunker_params_check(&r->chunker, &cerr) != 0) {
     *err = xasprintf("%s: invalid chunker parameters in config: %s", where, cerr);
     rc = -1;
   }
   if (rc == 0 && (r->pack_size < REPO_MIN_PACK_SIZE || r->pack_size > REPO_MAX_PACK_SIZE)) {
-    *err = xasprintf("%s: pack_size %llu in config is outside %u..%u bytes", where, (unsigned long long)r->pack_size,
-                     REPO_MIN_PACK_SIZE, REPO_MAX_PACK_SIZE);
+    *err = xasprintf("%s: pack_size %llu in config is outside %u..%u bytes", where,
+                     (unsigned long long)r->pack_size, REPO_MIN_PACK_SIZE, REPO_MAX_PACK_SIZE);
     rc = -1;
   }
   json_decref(c);
@@ -674,14 +688,16 @@ static int probe_sink(struct repo_sink *s, void **cfg, size_t *cfg_len, char **e
   if (!p.any)
     return 0;
   if (strncmp(p.first, "keys/", 5) == 0) {
-    *err = xasprintf("sink '%s': %s holds a key ('%s') but no 'config': an interrupted repository initialisation; "
+    *err = xasprintf("sink '%s': %s holds a key ('%s') but no 'config': an interrupted repository "
+                     "initialisation; "
                      "remove the location's contents or choose another location",
                      sink_name(s), sink_where(s), p.first);
     return 2;
   }
-  *err = xasprintf("sink '%s': %s holds '%s' but no engine repository; refusing to use it (choose an empty "
-                   "location)",
-                   sink_name(s), sink_where(s), p.first);
+  *err = xasprintf(
+      "sink '%s': %s holds '%s' but no engine repository; refusing to use it (choose an empty "
+      "location)",
+      sink_name(s), sink_where(s), p.first);
   return 2;
 }
 
@@ -714,12 +730,13 @@ static int init_repo(struct repo *r, const struct repo_open_opts *o, char **err)
     return -1;
   }
   char *now = iso_time(time(NULL));
-  json_t *c = json_pack("{s:i, s:i, s:s, s:s, s:s, s:s, s:{s:s, s:I, s:I, s:I}, s:I}", "engine_repository", 1,
-                        "version", REPO_FORMAT_VERSION, "id", r->id, "created", now, "encryption",
-                        r->crypto ? r->crypto->name : "none", "id_hash", "hmac-sha256", "chunker",
-                        "algorithm", "fastcdc-gear64", "min", (json_int_t)r->chunker.min_size, "avg",
-                        (json_int_t)r->chunker.avg_size, "max", (json_int_t)r->chunker.max_size,
-                        "pack_size", (json_int_t)r->pack_size);
+  json_t *c =
+      json_pack("{s:i, s:i, s:s, s:s, s:s, s:s, s:{s:s, s:I, s:I, s:I}, s:I}", "engine_repository",
+                1, "version", REPO_FORMAT_VERSION, "id", r->id, "created", now, "encryption",
+                r->crypto ? r->crypto->name : "none", "id_hash", "hmac-sha256", "chunker",
+                "algorithm", "fastcdc-gear64", "min", (json_int_t)r->chunker.min_size, "avg",
+                (json_int_t)r->chunker.avg_size, "max", (json_int_t)r->chunker.max_size,
+                "pack_size", (json_int_t)r->pack_size);
   free(now);
   char *ctext = json_dumps(c, JSON_INDENT(2) | JSON_SORT_KEYS);
   json_decref(c);
@@ -767,14 +784,16 @@ static void warn_sinks_behind(struct repo *r) {
       json_t *x, *y;
       json_array_foreach(lists[k], a, x) {
         int found = 0;
-        json_array_foreach(lists[i], b, y) if (json_equal(json_object_get(x, "name"), json_object_get(y, "name"))) {
+        json_array_foreach(lists[i], b, y) if (json_equal(json_object_get(x, "name"),
+                                                          json_object_get(y, "name"))) {
           found = 1;
           break;
         }
         missing += !found;
       }
       if (missing)
-        log_warn("sink '%s' lacks %zu snapshot(s) that sink '%s' has; run 'engine sync PIPELINE --from %s --to %s'",
+        log_warn("sink '%s' lacks %zu snapshot(s) that sink '%s' has; run 'engine sync PIPELINE "
+                 "--from %s --to %s'",
                  sink_name(&r->sinks[i]), missing, sink_name(&r->sinks[k]), sink_name(&r->sinks[k]),
                  sink_name(&r->sinks[i]));
     }
@@ -793,8 +812,8 @@ int repo_open(const struct repo_open_opts *o, struct repo **out, char **err) {
     r->nonce_len = r->crypto->crypto->nonce_len;
     r->tag_len = r->crypto->crypto->tag_len;
     if (r->crypto->crypto->key_len != REPO_KEY_LEN) {
-      *err = xasprintf("crypto plugin '%s' uses %zu-byte keys; the repository format needs %d", r->crypto->name,
-                       r->crypto->crypto->key_len, REPO_KEY_LEN);
+      *err = xasprintf("crypto plugin '%s' uses %zu-byte keys; the repository format needs %d",
+                       r->crypto->name, r->crypto->crypto->key_len, REPO_KEY_LEN);
       free(r);
       return -1;
     }
@@ -840,8 +859,9 @@ int repo_open(const struct repo_open_opts *o, struct repo **out, char **err) {
       cfg_from = (ssize_t)i;
     } else {
       if (cl != cfg_len || memcmp(c, cfg, cl) != 0) {
-        *err = xasprintf("sinks '%s' and '%s' hold different repositories (their config objects differ)",
-                         sink_name(&r->sinks[cfg_from]), sink_name(&r->sinks[i]));
+        *err = xasprintf(
+            "sinks '%s' and '%s' hold different repositories (their config objects differ)",
+            sink_name(&r->sinks[cfg_from]), sink_name(&r->sinks[i]));
         free(c);
         goto fail;
       }
@@ -873,10 +893,12 @@ int repo_open(const struct repo_open_opts *o, struct repo **out, char **err) {
       size_t cl = 0;
       char *e = NULL;
       if (!r->sinks[i].failed && probe_sink(&r->sinks[i], &c, &cl, &e) == 0) {
-        *err = xasprintf("sink '%s' (%s) is empty but sink '%s' holds the repository; copy the repository to it "
-                         "first with 'engine sync PIPELINE --from %s --to %s' (or remove the sink from the pipeline)",
-                         sink_name(&r->sinks[i]), sink_where(&r->sinks[i]), sink_name(&r->sinks[cfg_from]),
-                         sink_name(&r->sinks[cfg_from]), sink_name(&r->sinks[i]));
+        *err = xasprintf(
+            "sink '%s' (%s) is empty but sink '%s' holds the repository; copy the repository to it "
+            "first with 'engine sync PIPELINE --from %s --to %s' (or remove the sink from the "
+            "pipeline)",
+            sink_name(&r->sinks[i]), sink_where(&r->sinks[i]), sink_name(&r->sinks[cfg_from]),
+            sink_name(&r->sinks[cfg_from]), sink_name(&r->sinks[i]));
         break;
       }
       free(c);
@@ -886,7 +908,8 @@ int repo_open(const struct repo_open_opts *o, struct repo **out, char **err) {
   }
   {
     char where[600];
-    snprintf(where, sizeof(where), "sink '%s' (%s)", sink_name(&r->sinks[cfg_from]), sink_where(&r->sinks[cfg_from]));
+    snprintf(where, sizeof(where), "sink '%s' (%s)", sink_name(&r->sinks[cfg_from]),
+             sink_where(&r->sinks[cfg_from]));
     if (parse_config(r, cfg, cfg_len, where, err) != 0)
       goto fail;
   }

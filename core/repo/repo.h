@@ -66,9 +66,9 @@ struct repo_open_opts {
   const struct engine_plugin *crypto; /* NULL: none */
   const char *passphrase;             /* or key material from a key file */
   size_t passphrase_len;
-  int create;                         /* initialise an empty location */
-  struct chunker_params chunker;      /* for create; zeros: defaults */
-  uint64_t pack_size;                 /* for create; 0: default */
+  int create;                    /* initialise an empty location */
+  struct chunker_params chunker; /* for create; zeros: defaults */
+  uint64_t pack_size;            /* for create; 0: default */
   int compress_algo, compress_level;
   int dry_run; /* initialise in memory only: write nothing */
 };
@@ -80,7 +80,8 @@ void repo_close(struct repo *r);
 
 /* Keys (core/repo/keys.c). repo_key_make wraps the open repository's master
  * key under a new passphrase and returns the keys/ object text. */
-int repo_key_make(const struct repo *r, const char *pass, size_t pass_len, char **text_out, char **err);
+int repo_key_make(const struct repo *r, const char *pass, size_t pass_len, char **text_out,
+                  char **err);
 /* Store a new key object; id_out gets its id. */
 int repo_key_add(struct repo *r, const char *pass, size_t pass_len, char id_out[65], char **err);
 /* Array of {"id","created","user","host","current"} */
@@ -92,7 +93,8 @@ int repo_key_remove(struct repo *r, const char *id_prefix, int allow_current, ch
 /* Object I/O over all sinks. put writes every sink (a failing non-required
  * sink is marked failed and warned about); get reads the first sink that
  * answers, falling back to the next. */
-int repo_put(struct repo *r, const char *name, const void *buf, size_t len, unsigned flags, char **err);
+int repo_put(struct repo *r, const char *name, const void *buf, size_t len, unsigned flags,
+             char **err);
 int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, void **buf, size_t *n,
              char **err);
 /* List names under prefix from the first sink that answers. Returns a JSON

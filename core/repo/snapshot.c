@@ -22,7 +22,8 @@ static int by_time(const void *a, const void *b) {
   json_int_t yc = json_integer_value(json_object_get(y, "created_ns"));
   if (xc != yc)
     return xc < yc ? -1 : 1;
-  return strcmp(json_string_value(json_object_get(x, "id")), json_string_value(json_object_get(y, "id")));
+  return strcmp(json_string_value(json_object_get(x, "id")),
+                json_string_value(json_object_get(y, "id")));
 }
 
 int snapshot_list(struct repo *r, json_t **out, char **err) {
@@ -66,7 +67,8 @@ int snapshot_find(struct repo *r, const char *ref, json_t **out, char **err) {
     else
       *err = xstrdup("the repository has no snapshots yet");
   } else if (strlen(ref) < 4 || strspn(ref, "0123456789abcdef") != strlen(ref)) {
-    *err = xasprintf("'%s' is not a snapshot id: give 'latest' or at least 4 hex digits of an id", ref);
+    *err = xasprintf("'%s' is not a snapshot id: give 'latest' or at least 4 hex digits of an id",
+                     ref);
   } else {
     size_t matches = 0;
     for (size_t i = 0; i < n; i++) {
@@ -80,9 +82,12 @@ int snapshot_find(struct repo *r, const char *ref, json_t **out, char **err) {
       json_incref(found);
     else {
       found = NULL;
-      *err = matches ? xasprintf("snapshot id prefix '%s' is ambiguous (%zu snapshots match); give more digits", ref,
-                                 matches)
-                     : xasprintf("no snapshot '%s' in the repository", ref);
+      *err =
+          matches
+              ? xasprintf(
+                    "snapshot id prefix '%s' is ambiguous (%zu snapshots match); give more digits",
+                    ref, matches)
+              : xasprintf("no snapshot '%s' in the repository", ref);
     }
   }
   json_decref(all);

@@ -7,7 +7,8 @@
 #include "repo/prefetch.h"
 #include "util/log.h"
 
-static const char *const type_names[] = {NULL, "file", "dir", "symlink", "hardlink", "stream", "special"};
+static const char *const type_names[] = {NULL,       "file",   "dir",    "symlink",
+                                         "hardlink", "stream", "special"};
 
 const char *item_type_name(enum engine_item_type t) {
   if ((int)t >= 1 && (int)t <= 6)

@@ -29,7 +29,7 @@ struct prefetch;
 struct blob_stream {
   struct repo *repo;
   struct prefetch *pf; /* optional read-ahead */
-  json_t *ids; /* array of hex ids (borrowed) */
+  json_t *ids;         /* array of hex ids (borrowed) */
   enum blob_type type;
   size_t next;
   void *cur;

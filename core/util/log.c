@@ -10,15 +10,23 @@
 static enum engine_log_level g_level = ENGINE_LOG_WARN;
 static pthread_mutex_t g_log_lock = PTHREAD_MUTEX_INITIALIZER;
 
-void log_set_level(enum engine_log_level lvl) { g_level = lvl; }
-enum engine_log_level log_get_level(void) { return g_level; }
+void log_set_level(enum engine_log_level lvl) {
+  g_level = lvl;
+}
+enum engine_log_level log_get_level(void) {
+  return g_level;
+}
 
 static const char *level_name(enum engine_log_level l) {
   switch (l) {
-  case ENGINE_LOG_ERROR: return "error";
-  case ENGINE_LOG_WARN: return "warning";
-  case ENGINE_LOG_INFO: return "info";
-  default: return "debug";
+  case ENGINE_LOG_ERROR:
+    return "error";
+  case ENGINE_LOG_WARN:
+    return "warning";
+  case ENGINE_LOG_INFO:
+    return "info";
+  default:
+    return "debug";
   }
 }
 

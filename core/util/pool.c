@@ -9,8 +9,8 @@
 
 #include <openssl/crypto.h>
 #include <pthread.h>
-#include <time.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "util/log.h"
 

@@ -42,7 +42,8 @@ struct progress *progress_new(int enabled) {
   return p;
 }
 
-void progress_update(struct progress *p, uint64_t done, uint64_t total, uint64_t items, uint64_t new_bytes) {
+void progress_update(struct progress *p, uint64_t done, uint64_t total, uint64_t items,
+                     uint64_t new_bytes) {
   if (!p || !p->enabled)
     return;
   double el = now_s() - p->t0;
@@ -55,10 +56,11 @@ void progress_update(struct progress *p, uint64_t done, uint64_t total, uint64_t
     double eta = (double)(total - done) / rate;
     format_bytes(total, t, sizeof(t));
     fprintf(stderr, "\r\033[K%s / %s (%.0f%%), %llu items, %s new, %s/s, ETA %d:%02d", a, t,
-            100.0 * (double)done / (double)total, (unsigned long long)items, nb, r, (int)eta / 60, (int)eta % 60);
+            100.0 * (double)done / (double)total, (unsigned long long)items, nb, r, (int)eta / 60,
+            (int)eta % 60);
   } else {
-    fprintf(stderr, "\r\033[K%s read, %llu items, %s new, %s/s, %d:%02d elapsed", a, (unsigned long long)items, nb,
-            r, (int)el / 60, (int)el % 60);
+    fprintf(stderr, "\r\033[K%s read, %llu items, %s new, %s/s, %d:%02d elapsed", a,
+            (unsigned long long)items, nb, r, (int)el / 60, (int)el % 60);
   }
   fflush(stderr);
   p->drawn = 1;
@@ -71,4 +73,6 @@ void progress_finish(struct progress *p) {
   }
 }
 
-void progress_free(struct progress *p) { free(p); }
+void progress_free(struct progress *p) {
+  free(p);
+}

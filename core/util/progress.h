@@ -9,7 +9,8 @@
 struct progress;
 struct progress *progress_new(int enabled);
 /* done/total bytes (total 0 = unknown), items so far, new bytes stored. */
-void progress_update(struct progress *p, uint64_t done, uint64_t total, uint64_t items, uint64_t new_bytes);
+void progress_update(struct progress *p, uint64_t done, uint64_t total, uint64_t items,
+                     uint64_t new_bytes);
 void progress_finish(struct progress *p); /* clear the line */
 void progress_free(struct progress *p);
 

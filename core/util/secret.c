@@ -25,7 +25,8 @@ int secret_resolve(const char *ref, char **out, size_t *len, char **err) {
     const char *name = ref + 4;
     const char *v = getenv(name);
     if (!v || !*v) {
-      *err = xasprintf("secret '%s': environment variable %s is %s", ref, name, v ? "empty" : "not set");
+      *err = xasprintf("secret '%s': environment variable %s is %s", ref, name,
+                       v ? "empty" : "not set");
       return -1;
     }
     *len = strlen(v);
@@ -74,7 +75,8 @@ int secret_resolve(const char *ref, char **out, size_t *len, char **err) {
     *len = got;
     return 0;
   }
-  *err = xstrdup("a secret must be a reference 'env:NAME' or 'file:/path' (the value is not shown)");
+  *err =
+      xstrdup("a secret must be a reference 'env:NAME' or 'file:/path' (the value is not shown)");
   return -1;
 }
 

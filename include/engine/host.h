@@ -19,21 +19,27 @@ extern "C" {
 /* Return codes shared by every callback. */
 enum engine_rc {
   ENGINE_OK = 0,
-  ENGINE_RETRY = 1,       /* transient failure; the caller may retry */
-  ENGINE_ERROR = -1,      /* failure; message set through host->set_error */
-  ENGINE_NOT_FOUND = -2,  /* object / item does not exist */
-  ENGINE_EXISTS = -3      /* would overwrite existing data */
+  ENGINE_RETRY = 1,      /* transient failure; the caller may retry */
+  ENGINE_ERROR = -1,     /* failure; message set through host->set_error */
+  ENGINE_NOT_FOUND = -2, /* object / item does not exist */
+  ENGINE_EXISTS = -3     /* would overwrite existing data */
 };
 
-enum engine_log_level { ENGINE_LOG_ERROR = 0, ENGINE_LOG_WARN = 1, ENGINE_LOG_INFO = 2, ENGINE_LOG_DEBUG = 3 };
+enum engine_log_level {
+  ENGINE_LOG_ERROR = 0,
+  ENGINE_LOG_WARN = 1,
+  ENGINE_LOG_INFO = 2,
+  ENGINE_LOG_DEBUG = 3
+};
 
 enum engine_stdio { ENGINE_STDIO_NULL = 0, ENGINE_STDIO_PIPE = 1, ENGINE_STDIO_INHERIT = 2 };
 
 struct engine_spawn_opts {
   uint32_t struct_size;
-  const char *file;          /* program; searched in PATH if it has no '/' */
-  const char *const *argv;   /* NULL-terminated; never put secrets here */
-  const char *const *env;    /* NULL-terminated "NAME=VALUE" added to the environment (secrets go here) */
+  const char *file;        /* program; searched in PATH if it has no '/' */
+  const char *const *argv; /* NULL-terminated; never put secrets here */
+  const char *const
+      *env; /* NULL-terminated "NAME=VALUE" added to the environment (secrets go here) */
   enum engine_stdio stdin_mode, stdout_mode, stderr_mode; /* stderr PIPE is captured for messages */
 };
 
@@ -82,12 +88,12 @@ struct engine_http_request {
 };
 
 struct engine_http_response {
-  long status;      /* final HTTP status, 0 when no response arrived */
-  char *body;       /* collected body (NUL-terminated), or NULL with on_body */
+  long status; /* final HTTP status, 0 when no response arrived */
+  char *body;  /* collected body (NUL-terminated), or NULL with on_body */
   size_t body_len;
-  char *headers;    /* the final response's header block, NUL-terminated */
-  int attempts;     /* how many times the request was sent */
-  char error[256];  /* transport error of the last attempt ("" if a response arrived) */
+  char *headers;   /* the final response's header block, NUL-terminated */
+  int attempts;    /* how many times the request was sent */
+  char error[256]; /* transport error of the last attempt ("" if a response arrived) */
 };
 
 struct engine_host {
@@ -126,7 +132,8 @@ struct engine_host {
   /* Child processes. spawn fills *child; child_wait reaps it and returns
    * the exit status as from waitpid (use WIFEXITED ...), or -1. Captured
    * stderr (if PIPE) is available through child_stderr until child_free. */
-  int (*spawn)(const struct engine_host *h, const struct engine_spawn_opts *o, struct engine_child **child);
+  int (*spawn)(const struct engine_host *h, const struct engine_spawn_opts *o,
+               struct engine_child **child);
   int (*child_wait)(const struct engine_host *h, struct engine_child *child, int *status);
   const char *(*child_stderr)(const struct engine_host *h, struct engine_child *child);
   void (*child_kill)(const struct engine_host *h, struct engine_child *child, int sig);
@@ -134,7 +141,8 @@ struct engine_host {
 
   /* Run fn(arg) on the engine's worker pool; work_wait blocks until it ran
    * and frees the handle. */
-  int (*work_submit)(const struct engine_host *h, void (*fn)(void *arg), void *arg, struct engine_work **w);
+  int (*work_submit)(const struct engine_host *h, void (*fn)(void *arg), void *arg,
+                     struct engine_work **w);
   void (*work_wait)(const struct engine_host *h, struct engine_work *w);
 
   /* Time and cancellation. sleep_ms returns early (ENGINE_ERROR) when the

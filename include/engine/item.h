@@ -16,7 +16,7 @@ extern "C" {
 #endif
 
 enum engine_item_type {
-  ENGINE_ITEM_FILE = 1,     /* regular file; has data */
+  ENGINE_ITEM_FILE = 1, /* regular file; has data */
   ENGINE_ITEM_DIR = 2,
   ENGINE_ITEM_SYMLINK = 3,  /* target in metadata */
   ENGINE_ITEM_HARDLINK = 4, /* another name of an earlier FILE item; target in metadata */
@@ -25,7 +25,7 @@ enum engine_item_type {
 };
 
 struct engine_item {
-  const char *name;      /* not NUL-terminated necessarily within name_len; core always adds a NUL */
+  const char *name; /* not NUL-terminated necessarily within name_len; core always adds a NUL */
   size_t name_len;
   enum engine_item_type type;
   const char *meta_json; /* JSON object text, or NULL for {} */

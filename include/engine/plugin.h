@@ -69,9 +69,9 @@ struct engine_option {
 
 struct engine_restore_opts {
   uint32_t struct_size;
-  const char *target;    /* --target as given (a directory, a DSN ...), or NULL */
-  int dry_run;           /* list what would be written, write nothing */
-  int yes;               /* overwriting existing data was confirmed */
+  const char *target;       /* --target as given (a directory, a DSN ...), or NULL */
+  int dry_run;              /* list what would be written, write nothing */
+  int yes;                  /* overwriting existing data was confirmed */
   const char *const *extra; /* NULL-terminated "key=value" restore flags, may be NULL */
 };
 
@@ -126,8 +126,8 @@ struct engine_sink_ops {
   int (*get)(void *inst, const char *name, uint64_t off, uint64_t len, void **buf, size_t *out_len);
   int (*stat)(void *inst, const char *name, uint64_t *size);
   /* Call cb for each object whose name starts with prefix; cb returns non-zero to stop. */
-  int (*list)(void *inst, const char *prefix,
-              int (*cb)(void *ud, const char *name, uint64_t size), void *ud);
+  int (*list)(void *inst, const char *prefix, int (*cb)(void *ud, const char *name, uint64_t size),
+              void *ud);
   int (*del)(void *inst, const char *name);
   /* Human-readable location ("/var/backups/x", "s3://bucket/prefix"); static or instance-owned. */
   const char *(*describe)(void *inst);
@@ -176,8 +176,8 @@ struct engine_plugin {
 typedef const struct engine_plugin *(*engine_plugin_query_fn)(uint32_t host_abi_major);
 
 /* Convenience for plugin authors: fill the fixed header fields. */
-#define ENGINE_PLUGIN_HEADER                                                           \
-  .abi_major = ENGINE_ABI_MAJOR, .abi_minor = ENGINE_ABI_MINOR,                        \
+#define ENGINE_PLUGIN_HEADER                                                                       \
+  .abi_major = ENGINE_ABI_MAJOR, .abi_minor = ENGINE_ABI_MINOR,                                    \
   .struct_size = sizeof(struct engine_plugin)
 
 #ifdef __cplusplus

@@ -1,11 +1,11 @@
 /* Repository format: blob encoding, packs, sealed JSON objects, keys, and the
  * restore name check. Uses the real local sink and aes-256-gcm plugins from
  * the build tree. */
+#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -30,7 +30,8 @@ struct fixture {
   struct repo *repo;
 };
 
-static int open_repo(struct fixture *f, const char *pass, int create, struct repo **out, char **err) {
+static int open_repo(struct fixture *f, const char *pass, int create, struct repo **out,
+                     char **err) {
   struct repo_open_opts o;
   memset(&o, 0, sizeof(o));
   o.sinks = &f->sink;
@@ -107,7 +108,8 @@ static void test_blob_roundtrip_and_tamper(void **state) {
   memcpy(other, id, 32);
   other[5] ^= 1;
   err = NULL;
-  assert_int_not_equal(repo_blob_decode(r, other, BLOB_DATA, enc, enc_len, &out, &out_len, &err), 0);
+  assert_int_not_equal(repo_blob_decode(r, other, BLOB_DATA, enc, enc_len, &out, &out_len, &err),
+                       0);
   free(err);
   /* every flipped byte is detected */
   for (size_t i = 0; i < enc_len; i += enc_len / 50 + 1) {
@@ -136,7 +138,9 @@ static void test_pack_build_and_parse(void **state) {
     repo_blob_id(r, texts[i], strlen(texts[i]), ids[i]);
     void *enc;
     size_t el;
-    assert_int_equal(repo_blob_encode(r, ids[i], i == 2 ? BLOB_TREE : BLOB_DATA, texts[i], strlen(texts[i]), &enc, &el), 0);
+    assert_int_equal(repo_blob_encode(r, ids[i], i == 2 ? BLOB_TREE : BLOB_DATA, texts[i],
+                                      strlen(texts[i]), &enc, &el),
+                     0);
     packer_add(&pk, ids[i], i == 2 ? BLOB_TREE : BLOB_DATA, enc, el, (uint32_t)strlen(texts[i]));
     free(enc);
   }
@@ -156,7 +160,9 @@ static void test_pack_build_and_parse(void **state) {
     assert_int_equal(es[i].raw_length, strlen(texts[i]));
     void *out;
     size_t ol;
-    assert_int_equal(repo_blob_decode(r, es[i].id, es[i].type, pk.buf + es[i].offset, es[i].length, &out, &ol, &err), 0);
+    assert_int_equal(repo_blob_decode(r, es[i].id, es[i].type, pk.buf + es[i].offset, es[i].length,
+                                      &out, &ol, &err),
+                     0);
     assert_int_equal(ol, strlen(texts[i]));
     assert_memory_equal(out, texts[i], ol);
     free(out);
@@ -221,7 +227,9 @@ static void test_wrong_passphrase_writes_nothing(void **state) {
   struct repo *r2 = NULL;
   char *err = NULL;
   char cmd[1024];
-  snprintf(cmd, sizeof(cmd), "find '%s' -type f | sort | xargs ls -l --time-style=+%%s.%%N > %s.before", f->dir, f->dir);
+  snprintf(cmd, sizeof(cmd),
+           "find '%s' -type f | sort | xargs ls -l --time-style=+%%s.%%N > %s.before", f->dir,
+           f->dir);
   assert_int_equal(system(cmd), 0);
   assert_int_not_equal(open_repo(f, "wrong", 1, &r2, &err), 0);
   assert_null(r2);
@@ -229,7 +237,8 @@ static void test_wrong_passphrase_writes_nothing(void **state) {
   assert_null(strstr(err, "wrong\"")); /* the passphrase itself is never echoed */
   free(err);
   snprintf(cmd, sizeof(cmd),
-           "find '%s' -type f | sort | xargs ls -l --time-style=+%%s.%%N > %s.after && cmp -s %s.before %s.after && rm %s.before %s.after",
+           "find '%s' -type f | sort | xargs ls -l --time-style=+%%s.%%N > %s.after && cmp -s "
+           "%s.before %s.after && rm %s.before %s.after",
            f->dir, f->dir, f->dir, f->dir, f->dir, f->dir);
   assert_int_equal(system(cmd), 0);
 }

@@ -1,11 +1,11 @@
 /* The shared HTTP client against a tiny in-test HTTP/1.1 server: bodies in
  * both directions, headers, retries with backoff on 503 and on dropped
  * connections, no retry on 404, and parallel requests from many threads. */
+#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -20,8 +20,8 @@
 
 static int g_listen;
 static int g_port;
-static int g_fail_next;   /* respond 503 this many times */
-static int g_drop_next;   /* close the connection without answering this many times */
+static int g_fail_next; /* respond 503 this many times */
+static int g_drop_next; /* close the connection without answering this many times */
 static int g_requests;
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -62,10 +62,12 @@ static void handle(int fd) {
     else if (strncmp(buf, "GET /missing", 12) == 0)
       n = snprintf(resp, sizeof(resp), "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
     else if (strncmp(buf, "PUT ", 4) == 0) /* echo the body back */
-      n = snprintf(resp, sizeof(resp), "HTTP/1.1 200 OK\r\nX-Echo-Len: %zu\r\nContent-Length: %zu\r\n\r\n%.*s", cl, cl,
+      n = snprintf(resp, sizeof(resp),
+                   "HTTP/1.1 200 OK\r\nX-Echo-Len: %zu\r\nContent-Length: %zu\r\n\r\n%.*s", cl, cl,
                    (int)cl, buf + hl);
     else
-      n = snprintf(resp, sizeof(resp), "HTTP/1.1 200 OK\r\nETag: \"abc\"\r\nContent-Length: 5\r\n\r\nhello");
+      n = snprintf(resp, sizeof(resp),
+                   "HTTP/1.1 200 OK\r\nETag: \"abc\"\r\nContent-Length: 5\r\n\r\nhello");
     if (write(fd, resp, (size_t)n) != n)
       return;
     memmove(buf, buf + hl + cl, len - hl - cl);
@@ -107,7 +109,9 @@ static int setup(void **state) {
   return 0;
 }
 
-static void url(char *buf, size_t n, const char *path) { snprintf(buf, n, "http://127.0.0.1:%d%s", g_port, path); }
+static void url(char *buf, size_t n, const char *path) {
+  snprintf(buf, n, "http://127.0.0.1:%d%s", g_port, path);
+}
 
 static void test_get_and_headers(void **state) {
   (void)state;
@@ -134,8 +138,12 @@ static void test_put_body(void **state) {
   for (size_t i = 0; i < sizeof(body); i++)
     body[i] = (char)('a' + i % 26);
   const char *hdrs[] = {"X-Test: 1", NULL};
-  struct engine_http_request r = {.struct_size = sizeof(r), .method = "PUT", .url = u, .headers = hdrs,
-                                  .body = body, .body_len = sizeof(body)};
+  struct engine_http_request r = {.struct_size = sizeof(r),
+                                  .method = "PUT",
+                                  .url = u,
+                                  .headers = hdrs,
+                                  .body = body,
+                                  .body_len = sizeof(body)};
   struct engine_http_response resp;
   assert_int_equal(http_request(&r, &resp), 0);
   assert_int_equal(resp.status, 200);
@@ -149,8 +157,8 @@ static void test_retry_on_503_and_drop(void **state) {
   char u[128];
   url(u, sizeof(u), "/x");
   g_fail_next = 2;
-  struct engine_http_request r = {.struct_size = sizeof(r), .method = "GET", .url = u, .max_retries = 4,
-                                  .retry_base_ms = 10};
+  struct engine_http_request r = {
+      .struct_size = sizeof(r), .method = "GET", .url = u, .max_retries = 4, .retry_base_ms = 10};
   struct engine_http_response resp;
   assert_int_equal(http_request(&r, &resp), 0);
   assert_int_equal(resp.status, 200);
@@ -187,7 +195,8 @@ static void test_no_retry_on_404(void **state) {
   pthread_mutex_lock(&g_mu);
   int before = g_requests;
   pthread_mutex_unlock(&g_mu);
-  struct engine_http_request r = {.struct_size = sizeof(r), .method = "GET", .url = u, .max_retries = 5};
+  struct engine_http_request r = {
+      .struct_size = sizeof(r), .method = "GET", .url = u, .max_retries = 5};
   struct engine_http_response resp;
   assert_int_equal(http_request(&r, &resp), 0);
   assert_int_equal(resp.status, 404);
@@ -200,8 +209,11 @@ static void test_no_retry_on_404(void **state) {
 
 static void test_connection_refused(void **state) {
   (void)state;
-  struct engine_http_request r = {.struct_size = sizeof(r), .method = "GET", .url = "http://127.0.0.1:1/",
-                                  .max_retries = 1, .retry_base_ms = 10};
+  struct engine_http_request r = {.struct_size = sizeof(r),
+                                  .method = "GET",
+                                  .url = "http://127.0.0.1:1/",
+                                  .max_retries = 1,
+                                  .retry_base_ms = 10};
   struct engine_http_response resp;
   assert_int_equal(http_request(&r, &resp), ENGINE_ERROR);
   assert_int_equal(resp.status, 0);
@@ -238,9 +250,9 @@ static void test_parallel(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_get_and_headers), cmocka_unit_test(test_put_body),
+      cmocka_unit_test(test_get_and_headers),       cmocka_unit_test(test_put_body),
       cmocka_unit_test(test_retry_on_503_and_drop), cmocka_unit_test(test_no_retry_on_404),
-      cmocka_unit_test(test_connection_refused), cmocka_unit_test(test_parallel),
+      cmocka_unit_test(test_connection_refused),    cmocka_unit_test(test_parallel),
   };
   int rc = cmocka_run_group_tests(tests, setup, NULL);
   http_shutdown();
