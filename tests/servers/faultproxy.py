@@ -18,8 +18,9 @@ unchanged, so SigV4 signatures stay valid. Faults are armed over HTTP:
 modes: a 3-digit status (500, 503 "SlowDown", 429 ...: an S3-style XML error,
        the request body is read and dropped, nothing reaches the upstream);
        reset (close the connection without answering; nothing reaches the
-       upstream); truncate (forward, then send the headers and half of the
-       body and close); slow (wait 3 s, then forward).
+       upstream); drop (forward, then close without answering: the request
+       took effect but its reply is lost); truncate (forward, then send the
+       headers and half of the body and close); slow (wait 3 s, then forward).
 """
 import http.client
 import http.server
@@ -76,7 +77,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             q = urllib.parse.parse_qs(url.query)
             method = q.get("method", [None])[0]
             every = max(1, int(q.get("every", ["1"])[0]))
-            if mode not in ("reset", "truncate", "slow", "off") and not (mode.isdigit() and len(mode) == 3):
+            if mode not in ("reset", "drop", "truncate", "slow", "off") and not (mode.isdigit() and len(mode) == 3):
                 raise ValueError(mode)
         except (IndexError, ValueError):
             self.reply(400, b"usage: POST /__fault/<mode>/<count>[?method=M&every=K]\n", "text/plain")
@@ -139,6 +140,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         finally:
             up.close()
+        if mode == "drop":
+            self.close_connection = True
+            self.connection.close()
+            return
         self.send_response(r.status, r.reason)
         for k, v in r.getheaders():
             if k.lower() not in HOP and (k.lower() != "content-length" or self.command == "HEAD"):

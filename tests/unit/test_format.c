@@ -1,11 +1,11 @@
 /* Repository format: blob encoding, packs, sealed JSON objects, keys, and the
  * restore name check. Uses the real local sink and aes-256-gcm plugins from
  * the build tree. */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <cmocka.h>
 
 #include <openssl/sha.h>
 #include <stdio.h>

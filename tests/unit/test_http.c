@@ -1,11 +1,11 @@
 /* The shared HTTP client against a tiny in-test HTTP/1.1 server: bodies in
  * both directions, headers, retries with backoff on 503 and on dropped
  * connections, no retry on 404, and parallel requests from many threads. */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <cmocka.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
