@@ -444,8 +444,9 @@ class Bench:
                  f"{self.runner.nice}.", "",
                  "| " + " | ".join(head) + " |",
                  "|" + "|".join("---" if i < 2 else "---:" for i in range(len(head))) + "|"]
+        esc = lambda v: str(v).replace("|", "\\|")  # noqa: E731  (tool names contain pipes)
         for row in rows:
-            lines.append("| " + " | ".join(row) + " |")
+            lines.append("| " + " | ".join(esc(v) for v in row) + " |")
         lines += ["", "Machine: " + meta["machine"], "", "Tools: " + meta["versions"], ""]
         eng = self.samples.get(("engine", PHASES[1]))
         if eng:
@@ -460,7 +461,7 @@ class Bench:
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
         for (tool, phase), samples in self.samples.items():
             for m in samples:
-                lines.append(f"| {tool} | {phase} | {m['wall']:.2f} | {m['cpu']:.2f} | {m['rss_mib']:.1f} | "
+                lines.append(f"| {esc(tool)} | {phase} | {m['wall']:.2f} | {m['cpu']:.2f} | {m['rss_mib']:.1f} | "
                              f"{m['foreign_cpu']:.2f} | {m['steal']:.2f} | {m['loadavg']:.2f} |")
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")

@@ -75,6 +75,7 @@ struct bk_source {
   char *error;
   /* the parent snapshot's tree of this source, read in step with the walk */
   int has_parent, parent_done;
+  uint64_t parent_bytes; /* size of this source in the parent snapshot (progress estimate) */
   struct tree_reader parent;
   json_t *pcur;
   char *pcur_name;
@@ -716,10 +717,13 @@ static void on_finish(uv_async_t *a) {
 static void on_timer(uv_timer_t *t) {
   struct bk *b = t->data;
   uint64_t total = 0;
-  for (size_t i = 0; i < b->n_sources; i++)
-    total += host_progress_total(b->sources[i].pi->host);
+  for (size_t i = 0; i < b->n_sources; i++) {
+    uint64_t t = host_progress_total(b->sources[i].pi->host);
+    /* no announced total: the parent snapshot's size is a good estimate */
+    total += t ? t : b->sources[i].parent_bytes;
+  }
   pthread_mutex_lock(&b->lock);
-  uint64_t done = b->bytes_read, items = b->items, newb = b->new_bytes;
+  uint64_t done = b->bytes_read + b->reused_bytes, items = b->items, newb = b->new_bytes;
   pthread_mutex_unlock(&b->lock);
   progress_update(b->progress, done, total, items, newb);
 }
@@ -767,6 +771,7 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
           json_array_size(json_object_get(ps, "tree")) > 0) {
         tree_reader_init(&b->sources[i].parent, o->repo, json_object_get(ps, "tree"));
         b->sources[i].has_parent = 1;
+        b->sources[i].parent_bytes = (uint64_t)json_integer_value(json_object_get(ps, "bytes"));
       }
     }
     if (!b->sources[i].tree) {

@@ -433,20 +433,19 @@ static int put_single(const struct s3 *s, const char *key, const void *buf, size
     struct s3_error_doc e;
     error_code(&c, &r, &e);
     if (no_overwrite && r.status == 412) {
-      int attempts = r.attempts;
       s->host->http_response_free(&r);
-      if (attempts > 1) {
-        /* an earlier attempt may have stored the object before its reply was
-         * lost: the object is ours if it has our content */
-        char *etag = NULL;
-        uint64_t size = 0;
-        if (head_object(s, key, &size, &etag) == ENGINE_OK && etag != NULL && size == len &&
-            strcasecmp(etag, c.md5_hex) == 0) {
-          free(etag);
-          return ENGINE_OK;
-        }
+      /* The object was absent a moment ago. An earlier attempt of this PUT
+       * may have stored it before its reply was lost (libcurl also resends
+       * silently on a dead reused connection, so the attempt count cannot
+       * tell): the object is ours if it holds exactly our bytes. */
+      char *etag = NULL;
+      uint64_t size = 0;
+      if (head_object(s, key, &size, &etag) == ENGINE_OK && etag != NULL && size == len &&
+          strcasecmp(etag, c.md5_hex) == 0) {
         free(etag);
+        return ENGINE_OK;
       }
+      free(etag);
       SET_ERROR(s, "PUT %s: the object already exists", key);
       return ENGINE_EXISTS;
     }
@@ -679,10 +678,19 @@ static int put_multipart(const struct s3 *s, const char *key, const void *buf, s
       rc = ENGINE_EXISTS;
       goto abort;
     }
-    if (r.status == 404 && strcmp(e.code, "NoSuchUpload") == 0 && r.attempts > 1) {
-      /* an earlier attempt completed the upload but its reply was lost */
+    if (r.status == 404 && strcmp(e.code, "NoSuchUpload") == 0) {
+      /* an earlier attempt may have completed the upload before its reply
+       * was lost: then the object has our size and a multipart ETag of as
+       * many parts */
       uint64_t size = 0;
-      if (head_object(s, key, &size, NULL) == ENGINE_OK && size == len) {
+      char *etag = NULL, suffix[32];
+      snprintf(suffix, sizeof suffix, "-%zu", nparts);
+      int ours = head_object(s, key, &size, &etag) == ENGINE_OK && size == len && etag != NULL &&
+                 strlen(etag) > strlen(suffix) &&
+                 strcmp(etag + strlen(etag) - strlen(suffix), suffix) == 0;
+      free(etag);
+      if (ours) {
+        h->http_response_free(&r);
         rc = ENGINE_OK;
         goto out;
       }
