@@ -11,20 +11,6 @@
 #include "repo/snapshot.h"
 #include "util/log.h"
 
-static int delete_everywhere(struct repo *r, const char *name, char **err) {
-  for (size_t i = 0; i < r->n_sinks; i++) {
-    struct repo_sink *s = &r->sinks[i];
-    host_clear_error(s->pi->host);
-    int rc = s->pi->plugin->sink->del(s->pi->inst, name);
-    if (rc != ENGINE_OK && rc != ENGINE_NOT_FOUND) {
-      *err = xasprintf("sink '%s': unable to delete '%s': %s", s->pi->name, name,
-                       host_last_error(s->pi->host));
-      return -1;
-    }
-  }
-  return 0;
-}
-
 int forget_run(struct repo *r, const struct pipeline_retention *pol, int dry_run, json_t **report,
                char **err) {
   if (!pol || !pol->set) {
@@ -109,7 +95,7 @@ int forget_run(struct repo *r, const struct pipeline_retention *pol, int dry_run
         json_array_foreach(remove, x, s) {
           char name[128];
           snprintf(name, sizeof(name), "snapshots/%s", json_string_value(json_object_get(s, "id")));
-          if (delete_everywhere(r, name, err) != 0) {
+          if (repo_delete(r, name, err) != 0) {
             rc = -1;
             break;
           }

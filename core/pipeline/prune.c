@@ -62,20 +62,6 @@ static size_t pack_slot(struct pr *p, const char *hex) {
   return p->n_pk++;
 }
 
-static int del_all(struct repo *r, const char *name, char **err) {
-  for (size_t i = 0; i < r->n_sinks; i++) {
-    struct repo_sink *s = &r->sinks[i];
-    host_clear_error(s->pi->host);
-    int rc = s->pi->plugin->sink->del(s->pi->inst, name);
-    if (rc != ENGINE_OK && rc != ENGINE_NOT_FOUND) {
-      *err = xasprintf("sink '%s': unable to delete '%s': %s", s->pi->name, name,
-                       host_last_error(s->pi->host));
-      return -1;
-    }
-  }
-  return 0;
-}
-
 /* Flush the packer as a new pack; records its blobs as canonical. */
 static int write_pack(struct pr *p, struct packer *pk, json_t *new_packs, struct prune_result *res,
                       char **err) {
@@ -307,12 +293,12 @@ int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *r
       /* 4. the old index objects (never the one just written) */
       json_array_foreach(index_names, i, v) {
         const char *name = json_string_value(json_object_get(v, "name"));
-        if (strcmp(name + strlen("index/"), id) != 0 && del_all(r, name, err) != 0)
+        if (strcmp(name + strlen("index/"), id) != 0 && repo_delete(r, name, err) != 0)
           goto out;
       }
     } else {
       json_array_foreach(index_names, i, v) {
-        if (del_all(r, json_string_value(json_object_get(v, "name")), err) != 0)
+        if (repo_delete(r, json_string_value(json_object_get(v, "name")), err) != 0)
           goto out;
       }
     }
@@ -323,7 +309,7 @@ int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *r
       continue;
     char name[80];
     snprintf(name, sizeof(name), "data/%.2s/%s", p.pk[k].hex, p.pk[k].hex);
-    if (del_all(r, name, err) != 0)
+    if (repo_delete(r, name, err) != 0)
       goto out;
   }
   rc = 0;

@@ -92,18 +92,7 @@ int repo_key_remove(struct repo *r, const char *id_prefix, int allow_current, ch
         "the repository with another key to remove it (or use 'engine key passwd')",
         r->key_id);
   else {
-    rc = 0;
-    for (size_t i = 0; i < r->n_sinks; i++) {
-      struct repo_sink *s = &r->sinks[i];
-      host_clear_error(s->pi->host);
-      int d = s->pi->plugin->sink->del(s->pi->inst, match);
-      if (d != ENGINE_OK && d != ENGINE_NOT_FOUND) {
-        *err = xasprintf("sink '%s': unable to delete '%s': %s", s->pi->name, match,
-                         host_last_error(s->pi->host));
-        rc = -1;
-        break;
-      }
-    }
+    rc = repo_delete(r, match, err);
   }
   json_decref(names);
   return rc;

@@ -67,12 +67,10 @@ static int write_lock(struct repo *r, int exclusive, char name[80], char **err) 
 }
 
 static void delete_object(struct repo *r, const char *name) {
-  for (size_t i = 0; i < r->n_sinks; i++) {
-    struct repo_sink *s = &r->sinks[i];
-    int rc = s->pi->plugin->sink->del(s->pi->inst, name);
-    if (rc != ENGINE_OK && rc != ENGINE_NOT_FOUND)
-      log_warn("sink '%s': unable to delete '%s': %s", s->pi->name, name,
-               host_last_error(s->pi->host));
+  char *err = NULL;
+  if (repo_delete(r, name, &err) != 0) {
+    log_warn("%s", err);
+    free(err);
   }
 }
 

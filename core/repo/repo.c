@@ -91,6 +91,21 @@ int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, void 
   return not_found == (int)r->n_sinks ? ENGINE_NOT_FOUND : -1;
 }
 
+int repo_delete(struct repo *r, const char *name, char **err) {
+  for (size_t i = 0; i < r->n_sinks; i++) {
+    struct repo_sink *s = &r->sinks[i];
+    if (s->failed)
+      continue;
+    host_clear_error(s->pi->host);
+    int rc = s->pi->plugin->sink->del(s->pi->inst, name);
+    if (rc != ENGINE_OK && rc != ENGINE_NOT_FOUND) {
+      *err = sink_error(s, "unable to delete", name);
+      return -1;
+    }
+  }
+  return 0;
+}
+
 struct list_ctx {
   json_t *arr;
 };

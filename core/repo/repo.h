@@ -97,6 +97,8 @@ int repo_put(struct repo *r, const char *name, const void *buf, size_t len, unsi
              char **err);
 int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, void **buf, size_t *n,
              char **err);
+/* Delete an object from every sink (absent is fine). */
+int repo_delete(struct repo *r, const char *name, char **err);
 /* List names under prefix from the first sink that answers. Returns a JSON
  * array of {"name":..,"size":..} sorted by name. */
 int repo_list(struct repo *r, const char *prefix, json_t **out, char **err);
