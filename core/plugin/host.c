@@ -85,6 +85,9 @@ static void host_log(const struct engine_host *h, enum engine_log_level lvl, con
   free(msg);
 }
 
+static __thread const struct engine_host *tl_err_host;
+static __thread char tl_err[HOST_ERR_MAX];
+
 static void set_error_v(const struct engine_host *h, const char *fmt, va_list ap) {
   struct host_ctx *c = ctx_of(h);
   char buf[HOST_ERR_MAX];
@@ -96,6 +99,10 @@ static void set_error_v(const struct engine_host *h, const char *fmt, va_list ap
   pthread_mutex_lock(&c->err_lock);
   memcpy(c->err, buf, sizeof buf);
   pthread_mutex_unlock(&c->err_lock);
+  /* the thread that failed is the one that asks why: keep its own copy, so
+   * concurrent calls on one instance cannot swap their messages */
+  tl_err_host = h;
+  memcpy(tl_err, buf, sizeof buf);
 }
 
 static void host_set_error(const struct engine_host *h, const char *fmt, ...) {
@@ -112,6 +119,8 @@ const char *host_last_error(const struct engine_host *h) {
   static __thread char copy[HOST_ERR_MAX];
   if (!h)
     return "";
+  if (tl_err_host == h)
+    return tl_err;
   struct host_ctx *c = ctx_of(h);
   pthread_mutex_lock(&c->err_lock);
   memcpy(copy, c->err, sizeof copy);
@@ -126,6 +135,10 @@ void host_clear_error(struct engine_host *h) {
   pthread_mutex_lock(&c->err_lock);
   c->err[0] = '\0';
   pthread_mutex_unlock(&c->err_lock);
+  if (tl_err_host == h) {
+    tl_err_host = NULL;
+    tl_err[0] = '\0';
+  }
 }
 
 /* ---- configuration ---------------------------------------------------- */

@@ -36,10 +36,10 @@ static const EVP_CIPHER *aead_cipher(void) {
   return cipher;
 }
 
-/* The per-thread context is freed by the key's destructor when its thread
- * exits (worker pools come and go); the library is linked -z nodelete so the
- * destructor outlives a dlclose. */
-static __thread EVP_CIPHER_CTX *tls_ctx;
+/* The per-thread context lives in pthread thread-specific data (not
+ * __thread: dynamic TLS of a dlopen'ed module is what LeakSanitizer cannot
+ * scan reliably). It is freed by the key's destructor when its thread exits;
+ * the library is linked -z nodelete so the destructor outlives a dlclose. */
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t ctx_key;
 static int ctx_key_ok;
@@ -53,17 +53,19 @@ static void ctx_key_create(void) {
 }
 
 static EVP_CIPHER_CTX *thread_ctx(void) {
-  if (tls_ctx != NULL)
-    return tls_ctx;
   pthread_once(&key_once, ctx_key_create);
-  EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+  if (!ctx_key_ok)
+    return NULL;
+  EVP_CIPHER_CTX *ctx = pthread_getspecific(ctx_key);
+  if (ctx != NULL)
+    return ctx;
+  ctx = EVP_CIPHER_CTX_new();
   if (ctx == NULL)
     return NULL;
-  if (!ctx_key_ok || pthread_setspecific(ctx_key, ctx) != 0) {
+  if (pthread_setspecific(ctx_key, ctx) != 0) {
     EVP_CIPHER_CTX_free(ctx);
     return NULL;
   }
-  tls_ctx = ctx;
   return ctx;
 }
 
