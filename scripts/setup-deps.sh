@@ -11,7 +11,15 @@ packages=(
   libcmocka-dev
   python3 python3-cryptography python3-zstandard
   time procps coreutils findutils diffutils
+  # postgres-schema source: libpq, and a real PostgreSQL 15 for its tests
+  libpq-dev postgresql-15 postgresql-client-15
+  # s3 sink: XML responses; a real Ceph radosgw and an independent client for its tests
+  libxml2-dev ceph-mon ceph-osd radosgw awscli
 )
+# the GCS emulator (firebase-tools, from the npm registry) needs node and npm
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  packages+=(nodejs npm)
+fi
 
 if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-query >/dev/null 2>&1; then
   echo "setup-deps: apt-get/dpkg-query not found; this script supports Debian (bookworm) and derivatives." >&2
