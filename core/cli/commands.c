@@ -141,8 +141,12 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
     /* retention: { apply: after-run }: forget under the exclusive lock */
     cli_unlock(&c);
     json_t *report = NULL;
+    char host[256];
+    if (gethostname(host, sizeof(host)) != 0)
+      host[0] = '\0';
+    host[sizeof(host) - 1] = '\0';
     if (cli_lock(&c, 1, a->lock_wait_ms, &err) != 0 ||
-        forget_run(c.repo, &c.p->retention, 0, &report, &err) != 0) {
+        forget_run(c.repo, &c.p->retention, c.p->name, host, 0, &report, &err) != 0) {
       fprintf(stderr, "engine: error: the snapshot was saved, but applying retention failed: %s\n",
               err);
       free(err);
@@ -542,7 +546,7 @@ int cmd_forget(const struct cli_globals *g, const struct cli_args *a) {
     return rc;
   json_t *report;
   char *err = NULL;
-  if (forget_run(c.repo, &c.p->retention, a->dry_run, &report, &err) != 0) {
+  if (forget_run(c.repo, &c.p->retention, c.p->name, NULL, a->dry_run, &report, &err) != 0) {
     cli_close(&c);
     return fail(err);
   }

@@ -108,7 +108,15 @@ int cli_open(struct cli_ctx *c, int with_sources, int create, int dry_run, char 
 }
 
 int cli_lock(struct cli_ctx *c, int exclusive, int64_t wait_ms, char **err) {
-  return repo_lock_acquire(c->repo, exclusive, wait_ms, &c->lock, err);
+  if (repo_lock_acquire(c->repo, exclusive, wait_ms, &c->lock, err) != 0)
+    return -1;
+  if (c->repo->created)
+    return 0;
+  /* what was read before the lock may be stale (a backup may have finished
+   * while we waited): read the index again under the lock */
+  index_free(c->repo->index);
+  c->repo->index = index_new();
+  return index_load(c->repo, err);
 }
 
 void cli_unlock(struct cli_ctx *c) {

@@ -11,8 +11,8 @@
 #include "repo/snapshot.h"
 #include "util/log.h"
 
-int forget_run(struct repo *r, const struct pipeline_retention *pol, int dry_run, json_t **report,
-               char **err) {
+int forget_run(struct repo *r, const struct pipeline_retention *pol, const char *pipeline,
+               const char *hostname, int dry_run, json_t **report, char **err) {
   if (!pol || !pol->set) {
     *err = xstrdup("the pipeline has no retention block: nothing says which snapshots to keep");
     return -1;
@@ -34,6 +34,10 @@ int forget_run(struct repo *r, const struct pipeline_retention *pol, int dry_run
   size_t i;
   json_t *m;
   json_array_foreach(all, i, m) {
+    const char *mp = json_string_value(json_object_get(m, "pipeline"));
+    const char *mh = json_string_value(json_object_get(m, "hostname"));
+    if (!mp || strcmp(mp, pipeline) != 0 || (hostname && (!mh || strcmp(mh, hostname) != 0)))
+      continue;
     char *key = xasprintf("%s\n%s", json_string_value(json_object_get(m, "hostname")),
                           json_string_value(json_object_get(m, "pipeline")));
     json_t *g = json_object_get(groups, key);

@@ -184,6 +184,12 @@ int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *r
     }
   }
   res->blobs_used = json_object_size(p.canon);
+  /* Unused space is what the pack holds beyond its used blobs: that also
+   * counts blobs an earlier prune dropped from the index but kept in a pack
+   * it did not repack (the small header and trailer count as unused). */
+  for (size_t k = 0; k < p.n_pk; k++)
+    if (p.pk[k].exists)
+      p.pk[k].unused = p.pk[k].size > p.pk[k].used ? p.pk[k].size - p.pk[k].used : 0;
   /* decide per pack */
   for (size_t k = 0; k < p.n_pk; k++) {
     struct pk *x = &p.pk[k];

@@ -23,10 +23,12 @@ struct prune_result {
 int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *res, char **err);
 
 /* Decide, per group of (hostname, pipeline), which snapshots the retention
- * policy keeps; remove the others unless dry_run. *report receives
+ * policy keeps — only among the snapshots of `pipeline` (a pipeline's policy
+ * never touches another pipeline's history in a shared repository) and, if
+ * hostname is non-NULL, of that host; remove the others unless dry_run. *report receives
  * {"groups":[{"hostname","pipeline","keep":[{"id","time","reasons"}],"remove":[{"id","time"}]}],
  *  "removed":N}. Caller holds the exclusive lock. */
-int forget_run(struct repo *r, const struct pipeline_retention *pol, int dry_run, json_t **report,
-               char **err);
+int forget_run(struct repo *r, const struct pipeline_retention *pol, const char *pipeline,
+               const char *hostname, int dry_run, json_t **report, char **err);
 
 #endif

@@ -118,9 +118,9 @@ run_ok "$T/again.json" "$T/again.err" prune "$T/p.yml" --json
 assert_eq 0 "$(json_get "$T/again.json" 'j["packs_deleted"] + j["packs_repacked"]')" "packs deleted or repacked by a second prune"
 
 # ---- 2. prune killed with SIGKILL --------------------------------------------
-# 40 packs' worth of interleaved kept and dropped files: after forget every
-# pack is about 2/3 unused, so prune reads, verifies and rewrites ~40 MiB,
-# rewrites the index and deletes ~120 MiB.
+# 120 MiB of interleaved kept and dropped files: after forget every pack is
+# about 2/3 unused, so prune reads, verifies and rewrites ~40 MiB, writes a
+# new index and deletes the old index objects and ~120 MiB of packs.
 ksrc=$T/ksrc
 mkdir -p "$ksrc"
 for i in $(seq -w 1 40); do
@@ -128,7 +128,10 @@ for i in $(seq -w 1 40); do
   random_file "$ksrc/f$i-b-drop" 2
 done
 write_pipeline "$T/k.yml" prunekill "$T/krepo" "$ksrc"
-echo "retention: {keep_last: 1}" >>"$T/k.yml"
+{
+  echo "retention: {keep_last: 1}"
+  echo "repository: {pack_size: 4MiB}" # many packs: a longer prune, more moments to kill it
+} >>"$T/k.yml"
 run_ok "$T/k1.json" "$T/k1.err" run "$T/k.yml" --json --time 2021-04-01T00:00:00Z
 rm "$ksrc"/*-drop
 run_ok "$T/k2.json" "$T/k2.err" run "$T/k.yml" --json --time 2021-04-02T00:00:00Z
@@ -143,8 +146,8 @@ t0=$(date +%s%N)
 run_ok "$T/kp.json" "$T/kp.err" prune "$T/k.yml" --json
 t1=$(date +%s%N)
 full_ms=$(((t1 - t0) / 1000000))
-[ "$(json_get "$T/kp.json" 'j["packs_repacked"]')" -ge 10 ] ||
-  { show "$T/kp.json"; fail "the reference prune repacked fewer than 10 packs; the kill test would prove little"; }
+[ "$(json_get "$T/kp.json" 'j["packs_repacked"]')" -ge 16 ] ||
+  { show "$T/kp.json"; fail "the reference prune repacked fewer than 16 packs; the kill test would prove little"; }
 kafter=$(data_bytes "$T/krepo")
 note "undisturbed prune: ${full_ms} ms, data/ $kbefore -> $kafter bytes"
 [ "$kafter" -le $((kbefore / 2)) ] || fail "the reference prune left $kafter of $kbefore bytes, expected about a third"
@@ -186,4 +189,41 @@ for pct in 10 30 50 70 90; do
     { cat "$T/cmp.txt" >&2; fail "the kept snapshot does not restore byte for byte after the kill at ${delay}s"; }
 done
 [ "$interrupted" -ge 3 ] || fail "only $interrupted of 5 prunes were interrupted by the kill; the test proved little"
+
+# ---- 3. a pack kept by one prune stays reclaimable by the next -------------
+# A prune with a high threshold keeps run 1's pack (base and the forgotten
+# t1, ~60% unused); a later prune with a lower threshold must still see that
+# pack's unused bytes and repack it.
+rsrc=$T/rsrc
+mkdir -p "$rsrc"
+random_file "$rsrc/base" 4
+random_file "$rsrc/t1" 6
+write_pipeline "$T/r.yml" prunerepack "$T/rrepo" "$rsrc"
+echo "retention: {keep_last: 1}" >>"$T/r.yml"
+run_ok "$T/rr1.json" "$T/rr1.err" run "$T/r.yml" --json --time 2021-05-01T00:00:00Z
+rm "$rsrc/t1"
+run_ok "$T/rr2.json" "$T/rr2.err" run "$T/r.yml" --json --time 2021-05-02T00:00:00Z
+rsnap=$(json_get "$T/rr2.json" 'j["snapshot"]')
+run_ok "$T/rf.json" "$T/rf.err" forget "$T/r.yml" --json
+assert_eq 1 "$(json_get "$T/rf.json" 'j["removed"]')" "snapshots removed by forget (keep_last 1 of 2)"
+rbefore=$(data_bytes "$T/rrepo")
+run_ok "$T/rp1.json" "$T/rp1.err" prune "$T/r.yml" --repack-threshold 0.9 --json
+assert_eq 0 "$(json_get "$T/rp1.json" 'j["packs_repacked"]')" "packs repacked with --repack-threshold 0.9 (run 1's pack is ~60% unused)"
+run_ok "$T/rp2.json" "$T/rp2.err" prune "$T/r.yml" --repack-threshold 0.5 --dry-run --json
+if [ "$(json_get "$T/rp2.json" 'j["packs_repacked"]')" -lt 1 ]; then
+  show "$T/rp1.json" "$T/rp2.json"
+  fail "after a prune with --repack-threshold 0.9 kept run 1's pack, 'prune --repack-threshold 0.5 --dry-run' no longer sees its ~60% unused bytes (t1, 6 MiB) and would repack nothing: that space could never be reclaimed"
+fi
+run_ok "$T/rp3.json" "$T/rp3.err" prune "$T/r.yml" --repack-threshold 0.5 --json
+[ "$(json_get "$T/rp3.json" 'j["packs_repacked"]')" -ge 1 ] ||
+  { show "$T/rp3.json"; fail "prune --repack-threshold 0.5 repacked nothing"; }
+rafter=$(data_bytes "$T/rrepo")
+rfreed=$((rbefore - rafter))
+[ "$rfreed" -ge $((6 * MIB - 64 * 1024)) ] && [ "$rfreed" -le $((6 * MIB + 256 * 1024)) ] ||
+  fail "the two prunes freed $rfreed bytes, expected about the 6 MiB of t1"
+run_engine "$T/check.out" "$T/check.err" check "$T/r.yml" --read-data
+assert_rc 0 "check --read-data after the repack" "$T/check.out" "$T/check.err"
+run_ok "$T/rr.out" "$T/rr.err" restore "$T/r.yml" "$rsnap" --target "$T/rout"
+compare_trees "$rsrc" "$(restored_path "$T/rout" "$rsrc")" >"$T/cmp.txt" 2>&1 ||
+  { cat "$T/cmp.txt" >&2; fail "the kept snapshot does not restore byte for byte after the repack"; }
 note "PASS"

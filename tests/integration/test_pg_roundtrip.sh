@@ -121,11 +121,11 @@ assert_eq complete "$(json_get "$T/run1.json" 'j["status"]')" "status of the fir
 assert_eq 3 "$(json_get "$T/run1.json" 'j["items"]')" "items of the first backup (one per tenant)"
 run_ok "$T/show.json" "$T/show.err" show "$T/p.yml" latest --json
 marks='j["sources"][0]["marks"]'
-[ -n "$(json_get "$T/show.json" "$marks[\"snapshot_id\"]")" ] || fail "no snapshot_id mark"
-assert_eq '["tenant_a", "tenant_b", "tenant_c"]' "$(json_get "$T/show.json" "$marks[\"schemas\"]")" "schemas mark"
-assert_eq 15 "$(json_get "$T/show.json" "$marks[\"server_version\"].split('.')[0]")" "server_version mark"
+[ -n "$(json_get "$T/show.json" "${marks}[\"snapshot_id\"]")" ] || fail "no snapshot_id mark"
+assert_eq '["tenant_a", "tenant_b", "tenant_c"]' "$(json_get "$T/show.json" "${marks}[\"schemas\"]")" "schemas mark"
+assert_eq 15 "$(json_get "$T/show.json" "${marks}[\"server_version\"].split('.')[0]")" "server_version mark"
 assert_eq "$(pg_dump --version | sed 's/.*) \([0-9.]*\).*/\1/')" \
-  "$(json_get "$T/show.json" "$marks[\"pg_dump_version\"]")" "pg_dump_version mark"
+  "$(json_get "$T/show.json" "${marks}[\"pg_dump_version\"]")" "pg_dump_version mark"
 SNAP1=$(json_get "$T/run1.json" 'j["snapshot"]')
 
 # ---- the raw archive ------------------------------------------------------------
@@ -212,6 +212,7 @@ assert_eq "citext hstore" "$(qa -d app2 -c "SELECT string_agg(extname, ' ' ORDER
   "extensions created in app2"
 
 pg_test_start pg2
+# shellcheck disable=SC2154 # set by pg_test_start through printf -v
 run_ok "$T/r7.out" "$T/r7.err" restore "$T/p.yml" "$SNAP1" --only tenants/tenant_c \
   --target "postgresql://postgres@127.0.0.1:$PG_PORT_pg2/postgres?host=$PG_DIR_pg2"
 assert_contains "$T/r7.err" "'reporting'" "warning naming the missing role"

@@ -81,6 +81,8 @@ wait_for() {
 
 start() {
   D=$1
+  # a failed start leaves nothing running
+  trap 'rc=$?; [ "$rc" -eq 0 ] || stop "$D" >/dev/null 2>&1; exit $rc' EXIT
   local port=$2
   case "$port" in '' | *[!0-9]*) die "PORT must be a number, got '$port'" ;; esac
   local monport=${MONPORT:-$((port + 1))}
@@ -128,6 +130,9 @@ mon warn on pool no redundancy = false
 mon data avail warn = 1
 mon data avail crit = 0
 osd crush chooseleaf type = 0
+# the device-class update at OSD start sometimes races the monitor's commit
+# of "osd new" and fails the start ('wrong fsid'); the class is not needed
+osd class update on start = false
 run dir = $D/run
 admin socket = $D/run/\$name.asok
 log file = $D/log/\$name.log
@@ -167,7 +172,13 @@ EOF
   [ "$id" = 0 ] || die "expected OSD id 0, got '$id'"
   ceph-osd "${C[@]}" -i "$id" --mkfs --osd-uuid "$osduuid" >>"$D/log/mkfs.log" 2>&1 ||
     { show_logs "$D"; die "ceph-osd --mkfs failed"; }
-  ceph-osd "${C[@]}" -i "$id" 2>>"$D/log/osd-start.log" || { show_logs "$D"; die "ceph-osd did not start"; }
+  local try
+  for try in 1 2 3; do
+    ceph-osd "${C[@]}" -i "$id" 2>>"$D/log/osd-start.log" && break
+    [ "$try" -lt 3 ] || { show_logs "$D"; die "ceph-osd did not start (3 attempts)"; }
+    say "ceph-osd failed to start (attempt $try); retrying"
+    sleep 1
+  done
   osd_up() { timeout 5 ceph "${C[@]}" --connect-timeout 2 osd stat 2>/dev/null | grep -q '1 up'; }
   wait_for "the OSD" "$tmo" osd_up
 

@@ -210,16 +210,16 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   set -euo pipefail
   case "${1:-}" in
     start)
-      [ $# -eq 3 ] || { _pg_die "usage: pg.sh start DIR PORT"; exit 2; }
+      [ $# -eq 3 ] || { echo "usage: pg.sh start DIR PORT" >&2; exit 2; }
       pg_server_start "$2" "$3"
       ;;
     stop)
-      [ $# -eq 2 ] || { _pg_die "usage: pg.sh stop DIR"; exit 2; }
+      [ $# -eq 2 ] || { echo "usage: pg.sh stop DIR" >&2; exit 2; }
       pg_server_stop "$2"
       ;;
     free-port) pg_free_port ;;
     *)
-      _pg_die "usage: pg.sh start DIR PORT | stop DIR | free-port"
+      echo "usage: pg.sh start DIR PORT | stop DIR | free-port" >&2
       exit 2
       ;;
   esac

@@ -1333,8 +1333,8 @@ static const struct engine_option s3_options[] = {
      .description = "Bucket holding the repository; it must exist (never created)."},
     {.name = "prefix",
      .type = ENGINE_OPT_STRING,
-     .default_value = "",
-     .description = "Key prefix of the repository inside the bucket, e.g. engine/."},
+     .description = "Key prefix of the repository inside the bucket, e.g. engine/ (default: none, "
+                    "the bucket's root)."},
     {.name = "credentials",
      .type = ENGINE_OPT_STRING,
      .default_value = "env",

@@ -13,6 +13,7 @@
 #include <fnmatch.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,12 +52,14 @@ static const char *kind_name(char k) {
 }
 
 static int collect_tables(struct bk *b, const char *oid, const char *schema, json_t *meta) {
+  /* clang-format off */
   static const char sql[] =
       "SELECT c.relname, c.relkind::text, c.relispopulated FROM pg_catalog.pg_class c "
       "WHERE c.relnamespace = $1::oid AND c.relkind IN ('r', 'p', 'm') "
       "AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = "
       "'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e') "
       "ORDER BY c.relname COLLATE \"C\"";
+  /* clang-format on */
   const char *params[] = {oid};
   PGresult *r = pgs_query(b->in, b->c, sql, 1, params, "listing the tables of the schema");
   if (r == NULL)
@@ -126,6 +129,7 @@ static int collect_tables(struct bk *b, const char *oid, const char *schema, jso
  * the schema's own objects depend on, plus extensions installed into the
  * schema itself. pg_dump -n dumps neither, so a restore must create them. */
 static int collect_extensions(struct bk *b, const char *oid, json_t *meta) {
+  /* clang-format off */
   static const char sql[] =
       "WITH objs(classid, objid) AS ("
       " SELECT 'pg_catalog.pg_class'::regclass, c.oid FROM pg_catalog.pg_class c WHERE c.relnamespace = $1::oid"
@@ -159,6 +163,7 @@ static int collect_extensions(struct bk *b, const char *oid, json_t *meta) {
       "   JOIN pg_catalog.pg_depend x ON x.classid = r.classid AND x.objid = r.objid"
       "   AND x.refclassid = 'pg_catalog.pg_extension'::regclass AND x.deptype = 'e')"
       " ORDER BY e.extname COLLATE \"C\"";
+  /* clang-format on */
   const char *params[] = {oid};
   PGresult *r = pgs_query(b->in, b->c, sql, 1, params, "finding the extensions the schema uses");
   if (r == NULL)
@@ -176,6 +181,7 @@ static int collect_extensions(struct bk *b, const char *oid, json_t *meta) {
  * objects and its default privileges. A restore on a server lacking one of
  * them must drop ownership and grants (--no-owner --no-acl). */
 static int collect_roles(struct bk *b, const char *oid, json_t *meta) {
+  /* clang-format off */
   static const char sql[] =
       "SELECT DISTINCT r.rolname FROM ("
       " SELECT nspowner AS o FROM pg_catalog.pg_namespace WHERE oid = $1::oid"
@@ -199,8 +205,10 @@ static int collect_roles(struct bk *b, const char *oid, json_t *meta) {
       " UNION SELECT (pg_catalog.aclexplode(defaclacl)).grantee FROM pg_catalog.pg_default_acl"
       "   WHERE defaclnamespace = $1::oid"
       ") s JOIN pg_catalog.pg_roles r ON r.oid = s.o ORDER BY 1";
+  /* clang-format on */
   const char *params[] = {oid};
-  PGresult *r = pgs_query(b->in, b->c, sql, 1, params, "listing the roles the schema's objects name");
+  PGresult *r =
+      pgs_query(b->in, b->c, sql, 1, params, "listing the roles the schema's objects name");
   if (r == NULL)
     return ENGINE_ERROR;
   json_t *roles = json_array();
@@ -213,10 +221,10 @@ static int collect_roles(struct bk *b, const char *oid, json_t *meta) {
 
 static json_t *schema_meta(struct bk *b, const char *oid, const char *schema, json_t *dump_argv) {
   json_t *meta = json_pack(
-      "{s:s, s:s, s:s, s:i, s:s, s:i, s:s, s:s, s:i, s:O}", "schema", schema, "database", b->database,
-      "server_version", b->server_version, "server_version_num", b->server_num, "pg_dump_version",
-      b->dump.version, "pg_dump_version_num", b->dump.version_num, "snapshot_id", b->snapshot, "format",
-      b->in->format == PGS_FORMAT_PLAIN ? "plain" : "custom", "compression",
+      "{s:s, s:s, s:s, s:i, s:s, s:i, s:s, s:s, s:i, s:O}", "schema", schema, "database",
+      b->database, "server_version", b->server_version, "server_version_num", b->server_num,
+      "pg_dump_version", b->dump.version, "pg_dump_version_num", b->dump.version_num, "snapshot_id",
+      b->snapshot, "format", b->in->format == PGS_FORMAT_PLAIN ? "plain" : "custom", "compression",
       b->in->format == PGS_FORMAT_PLAIN ? 0 : b->in->compress_level, "dump_options", dump_argv);
   if (meta == NULL) {
     b->h->set_error(b->h, "out of memory");
@@ -314,12 +322,14 @@ static int dump_schema(struct bk *b, const char *oid, const char *schema) {
     json_decref(recorded);
     return ENGINE_ERROR;
   }
+  b->in->last_error[0] = '\0';
   json_t *meta = schema_meta(b, oid, schema, recorded);
   json_decref(recorded);
   if (meta == NULL) {
-    char msg[1024];
-    /* set_error's text cannot be read back; describe by the failing step */
-    snprintf(msg, sizeof(msg), "schema '%s' skipped: reading its catalog in the snapshot failed", ps);
+    char msg[1400];
+    snprintf(msg, sizeof(msg), "schema '%s' skipped: %s", ps,
+             b->in->last_error[0] ? b->in->last_error
+                                  : "reading its catalog in the snapshot failed");
     PGresult *rb = PQexec(b->c, "ROLLBACK TO SAVEPOINT engine_schema");
     int alive = rb && PQresultStatus(rb) == PGRES_COMMAND_OK;
     PQclear(rb);
@@ -418,8 +428,8 @@ static int dump_schema(struct bk *b, const char *oid, const char *schema) {
     h->set_error(h, "the run was cancelled while dumping schema '%s'", ps);
     rc = ENGINE_ERROR;
   } else if (read_err) {
-    rc = fail_item(b, "reading the output of pg_dump for schema '%s' failed after %llu bytes: %s", ps,
-                   (unsigned long long)total, strerror(read_err));
+    rc = fail_item(b, "reading the output of pg_dump for schema '%s' failed after %llu bytes: %s",
+                   ps, (unsigned long long)total, strerror(read_err));
   } else if (wrc != ENGINE_OK) {
     rc = fail_item(b, "unable to wait for pg_dump of schema '%s'", ps);
   } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
@@ -428,11 +438,13 @@ static int dump_schema(struct bk *b, const char *oid, const char *schema) {
     rc = fail_item(b, "pg_dump of schema '%s' failed (%s) after %llu bytes: %s", ps, st,
                    (unsigned long long)total, pgs_stderr_tail(b->in, child));
   } else if (total == 0) {
-    rc = fail_item(b, "pg_dump of schema '%s' wrote nothing: %s", ps, pgs_stderr_tail(b->in, child));
+    rc =
+        fail_item(b, "pg_dump of schema '%s' wrote nothing: %s", ps, pgs_stderr_tail(b->in, child));
   } else {
     const char *warn = h->child_stderr(h, child);
     if (warn != NULL && warn[0] != '\0')
-      h->log(h, ENGINE_LOG_WARN, "pg_dump of schema '%s' said: %s", ps, pgs_stderr_tail(b->in, child));
+      h->log(h, ENGINE_LOG_WARN, "pg_dump of schema '%s' said: %s", ps,
+             pgs_stderr_tail(b->in, child));
     json_object_set_new(meta, "dump_size", json_integer((json_int_t)total));
     json_object_set_new(meta, "duration_ms", json_integer((json_int_t)(h->now_ms(h) - t0)));
     char *final_meta = pgs_json_dump(meta);
@@ -487,8 +499,8 @@ static int start_snapshot(struct bk *b) {
   /* The control connection idles in its transaction while pg_dump runs; a
    * server-side idle timeout would kill the exported snapshot. */
   if (pgs_exec(b->in, b->c,
-               "SET idle_in_transaction_session_timeout = 0; SET statement_timeout = 0; "
-               "SET row_security = off",
+               "SET idle_in_transaction_session_timeout = 0; SET statement_timeout = 0; SET "
+               "row_security = off",
                "configuring the control session") != ENGINE_OK)
     return ENGINE_ERROR;
   if (pgs_exec(b->in, b->c, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
@@ -507,7 +519,8 @@ static int start_snapshot(struct bk *b) {
     h->set_error(h, "out of memory");
     return ENGINE_ERROR;
   }
-  int mrc = mark_string(b->em, "snapshot_id", b->snapshot) | mark_string(b->em, "database", b->database) |
+  int mrc = mark_string(b->em, "snapshot_id", b->snapshot) |
+            mark_string(b->em, "database", b->database) |
             mark_string(b->em, "txid_snapshot", PQgetvalue(r, 0, 2)) |
             mark_string(b->em, "server_version", b->server_version) |
             mark_int(b->em, "server_version_num", b->server_num) |
@@ -553,10 +566,10 @@ static int run_backup(struct bk *b) {
 
   PGresult *r = pgs_query(
       in, b->c,
-      "SELECT n.oid::text, n.nspname, COALESCE((SELECT sum(pg_catalog.pg_table_size(c.oid)) "
-      "FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'm')), 0)::bigint "
-      "FROM pg_catalog.pg_namespace n WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema' "
-      "ORDER BY n.nspname COLLATE \"C\"",
+      "SELECT n.oid::text, n.nspname, COALESCE((SELECT sum(pg_catalog.pg_table_size(c.oid)) FROM "
+      "pg_catalog.pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'm')), 0)::bigint "
+      "FROM pg_catalog.pg_namespace n WHERE n.nspname !~ '^pg_' AND n.nspname <> "
+      "'information_schema' ORDER BY n.nspname COLLATE \"C\"",
       0, NULL, "listing the schemas");
   if (r == NULL)
     return ENGINE_ERROR;
@@ -604,8 +617,8 @@ static int run_backup(struct bk *b) {
   for (size_t g = 0; g < in->n_schemas; g++) {
     char msg[512];
     if (hits[g] == 0)
-      snprintf(msg, sizeof(msg), "schema glob '%s' matches no schema in database '%s'", in->schemas[g],
-               b->database);
+      snprintf(msg, sizeof(msg), "schema glob '%s' matches no schema in database '%s'",
+               in->schemas[g], b->database);
     else if (kept[g] == 0)
       snprintf(msg, sizeof(msg),
                "schema glob '%s' matches only schemas excluded by exclude_schemas in database '%s'",
@@ -626,7 +639,8 @@ static int run_backup(struct bk *b) {
     return ENGINE_ERROR;
   }
   free(names_text);
-  if (h->progress_total != NULL)
+  if (h->struct_size >= offsetof(struct engine_host, progress_total) + sizeof(h->progress_total) &&
+      h->progress_total != NULL)
     h->progress_total(h, estimate);
 
   int rc = ENGINE_OK;

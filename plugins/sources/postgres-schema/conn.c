@@ -32,7 +32,9 @@ int pgs_write_all(int fd, const void *buf, size_t len) {
   return 0;
 }
 
-char *pgs_json_dump(json_t *j) { return json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER); }
+char *pgs_json_dump(json_t *j) {
+  return json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+}
 
 char *pgs_quote_ident(const char *name) {
   size_t n = strlen(name), q = 0;
@@ -252,7 +254,10 @@ static int build_describe(struct pgs_target *t) {
   const char *user = pgs_target_get(t, "user");
   char *s = NULL;
   int r = asprintf(&s, "database '%s' on %s '%s'%s%s%s%s%s", db ? db : "(default)",
-                   host || !addr ? "host" : "address", host ? host : addr ? addr : "(default)",
+                   host || !addr ? "host" : "address",
+                   host   ? host
+                   : addr ? addr
+                          : "(default)",
                    port ? " port " : "", port ? port : "", user ? " as user '" : "",
                    user ? user : "", user ? "'" : "");
   if (r < 0)
@@ -469,11 +474,12 @@ PGconn *pgs_connect(struct pgs_inst *in, const struct pgs_target *t, const char 
     const char *msg = m ? m : "out of memory";
     if (PQconnectionNeedsPassword(c) && t->password == NULL)
       h->set_error(h,
-                   "unable to connect to %s: the server asks for a password and none was given; set "
-                   "the 'password' option (env:NAME or file:PATH) or use a passfile (%s)",
+                   "unable to connect to %s: the server asks for a password and none was given; "
+                   "set the 'password' option (env:NAME or file:PATH) or use a passfile (%s)",
                    where, msg);
     else if (strstr(msg, "authentication failed") != NULL)
-      h->set_error(h, "authentication failed connecting to %s; check the user and the password (%s)",
+      h->set_error(h,
+                   "authentication failed connecting to %s; check the user and the password (%s)",
                    where, msg);
     else
       h->set_error(h, "unable to connect to %s: %s", where, msg);
@@ -497,7 +503,8 @@ int pgs_exec(struct pgs_inst *in, PGconn *c, const char *sql, const char *what) 
 PGresult *pgs_query(struct pgs_inst *in, PGconn *c, const char *sql, int nparams,
                     const char *const *params, const char *what) {
   /* without parameters, the simple protocol (several statements allowed) */
-  PGresult *r = nparams > 0 ? PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0) : PQexec(c, sql);
+  PGresult *r =
+      nparams > 0 ? PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0) : PQexec(c, sql);
   ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
   if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
     return r;
@@ -511,7 +518,8 @@ PGresult *pgs_query(struct pgs_inst *in, PGconn *c, const char *sql, int nparams
       if (*p == '\n')
         *p = ' ';
   }
-  in->host->set_error(in->host, "%s failed: %s", what, m ? m : "out of memory");
+  snprintf(in->last_error, sizeof(in->last_error), "%s failed: %s", what, m ? m : "out of memory");
+  in->host->set_error(in->host, "%s", in->last_error);
   free(m);
   PQclear(r);
   return NULL;
@@ -544,7 +552,9 @@ static int find_program(const char *path) {
   return 0;
 }
 
-int pgs_major(int version_num) { return version_num >= 100000 ? version_num / 10000 : version_num / 100; }
+int pgs_major(int version_num) {
+  return version_num >= 100000 ? version_num / 10000 : version_num / 100;
+}
 
 /* "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" -> 15.18 / 150018;
  * "pg_dump (PostgreSQL) 9.6.24" -> 90624; "16beta2" -> 160000. */
@@ -583,12 +593,14 @@ int pgs_tool_probe(struct pgs_inst *in, const char *path, const char *role, stru
   tool->path = path;
   if (!find_program(path)) {
     if (strchr(path, '/') != NULL)
-      h->set_error(h, "%s '%s' is missing or not executable: install the PostgreSQL client "
-                      "programs (Debian: postgresql-client) or fix the '%s' option",
+      h->set_error(h,
+                   "%s '%s' is missing or not executable: install the PostgreSQL client programs "
+                   "(Debian: postgresql-client) or fix the '%s' option",
                    role, path, role);
     else
-      h->set_error(h, "%s not found: no executable '%s' in PATH (%s); install the PostgreSQL "
-                      "client programs (Debian: postgresql-client) or set the '%s' option",
+      h->set_error(h,
+                   "%s not found: no executable '%s' in PATH (%s); install the PostgreSQL client "
+                   "programs (Debian: postgresql-client) or set the '%s' option",
                    role, path, getenv("PATH") ? getenv("PATH") : "unset", role);
     return ENGINE_ERROR;
   }

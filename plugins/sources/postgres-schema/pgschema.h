@@ -36,6 +36,9 @@ struct pgs_inst {
   char *pg_dump;
   char *pg_restore;
   char *psql;
+  /* the last message pgs_query set, so a caller can quote it in an item
+   * warning (the host's error text cannot be read back) */
+  char last_error[1024];
 };
 
 /* Where to connect: the parsed conninfo keywords (password removed) and the
@@ -44,10 +47,10 @@ struct pgs_target {
   char **keys;
   char **vals;
   size_t n;
-  char *password;      /* NULL when none; wiped when freed */
-  char *passfile;      /* private 0600 file holding the password for children, or NULL */
-  char *passfile_env;  /* "PGPASSFILE=<passfile>", or NULL */
-  char *describe;      /* "database 'x' on host 'h' port 'p' as user 'u'" for messages */
+  char *password;     /* NULL when none; wiped when freed */
+  char *passfile;     /* private 0600 file holding the password for children, or NULL */
+  char *passfile_env; /* "PGPASSFILE=<passfile>", or NULL */
+  char *describe;     /* "database 'x' on host 'h' port 'p' as user 'u'" for messages */
 };
 
 /* ---- conn.c ---- */
@@ -85,9 +88,9 @@ char *pgs_printable(const char *s);
 
 /* A PostgreSQL client program and its version. */
 struct pgs_tool {
-  const char *path;  /* as configured */
-  char version[64];  /* "15.18" */
-  int version_num;   /* 150018 (major * 10000 + minor); 0 if unknown */
+  const char *path; /* as configured */
+  char version[64]; /* "15.18" */
+  int version_num;  /* 150018 (major * 10000 + minor); 0 if unknown */
 };
 /* Resolve `path` (searching PATH when it has no '/'), run `path --version`
  * and parse it. role is "pg_dump" / "pg_restore" / "psql" for messages. */

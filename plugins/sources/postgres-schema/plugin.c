@@ -11,17 +11,17 @@ static const struct engine_option pgs_options[] = {
      .type = ENGINE_OPT_STRING,
      .required = 1,
      .description = "libpq connection string or URI of the database holding the schemas "
-                    "(\"host=/run/postgresql dbname=app user=backup\"); a password in it is "
-                    "never passed on a command line."},
+                    "(\"host=/run/postgresql dbname=app user=backup\"); a password in it is never "
+                    "passed on a command line."},
     {.name = "password",
      .type = ENGINE_OPT_SECRET,
-     .description = "Password for the dsn's user (env:NAME or file:PATH), when neither the dsn "
-                    "nor a passfile gives one."},
+     .description = "Password for the dsn's user (env:NAME or file:PATH), when neither the dsn nor "
+                    "a passfile gives one."},
     {.name = "schemas",
      .type = ENGINE_OPT_STRING_LIST,
      .required = 1,
-     .description = "Globs of the schemas to back up (\"tenant_*\"); each matching schema "
-                    "becomes one item; a glob matching nothing is a warning (partial run)."},
+     .description = "Globs of the schemas to back up (\"tenant_*\"); each matching schema becomes "
+                    "one item; a glob matching nothing is a warning (partial run)."},
     {.name = "exclude_schemas",
      .type = ENGINE_OPT_STRING_LIST,
      .description = "Globs of schemas to leave out even when `schemas` matches them."},
@@ -29,8 +29,8 @@ static const struct engine_option pgs_options[] = {
      .type = ENGINE_OPT_ENUM,
      .default_value = "auto",
      .enum_values = "auto|none",
-     .description = "auto: record the extensions the schema's objects use, and CREATE "
-                    "EXTENSION IF NOT EXISTS them before a restore; none: do not."},
+     .description = "auto: record the extensions the schema's objects use, and CREATE EXTENSION IF "
+                    "NOT EXISTS them before a restore; none: do not."},
     {.name = "format",
      .type = ENGINE_OPT_ENUM,
      .default_value = "custom",
@@ -50,8 +50,8 @@ static const struct engine_option pgs_options[] = {
     {.name = "pg_dump",
      .type = ENGINE_OPT_STRING,
      .default_value = "pg_dump",
-     .description = "pg_dump program (searched in PATH without a '/'); must not be older than "
-                    "the server."},
+     .description =
+         "pg_dump program (searched in PATH without a '/'); must not be older than the server."},
     {.name = "pg_restore",
      .type = ENGINE_OPT_STRING,
      .default_value = "pg_restore",
@@ -194,9 +194,9 @@ static const struct engine_plugin pgs_plugin = {
     .name = "postgres-schema",
     .version = "1.0.0",
     .license = "MIT",
-    .description = "PostgreSQL schemas (one item per schema, e.g. per tenant), dumped with "
-                   "pg_dump from one exported snapshot; restores under another name, into "
-                   "another database, or in place inside one transaction.",
+    .description = "PostgreSQL schemas (one item per schema, e.g. per tenant), dumped with pg_dump "
+                   "from one exported snapshot; restores under another name, into another "
+                   "database, or in place inside one transaction.",
     .options = pgs_options,
     .create = pgs_create,
     .destroy = pgs_destroy,

@@ -107,8 +107,9 @@ static void sb_add(struct sbuf *b, const char *fmt, ...) {
  * *oid (if non-NULL) receives its oid as text (malloc'd). */
 static int schema_exists(struct rs *r, const char *name, char **oid) {
   const char *params[] = {name};
-  PGresult *res = pgs_query(r->in, r->c, "SELECT oid::text FROM pg_catalog.pg_namespace WHERE nspname = $1", 1,
-                            params, "looking up the target schema");
+  PGresult *res =
+      pgs_query(r->in, r->c, "SELECT oid::text FROM pg_catalog.pg_namespace WHERE nspname = $1", 1,
+                params, "looking up the target schema");
   if (res == NULL)
     return -1;
   int found = PQntuples(res) > 0;
@@ -134,7 +135,8 @@ static int valid_schema_name(const struct engine_host *h, const char *name, cons
     return 0;
   }
   if (strncmp(name, "pg_", 3) == 0) {
-    h->set_error(h, "%s: schema names starting with 'pg_' are reserved by PostgreSQL ('%s')", what, name);
+    h->set_error(h, "%s: schema names starting with 'pg_' are reserved by PostgreSQL ('%s')", what,
+                 name);
     return 0;
   }
   return 1;
@@ -187,8 +189,8 @@ static int parse_extra(struct rs *r, const struct engine_restore_opts *opts) {
   }
   if (to_stdout) {
     if (r->as_name != NULL || r->drop_existing) {
-      h->set_error(h, "--to-stdout writes the raw dump and nothing else; it cannot be combined with "
-                      "--as or --drop-existing");
+      h->set_error(h, "--to-stdout writes the raw dump and nothing else; it cannot be combined "
+                      "with --as or --drop-existing");
       return ENGINE_ERROR;
     }
     r->mode = RS_STDOUT;
@@ -204,10 +206,11 @@ static int begin_test(struct rs *r) {
   r->admin = pgs_connect(r->in, &r->t, NULL);
   if (r->admin == NULL)
     return ENGINE_ERROR;
-  PGresult *res = pgs_query(r->in, r->admin,
-                            "SELECT pg_catalog.pg_encoding_to_char(encoding), datcollate, datctype "
-                            "FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()",
-                            0, NULL, "reading the database's encoding");
+  PGresult *res =
+      pgs_query(r->in, r->admin,
+                "SELECT pg_catalog.pg_encoding_to_char(encoding), datcollate, datctype FROM "
+                "pg_catalog.pg_database WHERE datname = pg_catalog.current_database()",
+                0, NULL, "reading the database's encoding");
   if (res == NULL)
     return ENGINE_ERROR;
   struct timespec ts;
@@ -218,10 +221,12 @@ static int begin_test(struct rs *r) {
   char *coll = PQescapeLiteral(r->admin, PQgetvalue(res, 0, 1), strlen(PQgetvalue(res, 0, 1)));
   char *ctype = PQescapeLiteral(r->admin, PQgetvalue(res, 0, 2), strlen(PQgetvalue(res, 0, 2)));
   PQclear(res);
-  char *sql = qd && enc && coll && ctype
-                  ? xasprintf_or_null("CREATE DATABASE %s TEMPLATE template0 ENCODING %s LC_COLLATE %s LC_CTYPE %s",
-                                      qd, enc, coll, ctype)
-                  : NULL;
+  char *sql =
+      qd && enc && coll && ctype
+          ? xasprintf_or_null(
+                "CREATE DATABASE %s TEMPLATE template0 ENCODING %s LC_COLLATE %s LC_CTYPE %s", qd,
+                enc, coll, ctype)
+          : NULL;
   PQfreemem(enc);
   PQfreemem(coll);
   PQfreemem(ctype);
@@ -230,9 +235,9 @@ static int begin_test(struct rs *r) {
     h->set_error(h, "out of memory");
     return ENGINE_ERROR;
   }
-  char *what = xasprintf_or_null("creating the scratch database '%s' for the restore test (the user needs "
-                                 "CREATEDB)",
-                                 r->scratch);
+  char *what = xasprintf_or_null(
+      "creating the scratch database '%s' for the restore test (the user needs CREATEDB)",
+      r->scratch);
   int rc = pgs_exec(r->in, r->admin, sql, what ? what : "creating the scratch database");
   free(what);
   free(sql);
@@ -241,7 +246,8 @@ static int begin_test(struct rs *r) {
     r->scratch = NULL;
     return ENGINE_ERROR;
   }
-  h->log(h, ENGINE_LOG_INFO, "restore test: scratch database '%s' created on %s", r->scratch, r->t.describe);
+  h->log(h, ENGINE_LOG_INFO, "restore test: scratch database '%s' created on %s", r->scratch,
+         r->t.describe);
   r->c = pgs_connect(r->in, &r->t, r->scratch);
   if (r->c == NULL)
     return ENGINE_ERROR;
@@ -333,13 +339,13 @@ int pgs_restore_begin(void *inst, const struct engine_restore_opts *opts, void *
     if (exists) {
       if (r->as_name != NULL)
         h->set_error(h,
-                     "--drop-existing would drop schema '%s' in %s (DROP SCHEMA ... CASCADE) and replace it "
-                     "with the backup",
+                     "--drop-existing would drop schema '%s' in %s (DROP SCHEMA ... CASCADE) and "
+                     "replace it with the backup",
                      r->as_name, r->t.describe);
       else
         h->set_error(h,
-                     "--drop-existing drops each restored schema that exists in %s (DROP SCHEMA ... "
-                     "CASCADE) and replaces it with the backup, one transaction per schema",
+                     "--drop-existing drops each restored schema that exists in %s (DROP SCHEMA "
+                     "... CASCADE) and replaces it with the backup, one transaction per schema",
                      r->t.describe);
       rs_free(r);
       return ENGINE_EXISTS;
@@ -389,7 +395,8 @@ static void *pump_main(void *arg) {
   return NULL;
 }
 
-static struct engine_child *spawn_child(struct rs *r, const char *file, const char *const *argv, int out_pipe) {
+static struct engine_child *spawn_child(struct rs *r, const char *file, const char *const *argv,
+                                        int out_pipe) {
   const char *env[2];
   pgs_target_env(&r->t, env);
   struct engine_spawn_opts o = {.struct_size = sizeof(o),
@@ -447,7 +454,9 @@ static void copy_in(struct rs *r, const struct engine_reader *data, int fd, stru
     f->reader_short = 1;
 }
 
-static int exited_ok(int status) { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+static int exited_ok(int status) {
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
 
 /* ---- checks before a restore ------------------------------------------------ */
 
@@ -475,6 +484,7 @@ static void plan_free(struct plan *p) {
  * ... CASCADE would silently drop them too (a view in another tenant's
  * schema, a foreign key from another schema). */
 static int check_outside_dependents(struct rs *r, struct plan *p) {
+  /* clang-format off */
   static const char sql[] =
       "WITH dep AS (SELECT d.classid, d.objid FROM pg_catalog.pg_depend d WHERE d.deptype IN ('n', 'a') AND ("
       " (d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid IN"
@@ -484,7 +494,10 @@ static int check_outside_dependents(struct rs *r, struct plan *p) {
       " (d.refclassid = 'pg_catalog.pg_proc'::regclass AND d.refobjid IN"
       "   (SELECT oid FROM pg_catalog.pg_proc WHERE pronamespace = $1::oid)))"
       " AND d.classid <> 'pg_catalog.pg_namespace'::regclass) "
-      "SELECT DISTINCT pg_catalog.pg_describe_object(classid, objid, 0) FROM dep WHERE "
+      /* a view's dependency is its _RETURN rule: name the view */
+      "SELECT DISTINCT CASE WHEN classid = 'pg_catalog.pg_rewrite'::regclass THEN pg_catalog.pg_describe_object("
+      "'pg_catalog.pg_class'::regclass, (SELECT ev_class FROM pg_catalog.pg_rewrite WHERE oid = objid), 0) "
+      "ELSE pg_catalog.pg_describe_object(classid, objid, 0) END FROM dep WHERE "
       "(CASE classid"
       " WHEN 'pg_catalog.pg_class'::regclass THEN (SELECT relnamespace FROM pg_catalog.pg_class WHERE oid = objid)"
       " WHEN 'pg_catalog.pg_type'::regclass THEN (SELECT typnamespace FROM pg_catalog.pg_type WHERE oid = objid)"
@@ -500,8 +513,10 @@ static int check_outside_dependents(struct rs *r, struct plan *p) {
       " WHEN 'pg_catalog.pg_policy'::regclass THEN (SELECT c.relnamespace FROM pg_catalog.pg_policy y"
       "   JOIN pg_catalog.pg_class c ON c.oid = y.polrelid WHERE y.oid = objid)"
       " ELSE NULL END) IS DISTINCT FROM $1::oid ORDER BY 1 LIMIT 6";
+  /* clang-format on */
   const char *params[] = {p->final_oid};
-  PGresult *res = pgs_query(r->in, r->c, sql, 1, params, "looking for objects that depend on the schema");
+  PGresult *res =
+      pgs_query(r->in, r->c, sql, 1, params, "looking for objects that depend on the schema");
   if (res == NULL)
     return ENGINE_ERROR;
   int n = PQntuples(res);
@@ -510,9 +525,9 @@ static int check_outside_dependents(struct rs *r, struct plan *p) {
     for (int i = 0; i < n && i < 5; i++)
       sb_add(&list, "%s%s", i ? "; " : "", PQgetvalue(res, i, 0));
     r->h->set_error(r->h,
-                    "schema '%s' in %s is used by objects outside it (%s%s); --drop-existing (DROP SCHEMA ... "
-                    "CASCADE) would drop them too, so nothing was changed: restore with --as NAME instead, or "
-                    "remove those dependencies first",
+                    "schema '%s' in %s is used by objects outside it (%s%s); --drop-existing (DROP "
+                    "SCHEMA ... CASCADE) would drop them too, so nothing was changed: restore with "
+                    "--as NAME instead, or remove those dependencies first",
                     p->final, r->t.describe, list.p ? list.p : "?", n > 5 ? "; ..." : "");
     free(list.p);
     PQclear(res);
@@ -532,19 +547,21 @@ static int plan_extensions(struct rs *r, struct plan *p, json_t *exts) {
     if (name == NULL || sch == NULL)
       continue;
     const char *params[] = {name};
-    PGresult *res = pgs_query(r->in, r->c,
-                              "SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n "
-                              "ON n.oid = e.extnamespace WHERE e.extname = $1",
-                              1, params, "looking up an extension on the target");
+    PGresult *res =
+        pgs_query(r->in, r->c,
+                  "SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n "
+                  "ON n.oid = e.extnamespace WHERE e.extname = $1",
+                  1, params, "looking up an extension on the target");
     if (res == NULL)
       return ENGINE_ERROR;
     if (PQntuples(res) > 0) {
       int same = strcmp(PQgetvalue(res, 0, 0), sch) == 0;
       if (!same)
-        h->set_error(h,
-                     "extension '%s' is installed in schema '%s' on %s, but the dump of schema '%s' refers to it "
-                     "in schema '%s'; move it (ALTER EXTENSION %s SET SCHEMA %s) or restore elsewhere",
-                     name, PQgetvalue(res, 0, 0), r->t.describe, p->ps, sch, name, sch);
+        h->set_error(
+            h,
+            "extension '%s' is installed in schema '%s' on %s, but the dump of schema '%s' refers "
+            "to it in schema '%s'; move it (ALTER EXTENSION %s SET SCHEMA %s) or restore elsewhere",
+            name, PQgetvalue(res, 0, 0), r->t.describe, p->ps, sch, name, sch);
       PQclear(res);
       if (!same)
         return ENGINE_ERROR;
@@ -553,22 +570,22 @@ static int plan_extensions(struct rs *r, struct plan *p, json_t *exts) {
     PQclear(res);
     if (strcmp(sch, p->schema) == 0) {
       h->set_error(h,
-                   "extension '%s' was installed inside schema '%s' itself; pg_dump -n does not dump "
-                   "extensions, so create the schema and the extension by hand and restore the archive "
-                   "with pg_restore (engine restore --to-stdout)",
+                   "extension '%s' was installed inside schema '%s' itself; pg_dump -n does not "
+                   "dump extensions, so create the schema and the extension by hand and restore "
+                   "the archive with pg_restore (engine restore --to-stdout)",
                    name, p->ps);
       return ENGINE_ERROR;
     }
-    res = pgs_query(r->in, r->c, "SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = $1", 1, params,
-                    "looking up an available extension");
+    res = pgs_query(r->in, r->c, "SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = $1",
+                    1, params, "looking up an available extension");
     if (res == NULL)
       return ENGINE_ERROR;
     int avail = PQntuples(res) > 0;
     PQclear(res);
     if (!avail) {
       h->set_error(h,
-                   "the dump of schema '%s' needs extension '%s', which is not available on %s; install its "
-                   "package on that server (e.g. postgresql-contrib)",
+                   "the dump of schema '%s' needs extension '%s', which is not available on %s; "
+                   "install its package on that server (e.g. postgresql-contrib)",
                    p->ps, name, r->t.describe);
       return ENGINE_ERROR;
     }
@@ -579,9 +596,11 @@ static int plan_extensions(struct rs *r, struct plan *p, json_t *exts) {
       h->set_error(h, "out of memory");
       return ENGINE_ERROR;
     }
-    sb_add(&p->pre, "CREATE SCHEMA IF NOT EXISTS %s;\nCREATE EXTENSION IF NOT EXISTS %s WITH SCHEMA %s;\n", qs,
-           qn, qs);
-    h->log(h, ENGINE_LOG_INFO, "schema '%s': creating extension '%s' in schema '%s' first", p->ps, name, sch);
+    sb_add(&p->pre,
+           "CREATE SCHEMA IF NOT EXISTS %s;\nCREATE EXTENSION IF NOT EXISTS %s WITH SCHEMA %s;\n",
+           qs, qn, qs);
+    h->log(h, ENGINE_LOG_INFO, "schema '%s': creating extension '%s' in schema '%s' first", p->ps,
+           name, sch);
     free(qn);
     free(qs);
   }
@@ -598,8 +617,8 @@ static int plan_roles(struct rs *r, struct plan *p, json_t *roles, const char *f
     if (role == NULL)
       continue;
     const char *params[] = {role};
-    PGresult *res = pgs_query(r->in, r->c, "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", 1, params,
-                              "looking up a role on the target");
+    PGresult *res = pgs_query(r->in, r->c, "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+                              1, params, "looking up a role on the target");
     if (res == NULL) {
       free(missing.p);
       return ENGINE_ERROR;
@@ -613,20 +632,23 @@ static int plan_roles(struct rs *r, struct plan *p, json_t *roles, const char *f
   p->no_owner = r->no_owner;
   if (n_missing > 0) {
     if (strcmp(format, "plain") == 0) {
-      h->set_error(h,
-                   "the dump of schema '%s' names role(s) %s that do not exist on %s, and a plain-format dump "
-                   "cannot drop ownership at restore time; create the roles first",
-                   p->ps, missing.p ? missing.p : "?", r->t.describe);
+      h->set_error(
+          h,
+          "the dump of schema '%s' names role(s) %s that do not exist on %s, and a plain-format "
+          "dump cannot drop ownership at restore time; create the roles first",
+          p->ps, missing.p ? missing.p : "?", r->t.describe);
       free(missing.p);
       return ENGINE_ERROR;
     }
-    h->log(h, ENGINE_LOG_WARN,
-           "schema '%s': role(s) %s named by the dump do not exist on %s; restoring with --no-owner --no-acl "
-           "(objects will belong to the connecting user, grants are not restored)",
-           p->ps, missing.p ? missing.p : "?", r->t.describe);
+    h->log(
+        h, ENGINE_LOG_WARN,
+        "schema '%s': role(s) %s named by the dump do not exist on %s; restoring with --no-owner "
+        "--no-acl (objects will belong to the connecting user, grants are not restored)",
+        p->ps, missing.p ? missing.p : "?", r->t.describe);
     p->no_owner = 1;
   } else if (p->no_owner && strcmp(format, "plain") != 0) {
-    h->log(h, ENGINE_LOG_INFO, "schema '%s': restoring with --no-owner --no-acl as configured", p->ps);
+    h->log(h, ENGINE_LOG_INFO, "schema '%s': restoring with --no-owner --no-acl as configured",
+           p->ps);
   }
   free(missing.p);
   return ENGINE_OK;
@@ -641,13 +663,14 @@ static int build_plan(struct rs *r, struct plan *p, json_t *meta, const char *fo
   if (p->final_exists) {
     if (!r->drop_existing) {
       h->set_error(h,
-                   "schema '%s' already exists in %s; nothing was changed. Restore under another name with "
-                   "--as NAME, or replace it with --drop-existing",
+                   "schema '%s' already exists in %s; nothing was changed. Restore under another "
+                   "name with --as NAME, or replace it with --drop-existing",
                    p->final, r->t.describe);
       return ENGINE_ERROR;
     }
     if (!r->yes) {
-      h->set_error(h, "replacing schema '%s' in %s was not confirmed (--yes)", p->final, r->t.describe);
+      h->set_error(h, "replacing schema '%s' in %s was not confirmed (--yes)", p->final,
+                   r->t.describe);
       return ENGINE_ERROR;
     }
     if (check_outside_dependents(r, p) != ENGINE_OK)
@@ -724,16 +747,18 @@ static int build_plan(struct rs *r, struct plan *p, json_t *meta, const char *fo
  * old schema and would use its objects at run time. */
 static void warn_old_schema_references(struct rs *r, const struct plan *p) {
   const char *params[] = {p->final, p->schema};
-  PGresult *res = pgs_query(
-      r->in, r->c,
-      "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n "
-      "ON n.oid = p.pronamespace WHERE n.nspname = $1 AND (pg_catalog.strpos(pg_catalog.lower(p.prosrc), "
-      "pg_catalog.lower($2)) > 0 OR pg_catalog.strpos(pg_catalog.lower(pg_catalog.array_to_string(p.proconfig, "
-      "',')), pg_catalog.lower($2)) > 0) ORDER BY 1",
-      2, params, "looking for functions that name the old schema");
+  PGresult *res =
+      pgs_query(r->in, r->c,
+                "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p JOIN "
+                "pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 AND "
+                "(pg_catalog.strpos(pg_catalog.lower(p.prosrc), pg_catalog.lower($2)) > 0 OR "
+                "pg_catalog.strpos(pg_catalog.lower(pg_catalog.array_to_string(p.proconfig, ',')), "
+                "pg_catalog.lower($2)) > 0) ORDER BY 1",
+                2, params, "looking for functions that name the old schema");
   if (res == NULL) {
     r->h->log(r->h, ENGINE_LOG_WARN,
-              "schema '%s': unable to check function bodies for the old schema name '%s'", p->final, p->ps);
+              "schema '%s': unable to check function bodies for the old schema name '%s'", p->final,
+              p->ps);
     return;
   }
   int n = PQntuples(res);
@@ -742,8 +767,8 @@ static void warn_old_schema_references(struct rs *r, const struct plan *p) {
     for (int i = 0; i < n && i < 10; i++)
       sb_add(&list, "%s%s", i ? ", " : "", PQgetvalue(res, i, 0));
     r->h->log(r->h, ENGINE_LOG_WARN,
-              "schema '%s' restored from '%s': %d function(s) still name '%s' in their body or settings and "
-              "will use that schema's objects, not the restored ones: %s%s",
+              "schema '%s' restored from '%s': %d function(s) still name '%s' in their body or "
+              "settings and will use that schema's objects, not the restored ones: %s%s",
               p->final, p->ps, n, p->ps, list.p ? list.p : "?", n > 10 ? ", ..." : "");
     free(list.p);
   }
@@ -756,7 +781,8 @@ static int verify_restored(struct rs *r, const struct plan *p, json_t *meta) {
   const struct engine_host *h = r->h;
   json_t *tables = json_object_get(meta, "tables");
   if (!json_is_array(tables)) {
-    h->set_error(h, "restore test of schema '%s': the manifest has no table list to verify against", p->ps);
+    h->set_error(h, "restore test of schema '%s': the manifest has no table list to verify against",
+                 p->ps);
     return ENGINE_ERROR;
   }
   char *qs = pgs_quote_ident(p->schema);
@@ -775,10 +801,11 @@ static int verify_restored(struct rs *r, const struct plan *p, json_t *meta) {
     if (name == NULL)
       continue;
     const char *params[] = {p->schema, name};
-    PGresult *res = pgs_query(r->in, r->c,
-                              "SELECT c.relkind::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-                              "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
-                              2, params, "looking up a restored table");
+    PGresult *res =
+        pgs_query(r->in, r->c,
+                  "SELECT c.relkind::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace "
+                  "n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+                  2, params, "looking up a restored table");
     if (res == NULL) {
       free(qs);
       free(bad.p);
@@ -788,8 +815,9 @@ static int verify_restored(struct rs *r, const struct plan *p, json_t *meta) {
     PQclear(res);
     if (!present) {
       sb_add(&bad, "%s%s '%s' is missing", n_bad++ ? "; " : "",
-             json_string_value(json_object_get(t, "kind")) ? json_string_value(json_object_get(t, "kind"))
-                                                            : "table",
+             json_string_value(json_object_get(t, "kind"))
+                 ? json_string_value(json_object_get(t, "kind"))
+                 : "table",
              name);
       continue;
     }
@@ -815,19 +843,19 @@ static int verify_restored(struct rs *r, const struct plan *p, json_t *meta) {
     PQclear(res);
     rows += got;
     if (got != (long long)json_integer_value(want))
-      sb_add(&bad, "%s'%s' has %lld rows, the manifest records %lld", n_bad++ ? "; " : "", name, got,
-             (long long)json_integer_value(want));
+      sb_add(&bad, "%s'%s' has %lld rows, the manifest records %lld", n_bad++ ? "; " : "", name,
+             got, (long long)json_integer_value(want));
   }
   free(qs);
   if (n_bad > 0) {
-    h->set_error(h, "restore test of schema '%s' FAILED in scratch database '%s': %s", p->ps, r->scratch,
-                 bad.p ? bad.p : "mismatch (out of memory describing it)");
+    h->set_error(h, "restore test of schema '%s' FAILED in scratch database '%s': %s", p->ps,
+                 r->scratch, bad.p ? bad.p : "mismatch (out of memory describing it)");
     free(bad.p);
     return ENGINE_ERROR;
   }
   free(bad.p);
-  h->log(h, ENGINE_LOG_INFO, "restore test of schema '%s': %zu table(s), %lld row(s) verified", p->ps,
-         json_array_size(tables), rows);
+  h->log(h, ENGINE_LOG_INFO, "restore test of schema '%s': %zu table(s), %lld row(s) verified",
+         p->ps, json_array_size(tables), rows);
   return ENGINE_OK;
 }
 
@@ -837,21 +865,23 @@ static int to_stdout(struct rs *r, const struct engine_item *item, const struct 
                      const char *format) {
   const struct engine_host *h = r->h;
   if (strcmp(format, "plain") != 0 && isatty(STDOUT_FILENO)) {
-    h->set_error(h, "refusing to write the binary pg_dump archive of '%.*s' to a terminal; redirect standard "
-                    "output to a file or a pipe (e.g. | pg_restore -l)",
+    h->set_error(h,
+                 "refusing to write the binary pg_dump archive of '%.*s' to a terminal; redirect "
+                 "standard output to a file or a pipe (e.g. | pg_restore -l)",
                  (int)item->name_len, item->name);
     return ENGINE_ERROR;
   }
   struct flow f = {0};
   copy_in(r, data, STDOUT_FILENO, &f);
   if (f.reader_failed || f.reader_short) {
-    h->set_error(h, "reading the dump of '%.*s' from the repository failed after %llu bytes", (int)item->name_len,
-                 item->name, (unsigned long long)f.bytes);
+    h->set_error(h, "reading the dump of '%.*s' from the repository failed after %llu bytes",
+                 (int)item->name_len, item->name, (unsigned long long)f.bytes);
     return ENGINE_ERROR;
   }
   if (f.dest_err) {
     h->set_error(h, "writing the dump of '%.*s' to standard output failed after %llu bytes: %s",
-                 (int)item->name_len, item->name, (unsigned long long)f.bytes, strerror(f.dest_err));
+                 (int)item->name_len, item->name, (unsigned long long)f.bytes,
+                 strerror(f.dest_err));
     return ENGINE_ERROR;
   }
   return ENGINE_OK;
@@ -872,24 +902,27 @@ static int tools_for(struct rs *r, json_t *meta, const char *format, const char 
     r->have_restore_tool = 1;
   }
   json_t *dv = json_object_get(meta, "pg_dump_version_num");
-  if (json_is_integer(dv) && pgs_major(r->restore_tool.version_num) < pgs_major((int)json_integer_value(dv))) {
-    h->set_error(h,
-                 "pg_restore '%s' is version %s, older than the pg_dump %s that wrote the archive of schema '%s'; "
-                 "it cannot read it: point the 'pg_restore' option at a client of version %s or later",
-                 r->in->pg_restore, r->restore_tool.version,
-                 json_string_value(json_object_get(meta, "pg_dump_version"))
-                     ? json_string_value(json_object_get(meta, "pg_dump_version"))
-                     : "?",
-                 ps,
-                 json_string_value(json_object_get(meta, "pg_dump_version"))
-                     ? json_string_value(json_object_get(meta, "pg_dump_version"))
-                     : "?");
+  if (json_is_integer(dv) &&
+      pgs_major(r->restore_tool.version_num) < pgs_major((int)json_integer_value(dv))) {
+    h->set_error(
+        h,
+        "pg_restore '%s' is version %s, older than the pg_dump %s that wrote the archive of schema "
+        "'%s'; it cannot read it: point the 'pg_restore' option at a client of version %s or later",
+        r->in->pg_restore, r->restore_tool.version,
+        json_string_value(json_object_get(meta, "pg_dump_version"))
+            ? json_string_value(json_object_get(meta, "pg_dump_version"))
+            : "?",
+        ps,
+        json_string_value(json_object_get(meta, "pg_dump_version"))
+            ? json_string_value(json_object_get(meta, "pg_dump_version"))
+            : "?");
     return ENGINE_ERROR;
   }
   return ENGINE_OK;
 }
 
-static int run_restore(struct rs *r, struct plan *p, const struct engine_reader *data, const char *format) {
+static int run_restore(struct rs *r, struct plan *p, const struct engine_reader *data,
+                       const char *format) {
   const struct engine_host *h = r->h;
   int custom = strcmp(format, "plain") != 0;
   char *dbarg = xasprintf_or_null("--dbname=%s", r->conninfo);
@@ -897,8 +930,8 @@ static int run_restore(struct rs *r, struct plan *p, const struct engine_reader 
     h->set_error(h, "out of memory");
     return ENGINE_ERROR;
   }
-  const char *psql_argv[] = {r->in->psql, "--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1",
-                             dbarg, NULL};
+  const char *psql_argv[] = {
+      r->in->psql, "--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1", dbarg, NULL};
   struct engine_child *psql = spawn_child(r, r->in->psql, psql_argv, 0);
   free(dbarg);
   if (psql == NULL)
@@ -921,7 +954,8 @@ static int run_restore(struct rs *r, struct plan *p, const struct engine_reader 
   }
   struct flow f = {0};
   int pre_err = pgs_write_all(psql->stdin_fd, p->pre.p, p->pre.len) != 0 ? errno : 0;
-  struct pump pump = {.h = h, .in_fd = pgr ? pgr->stdout_fd : -1, .out_fd = psql->stdin_fd, .src = pgr};
+  struct pump pump = {
+      .h = h, .in_fd = pgr ? pgr->stdout_fd : -1, .out_fd = psql->stdin_fd, .src = pgr};
   pthread_t th;
   int thread_started = 0;
   if (!pre_err && custom) {
@@ -966,23 +1000,24 @@ static int run_restore(struct rs *r, struct plan *p, const struct engine_reader 
     rc = ENGINE_OK;
   } else if (psql_failed_itself || (ok && !psql_ok)) {
     pgs_describe_status(psql_status, st, sizeof(st));
-    h->set_error(h, "restoring schema '%s' into %s failed, nothing was changed (psql %s): %s", p->ps,
-                 r->t.describe, st, pgs_stderr_tail(r->in, psql));
+    h->set_error(h, "restoring schema '%s' into %s failed, nothing was changed (psql %s): %s",
+                 p->ps, r->t.describe, st, pgs_stderr_tail(r->in, psql));
     rc = ENGINE_ERROR;
   } else if (f.reader_failed || f.reader_short) {
-    h->set_error(h, "reading the dump of schema '%s' from the repository failed after %llu of %llu bytes; nothing "
-                    "was changed",
+    h->set_error(h,
+                 "reading the dump of schema '%s' from the repository failed after %llu of %llu "
+                 "bytes; nothing was changed",
                  p->ps, (unsigned long long)f.bytes, (unsigned long long)data->size);
     rc = ENGINE_ERROR;
   } else if (custom && !pgr_ok) {
     pgs_describe_status(pgr_status, st, sizeof(st));
-    h->set_error(h, "pg_restore failed on the archive of schema '%s' (%s), nothing was changed: %s", p->ps, st,
-                 pgs_stderr_tail(r->in, pgr));
+    h->set_error(h, "pg_restore failed on the archive of schema '%s' (%s), nothing was changed: %s",
+                 p->ps, st, pgs_stderr_tail(r->in, pgr));
     rc = ENGINE_ERROR;
   } else {
     int e = pre_err ? pre_err : f.dest_err ? f.dest_err : pump.err ? pump.err : post_err;
-    h->set_error(h, "restoring schema '%s' into %s failed, nothing was changed: %s", p->ps, r->t.describe,
-                 e ? strerror(e) : "the restore pipeline broke");
+    h->set_error(h, "restoring schema '%s' into %s failed, nothing was changed: %s", p->ps,
+                 r->t.describe, e ? strerror(e) : "the restore pipeline broke");
     rc = ENGINE_ERROR;
   }
   if (pgr != NULL)
@@ -1003,8 +1038,8 @@ int pgs_restore_item(void *rctx, const struct engine_item *item, const struct en
   json_t *meta = json_loads(item->meta_json ? item->meta_json : "{}", 0, &je);
   if (!json_is_object(meta)) {
     json_decref(meta);
-    h->set_error(h, "item '%.*s': its metadata is not a JSON object (%s)", (int)item->name_len, item->name,
-                 je.text);
+    h->set_error(h, "item '%.*s': its metadata is not a JSON object (%s)", (int)item->name_len,
+                 item->name, je.text);
     return ENGINE_ERROR;
   }
   const char *format = json_string_value(json_object_get(meta, "format"));
@@ -1019,7 +1054,8 @@ int pgs_restore_item(void *rctx, const struct engine_item *item, const struct en
   const char *schema = json_string_value(json_object_get(meta, "schema"));
   if (schema == NULL)
     schema = item_name;
-  struct plan p = {.schema = schema, .final = r->mode == RS_NORMAL && r->as_name ? r->as_name : schema};
+  struct plan p = {.schema = schema,
+                   .final = r->mode == RS_NORMAL && r->as_name ? r->as_name : schema};
   p.ps = schema ? pgs_printable(schema) : NULL;
   int rc = ENGINE_ERROR;
   if (item_name == NULL || p.ps == NULL) {
@@ -1030,8 +1066,8 @@ int pgs_restore_item(void *rctx, const struct engine_item *item, const struct en
     h->set_error(h, "schema '%s': unknown dump format '%s' in the manifest", p.ps, format);
     goto out;
   }
-  if (!valid_schema_name(h, schema, "the manifest") || tools_for(r, meta, format, p.ps) != ENGINE_OK ||
-      build_plan(r, &p, meta, format) != ENGINE_OK)
+  if (!valid_schema_name(h, schema, "the manifest") ||
+      tools_for(r, meta, format, p.ps) != ENGINE_OK || build_plan(r, &p, meta, format) != ENGINE_OK)
     goto out;
   rc = run_restore(r, &p, data, format);
   if (rc != ENGINE_OK)
@@ -1043,10 +1079,11 @@ int pgs_restore_item(void *rctx, const struct engine_item *item, const struct en
   if (strcmp(p.final, p.schema) != 0)
     warn_old_schema_references(r, &p);
   if (strcmp(p.final, p.schema) != 0)
-    h->log(h, ENGINE_LOG_INFO, "schema '%s' restored as '%s' into %s", p.ps, p.final, r->t.describe);
-  else
-    h->log(h, ENGINE_LOG_INFO, "schema '%s' %s in %s", p.ps, p.final_exists ? "replaced" : "restored",
+    h->log(h, ENGINE_LOG_INFO, "schema '%s' restored as '%s' into %s", p.ps, p.final,
            r->t.describe);
+  else
+    h->log(h, ENGINE_LOG_INFO, "schema '%s' %s in %s", p.ps,
+           p.final_exists ? "replaced" : "restored", r->t.describe);
 out:
   plan_free(&p);
   free(item_name);
