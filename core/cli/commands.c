@@ -365,6 +365,7 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
             "engine: restore: --as and --to-stdout act on one item: give --only SOURCE/ITEM\n");
     return EXIT_USAGE;
   }
+  c.repo->trust_aead_ids = 1;
   struct restore_opts ro = {c.repo,         m,       c.sources,
                             c.p->n_sources, a->only, a->target,
                             a->dry_run,     a->yes,  isatty(STDIN_FILENO) && isatty(STDERR_FILENO),

@@ -41,7 +41,12 @@
 #include "util/pool.h"
 #include "util/progress.h"
 
-#define DEFAULT_INFLIGHT (128u * 1024u * 1024u)
+/* Bytes in flight (chunks being processed + packs being uploaded). A few
+ * chunks per worker keep every core busy; more only costs memory. */
+#define DEFAULT_INFLIGHT (32u * 1024u * 1024u)
+/* Chunk buffers kept for reuse: allocating a fresh max-size buffer per chunk
+ * costs page faults on every chunk. */
+#define SPARE_BUFFERS 8
 
 struct bk;
 
@@ -76,6 +81,8 @@ struct bk_source {
   /* the parent snapshot's tree of this source, read in step with the walk */
   int has_parent, parent_done;
   uint64_t parent_bytes; /* size of this source in the parent snapshot (progress estimate) */
+  json_t *parent_marks;  /* marks of this source in the parent snapshot (borrowed) */
+  char *pmark;
   struct tree_reader parent;
   json_t *pcur;
   char *pcur_name;
@@ -130,6 +137,8 @@ struct bk {
   /* emitter state (source thread only) */
   struct chunker *chunker;
   unsigned char *chunk_buf;
+  unsigned char *spare[SPARE_BUFFERS]; /* reusable chunk buffers (under lock) */
+  size_t n_spare;
   size_t chunk_len;
   struct bk_item *cur;
   size_t cur_source;
@@ -260,6 +269,12 @@ static void upload_done(void *arg) {
   free(u);
 }
 
+/* A pack closes once it reaches pack_size, so it holds at most one more
+ * sealed chunk (plus its header). */
+static size_t pack_capacity(const struct repo *r) {
+  return (size_t)r->pack_size + r->chunker.max_size + 64 * 1024;
+}
+
 /* Loop thread: move the current packer into an upload job. */
 static void start_upload(struct bk *b) {
   if (b->packer.n == 0)
@@ -269,6 +284,7 @@ static void start_upload(struct bk *b) {
   u->pk = b->packer;
   u->bytes = b->packer.len;
   packer_init(&b->packer);
+  packer_reserve(&b->packer, pack_capacity(b->repo));
   pthread_mutex_lock(&b->lock);
   b->inflight += u->bytes;
   b->uploads_outstanding++;
@@ -287,8 +303,6 @@ static void job_work(void *arg) {
     if (repo_blob_encode(r, j->id, j->type, j->data, j->len, &j->sealed, &j->sealed_len) != 0)
       j->failed = 1;
   }
-  free(j->data);
-  j->data = NULL;
 }
 
 static void job_done(void *arg) {
@@ -315,6 +329,11 @@ static void job_done(void *arg) {
   }
   b->inflight -= j->len;
   b->jobs_outstanding--;
+  if (b->n_spare < SPARE_BUFFERS)
+    b->spare[b->n_spare++] = j->data;
+  else
+    free(j->data);
+  j->data = NULL;
   finalize_ready(b, &b->sources[it->source]);
   pthread_mutex_unlock(&b->lock);
   free(j);
@@ -349,7 +368,11 @@ static int submit_chunk(struct bk *b) {
   j->type = it->is_tree ? BLOB_TREE : BLOB_DATA;
   j->data = b->chunk_buf;
   j->len = len;
-  b->chunk_buf = xmalloc(b->repo->chunker.max_size);
+  pthread_mutex_lock(&b->lock);
+  b->chunk_buf = b->n_spare ? b->spare[--b->n_spare] : NULL;
+  pthread_mutex_unlock(&b->lock);
+  if (!b->chunk_buf)
+    b->chunk_buf = xmalloc(b->repo->chunker.max_size);
   b->chunk_len = 0;
   pool_submit(job_work, job_done, j);
   return 0;
@@ -601,6 +624,19 @@ static int em_item_reuse(const struct engine_emitter *em) {
   return ENGINE_OK;
 }
 
+static int em_previous_mark(const struct engine_emitter *em, const char *key, const char **json_value) {
+  struct bk *b = em_bk(em);
+  struct bk_source *s = &b->sources[b->cur_source];
+  *json_value = NULL;
+  json_t *v = key ? json_object_get(s->parent_marks, key) : NULL;
+  if (!v)
+    return ENGINE_NOT_FOUND;
+  free(s->pmark);
+  s->pmark = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+  *json_value = s->pmark;
+  return s->pmark ? ENGINE_OK : ENGINE_ERROR;
+}
+
 /* ---- the source thread -------------------------------------------------- */
 
 static void wait_until(struct bk *b, int (*pred)(struct bk *, void *), void *arg) {
@@ -630,7 +666,7 @@ static int spool_tree(struct bk *b, struct bk_source *s) {
   struct bk_item *it = new_item(b, "(tree)", 6, ENGINE_ITEM_STREAM);
   it->is_tree = 1;
   enqueue_item(b, it);
-  struct engine_emitter em = {sizeof(em), b, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+  struct engine_emitter em = {sizeof(em), b, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
   static const size_t bufsz = 1024 * 1024;
   unsigned char *buf = xmalloc(bufsz);
   size_t n;
@@ -675,7 +711,7 @@ static void flush_done(void *arg) {
 static void source_thread(void *arg) {
   struct bk *b = arg;
   struct engine_emitter em = {sizeof(em), b,       em_item_begin, em_item_write, em_item_end,
-                              em_warn,    em_mark, em_previous,   em_item_reuse};
+                              em_warn,    em_mark, em_previous,   em_item_reuse, em_previous_mark};
   for (size_t i = 0; i < b->n_sources && !is_stopping(b); i++) {
     struct bk_source *s = &b->sources[i];
     b->cur_source = i;
@@ -754,6 +790,8 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
   pthread_mutex_init(&b->lock, NULL);
   pthread_cond_init(&b->cond, NULL);
   packer_init(&b->packer);
+  if (!o->dry_run)
+    packer_reserve(&b->packer, pack_capacity(o->repo));
   b->n_sources = o->pipeline->n_sources;
   b->sources = xcalloc(b->n_sources, sizeof(*b->sources));
   int rc = -1;
@@ -772,6 +810,7 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
         tree_reader_init(&b->sources[i].parent, o->repo, json_object_get(ps, "tree"));
         b->sources[i].has_parent = 1;
         b->sources[i].parent_bytes = (uint64_t)json_integer_value(json_object_get(ps, "bytes"));
+        b->sources[i].parent_marks = json_object_get(ps, "marks");
       }
     }
     if (!b->sources[i].tree) {
@@ -944,10 +983,13 @@ out:
       tree_reader_free(&s->parent);
     parent_drop_cur(s);
     free(s->pmeta);
+    free(s->pmark);
   }
   free(b->sources);
   chunker_free(b->chunker);
   free(b->chunk_buf);
+  for (size_t i = 0; i < b->n_spare; i++)
+    free(b->spare[i]);
   packer_free(&b->packer);
   free(b->run_packs);
   free(b->fatal);

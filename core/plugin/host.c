@@ -46,6 +46,7 @@ struct host_ctx {
   char *name;
   json_t *config;
   pthread_mutex_t err_lock;
+  uint64_t serial; /* unique per host, see tl_err_serial */
   char err[HOST_ERR_MAX];
   uint64_t progress_total; /* accessed with __atomic builtins */
 };
@@ -85,8 +86,12 @@ static void host_log(const struct engine_host *h, enum engine_log_level lvl, con
   free(msg);
 }
 
+/* The thread-local copy names its host by pointer and serial number: a host
+ * freed and another allocated at the same address never share messages. */
 static __thread const struct engine_host *tl_err_host;
+static __thread uint64_t tl_err_serial;
 static __thread char tl_err[HOST_ERR_MAX];
+static uint64_t g_host_serial;
 
 static void set_error_v(const struct engine_host *h, const char *fmt, va_list ap) {
   struct host_ctx *c = ctx_of(h);
@@ -102,6 +107,7 @@ static void set_error_v(const struct engine_host *h, const char *fmt, va_list ap
   /* the thread that failed is the one that asks why: keep its own copy, so
    * concurrent calls on one instance cannot swap their messages */
   tl_err_host = h;
+  tl_err_serial = c->serial;
   memcpy(tl_err, buf, sizeof buf);
 }
 
@@ -119,9 +125,9 @@ const char *host_last_error(const struct engine_host *h) {
   static __thread char copy[HOST_ERR_MAX];
   if (!h)
     return "";
-  if (tl_err_host == h)
-    return tl_err;
   struct host_ctx *c = ctx_of(h);
+  if (tl_err_host == h && tl_err_serial == c->serial)
+    return tl_err;
   pthread_mutex_lock(&c->err_lock);
   memcpy(copy, c->err, sizeof copy);
   pthread_mutex_unlock(&c->err_lock);
@@ -805,6 +811,7 @@ uint64_t host_progress_total(const struct engine_host *h) {
 
 struct engine_host *host_new(const char *instance_name, json_t *config) {
   struct host_ctx *c = xcalloc(1, sizeof *c);
+  c->serial = __atomic_add_fetch(&g_host_serial, 1, __ATOMIC_RELAXED);
   c->name = xstrdup(instance_name ? instance_name : "plugin");
   c->config = config ? json_incref(config) : json_object();
   if (!c->config) {
@@ -846,6 +853,8 @@ struct engine_host *host_new(const char *instance_name, json_t *config) {
 void host_free(struct engine_host *h) {
   if (!h)
     return;
+  if (tl_err_host == h) /* a later host at the same address must not inherit it */
+    tl_err_host = NULL;
   struct host_ctx *c = ctx_of(h);
   json_decref(c->config);
   pthread_mutex_destroy(&c->err_lock);

@@ -34,9 +34,16 @@ static void reserve(struct packer *p, size_t more) {
     return;
   size_t cap = p->cap ? p->cap : 1024 * 1024;
   while (cap < p->len + more)
-    cap *= 2;
+    cap = cap < 8u * 1024 * 1024 ? cap * 2 : p->len + more + 1024 * 1024; /* large: grow by what is needed */
   p->buf = xrealloc(p->buf, cap);
   p->cap = cap;
+}
+
+void packer_reserve(struct packer *p, size_t bytes) {
+  if (bytes > p->cap) {
+    p->buf = xrealloc(p->buf, bytes);
+    p->cap = bytes;
+  }
 }
 
 void packer_add(struct packer *p, const unsigned char id[32], uint8_t type, const void *sealed,

@@ -35,6 +35,8 @@ struct packer {
 
 void packer_init(struct packer *p);
 void packer_free(struct packer *p);
+/* Size the buffer once for a whole pack instead of growing it by doubling. */
+void packer_reserve(struct packer *p, size_t bytes);
 /* Append one sealed blob. */
 void packer_add(struct packer *p, const unsigned char id[32], uint8_t type, const void *sealed,
                 size_t sealed_len, uint32_t raw_length);

@@ -269,7 +269,10 @@ int repo_blob_decode(const struct repo *r, const unsigned char id[32], enum blob
     return -1;
   }
   unsigned char check[32];
-  repo_blob_id(r, raw, raw_len, check);
+  if (!(r->trust_aead_ids && r->crypto))
+    repo_blob_id(r, raw, raw_len, check);
+  else
+    memcpy(check, id, 32);
   if (memcmp(check, id, 32) != 0) {
     free(raw);
     *err = xasprintf("blob %s: content does not match its id", hex);

@@ -58,6 +58,10 @@ struct repo {
   int compress_algo, compress_level;
   struct index *index;
   int created; /* initialised by this open */
+  /* Restores skip recomputing each blob's keyed id: with encryption the AEAD
+   * already authenticates (id, type, ciphertext) together, the id being the
+   * associated data. check --read-data and encryption none always verify. */
+  int trust_aead_ids;
 };
 
 struct repo_open_opts {

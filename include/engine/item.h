@@ -68,6 +68,10 @@ struct engine_emitter {
    * and inode, that it is unchanged). Then call item_end as usual. Returns
    * ENGINE_NOT_FOUND if the parent has no such item (write it instead). */
   int (*item_reuse)(const struct engine_emitter *em);
+  /* A consistency mark this source recorded in the parent snapshot (see
+   * mark): ENGINE_OK and its JSON text (valid until the next call on this
+   * emitter), or ENGINE_NOT_FOUND. Lets a source report what vanished since. */
+  int (*previous_mark)(const struct engine_emitter *em, const char *key, const char **json_value);
 };
 
 #define ENGINE_EMITTER_V1_0_SIZE offsetof(struct engine_emitter, previous)

@@ -65,12 +65,21 @@ pg_server_start() { # DIR PORT
   if [ "$(id -u)" -eq 0 ]; then
     id postgres >/dev/null 2>&1 || { _pg_die "user 'postgres' does not exist (install postgresql-15)"; return 1; }
     chown postgres: "$dir" || return 1
-    # the server must reach DIR through every parent
+    # the server must reach DIR through every parent: scratch directories
+    # made by mktemp (mode 0700) get the search bit for others (o+x: no
+    # listing, only traversal); anything else must already allow it
     local p=$dir
     while [ "$p" != / ]; do
       p=$(dirname "$p")
+      case "$p" in
+        */engine-test-* | */engine-it-* | */tmp.*) chmod o+x "$p" || return 1 ;;
+      esac
+    done
+    p=$dir
+    while [ "$p" != / ]; do
+      p=$(dirname "$p")
       runuser -u postgres -- test -x "$p" ||
-        { _pg_die "'$p' is not traversable by user postgres (chmod 755 it)"; return 1; }
+        { _pg_die "'$p' is not traversable by user postgres (chmod o+x it)"; return 1; }
     done
   fi
   if ! _pg_as_postgres "$bin/initdb" -D "$dir/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \

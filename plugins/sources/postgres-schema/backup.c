@@ -533,6 +533,43 @@ static int start_snapshot(struct bk *b) {
   return ENGINE_OK;
 }
 
+/* Schemas the parent snapshot had (its "schemas" mark) that match no more:
+ * logged and recorded as the "vanished_schemas" mark. A dropped tenant is
+ * news, not a failure: the snapshot does not become partial for it. */
+static void report_vanished(struct bk *b, json_t *names) {
+  const struct engine_emitter *em = b->em;
+  if (em->struct_size < offsetof(struct engine_emitter, previous_mark) + sizeof(em->previous_mark) ||
+      em->previous_mark == NULL || names == NULL)
+    return;
+  const char *prev = NULL;
+  if (em->previous_mark(em, "schemas", &prev) != ENGINE_OK || prev == NULL)
+    return;
+  json_error_t je;
+  json_t *old = json_loads(prev, 0, &je);
+  json_t *gone = json_array();
+  size_t i, k;
+  json_t *o, *n;
+  json_array_foreach(old, i, o) {
+    int found = 0;
+    json_array_foreach(names, k, n) if (json_equal(o, n)) {
+      found = 1;
+      break;
+    }
+    if (!found && json_is_string(o)) {
+      b->h->log(b->h, ENGINE_LOG_WARN,
+                "schema '%s' was in the previous snapshot but no longer exists (or no longer matches)",
+                json_string_value(o));
+      json_array_append(gone, o);
+    }
+  }
+  char *text = json_dumps(gone, JSON_COMPACT);
+  if (text)
+    em->mark(em, "vanished_schemas", text);
+  free(text);
+  json_decref(gone);
+  json_decref(old);
+}
+
 static void note_new_schema(struct bk *b, const char *name) {
   const struct engine_emitter *em = b->em;
   if (em->struct_size < offsetof(struct engine_emitter, previous) + sizeof(em->previous) ||
@@ -629,6 +666,7 @@ static int run_backup(struct bk *b) {
   }
   free(hits);
   free(kept);
+  report_vanished(b, names);
   char *names_text = names ? json_dumps(names, JSON_COMPACT) : NULL;
   json_decref(names);
   if (names_text == NULL || b->em->mark(b->em, "schemas", names_text) != ENGINE_OK) {
