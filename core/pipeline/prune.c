@@ -309,13 +309,18 @@ int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *r
       }
     }
   }
-  /* 5. packs nothing references */
-  for (size_t k = 0; k < p.n_pk; k++) {
-    if (!p.pk[k].exists || p.pk[k].action == 0)
-      continue;
-    char name[80];
-    snprintf(name, sizeof(name), "data/%.2s/%s", p.pk[k].hex, p.pk[k].hex);
-    if (repo_delete(r, name, err) != 0)
+  /* 5. packs nothing references (in batches where the sink can) */
+  {
+    char **names = xcalloc(p.n_pk ? p.n_pk : 1, sizeof(char *));
+    size_t nn = 0;
+    for (size_t k = 0; k < p.n_pk; k++)
+      if (p.pk[k].exists && p.pk[k].action != 0)
+        names[nn++] = xasprintf("data/%.2s/%s", p.pk[k].hex, p.pk[k].hex);
+    int d = repo_delete_many(r, (const char *const *)names, nn, err);
+    for (size_t k = 0; k < nn; k++)
+      free(names[k]);
+    free(names);
+    if (d != 0)
       goto out;
   }
   rc = 0;

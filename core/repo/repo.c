@@ -106,6 +106,28 @@ int repo_delete(struct repo *r, const char *name, char **err) {
   return 0;
 }
 
+int repo_delete_many(struct repo *r, const char *const *names, size_t n, char **err) {
+  for (size_t i = 0; i < r->n_sinks; i++) {
+    struct repo_sink *s = &r->sinks[i];
+    if (s->failed)
+      continue;
+    const struct engine_sink_ops *ops = s->pi->plugin->sink;
+    int batch = ops->struct_size >= offsetof(struct engine_sink_ops, del_many) + sizeof(ops->del_many) &&
+                ops->del_many != NULL;
+    for (size_t k = 0; k < n;) {
+      size_t m = batch ? (n - k > 1000 ? 1000 : n - k) : 1; /* S3 allows 1000 keys per request */
+      host_clear_error(s->pi->host);
+      int rc = batch ? ops->del_many(s->pi->inst, names + k, m) : ops->del(s->pi->inst, names[k]);
+      if (rc != ENGINE_OK && rc != ENGINE_NOT_FOUND) {
+        *err = sink_error(s, "unable to delete", names[k]);
+        return -1;
+      }
+      k += m;
+    }
+  }
+  return 0;
+}
+
 struct list_ctx {
   json_t *arr;
 };

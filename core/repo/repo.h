@@ -103,6 +103,8 @@ int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, void 
              char **err);
 /* Delete an object from every sink (absent is fine). */
 int repo_delete(struct repo *r, const char *name, char **err);
+/* Delete many objects, in batches where a sink supports it (del_many). */
+int repo_delete_many(struct repo *r, const char *const *names, size_t n, char **err);
 /* List names under prefix from the first sink that answers. Returns a JSON
  * array of {"name":..,"size":..} sorted by name. */
 int repo_list(struct repo *r, const char *prefix, json_t **out, char **err);

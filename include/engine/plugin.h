@@ -131,6 +131,12 @@ struct engine_sink_ops {
   int (*del)(void *inst, const char *name);
   /* Human-readable location ("/var/backups/x", "s3://bucket/prefix"); static or instance-owned. */
   const char *(*describe)(void *inst);
+
+  /* ---- ABI 1.1 (the host reads these only if struct_size covers them) ---- */
+  /* Optional: delete several objects in one request (S3 DeleteObjects).
+   * Objects already absent are not an error. NULL: the host calls del for
+   * each. */
+  int (*del_many)(void *inst, const char *const *names, size_t n);
 };
 
 /* ---- crypto plugins --------------------------------------------------- */
