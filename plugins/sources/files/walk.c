@@ -230,53 +230,79 @@ static int remember_hardlink(struct walk *w, const struct stat *st) {
 
 /* Stream one regular file. Failures of this file alone are reported through
  * the emitter and return 0; -1 means stop the whole backup. */
-static int backup_file(struct walk *w, int dirfd, const char *base) {
+static int backup_file(struct walk *w, int dirfd, const char *base, const struct stat *st) {
+  int begun = 0;
+  /* Unchanged since the parent snapshot (by the stat the walk already has):
+   * take the parent's content without even opening the file. */
+  if (unchanged_since_parent(w, st)) {
+    json_t *pm = file_meta(w, st, (uint64_t)st->st_size);
+    char *ptext = pm != NULL ? files_meta_dump(pm) : NULL;
+    json_decref(pm);
+    if (ptext == NULL)
+      return oom(w);
+    struct engine_item pitem = {.name = item_name(w),
+                                .name_len = w->path.len - 1,
+                                .type = ENGINE_ITEM_FILE,
+                                .meta_json = ptext,
+                                .size = (uint64_t)st->st_size};
+    int brc = w->em->item_begin(w->em, &pitem);
+    free(ptext);
+    if (brc != ENGINE_OK)
+      return refused(w, "the start");
+    if (w->em->item_reuse(w->em) == ENGINE_OK) {
+      if (w->em->item_end(w->em, ENGINE_OK, NULL, NULL) != ENGINE_OK)
+        return refused(w, "the end");
+      return remember_hardlink(w, st);
+    }
+    begun = 1; /* the parent's chunks are gone: read the file into this item */
+  }
   int fd = open_file(dirfd, base);
   if (fd < 0) {
     int err = errno;
-    if (err == ENOENT)
-      warn_item(w, "vanished during backup");
-    else if (err == ELOOP)
-      warn_item(w, "changed type during backup (now a symlink); skipped");
+    const char *msg = err == ENOENT ? "vanished during backup"
+                      : err == ELOOP ? "changed type during backup (now a symlink); skipped"
+                                     : NULL;
+    if (begun) {
+      char buf[256];
+      snprintf(buf, sizeof(buf), "unable to open for reading: %s", msg ? msg : strerror(err));
+      return w->em->item_end(w->em, ENGINE_ERROR, NULL, buf) == ENGINE_OK ? 0 : refused(w, "the end");
+    }
+    if (msg)
+      warn_item(w, msg);
     else
       warn_errno(w, "unable to open for reading", err);
     return 0;
   }
   struct stat before, after;
-  if (fstat(fd, &before) != 0) {
-    warn_errno(w, "unable to stat", errno);
+  if (fstat(fd, &before) != 0 || !S_ISREG(before.st_mode)) {
+    int err = errno;
+    const char *msg = S_ISREG(before.st_mode) ? strerror(err)
+                                              : "changed type during backup (no longer a regular file)";
     close(fd);
+    if (begun)
+      return w->em->item_end(w->em, ENGINE_ERROR, NULL, msg) == ENGINE_OK ? 0 : refused(w, "the end");
+    warn_item(w, msg);
     return 0;
   }
-  if (!S_ISREG(before.st_mode)) {
-    warn_item(w, "changed type during backup (no longer a regular file); skipped");
-    close(fd);
-    return 0;
-  }
-  json_t *m = file_meta(w, &before, (uint64_t)before.st_size);
-  char *text = m != NULL ? files_meta_dump(m) : NULL;
-  json_decref(m);
-  if (text == NULL) {
-    close(fd);
-    return oom(w);
-  }
-  struct engine_item item = {.name = item_name(w),
-                             .name_len = w->path.len - 1,
-                             .type = ENGINE_ITEM_FILE,
-                             .meta_json = text,
-                             .size = (uint64_t)before.st_size};
-  int reuse = unchanged_since_parent(w, &before);
-  int rc = w->em->item_begin(w->em, &item);
-  free(text);
-  if (rc != ENGINE_OK) {
-    close(fd);
-    return refused(w, "the start");
-  }
-  if (reuse && w->em->item_reuse(w->em) == ENGINE_OK) {
-    close(fd);
-    if (w->em->item_end(w->em, ENGINE_OK, NULL, NULL) != ENGINE_OK)
-      return refused(w, "the end");
-    return remember_hardlink(w, &before);
+  if (!begun) {
+    json_t *m = file_meta(w, &before, (uint64_t)before.st_size);
+    char *text = m != NULL ? files_meta_dump(m) : NULL;
+    json_decref(m);
+    if (text == NULL) {
+      close(fd);
+      return oom(w);
+    }
+    struct engine_item item = {.name = item_name(w),
+                               .name_len = w->path.len - 1,
+                               .type = ENGINE_ITEM_FILE,
+                               .meta_json = text,
+                               .size = (uint64_t)before.st_size};
+    int rc = w->em->item_begin(w->em, &item);
+    free(text);
+    if (rc != ENGINE_OK) {
+      close(fd);
+      return refused(w, "the start");
+    }
   }
 
   uint64_t total = 0;
@@ -316,14 +342,14 @@ static int backup_file(struct walk *w, int dirfd, const char *base) {
     return 0;
   }
   int changed = !same_content_stat(&before, &after) || total != (uint64_t)before.st_size;
-  m = file_meta(w, &after, total);
-  text = m != NULL ? files_meta_dump(m) : NULL;
+  json_t *m = file_meta(w, &after, total);
+  char *text = m != NULL ? files_meta_dump(m) : NULL;
   json_decref(m);
   if (text == NULL) {
     w->em->item_end(w->em, ENGINE_ERROR, NULL, "out of memory");
     return oom(w);
   }
-  rc = w->em->item_end(w->em, ENGINE_OK, text, NULL);
+  int rc = w->em->item_end(w->em, ENGINE_OK, text, NULL);
   free(text);
   if (rc != ENGINE_OK)
     return refused(w, "the end");
@@ -549,7 +575,7 @@ static int backup_entry(struct walk *w, int dirfd, const char *base, int top) {
         st.st_nlink > 1 ? files_map_get(&w->links, st.st_dev, st.st_ino) : NULL;
     if (first != NULL)
       return backup_hardlink(w, &st, first->value);
-    return backup_file(w, dirfd, base);
+    return backup_file(w, dirfd, base, &st);
   }
   return backup_special(w, &st);
 }
