@@ -172,6 +172,16 @@ int cmd_validate(const struct cli_globals *g, const struct cli_args *a) {
     cli_close(&c);
     return EXIT_ERROR;
   }
+  if (c.p->schedule) {
+    char *cal = NULL;
+    if (schedule_to_oncalendar(c.p->schedule, &cal, &err) != 0) {
+      fprintf(stderr, "%s: %s\n", a->pos[0], err);
+      free(err);
+      cli_close(&c);
+      return EXIT_ERROR;
+    }
+    free(cal);
+  }
   if (a->json) {
     json_t *j =
         json_pack("{s:b, s:s, s:s, s:I, s:I}", "valid", 1, "path", a->pos[0], "name", c.p->name,

@@ -16,6 +16,8 @@ struct cli_args {
   const char *lock_wait, *repack_threshold;
   int64_t lock_wait_ms;
   const char *from, *to; /* sync */
+  int install;           /* schedule */
+  const char *unit_dir;
 };
 
 struct cli_command {
@@ -39,6 +41,8 @@ int cmd_key(const struct cli_globals *g, const struct cli_args *a);
 int cmd_forget(const struct cli_globals *g, const struct cli_args *a);
 int cmd_prune(const struct cli_globals *g, const struct cli_args *a);
 int cmd_sync(const struct cli_globals *g, const struct cli_args *a);
+int cmd_schedule(const struct cli_globals *g, const struct cli_args *a);
+int schedule_to_oncalendar(const char *cron, char **out, char **err);
 int cmd_plugins(const struct cli_globals *g, const struct cli_args *a);
 
 #endif

@@ -106,6 +106,13 @@ const struct cli_command cli_commands[] = {
      "            update the pipeline's stages.encrypt reference afterwards.\n"
      "The repository is opened with the pipeline's stages.encrypt passphrase or key file.",
      2, 3, cmd_key},
+    {"schedule", "engine schedule PIPELINE [--install] [--unit-dir DIR]",
+     "Print a systemd .service and .timer that run the pipeline on its 'schedule:' (a cron "
+     "expression,\n"
+     "translated to OnCalendar=; Persistent=true catches up after downtime). --install writes them "
+     "to\n"
+     "/etc/systemd/system (or --unit-dir) as engine-NAME.service/.timer.",
+     1, 1, cmd_schedule},
     {"plugins", "engine plugins [--json]",
      "List the plugins found on the search path (--plugin-dir, $ENGINE_PLUGIN_PATH, the build "
      "tree,\n"
@@ -223,6 +230,10 @@ int main(int argc, char **argv) {
       a.to_stdout = 1;
     else if (strcmp(o, "--prune") == 0)
       a.prune = 1;
+    else if (strcmp(o, "--install") == 0)
+      a.install = 1;
+    else if (strcmp(o, "--unit-dir") == 0)
+      val = &a.unit_dir;
     else if (strcmp(o, "--from") == 0)
       val = &a.from;
     else if (strcmp(o, "--to") == 0)

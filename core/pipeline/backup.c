@@ -624,7 +624,8 @@ static int em_item_reuse(const struct engine_emitter *em) {
   return ENGINE_OK;
 }
 
-static int em_previous_mark(const struct engine_emitter *em, const char *key, const char **json_value) {
+static int em_previous_mark(const struct engine_emitter *em, const char *key,
+                            const char **json_value) {
   struct bk *b = em_bk(em);
   struct bk_source *s = &b->sources[b->cur_source];
   *json_value = NULL;

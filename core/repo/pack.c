@@ -34,7 +34,8 @@ static void reserve(struct packer *p, size_t more) {
     return;
   size_t cap = p->cap ? p->cap : 1024 * 1024;
   while (cap < p->len + more)
-    cap = cap < 8u * 1024 * 1024 ? cap * 2 : p->len + more + 1024 * 1024; /* large: grow by what is needed */
+    cap = cap < 8u * 1024 * 1024 ? cap * 2
+                                 : p->len + more + 1024 * 1024; /* large: grow by what is needed */
   p->buf = xrealloc(p->buf, cap);
   p->cap = cap;
 }

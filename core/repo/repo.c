@@ -112,8 +112,9 @@ int repo_delete_many(struct repo *r, const char *const *names, size_t n, char **
     if (s->failed)
       continue;
     const struct engine_sink_ops *ops = s->pi->plugin->sink;
-    int batch = ops->struct_size >= offsetof(struct engine_sink_ops, del_many) + sizeof(ops->del_many) &&
-                ops->del_many != NULL;
+    int batch =
+        ops->struct_size >= offsetof(struct engine_sink_ops, del_many) + sizeof(ops->del_many) &&
+        ops->del_many != NULL;
     for (size_t k = 0; k < n;) {
       size_t m = batch ? (n - k > 1000 ? 1000 : n - k) : 1; /* S3 allows 1000 keys per request */
       host_clear_error(s->pi->host);
