@@ -154,8 +154,10 @@ int cmd_sync(const struct cli_globals *g, const struct cli_args *a) {
             host_last_error(to->host));
     goto out;
   }
-  qsort(lf.v, lf.n, sizeof(*lf.v), cmp_obj);
-  qsort(lt.v, lt.n, sizeof(*lt.v), cmp_obj);
+  if (lf.n) /* qsort(NULL, 0, ...) is undefined behaviour (UBSan) */
+    qsort(lf.v, lf.n, sizeof(*lf.v), cmp_obj);
+  if (lt.n)
+    qsort(lt.v, lt.n, sizeof(*lt.v), cmp_obj);
   /* both must hold the same repository (or the target nothing at all) */
   {
     void *cf = NULL, *ct = NULL;

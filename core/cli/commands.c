@@ -201,9 +201,11 @@ int cmd_validate(const struct cli_globals *g, const struct cli_args *a) {
 /* ---- snapshots / show ----------------------------------------------------- */
 
 static int open_existing(const struct cli_globals *g, const char *path, struct cli_ctx *c,
-                         int with_sources) {
+                         int with_sources, int read_only) {
   char *err = NULL;
-  if (cli_load_pipeline(g, path, c, &err) != 0 || cli_open(c, with_sources, 0, 0, &err) != 0) {
+  int lrc = cli_load_pipeline(g, path, c, &err);
+  c->read_only = read_only;
+  if (lrc != 0 || cli_open(c, with_sources, 0, 0, &err) != 0) {
     cli_close(c);
     return fail(err);
   }
@@ -213,7 +215,7 @@ static int open_existing(const struct cli_globals *g, const char *path, struct c
 /* Open and lock: lock = 1 shared, 2 exclusive. */
 static int open_locked(const struct cli_globals *g, const struct cli_args *a, struct cli_ctx *c,
                        int with_sources, int lock) {
-  int rc = open_existing(g, a->pos[0], c, with_sources);
+  int rc = open_existing(g, a->pos[0], c, with_sources, lock != 2);
   if (rc)
     return rc;
   char *err = NULL;
@@ -226,7 +228,7 @@ static int open_locked(const struct cli_globals *g, const struct cli_args *a, st
 
 int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
-  int rc = open_existing(g, a->pos[0], &c, 0);
+  int rc = open_existing(g, a->pos[0], &c, 0, 1);
   if (rc)
     return rc;
   json_t *all;
@@ -293,7 +295,7 @@ int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a) {
 
 int cmd_show(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
-  int rc = open_existing(g, a->pos[0], &c, 0);
+  int rc = open_existing(g, a->pos[0], &c, 0, 1);
   if (rc)
     return rc;
   json_t *m;
@@ -348,7 +350,7 @@ int cmd_show(const struct cli_globals *g, const struct cli_args *a) {
 
 int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
-  int rc = a->dry_run ? open_existing(g, a->pos[0], &c, 1) : open_locked(g, a, &c, 1, 1);
+  int rc = a->dry_run ? open_existing(g, a->pos[0], &c, 1, 1) : open_locked(g, a, &c, 1, 1);
   if (rc)
     return rc;
   json_t *m;
@@ -552,7 +554,7 @@ static int do_prune(const struct cli_globals *g, const struct cli_args *a, struc
 
 int cmd_forget(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
-  int rc = a->dry_run ? open_existing(g, a->pos[0], &c, 0) : open_locked(g, a, &c, 0, 2);
+  int rc = a->dry_run ? open_existing(g, a->pos[0], &c, 0, 0) : open_locked(g, a, &c, 0, 2);
   if (rc)
     return rc;
   json_t *report;

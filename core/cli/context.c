@@ -71,6 +71,7 @@ int cli_open(struct cli_ctx *c, int with_sources, int create, int dry_run, char 
   o.n_sinks = n_sinks;
   o.crypto = p->crypto;
   o.create = create;
+  o.read_only = c->read_only;
   o.dry_run = dry_run;
   o.chunker.min_size = p->chunk_min;
   o.chunker.avg_size = p->chunk_avg;

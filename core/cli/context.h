@@ -24,6 +24,7 @@ struct cli_ctx {
   struct repo *repo;
   struct repo_lock *lock;
   json_t *skipped_sinks; /* names of optional sinks that could not be set up */
+  int read_only;         /* set between cli_load_pipeline and cli_open */
 };
 
 /* Exit codes (docs/CLI.md) */

@@ -72,6 +72,8 @@ int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, void 
   int not_found = 0;
   for (size_t i = 0; i < r->n_sinks; i++) {
     struct repo_sink *s = &r->sinks[i];
+    if (s->failed)
+      continue;
     host_clear_error(s->pi->host);
     int rc = s->pi->plugin->sink->get(s->pi->inst, name, off, len, buf, n);
     if (rc == ENGINE_OK) {
@@ -175,6 +177,8 @@ int repo_list(struct repo *r, const char *prefix, json_t **out, char **err) {
   char *first_err = NULL;
   for (size_t i = 0; i < r->n_sinks; i++) {
     char *e = NULL;
+    if (r->sinks[i].failed)
+      continue;
     if (sink_list(&r->sinks[i], prefix, out, &e) == 0) {
       if (first_err) {
         log_warn("%s; listed sink '%s' instead", first_err, sink_name(&r->sinks[i]));
@@ -877,6 +881,13 @@ int repo_open(const struct repo_open_opts *o, struct repo **out, char **err) {
     void *c = NULL;
     size_t cl = 0;
     int st = probe_sink(&r->sinks[i], &c, &cl, err);
+    if (st < 0 && o->read_only && r->n_sinks > 1) {
+      log_warn("%s; skipping sink '%s'", *err, sink_name(&r->sinks[i]));
+      free(*err);
+      *err = NULL;
+      r->sinks[i].failed = 1;
+      continue;
+    }
     if (st < 0 && !r->sinks[i].required && r->n_sinks > 1) {
       /* an optional sink that cannot be reached misses this run */
       log_warn("%s; sink '%s' is not required: continuing without it (it will miss this snapshot; "
@@ -927,6 +938,23 @@ int repo_open(const struct repo_open_opts *o, struct repo **out, char **err) {
     r->created = 1;
     *out = r;
     return 0;
+  }
+  if (empty > 0 && o->read_only) {
+    for (size_t i = 0; i < r->n_sinks; i++) {
+      void *c = NULL;
+      size_t cl = 0;
+      char *e = NULL;
+      if (!r->sinks[i].failed && probe_sink(&r->sinks[i], &c, &cl, &e) == 0) {
+        log_warn("sink '%s' (%s) holds no repository; reading from sink '%s' instead ('engine sync "
+                 "PIPELINE --from %s --to %s' copies it back)",
+                 sink_name(&r->sinks[i]), sink_where(&r->sinks[i]), sink_name(&r->sinks[cfg_from]),
+                 sink_name(&r->sinks[cfg_from]), sink_name(&r->sinks[i]));
+        r->sinks[i].failed = 1;
+      }
+      free(c);
+      free(e);
+    }
+    empty = 0;
   }
   if (empty > 0) {
     for (size_t i = 0; i < r->n_sinks; i++) {

@@ -75,6 +75,9 @@ struct repo_open_opts {
   uint64_t pack_size;            /* for create; 0: default */
   int compress_algo, compress_level;
   int dry_run; /* initialise in memory only: write nothing */
+  /* restore, snapshots, show, check: a sink that is down or empty while
+   * another holds the repository is skipped with a warning */
+  int read_only;
 };
 
 /* Open (or, with create, initialise) the repository on the sinks. Nothing is

@@ -62,6 +62,24 @@ int s3_xml_list(const char *body, size_t len,
                 int (*cb)(void *ud, const char *key, uint64_t size), void *ud,
                 char **next_token, char *why, size_t why_len);
 
+/* Whether a key can be carried in an XML 1.0 document: valid UTF-8 without
+ * the control characters XML forbids (anything below 0x20 but tab, LF and
+ * CR). Other keys must be addressed through the URL alone. */
+int s3_xml_key_ok(const char *key);
+
+/* The body of a DeleteObjects request in quiet mode for n keys (each must
+ * pass s3_xml_key_ok): <Delete><Quiet>true</Quiet><Object><Key>..., keys
+ * escaped by libxml2. malloc'd, NULL on OOM. */
+char *s3_xml_delete_doc(const char *const *keys, size_t n, size_t *out_len);
+
+/* A DeleteObjects response: calls cb for each <Error> entry (key, code,
+ * message; "" where absent) in document order. Returns 0 on success, 1 when
+ * cb asked to stop, -1 if the document is not a DeleteResult (why says why). */
+int s3_xml_delete_errors(const char *body, size_t len,
+                         int (*cb)(void *ud, const char *key, const char *code,
+                                   const char *message),
+                         void *ud, char *why, size_t why_len);
+
 /* ---- credentials (s3_creds.c) ---- */
 
 struct s3_creds {

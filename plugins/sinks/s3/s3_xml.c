@@ -1,5 +1,6 @@
-/* S3 XML responses (errors, multipart initiation, ListObjectsV2 pages),
- * parsed with libxml2. Element names are matched without their namespace:
+/* S3 XML documents through libxml2: the responses (errors, multipart
+ * initiation, ListObjectsV2 pages, DeleteObjects results) are parsed, the
+ * DeleteObjects request is built (libxml2 escapes the keys). Element names are matched without their namespace:
  * AWS qualifies them with the 2006-03-01 namespace, other servers may not. */
 #include <libxml/parser.h>
 #include <libxml/tree.h>
@@ -144,6 +145,92 @@ int s3_xml_list(const char *body, size_t len,
       *next_token = NULL;
       snprintf(why, why_len, "the listing is truncated but has no <NextContinuationToken>");
       rc = -1;
+    }
+  }
+out:
+  xmlFreeDoc(doc);
+  return rc;
+}
+
+int s3_xml_key_ok(const char *key) {
+  if (key == NULL || xmlCheckUTF8((const xmlChar *)key) == 0)
+    return 0;
+  for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+    if (*p < 0x20 && *p != '\t' && *p != '\n' && *p != '\r')
+      return 0;
+  return 1;
+}
+
+char *s3_xml_delete_doc(const char *const *keys, size_t n, size_t *out_len) {
+  s3_xml_init();
+  char *out = NULL;
+  xmlChar *mem = NULL;
+  int size = 0;
+  xmlDocPtr doc = xmlNewDoc((const xmlChar *)"1.0");
+  xmlNodePtr root = doc ? xmlNewDocNode(doc, NULL, (const xmlChar *)"Delete", NULL) : NULL;
+  if (root == NULL)
+    goto out;
+  xmlDocSetRootElement(doc, root);
+  if (xmlNewNs(root, (const xmlChar *)"http://s3.amazonaws.com/doc/2006-03-01/", NULL) == NULL ||
+      xmlNewChild(root, NULL, (const xmlChar *)"Quiet", (const xmlChar *)"true") == NULL)
+    goto out;
+  for (size_t i = 0; i < n; i++) {
+    xmlNodePtr obj = xmlNewChild(root, NULL, (const xmlChar *)"Object", NULL);
+    /* xmlNewTextChild escapes the content (&, <, >, and CR as &#13; so
+     * that the server's parser does not normalise it away) */
+    if (obj == NULL ||
+        xmlNewTextChild(obj, NULL, (const xmlChar *)"Key", (const xmlChar *)keys[i]) == NULL)
+      goto out;
+  }
+  /* UTF-8 as is, not as character references: shorter, and what S3 expects */
+  xmlDocDumpFormatMemoryEnc(doc, &mem, &size, "UTF-8", 0);
+  if (mem == NULL || size <= 0)
+    goto out;
+  out = malloc((size_t)size + 1);
+  if (out == NULL)
+    goto out;
+  memcpy(out, mem, (size_t)size);
+  out[size] = '\0';
+  *out_len = (size_t)size;
+out:
+  if (mem != NULL)
+    xmlFree(mem);
+  if (doc != NULL)
+    xmlFreeDoc(doc);
+  return out;
+}
+
+int s3_xml_delete_errors(const char *body, size_t len,
+                         int (*cb)(void *ud, const char *key, const char *code,
+                                   const char *message),
+                         void *ud, char *why, size_t why_len) {
+  xmlDocPtr doc = parse(body, len);
+  if (doc == NULL) {
+    snprintf(why, why_len, "the response is %s", len ? "not well-formed XML" : "empty");
+    return -1;
+  }
+  int rc = 0;
+  xmlNode *root = xmlDocGetRootElement(doc);
+  if (!named(root, "DeleteResult")) {
+    snprintf(why, why_len, "the response is <%s>, not <DeleteResult>",
+             root && root->name ? (const char *)root->name : "(nothing)");
+    rc = -1;
+    goto out;
+  }
+  for (xmlNode *c = root->children; c != NULL; c = c->next) {
+    if (!named(c, "Error"))
+      continue;
+    /* keys are echoed verbatim (not flattened like messages): the caller
+     * compares them with the keys it asked to delete */
+    char *key = text_of(child(c, "Key"));
+    char code[128], message[512];
+    copy_child_text(c, "Code", code, sizeof code);
+    copy_child_text(c, "Message", message, sizeof message);
+    int stop = cb(ud, key ? key : "", code, message);
+    free(key);
+    if (stop) {
+      rc = 1;
+      goto out;
     }
   }
 out:
