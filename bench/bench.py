@@ -120,16 +120,18 @@ class Runner:
                 tail = f.read()[-3000:]
             die(f"'{label}' failed with exit status {rc}: {script}\n{tail}")
         rss_kib = 0
-        cpu = 0.0
+        user = sys_ = 0.0
         for tf in timefiles:
             with open(tf) as f:
                 # /usr/bin/time may prepend "Command exited..." lines; the
                 # format line is the last one.
                 last = f.read().strip().splitlines()[-1].split()
             rss_kib += int(last[0])
-            cpu += float(last[1]) + float(last[2])
+            user += float(last[1])
+            sys_ += float(last[2])
+        cpu = user + sys_
         foreign = max(0.0, (busy1 - busy0) - cpu)
-        return {"wall": wall, "rss_mib": rss_kib / 1024.0, "cpu": cpu,
+        return {"wall": wall, "rss_mib": rss_kib / 1024.0, "cpu": cpu, "user": user, "sys": sys_,
                 "foreign_cpu": foreign, "steal": steal1 - steal0,
                 "loadavg": os.getloadavg()[0], "stdout": stdout_path}
 
@@ -457,11 +459,18 @@ class Bench:
             lines.append("")
         for n in self.notes:
             lines.append(f"Note: {n}")
-        lines += ["## Raw samples", "", "| tool | phase | wall s | CPU s | RSS MiB | others' CPU s | steal s | load |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        loads = [m["loadavg"] for s in self.samples.values() for m in s]
+        if loads:
+            lines += [f"1-minute load average at the end of each measurement: min {min(loads):.2f}, "
+                      f"median {statistics.median(loads):.2f}, max {max(loads):.2f} "
+                      f"({os.cpu_count()} CPUs).", ""]
+        lines += ["## Raw samples", "",
+                  "| tool | phase | wall s | CPU s | user s | sys s | RSS MiB | others' CPU s | steal s | load |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for (tool, phase), samples in self.samples.items():
             for m in samples:
-                lines.append(f"| {esc(tool)} | {phase} | {m['wall']:.2f} | {m['cpu']:.2f} | {m['rss_mib']:.1f} | "
+                lines.append(f"| {esc(tool)} | {phase} | {m['wall']:.2f} | {m['cpu']:.2f} | {m['user']:.2f} | "
+                             f"{m['sys']:.2f} | {m['rss_mib']:.1f} | "
                              f"{m['foreign_cpu']:.2f} | {m['steal']:.2f} | {m['loadavg']:.2f} |")
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")

@@ -1,5 +1,6 @@
 /* engine: command-line entry point. Parses global and command options,
  * installs signal handlers, and dispatches to cli/commands.c. */
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,6 +114,16 @@ const struct cli_command cli_commands[] = {
      "to\n"
      "/etc/systemd/system (or --unit-dir) as engine-NAME.service/.timer.",
      1, 1, cmd_schedule},
+    {"serve", "engine serve [--listen ADDR:PORT] [--config-dir DIR] [--token-file PATH]",
+     "Serve the HTTP API (docs/SERVE.md) and run the pipelines of DIR (every *.yml / *.yaml,\n"
+     "default ./conf.d) on their cron 'schedule:'. Backups run as child processes, at most one\n"
+     "per pipeline and two at once. SIGHUP reloads DIR; SIGTERM/SIGINT stop accepting requests\n"
+     "and wait up to 60 s for running backups.\n"
+     "  --listen A:P       address to listen on (default 127.0.0.1:5036; port 0 picks one)\n"
+     "  --config-dir DIR   the pipelines (default conf.d)\n"
+     "  --token-file PATH  require 'Authorization: Bearer TOKEN' with the token in PATH (mode\n"
+     "                     0600); needed to listen on anything but a loopback address",
+     0, 0, cmd_serve},
     {"plugins", "engine plugins [--json]",
      "List the plugins found on the search path (--plugin-dir, $ENGINE_PLUGIN_PATH, the build "
      "tree,\n"
@@ -256,6 +267,12 @@ int main(int argc, char **argv) {
       val = &a.new_passphrase;
     else if (strcmp(o, "--new-key-file") == 0)
       val = &a.new_key_file;
+    else if (strcmp(o, "--listen") == 0)
+      val = &a.listen;
+    else if (strcmp(o, "--config-dir") == 0)
+      val = &a.config_dir;
+    else if (strcmp(o, "--token-file") == 0)
+      val = &a.token_file;
     else if (strcmp(o, "--plugin-dir") == 0 && i + 1 < argc)
       dirs[g.n_plugin_dirs++] = argv[++i];
     else if (strcmp(o, "-v") == 0)
@@ -289,6 +306,12 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* Packs (16 MiB and more) are allocated and freed once each: serve them
+     * with mmap so their memory goes back to the system at once, while
+     * chunk-sized buffers stay in the allocator's arenas for reuse. This
+     * keeps peak RSS near the live working set (docs/PERFORMANCE.md). */
+    if (!getenv("MALLOC_MMAP_THRESHOLD_"))
+      mallopt(M_MMAP_THRESHOLD, 8 * 1024 * 1024);
     if (!getenv("UV_THREADPOOL_SIZE")) {
       long n = sysconf(_SC_NPROCESSORS_ONLN);
       char buf[16];

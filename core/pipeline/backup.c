@@ -41,12 +41,14 @@
 #include "util/pool.h"
 #include "util/progress.h"
 
-/* Bytes in flight (chunks being processed + packs being uploaded). A few
- * chunks per worker keep every core busy; more only costs memory. */
-#define DEFAULT_INFLIGHT (32u * 1024u * 1024u)
+/* Raw bytes of chunks being processed. A few chunks per worker keep every
+ * core busy; more only costs memory. */
+#define DEFAULT_INFLIGHT (16u * 1024u * 1024u)
+/* Finished packs being written to the sinks at once, per run. */
+#define MAX_UPLOADS 2
 /* Chunk buffers kept for reuse: allocating a fresh max-size buffer per chunk
  * costs page faults on every chunk. */
-#define SPARE_BUFFERS 8
+#define SPARE_BUFFERS 4
 
 struct bk;
 
@@ -261,7 +263,6 @@ static void upload_done(void *arg) {
     b->stored_bytes += u->pk.len;
     b->packs++;
   }
-  b->inflight -= u->bytes;
   b->uploads_outstanding--;
   pthread_cond_broadcast(&b->cond);
   pthread_mutex_unlock(&b->lock);
@@ -286,7 +287,6 @@ static void start_upload(struct bk *b) {
   packer_init(&b->packer);
   packer_reserve(&b->packer, pack_capacity(b->repo));
   pthread_mutex_lock(&b->lock);
-  b->inflight += u->bytes;
   b->uploads_outstanding++;
   pthread_mutex_unlock(&b->lock);
   pool_submit(upload_work, upload_done, u);
@@ -346,7 +346,11 @@ static int submit_chunk(struct bk *b) {
   if (len == 0)
     return 0;
   pthread_mutex_lock(&b->lock);
-  while (b->inflight > 0 && b->inflight + len > b->limit && !b->fatal && !host_is_cancelled())
+  /* chunks being processed are bounded by the limit; finished packs by
+   * MAX_UPLOADS (one uploading while the next fills is enough to keep the
+   * sink busy; more would only hold more packs in memory) */
+  while (((b->inflight > 0 && b->inflight + len > b->limit) || b->uploads_outstanding >= MAX_UPLOADS) &&
+         !b->fatal && !host_is_cancelled())
     pthread_cond_wait(&b->cond, &b->lock);
   if (b->fatal || host_is_cancelled()) {
     pthread_mutex_unlock(&b->lock);
