@@ -9,6 +9,8 @@ packages=(
   build-essential cmake pkg-config
   libuv1-dev libcurl4-openssl-dev libjansson-dev libyaml-dev libzstd-dev zlib1g-dev libssl-dev
   libcmocka-dev
+  # engine serve: HTTP request parsing (and curl, which its tests and others use)
+  libhttp-parser-dev curl
   python3 python3-cryptography python3-zstandard
   time procps coreutils findutils diffutils
   # postgres-schema source: libpq, and a real PostgreSQL 15 for its tests

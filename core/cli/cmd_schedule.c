@@ -1,8 +1,8 @@
 /* engine schedule PIPELINE [--install] [--unit-dir DIR]: turn the pipeline's
  * `schedule:` (a 5-field cron expression) into a systemd .service + .timer
  * pair, printed or installed. The cron fields are translated to systemd's
- * OnCalendar syntax (lists, ranges and steps of each field); `@daily`-style
- * shortcuts are accepted too. */
+ * OnCalendar syntax (lists, ranges and steps of each field, parsed by
+ * util/cron.c); `@daily`-style shortcuts are accepted too. */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -12,93 +12,39 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "util/cron.h"
 #include "util/log.h"
 
-static const char *const dow_names[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
+static const char *const dow_names[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
 
-/* Translate one cron field (numbers, "*", ranges a-b, steps like "*\/n", lists) into the
- * OnCalendar form of the same field. Returns NULL with *err on bad input. */
-static char *field(const char *in, int lo, int hi, int is_dow, int width, const char *what,
-                   char **err) {
+/* One parsed cron field as the OnCalendar form of the same field: "*" when the
+ * expression said "*", else the explicit list of values (systemd's own step
+ * syntax differs per field, so steps and ranges are expanded). */
+static char *calendar_field(uint64_t bits, int lo, int hi, int any, int is_dow, int width) {
+  if (any)
+    return xstrdup(is_dow ? "" : "*"); /* any weekday: the day-of-week part is left out */
   char out[512] = "";
-  char *dup = xstrdup(in), *save = NULL;
-  for (char *part = strtok_r(dup, ",", &save); part; part = strtok_r(NULL, ",", &save)) {
-    char piece[64];
-    int a = lo, b = hi, step = 1;
-    char *slash = strchr(part, '/');
-    if (slash) {
-      *slash = '\0';
-      char *end;
-      long s = strtol(slash + 1, &end, 10);
-      if (*end || s < 1 || s > hi) {
-        *err = xasprintf("schedule: %s field '%s': bad step", what, in);
-        free(dup);
-        return NULL;
-      }
-      step = (int)s;
-    }
-    if (strcmp(part, "*") != 0) {
-      char *end;
-      long x = strtol(part, &end, 10);
-      long y = x;
-      if (*end == '-') {
-        y = strtol(end + 1, &end, 10);
-      } else if (slash) {
-        y = hi; /* "5/15" means from 5 to the end in steps of 15 */
-      }
-      if (*end || end == part || x < lo || y > hi || x > y) {
-        *err = xasprintf(
-            "schedule: %s field '%s': expected numbers %d..%d, '*', ranges, steps or lists", what,
-            in, lo, hi);
-        free(dup);
-        return NULL;
-      }
-      a = (int)x;
-      b = (int)y;
-    } else if (!slash) {
-      if (!is_dow)
-        snprintf(piece, sizeof(piece), "*");
-      else
-        piece[0] = '\0'; /* any weekday: the day-of-week part is left out */
-      strncat(out, out[0] && piece[0] ? "," : "", sizeof(out) - strlen(out) - 1);
-      strncat(out, piece, sizeof(out) - strlen(out) - 1);
+  for (int v = lo; v <= hi; v++) {
+    if (!((bits >> v) & 1))
       continue;
-    }
-    /* expand explicitly: systemd's own step syntax differs per field */
-    for (int v = a; v <= b; v += step) {
-      if (is_dow)
-        snprintf(piece, sizeof(piece), "%s", dow_names[v]);
-      else
-        snprintf(piece, sizeof(piece), "%0*d", width, v);
-      if (out[0])
-        strncat(out, ",", sizeof(out) - strlen(out) - 1);
-      strncat(out, piece, sizeof(out) - strlen(out) - 1);
-    }
+    char piece[16];
+    if (is_dow)
+      snprintf(piece, sizeof(piece), "%s", dow_names[v]);
+    else
+      snprintf(piece, sizeof(piece), "%0*d", width, v);
+    if (out[0])
+      strncat(out, ",", sizeof(out) - strlen(out) - 1);
+    strncat(out, piece, sizeof(out) - strlen(out) - 1);
   }
-  free(dup);
   return xstrdup(out);
 }
 
 /* cron "m h dom mon dow" -> OnCalendar "DOW *-MON-DOM HH:MM:00" */
 int schedule_to_oncalendar(const char *cron, char **out, char **err) {
-  const char *shortcuts[][2] = {{"@hourly", "0 * * * *"},   {"@daily", "0 0 * * *"},
-                                {"@midnight", "0 0 * * *"}, {"@weekly", "0 0 * * 0"},
-                                {"@monthly", "0 0 1 * *"},  {"@yearly", "0 0 1 1 *"},
-                                {"@annually", "0 0 1 1 *"}};
-  for (size_t i = 0; i < sizeof(shortcuts) / sizeof(shortcuts[0]); i++)
-    if (strcmp(cron, shortcuts[i][0]) == 0)
-      cron = shortcuts[i][1];
-  char f[5][128];
-  int n = sscanf(cron, "%127s %127s %127s %127s %127s", f[0], f[1], f[2], f[3], f[4]);
-  char extra[8];
-  if (n != 5 || sscanf(cron, "%*s %*s %*s %*s %*s %7s", extra) == 1) {
-    *err = xasprintf(
-        "schedule '%s': expected 5 cron fields 'minute hour day-of-month month day-of-week' or "
-        "@hourly/@daily/@weekly/@monthly/@yearly",
-        cron);
+  struct cron_expr c;
+  if (cron_parse(cron, &c, err) != 0)
     return -1;
-  }
-  if (strcmp(f[2], "*") != 0 && strcmp(f[4], "*") != 0) {
+  if (!c.mday_star && !c.wday_star) {
     /* cron ORs day-of-month and day-of-week; OnCalendar ANDs them */
     *err = xasprintf(
         "schedule '%s': restricting both day-of-month and day-of-week is not supported (cron and "
@@ -106,19 +52,19 @@ int schedule_to_oncalendar(const char *cron, char **out, char **err) {
         cron);
     return -1;
   }
-  char *mi = field(f[0], 0, 59, 0, 2, "minute", err);
-  char *hr = mi ? field(f[1], 0, 23, 0, 2, "hour", err) : NULL;
-  char *dm = hr ? field(f[2], 1, 31, 0, 2, "day-of-month", err) : NULL;
-  char *mo = dm ? field(f[3], 1, 12, 0, 2, "month", err) : NULL;
-  char *dw = mo ? field(f[4], 0, 7, 1, 0, "day-of-week", err) : NULL;
-  if (dw)
-    *out = xasprintf("%s%s*-%s-%s %s:%s:00", dw, dw[0] ? " " : "", mo, dm, hr, mi);
+  /* with a '*'-led day field (such as "*\/2") cron ANDs the two, as systemd does */
+  char *mi = calendar_field(c.minutes, 0, 59, c.any[CRON_MINUTE], 0, 2);
+  char *hr = calendar_field(c.hours, 0, 23, c.any[CRON_HOUR], 0, 2);
+  char *dm = calendar_field(c.mdays, 1, 31, c.any[CRON_MDAY], 0, 2);
+  char *mo = calendar_field(c.months, 1, 12, c.any[CRON_MONTH], 0, 2);
+  char *dw = calendar_field(c.wdays, 0, 6, c.any[CRON_WDAY] || c.wdays == 0x7f, 1, 0);
+  *out = xasprintf("%s%s*-%s-%s %s:%s:00", dw, dw[0] ? " " : "", mo, dm, hr, mi);
   free(mi);
   free(hr);
   free(dm);
   free(mo);
   free(dw);
-  return dw ? 0 : -1;
+  return 0;
 }
 
 static int write_file(const char *path, const char *text, char **err) {

@@ -18,6 +18,7 @@ struct cli_args {
   const char *from, *to; /* sync */
   int install;           /* schedule */
   const char *unit_dir;
+  const char *listen, *config_dir, *token_file; /* serve */
 };
 
 struct cli_command {
@@ -43,6 +44,7 @@ int cmd_prune(const struct cli_globals *g, const struct cli_args *a);
 int cmd_sync(const struct cli_globals *g, const struct cli_args *a);
 int cmd_schedule(const struct cli_globals *g, const struct cli_args *a);
 int schedule_to_oncalendar(const char *cron, char **out, char **err);
+int cmd_serve(const struct cli_globals *g, const struct cli_args *a);
 int cmd_plugins(const struct cli_globals *g, const struct cli_args *a);
 
 #endif

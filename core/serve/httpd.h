@@ -1,0 +1,50 @@
+/* A small HTTP/1.1 server on a libuv loop for `engine serve`: requests are
+ * parsed with libhttp-parser, one at a time per connection (pipelined
+ * requests wait for the previous response), with keep-alive, bounded
+ * URLs, headers and bodies, and idle timeouts. The handler answers every
+ * request exactly once with httpd_respond(), at once or later (after a child
+ * process finished); a request whose client went away meanwhile is simply
+ * freed by that call. */
+#ifndef CORE_SERVE_HTTPD_H
+#define CORE_SERVE_HTTPD_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#define HTTPD_MAX_BODY (64 * 1024)
+#define HTTPD_MAX_URL 8192
+
+struct httpd;
+struct httpd_conn;
+
+struct httpd_req {
+  int method; /* enum http_method (http_parser.h) */
+  const char *method_name;
+  char *path;          /* the URL's path, without query or fragment */
+  char *authorization; /* the Authorization header, or NULL */
+  int head;            /* HEAD: the response is sent without its body */
+  int keep_alive;
+  struct httpd_conn *conn; /* NULL once the client went away */
+};
+
+typedef void (*httpd_handler_fn)(void *ud, struct httpd_req *req);
+
+/* Bind and listen on addr. Returns 0, or -1 with *err (malloc'd). */
+int httpd_listen(uv_loop_t *loop, const struct sockaddr *addr, httpd_handler_fn handler, void *ud,
+                 struct httpd **out, char **err);
+/* The bound address as "ADDR:PORT" ("[::1]:PORT" for IPv6). */
+void httpd_address(const struct httpd *h, char *buf, size_t size);
+
+/* Answer and free req. extra_headers: NULL or complete "Name: value\r\n" lines. */
+void httpd_respond(struct httpd_req *req, int status, const char *content_type,
+                   const char *extra_headers, const char *body, size_t len);
+
+/* Stop listening and close every connection; requests still being handled
+ * are answered into the void. The server frees itself once its handles are
+ * closed (the loop must keep running until then). */
+void httpd_close(struct httpd *h);
+
+const char *httpd_status_text(int status);
+
+#endif

@@ -1,0 +1,768 @@
+/* engine serve: server state, the pipelines of the config directory (loaded
+ * at start and on SIGHUP), backup jobs as child processes, the per-minute
+ * cron scheduler, and the orderly stop on SIGTERM/SIGINT. The HTTP
+ * endpoints are in api.c. */
+#include "serve/serve_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/commands.h"
+#include "config/pipeline.h"
+#include "plugin/loader.h"
+#include "util/log.h"
+#include "util/secret.h"
+
+#define JOB_OUT_CAP (4u << 20) /* `engine run --json` summary (warnings included) */
+#define JOB_ERR_TAIL 8192
+
+static int g_quiet;
+
+/* Lifecycle lines (listening, jobs, reloads): what an operator reads in the
+ * journal; -q keeps only warnings and errors. */
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...) {
+  if (g_quiet)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("engine: serve: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+double serve_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+char **serve_child_argv(const struct serve *s, const char *const *args) {
+  size_t n = 0;
+  while (args[n])
+    n++;
+  char **argv = xcalloc(1 + 2 * s->opts->n_plugin_dirs + n + 1, sizeof(char *));
+  size_t k = 0;
+  argv[k++] = xstrdup(s->exe);
+  for (size_t i = 0; i < s->opts->n_plugin_dirs; i++) {
+    argv[k++] = xstrdup("--plugin-dir");
+    argv[k++] = xstrdup(s->opts->plugin_dirs[i]);
+  }
+  for (size_t i = 0; i < n; i++)
+    argv[k++] = xstrdup(args[i]);
+  argv[k] = NULL;
+  return argv;
+}
+
+void serve_free_argv(char **argv) {
+  for (size_t i = 0; argv && argv[i]; i++)
+    free(argv[i]);
+  free(argv);
+}
+
+/* ---- pipelines ----------------------------------------------------------- */
+
+static void free_pipelines(struct serve_pipeline *ps, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    free(ps[i].name);
+    free(ps[i].path);
+    free(ps[i].error);
+    free(ps[i].schedule);
+  }
+  free(ps);
+}
+
+const struct serve_pipeline *serve_find_pipeline(const struct serve *s, const char *name) {
+  /* a valid pipeline wins over an invalid file of the same stem */
+  for (int want_valid = 1; want_valid >= 0; want_valid--)
+    for (size_t i = 0; i < s->n_pipelines; i++)
+      if (s->pipelines[i].valid == want_valid && strcmp(s->pipelines[i].name, name) == 0)
+        return &s->pipelines[i];
+  return NULL;
+}
+
+struct serve_stats *serve_stats_get(struct serve *s, const char *name) {
+  struct serve_stats **pp = &s->stats;
+  for (; *pp; pp = &(*pp)->next)
+    if (strcmp((*pp)->name, name) == 0)
+      return *pp;
+  /* appended: /metrics lists pipelines in the order they were first seen */
+  struct serve_stats *st = xcalloc(1, sizeof(*st));
+  st->name = xstrdup(name);
+  *pp = st;
+  return st;
+}
+
+static const struct engine_plugin *lookup(void *ud, enum engine_plugin_kind kind, const char *type,
+                                          char **err) {
+  return registry_find(ud, kind, type, err);
+}
+
+static int has_suffix(const char *s, const char *suf) {
+  size_t a = strlen(s), b = strlen(suf);
+  return a > b && strcmp(s + a - b, suf) == 0;
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Validate one file as `engine validate` does (structure, plugins and their
+ * options, the schedule). */
+static void load_one(struct plugin_registry *reg, const char *dir, const char *file,
+                     struct serve_pipeline *out) {
+  memset(out, 0, sizeof(*out));
+  out->path = xasprintf("%s/%s", dir, file);
+  struct pipeline *p = NULL;
+  char *err = NULL;
+  if (!reg)
+    err = xstrdup("unable to scan the plugin search path");
+  else if (pipeline_load(out->path, lookup, reg, &p, &err) == 0) {
+    out->name = xstrdup(p->name);
+    if (p->schedule) {
+      char *cal = NULL, *e = NULL;
+      out->schedule = xstrdup(p->schedule);
+      if (schedule_to_oncalendar(p->schedule, &cal, &e) != 0 ||
+          cron_parse(p->schedule, &out->cron, &e) != 0) {
+        err = xasprintf("%s: %s", out->path, e);
+        free(e);
+      }
+      free(cal);
+    }
+    if (!err)
+      out->valid = 1;
+  }
+  pipeline_free(p);
+  if (!out->name) {
+    /* named after the file, so it can still be listed */
+    const char *dot = strrchr(file, '.');
+    out->name = xasprintf("%.*s", (int)(dot - file), file);
+  }
+  out->error = err;
+}
+
+/* Read every *.yml / *.yaml of the config directory. Returns -1 (and keeps
+ * what was loaded before) when the directory cannot be read. */
+static int load_pipelines(struct serve *s) {
+  const char *dir = s->config_dir;
+  DIR *d = opendir(dir);
+  if (!d) {
+    log_error("serve: unable to read the config directory '%s': %s", dir, strerror(errno));
+    return -1;
+  }
+  char **names = NULL;
+  size_t n = 0, cap = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.' || !(has_suffix(e->d_name, ".yml") || has_suffix(e->d_name, ".yaml")))
+      continue;
+    char *path = xasprintf("%s/%s", dir, e->d_name);
+    struct stat st;
+    int regular = stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    free(path);
+    if (!regular)
+      continue;
+    if (n == cap) {
+      cap = cap ? 2 * cap : 16;
+      names = xrealloc(names, cap * sizeof(*names));
+    }
+    names[n++] = xstrdup(e->d_name);
+  }
+  closedir(d);
+  if (n)
+    qsort(names, n, sizeof(*names), cmp_str);
+
+  struct plugin_registry *reg = NULL;
+  if (registry_load(s->opts->plugin_dirs, s->opts->n_plugin_dirs, &reg) != 0)
+    reg = NULL;
+  struct serve_pipeline *ps = xcalloc(n, sizeof(*ps));
+  size_t invalid = 0;
+  for (size_t i = 0; i < n; i++) {
+    load_one(reg, dir, names[i], &ps[i]);
+    for (size_t k = 0; k < i && ps[i].valid; k++)
+      if (ps[k].valid && strcmp(ps[k].name, ps[i].name) == 0) {
+        ps[i].valid = 0;
+        ps[i].error = xasprintf("%s: pipeline name '%s' is already used by %s", ps[i].path,
+                                ps[i].name, ps[k].path);
+      }
+    if (ps[i].valid)
+      serve_stats_get(s, ps[i].name);
+    else {
+      invalid++;
+      log_warn("serve: %s is not loaded:\n%s", ps[i].path, ps[i].error);
+    }
+    free(names[i]);
+  }
+  free(names);
+  registry_free(reg);
+  free_pipelines(s->pipelines, s->n_pipelines);
+  s->pipelines = ps;
+  s->n_pipelines = n;
+  say("loaded %zu pipeline(s) from %s (%zu invalid)", n - invalid, dir, invalid);
+  return 0;
+}
+
+/* ---- jobs ----------------------------------------------------------------- */
+
+const char *serve_job_state_name(enum job_state st) {
+  static const char *const names[] = {"queued", "running", "succeeded", "partial", "failed"};
+  return names[st];
+}
+
+struct serve_job *serve_active_job(const struct serve *s, const char *pipeline) {
+  for (struct serve_job *j = s->jobs; j; j = j->next)
+    if ((j->state == JOB_QUEUED || j->state == JOB_RUNNING) && strcmp(j->pipeline, pipeline) == 0)
+      return j;
+  return NULL;
+}
+
+struct serve_job *serve_last_job(const struct serve *s, const char *pipeline) {
+  for (struct serve_job *j = s->jobs_tail; j; j = j->prev)
+    if (strcmp(j->pipeline, pipeline) == 0)
+      return j;
+  return NULL;
+}
+
+struct serve_job *serve_find_job(const struct serve *s, int64_t id) {
+  for (struct serve_job *j = s->jobs; j; j = j->next)
+    if (j->id == id)
+      return j;
+  return NULL;
+}
+
+static void job_free(struct serve_job *j) {
+  free(j->pipeline);
+  free(j->path);
+  json_decref(j->summary);
+  free(j->stderr_tail);
+  free(j->error);
+  free(j);
+}
+
+static void job_unlink(struct serve *s, struct serve_job *j) {
+  if (j->prev)
+    j->prev->next = j->next;
+  else
+    s->jobs = j->next;
+  if (j->next)
+    j->next->prev = j->prev;
+  else
+    s->jobs_tail = j->prev;
+  s->n_jobs--;
+}
+
+/* Forget the oldest finished jobs beyond SERVE_KEEP_JOBS. */
+static void evict_jobs(struct serve *s) {
+  struct serve_job *j = s->jobs;
+  while (s->n_jobs > SERVE_KEEP_JOBS && j) {
+    struct serve_job *next = j->next;
+    if (j->state != JOB_QUEUED && j->state != JOB_RUNNING) {
+      job_unlink(s, j);
+      job_free(j);
+    }
+    j = next;
+  }
+}
+
+/* Bytes that are not UTF-8 (a tail cut mid-character, binary output) become
+ * '?', so the text can be a JSON string. */
+char *serve_utf8_clean(const char *in, size_t len) {
+  char *out = xmalloc(len + 1);
+  size_t i = 0;
+  while (i < len) {
+    unsigned char c = (unsigned char)in[i];
+    size_t n = c < 0x80             ? 1
+               : (c & 0xe0) == 0xc0 ? 2
+               : (c & 0xf0) == 0xe0 ? 3
+               : (c & 0xf8) == 0xf0 ? 4
+                                    : 0;
+    int ok = n > 0 && c != 0 && i + n <= len && !(n == 2 && c < 0xc2) && !(n == 4 && c > 0xf4);
+    for (size_t k = 1; ok && k < n; k++)
+      ok = ((unsigned char)in[i + k] & 0xc0) == 0x80;
+    if (ok && n == 3) {
+      unsigned char c1 = (unsigned char)in[i + 1];
+      ok = !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0);
+    }
+    if (ok && n == 4) {
+      unsigned char c1 = (unsigned char)in[i + 1];
+      ok = !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90);
+    }
+    if (!ok) {
+      out[i++] = '?';
+      continue;
+    }
+    memcpy(out + i, in + i, n);
+    i += n;
+  }
+  out[len] = '\0';
+  return out;
+}
+
+static void pump_queue(struct serve *s);
+static void maybe_stopped(struct serve *s);
+
+static void on_job_done(void *ud, const struct proc_result *r) {
+  struct serve_job *j = ud;
+  struct serve *s = j->srv;
+  j->proc = NULL;
+  j->finished_at = serve_now();
+  j->duration = (double)(uv_hrtime() - j->started_ns) / 1e9;
+  j->stderr_tail = serve_utf8_clean(r->err, r->err_len);
+  if (r->term_signal) {
+    j->term_signal = r->term_signal;
+    j->state = JOB_FAILED;
+    j->error = xasprintf("killed by signal %d (%s)", r->term_signal, strsignal(r->term_signal));
+  } else {
+    j->exit_code = (int)r->exit_status;
+    j->state = j->exit_code == 0 ? JOB_SUCCEEDED : j->exit_code == 3 ? JOB_PARTIAL : JOB_FAILED;
+    if (j->state == JOB_FAILED && !j->error)
+      j->error = xasprintf("engine run exited with status %d%s", j->exit_code,
+                           j->exit_code == 130 ? " (interrupted)" : "; see stderr_tail");
+  }
+  if (r->out_truncated) {
+    if (!j->error)
+      j->error = xasprintf("the summary was longer than %u bytes and is not shown", JOB_OUT_CAP);
+  } else if (r->out_len) {
+    json_error_t je;
+    json_t *sum = json_loadb(r->out, r->out_len, 0, &je);
+    if (json_is_object(sum))
+      j->summary = sum;
+    else {
+      json_decref(sum);
+      if (!j->error)
+        j->error = xasprintf("unable to parse the summary of engine run: %s", je.text);
+    }
+  }
+  struct serve_stats *st = serve_stats_get(s, j->pipeline);
+  if (j->state == JOB_SUCCEEDED)
+    st->succeeded++;
+  else if (j->state == JOB_PARTIAL)
+    st->partial++;
+  else
+    st->failed++;
+  st->has_last = 1;
+  st->last_finished = j->finished_at;
+  st->last_duration = j->duration;
+  st->last_exit_code = j->term_signal ? -1 : j->exit_code;
+  st->last_bytes_read = (uint64_t)json_integer_value(json_object_get(j->summary, "bytes_read"));
+  st->last_stored_bytes = (uint64_t)json_integer_value(json_object_get(j->summary, "stored_bytes"));
+  s->running--;
+  say("job %lld (pipeline %s) %s after %.1f s%s%s", (long long)j->id, j->pipeline,
+      serve_job_state_name(j->state), j->duration, j->error ? ": " : "", j->error ? j->error : "");
+  pump_queue(s);
+  maybe_stopped(s);
+}
+
+static void start_job_process(struct serve *s, struct serve_job *j) {
+  const char *args[] = {"run", j->path, "--json", "--progress", "never", NULL};
+  char **argv = serve_child_argv(s, args);
+  char *err = NULL;
+  j->state = JOB_RUNNING;
+  j->started_at = serve_now();
+  j->started_ns = uv_hrtime();
+  s->queued--;
+  s->running++;
+  /* /proc/self/exe: the very binary serving, even if it was replaced on disk */
+  int rc = proc_spawn(&s->loop, "/proc/self/exe", argv, JOB_OUT_CAP, JOB_ERR_TAIL, on_job_done, j,
+                      &j->proc, &j->pid, &err);
+  serve_free_argv(argv);
+  if (rc != 0) {
+    struct proc_result r = {1, 0, "", 0, 0, "", 0};
+    j->error = err;
+    on_job_done(j, &r);
+    return;
+  }
+  say("job %lld (pipeline %s, %s) started, pid %d", (long long)j->id, j->pipeline, j->trigger,
+      j->pid);
+}
+
+static void pump_queue(struct serve *s) {
+  for (struct serve_job *j = s->jobs; j && !s->stopping; j = j->next)
+    if (j->state == JOB_QUEUED && s->running < SERVE_MAX_RUNNING)
+      start_job_process(s, j);
+}
+
+int serve_start_job(struct serve *s, const struct serve_pipeline *p, const char *trigger,
+                    struct serve_job **out, int *busy, char **err) {
+  *busy = 0;
+  if (!p->valid) {
+    *err = xasprintf("pipeline '%s' is invalid: %s", p->name, p->error);
+    return -1;
+  }
+  if (s->stopping) {
+    *err = xstrdup("the server is stopping");
+    return -1;
+  }
+  struct serve_job *a = serve_active_job(s, p->name);
+  if (a) {
+    *busy = 1;
+    *err = xasprintf("pipeline '%s' already has job %lld (%s)", p->name, (long long)a->id,
+                     serve_job_state_name(a->state));
+    return -1;
+  }
+  struct serve_job *j = xcalloc(1, sizeof(*j));
+  j->id = ++s->next_job_id;
+  j->pipeline = xstrdup(p->name);
+  j->path = xstrdup(p->path);
+  j->trigger = trigger;
+  j->state = JOB_QUEUED;
+  j->queued_at = serve_now();
+  j->exit_code = -1;
+  j->srv = s;
+  j->prev = s->jobs_tail;
+  if (s->jobs_tail)
+    s->jobs_tail->next = j;
+  else
+    s->jobs = j;
+  s->jobs_tail = j;
+  s->n_jobs++;
+  s->queued++;
+  evict_jobs(s);
+  if (s->running >= SERVE_MAX_RUNNING)
+    say("job %lld (pipeline %s, %s) queued: %d job(s) are running", (long long)j->id, j->pipeline,
+        trigger, s->running);
+  pump_queue(s);
+  *out = j;
+  return 0;
+}
+
+static void kill_jobs(struct serve *s, int sig) {
+  for (struct serve_job *j = s->jobs; j; j = j->next)
+    if (j->state == JOB_RUNNING && j->proc) {
+      int rc = proc_kill(j->proc, sig);
+      if (rc < 0)
+        log_warn("serve: unable to signal job %lld (pid %d): %s", (long long)j->id, j->pid,
+                 uv_strerror(rc));
+    }
+}
+
+/* ---- scheduler ------------------------------------------------------------ */
+
+static void on_tick(uv_timer_t *t);
+
+static void arm_tick(struct serve *s) {
+  /* just after the next minute starts, whatever drift the last tick had */
+  uint64_t now_ms = (uint64_t)(serve_now() * 1000.0);
+  uint64_t delay = 60000 - now_ms % 60000 + 200;
+  uv_timer_start(&s->tick, on_tick, delay, 0);
+}
+
+static void run_scheduled(struct serve *s, const struct serve_pipeline *p) {
+  struct serve_job *a = serve_active_job(s, p->name);
+  if (a) {
+    serve_stats_get(s, p->name)->skipped++;
+    log_warn("serve: scheduled run of pipeline '%s' skipped: job %lld is still %s", p->name,
+             (long long)a->id, serve_job_state_name(a->state));
+    return;
+  }
+  struct serve_job *j;
+  int busy;
+  char *err = NULL;
+  if (serve_start_job(s, p, "schedule", &j, &busy, &err) != 0) {
+    log_warn("serve: scheduled run of pipeline '%s' not started: %s", p->name, err);
+    free(err);
+  }
+}
+
+static void on_tick(uv_timer_t *t) {
+  struct serve *s = t->data;
+  time_t now = time(NULL);
+  time_t minute = now - now % 60;
+  /* every minute since the last look (a late tick still sees the minutes it
+   * missed), but each pipeline starts at most once; after a clock jump only
+   * the current minute counts */
+  time_t from = s->last_minute + 60;
+  if (s->last_minute == 0 || minute < s->last_minute || minute - s->last_minute > 3600)
+    from = minute;
+  for (size_t i = 0; i < s->n_pipelines; i++) {
+    const struct serve_pipeline *p = &s->pipelines[i];
+    if (!p->valid || !p->schedule)
+      continue;
+    for (time_t m = from; m <= minute; m += 60) {
+      struct tm tm;
+      if (localtime_r(&m, &tm) && cron_matches(&p->cron, &tm)) {
+        run_scheduled(s, p);
+        break;
+      }
+    }
+  }
+  s->last_minute = minute;
+  arm_tick(s);
+}
+
+/* ---- signals and stopping ------------------------------------------------- */
+
+static void on_closed(uv_handle_t *h) {
+  (void)h;
+}
+
+static void maybe_stopped(struct serve *s) {
+  if (!s->stopping || s->running > 0 || s->n_listings > 0 || s->stop_stage == 3)
+    return;
+  s->stop_stage = 3;
+  say("stopped");
+  uv_close((uv_handle_t *)&s->sig_term, on_closed);
+  uv_close((uv_handle_t *)&s->sig_int, on_closed);
+  uv_close((uv_handle_t *)&s->sig_hup, on_closed);
+  uv_close((uv_handle_t *)&s->tick, on_closed);
+  uv_close((uv_handle_t *)&s->stop_timer, on_closed);
+}
+
+void serve_maybe_stopped(struct serve *s) {
+  maybe_stopped(s);
+}
+
+static void on_stop_timer(uv_timer_t *t) {
+  struct serve *s = t->data;
+  if (s->stop_stage == 0) {
+    log_warn("serve: %d job(s) still running after %d s: sending them SIGTERM", s->running,
+             SERVE_STOP_WAIT_MS / 1000);
+    kill_jobs(s, SIGTERM);
+    s->stop_stage = 1;
+    uv_timer_start(&s->stop_timer, on_stop_timer, 10000, 0);
+  } else if (s->stop_stage == 1) {
+    log_warn("serve: %d job(s) ignored SIGTERM for 10 s: sending them SIGKILL", s->running);
+    kill_jobs(s, SIGKILL);
+    s->stop_stage = 2;
+  }
+}
+
+static const char *signame(int signum) {
+  return signum == SIGTERM ? "SIGTERM" : signum == SIGINT ? "SIGINT" : "signal";
+}
+
+static void begin_stop(struct serve *s, int signum) {
+  if (s->stopping) {
+    if (s->stop_stage == 0) {
+      say("second %s: stopping the running jobs now", signame(signum));
+      uv_timer_stop(&s->stop_timer);
+      on_stop_timer(&s->stop_timer);
+    }
+    return;
+  }
+  s->stopping = 1;
+  say("%s: no longer accepting requests; waiting for %d running job(s) (up to %d s)",
+      signame(signum), s->running, SERVE_STOP_WAIT_MS / 1000);
+  if (s->http)
+    httpd_close(s->http);
+  s->http = NULL;
+  uv_timer_stop(&s->tick);
+  uv_signal_stop(&s->sig_hup);
+  for (struct serve_job *j = s->jobs; j; j = j->next)
+    if (j->state == JOB_QUEUED) {
+      j->state = JOB_FAILED;
+      j->finished_at = serve_now();
+      j->error = xstrdup("not started: the server was stopped");
+      s->queued--;
+    }
+  serve_cancel_listings(s);
+  uv_timer_start(&s->stop_timer, on_stop_timer, SERVE_STOP_WAIT_MS, 0);
+  maybe_stopped(s);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  struct serve *s = h->data;
+  if (signum == SIGHUP) {
+    say("SIGHUP: reloading %s", s->config_dir);
+    load_pipelines(s);
+    return;
+  }
+  begin_stop(s, signum);
+}
+
+/* ---- start ----------------------------------------------------------------- */
+
+static int parse_listen(const char *spec, struct sockaddr_storage *ss, int *loopback, char **err) {
+  char host[256];
+  const char *port_s;
+  if (spec[0] == '[') {
+    const char *end = strchr(spec, ']');
+    if (!end || end[1] != ':' || (size_t)(end - spec - 1) >= sizeof(host))
+      goto bad;
+    snprintf(host, sizeof(host), "%.*s", (int)(end - spec - 1), spec + 1);
+    port_s = end + 2;
+  } else {
+    const char *colon = strrchr(spec, ':');
+    if (!colon || (size_t)(colon - spec) >= sizeof(host))
+      goto bad;
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - spec), spec);
+    if (strchr(host, ':')) {
+      *err = xasprintf("--listen '%s': write an IPv6 address in brackets, e.g. [::1]:5036", spec);
+      return -1;
+    }
+    port_s = colon + 1;
+  }
+  char *end;
+  errno = 0;
+  long port = strtol(port_s, &end, 10);
+  if (!*port_s || *end || errno || port < 0 || port > 65535 || !host[0])
+    goto bad;
+  if (strcmp(host, "localhost") == 0)
+    snprintf(host, sizeof(host), "127.0.0.1");
+  memset(ss, 0, sizeof(*ss));
+  if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0) {
+    uint32_t a = ntohl(((struct sockaddr_in *)ss)->sin_addr.s_addr);
+    *loopback = (a >> 24) == 127;
+    return 0;
+  }
+  if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0) {
+    const struct in6_addr *a = &((struct sockaddr_in6 *)ss)->sin6_addr;
+    *loopback = IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    return 0;
+  }
+bad:
+  *err = xasprintf("--listen '%s': expected ADDRESS:PORT with a numeric IPv4 address, "
+                   "[IPv6] or localhost, and a port 0..65535 (e.g. 127.0.0.1:5036)",
+                   spec);
+  return -1;
+}
+
+static int load_token(struct serve *s, const char *path, char **err) {
+  struct stat st;
+  if (stat(path, &st) != 0) {
+    *err = xasprintf("unable to read the token file '%s': %s", path, strerror(errno));
+    return -1;
+  }
+  if (st.st_mode & 077)
+    log_warn("serve: the token file '%s' is accessible by group or others (mode %04o); "
+             "expected 0600",
+             path, (unsigned)(st.st_mode & 07777));
+  char *ref = xasprintf("file:%s", path);
+  char *tok = NULL, *e = NULL;
+  size_t len = 0;
+  int rc = secret_resolve(ref, &tok, &len, &e);
+  free(ref);
+  if (rc != 0) {
+    *err = xasprintf("token file: %s", e);
+    free(e);
+    return -1;
+  }
+  size_t start = 0, end = len;
+  while (start < end &&
+         (tok[start] == ' ' || tok[start] == '\t' || tok[start] == '\r' || tok[start] == '\n'))
+    start++;
+  while (end > start && (tok[end - 1] == ' ' || tok[end - 1] == '\t' || tok[end - 1] == '\r' ||
+                         tok[end - 1] == '\n'))
+    end--;
+  if (end == start) {
+    *err = xasprintf("the token file '%s' is empty", path);
+    secret_wipe_free(tok, len);
+    return -1;
+  }
+  unsigned int hl = 0;
+  rc = EVP_Digest(tok + start, end - start, s->token_hash, &hl, EVP_sha256(), NULL);
+  secret_wipe_free(tok, len);
+  if (rc != 1 || hl != sizeof(s->token_hash)) {
+    *err = xstrdup("unable to hash the token: SHA-256 failed");
+    return -1;
+  }
+  s->have_token = 1;
+  return 0;
+}
+
+static void free_state(struct serve *s) {
+  free_pipelines(s->pipelines, s->n_pipelines);
+  while (s->stats) {
+    struct serve_stats *n = s->stats->next;
+    free(s->stats->name);
+    free(s->stats);
+    s->stats = n;
+  }
+  while (s->jobs) {
+    struct serve_job *j = s->jobs;
+    job_unlink(s, j);
+    job_free(j);
+  }
+  OPENSSL_cleanse(s->token_hash, sizeof(s->token_hash));
+}
+
+static void close_loop(struct serve *s) {
+  uv_run(&s->loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&s->loop) != 0)
+    log_warn("serve: some handles were still open at exit");
+}
+
+int serve_run(const struct serve_opts *o) {
+  g_quiet = o->quiet;
+  struct serve *s = xcalloc(1, sizeof(*s));
+  s->opts = o;
+  s->config_dir = o->config_dir;
+  s->started_at = serve_now();
+  s->started_ns = uv_hrtime();
+  int rc = 1;
+  char *err = NULL;
+  ssize_t n = readlink("/proc/self/exe", s->exe, sizeof(s->exe) - 1);
+  if (n <= 0)
+    snprintf(s->exe, sizeof(s->exe), "engine");
+  else
+    s->exe[n] = '\0';
+
+  struct sockaddr_storage addr;
+  int loopback = 0;
+  if (parse_listen(o->listen, &addr, &loopback, &err) != 0) {
+    fprintf(stderr, "engine: error: %s\n", err);
+    free(err);
+    free(s);
+    return 2;
+  }
+  if (!loopback && !o->token_file) {
+    fprintf(stderr,
+            "engine: error: refusing to listen on %s without --token-file: the API starts "
+            "backups and lists snapshots, so any other address needs a bearer token (a file of "
+            "mode 0600); or listen on 127.0.0.1\n",
+            o->listen);
+    free(s);
+    return 2;
+  }
+  if (o->token_file && load_token(s, o->token_file, &err) != 0) {
+    fprintf(stderr, "engine: error: %s\n", err);
+    free(err);
+    free(s);
+    return 1;
+  }
+  int uv = uv_loop_init(&s->loop);
+  if (uv != 0) {
+    fprintf(stderr, "engine: error: unable to create the event loop: %s\n", uv_strerror(uv));
+    free(s);
+    return 1;
+  }
+  if (load_pipelines(s) != 0)
+    goto out;
+  if (httpd_listen(&s->loop, (const struct sockaddr *)&addr, serve_handle_request, s, &s->http,
+                   &err) != 0) {
+    fprintf(stderr, "engine: error: %s\n", err);
+    free(err);
+    goto out;
+  }
+  httpd_address(s->http, s->address, sizeof(s->address));
+  uv_signal_init(&s->loop, &s->sig_term);
+  uv_signal_init(&s->loop, &s->sig_int);
+  uv_signal_init(&s->loop, &s->sig_hup);
+  uv_timer_init(&s->loop, &s->tick);
+  uv_timer_init(&s->loop, &s->stop_timer);
+  s->sig_term.data = s->sig_int.data = s->sig_hup.data = s->tick.data = s->stop_timer.data = s;
+  uv_signal_start(&s->sig_term, on_signal, SIGTERM);
+  uv_signal_start(&s->sig_int, on_signal, SIGINT);
+  uv_signal_start(&s->sig_hup, on_signal, SIGHUP);
+  time_t now = time(NULL);
+  s->last_minute = now - now % 60; /* the current minute has begun: it is not caught up */
+  arm_tick(s);
+  say("listening on http://%s/ (%s; config %s)", s->address,
+      s->have_token ? "bearer token required" : "no authentication", s->config_dir);
+  rc = 0;
+out:
+  close_loop(s);
+  free_state(s);
+  free(s);
+  return rc;
+}
