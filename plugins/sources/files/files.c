@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "files.h"
+#include "engine/helpers.h"
 
 static const struct engine_option files_options[] = {
     {.name = "paths",
@@ -25,66 +26,29 @@ static const struct engine_option files_options[] = {
     {.name = NULL},
 };
 
-static void free_strv(char **v, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    free(v[i]);
-  free(v);
-}
-
 static void files_destroy(void *p) {
   struct files_inst *in = p;
   if (in == NULL)
     return;
-  free_strv(in->paths, in->n_paths);
+  engine_strv_free(in->paths, in->n_paths);
   for (size_t i = 0; i < in->n_exclude; i++)
     free(in->exclude[i].glob);
   free(in->exclude);
   free(in);
 }
 
-/* Copy a list option; *out stays NULL for an empty list. */
-static int read_list(const struct engine_host *h, const char *opt, char ***out, size_t *n) {
-  size_t count = h->cfg_list_count(h, opt);
-  *out = NULL;
-  *n = 0;
-  if (count == 0)
-    return ENGINE_OK;
-  char **v = calloc(count, sizeof(*v));
-  if (v == NULL) {
-    h->set_error(h, "unable to read option '%s': out of memory", opt);
-    return ENGINE_ERROR;
-  }
-  for (size_t i = 0; i < count; i++) {
-    const char *s = h->cfg_list_item(h, opt, i);
-    if (s == NULL || s[0] == '\0') {
-      h->set_error(h, "option '%s': entry %zu is empty", opt, i + 1);
-      free_strv(v, i);
-      return ENGINE_ERROR;
-    }
-    v[i] = strdup(s);
-    if (v[i] == NULL) {
-      h->set_error(h, "unable to read option '%s': out of memory", opt);
-      free_strv(v, i);
-      return ENGINE_ERROR;
-    }
-  }
-  *out = v;
-  *n = count;
-  return ENGINE_OK;
-}
-
 /* Classify each exclude glob once, so the walk only calls fnmatch. */
 static int compile_excludes(const struct engine_host *h, struct files_inst *in) {
   char **globs;
   size_t n;
-  if (read_list(h, "exclude", &globs, &n) != ENGINE_OK)
+  if (engine_cfg_strv(h, "exclude", &globs, &n) != ENGINE_OK)
     return ENGINE_ERROR;
   if (n == 0)
     return ENGINE_OK;
   in->exclude = calloc(n, sizeof(*in->exclude));
   if (in->exclude == NULL) {
     h->set_error(h, "unable to read option 'exclude': out of memory");
-    free_strv(globs, n);
+    engine_strv_free(globs, n);
     return ENGINE_ERROR;
   }
   in->n_exclude = n;
@@ -100,7 +64,7 @@ static int compile_excludes(const struct engine_host *h, struct files_inst *in) 
     }
     if (len == 0) {
       h->set_error(h, "option 'exclude': pattern '/' would exclude everything; list paths instead");
-      free_strv(globs, n);
+      engine_strv_free(globs, n);
       return ENGINE_ERROR;
     }
     if (g[0] == '/')
@@ -110,7 +74,7 @@ static int compile_excludes(const struct engine_host *h, struct files_inst *in) 
     else
       x->mode = FILES_EXCLUDE_BASENAME;
   }
-  free_strv(globs, n);
+  engine_strv_free(globs, n);
   return ENGINE_OK;
 }
 
@@ -121,7 +85,7 @@ static int files_create(const struct engine_host *host, void **out) {
     return ENGINE_ERROR;
   }
   in->host = host;
-  if (read_list(host, "paths", &in->paths, &in->n_paths) != ENGINE_OK ||
+  if (engine_cfg_strv(host, "paths", &in->paths, &in->n_paths) != ENGINE_OK ||
       compile_excludes(host, in) != ENGINE_OK) {
     files_destroy(in);
     return ENGINE_ERROR;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "pgschema.h"
+#include "engine/helpers.h"
 
 static const struct engine_option pgs_options[] = {
     {.name = "dsn",
@@ -63,53 +64,17 @@ static const struct engine_option pgs_options[] = {
     {.name = NULL},
 };
 
-static void free_strv(char **v, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    free(v[i]);
-  free(v);
-}
-
 static void pgs_destroy(void *p) {
   struct pgs_inst *in = p;
   if (in == NULL)
     return;
   free(in->dsn);
-  free_strv(in->schemas, in->n_schemas);
-  free_strv(in->exclude, in->n_exclude);
+  engine_strv_free(in->schemas, in->n_schemas);
+  engine_strv_free(in->exclude, in->n_exclude);
   free(in->pg_dump);
   free(in->pg_restore);
   free(in->psql);
   free(in);
-}
-
-static int read_list(const struct engine_host *h, const char *opt, char ***out, size_t *n) {
-  size_t count = h->cfg_list_count(h, opt);
-  *out = NULL;
-  *n = 0;
-  if (count == 0)
-    return ENGINE_OK;
-  char **v = calloc(count, sizeof(*v));
-  if (v == NULL) {
-    h->set_error(h, "unable to read option '%s': out of memory", opt);
-    return ENGINE_ERROR;
-  }
-  for (size_t i = 0; i < count; i++) {
-    const char *s = h->cfg_list_item(h, opt, i);
-    if (s == NULL || s[0] == '\0') {
-      h->set_error(h, "option '%s': entry %zu is empty", opt, i + 1);
-      free_strv(v, i);
-      return ENGINE_ERROR;
-    }
-    v[i] = strdup(s);
-    if (v[i] == NULL) {
-      h->set_error(h, "unable to read option '%s': out of memory", opt);
-      free_strv(v, i);
-      return ENGINE_ERROR;
-    }
-  }
-  *out = v;
-  *n = count;
-  return ENGINE_OK;
 }
 
 static int copy_string(const struct engine_host *h, const char *opt, const char *dflt, char **out) {
@@ -136,8 +101,8 @@ static int pgs_create(const struct engine_host *host, void **out) {
   }
   in->host = host;
   if (copy_string(host, "dsn", NULL, &in->dsn) != ENGINE_OK ||
-      read_list(host, "schemas", &in->schemas, &in->n_schemas) != ENGINE_OK ||
-      read_list(host, "exclude_schemas", &in->exclude, &in->n_exclude) != ENGINE_OK ||
+      engine_cfg_strv(host, "schemas", &in->schemas, &in->n_schemas) != ENGINE_OK ||
+      engine_cfg_strv(host, "exclude_schemas", &in->exclude, &in->n_exclude) != ENGINE_OK ||
       copy_string(host, "pg_dump", "pg_dump", &in->pg_dump) != ENGINE_OK ||
       copy_string(host, "pg_restore", "pg_restore", &in->pg_restore) != ENGINE_OK ||
       copy_string(host, "psql", "psql", &in->psql) != ENGINE_OK) {
