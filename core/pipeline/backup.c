@@ -349,7 +349,8 @@ static int submit_chunk(struct bk *b) {
   /* chunks being processed are bounded by the limit; finished packs by
    * MAX_UPLOADS (one uploading while the next fills is enough to keep the
    * sink busy; more would only hold more packs in memory) */
-  while (((b->inflight > 0 && b->inflight + len > b->limit) || b->uploads_outstanding >= MAX_UPLOADS) &&
+  while (((b->inflight > 0 && b->inflight + len > b->limit) ||
+          b->uploads_outstanding >= MAX_UPLOADS) &&
          !b->fatal && !host_is_cancelled())
     pthread_cond_wait(&b->cond, &b->lock);
   if (b->fatal || host_is_cancelled()) {

@@ -122,10 +122,11 @@ int repo_delete_many(struct repo *r, const char *const *names, size_t n, char **
       host_clear_error(s->pi->host);
       int rc = batch ? ops->del_many(s->pi->inst, names + k, m) : ops->del(s->pi->inst, names[k]);
       if (rc != ENGINE_OK && rc != ENGINE_NOT_FOUND) {
-        *err = batch && m > 1 ? xasprintf("sink '%s' (%s): unable to delete %zu objects from '%s' on: %s",
-                                          sink_name(s), sink_where(s), m, names[k],
-                                          host_last_error(s->pi->host))
-                              : sink_error(s, "unable to delete", names[k]);
+        *err =
+            batch && m > 1
+                ? xasprintf("sink '%s' (%s): unable to delete %zu objects from '%s' on: %s",
+                            sink_name(s), sink_where(s), m, names[k], host_last_error(s->pi->host))
+                : sink_error(s, "unable to delete", names[k]);
         return -1;
       }
       k += m;

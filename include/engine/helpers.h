@@ -18,7 +18,8 @@ static inline void engine_strv_free(char **v, size_t n) {
 /* Copy a STRING_LIST option into a malloc'd array of malloc'd strings;
  * *out stays NULL for an empty list. Empty entries are refused. Errors go
  * through host->set_error and return ENGINE_ERROR. */
-static inline int engine_cfg_strv(const struct engine_host *h, const char *opt, char ***out, size_t *n) {
+static inline int engine_cfg_strv(const struct engine_host *h, const char *opt, char ***out,
+                                  size_t *n) {
   size_t count = h->cfg_list_count(h, opt);
   *out = NULL;
   *n = 0;

@@ -41,7 +41,9 @@ struct gcs_auth {
 
 #define AUTH_ERROR(a, ...) (a)->host->set_error((a)->host, __VA_ARGS__)
 
-const char *gcs_auth_email(const struct gcs_auth *a) { return a->email; }
+const char *gcs_auth_email(const struct gcs_auth *a) {
+  return a->email;
+}
 
 /* PEM keys in service-account files are never encrypted; refusing a
  * passphrase also keeps OpenSSL from prompting on the terminal. */
@@ -107,9 +109,8 @@ int gcs_auth_create(const struct engine_host *host, const char *key_json, size_t
     goto out;
   }
   if (!json_is_string(pk) || json_string_length(pk) == 0) {
-    host->set_error(host,
-                    "option 'credentials': the service-account key for '%s' has no 'private_key'",
-                    email);
+    host->set_error(
+        host, "option 'credentials': the service-account key for '%s' has no 'private_key'", email);
     goto out;
   }
   if (strncmp(uri, "https://", 8) != 0 && strncmp(uri, "http://", 7) != 0) {
@@ -196,9 +197,9 @@ static char *make_jwt(struct gcs_auth *a) {
 
   time_t now = time(NULL);
   static const char hdr[] = "{\"alg\":\"RS256\",\"typ\":\"JWT\"}";
-  json_t *c = json_pack("{s:s, s:s, s:s, s:I, s:I}", "iss", a->email, "scope", GCS_SCOPE, "aud",
-                        a->token_uri, "iat", (json_int_t)now, "exp",
-                        (json_int_t)now + JWT_LIFETIME_S);
+  json_t *c =
+      json_pack("{s:s, s:s, s:s, s:I, s:I}", "iss", a->email, "scope", GCS_SCOPE, "aud",
+                a->token_uri, "iat", (json_int_t)now, "exp", (json_int_t)now + JWT_LIFETIME_S);
   if (c == NULL)
     goto out;
   claims_json = json_dumps(c, JSON_COMPACT);
@@ -353,8 +354,9 @@ static int fetch_token(struct gcs_auth *a) {
   /* measured from when the request was sent, so network time only shortens it */
   a->refresh_at_ms = asked_ms + lifetime_ms - margin;
   a->generation++;
-  a->host->log(a->host, ENGINE_LOG_DEBUG, "obtained an OAuth2 access token for '%s' valid for %" PRId64 " s",
-               a->email, lifetime_s);
+  a->host->log(a->host, ENGINE_LOG_DEBUG,
+               "obtained an OAuth2 access token for '%s' valid for %" PRId64 " s", a->email,
+               lifetime_s);
   rc = ENGINE_OK;
 out:
   if (root != NULL) {

@@ -46,8 +46,8 @@ struct call {
  * was refused, once more with a fresh one. ENGINE_OK: a response arrived,
  * whatever its status. ENGINE_ERROR: none did; the error names `verb` and
  * `object`. The object may be NULL for bucket-level requests. */
-static int send_call(struct gcs_sink *s, const struct call *c, const char *verb,
-                     const char *object, struct engine_http_response *resp) {
+static int send_call(struct gcs_sink *s, const struct call *c, const char *verb, const char *object,
+                     struct engine_http_response *resp) {
   const struct engine_host *h = s->host;
   for (int auth_try = 0;; auth_try++) {
     char *token = NULL;
@@ -297,8 +297,10 @@ static int verify_stored(struct gcs_sink *s, const char *full, const struct meta
     return ENGINE_ERROR;
   }
   if (m->md5[0] != '\0' && md5[0] != '\0' && strcmp(m->md5, md5) != 0) {
-    GCS_ERROR(s, "upload gs://%s/%s: the server's MD5 %s differs from the data's %s (corrupted "
-              "in transit)", s->bucket, full, m->md5, md5);
+    GCS_ERROR(s,
+              "upload gs://%s/%s: the server's MD5 %s differs from the data's %s (corrupted "
+              "in transit)",
+              s->bucket, full, m->md5, md5);
     return ENGINE_ERROR;
   }
   return ENGINE_OK;
@@ -348,7 +350,11 @@ static int media_upload(struct gcs_sink *s, const char *full, const void *buf, s
     return fail_oom(s, "uploading", full);
   static const char *const headers[] = {"Content-Type: application/octet-stream",
                                         "Accept: application/json", NULL};
-  struct call c = {.method = "POST", .url = url, .headers = headers, .body = buf, .body_len = len,
+  struct call c = {.method = "POST",
+                   .url = url,
+                   .headers = headers,
+                   .body = buf,
+                   .body_len = len,
                    .max_body = MIB};
   struct engine_http_response resp;
   int rc = send_call(s, &c, "upload", full, &resp);
@@ -388,7 +394,11 @@ static int session_start(struct gcs_sink *s, const char *full, size_t len, int n
   const char *headers[] = {"Content-Type: application/json; charset=UTF-8",
                            "X-Upload-Content-Type: application/octet-stream", xlen,
                            "Accept: application/json", NULL};
-  struct call c = {.method = "POST", .url = url, .headers = headers, .body = "{}", .body_len = 2,
+  struct call c = {.method = "POST",
+                   .url = url,
+                   .headers = headers,
+                   .body = "{}",
+                   .body_len = 2,
                    .max_body = MIB};
   struct engine_http_response resp;
   int rc = send_call(s, &c, "upload", full, &resp);
@@ -468,8 +478,8 @@ static enum chunk_outcome session_query(struct gcs_sink *s, const char *session,
     return CHUNK_FAIL;
   }
   const char *headers[] = {cr, "Accept: application/json", NULL};
-  struct call c = {.method = "PUT", .url = session, .headers = headers, .no_retry = 1,
-                   .max_body = MIB};
+  struct call c = {
+      .method = "PUT", .url = session, .headers = headers, .no_retry = 1, .max_body = MIB};
   struct engine_http_response resp;
   int hrc = send_call(s, &c, "upload", full, &resp);
   free(cr);
@@ -482,8 +492,8 @@ static enum chunk_outcome session_query(struct gcs_sink *s, const char *session,
 
 /* Best effort: a failed upload should not leave a session holding data. */
 static void session_cancel(struct gcs_sink *s, const char *session, const char *full) {
-  struct call c = {.method = "DELETE", .url = session, .no_retry = 1, .max_body = MIB,
-                   .timeout_ms = 30000};
+  struct call c = {
+      .method = "DELETE", .url = session, .no_retry = 1, .max_body = MIB, .timeout_ms = 30000};
   struct engine_http_response resp;
   if (send_call(s, &c, "cancel upload", full, &resp) == ENGINE_OK)
     s->host->http_response_free(&resp);
@@ -510,15 +520,20 @@ static int resumable_upload(struct gcs_sink *s, const char *full, const unsigned
     if (n > s->chunk_size)
       n = (size_t)s->chunk_size;
     char *cr = NULL;
-    if (asprintf(&cr, "Content-Range: bytes %" PRIu64 "-%" PRIu64 "/%zu", offset,
-                 offset + n - 1, len) < 0) {
+    if (asprintf(&cr, "Content-Range: bytes %" PRIu64 "-%" PRIu64 "/%zu", offset, offset + n - 1,
+                 len) < 0) {
       rc = fail_oom(s, "uploading", full);
       break;
     }
     const char *headers[] = {cr, "Content-Type: application/octet-stream",
                              "Accept: application/json", NULL};
-    struct call c = {.method = "PUT", .url = session, .headers = headers, .body = buf + offset,
-                     .body_len = n, .no_retry = 1, .max_body = MIB};
+    struct call c = {.method = "PUT",
+                     .url = session,
+                     .headers = headers,
+                     .body = buf + offset,
+                     .body_len = n,
+                     .no_retry = 1,
+                     .max_body = MIB};
     struct engine_http_response resp;
     uint64_t before = offset;
     int hrc = send_call(s, &c, "upload", full, &resp);
@@ -659,8 +674,11 @@ static int gcs_get(void *inst, const char *name, uint64_t off, uint64_t len, voi
     b.p = malloc((size_t)len);
     b.cap = b.p != NULL ? (size_t)len : 0;
   }
-  struct call c = {.method = "GET", .url = url, .headers = range != NULL ? headers : NULL,
-                   .on_body = collect_cb, .ud = &b};
+  struct call c = {.method = "GET",
+                   .url = url,
+                   .headers = range != NULL ? headers : NULL,
+                   .on_body = collect_cb,
+                   .ud = &b};
   struct engine_http_response resp;
   int rc = send_call(s, &c, "download", full, &resp);
   free(url);
@@ -679,8 +697,10 @@ static int gcs_get(void *inst, const char *name, uint64_t off, uint64_t len, voi
     /* a server that ignores Range answers 200 with the whole object */
     if (resp.status == 200 && off > 0) {
       if (off > b.len) {
-        GCS_ERROR(s, "unable to read object gs://%s/%s: it is %zu bytes, but reading from offset "
-                  "%" PRIu64 " was requested", s->bucket, full, b.len, off);
+        GCS_ERROR(s,
+                  "unable to read object gs://%s/%s: it is %zu bytes, but reading from offset "
+                  "%" PRIu64 " was requested",
+                  s->bucket, full, b.len, off);
         rc = ENGINE_ERROR;
         goto done;
       }
@@ -688,8 +708,10 @@ static int gcs_get(void *inst, const char *name, uint64_t off, uint64_t len, voi
     }
     size_t got = b.len - skip;
     if (len > 0 && got < len) {
-      GCS_ERROR(s, "unable to read object gs://%s/%s: the range [%" PRIu64 ", +%" PRIu64 ") was "
-                "requested but only %zu bytes exist there", s->bucket, full, off, len, got);
+      GCS_ERROR(s,
+                "unable to read object gs://%s/%s: the range [%" PRIu64 ", +%" PRIu64 ") was "
+                "requested but only %zu bytes exist there",
+                s->bucket, full, off, len, got);
       rc = ENGINE_ERROR;
       goto done;
     }
@@ -719,8 +741,10 @@ static int gcs_get(void *inst, const char *name, uint64_t off, uint64_t len, voi
       *buf = malloc(1);
       rc = *buf != NULL ? ENGINE_OK : fail_oom(s, "reading", full);
     } else {
-      GCS_ERROR(s, "unable to read object gs://%s/%s: it is %" PRIu64 " bytes, but the range "
-                "starting at %" PRIu64 " was requested", s->bucket, full, m.size, off);
+      GCS_ERROR(s,
+                "unable to read object gs://%s/%s: it is %" PRIu64 " bytes, but the range "
+                "starting at %" PRIu64 " was requested",
+                s->bucket, full, m.size, off);
       rc = ENGINE_ERROR;
     }
   } else {
@@ -887,7 +911,9 @@ static int gcs_del(void *inst, const char *name) {
 
 /* ---- instance --------------------------------------------------------- */
 
-static const char *gcs_describe(void *inst) { return ((struct gcs_sink *)inst)->where; }
+static const char *gcs_describe(void *inst) {
+  return ((struct gcs_sink *)inst)->where;
+}
 
 static void gcs_destroy(void *inst) {
   struct gcs_sink *s = inst;
@@ -929,8 +955,10 @@ static int configure(struct gcs_sink *s) {
   const char *ca = h->cfg_string(h, "ca_bundle");
 
   if (bucket == NULL || !valid_bucket(bucket)) {
-    h->set_error(h, "option 'bucket': '%s' is not a GCS bucket name (3 to 222 characters of "
-                 "a-z, 0-9, '-', '_' and '.')", bucket != NULL ? bucket : "");
+    h->set_error(h,
+                 "option 'bucket': '%s' is not a GCS bucket name (3 to 222 characters of "
+                 "a-z, 0-9, '-', '_' and '.')",
+                 bucket != NULL ? bucket : "");
     return ENGINE_ERROR;
   }
   /* a prefix names a "directory": "engine" and "engine/" both mean engine/... */
@@ -978,8 +1006,10 @@ static int configure(struct gcs_sink *s) {
     return ENGINE_ERROR;
   }
   if (chunk <= 0 || chunk % (int64_t)CHUNK_GRANULE != 0 || (uint64_t)chunk > 4096 * MIB) {
-    h->set_error(h, "option 'chunk_size': %" PRId64 " bytes is not a positive multiple of 256KiB "
-                 "(at most 4GiB), as GCS requires for resumable upload chunks", chunk);
+    h->set_error(h,
+                 "option 'chunk_size': %" PRId64 " bytes is not a positive multiple of 256KiB "
+                 "(at most 4GiB), as GCS requires for resumable upload chunks",
+                 chunk);
     return ENGINE_ERROR;
   }
   if (retries < 0 || retries > 100) {
@@ -995,11 +1025,15 @@ static int configure(struct gcs_sink *s) {
     if (h->cfg_string(h, "token_uri") != NULL)
       h->log(h, ENGINE_LOG_WARN, "option 'token_uri' is ignored: no 'credentials' are set");
     if (strcmp(s->endpoint, GCS_DEFAULT_ENDPOINT) == 0)
-      h->log(h, ENGINE_LOG_WARN, "no 'credentials': requests to %s are sent unauthenticated and "
-             "only work on a publicly writable bucket", s->endpoint);
+      h->log(h, ENGINE_LOG_WARN,
+             "no 'credentials': requests to %s are sent unauthenticated and "
+             "only work on a publicly writable bucket",
+             s->endpoint);
     else
-      h->log(h, ENGINE_LOG_INFO, "no 'credentials': requests to %s are sent unauthenticated "
-             "(emulator)", s->endpoint);
+      h->log(h, ENGINE_LOG_INFO,
+             "no 'credentials': requests to %s are sent unauthenticated "
+             "(emulator)",
+             s->endpoint);
     return ENGINE_OK;
   }
   char *key = NULL;
@@ -1014,8 +1048,7 @@ static int configure(struct gcs_sink *s) {
   if (strncmp(s->endpoint, "http://", 7) == 0 && !is_loopback(s->endpoint))
     h->log(h, ENGINE_LOG_WARN, "endpoint %s is plain http: access tokens travel unencrypted",
            s->endpoint);
-  h->log(h, ENGINE_LOG_DEBUG, "authenticating to %s as '%s'", s->endpoint,
-         gcs_auth_email(s->auth));
+  h->log(h, ENGINE_LOG_DEBUG, "authenticating to %s as '%s'", s->endpoint, gcs_auth_email(s->auth));
   return ENGINE_OK;
 }
 
@@ -1023,10 +1056,9 @@ static int gcs_create(const struct engine_host *host, void **out) {
   *out = NULL;
   if (host->abi_minor < 1 ||
       host->struct_size < offsetof(struct engine_host, http_header) + sizeof host->http_header ||
-      host->http_request == NULL || host->http_response_free == NULL ||
-      host->http_header == NULL) {
+      host->http_request == NULL || host->http_response_free == NULL || host->http_header == NULL) {
     host->set_error(host, "this engine does not provide the HTTP client (plugin ABI 1.1) that the "
-                    "gcs sink needs; upgrade the engine");
+                          "gcs sink needs; upgrade the engine");
     return ENGINE_ERROR;
   }
   struct gcs_sink *s = calloc(1, sizeof *s);
@@ -1099,7 +1131,8 @@ static const struct engine_plugin gcs_plugin = {
     .name = "gcs",
     .version = "0.1.0",
     .license = "MIT",
-    .description = "Repository in a Google Cloud Storage bucket (JSON API, OAuth2 service account).",
+    .description =
+        "Repository in a Google Cloud Storage bucket (JSON API, OAuth2 service account).",
     .options = gcs_options,
     .create = gcs_create,
     .destroy = gcs_destroy,

@@ -32,13 +32,13 @@
 #endif
 
 #define MIB (1024ull * 1024)
-#define S3_MIN_PART (5 * MIB)       /* AWS's minimum for all parts but the last */
+#define S3_MIN_PART (5 * MIB)        /* AWS's minimum for all parts but the last */
 #define S3_MAX_PART (5 * 1024 * MIB) /* and maximum, also of a single PUT */
 #define S3_MAX_PARTS 10000
 #define S3_MAX_KEY 1024
-#define PART_FLOOR (64 * 1024)      /* below this, multipart is pointless overhead */
-#define COLLECT_MAX (64 * MIB)      /* listings, error documents */
-#define ERR_SLACK (1 * MIB)         /* room for an error document in a ranged read */
+#define PART_FLOOR (64 * 1024) /* below this, multipart is pointless overhead */
+#define COLLECT_MAX (64 * MIB) /* listings, error documents */
+#define ERR_SLACK (1 * MIB)    /* room for an error document in a ranged read */
 #define CONFLICT_TRIES 3
 
 struct s3 {
@@ -131,8 +131,8 @@ static char *make_url(const struct s3 *s, const char *key, const char *query) {
   int n;
   const char *q = query ? "?" : "", *qs = query ? query : "";
   if (s->virtual_host)
-    n = asprintf(&url, "%s://%s.%s/%s%s%s", s->scheme, s->bucket, s->authority, ekey ? ekey : "",
-                 q, qs);
+    n = asprintf(&url, "%s://%s.%s/%s%s%s", s->scheme, s->bucket, s->authority, ekey ? ekey : "", q,
+                 qs);
   else
     n = asprintf(&url, "%s://%s/%s%s%s%s%s", s->scheme, s->authority, s->bucket_enc,
                  ekey ? "/" : "", ekey ? ekey : "", q, qs);
@@ -519,16 +519,26 @@ static void sb_add(struct sbuf *b, const char *t, size_t n) {
   b->p[b->len] = '\0';
 }
 
-static void sb_str(struct sbuf *b, const char *t) { sb_add(b, t, strlen(t)); }
+static void sb_str(struct sbuf *b, const char *t) {
+  sb_add(b, t, strlen(t));
+}
 
 /* Element content: an ETag is quoted hex, but escape whatever a server sends. */
 static void sb_text(struct sbuf *b, const char *t) {
   for (; *t; t++) {
     switch (*t) {
-    case '&': sb_str(b, "&amp;"); break;
-    case '<': sb_str(b, "&lt;"); break;
-    case '>': sb_str(b, "&gt;"); break;
-    default: sb_add(b, t, 1); break;
+    case '&':
+      sb_str(b, "&amp;");
+      break;
+    case '<':
+      sb_str(b, "&lt;");
+      break;
+    case '>':
+      sb_str(b, "&gt;");
+      break;
+    default:
+      sb_add(b, t, 1);
+      break;
     }
   }
 }
@@ -624,8 +634,12 @@ static int put_multipart(const struct s3 *s, const char *key, const void *buf, s
     uint64_t off = (uint64_t)i * part;
     size_t n = (size_t)(len - off < part ? len - off : part);
     snprintf(what, sizeof what, "%s (part %zu of %zu)", key, i + 1, nparts);
-    struct call c = {.method = "PUT", .key = key, .what = what, .query = q,
-                     .body = (const char *)buf + off, .body_len = n};
+    struct call c = {.method = "PUT",
+                     .key = key,
+                     .what = what,
+                     .query = q,
+                     .body = (const char *)buf + off,
+                     .body_len = n};
     if (do_call(s, &c, &r) != ENGINE_OK)
       goto abort;
     if (r.status != 200) {
@@ -653,8 +667,8 @@ static int put_multipart(const struct s3 *s, const char *key, const void *buf, s
       goto abort;
     }
     snprintf(what, sizeof what, "%s (complete multipart upload of %zu parts)", key, nparts);
-    struct call c = {.method = "POST", .key = key, .what = what, .query = q, .body = xml,
-                     .body_len = xml_len};
+    struct call c = {
+        .method = "POST", .key = key, .what = what, .query = q, .body = xml, .body_len = xml_len};
     size_t nh = 0;
     c.headers[nh++] = "Content-Type: application/xml";
     if (no_overwrite)
@@ -839,7 +853,8 @@ static int s3_get(void *inst, const char *name, uint64_t off, uint64_t len, void
       goto out;
     }
     if (src == ENGINE_OK)
-      SET_ERROR(s, "GET %s: the object is %" PRIu64 " bytes, the offset %" PRIu64 " is past its end",
+      SET_ERROR(s,
+                "GET %s: the object is %" PRIu64 " bytes, the offset %" PRIu64 " is past its end",
                 what, size, off);
     rc = src == ENGINE_NOT_FOUND ? ENGINE_NOT_FOUND : ENGINE_ERROR;
     goto out;
@@ -883,8 +898,8 @@ static int s3_list(void *inst, const char *prefix,
   struct list_ctx l = {s, cb, ud};
   int rc = ENGINE_OK;
   for (;;) {
-    const char *kv[] = {"list-type", "2", "max-keys", "1000", "prefix", full,
-                        "continuation-token", token};
+    const char *kv[] = {"list-type", "2",  "max-keys",           "1000",
+                        "prefix",    full, "continuation-token", token};
     q = s3_query(kv, token ? 4 : 3);
     if (q == NULL) {
       rc = fail_oom(s, what);
@@ -959,7 +974,7 @@ static int s3_del(void *inst, const char *name) {
 
 /* ---- del_many (DeleteObjects) ----------------------------------------- */
 
-#define DELETE_BATCH 1000 /* S3's limit of keys in one DeleteObjects request */
+#define DELETE_BATCH 1000     /* S3's limit of keys in one DeleteObjects request */
 #define DELETE_ERRORS_NAMED 3 /* failed keys a message names; the rest are logged */
 
 /* DELETE one key, for what DeleteObjects cannot carry. A missing key is
@@ -1035,8 +1050,8 @@ static int delete_batch(const struct s3 *s, char *const *keys, size_t n) {
    * also keeps libcurl from adding (and signing) a form type to the POST.
    * Deleting is idempotent, so the HTTP client's retries are safe: a key an
    * earlier attempt removed is simply absent the second time. */
-  struct call c = {.method = "POST", .key = NULL, .what = what, .query = q, .body = body,
-                   .body_len = body_len};
+  struct call c = {
+      .method = "POST", .key = NULL, .what = what, .query = q, .body = body, .body_len = body_len};
   c.headers[0] = "Content-Type: application/xml";
   struct engine_http_response r;
   int rc = do_call(s, &c, &r);
@@ -1047,8 +1062,10 @@ static int delete_batch(const struct s3 *s, char *const *keys, size_t n) {
   error_code(&c, &r, &e);
   if (r.status == 501 || strcmp(e.code, "NotImplemented") == 0) {
     /* a server without DeleteObjects: one DELETE per key does the same */
-    h->log(h, ENGINE_LOG_INFO, "POST %s: the server does not implement DeleteObjects (HTTP %ld); "
-           "deleting the %zu objects one by one", what, r.status, n);
+    h->log(h, ENGINE_LOG_INFO,
+           "POST %s: the server does not implement DeleteObjects (HTTP %ld); "
+           "deleting the %zu objects one by one",
+           what, r.status, n);
     for (size_t i = 0; i < n && rc == ENGINE_OK; i++)
       rc = delete_key(s, keys[i]);
     goto out;
@@ -1102,8 +1119,9 @@ static int s3_del_many(void *inst, const char *const *names, size_t n) {
   int rc = ENGINE_OK;
   for (size_t k = 0; k < n && rc == ENGINE_OK;) {
     if (k > 0 && h->cancelled(h)) {
-      SET_ERROR(s, "deleting objects in bucket '%s': interrupted after %zu of %zu (the run is "
-                   "being cancelled)",
+      SET_ERROR(s,
+                "deleting objects in bucket '%s': interrupted after %zu of %zu (the run is "
+                "being cancelled)",
                 s->bucket, k, n);
       rc = ENGINE_ERROR;
       break;
@@ -1138,7 +1156,9 @@ static int s3_del_many(void *inst, const char *const *names, size_t n) {
 
 /* ---- instance --------------------------------------------------------- */
 
-static const char *s3_describe(void *inst) { return ((struct s3 *)inst)->where; }
+static const char *s3_describe(void *inst) {
+  return ((struct s3 *)inst)->where;
+}
 
 static void s3_destroy(void *inst) {
   struct s3 *s = inst;
@@ -1185,8 +1205,9 @@ static int parse_endpoint(struct s3 *s, const char *ep, int *ip_host) {
   }
   const char *rest = auth + al;
   if (!(rest[0] == '\0' || (rest[0] == '/' && rest[1] == '\0'))) {
-    h->set_error(h, "option 'endpoint' ('%s') must be scheme://host[:port] without a path or "
-                    "query; the bucket goes in 'bucket' and key prefixes in 'prefix'",
+    h->set_error(h,
+                 "option 'endpoint' ('%s') must be scheme://host[:port] without a path or "
+                 "query; the bucket goes in 'bucket' and key prefixes in 'prefix'",
                  ep);
     return ENGINE_ERROR;
   }
@@ -1255,10 +1276,11 @@ static int check_bucket(struct s3 *s, const char *b) {
   }
   for (const char *p = b; *p; p++) {
     char c = *p;
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-          c == '-' || c == '.' || c == '_')) {
-      h->set_error(h, "option 'bucket' ('%s') may only contain letters, digits, '-', '.' and '_' "
-                      "(give key prefixes in 'prefix')",
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+          c == '.' || c == '_')) {
+      h->set_error(h,
+                   "option 'bucket' ('%s') may only contain letters, digits, '-', '.' and '_' "
+                   "(give key prefixes in 'prefix')",
                    b);
       return ENGINE_ERROR;
     }
@@ -1271,8 +1293,9 @@ static int check_bucket(struct s3 *s, const char *b) {
   for (const char *p = b; ok && *p; p++)
     ok = is_dns_label_char(*p) || *p == '.';
   if (!ok) {
-    h->set_error(h, "bucket '%s' cannot be addressed as a host name (virtual-host addressing "
-                    "needs 3-63 lower-case letters, digits, '-' and '.'); set 'addressing: path'",
+    h->set_error(h,
+                 "bucket '%s' cannot be addressed as a host name (virtual-host addressing "
+                 "needs 3-63 lower-case letters, digits, '-' and '.'); set 'addressing: path'",
                  b);
     return ENGINE_ERROR;
   }
@@ -1288,8 +1311,9 @@ static int s3_create(const struct engine_host *host, void **out) {
   *out = NULL;
   if (host->struct_size < offsetof(struct engine_host, http_header) + sizeof host->http_header ||
       host->http_request == NULL) {
-    host->set_error(host, "this engine does not provide the HTTP client (plugin ABI 1.1) that "
-                          "the %s sink needs; upgrade the engine",
+    host->set_error(host,
+                    "this engine does not provide the HTTP client (plugin ABI 1.1) that "
+                    "the %s sink needs; upgrade the engine",
                     PLUGIN_NAME);
     return ENGINE_ERROR;
   }
@@ -1308,8 +1332,9 @@ static int s3_create(const struct engine_host *host, void **out) {
     region = "us-east-1";
   for (const char *p = region; *p; p++) {
     if (!is_dns_label_char(*p)) {
-      h->set_error(h, "option 'region' ('%s') may only contain lower-case letters, digits and "
-                      "'-' (e.g. eu-west-1)",
+      h->set_error(h,
+                   "option 'region' ('%s') may only contain lower-case letters, digits and "
+                   "'-' (e.g. eu-west-1)",
                    region);
       goto fail;
     }
@@ -1348,8 +1373,9 @@ static int s3_create(const struct engine_host *host, void **out) {
     addressing = DEFAULT_ADDRESSING;
   if (strcmp(addressing, "virtual") == 0) {
     if (ip_host) {
-      h->set_error(h, "virtual-host addressing needs a host name, but the endpoint '%s' is an IP "
-                      "address; set 'addressing: path'",
+      h->set_error(h,
+                   "virtual-host addressing needs a host name, but the endpoint '%s' is an IP "
+                   "address; set 'addressing: path'",
                    s->endpoint);
       goto fail;
     }
@@ -1410,8 +1436,9 @@ static int s3_create(const struct engine_host *host, void **out) {
     for (const char *p = sc; *p; p++) {
       if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
             *p == '_' || *p == '-')) {
-        h->set_error(h, "option 'storage_class' ('%s') must be a storage class name such as "
-                        "STANDARD_IA",
+        h->set_error(h,
+                     "option 'storage_class' ('%s') must be a storage class name such as "
+                     "STANDARD_IA",
                      sc);
         goto fail;
       }
@@ -1446,8 +1473,9 @@ static int s3_create(const struct engine_host *host, void **out) {
            "for smaller parts (radosgw's 'rgw multipart min part size') accept it",
            part);
   if (thr < 1 || (uint64_t)thr > S3_MAX_PART) {
-    h->set_error(h, "option 'multipart_threshold' must be between 1 byte and 5GiB (the largest "
-                    "single PUT), got %" PRId64 " bytes",
+    h->set_error(h,
+                 "option 'multipart_threshold' must be between 1 byte and 5GiB (the largest "
+                 "single PUT), got %" PRId64 " bytes",
                  thr);
     goto fail;
   }
@@ -1480,8 +1508,8 @@ static int s3_create(const struct engine_host *host, void **out) {
     fail_oom(s, "describe");
     goto fail;
   }
-  h->log(h, ENGINE_LOG_DEBUG, "%s (%s addressing, region %s, multipart above %" PRIu64
-         " bytes in parts of %" PRIu64 ")",
+  h->log(h, ENGINE_LOG_DEBUG,
+         "%s (%s addressing, region %s, multipart above %" PRIu64 " bytes in parts of %" PRIu64 ")",
          s->where, s->virtual_host ? "virtual-host" : "path-style", s->region, s->threshold,
          s->part_size);
   *out = s;

@@ -41,8 +41,9 @@ static int take_secret(const struct engine_host *h, const char *option, char **o
 static int from_options(const struct engine_host *h, struct s3_creds *c) {
   const char *ak = h->cfg_string(h, "access_key_id"), *sk = h->cfg_string(h, "secret_access_key");
   if (ak == NULL || sk == NULL) {
-    h->set_error(h, "options 'access_key_id' and 'secret_access_key' go together: %s is given "
-                    "without %s",
+    h->set_error(h,
+                 "options 'access_key_id' and 'secret_access_key' go together: %s is given "
+                 "without %s",
                  ak ? "'access_key_id'" : "'secret_access_key'",
                  ak ? "'secret_access_key'" : "'access_key_id'");
     return ENGINE_ERROR;
@@ -63,9 +64,10 @@ static int from_env(const struct engine_host *h, struct s3_creds *c) {
                         : sk == NULL || sk[0] == '\0' ? "AWS_SECRET_ACCESS_KEY"
                                                       : NULL;
   if (missing != NULL) {
-    h->set_error(h, "credentials: env: the environment variable %s is not set (set "
-                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use 'credentials: "
-                    "file:/path' or the options access_key_id/secret_access_key)",
+    h->set_error(h,
+                 "credentials: env: the environment variable %s is not set (set "
+                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use 'credentials: "
+                 "file:/path' or the options access_key_id/secret_access_key)",
                  missing);
     return ENGINE_ERROR;
   }
@@ -142,7 +144,8 @@ static int parse_creds(char *text, const char *profile, struct s3_creds *c, int 
       slot = &c->access_key;
     else if (strcasecmp(name, "aws_secret_access_key") == 0)
       slot = &c->secret_key;
-    else if (strcasecmp(name, "aws_session_token") == 0 || strcasecmp(name, "aws_security_token") == 0)
+    else if (strcasecmp(name, "aws_session_token") == 0 ||
+             strcasecmp(name, "aws_security_token") == 0)
       slot = &c->token;
     if (slot == NULL || *value == '\0')
       continue;
@@ -173,7 +176,7 @@ static int from_file(const struct engine_host *h, const char *path, struct s3_cr
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > CREDS_FILE_MAX) {
     int e = errno;
     h->set_error(h, "credentials: '%s' %s", path,
-                 !S_ISREG(st.st_mode) ? "is not a regular file"
+                 !S_ISREG(st.st_mode)          ? "is not a regular file"
                  : st.st_size > CREDS_FILE_MAX ? "is larger than 1 MiB"
                                                : strerror(e));
     close(fd);
@@ -220,8 +223,9 @@ static int from_file(const struct engine_host *h, const char *path, struct s3_cr
     return ENGINE_ERROR;
   }
   if (!found_section) {
-    h->set_error(h, "credentials file '%s' has no section [%s] (nor [profile %s]); set 'profile' "
-                    "to one of its sections",
+    h->set_error(h,
+                 "credentials file '%s' has no section [%s] (nor [profile %s]); set 'profile' "
+                 "to one of its sections",
                  path, profile, profile);
     return ENGINE_ERROR;
   }

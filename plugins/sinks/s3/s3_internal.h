@@ -58,9 +58,8 @@ char *s3_xml_root_child(const char *body, size_t len, const char *root, const ch
  * order. Returns 0 on success, 1 when cb asked to stop, -1 if the document is
  * not a ListBucketResult (why says why). *next_token is the malloc'd
  * NextContinuationToken when IsTruncated is true, else NULL. */
-int s3_xml_list(const char *body, size_t len,
-                int (*cb)(void *ud, const char *key, uint64_t size), void *ud,
-                char **next_token, char *why, size_t why_len);
+int s3_xml_list(const char *body, size_t len, int (*cb)(void *ud, const char *key, uint64_t size),
+                void *ud, char **next_token, char *why, size_t why_len);
 
 /* Whether a key can be carried in an XML 1.0 document: valid UTF-8 without
  * the control characters XML forbids (anything below 0x20 but tab, LF and

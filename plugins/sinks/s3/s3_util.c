@@ -83,7 +83,8 @@ out:
   return out;
 }
 
-static int digest(const EVP_MD *md, const void *p, size_t n, unsigned char *out, unsigned *out_len) {
+static int digest(const EVP_MD *md, const void *p, size_t n, unsigned char *out,
+                  unsigned *out_len) {
   return EVP_Digest(p ? p : "", n, out, out_len, md, NULL) == 1 ? 0 : -1;
 }
 

@@ -1,7 +1,7 @@
 /* S3 XML documents through libxml2: the responses (errors, multipart
  * initiation, ListObjectsV2 pages, DeleteObjects results) are parsed, the
- * DeleteObjects request is built (libxml2 escapes the keys). Element names are matched without their namespace:
- * AWS qualifies them with the 2006-03-01 namespace, other servers may not. */
+ * DeleteObjects request is built (libxml2 escapes the keys). Element names are matched without
+ * their namespace: AWS qualifies them with the 2006-03-01 namespace, other servers may not. */
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 #include <pthread.h>
@@ -13,11 +13,15 @@
 
 static pthread_once_t xml_once = PTHREAD_ONCE_INIT;
 
-static void xml_init_once(void) { xmlInitParser(); }
+static void xml_init_once(void) {
+  xmlInitParser();
+}
 
 /* libxml2 sets up its global state in xmlInitParser, which must run before
  * threads parse concurrently. */
-void s3_xml_init(void) { pthread_once(&xml_once, xml_init_once); }
+void s3_xml_init(void) {
+  pthread_once(&xml_once, xml_init_once);
+}
 
 static xmlDocPtr parse(const char *body, size_t len) {
   if (body == NULL || len == 0 || len > (size_t)INT32_MAX)
@@ -96,9 +100,8 @@ char *s3_xml_root_child(const char *body, size_t len, const char *root_name, con
   return out;
 }
 
-int s3_xml_list(const char *body, size_t len,
-                int (*cb)(void *ud, const char *key, uint64_t size), void *ud,
-                char **next_token, char *why, size_t why_len) {
+int s3_xml_list(const char *body, size_t len, int (*cb)(void *ud, const char *key, uint64_t size),
+                void *ud, char **next_token, char *why, size_t why_len) {
   *next_token = NULL;
   xmlDocPtr doc = parse(body, len);
   if (doc == NULL) {

@@ -259,13 +259,14 @@ static int backup_file(struct walk *w, int dirfd, const char *base, const struct
   int fd = open_file(dirfd, base);
   if (fd < 0) {
     int err = errno;
-    const char *msg = err == ENOENT ? "vanished during backup"
+    const char *msg = err == ENOENT  ? "vanished during backup"
                       : err == ELOOP ? "changed type during backup (now a symlink); skipped"
                                      : NULL;
     if (begun) {
       char buf[256];
       snprintf(buf, sizeof(buf), "unable to open for reading: %s", msg ? msg : strerror(err));
-      return w->em->item_end(w->em, ENGINE_ERROR, NULL, buf) == ENGINE_OK ? 0 : refused(w, "the end");
+      return w->em->item_end(w->em, ENGINE_ERROR, NULL, buf) == ENGINE_OK ? 0
+                                                                          : refused(w, "the end");
     }
     if (msg)
       warn_item(w, msg);
@@ -276,11 +277,13 @@ static int backup_file(struct walk *w, int dirfd, const char *base, const struct
   struct stat before, after;
   if (fstat(fd, &before) != 0 || !S_ISREG(before.st_mode)) {
     int err = errno;
-    const char *msg = S_ISREG(before.st_mode) ? strerror(err)
-                                              : "changed type during backup (no longer a regular file)";
+    const char *msg = S_ISREG(before.st_mode)
+                          ? strerror(err)
+                          : "changed type during backup (no longer a regular file)";
     close(fd);
     if (begun)
-      return w->em->item_end(w->em, ENGINE_ERROR, NULL, msg) == ENGINE_OK ? 0 : refused(w, "the end");
+      return w->em->item_end(w->em, ENGINE_ERROR, NULL, msg) == ENGINE_OK ? 0
+                                                                          : refused(w, "the end");
     warn_item(w, msg);
     return 0;
   }

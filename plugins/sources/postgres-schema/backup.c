@@ -538,7 +538,8 @@ static int start_snapshot(struct bk *b) {
  * news, not a failure: the snapshot does not become partial for it. */
 static void report_vanished(struct bk *b, json_t *names) {
   const struct engine_emitter *em = b->em;
-  if (em->struct_size < offsetof(struct engine_emitter, previous_mark) + sizeof(em->previous_mark) ||
+  if (em->struct_size <
+          offsetof(struct engine_emitter, previous_mark) + sizeof(em->previous_mark) ||
       em->previous_mark == NULL || names == NULL)
     return;
   const char *prev = NULL;
@@ -556,9 +557,10 @@ static void report_vanished(struct bk *b, json_t *names) {
       break;
     }
     if (!found && json_is_string(o)) {
-      b->h->log(b->h, ENGINE_LOG_WARN,
-                "schema '%s' was in the previous snapshot but no longer exists (or no longer matches)",
-                json_string_value(o));
+      b->h->log(
+          b->h, ENGINE_LOG_WARN,
+          "schema '%s' was in the previous snapshot but no longer exists (or no longer matches)",
+          json_string_value(o));
       json_array_append(gone, o);
     }
   }

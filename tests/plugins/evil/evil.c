@@ -42,7 +42,9 @@ static int evil_create(const struct engine_host *host, void **inst) {
   return ENGINE_OK;
 }
 
-static void evil_destroy(void *inst) { free(inst); }
+static void evil_destroy(void *inst) {
+  free(inst);
+}
 
 static int evil_backup(void *inst, const struct engine_emitter *em) {
   struct evil *e = inst;
@@ -116,7 +118,8 @@ static void make_parents(int rootfd, const char *name) {
   free(p);
 }
 
-static int evil_restore_item(void *rctx, const struct engine_item *item, const struct engine_reader *data) {
+static int evil_restore_item(void *rctx, const struct engine_item *item,
+                             const struct engine_reader *data) {
   struct evil_restore *r = rctx;
   const struct engine_host *h = r->e->host;
   if (r->dry_run)
