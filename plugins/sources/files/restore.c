@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,14 @@
 /* Zero runs are only turned into holes in whole blocks of this size, aligned
  * to the file offset (the allocation unit of common file systems). */
 #define HOLE_BLOCK 4096u
+/* Small files are written by a few threads: a restore of many small files
+ * is bound by file creation in the kernel, which one thread cannot spread
+ * over the cores. The main thread reads the content (from the engine's
+ * read-ahead) and checks every name; writers only create, write and rename
+ * inside a parent directory the main thread already opened safely. */
+#define ASYNC_MAX_FILE (1024u * 1024u)
+#define ASYNC_MAX_QUEUED (32u * 1024u * 1024u)
+#define WRITERS 3
 
 /* Metadata as restore applies it. */
 struct rmeta {
@@ -43,7 +52,26 @@ struct dir_fixup {
   struct rmeta meta;
 };
 
+struct wjob {
+  struct wjob *next;
+  int dirfd;  /* a dup of the parent directory's descriptor, owned */
+  char *name; /* the item's name (messages) */
+  char *base; /* the last component */
+  char *data;
+  size_t len;
+  struct rmeta meta;
+};
+
 struct rctx {
+  /* small-file writers (see ASYNC_MAX_FILE) */
+  pthread_mutex_t wmu;
+  pthread_cond_t wcv;
+  struct wjob *whead, *wtail;
+  size_t wqueued, wpending;
+  int wstop, nthreads;
+  pthread_t threads[WRITERS];
+  size_t wfailures;
+  char wfirst[1536];
   struct files_inst *in;
   const struct engine_host *h;
   int rootfd; /* -1 in a dry run on a missing target */
@@ -738,6 +766,8 @@ int files_restore_begin(void *inst, const struct engine_restore_opts *opts, void
     h->set_error(h, "restore of files: out of memory");
     return ENGINE_ERROR;
   }
+  pthread_mutex_init(&r->wmu, NULL);
+  pthread_cond_init(&r->wcv, NULL);
   r->in = in;
   r->h = h;
   r->dry_run = dry;
@@ -769,6 +799,195 @@ fail:
   free(r->root);
   free(r);
   return ENGINE_ERROR;
+}
+
+/* ---- small-file writers ---- */
+
+static void wjob_free(struct wjob *j) {
+  if (j->dirfd >= 0)
+    close(j->dirfd);
+  free(j->name);
+  free(j->base);
+  free(j->data);
+  free(j);
+}
+
+/* A writer's failure: logged at once, counted, the first kept for
+ * restore_end (fail() and r->last_error belong to the main thread). */
+static void wfail(struct rctx *r, const char *name, const char *what, int err) {
+  char msg[1536];
+  char *d = files_display(name, strlen(name));
+  snprintf(msg, sizeof(msg), "unable to restore '%s': %s: %s", d, what, strerror(err));
+  files_display_free(d);
+  r->h->log(r->h, ENGINE_LOG_ERROR, "%s", msg);
+  pthread_mutex_lock(&r->wmu);
+  if (r->wfailures++ == 0)
+    snprintf(r->wfirst, sizeof(r->wfirst), "%s", msg);
+  pthread_mutex_unlock(&r->wmu);
+}
+
+/* Same steps as restore_file: a temporary node, content, size, metadata,
+ * then rename into place (an empty directory in the way is removed). */
+static void write_job(struct rctx *r, struct wjob *j) {
+  char tmp[NAME_MAX + 1];
+  int fd = -1;
+  for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
+    tmp_name(tmp, j->base);
+    fd = openat(j->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 && errno != EEXIST)
+      return wfail(r, j->name, "unable to create a temporary file", errno);
+  }
+  if (fd < 0)
+    return wfail(r, j->name, "unable to create a temporary file", EEXIST);
+  const char *what = NULL;
+  int err = 0;
+  if (write_all(fd, j->data, j->len) != 0)
+    what = "unable to write", err = errno;
+  else if (ftruncate(fd, (off_t)j->len) != 0)
+    what = "unable to set the size", err = errno;
+  else if (r->is_root && j->meta.has_owner && fchown(fd, j->meta.uid, j->meta.gid) != 0)
+    what = "unable to set the owner", err = errno;
+  else if (j->meta.has_mode && fchmod(fd, j->meta.mode) != 0)
+    what = "unable to set the mode", err = errno;
+  else if (j->meta.has_times && futimens(fd, j->meta.ts) != 0)
+    what = "unable to set timestamps", err = errno;
+  if (close(fd) != 0 && what == NULL)
+    what = "unable to close the temporary file", err = errno;
+  if (what == NULL) {
+    int rc = renameat(j->dirfd, tmp, j->dirfd, j->base);
+    if (rc != 0 && errno == EISDIR && unlinkat(j->dirfd, j->base, AT_REMOVEDIR) == 0)
+      rc = renameat(j->dirfd, tmp, j->dirfd, j->base);
+    if (rc != 0)
+      what = "unable to rename the temporary file into place", err = errno;
+  }
+  if (what != NULL) {
+    unlinkat(j->dirfd, tmp, 0);
+    wfail(r, j->name, what, err);
+  }
+}
+
+static void *writer_main(void *arg) {
+  struct rctx *r = arg;
+  pthread_mutex_lock(&r->wmu);
+  for (;;) {
+    while (r->whead == NULL && !r->wstop)
+      pthread_cond_wait(&r->wcv, &r->wmu);
+    if (r->whead == NULL)
+      break;
+    struct wjob *j = r->whead;
+    r->whead = j->next;
+    if (r->whead == NULL)
+      r->wtail = NULL;
+    pthread_mutex_unlock(&r->wmu);
+    write_job(r, j);
+    pthread_mutex_lock(&r->wmu);
+    r->wqueued -= j->len;
+    r->wpending--;
+    pthread_cond_broadcast(&r->wcv);
+    wjob_free(j);
+  }
+  pthread_mutex_unlock(&r->wmu);
+  return NULL;
+}
+
+/* Wait until every queued file is written (before hard links, which need
+ * their target, and at the end). */
+static void writers_drain(struct rctx *r) {
+  if (r->nthreads == 0)
+    return;
+  pthread_mutex_lock(&r->wmu);
+  while (r->wpending > 0)
+    pthread_cond_wait(&r->wcv, &r->wmu);
+  pthread_mutex_unlock(&r->wmu);
+}
+
+static void writers_stop(struct rctx *r) {
+  if (r->nthreads == 0)
+    return;
+  pthread_mutex_lock(&r->wmu);
+  r->wstop = 1;
+  pthread_cond_broadcast(&r->wcv);
+  pthread_mutex_unlock(&r->wmu);
+  for (int i = 0; i < r->nthreads; i++)
+    pthread_join(r->threads[i], NULL);
+  r->nthreads = 0;
+}
+
+/* Read a small file's whole content and queue it for a writer. Returns
+ * ENGINE_OK when queued (errors of the writing itself come at restore_end). */
+static int queue_file(struct rctx *r, const char *name, int dirfd, const char *base,
+                      const struct rmeta *m, const struct engine_reader *data) {
+  size_t len = (size_t)data->size;
+  struct wjob *j = calloc(1, sizeof(*j));
+  if (j == NULL)
+    return fail(r, name, "out of memory");
+  j->dirfd = -1;
+  j->name = strdup(name);
+  j->base = strdup(base);
+  j->data = malloc(len ? len : 1);
+  j->len = len;
+  j->meta = *m;
+  if (j->name == NULL || j->base == NULL || j->data == NULL) {
+    wjob_free(j);
+    return fail(r, name, "out of memory");
+  }
+  size_t got = 0;
+  for (;;) {
+    ssize_t n = data->read(data, j->data + got, len - got);
+    if (n < 0) {
+      wjob_free(j);
+      return fail(r, name, "reading the content from the repository failed after %zu bytes", got);
+    }
+    if (n == 0)
+      break;
+    got += (size_t)n;
+    if (got == len) {
+      char extra;
+      n = data->read(data, &extra, 1);
+      if (n != 0) {
+        wjob_free(j);
+        return n < 0
+                   ? fail(r, name, "reading the content from the repository failed")
+                   : fail(r, name,
+                          "the repository returned more content than the expected %zu bytes", len);
+      }
+      break;
+    }
+  }
+  if (got != len) {
+    wjob_free(j);
+    return fail(r, name, "the content is truncated: got %zu of %zu bytes", got, len);
+  }
+  j->dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+  if (j->dirfd < 0) {
+    int e = errno;
+    wjob_free(j);
+    return fail(r, name, "unable to duplicate the directory descriptor: %s", strerror(e));
+  }
+  cache_invalidate(r, name); /* as place() does: the node at `name` is replaced */
+  pthread_mutex_lock(&r->wmu);
+  if (r->nthreads == 0 && !r->wstop) {
+    for (int i = 0; i < WRITERS; i++)
+      if (pthread_create(&r->threads[r->nthreads], NULL, writer_main, r) == 0)
+        r->nthreads++;
+  }
+  if (r->nthreads == 0) {
+    pthread_mutex_unlock(&r->wmu);
+    wjob_free(j);
+    return fail(r, name, "unable to start the writer threads");
+  }
+  while (r->wqueued > 0 && r->wqueued + len > ASYNC_MAX_QUEUED)
+    pthread_cond_wait(&r->wcv, &r->wmu);
+  if (r->wtail)
+    r->wtail->next = j;
+  else
+    r->whead = j;
+  r->wtail = j;
+  r->wqueued += len;
+  r->wpending++;
+  pthread_cond_signal(&r->wcv);
+  pthread_mutex_unlock(&r->wmu);
+  return ENGINE_OK;
 }
 
 int files_restore_item(void *rctx, const struct engine_item *item,
@@ -819,7 +1038,10 @@ int files_restore_item(void *rctx, const struct engine_item *item,
     goto out;
   switch (item->type) {
   case ENGINE_ITEM_FILE:
-    rc = restore_file(r, name, dirfd, base, &m, item, data);
+    if (data != NULL && data->size <= ASYNC_MAX_FILE && !m.sparse)
+      rc = queue_file(r, name, dirfd, base, &m, data);
+    else
+      rc = restore_file(r, name, dirfd, base, &m, item, data);
     break;
   case ENGINE_ITEM_DIR:
     rc = restore_dir(r, name, dirfd, base, &m);
@@ -828,6 +1050,7 @@ int files_restore_item(void *rctx, const struct engine_item *item,
     rc = restore_symlink(r, name, dirfd, base, meta, &m);
     break;
   case ENGINE_ITEM_HARDLINK:
+    writers_drain(r); /* the first name must be in place */
     rc = restore_hardlink(r, name, dirfd, base, meta);
     break;
   case ENGINE_ITEM_SPECIAL:
@@ -854,6 +1077,8 @@ int files_restore_end(void *rctx, int status) {
   struct rctx *r = rctx;
   int rc = ENGINE_OK;
   (void)status; /* directories restored so far get their metadata either way */
+  writers_drain(r);
+  writers_stop(r);
   cache_drop(r);
   char first[sizeof(r->last_error)] = "";
   size_t failures = 0;
@@ -882,6 +1107,10 @@ int files_restore_end(void *rctx, int status) {
         r->h->set_error(r->h, "%s (and %zu more directories failed)", first, failures - 1);
       else
         r->h->set_error(r->h, "%s", first);
+    } else if (r->wfailures > 0) {
+      rc = ENGINE_ERROR;
+      r->h->set_error(r->h, "%zu file(s) could not be written, the first: %s", r->wfailures,
+                      r->wfirst);
     } else if (r->rootfd >= 0 && syncfs(r->rootfd) != 0) {
       r->h->set_error(r->h, "unable to flush restored files to disk under '%s': %s", r->root,
                       strerror(errno));
@@ -895,6 +1124,8 @@ int files_restore_end(void *rctx, int status) {
     close(r->rootfd);
   free(r->buf);
   free(r->root);
+  pthread_mutex_destroy(&r->wmu);
+  pthread_cond_destroy(&r->wcv);
   free(r);
   return rc;
 }
