@@ -11,6 +11,8 @@ packages=(
   libcmocka-dev
   # engine serve: HTTP request parsing (and curl, which its tests and others use)
   libhttp-parser-dev curl
+  # the GCS fake test generates a throwaway service-account key
+  openssl
   python3 python3-cryptography python3-zstandard
   time procps coreutils findutils diffutils
   # postgres-schema source: libpq, and a real PostgreSQL 15 for its tests
