@@ -12,6 +12,7 @@
 #include "pipeline/restore.h"
 #include "repo/snapshot.h"
 #include "util/log.h"
+#include "util/sysinfo.h"
 #include "util/progress.h"
 
 static int fail(char *err) {
@@ -49,7 +50,7 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
   if (c.repo->created && !a->dry_run && !g->quiet)
     fprintf(stderr, "engine: initialised a new repository %.8s on %zu sink(s)\n", c.repo->id,
             c.p->n_sinks);
-  if (!a->dry_run && cli_lock(&c, 0, a->lock_wait_ms, &err) != 0) {
+  if (a->dry_run ? cli_load_index(&c, &err) != 0 : cli_lock(&c, 0, a->lock_wait_ms, 1, &err) != 0) {
     cli_close(&c);
     return fail(err);
   }
@@ -60,10 +61,8 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
   /* the parent: the newest snapshot of this pipeline from this host */
   json_t *parent = NULL, *all = NULL;
   if (!c.repo->created && snapshot_list(c.repo, &all, &err) == 0) {
-    char host[256];
-    if (gethostname(host, sizeof(host)) != 0)
-      host[0] = '\0';
-    host[sizeof(host) - 1] = '\0';
+    char host[SYS_NAME_MAX];
+    sys_hostname(host);
     for (size_t i = json_array_size(all); i-- > 0 && !parent;) {
       json_t *m = json_array_get(all, i);
       const char *pn = json_string_value(json_object_get(m, "pipeline"));
@@ -141,11 +140,9 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
     /* retention: { apply: after-run }: forget under the exclusive lock */
     cli_unlock(&c);
     json_t *report = NULL;
-    char host[256];
-    if (gethostname(host, sizeof(host)) != 0)
-      host[0] = '\0';
-    host[sizeof(host) - 1] = '\0';
-    if (cli_lock(&c, 1, a->lock_wait_ms, &err) != 0 ||
+    char host[SYS_NAME_MAX];
+    sys_hostname(host);
+    if (cli_lock(&c, 1, a->lock_wait_ms, 0, &err) != 0 ||
         forget_run(c.repo, &c.p->retention, c.p->name, host, 0, &report, &err) != 0) {
       fprintf(stderr, "engine: error: the snapshot was saved, but applying retention failed: %s\n",
               err);
@@ -212,14 +209,15 @@ static int open_existing(const struct cli_globals *g, const char *path, struct c
   return EXIT_OK;
 }
 
-/* Open and lock: lock = 1 shared, 2 exclusive. */
+/* Open and lock: lock = 1 shared, 2 exclusive; then read the index if
+ * the command reads blobs. */
 static int open_locked(const struct cli_globals *g, const struct cli_args *a, struct cli_ctx *c,
-                       int with_sources, int lock) {
+                       int with_sources, int lock, int load_index) {
   int rc = open_existing(g, a->pos[0], c, with_sources, lock != 2);
   if (rc)
     return rc;
   char *err = NULL;
-  if (cli_lock(c, lock == 2, a->lock_wait_ms, &err) != 0) {
+  if (cli_lock(c, lock == 2, a->lock_wait_ms, load_index, &err) != 0) {
     cli_close(c);
     return fail(err);
   }
@@ -350,9 +348,14 @@ int cmd_show(const struct cli_globals *g, const struct cli_args *a) {
 
 int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
-  int rc = a->dry_run ? open_existing(g, a->pos[0], &c, 1, 1) : open_locked(g, a, &c, 1, 1);
+  int rc = a->dry_run ? open_existing(g, a->pos[0], &c, 1, 1) : open_locked(g, a, &c, 1, 1, 1);
   if (rc)
     return rc;
+  char *ierr = NULL;
+  if (a->dry_run && cli_load_index(&c, &ierr) != 0) {
+    cli_close(&c);
+    return fail(ierr);
+  }
   json_t *m;
   char *err = NULL;
   if (snapshot_find(c.repo, a->pos[1], &m, &err) != 0) {
@@ -475,7 +478,7 @@ static int restore_test(struct cli_ctx *c, int json, json_t *report) {
 
 int cmd_check(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
-  int rc = open_locked(g, a, &c, a->restore_test, 1);
+  int rc = open_locked(g, a, &c, a->restore_test, 1, 1);
   if (rc)
     return rc;
   struct check_result res;
@@ -554,9 +557,16 @@ static int do_prune(const struct cli_globals *g, const struct cli_args *a, struc
 
 int cmd_forget(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
-  int rc = a->dry_run ? open_existing(g, a->pos[0], &c, 0, 0) : open_locked(g, a, &c, 0, 2);
+  /* forget reads manifests only; with --prune the blobs too */
+  int rc =
+      a->dry_run ? open_existing(g, a->pos[0], &c, 0, 0) : open_locked(g, a, &c, 0, 2, a->prune);
   if (rc)
     return rc;
+  char *ierr = NULL;
+  if (a->dry_run && a->prune && cli_load_index(&c, &ierr) != 0) {
+    cli_close(&c);
+    return fail(ierr);
+  }
   json_t *report;
   char *err = NULL;
   if (forget_run(c.repo, &c.p->retention, c.p->name, NULL, a->dry_run, &report, &err) != 0) {
@@ -600,7 +610,7 @@ int cmd_forget(const struct cli_globals *g, const struct cli_args *a) {
 
 int cmd_prune(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
-  int rc = open_locked(g, a, &c, 0, 2);
+  int rc = open_locked(g, a, &c, 0, 2, 1);
   if (rc)
     return rc;
   json_t *out = a->json ? json_object() : NULL;

@@ -101,23 +101,23 @@ int cli_open(struct cli_ctx *c, int with_sources, int create, int dry_run, char 
   o.passphrase_len = secret_len;
   int rc = repo_open(&o, &c->repo, err);
   secret_wipe_free(secret, secret_len);
-  if (rc != 0)
-    return -1;
-  if (!c->repo->created && index_load(c->repo, err) != 0)
-    return -1;
-  return 0;
+  return rc == 0 ? 0 : -1;
 }
 
-int cli_lock(struct cli_ctx *c, int exclusive, int64_t wait_ms, char **err) {
-  if (repo_lock_acquire(c->repo, exclusive, wait_ms, &c->lock, err) != 0)
-    return -1;
+int cli_load_index(struct cli_ctx *c, char **err) {
   if (c->repo->created)
     return 0;
-  /* what was read before the lock may be stale (a backup may have finished
-   * while we waited): read the index again under the lock */
   index_free(c->repo->index);
   c->repo->index = index_new();
   return index_load(c->repo, err);
+}
+
+int cli_lock(struct cli_ctx *c, int exclusive, int64_t wait_ms, int load_index, char **err) {
+  if (repo_lock_acquire(c->repo, exclusive, wait_ms, &c->lock, err) != 0)
+    return -1;
+  /* read the index only under the lock: a backup may have finished while
+   * we waited, and prune may have rewritten it */
+  return load_index ? cli_load_index(c, err) : 0;
 }
 
 void cli_unlock(struct cli_ctx *c) {

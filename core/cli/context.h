@@ -41,8 +41,13 @@ int cli_load_pipeline(const struct cli_globals *g, const char *path, struct cli_
  * repository (create: initialise an empty location). */
 int cli_open(struct cli_ctx *c, int with_sources, int create, int dry_run, char **err);
 void cli_close(struct cli_ctx *c);
-/* Take the repository lock (shared or exclusive), waiting up to wait_ms. */
-int cli_lock(struct cli_ctx *c, int exclusive, int64_t wait_ms, char **err);
+/* Read the repository's index (commands that read blobs: restore, check,
+ * backup dedup, prune). cli_open does not, so it is read once, under the
+ * lock where one is taken. */
+int cli_load_index(struct cli_ctx *c, char **err);
+/* Take the repository lock (shared or exclusive), waiting up to wait_ms,
+ * then read the index if load_index. */
+int cli_lock(struct cli_ctx *c, int exclusive, int64_t wait_ms, int load_index, char **err);
 void cli_unlock(struct cli_ctx *c);
 
 #endif

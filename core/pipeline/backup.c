@@ -22,7 +22,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +38,7 @@
 #include "stage/compress.h"
 #include "util/log.h"
 #include "util/pool.h"
+#include "util/sysinfo.h"
 #include "util/progress.h"
 
 /* Raw bytes of chunks being processed. A few chunks per worker keep every
@@ -780,11 +780,6 @@ static json_t *source_manifest(struct bk_source *s) {
                    s->marks, "warnings", s->warnings, "error", s->error);
 }
 
-static char *whoami(void) {
-  struct passwd *pw = getpwuid(getuid());
-  return xstrdup(pw ? pw->pw_name : "unknown");
-}
-
 int backup_run(const struct backup_opts *o, struct backup_result *res, char **err) {
   memset(res, 0, sizeof(*res));
   struct bk *b = xcalloc(1, sizeof(*b));
@@ -908,11 +903,9 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
       json_decref(srcs);
       goto out;
     }
-    char host[256];
-    if (gethostname(host, sizeof(host)) != 0)
-      strcpy(host, "unknown");
-    host[sizeof(host) - 1] = '\0';
-    char *user = whoami();
+    char host[SYS_NAME_MAX], user[SYS_NAME_MAX];
+    sys_hostname(host);
+    sys_username(user);
     char *ts = iso_time(o->time_override ? o->time_override : t0);
     char *te = iso_time(o->time_override ? o->time_override + (t1 - t0) : t1);
     json_t *tags = json_array();
@@ -937,7 +930,6 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
         (json_int_t)b->packs, "reused_items", (json_int_t)b->reused_items, "reused_bytes",
         (json_int_t)b->reused_bytes, "warnings", warnings, "sinks_missed", missed, "parent",
         o->parent ? json_string_value(json_object_get(o->parent, "id")) : NULL);
-    free(user);
     free(ts);
     free(te);
     if (!m) {

@@ -193,8 +193,6 @@ int check_run(struct repo *r, int read_data, int quiet, struct check_result *res
   struct ck c = {r, res, quiet, json_object(), json_object(), NULL, NULL, 1};
   int rc = -1;
   json_t *snaps = NULL, *packs = NULL;
-  if (index_load(r, err) != 0)
-    goto out;
   if (repo_list(r, "data/", &packs, err) != 0)
     goto out;
   size_t i;

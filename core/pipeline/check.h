@@ -16,9 +16,9 @@ struct check_result {
   json_t *problems; /* array of {"object","message"[,"snapshot","source","item"]} */
 };
 
-/* Returns 0 when the repository is sound, 1 when problems were found, -1
- * when the check could not run (*err). Problems are printed as found unless
- * quiet. */
+/* The caller has read the index (under the shared lock). Returns 0 when the repository is sound, 1
+ * when problems were found, -1 when the check could not run (*err). Problems are printed as found
+ * unless quiet. */
 int check_run(struct repo *r, int read_data, int quiet, struct check_result *res, char **err);
 
 #endif

@@ -65,7 +65,7 @@ struct pass_ctx {
   void *rctx;
   const char *source;
   int validate_only;
-  int collect; /* only gather the chunk ids of selected items, in order */
+  int collect; /* while validating: gather the chunk ids of selected items, in order */
   unsigned char (*ids)[32];
   size_t n_ids, cap_ids;
   struct prefetch *pf;
@@ -85,6 +85,20 @@ static ssize_t rd_read(const struct engine_reader *rd, void *buf, size_t len) {
   if (n < 0)
     log_error("restore: %s", c->bs.err);
   return n;
+}
+
+static void collect_ids(struct pass_ctx *pc, json_t *chunks) {
+  size_t i;
+  json_t *v;
+  json_array_foreach(chunks, i, v) {
+    if (pc->n_ids == pc->cap_ids) {
+      pc->cap_ids = pc->cap_ids ? pc->cap_ids * 2 : 256;
+      pc->ids = xrealloc(pc->ids, pc->cap_ids * 32);
+    }
+    const char *hex = json_string_value(v);
+    if (hex && hex_decode(hex, pc->ids[pc->n_ids], 32) == 0)
+      pc->n_ids++;
+  }
 }
 
 static int item_cb(void *ud, json_t *item) {
@@ -109,6 +123,8 @@ static int item_cb(void *ud, json_t *item) {
           pc->source, pn, why);
       free(pn);
       rc = 1;
+    } else if (pc->collect && selected(&pc->sel, name)) {
+      collect_ids(pc, json_object_get(item, "chunks"));
     }
     free(name);
     return rc;
@@ -120,21 +136,6 @@ static int item_cb(void *ud, json_t *item) {
   int type = item_type_from_name(json_string_value(json_object_get(item, "type")));
   uint64_t size = (uint64_t)json_integer_value(json_object_get(item, "size"));
   json_t *chunks = json_object_get(item, "chunks");
-  if (pc->collect) {
-    size_t i;
-    json_t *v;
-    json_array_foreach(chunks, i, v) {
-      if (pc->n_ids == pc->cap_ids) {
-        pc->cap_ids = pc->cap_ids ? pc->cap_ids * 2 : 256;
-        pc->ids = xrealloc(pc->ids, pc->cap_ids * 32);
-      }
-      const char *hex = json_string_value(v);
-      if (hex && hex_decode(hex, pc->ids[pc->n_ids], 32) == 0)
-        pc->n_ids++;
-    }
-    free(name);
-    return 0;
-  }
   if (pc->o->dry_run) {
     char *pn = printable_name(name, nlen);
     if (pc->o->json) {
@@ -241,18 +242,22 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     return -1;
   }
   int rc = 0;
-  /* pass 1: validate every name of the selected sources */
+  /* pass 1: validate every name of the selected sources, and gather the
+   * chunk ids of the selected items for the read-ahead of pass 2 */
+  struct pass_ctx *ids_of = xcalloc(n ? n : 1, sizeof(*ids_of));
   for (size_t i = 0; i < n && rc == 0; i++) {
     json_t *s = json_array_get(srcs, i);
     const char *sn = json_string_value(json_object_get(s, "name"));
     if (only_src && strcmp(sn, only_src) != 0)
       continue;
-    struct pass_ctx pc = {.o = o, .source = sn, .validate_only = 1};
-    int r = tree_foreach(o->repo, json_object_get(s, "tree"), item_cb, &pc, err);
+    struct pass_ctx *pc = &ids_of[i];
+    *pc = (struct pass_ctx){
+        .o = o, .source = sn, .sel = {glob}, .validate_only = 1, .collect = !o->dry_run};
+    int r = tree_foreach(o->repo, json_object_get(s, "tree"), item_cb, pc, err);
     if (r < 0)
       rc = -1;
-    else if (pc.bad) {
-      *err = pc.bad;
+    else if (pc->bad) {
+      *err = pc->bad;
       rc = -1;
     }
   }
@@ -304,17 +309,13 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     int r = 0;
     if (!o->dry_run) {
       /* read ahead: decrypt and decompress on all cores while the plugin writes */
-      struct pass_ctx cc = {.o = o, .source = sn, .sel = {glob}, .collect = 1};
-      r = tree_foreach(o->repo, json_object_get(s, "tree"), item_cb, &cc, err);
-      if (r == 0) {
-        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        pc.pf = prefetch_start(o->repo, (const unsigned char(*)[32])cc.ids, cc.n_ids, BLOB_DATA,
-                               (int)(ncpu < 1   ? 1
-                                     : ncpu > 8 ? 8
-                                                : ncpu),
-                               16);
-      }
-      free(cc.ids);
+      long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+      pc.pf = prefetch_start(o->repo, (const unsigned char(*)[32])ids_of[i].ids, ids_of[i].n_ids,
+                             BLOB_DATA,
+                             (int)(ncpu < 1   ? 1
+                                   : ncpu > 8 ? 8
+                                              : ncpu),
+                             16);
     }
     if (r == 0)
       r = tree_foreach(o->repo, json_object_get(s, "tree"), item_cb, &pc, err);
@@ -342,6 +343,9 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
   }
   progress_finish(prog);
   progress_free(prog);
+  for (size_t i = 0; i < n; i++)
+    free(ids_of[i].ids);
+  free(ids_of);
   free(only_src);
   if (rc == 0 && res->failed > 0)
     return 3;

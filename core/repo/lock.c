@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <openssl/rand.h>
 #include <pthread.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +13,7 @@
 #include <unistd.h>
 
 #include "util/log.h"
+#include "util/sysinfo.h"
 
 struct repo_lock {
   struct repo *r;
@@ -25,12 +25,6 @@ struct repo_lock {
   int stop;
 };
 
-static void hostname(char *buf, size_t n) {
-  if (gethostname(buf, n) != 0)
-    snprintf(buf, n, "unknown");
-  buf[n - 1] = '\0';
-}
-
 /* Write a new lock object; name receives its object name. */
 static int write_lock(struct repo *r, int exclusive, char name[80], char **err) {
   unsigned char rnd[16];
@@ -40,14 +34,14 @@ static int write_lock(struct repo *r, int exclusive, char name[80], char **err) 
     return -1;
   }
   hex_encode(rnd, sizeof(rnd), hex);
-  char host[256];
-  hostname(host, sizeof(host));
-  struct passwd *pw = getpwuid(getuid());
+  char host[SYS_NAME_MAX], user[SYS_NAME_MAX];
+  sys_hostname(host);
+  sys_username(user);
   time_t now = time(NULL);
   char *ts = iso_time(now);
   json_t *o = json_pack("{s:b, s:s, s:I, s:s, s:s, s:I}", "exclusive", exclusive, "hostname", host,
-                        "pid", (json_int_t)getpid(), "username", pw ? pw->pw_name : "unknown",
-                        "time", ts, "refreshed_unix", (json_int_t)now);
+                        "pid", (json_int_t)getpid(), "username", user, "time", ts, "refreshed_unix",
+                        (json_int_t)now);
   free(ts);
   char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(o);
@@ -95,8 +89,8 @@ static json_t *read_lock(struct repo *r, const char *name) {
 }
 
 static int is_stale(json_t *l, char **why) {
-  char host[256];
-  hostname(host, sizeof(host));
+  char host[SYS_NAME_MAX];
+  sys_hostname(host);
   const char *lh = json_string_value(json_object_get(l, "hostname"));
   json_int_t pid = json_integer_value(json_object_get(l, "pid"));
   json_int_t refreshed = json_integer_value(json_object_get(l, "refreshed_unix"));

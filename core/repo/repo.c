@@ -6,7 +6,6 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 #include "repo/index.h"
 #include "stage/compress.h"
 #include "util/log.h"
+#include "util/sysinfo.h"
 
 #define KDF_N 32768u
 #define KDF_R 8u
@@ -422,19 +422,6 @@ static int derive_kek(const char *pass, size_t pass_len, const unsigned char *sa
              : -1;
 }
 
-static char *current_user(void) {
-  struct passwd *pw = getpwuid(getuid());
-  return xstrdup(pw ? pw->pw_name : "unknown");
-}
-
-static char *current_host(void) {
-  char h[256];
-  if (gethostname(h, sizeof(h)) != 0)
-    strcpy(h, "unknown");
-  h[sizeof(h) - 1] = '\0';
-  return xstrdup(h);
-}
-
 static json_t *master_json(const struct repo *r) {
   char seed[17];
   snprintf(seed, sizeof(seed), "%016llx", (unsigned long long)r->chunker_seed);
@@ -455,12 +442,12 @@ int repo_key_make(const struct repo *r, const char *pass, size_t pass_len, char 
   char *plain = json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(m);
   size_t pl = strlen(plain);
-  char *user = current_user(), *host = current_host(), *now = iso_time(time(NULL));
+  char user[SYS_NAME_MAX], host[SYS_NAME_MAX], *now = iso_time(time(NULL));
+  sys_username(user);
+  sys_hostname(host);
   json_t *k =
       json_pack("{s:i, s:s, s:s, s:s, s:s}", "version", REPO_FORMAT_VERSION, "created", now, "user",
                 user, "host", host, "encryption", r->crypto ? r->crypto->name : "none");
-  free(user);
-  free(host);
   free(now);
   int rc = 0;
   if (r->crypto) {
