@@ -4,6 +4,7 @@
  * collected (an operator fixing a file wants the whole list at once), each as
  * "file:line:col: option: message". Secret values are never echoed. */
 #include "config/pipeline.h"
+#include "plugin/loader.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -662,18 +663,6 @@ static char *opt_type_expected(const struct engine_option *o) {
   return xstrdup("a value");
 }
 
-static const char *kind_name(enum engine_plugin_kind k) {
-  switch (k) {
-  case ENGINE_PLUGIN_SOURCE:
-    return "source";
-  case ENGINE_PLUGIN_SINK:
-    return "sink";
-  case ENGINE_PLUGIN_CRYPTO:
-    return "crypto";
-  }
-  return "unknown";
-}
-
 /* Check `with:` (NULL or null: no options given) against the schema and
  * build the normalised object. `at` positions messages about missing
  * options: the `with` key, or the entry when there is none. */
@@ -700,12 +689,12 @@ static json_t *validate_with(struct ctx *c, const struct engine_plugin *pl,
       if (!o) {
         if (n_opts == 0) {
           cerr(c, k, opt_with, "unknown option '%s' (%s plugin '%s' takes no options)", k->text,
-               kind_name(pl->kind), pl->name);
+               plugin_kind_name(pl->kind), pl->name);
         } else {
           char *sugg = suggestion(k->text, names, n_opts);
           char *list = join(names, n_opts, ", ");
           cerr(c, k, opt_with, "unknown option '%s' for %s plugin '%s'%s (valid options: %s)",
-               k->text, kind_name(pl->kind), pl->name, sugg, list);
+               k->text, plugin_kind_name(pl->kind), pl->name, sugg, list);
           free(sugg);
           free(list);
         }
@@ -726,7 +715,7 @@ static json_t *validate_with(struct ctx *c, const struct engine_plugin *pl,
     if (o->required) {
       char *expected = opt_type_expected(o);
       cerr(c, at, opt, "required by %s plugin '%s' but not given (expected %s)",
-           kind_name(pl->kind), pl->name, expected);
+           plugin_kind_name(pl->kind), pl->name, expected);
       free(expected);
     } else if (o->default_value) {
       json_t *v = convert_default(c, o, at, opt, pl);
@@ -777,14 +766,14 @@ static const struct engine_plugin *resolve(struct ctx *c, enum engine_plugin_kin
     if (lerr)
       cerr(c, at, opt, "%s", lerr);
     else
-      cerr(c, at, opt, "no %s plugin named '%s'", kind_name(kind), type);
+      cerr(c, at, opt, "no %s plugin named '%s'", plugin_kind_name(kind), type);
     free(lerr);
     return NULL;
   }
   free(lerr);
   if (pl->kind != kind) {
-    cerr(c, at, opt, "plugin '%s' is a %s plugin, not a %s plugin", type, kind_name(pl->kind),
-         kind_name(kind));
+    cerr(c, at, opt, "plugin '%s' is a %s plugin, not a %s plugin", type,
+         plugin_kind_name(pl->kind), plugin_kind_name(kind));
     return NULL;
   }
   return pl;
@@ -813,7 +802,8 @@ static void parse_plugin_entry(struct ctx *c, const struct ytree_node *item, con
   const struct ytree_node *type = ytree_map_get(item, "type");
   char *o = opt_key(opt, "type");
   if (!type)
-    cerr(c, item, o, "required but not given (expected the name of a %s plugin)", kind_name(kind));
+    cerr(c, item, o, "required but not given (expected the name of a %s plugin)",
+         plugin_kind_name(kind));
   else if (get_name(c, type, o, &cfg->type) == 0)
     *name_at = type;
   free(o);
@@ -859,7 +849,7 @@ static void parse_plugin_entry(struct ctx *c, const struct ytree_node *item, con
 static void parse_plugin_list(struct ctx *c, const struct ytree_node *root, const char *key,
                               enum engine_plugin_kind kind, struct pipeline_plugin_cfg **out,
                               size_t *n_out) {
-  const char *what = kind_name(kind);
+  const char *what = plugin_kind_name(kind);
   const struct ytree_node *list = ytree_map_get(root, key);
   if (!list) {
     cerr(c, root, key,

@@ -202,51 +202,21 @@ int tree_name_cmp(const char *a, size_t al, const char *b, size_t bl) {
 
 int tree_foreach(struct repo *r, json_t *tree_ids, int (*cb)(void *ud, json_t *item), void *ud,
                  char **err) {
-  struct blob_stream bs;
-  blob_stream_init(&bs, r, tree_ids, BLOB_TREE);
-  size_t cap = 64 * 1024, len = 0;
-  char *line = xmalloc(cap);
-  char buf[64 * 1024];
+  struct tree_reader t;
+  tree_reader_init(&t, r, tree_ids);
   int rc = 0;
-  size_t lineno = 0;
   for (;;) {
-    ssize_t n = blob_stream_read(&bs, buf, sizeof(buf));
-    if (n < 0) {
-      *err = xasprintf("reading the item tree: %s", bs.err);
-      rc = -1;
+    json_t *item;
+    int got = tree_reader_next(&t, &item, err);
+    if (got <= 0) {
+      rc = got; /* 0 at the end, -1 on error */
       break;
     }
-    if (n == 0)
-      break;
-    for (ssize_t i = 0; i < n && rc == 0; i++) {
-      if (buf[i] != '\n') {
-        if (len + 1 >= cap) {
-          cap *= 2;
-          line = xrealloc(line, cap);
-        }
-        line[len++] = buf[i];
-        continue;
-      }
-      lineno++;
-      json_error_t je;
-      json_t *item = json_loadb(line, len, 0, &je);
-      len = 0;
-      if (!item) {
-        *err = xasprintf("item tree line %zu is not valid JSON: %s", lineno, je.text);
-        rc = -1;
-        break;
-      }
-      rc = cb(ud, item);
-      json_decref(item);
-    }
+    rc = cb(ud, item);
+    json_decref(item);
     if (rc != 0)
       break;
   }
-  if (rc == 0 && len > 0) {
-    *err = xstrdup("item tree ends in the middle of a line (truncated)");
-    rc = -1;
-  }
-  free(line);
-  blob_stream_free(&bs);
+  tree_reader_free(&t);
   return rc;
 }
