@@ -35,6 +35,7 @@
 #include "repo/index.h"
 #include "repo/pack.h"
 #include "repo/tree.h"
+#include "pipeline/parent_feed.h"
 #include "stage/compress.h"
 #include "util/log.h"
 #include "util/pool.h"
@@ -67,6 +68,8 @@ struct bk_item {
   int failed;
   int is_tree;
   int source;
+  int meta_from_parent; /* meta is the parent item's (same text) */
+  char *line;           /* reused unchanged: the parent's tree line, written verbatim */
 };
 
 struct bk_source {
@@ -85,11 +88,8 @@ struct bk_source {
   uint64_t parent_bytes; /* size of this source in the parent snapshot (progress estimate) */
   json_t *parent_marks;  /* marks of this source in the parent snapshot (borrowed) */
   char *pmark;
-  struct tree_reader parent;
-  json_t *pcur;
-  char *pcur_name;
-  size_t pcur_len;
-  char *pmeta;
+  struct parent_feed *parent;
+  struct parent_entry pe; /* the parent's item at the cursor (pe.item NULL: none) */
 };
 
 struct bk_job {
@@ -195,6 +195,7 @@ static void write_tree_line(struct bk *b, struct bk_source *s, struct bk_item *i
 
 static void item_free(struct bk_item *it) {
   free(it->name);
+  free(it->line);
   json_decref(it->meta);
   free(it->ids);
   free(it);
@@ -215,7 +216,15 @@ static void finalize_ready(struct bk *b, struct bk_source *s) {
       }
       s->tree_size = it->size;
     } else if (!it->failed) {
-      write_tree_line(b, s, it);
+      if (it->line) { /* unchanged item: the parent's line is this item's line */
+        if (fwrite(it->line, 1, strlen(it->line), s->tree) != strlen(it->line) ||
+            fputc('\n', s->tree) == EOF) {
+          if (!b->fatal)
+            b->fatal = xasprintf("unable to write the item tree spool file: %s", strerror(errno));
+        }
+      } else {
+        write_tree_line(b, s, it);
+      }
       s->items++;
       s->bytes += it->size;
       b->items++;
@@ -445,7 +454,15 @@ static int em_item_begin(const struct engine_emitter *em, const struct engine_it
     return ENGINE_ERROR;
   }
   json_t *meta = NULL;
-  if (item->meta_json) {
+  int from_parent = 0;
+  if (item->meta_json && s->pe.item && strcmp(item->meta_json, s->pe.meta_text) == 0 &&
+      tree_name_cmp(s->pe.name, s->pe.name_len, item->name, item->name_len) == 0) {
+    /* the same text as the parent item's metadata (an unchanged item of an
+     * incremental run): share the parent's parsed object */
+    meta = json_incref(json_object_get(s->pe.item, "meta"));
+    from_parent = meta != NULL;
+  }
+  if (item->meta_json && !meta) {
     json_error_t je;
     meta = json_loads(item->meta_json, 0, &je);
     if (!json_is_object(meta)) {
@@ -457,6 +474,7 @@ static int em_item_begin(const struct engine_emitter *em, const struct engine_it
   }
   struct bk_item *it = new_item(b, item->name, item->name_len, item->type);
   it->meta = meta;
+  it->meta_from_parent = from_parent;
   enqueue_item(b, it);
   return ENGINE_OK;
 }
@@ -508,6 +526,9 @@ static int em_item_end(const struct engine_emitter *em, int status, const char *
     if (json_is_object(m)) {
       json_decref(it->meta);
       it->meta = m;
+      it->meta_from_parent = 0;
+      free(it->line);
+      it->line = NULL;
     } else {
       json_decref(m);
     }
@@ -550,10 +571,7 @@ static int em_mark(const struct engine_emitter *em, const char *key, const char 
 /* ---- incremental: the parent snapshot ---------------------------------- */
 
 static void parent_drop_cur(struct bk_source *s) {
-  json_decref(s->pcur);
-  free(s->pcur_name);
-  s->pcur = NULL;
-  s->pcur_name = NULL;
+  parent_entry_clear(&s->pe);
 }
 
 static int em_previous(const struct engine_emitter *em, const char *name, size_t name_len,
@@ -562,9 +580,9 @@ static int em_previous(const struct engine_emitter *em, const char *name, size_t
   struct bk_source *s = &b->sources[b->cur_source];
   *meta_json = NULL;
   while (s->has_parent && !s->parent_done) {
-    if (!s->pcur) {
+    if (!s->pe.item) {
       char *err = NULL;
-      int rc = tree_reader_next(&s->parent, &s->pcur, &err);
+      int rc = parent_feed_next(s->parent, &s->pe, &err);
       if (rc <= 0) {
         if (rc < 0) {
           log_warn("source '%s': the parent snapshot's tree is unreadable (%s); reading every item "
@@ -575,22 +593,15 @@ static int em_previous(const struct engine_emitter *em, const char *name, size_t
         s->parent_done = 1;
         break;
       }
-      s->pcur_name = json_get_bytes(s->pcur, "name", &s->pcur_len);
-      if (!s->pcur_name) {
-        parent_drop_cur(s);
-        continue;
-      }
     }
-    int c = tree_name_cmp(s->pcur_name, s->pcur_len, name, name_len);
+    int c = tree_name_cmp(s->pe.name, s->pe.name_len, name, name_len);
     if (c < 0) {
       parent_drop_cur(s);
       continue;
     }
     if (c > 0)
       return ENGINE_NOT_FOUND; /* the parent's cursor is ahead: keep it */
-    free(s->pmeta);
-    s->pmeta = json_dumps(json_object_get(s->pcur, "meta"), JSON_COMPACT | JSON_SORT_KEYS);
-    *meta_json = s->pmeta;
+    *meta_json = s->pe.meta_text;
     return ENGINE_OK;
   }
   return ENGINE_NOT_FOUND;
@@ -600,10 +611,10 @@ static int em_item_reuse(const struct engine_emitter *em) {
   struct bk *b = em_bk(em);
   struct bk_source *s = &b->sources[b->cur_source];
   struct bk_item *it = b->cur;
-  if (!it || !s->pcur || it->n_submitted > 0 || b->chunk_len > 0 ||
-      tree_name_cmp(s->pcur_name, s->pcur_len, it->name, it->name_len) != 0)
+  if (!it || !s->pe.item || it->n_submitted > 0 || b->chunk_len > 0 ||
+      tree_name_cmp(s->pe.name, s->pe.name_len, it->name, it->name_len) != 0)
     return ENGINE_NOT_FOUND;
-  json_t *chunks = json_object_get(s->pcur, "chunks");
+  json_t *chunks = json_object_get(s->pe.item, "chunks");
   size_t n = json_array_size(chunks);
   unsigned char(*ids)[32] = xcalloc(n ? n : 1, 32);
   for (size_t i = 0; i < n; i++) {
@@ -615,13 +626,16 @@ static int em_item_reuse(const struct engine_emitter *em) {
       return ENGINE_NOT_FOUND;
     }
   }
-  uint64_t size = (uint64_t)json_integer_value(json_object_get(s->pcur, "size"));
+  uint64_t size = (uint64_t)json_integer_value(json_object_get(s->pe.item, "size"));
   pthread_mutex_lock(&b->lock);
   free(it->ids);
   it->ids = ids;
   it->ids_cap = n;
   it->n_submitted = it->n_done = n;
   it->size = size;
+  const char *ptype = json_string_value(json_object_get(s->pe.item, "type"));
+  if (it->meta_from_parent && ptype && strcmp(ptype, item_type_name(it->type)) == 0)
+    it->line = xstrdup(s->pe.line);
   b->chunks += n;
   b->reused_items++;
   b->reused_bytes += size;
@@ -808,7 +822,7 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
           strcmp(json_string_value(json_object_get(ps, "type")), o->sources[i]->plugin->name) ==
               0 &&
           json_array_size(json_object_get(ps, "tree")) > 0) {
-        tree_reader_init(&b->sources[i].parent, o->repo, json_object_get(ps, "tree"));
+        b->sources[i].parent = parent_feed_start(o->repo, json_object_get(ps, "tree"));
         b->sources[i].has_parent = 1;
         b->sources[i].parent_bytes = (uint64_t)json_integer_value(json_object_get(ps, "bytes"));
         b->sources[i].parent_marks = json_object_get(ps, "marks");
@@ -977,10 +991,8 @@ out:
     json_decref(s->marks);
     json_decref(s->tree_ids);
     free(s->error);
-    if (s->has_parent)
-      tree_reader_free(&s->parent);
+    parent_feed_free(s->parent);
     parent_drop_cur(s);
-    free(s->pmeta);
     free(s->pmark);
   }
   free(b->sources);

@@ -137,6 +137,8 @@ int tree_reader_next(struct tree_reader *t, json_t **item, char **err) {
       size_t n = (size_t)(nl - (t->buf + t->off));
       json_error_t je;
       t->lineno++;
+      t->line = t->buf + t->off;
+      t->line_len = n;
       *item = json_loadb(t->buf + t->off, n, 0, &je);
       t->off += n + 1;
       if (!*item) {

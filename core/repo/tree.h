@@ -49,6 +49,10 @@ struct tree_reader {
   size_t len, off, cap;
   int eof;
   size_t lineno;
+  /* the text of the line last returned by tree_reader_next (no newline);
+   * valid until the next call */
+  const char *line;
+  size_t line_len;
 };
 void tree_reader_init(struct tree_reader *t, struct repo *r, json_t *tree_ids);
 /* 1: *item set (caller decrefs); 0: end; -1: error (*err). */

@@ -311,5 +311,7 @@ json_t *files_meta_from_stat(struct files_idcache *c, const struct stat *st) {
 }
 
 char *files_meta_dump(json_t *obj) {
-  return json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  /* sorted keys: the core stores metadata in this canonical form, and an
+   * unchanged item whose text matches its parent's is not parsed again */
+  return json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
 }

@@ -1,0 +1,132 @@
+/* Read-ahead of the parent snapshot's tree (see parent_feed.h). */
+#include "pipeline/parent_feed.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "repo/tree.h"
+#include "util/log.h"
+
+/* Parsed entries waiting for the source thread. Lines are a few hundred
+ * bytes: this bounds the feed to well under a megabyte. */
+#define FEED_CAP 512
+
+struct parent_feed {
+  pthread_t th;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  struct parent_entry q[FEED_CAP];
+  size_t head, count;
+  int done, stop, started;
+  char *err;
+  struct tree_reader tr;
+};
+
+void parent_entry_clear(struct parent_entry *e) {
+  json_decref(e->item);
+  free(e->name);
+  free(e->line);
+  free(e->meta_text);
+  memset(e, 0, sizeof(*e));
+}
+
+static void *feed_thread(void *arg) {
+  struct parent_feed *f = arg;
+  for (;;) {
+    struct parent_entry e;
+    memset(&e, 0, sizeof(e));
+    char *err = NULL;
+    int rc = tree_reader_next(&f->tr, &e.item, &err);
+    if (rc > 0) {
+      e.name = json_get_bytes(e.item, "name", &e.name_len);
+      if (!e.name) { /* not an item line: skip it, as the walk would */
+        parent_entry_clear(&e);
+        continue;
+      }
+      e.line = xmalloc(f->tr.line_len + 1);
+      memcpy(e.line, f->tr.line, f->tr.line_len);
+      e.line[f->tr.line_len] = '\0';
+      e.line_len = f->tr.line_len;
+      json_t *meta = json_object_get(e.item, "meta");
+      e.meta_text = meta ? json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS) : xstrdup("{}");
+    }
+    pthread_mutex_lock(&f->mu);
+    if (rc <= 0) {
+      f->done = 1;
+      f->err = err;
+      pthread_cond_broadcast(&f->cv);
+      pthread_mutex_unlock(&f->mu);
+      return NULL;
+    }
+    while (f->count == FEED_CAP && !f->stop)
+      pthread_cond_wait(&f->cv, &f->mu);
+    if (f->stop) {
+      pthread_mutex_unlock(&f->mu);
+      parent_entry_clear(&e);
+      return NULL;
+    }
+    f->q[(f->head + f->count) % FEED_CAP] = e;
+    f->count++;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+  }
+}
+
+struct parent_feed *parent_feed_start(struct repo *r, json_t *tree_ids) {
+  struct parent_feed *f = xcalloc(1, sizeof(*f));
+  pthread_mutex_init(&f->mu, NULL);
+  pthread_cond_init(&f->cv, NULL);
+  tree_reader_init(&f->tr, r, tree_ids);
+  if (pthread_create(&f->th, NULL, feed_thread, f) == 0) {
+    f->started = 1;
+  } else {
+    /* no thread: report the tree as unreadable, so every item is read in full */
+    f->done = 1;
+    f->err = xstrdup("unable to start a thread to read it");
+  }
+  return f;
+}
+
+int parent_feed_next(struct parent_feed *f, struct parent_entry *e, char **err) {
+  pthread_mutex_lock(&f->mu);
+  while (f->count == 0 && !f->done)
+    pthread_cond_wait(&f->cv, &f->mu);
+  int rc;
+  if (f->count > 0) {
+    *e = f->q[f->head];
+    f->head = (f->head + 1) % FEED_CAP;
+    f->count--;
+    pthread_cond_broadcast(&f->cv);
+    rc = 1;
+  } else if (f->err) {
+    *err = f->err;
+    f->err = NULL;
+    rc = -1;
+  } else {
+    rc = 0;
+  }
+  pthread_mutex_unlock(&f->mu);
+  return rc;
+}
+
+void parent_feed_free(struct parent_feed *f) {
+  if (!f)
+    return;
+  pthread_mutex_lock(&f->mu);
+  f->stop = 1;
+  pthread_cond_broadcast(&f->cv);
+  pthread_mutex_unlock(&f->mu);
+  if (f->started)
+    pthread_join(f->th, NULL);
+  while (f->count > 0) {
+    parent_entry_clear(&f->q[f->head]);
+    f->head = (f->head + 1) % FEED_CAP;
+    f->count--;
+  }
+  free(f->err);
+  tree_reader_free(&f->tr);
+  pthread_mutex_destroy(&f->mu);
+  pthread_cond_destroy(&f->cv);
+  free(f);
+}
