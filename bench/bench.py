@@ -68,10 +68,13 @@ def drop_caches():
         pass
 
 
-def warm(paths):
+def warm(paths, cmds=()):
     """Read every file below paths once so the timed run starts page-cache warm
-    (after dropping the page cache, see drop_caches)."""
+    (after dropping the page cache, see drop_caches). cmds are run once, output
+    discarded, to load the tool's own executable and libraries again."""
     drop_caches()
+    for c in cmds:
+        subprocess.run(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     buf = bytearray(4 * MIB)
     view = memoryview(buf)
     for root in paths:
@@ -177,6 +180,10 @@ class Tool:
     def init(self, r):
         pass
 
+    def warm_cmds(self):
+        """Commands that load the tool's executables and libraries."""
+        return []
+
     def restored_root(self, target):
         return os.path.join(target, self.b.data.lstrip("/"))
 
@@ -184,6 +191,7 @@ class Tool:
 class Engine(Tool):
     name = "engine"
     key = "engine"
+    level = 3  # zstd level 3, as borg's zstd,3; restic's "auto" is klauspost's SpeedDefault
 
     def env(self):
         e = dict(self.b.base_env)
@@ -191,16 +199,19 @@ class Engine(Tool):
         return e
 
     def pipeline(self, r):
-        path = os.path.join(self.b.work, "pipelines", f"engine-{r}.yaml")
+        path = os.path.join(self.b.work, "pipelines", f"{self.key}-{r}.yaml")
         if not os.path.exists(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "w") as f:
                 f.write("version: 1\nname: bench\n"
                         f"sources: [{{name: files, type: files, with: {{paths: [{json.dumps(self.b.data)}]}}}}]\n"
-                        "stages: {compress: {algorithm: zstd, level: 3}, "
+                        f"stages: {{compress: {{algorithm: zstd, level: {self.level}}}, "
                         "encrypt: {algorithm: aes-256-gcm, passphrase: env:ENGINE_PASSPHRASE}}\n"
                         f"sinks: [{{name: local, type: local, with: {{path: {json.dumps(self.repo_path(r))}}}}}]\n")
         return path
+
+    def warm_cmds(self):
+        return [[self.b.engine, "plugins"]]  # the binary, its libraries and every plugin
 
     def backup(self, r, n):
         return [[self.b.engine, "-q", "run", self.pipeline(r), "--json", "--progress", "never"]]
@@ -209,9 +220,20 @@ class Engine(Tool):
         return [[self.b.engine, "-q", "restore", self.pipeline(r), "latest", "--target", target, "--yes"]]
 
 
+class EngineZ1(Engine):
+    """engine with zstd level 1: what the faster level costs in repository
+    size (an extra row, not the headline comparison)."""
+    name = "engine (zstd 1)"
+    key = "engine-z1"
+    level = 1
+
+
 class Restic(Tool):
     name = "restic"
     key = "restic"
+
+    def warm_cmds(self):
+        return [["restic", "version"]]
 
     def env(self):
         e = dict(self.b.base_env)
@@ -233,6 +255,9 @@ class Restic(Tool):
 class Borg(Tool):
     name = "borg"
     key = "borg"
+
+    def warm_cmds(self):
+        return [["borg", "--version"], ["borg", "help", "create"]]
 
     def env(self):
         e = dict(self.b.base_env)
@@ -258,6 +283,9 @@ class Borg(Tool):
 
 class TarRef(Tool):
     name = "tar|zstd|openssl"
+
+    def warm_cmds(self):
+        return [["tar", "--version"], ["zstd", "--version"], ["openssl", "version"]]
     key = "tar"
     has_incremental = False
 
@@ -345,7 +373,7 @@ class Bench:
                   "BORG_REPO", "BORG_PASSCOMMAND", "BORG_PASSPHRASE_FD"):
             self.base_env.pop(k, None)
         self.runner = Runner(self.work, args.nice)
-        self.tools = [Engine(self), Restic(self), Borg(self), TarRef(self)]
+        self.tools = [Engine(self), EngineZ1(self), Restic(self), Borg(self), TarRef(self)]
         only = [t for t in args.tools.split(",") if t]
         if only:
             self.tools = [t for t in self.tools if t.key in only]
@@ -369,21 +397,21 @@ class Bench:
 
             for t in order:
                 t.init(r)
-                warm([self.data, t.repo_path(r)])
+                warm([self.data, t.repo_path(r)], t.warm_cmds())
                 m = self.runner.timed(f"{t.key}-{r}-first", t.backup(r, 1), t.env(),
                                       stdout_path=getattr(t, "backup_stdout", lambda r: None)(r))
                 m["repo_bytes"] = du_bytes(t.repo_path(r))
-                if t.key == "engine":
+                if t.key.startswith("engine"):
                     m["summary"] = self.engine_summary(m["stdout"])
                 self.record(t, PHASES[0], m)
 
             for t in order:
                 if not t.has_incremental:
                     continue
-                warm([self.data, t.repo_path(r)])
+                warm([self.data, t.repo_path(r)], t.warm_cmds())
                 m = self.runner.timed(f"{t.key}-{r}-second", t.backup(r, 2), t.env())
                 m["repo_bytes"] = du_bytes(t.repo_path(r))
-                if t.key == "engine":
+                if t.key.startswith("engine"):
                     m["summary"] = self.engine_summary(m["stdout"])
                     if m["summary"].get("bytes_read", 0) > self.input_bytes // 100:
                         self.notes.append(f"engine's unchanged run read {m['summary']['bytes_read']} "
@@ -395,7 +423,7 @@ class Bench:
                 # Set the target up before warming: borg and tar need the
                 # directory to exist, and creating it must not be timed.
                 stages = t.restore(r, target)
-                warm([t.repo_path(r)])
+                warm([t.repo_path(r)], t.warm_cmds())
                 m = self.runner.timed(f"{t.key}-{r}-restore", stages, t.env(),
                                       cwd=getattr(t, "restore_cwd", lambda x: None)(target))
                 m["repo_bytes"] = du_bytes(t.repo_path(r))
@@ -436,12 +464,13 @@ class Bench:
                     continue
                 mbs = self.input_bytes / MB / c["wall"] if c["wall"] > 0 else float("inf")
                 speed = f"{ref['wall'] / c['wall']:.2f}x" if ref and c["wall"] > 0 else "-"
+                cpu = f"{ref['cpu'] / c['cpu']:.2f}x" if ref and c["cpu"] > 0 else "-"
                 rss = f"{c['rss'] / ref['rss']:.2f}" if ref and ref["rss"] > 0 else "-"
                 rows.append([t.name, phase, f"{c['wall']:.2f}", f"{mbs:.0f}", f"{c['cpu']:.2f}",
-                             f"{c['rss']:.0f}", f"{c['repo']:.0f}", speed, rss,
+                             f"{c['rss']:.0f}", f"{c['repo']:.0f}", speed, cpu, rss,
                              f"{c['min']:.2f}-{c['max']:.2f}", f"{c['foreign']:.2f}"])
         head = ["tool", "phase", "wall s", "MB/s", "CPU s", "peak RSS MiB", "repo MiB",
-                "speed vs restic", "RSS vs restic", "wall min-max", "others' CPU s"]
+                "speed vs restic", "CPU vs restic", "RSS vs restic", "wall min-max", "others' CPU s"]
         return head, rows
 
     def print_table(self, head, rows):
@@ -459,7 +488,8 @@ class Bench:
                  f"Data set: {self.input_files} files, {self.input_bytes / MIB:.1f} MiB "
                  f"(`{meta['data']}`); median of {self.repeat} repeat(s); "
                  f"MB/s = input bytes (10^6) / wall time; speed vs restic = restic wall / tool wall "
-                 f"(> 1 is faster); RSS vs restic = tool peak RSS / restic peak RSS (< 1 is smaller); "
+                 f"(> 1 is faster); CPU vs restic = restic CPU s / tool CPU s (steadier than wall time on a "
+                 f"busy machine); RSS vs restic = tool peak RSS / restic peak RSS (< 1 is smaller); "
                  f"\"others' CPU s\" = CPU seconds used by other processes on the machine during the "
                  f"measurement, including kernel writeback (noise); measured commands ran at nice "
                  f"{self.runner.nice}.", "",

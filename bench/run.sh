@@ -9,7 +9,7 @@
 #   BENCH_SIZE_MB  data set size in MiB (default 1024; 256 for a quick run)
 #   BENCH_REPEAT   measurements per tool and phase, median reported (default 3)
 #   BENCH_REGEN=1  regenerate the data set even if a matching one is cached
-#   BENCH_TOOLS    comma-separated subset of engine,restic,borg,tar (default all)
+#   BENCH_TOOLS    comma-separated subset of engine,engine-z1,restic,borg,tar (default all)
 #   BENCH_KEEP=1   keep repositories and restores (bench/out/work-*) afterwards
 #   BENCH_VERIFY=0 skip comparing the first repeat's restores with the data set
 #   BENCH_NICE     nice level of the measured commands (default -10 as root, else 0):
