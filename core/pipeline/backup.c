@@ -35,7 +35,7 @@
 #include "repo/index.h"
 #include "repo/pack.h"
 #include "repo/tree.h"
-#include "pipeline/parent_feed.h"
+#include "pipeline/tree_feed.h"
 #include "stage/compress.h"
 #include "util/log.h"
 #include "util/pool.h"
@@ -88,8 +88,8 @@ struct bk_source {
   uint64_t parent_bytes; /* size of this source in the parent snapshot (progress estimate) */
   json_t *parent_marks;  /* marks of this source in the parent snapshot (borrowed) */
   char *pmark;
-  struct parent_feed *parent;
-  struct parent_entry pe; /* the parent's item at the cursor (pe.item NULL: none) */
+  struct tree_feed *parent;
+  struct tree_entry pe; /* the parent's item at the cursor (pe.item NULL: none) */
 };
 
 struct bk_job {
@@ -571,7 +571,7 @@ static int em_mark(const struct engine_emitter *em, const char *key, const char 
 /* ---- incremental: the parent snapshot ---------------------------------- */
 
 static void parent_drop_cur(struct bk_source *s) {
-  parent_entry_clear(&s->pe);
+  tree_entry_clear(&s->pe);
 }
 
 static int em_previous(const struct engine_emitter *em, const char *name, size_t name_len,
@@ -582,7 +582,7 @@ static int em_previous(const struct engine_emitter *em, const char *name, size_t
   while (s->has_parent && !s->parent_done) {
     if (!s->pe.item) {
       char *err = NULL;
-      int rc = parent_feed_next(s->parent, &s->pe, &err);
+      int rc = tree_feed_next(s->parent, &s->pe, &err);
       if (rc <= 0) {
         if (rc < 0) {
           log_warn("source '%s': the parent snapshot's tree is unreadable (%s); reading every item "
@@ -822,7 +822,8 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
           strcmp(json_string_value(json_object_get(ps, "type")), o->sources[i]->plugin->name) ==
               0 &&
           json_array_size(json_object_get(ps, "tree")) > 0) {
-        b->sources[i].parent = parent_feed_start(o->repo, json_object_get(ps, "tree"));
+        b->sources[i].parent =
+            tree_feed_start(o->repo, json_object_get(ps, "tree"), TREE_FEED_FULL);
         b->sources[i].has_parent = 1;
         b->sources[i].parent_bytes = (uint64_t)json_integer_value(json_object_get(ps, "bytes"));
         b->sources[i].parent_marks = json_object_get(ps, "marks");
@@ -991,7 +992,7 @@ out:
     json_decref(s->marks);
     json_decref(s->tree_ids);
     free(s->error);
-    parent_feed_free(s->parent);
+    tree_feed_free(s->parent);
     parent_drop_cur(s);
     free(s->pmark);
   }

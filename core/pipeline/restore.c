@@ -11,6 +11,7 @@
 
 #include "repo/prefetch.h"
 #include "repo/tree.h"
+#include "pipeline/tree_feed.h"
 #include "util/log.h"
 #include "util/progress.h"
 
@@ -317,8 +318,8 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
                                               : ncpu),
                              16);
     }
-    if (r == 0)
-      r = tree_foreach(o->repo, json_object_get(s, "tree"), item_cb, &pc, err);
+    if (r == 0) /* the tree is parsed ahead on another thread while items are written */
+      r = tree_feed_foreach(o->repo, json_object_get(s, "tree"), item_cb, &pc, err);
     prefetch_stop(pc.pf);
     if (!o->dry_run) {
       int st = (r == 0 && pc.failed == 0) ? ENGINE_OK : ENGINE_ERROR;

@@ -1,5 +1,5 @@
-/* Read-ahead of the parent snapshot's tree (see parent_feed.h). */
-#include "pipeline/parent_feed.h"
+/* Read-ahead of an item tree (see tree_feed.h). */
+#include "pipeline/tree_feed.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -12,18 +12,18 @@
  * bytes: this bounds the feed to well under a megabyte. */
 #define FEED_CAP 512
 
-struct parent_feed {
+struct tree_feed {
   pthread_t th;
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  struct parent_entry q[FEED_CAP];
+  struct tree_entry q[FEED_CAP];
   size_t head, count;
-  int done, stop, started;
+  int done, stop, started, full;
   char *err;
   struct tree_reader tr;
 };
 
-void parent_entry_clear(struct parent_entry *e) {
+void tree_entry_clear(struct tree_entry *e) {
   json_decref(e->item);
   free(e->name);
   free(e->line);
@@ -32,16 +32,16 @@ void parent_entry_clear(struct parent_entry *e) {
 }
 
 static void *feed_thread(void *arg) {
-  struct parent_feed *f = arg;
+  struct tree_feed *f = arg;
   for (;;) {
-    struct parent_entry e;
+    struct tree_entry e;
     memset(&e, 0, sizeof(e));
     char *err = NULL;
     int rc = tree_reader_next(&f->tr, &e.item, &err);
-    if (rc > 0) {
+    if (rc > 0 && f->full) {
       e.name = json_get_bytes(e.item, "name", &e.name_len);
       if (!e.name) { /* not an item line: skip it, as the walk would */
-        parent_entry_clear(&e);
+        tree_entry_clear(&e);
         continue;
       }
       e.line = xmalloc(f->tr.line_len + 1);
@@ -63,7 +63,7 @@ static void *feed_thread(void *arg) {
       pthread_cond_wait(&f->cv, &f->mu);
     if (f->stop) {
       pthread_mutex_unlock(&f->mu);
-      parent_entry_clear(&e);
+      tree_entry_clear(&e);
       return NULL;
     }
     f->q[(f->head + f->count) % FEED_CAP] = e;
@@ -73,8 +73,9 @@ static void *feed_thread(void *arg) {
   }
 }
 
-struct parent_feed *parent_feed_start(struct repo *r, json_t *tree_ids) {
-  struct parent_feed *f = xcalloc(1, sizeof(*f));
+struct tree_feed *tree_feed_start(struct repo *r, json_t *tree_ids, int flags) {
+  struct tree_feed *f = xcalloc(1, sizeof(*f));
+  f->full = (flags & TREE_FEED_FULL) != 0;
   pthread_mutex_init(&f->mu, NULL);
   pthread_cond_init(&f->cv, NULL);
   tree_reader_init(&f->tr, r, tree_ids);
@@ -88,7 +89,7 @@ struct parent_feed *parent_feed_start(struct repo *r, json_t *tree_ids) {
   return f;
 }
 
-int parent_feed_next(struct parent_feed *f, struct parent_entry *e, char **err) {
+int tree_feed_next(struct tree_feed *f, struct tree_entry *e, char **err) {
   pthread_mutex_lock(&f->mu);
   while (f->count == 0 && !f->done)
     pthread_cond_wait(&f->cv, &f->mu);
@@ -110,7 +111,7 @@ int parent_feed_next(struct parent_feed *f, struct parent_entry *e, char **err) 
   return rc;
 }
 
-void parent_feed_free(struct parent_feed *f) {
+void tree_feed_free(struct tree_feed *f) {
   if (!f)
     return;
   pthread_mutex_lock(&f->mu);
@@ -120,7 +121,7 @@ void parent_feed_free(struct parent_feed *f) {
   if (f->started)
     pthread_join(f->th, NULL);
   while (f->count > 0) {
-    parent_entry_clear(&f->q[f->head]);
+    tree_entry_clear(&f->q[f->head]);
     f->head = (f->head + 1) % FEED_CAP;
     f->count--;
   }
@@ -129,4 +130,25 @@ void parent_feed_free(struct parent_feed *f) {
   pthread_mutex_destroy(&f->mu);
   pthread_cond_destroy(&f->cv);
   free(f);
+}
+
+int tree_feed_foreach(struct repo *r, json_t *tree_ids, int (*cb)(void *ud, json_t *item), void *ud,
+                      char **err) {
+  struct tree_feed *f = tree_feed_start(r, tree_ids, 0);
+  int rc;
+  for (;;) {
+    struct tree_entry e;
+    memset(&e, 0, sizeof(e));
+    int got = tree_feed_next(f, &e, err);
+    if (got <= 0) {
+      rc = got; /* 0 at the end, -1 on error */
+      break;
+    }
+    rc = cb(ud, e.item);
+    tree_entry_clear(&e);
+    if (rc != 0)
+      break;
+  }
+  tree_feed_free(f);
+  return rc;
 }
