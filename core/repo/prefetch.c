@@ -23,7 +23,8 @@ struct prefetch {
   size_t n, next_fetch, next_take, window;
   struct slot *slots;
   pthread_mutex_t mu;
-  pthread_cond_t cv;
+  pthread_cond_t cv;    /* the consumer waits for a slot to be ready */
+  pthread_cond_t space; /* workers wait for work within the window */
   int stop;
   pthread_t *th;
   int nth;
@@ -34,7 +35,7 @@ static void *worker(void *arg) {
   pthread_mutex_lock(&p->mu);
   for (;;) {
     while (!p->stop && (p->next_fetch >= p->n || p->next_fetch >= p->next_take + p->window))
-      pthread_cond_wait(&p->cv, &p->mu);
+      pthread_cond_wait(&p->space, &p->mu);
     if (p->stop)
       break;
     size_t i = p->next_fetch++;
@@ -67,6 +68,7 @@ struct prefetch *prefetch_start(struct repo *r, const unsigned char (*ids)[32], 
   p->slots = xcalloc(n ? n : 1, sizeof(*p->slots));
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv, NULL);
+  pthread_cond_init(&p->space, NULL);
   p->nth = threads > 0 ? threads : 1;
   p->th = xcalloc((size_t)p->nth, sizeof(*p->th));
   for (int i = 0; i < p->nth; i++)
@@ -101,7 +103,7 @@ int prefetch_take(struct prefetch *p, const unsigned char id[32], void **out, si
     drop_slot(s);
     s->state = SLOT_READY;
     p->next_take++;
-    pthread_cond_broadcast(&p->cv);
+    pthread_cond_broadcast(&p->space);
   }
   struct slot *s = &p->slots[k];
   while (s->state != SLOT_READY)
@@ -117,7 +119,7 @@ int prefetch_take(struct prefetch *p, const unsigned char id[32], void **out, si
     s->data = NULL;
   }
   p->next_take = k + 1;
-  pthread_cond_broadcast(&p->cv);
+  pthread_cond_signal(&p->space); /* one more slot in the window: one worker */
   pthread_mutex_unlock(&p->mu);
   return rc;
 }
@@ -128,6 +130,7 @@ void prefetch_stop(struct prefetch *p) {
   pthread_mutex_lock(&p->mu);
   p->stop = 1;
   pthread_cond_broadcast(&p->cv);
+  pthread_cond_broadcast(&p->space);
   pthread_mutex_unlock(&p->mu);
   for (int i = 0; i < p->nth; i++)
     pthread_join(p->th[i], NULL);
@@ -138,5 +141,6 @@ void prefetch_stop(struct prefetch *p) {
   free(p->th);
   pthread_mutex_destroy(&p->mu);
   pthread_cond_destroy(&p->cv);
+  pthread_cond_destroy(&p->space);
   free(p);
 }

@@ -65,7 +65,9 @@ struct wjob {
 struct rctx {
   /* small-file writers (see ASYNC_MAX_FILE) */
   pthread_mutex_t wmu;
-  pthread_cond_t wcv;
+  pthread_cond_t wcv; /* writers wait for jobs */
+  pthread_cond_t dcv; /* the main thread waits for room in the queue or a drain */
+  int main_waits;     /* the main thread is waiting on dcv */
   struct wjob *whead, *wtail;
   size_t wqueued, wpending;
   int wstop, nthreads;
@@ -784,6 +786,7 @@ int files_restore_begin(void *inst, const struct engine_restore_opts *opts, void
   }
   pthread_mutex_init(&r->wmu, NULL);
   pthread_cond_init(&r->wcv, NULL);
+  pthread_cond_init(&r->dcv, NULL);
   r->in = in;
   r->h = h;
   r->dry_run = dry;
@@ -898,7 +901,8 @@ static void *writer_main(void *arg) {
     pthread_mutex_lock(&r->wmu);
     r->wqueued -= j->len;
     r->wpending--;
-    pthread_cond_broadcast(&r->wcv);
+    if (r->main_waits) /* wake-ups cost a context switch: only when someone waits */
+      pthread_cond_signal(&r->dcv);
     wjob_free(j);
   }
   pthread_mutex_unlock(&r->wmu);
@@ -911,8 +915,10 @@ static void writers_drain(struct rctx *r) {
   if (r->nthreads == 0)
     return;
   pthread_mutex_lock(&r->wmu);
+  r->main_waits++;
   while (r->wpending > 0)
-    pthread_cond_wait(&r->wcv, &r->wmu);
+    pthread_cond_wait(&r->dcv, &r->wmu);
+  r->main_waits--;
   pthread_mutex_unlock(&r->wmu);
 }
 
@@ -991,8 +997,10 @@ static int queue_file(struct rctx *r, const char *name, int dirfd, const char *b
     wjob_free(j);
     return fail(r, name, "unable to start the writer threads");
   }
+  r->main_waits++;
   while (r->wqueued > 0 && r->wqueued + len > ASYNC_MAX_QUEUED)
-    pthread_cond_wait(&r->wcv, &r->wmu);
+    pthread_cond_wait(&r->dcv, &r->wmu);
+  r->main_waits--;
   if (r->wtail)
     r->wtail->next = j;
   else
@@ -1141,6 +1149,7 @@ int files_restore_end(void *rctx, int status) {
   free(r->root);
   pthread_mutex_destroy(&r->wmu);
   pthread_cond_destroy(&r->wcv);
+  pthread_cond_destroy(&r->dcv);
   free(r);
   return rc;
 }
