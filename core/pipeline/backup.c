@@ -171,26 +171,32 @@ static int is_stopping(struct bk *b) {
 
 /* ---- item finalisation (called with b->lock held) --------------------- */
 
+/* The item's line in the source's tree spool: for an item reused unchanged,
+ * its parent's line as it was; otherwise built from the item. */
 static void write_tree_line(struct bk *b, struct bk_source *s, struct bk_item *it) {
-  json_t *o = json_object();
-  json_set_bytes(o, "name", it->name, it->name_len);
-  json_object_set_new(o, "type", json_string(item_type_name(it->type)));
-  json_object_set_new(o, "size", json_integer((json_int_t)it->size));
-  json_object_set_new(o, "meta", it->meta ? json_incref(it->meta) : json_object());
-  json_t *chunks = json_array();
-  for (size_t i = 0; i < it->n_submitted; i++) {
-    char hex[65];
-    hex_encode(it->ids[i], 32, hex);
-    json_array_append_new(chunks, json_string(hex));
+  char *line = it->line;
+  if (!line) {
+    json_t *o = json_object();
+    json_set_bytes(o, "name", it->name, it->name_len);
+    json_object_set_new(o, "type", json_string(item_type_name(it->type)));
+    json_object_set_new(o, "size", json_integer((json_int_t)it->size));
+    json_object_set_new(o, "meta", it->meta ? json_incref(it->meta) : json_object());
+    json_t *chunks = json_array();
+    for (size_t i = 0; i < it->n_submitted; i++) {
+      char hex[65];
+      hex_encode(it->ids[i], 32, hex);
+      json_array_append_new(chunks, json_string(hex));
+    }
+    json_object_set_new(o, "chunks", chunks);
+    line = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
   }
-  json_object_set_new(o, "chunks", chunks);
-  char *line = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
-  json_decref(o);
   if (!line || fputs(line, s->tree) == EOF || fputc('\n', s->tree) == EOF) {
     if (!b->fatal)
       b->fatal = xasprintf("unable to write the item tree spool file: %s", strerror(errno));
   }
-  free(line);
+  if (line != it->line)
+    free(line);
 }
 
 static void item_free(struct bk_item *it) {
@@ -216,15 +222,7 @@ static void finalize_ready(struct bk *b, struct bk_source *s) {
       }
       s->tree_size = it->size;
     } else if (!it->failed) {
-      if (it->line) { /* unchanged item: the parent's line is this item's line */
-        if (fwrite(it->line, 1, strlen(it->line), s->tree) != strlen(it->line) ||
-            fputc('\n', s->tree) == EOF) {
-          if (!b->fatal)
-            b->fatal = xasprintf("unable to write the item tree spool file: %s", strerror(errno));
-        }
-      } else {
-        write_tree_line(b, s, it);
-      }
+      write_tree_line(b, s, it);
       s->items++;
       s->bytes += it->size;
       b->items++;

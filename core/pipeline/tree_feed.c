@@ -67,8 +67,8 @@ static void *feed_thread(void *arg) {
       return NULL;
     }
     f->q[(f->head + f->count) % FEED_CAP] = e;
-    f->count++;
-    pthread_cond_broadcast(&f->cv);
+    if (f->count++ == 0) /* the consumer waits only on an empty queue */
+      pthread_cond_signal(&f->cv);
     pthread_mutex_unlock(&f->mu);
   }
 }
@@ -97,8 +97,8 @@ int tree_feed_next(struct tree_feed *f, struct tree_entry *e, char **err) {
   if (f->count > 0) {
     *e = f->q[f->head];
     f->head = (f->head + 1) % FEED_CAP;
-    f->count--;
-    pthread_cond_broadcast(&f->cv);
+    if (f->count-- == FEED_CAP) /* the feeder waits only on a full queue */
+      pthread_cond_signal(&f->cv);
     rc = 1;
   } else if (f->err) {
     *err = f->err;

@@ -218,6 +218,18 @@ static int zstd_encode(int level, const void *in, size_t in_len, uint8_t *dst, s
 }
 
 /* Same contract as zstd_encode. */
+/* zlib counts in uInt: hand it the next piece of the input once it has
+ * consumed the last one, so any size_t works. */
+static void zfeed(z_stream *zs, const uint8_t **src, size_t *in_left) {
+  if (zs->avail_in == 0 && *in_left > 0) {
+    uInt n = *in_left > UINT_MAX ? UINT_MAX : (uInt)*in_left;
+    zs->next_in = (Bytef *)(uintptr_t)*src;
+    zs->avail_in = n;
+    *src += n;
+    *in_left -= n;
+  }
+}
+
 static int gzip_encode(int level, const void *in, size_t in_len, uint8_t *dst, size_t cap,
                        size_t *written) {
   z_stream *zs = tls_deflate(level);
@@ -232,13 +244,7 @@ static int gzip_encode(int level, const void *in, size_t in_len, uint8_t *dst, s
   zs->avail_in = 0;
   /* zlib counts in uInt; feed both buffers in pieces so any size_t works. */
   for (;;) {
-    if (zs->avail_in == 0 && in_left > 0) {
-      uInt n = in_left > UINT_MAX ? UINT_MAX : (uInt)in_left;
-      zs->next_in = (Bytef *)(uintptr_t)src;
-      zs->avail_in = n;
-      src += n;
-      in_left -= n;
-    }
+    zfeed(zs, &src, &in_left);
     if (zs->avail_out == 0) {
       if (out_left == 0)
         return 0;
@@ -423,13 +429,7 @@ static int gzip_decode(const uint8_t *in, size_t in_len, size_t max_out, void **
   int rc;
   zs->avail_in = 0;
   for (;;) {
-    if (zs->avail_in == 0 && in_left > 0) {
-      uInt n = in_left > UINT_MAX ? UINT_MAX : (uInt)in_left;
-      zs->next_in = (Bytef *)(uintptr_t)src;
-      zs->avail_in = n;
-      src += n;
-      in_left -= n;
-    }
+    zfeed(zs, &src, &in_left);
     if (used == cap) {
       if (cap == limit) {
         *err = "gzip stream decodes to more than the allowed maximum";

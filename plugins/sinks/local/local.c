@@ -111,6 +111,26 @@ static int check_name(const struct local_sink *s, const char *name) {
   return ENGINE_OK;
 }
 
+static char *object_path(const struct local_sink *s, const char *name);
+
+/* The path of a valid object name, or NULL after set_error (*rc: the
+ * operation's return value). */
+static char *checked_path(const struct local_sink *s, const char *name, int *rc) {
+  if (check_name(s, name) != ENGINE_OK) {
+    *rc = ENGINE_ERROR;
+    return NULL;
+  }
+  char *path = object_path(s, name);
+  if (path == NULL)
+    *rc = fail_oom(s, name);
+  return path;
+}
+
+static int not_found(const struct local_sink *s, const char *name, const char *path) {
+  SET_ERROR(s, "object '%s' not found ('%s' does not exist)", name, path);
+  return ENGINE_NOT_FOUND;
+}
+
 static char *object_path(const struct local_sink *s, const char *name) {
   char *p = NULL;
   if (asprintf(&p, "%s%s", s->root_prefix, name) < 0)
@@ -309,15 +329,15 @@ static int commit(const struct local_sink *s, int dfd, const char *tmpbase, cons
 
 static int local_put(void *inst, const char *name, const void *buf, size_t len, unsigned flags) {
   struct local_sink *s = inst;
-  if (check_name(s, name) != ENGINE_OK)
-    return ENGINE_ERROR;
+  int prc = ENGINE_OK;
+  char *path = checked_path(s, name, &prc);
+  if (path == NULL)
+    return prc;
   if (buf == NULL && len > 0) {
     SET_ERROR(s, "put of object '%s': %zu bytes announced but no buffer given", name, len);
+    free(path);
     return ENGINE_ERROR;
   }
-  char *path = object_path(s, name);
-  if (path == NULL)
-    return fail_oom(s, name);
 
   char *dirpath = NULL;
   const char *base = NULL;
@@ -395,22 +415,18 @@ static int local_get(void *inst, const char *name, uint64_t off, uint64_t len, v
   struct local_sink *s = inst;
   *buf = NULL;
   *out_len = 0;
-  if (check_name(s, name) != ENGINE_OK)
-    return ENGINE_ERROR;
-  char *path = object_path(s, name);
-  if (path == NULL)
-    return fail_oom(s, name);
-
   int rc = ENGINE_OK;
+  char *path = checked_path(s, name, &rc);
+  if (path == NULL)
+    return rc;
+
   unsigned char *data = NULL;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    if (errno == ENOENT || errno == ENOTDIR) {
-      SET_ERROR(s, "object '%s' not found ('%s' does not exist)", name, path);
-      rc = ENGINE_NOT_FOUND;
-    } else {
+    if (errno == ENOENT || errno == ENOTDIR)
+      rc = not_found(s, name, path);
+    else
       rc = fail_errno(s, errno, "unable to open", path, name);
-    }
     goto out;
   }
   struct stat st;
@@ -486,20 +502,16 @@ out:
 
 static int local_stat(void *inst, const char *name, uint64_t *size) {
   struct local_sink *s = inst;
-  if (check_name(s, name) != ENGINE_OK)
-    return ENGINE_ERROR;
-  char *path = object_path(s, name);
-  if (path == NULL)
-    return fail_oom(s, name);
   int rc = ENGINE_OK;
+  char *path = checked_path(s, name, &rc);
+  if (path == NULL)
+    return rc;
   struct stat st;
   if (stat(path, &st) != 0) {
-    if (errno == ENOENT || errno == ENOTDIR) {
-      SET_ERROR(s, "object '%s' not found ('%s' does not exist)", name, path);
-      rc = ENGINE_NOT_FOUND;
-    } else {
+    if (errno == ENOENT || errno == ENOTDIR)
+      rc = not_found(s, name, path);
+    else
       rc = fail_errno(s, errno, "unable to stat", path, name);
-    }
   } else if (!S_ISREG(st.st_mode)) {
     SET_ERROR(s, "object '%s': '%s' is not a regular file", name, path);
     rc = ENGINE_ERROR;
@@ -512,28 +524,25 @@ static int local_stat(void *inst, const char *name, uint64_t *size) {
 
 static int local_del(void *inst, const char *name) {
   struct local_sink *s = inst;
-  if (check_name(s, name) != ENGINE_OK)
-    return ENGINE_ERROR;
-  char *path = object_path(s, name);
+  int rc = ENGINE_OK;
+  char *path = checked_path(s, name, &rc);
   if (path == NULL)
-    return fail_oom(s, name);
+    return rc;
   char *dirpath = NULL;
   const char *base = NULL;
   int dfd = -1;
-  int rc = open_object_dir(s, name, path, 0, &dirpath, &base, &dfd);
+  rc = open_object_dir(s, name, path, 0, &dirpath, &base, &dfd);
   if (rc == ENGINE_NOT_FOUND) {
-    SET_ERROR(s, "object '%s' not found ('%s' does not exist)", name, path);
+    not_found(s, name, path);
     goto out;
   }
   if (rc != ENGINE_OK)
     goto out;
   if (unlinkat(dfd, base, 0) != 0) {
-    if (errno == ENOENT) {
-      SET_ERROR(s, "object '%s' not found ('%s' does not exist)", name, path);
-      rc = ENGINE_NOT_FOUND;
-    } else {
+    if (errno == ENOENT)
+      rc = not_found(s, name, path);
+    else
       rc = fail_errno(s, errno, "unable to delete", path, name);
-    }
     goto out;
   }
   if (s->fsync && fsync(dfd) != 0)
