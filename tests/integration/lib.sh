@@ -235,6 +235,15 @@ random_file() {
   head -c "$(($2 * 1024 * 1024))" /dev/urandom >"$1" || fail "unable to write $2 MiB of random data to $1"
 }
 
+# Like random_file, but the same bytes on every run for the same SEED (an
+# AES-256-CTR keystream): for tests whose figures depend on the data.
+seeded_file() { # PATH MIB SEED
+  # openssl ends on SIGPIPE when head has enough: that status is expected
+  openssl enc -aes-256-ctr -nosalt -pbkdf2 -pass "pass:$3" </dev/zero 2>/dev/null |
+    head -c "$(($2 * 1024 * 1024))" >"$1" || true
+  [ "$(stat -c %s "$1")" -eq $(($2 * 1024 * 1024)) ] || fail "unable to write $2 MiB of seeded data to $1"
+}
+
 # Where the files source puts an absolute path under a restore target.
 restored_path() { # TARGET ABSPATH
   printf '%s/%s' "$1" "${2#/}"
