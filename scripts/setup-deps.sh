@@ -15,6 +15,8 @@ packages=(
   openssl
   python3 python3-cryptography python3-zstandard
   time procps coreutils findutils diffutils
+  # fincore: the direct-I/O test checks what the local sink left in the page cache
+  util-linux-extra
   # postgres-schema source: libpq, and a real PostgreSQL 15 for its tests
   libpq-dev postgresql-15 postgresql-client-15
   # s3 sink: XML responses; a real Ceph radosgw and an independent client for its tests

@@ -3,6 +3,8 @@
 
 #include <openssl/sha.h>
 #include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,8 +25,32 @@ void packer_init(struct packer *p) {
   memset(p, 0, sizeof(*p));
 }
 
+/* The pack buffer is its own page-aligned mapping: its memory goes back to
+ * the system as soon as the pack is stored, pages are only resident once
+ * written, and a sink may hand it to the kernel for direct I/O (O_DIRECT
+ * needs aligned buffers). */
+static size_t page_round(size_t n) {
+  static size_t page;
+  if (!page) {
+    long ps = sysconf(_SC_PAGESIZE);
+    page = ps > 0 ? (size_t)ps : 4096;
+  }
+  return (n + page - 1) / page * page;
+}
+
+static void set_capacity(struct packer *p, size_t cap) {
+  cap = page_round(cap);
+  void *nb = p->buf ? mremap(p->buf, p->cap, cap, MREMAP_MAYMOVE)
+                    : mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (nb == MAP_FAILED)
+    die_oom();
+  p->buf = nb;
+  p->cap = cap;
+}
+
 void packer_free(struct packer *p) {
-  free(p->buf);
+  if (p->buf)
+    munmap(p->buf, p->cap);
   free(p->entries);
   memset(p, 0, sizeof(*p));
 }
@@ -36,15 +62,12 @@ static void reserve(struct packer *p, size_t more) {
   while (cap < p->len + more)
     cap = cap < 8u * 1024 * 1024 ? cap * 2
                                  : p->len + more + 1024 * 1024; /* large: grow by what is needed */
-  p->buf = xrealloc(p->buf, cap);
-  p->cap = cap;
+  set_capacity(p, cap);
 }
 
 void packer_reserve(struct packer *p, size_t bytes) {
-  if (bytes > p->cap) {
-    p->buf = xrealloc(p->buf, bytes);
-    p->cap = bytes;
-  }
+  if (bytes > p->cap)
+    set_capacity(p, bytes);
 }
 
 void packer_add(struct packer *p, const unsigned char id[32], uint8_t type, const void *sealed,

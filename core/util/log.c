@@ -43,7 +43,7 @@ void log_msg(enum engine_log_level lvl, const char *fmt, ...) {
   va_end(ap);
 }
 
-static void oom(void) {
+void die_oom(void) {
   fputs("engine: error: out of memory\n", stderr);
   abort();
 }
@@ -51,25 +51,25 @@ static void oom(void) {
 void *xmalloc(size_t n) {
   void *p = malloc(n ? n : 1);
   if (!p)
-    oom();
+    die_oom();
   return p;
 }
 void *xcalloc(size_t n, size_t m) {
   void *p = calloc(n ? n : 1, m ? m : 1);
   if (!p)
-    oom();
+    die_oom();
   return p;
 }
 void *xrealloc(void *p, size_t n) {
   void *q = realloc(p, n ? n : 1);
   if (!q)
-    oom();
+    die_oom();
   return q;
 }
 char *xstrdup(const char *s) {
   char *p = strdup(s ? s : "");
   if (!p)
-    oom();
+    die_oom();
   return p;
 }
 char *xasprintf(const char *fmt, ...) {
@@ -79,6 +79,6 @@ char *xasprintf(const char *fmt, ...) {
   int n = vasprintf(&out, fmt, ap);
   va_end(ap);
   if (n < 0)
-    oom();
+    die_oom();
   return out;
 }

@@ -14,6 +14,8 @@ void log_msg(enum engine_log_level lvl, const char *fmt, ...) __attribute__((for
 
 /* printf into a malloc'd string (aborts on OOM). */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Reports "out of memory" and aborts (what the x* allocators do on failure). */
+void die_oom(void) __attribute__((noreturn));
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t m);
 void *xrealloc(void *p, size_t n);
