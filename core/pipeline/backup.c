@@ -100,17 +100,19 @@ struct bk_job {
   unsigned char *data;
   size_t len;
   unsigned char id[32];
-  void *sealed;
-  size_t sealed_len;
   int is_new;
   int failed;
 };
 
+/* A pack: filled by the pool threads, each sealing its blob straight into
+ * the place it reserved, then stored by an upload job. */
 struct bk_upload {
   struct bk *bk;
   struct packer pk;
+  size_t writers; /* blobs being sealed into pk (under pack_mu) */
+  int closed;     /* full: no more reservations; stored once writers is 0 */
+  int failed;     /* a blob could not be sealed: the pack is not stored */
   unsigned char pack_id[32];
-  size_t bytes;
   char *err;
 };
 
@@ -129,7 +131,8 @@ struct bk {
   int flushed;
   char *fatal;
 
-  struct packer packer; /* loop thread only */
+  pthread_mutex_t pack_mu;   /* guards `filling` and every pack's writers/closed/failed */
+  struct bk_upload *filling; /* the pack taking blobs, NULL until the next one */
   uint32_t *run_packs;  /* index numbers of packs written by this run */
   size_t n_run_packs;
 
@@ -237,6 +240,10 @@ static void finalize_ready(struct bk *b, struct bk_source *s) {
 static void upload_work(void *arg) {
   struct bk_upload *u = arg;
   struct repo *r = u->bk->repo;
+  if (u->failed) { /* the backup fails with the chunk's error; this pack is not needed */
+    u->err = xstrdup("a pack was not stored: one of its chunks could not be encrypted");
+    return;
+  }
   if (packer_finish(&u->pk, r, u->pack_id) != 0) {
     u->err = xstrdup("unable to seal a pack header");
     return;
@@ -283,33 +290,69 @@ static size_t pack_capacity(const struct repo *r) {
   return (size_t)r->pack_size + r->chunker.max_size + 64 * 1024;
 }
 
-/* Loop thread: move the current packer into an upload job. */
-static void start_upload(struct bk *b) {
-  if (b->packer.n == 0)
-    return;
+static struct bk_upload *new_pack(struct bk *b) {
   struct bk_upload *u = xcalloc(1, sizeof(*u));
   u->bk = b;
-  u->pk = b->packer;
-  u->bytes = b->packer.len;
-  packer_init(&b->packer);
-  packer_reserve(&b->packer, pack_capacity(b->repo));
-  pthread_mutex_lock(&b->lock);
-  b->uploads_outstanding++;
-  pthread_mutex_unlock(&b->lock);
+  packer_init(&u->pk);
+  packer_reserve(&u->pk, pack_capacity(b->repo));
+  return u;
+}
+
+/* Store a pack that takes no more blobs and has none being sealed. */
+static void submit_pack(struct bk_upload *u) {
   pool_submit(upload_work, upload_done, u);
 }
 
+/* No more reservations in u (under pack_mu); it counts as an upload from
+ * now on, so the source waits while MAX_UPLOADS packs are on their way. */
+static void close_pack(struct bk *b, struct bk_upload *u) {
+  u->closed = 1;
+  if (b->filling == u)
+    b->filling = NULL;
+  pthread_mutex_lock(&b->lock);
+  b->uploads_outstanding++;
+  pthread_mutex_unlock(&b->lock);
+}
+
 /* ---- chunk jobs --------------------------------------------------------- */
+
+/* Pool thread: compress a new chunk and seal it straight into the place it
+ * reserves in the pack being filled (no sealed copy, no copy into the pack
+ * on the loop thread). Whoever seals a full pack's last blob submits it. */
+static int store_blob(struct bk *b, struct bk_job *j) {
+  struct repo *r = b->repo;
+  void *plain;
+  size_t plain_len;
+  if (repo_blob_compress(r, j->data, j->len, &plain, &plain_len) != 0)
+    return -1;
+  size_t sl = repo_sealed_len(r, plain_len);
+  pthread_mutex_lock(&b->pack_mu);
+  struct bk_upload *u = b->filling ? b->filling : (b->filling = new_pack(b));
+  /* a pack takes blobs while below pack_size and was sized for one more */
+  unsigned char *slot = packer_reserve_blob(&u->pk, j->id, j->type, sl, (uint32_t)j->len);
+  u->writers++;
+  if (u->pk.len >= r->pack_size)
+    close_pack(b, u);
+  pthread_mutex_unlock(&b->pack_mu);
+  int rc = slot ? repo_blob_seal(r, j->id, j->type, plain, plain_len, slot) : -1;
+  free(plain);
+  pthread_mutex_lock(&b->pack_mu);
+  if (rc != 0)
+    u->failed = 1;
+  int ready = --u->writers == 0 && u->closed;
+  pthread_mutex_unlock(&b->pack_mu);
+  if (ready)
+    submit_pack(u);
+  return rc;
+}
 
 static void job_work(void *arg) {
   struct bk_job *j = arg;
   struct repo *r = j->bk->repo;
   repo_blob_id(r, j->data, j->len, j->id);
   j->is_new = index_claim(r->index, j->id, j->type);
-  if (j->is_new && !j->bk->o->dry_run) {
-    if (repo_blob_encode(r, j->id, j->type, j->data, j->len, &j->sealed, &j->sealed_len) != 0)
-      j->failed = 1;
-  }
+  if (j->is_new && !j->bk->o->dry_run && store_blob(j->bk, j) != 0)
+    j->failed = 1;
 }
 
 static void job_done(void *arg) {
@@ -317,12 +360,6 @@ static void job_done(void *arg) {
   struct bk *b = j->bk;
   if (j->failed)
     set_fatal(b, xstrdup("unable to compress or encrypt a chunk"));
-  if (j->sealed) {
-    packer_add(&b->packer, j->id, j->type, j->sealed, j->sealed_len, (uint32_t)j->len);
-    free(j->sealed);
-    if (b->packer.len >= b->repo->pack_size)
-      start_upload(b);
-  }
   pthread_mutex_lock(&b->lock);
   struct bk_item *it = j->item;
   memcpy(it->ids[j->idx], j->id, 32);
@@ -718,8 +755,18 @@ static void flush_done(void *arg) {
   pthread_mutex_lock(&b->lock);
   int fatal = b->fatal != NULL;
   pthread_mutex_unlock(&b->lock);
-  if (!fatal) /* after a fatal error nothing will reference the last pack */
-    start_upload(b);
+  if (!fatal) { /* after a fatal error nothing will reference the last pack */
+    /* every job is done: nothing is being sealed into the last pack */
+    pthread_mutex_lock(&b->pack_mu);
+    struct bk_upload *u = b->filling;
+    if (u && u->pk.n > 0)
+      close_pack(b, u);
+    else
+      u = NULL;
+    pthread_mutex_unlock(&b->pack_mu);
+    if (u)
+      submit_pack(u);
+  }
   pthread_mutex_lock(&b->lock);
   b->flushed = 1;
   pthread_cond_broadcast(&b->cond);
@@ -802,9 +849,7 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
     b->limit = 2ull * o->repo->chunker.max_size;
   pthread_mutex_init(&b->lock, NULL);
   pthread_cond_init(&b->cond, NULL);
-  packer_init(&b->packer);
-  if (!o->dry_run)
-    packer_reserve(&b->packer, pack_capacity(o->repo));
+  pthread_mutex_init(&b->pack_mu, NULL);
   b->n_sources = o->pipeline->n_sources;
   b->sources = xcalloc(b->n_sources, sizeof(*b->sources));
   int rc = -1;
@@ -999,11 +1044,15 @@ out:
   free(b->chunk_buf);
   for (size_t i = 0; i < b->n_spare; i++)
     free(b->spare[i]);
-  packer_free(&b->packer);
+  if (b->filling) { /* a run that failed: its last pack was never stored */
+    packer_free(&b->filling->pk);
+    free(b->filling);
+  }
   free(b->run_packs);
   free(b->fatal);
   progress_free(b->progress);
   pthread_mutex_destroy(&b->lock);
+  pthread_mutex_destroy(&b->pack_mu);
   pthread_cond_destroy(&b->cond);
   free(b);
   return rc;

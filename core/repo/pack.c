@@ -70,9 +70,10 @@ void packer_reserve(struct packer *p, size_t bytes) {
     set_capacity(p, bytes);
 }
 
-void packer_add(struct packer *p, const unsigned char id[32], uint8_t type, const void *sealed,
-                size_t sealed_len, uint32_t raw_length) {
-  reserve(p, sealed_len);
+unsigned char *packer_reserve_blob(struct packer *p, const unsigned char id[32], uint8_t type,
+                                   size_t sealed_len, uint32_t raw_length) {
+  if (p->len + sealed_len > p->cap)
+    return NULL;
   if (p->n == p->cap_entries) {
     p->cap_entries = p->cap_entries ? p->cap_entries * 2 : 64;
     p->entries = xrealloc(p->entries, p->cap_entries * sizeof(*p->entries));
@@ -83,8 +84,15 @@ void packer_add(struct packer *p, const unsigned char id[32], uint8_t type, cons
   e->offset = (uint32_t)p->len;
   e->length = (uint32_t)sealed_len;
   e->raw_length = raw_length;
-  memcpy(p->buf + p->len, sealed, sealed_len);
+  unsigned char *slot = p->buf + p->len;
   p->len += sealed_len;
+  return slot;
+}
+
+void packer_add(struct packer *p, const unsigned char id[32], uint8_t type, const void *sealed,
+                size_t sealed_len, uint32_t raw_length) {
+  reserve(p, sealed_len);
+  memcpy(packer_reserve_blob(p, id, type, sealed_len, raw_length), sealed, sealed_len);
 }
 
 int packer_finish(struct packer *p, const struct repo *r, unsigned char pack_id[32]) {

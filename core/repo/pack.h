@@ -37,7 +37,13 @@ void packer_init(struct packer *p);
 void packer_free(struct packer *p);
 /* Size the buffer once for a whole pack instead of growing it by doubling. */
 void packer_reserve(struct packer *p, size_t bytes);
-/* Append one sealed blob. */
+/* Record one blob of sealed_len bytes and return where its sealed bytes go
+ * (the caller writes them before the pack is finished). The buffer must
+ * already have room: this never moves it, so several threads may fill
+ * their reserved places at once (under the caller's lock for the call). */
+unsigned char *packer_reserve_blob(struct packer *p, const unsigned char id[32], uint8_t type,
+                                   size_t sealed_len, uint32_t raw_length);
+/* Append one sealed blob (growing the buffer as needed). */
 void packer_add(struct packer *p, const unsigned char id[32], uint8_t type, const void *sealed,
                 size_t sealed_len, uint32_t raw_length);
 /* Seal the header and append header + trailer; computes the pack id. The

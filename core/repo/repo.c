@@ -256,17 +256,27 @@ static void blob_aad(const unsigned char id[32], enum blob_type type, unsigned c
   aad[32] = (unsigned char)type;
 }
 
+int repo_blob_compress(const struct repo *r, const void *data, size_t n, void **plain,
+                       size_t *plain_len) {
+  return compress_encode(r->compress_algo, r->compress_level, data, n, plain, plain_len);
+}
+
+int repo_blob_seal(const struct repo *r, const unsigned char id[32], enum blob_type type,
+                   const void *plain, size_t plain_len, void *out) {
+  unsigned char aad[33];
+  blob_aad(id, type, aad);
+  return repo_seal(r, aad, sizeof(aad), plain, plain_len, out);
+}
+
 int repo_blob_encode(const struct repo *r, const unsigned char id[32], enum blob_type type,
                      const void *data, size_t n, void **out, size_t *out_len) {
   void *plain;
   size_t plain_len;
-  if (compress_encode(r->compress_algo, r->compress_level, data, n, &plain, &plain_len) != 0)
+  if (repo_blob_compress(r, data, n, &plain, &plain_len) != 0)
     return -1;
-  unsigned char aad[33];
-  blob_aad(id, type, aad);
   size_t sl = repo_sealed_len(r, plain_len);
   void *sealed = xmalloc(sl);
-  int rc = repo_seal(r, aad, sizeof(aad), plain, plain_len, sealed);
+  int rc = repo_blob_seal(r, id, type, plain, plain_len, sealed);
   free(plain);
   if (rc != 0) {
     free(sealed);

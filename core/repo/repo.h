@@ -129,6 +129,14 @@ void repo_blob_id(const struct repo *r, const void *data, size_t n, unsigned cha
  * raw bytes. */
 int repo_blob_encode(const struct repo *r, const unsigned char id[32], enum blob_type type,
                      const void *data, size_t n, void **out, size_t *out_len);
+/* The two halves of repo_blob_encode, for a caller that seals into a buffer
+ * of its own (the backup seals straight into the pack being filled):
+ * compress gives the plaintext (malloc'd), seal writes
+ * repo_sealed_len(plain_len) bytes to out. */
+int repo_blob_compress(const struct repo *r, const void *data, size_t n, void **plain,
+                       size_t *plain_len);
+int repo_blob_seal(const struct repo *r, const unsigned char id[32], enum blob_type type,
+                   const void *plain, size_t plain_len, void *out);
 int repo_blob_decode(const struct repo *r, const unsigned char id[32], enum blob_type type,
                      const void *enc, size_t enc_len, void **out, size_t *out_len, char **err);
 
