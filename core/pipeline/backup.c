@@ -133,7 +133,7 @@ struct bk {
 
   pthread_mutex_t pack_mu;   /* guards `filling` and every pack's writers/closed/failed */
   struct bk_upload *filling; /* the pack taking blobs, NULL until the next one */
-  uint32_t *run_packs;  /* index numbers of packs written by this run */
+  uint32_t *run_packs;       /* index numbers of packs written by this run */
   size_t n_run_packs;
 
   struct bk_source *sources;

@@ -3,10 +3,10 @@
 
 #include <openssl/sha.h>
 #include <stdio.h>
-#include <sys/mman.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "util/log.h"
 
@@ -30,11 +30,8 @@ void packer_init(struct packer *p) {
  * written, and a sink may hand it to the kernel for direct I/O (O_DIRECT
  * needs aligned buffers). */
 static size_t page_round(size_t n) {
-  static size_t page;
-  if (!page) {
-    long ps = sysconf(_SC_PAGESIZE);
-    page = ps > 0 ? (size_t)ps : 4096;
-  }
+  long ps = sysconf(_SC_PAGESIZE);
+  size_t page = ps > 0 ? (size_t)ps : 4096;
   return (n + page - 1) / page * page;
 }
 
