@@ -63,6 +63,7 @@ int forget_run(struct repo *r, const struct pipeline_retention *pol, const char 
       int64_t t = 0;
       parse_iso_time(json_string_value(json_object_get(s, "time")), &t);
       rs[k].time = t;
+      rs[k].created_ns = (int64_t)json_integer_value(json_object_get(s, "created_ns"));
       json_t *tg = json_object_get(s, "tags");
       tags[k] = xcalloc(json_array_size(tg) + 1, sizeof(char *));
       for (size_t x = 0; x < json_array_size(tg); x++)

@@ -78,12 +78,16 @@ static int compute_keys(struct entry *e, size_t input_pos, char **err) {
   return 0;
 }
 
-/* Newest first; equal times by id descending, then input position, so the result never
- * depends on the order the caller listed the snapshots in (except for duplicate ids). */
+/* Newest first; equal times by the time the manifest was written (two runs
+ * in the same second: the later one is newer, as `latest` has it), then by id
+ * descending, then input position, so the result never depends on the
+ * order the caller listed the snapshots in (except for duplicate ids). */
 static int entry_cmp(const void *a, const void *b) {
   const struct entry *x = a, *y = b;
   if (x->snap->time != y->snap->time)
     return x->snap->time > y->snap->time ? -1 : 1;
+  if (x->snap->created_ns != y->snap->created_ns)
+    return x->snap->created_ns > y->snap->created_ns ? -1 : 1;
   int c = strcmp(x->snap->id, y->snap->id);
   if (c != 0)
     return c > 0 ? -1 : 1;

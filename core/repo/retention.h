@@ -40,6 +40,10 @@ struct retention_snapshot {
   int64_t time; /* unix seconds, UTC */
   const char *const *tags;
   size_t n_tags;
+  /* when the manifest was written (ns since the epoch, 0 if unknown): of two
+   * snapshots with the same time, the later written is the newer, as in
+   * snapshot listings (docs/FORMAT.md, snapshot manifest) */
+  int64_t created_ns;
 };
 
 struct retention_decision {

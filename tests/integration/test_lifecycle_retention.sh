@@ -8,7 +8,8 @@
 # keep_within / keep_last / keep_monthly, and keep_tags (the pipeline's
 # tags: field), and remove nothing; `forget` then removes exactly the
 # others. `retention: {keep_last: 2, apply: after-run}` makes `engine run`
-# forget older snapshots of its own pipeline by itself.
+# forget older snapshots of its own pipeline by itself. Of several runs with
+# the same time, keep_last keeps the one made last.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -229,4 +230,20 @@ assert_eq "$(printf '%s\n' "${ids[2]}" "${ids[3]}" | LC_ALL=C sort | paste -sd '
   "$(json_get "$T/as.json" '" ".join(sorted(s["id"] for s in j if s["time"].startswith("2021")))')" "auto's snapshots left after four runs"
 run_ok "$T/ar.out" "$T/ar.err" restore "$T/auto.yml" latest --target "$T/out"
 assert_files_equal "$src/file.txt" "$(restored_path "$T/out" "$src")/file.txt" "the latest auto snapshot's file"
+
+# ---- several runs with the same time (fast runs land in one second) ---------
+# keep_last 1 must keep the run made last (ordered by created_ns, as
+# `latest` is), never an older one that happens to have a larger id.
+write_pipeline "$T/same.yml" same "$repo" "$src"
+echo "retention: {keep_last: 1}" >>"$T/same.yml"
+for k in 1 2 3 4 5 6; do
+  echo "same-second run $k" >"$src/file.txt"
+  run_ok "$T/same$k.json" "$T/same$k.err" run "$T/same.yml" --json --time "2021-03-01T12:00:00Z"
+done
+last=$(json_get "$T/same6.json" 'j["snapshot"]')
+run_ok "$T/same-forget.json" "$T/same-forget.err" forget "$T/same.yml" --json
+assert_eq "$last" "$(json_get "$T/same-forget.json" '" ".join(s["id"] for g in j["groups"] for s in g["keep"])')" \
+  "the snapshot kept by keep_last 1 among six runs with the same time (the last run's)"
+run_ok "$T/same-r.out" "$T/same-r.err" restore "$T/same.yml" latest --target "$T/out-same"
+assert_files_equal "$src/file.txt" "$(restored_path "$T/out-same" "$src")/file.txt" "the latest same-time snapshot's file"
 note "PASS"

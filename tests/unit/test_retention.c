@@ -391,6 +391,23 @@ static void test_equal_times_break_ties_by_id(void **state) {
   check(&p, ba, 2, want_ba);
 }
 
+/* Two runs in the same second: the manifest written later is the newer
+ * one, whatever the ids (keep_last must never drop the newest snapshot). */
+static void test_equal_times_ordered_by_creation(void **state) {
+  (void)state;
+  int64_t t = utc(2022, 1, 1, 0, 0, 0);
+  struct retention_snapshot older = snap("ffff", t), newer = snap("0000", t);
+  older.created_ns = t * 1000000000 + 100;
+  newer.created_ns = t * 1000000000 + 900;
+  struct retention_snapshot on[] = {older, newer};
+  struct retention_snapshot no[] = {newer, older};
+  struct retention_policy p = {.keep_last = 1};
+  const char *const *want_on[] = {NULL, R_LAST};
+  const char *const *want_no[] = {R_LAST, NULL};
+  check(&p, on, 2, want_on);
+  check(&p, no, 2, want_no);
+}
+
 static void test_empty_policy_refused(void **state) {
   (void)state;
   struct retention_snapshot s[] = {snap("only", utc(2022, 1, 1, 0, 0, 0))};
@@ -447,6 +464,7 @@ int main(void) {
       cmocka_unit_test(test_unlimited),
       cmocka_unit_test(test_combined_policy_exact_reasons),
       cmocka_unit_test(test_equal_times_break_ties_by_id),
+      cmocka_unit_test(test_equal_times_ordered_by_creation),
       cmocka_unit_test(test_empty_policy_refused),
       cmocka_unit_test(test_invalid_input_rejected),
   };
