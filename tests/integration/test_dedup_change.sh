@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Content-defined chunking: overwriting 1 MiB in the middle of a 200 MiB
-# random file stores only a few MiB on the next run, and both snapshots
-# restore their own version byte for byte. The data is pseudo-random but
-# fixed (seeded_file): how many chunks around the change differ depends on
-# where the boundaries fall -- 2 to 7 chunks (2.3 to 9.4 MB) over ten runs
-# with fresh random data -- so fixed data keeps the figure reproducible.
+# random file stores only the few chunks around the change on the next
+# run (never more than 16 MiB, 8 % of the file; storing the whole file
+# again would be 200 MiB), and both snapshots restore their own version
+# byte for byte. How many chunks differ depends on where the boundaries
+# fall, and the chunker is keyed with a random per-repository seed, so
+# even fixed data (seeded_file) gives a spread: 1 to 7 new chunks, 1.3 to
+# 7.4 MB stored over 20 repositories; chunks are up to 4 MiB (chunk_max),
+# and CI runs have seen 8.7 and 10.4 MB. The bound leaves room for that tail.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -27,8 +30,8 @@ snap2=$(json_get "$T/run2.json" 'j["snapshot"]')
 stored2=$(json_get "$T/run2.json" 'j["stored_bytes"]')
 new2=$(json_get "$T/run2.json" 'j["new_bytes"]')
 note "second run: new_bytes=$new2 stored_bytes=$stored2"
-[ "$stored2" -lt $((8 * 1024 * 1024)) ] ||
-  { show "$T/run2.json"; fail "second run stored $stored2 bytes after a 1 MiB change, expected < 8 MiB"; }
+[ "$stored2" -lt $((16 * 1024 * 1024)) ] ||
+  { show "$T/run2.json"; fail "second run stored $stored2 bytes after a 1 MiB change, expected < 16 MiB"; }
 [ "$new2" -ge $((1024 * 1024)) ] ||
   { show "$T/run2.json"; fail "second run: new_bytes=$new2, but 1 MiB changed"; }
 
