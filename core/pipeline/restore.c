@@ -4,7 +4,6 @@
 #include "pipeline/restore.h"
 
 #include <fnmatch.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,18 +213,8 @@ static struct plugin_instance *find_instance(const struct restore_opts *o, const
   return NULL;
 }
 
-/* A restore allocates and frees a decoded blob (up to a chunk, 4 MiB) per
- * chunk on the read-ahead workers and the writers. With the default 128 KiB
- * of padding, each arena gives that memory back after nearly every blob
- * and faults it in again for the next: ~125,000 page faults per GiB
- * restored, ~0.5 CPU-s here. Keeping 16 MiB at the top of each arena cuts
- * them to ~25,000 for a few MiB more peak RSS (docs/PERFORMANCE.md). */
-#define RESTORE_MALLOC_TOP_PAD (16 * 1024 * 1024)
-
 int restore_run(const struct restore_opts *o, struct restore_result *res, char **err) {
   memset(res, 0, sizeof(*res));
-  if (!getenv("MALLOC_TOP_PAD_"))
-    mallopt(M_TOP_PAD, RESTORE_MALLOC_TOP_PAD);
   json_t *srcs = json_object_get(o->manifest, "sources");
   char *only_src = NULL;
   const char *glob = NULL;

@@ -217,7 +217,6 @@ static int zstd_encode(int level, const void *in, size_t in_len, uint8_t *dst, s
   return 1;
 }
 
-/* Same contract as zstd_encode. */
 /* zlib counts in uInt: hand it the next piece of the input once it has
  * consumed the last one, so any size_t works. */
 static void zfeed(z_stream *zs, const uint8_t **src, size_t *in_left) {
@@ -230,6 +229,7 @@ static void zfeed(z_stream *zs, const uint8_t **src, size_t *in_left) {
   }
 }
 
+/* Same contract as zstd_encode. */
 static int gzip_encode(int level, const void *in, size_t in_len, uint8_t *dst, size_t cap,
                        size_t *written) {
   z_stream *zs = tls_deflate(level);

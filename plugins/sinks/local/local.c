@@ -112,7 +112,12 @@ static int check_name(const struct local_sink *s, const char *name) {
   return ENGINE_OK;
 }
 
-static char *object_path(const struct local_sink *s, const char *name);
+static char *object_path(const struct local_sink *s, const char *name) {
+  char *p = NULL;
+  if (asprintf(&p, "%s%s", s->root_prefix, name) < 0)
+    return NULL;
+  return p;
+}
 
 /* The path of a valid object name, or NULL after set_error (*rc: the
  * operation's return value). */
@@ -130,13 +135,6 @@ static char *checked_path(const struct local_sink *s, const char *name, int *rc)
 static int not_found(const struct local_sink *s, const char *name, const char *path) {
   SET_ERROR(s, "object '%s' not found ('%s' does not exist)", name, path);
   return ENGINE_NOT_FOUND;
-}
-
-static char *object_path(const struct local_sink *s, const char *name) {
-  char *p = NULL;
-  if (asprintf(&p, "%s%s", s->root_prefix, name) < 0)
-    return NULL;
-  return p;
 }
 
 /* ---- directories ------------------------------------------------------ */
