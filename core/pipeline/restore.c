@@ -316,7 +316,7 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
                              (int)(ncpu < 1   ? 1
                                    : ncpu > 8 ? 8
                                               : ncpu),
-                             16);
+                             0);
     }
     if (r == 0) /* the tree is parsed ahead on another thread while items are written */
       r = tree_feed_foreach(o->repo, json_object_get(s, "tree"), item_cb, &pc, err);

@@ -9,8 +9,13 @@
 #include "util/log.h"
 
 /* Parsed entries waiting for the source thread. Lines are a few hundred
- * bytes: this bounds the feed to well under a megabyte. */
+ * bytes: this bounds the feed to well under a megabyte. A full feed wakes
+ * the feeder only once it is half empty again, and an empty one wakes the
+ * consumer once a batch is in: waking the other side per entry costs a
+ * context switch per entry (the feed is kept exactly full or exactly
+ * empty, and the woken thread preempts the one that woke it). */
 #define FEED_CAP 512
+#define FEED_BATCH 16
 
 struct tree_feed {
   pthread_t th;
@@ -18,6 +23,7 @@ struct tree_feed {
   pthread_cond_t cv;
   struct tree_entry q[FEED_CAP];
   size_t head, count;
+  int feeder_waits, consumer_waits;
   int done, stop, started, full;
   char *err;
   struct tree_reader tr;
@@ -59,15 +65,18 @@ static void *feed_thread(void *arg) {
       pthread_mutex_unlock(&f->mu);
       return NULL;
     }
-    while (f->count == FEED_CAP && !f->stop)
+    while (f->count == FEED_CAP && !f->stop) {
+      f->feeder_waits = 1;
       pthread_cond_wait(&f->cv, &f->mu);
+    }
+    f->feeder_waits = 0;
     if (f->stop) {
       pthread_mutex_unlock(&f->mu);
       tree_entry_clear(&e);
       return NULL;
     }
     f->q[(f->head + f->count) % FEED_CAP] = e;
-    if (f->count++ == 0) /* the consumer waits only on an empty queue */
+    if (++f->count >= FEED_BATCH && f->consumer_waits)
       pthread_cond_signal(&f->cv);
     pthread_mutex_unlock(&f->mu);
   }
@@ -91,13 +100,17 @@ struct tree_feed *tree_feed_start(struct repo *r, json_t *tree_ids, int flags) {
 
 int tree_feed_next(struct tree_feed *f, struct tree_entry *e, char **err) {
   pthread_mutex_lock(&f->mu);
-  while (f->count == 0 && !f->done)
-    pthread_cond_wait(&f->cv, &f->mu);
+  if (f->count == 0 && !f->done) {
+    f->consumer_waits = 1;
+    while (f->count < FEED_BATCH && !f->done)
+      pthread_cond_wait(&f->cv, &f->mu);
+    f->consumer_waits = 0;
+  }
   int rc;
   if (f->count > 0) {
     *e = f->q[f->head];
     f->head = (f->head + 1) % FEED_CAP;
-    if (f->count-- == FEED_CAP) /* the feeder waits only on a full queue */
+    if (--f->count <= FEED_CAP / 2 && f->feeder_waits)
       pthread_cond_signal(&f->cv);
     rc = 1;
   } else if (f->err) {

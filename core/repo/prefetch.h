@@ -1,6 +1,8 @@
 /* Parallel read-ahead for restores: worker threads fetch, decrypt and
  * decompress the blobs of a known sequence ahead of the consumer, which
- * takes them in order. Memory is bounded by the window (blobs ahead). */
+ * takes them in order. Memory is bounded by the window: the decoded bytes
+ * ahead of the consumer (their lengths come from the index) and a number
+ * of blobs. */
 #ifndef CORE_REPO_PREFETCH_H
 #define CORE_REPO_PREFETCH_H
 
@@ -10,9 +12,10 @@
 
 struct prefetch;
 
-/* ids: n blob ids (copied) in the order they will be consumed. */
+/* ids: n blob ids (copied) in the order they will be consumed; budget:
+ * decoded bytes ahead (0: 24 MiB; the next blob is always fetched). */
 struct prefetch *prefetch_start(struct repo *r, const unsigned char (*ids)[32], size_t n,
-                                enum blob_type type, int threads, size_t window);
+                                enum blob_type type, int threads, size_t budget);
 /* Take blob `id`: the next one in sequence, skipping (and dropping) blobs
  * the consumer did not ask for. 1: *out set (malloc'd); 0: id not ahead in
  * the sequence (caller reads it directly); -1: error (*err). */

@@ -33,6 +33,12 @@
 #define ASYNC_MAX_FILE (1024u * 1024u)
 #define ASYNC_MAX_QUEUED (32u * 1024u * 1024u)
 #define WRITERS 3
+/* Wake-ups cost a context switch, and the woken writer usually preempts
+ * the main thread that woke it: a writer is woken only when it would find
+ * a batch of this many files (one more writer per batch queued), a writer
+ * keeps going while the queue has work, and a main thread waiting for room
+ * is woken when the queue is half empty. */
+#define WAKE_BATCH 4
 
 /* Metadata as restore applies it. */
 struct rmeta {
@@ -69,8 +75,8 @@ struct rctx {
   pthread_cond_t dcv; /* the main thread waits for room in the queue or a drain */
   int main_waits;     /* the main thread is waiting on dcv */
   struct wjob *whead, *wtail;
-  size_t wqueued, wpending;
-  int wstop, nthreads;
+  size_t wqueued, wpending, wjobs; /* bytes and files queued; files not yet written */
+  int wstop, nthreads, widle;      /* widle: writers waiting on wcv */
   pthread_t threads[WRITERS];
   size_t wfailures;
   char wfirst[1536];
@@ -884,24 +890,47 @@ static void write_job(struct rctx *r, struct wjob *j) {
   }
 }
 
+/* Wake one more writer when the queue holds a batch for each writer
+ * already awake and one more (the mutex is held). */
+static void writers_wake(struct rctx *r) {
+  size_t awake = (size_t)(r->nthreads - r->widle);
+  if (r->widle > 0 && r->wjobs >= (awake + 1) * WAKE_BATCH)
+    pthread_cond_signal(&r->wcv);
+}
+
+/* Before the main thread spends a while on something else (a large file):
+ * files still waiting for a batch to fill are started now. */
+static void writers_kick(struct rctx *r) {
+  if (r->nthreads == 0)
+    return;
+  pthread_mutex_lock(&r->wmu);
+  if (r->wjobs > 0 && r->widle == r->nthreads)
+    pthread_cond_signal(&r->wcv);
+  pthread_mutex_unlock(&r->wmu);
+}
+
 static void *writer_main(void *arg) {
   struct rctx *r = arg;
   pthread_mutex_lock(&r->wmu);
   for (;;) {
-    while (r->whead == NULL && !r->wstop)
+    while (r->whead == NULL && !r->wstop) {
+      r->widle++;
       pthread_cond_wait(&r->wcv, &r->wmu);
+      r->widle--;
+    }
     if (r->whead == NULL)
       break;
     struct wjob *j = r->whead;
     r->whead = j->next;
     if (r->whead == NULL)
       r->wtail = NULL;
+    r->wjobs--;
     pthread_mutex_unlock(&r->wmu);
     write_job(r, j);
     pthread_mutex_lock(&r->wmu);
     r->wqueued -= j->len;
     r->wpending--;
-    if (r->main_waits) /* wake-ups cost a context switch: only when someone waits */
+    if (r->main_waits && (r->wpending == 0 || r->wqueued <= ASYNC_MAX_QUEUED / 2))
       pthread_cond_signal(&r->dcv);
     wjob_free(j);
   }
@@ -915,6 +944,8 @@ static void writers_drain(struct rctx *r) {
   if (r->nthreads == 0)
     return;
   pthread_mutex_lock(&r->wmu);
+  if (r->wjobs > 0)
+    pthread_cond_broadcast(&r->wcv);
   r->main_waits++;
   while (r->wpending > 0)
     pthread_cond_wait(&r->dcv, &r->wmu);
@@ -997,10 +1028,13 @@ static int queue_file(struct rctx *r, const char *name, int dirfd, const char *b
     wjob_free(j);
     return fail(r, name, "unable to start the writer threads");
   }
-  r->main_waits++;
-  while (r->wqueued > 0 && r->wqueued + len > ASYNC_MAX_QUEUED)
-    pthread_cond_wait(&r->dcv, &r->wmu);
-  r->main_waits--;
+  if (r->wqueued > 0 && r->wqueued + len > ASYNC_MAX_QUEUED) {
+    pthread_cond_broadcast(&r->wcv); /* all hands while the main thread waits */
+    r->main_waits++;
+    while (r->wqueued > 0 && r->wqueued + len > ASYNC_MAX_QUEUED)
+      pthread_cond_wait(&r->dcv, &r->wmu);
+    r->main_waits--;
+  }
   if (r->wtail)
     r->wtail->next = j;
   else
@@ -1008,7 +1042,8 @@ static int queue_file(struct rctx *r, const char *name, int dirfd, const char *b
   r->wtail = j;
   r->wqueued += len;
   r->wpending++;
-  pthread_cond_signal(&r->wcv);
+  r->wjobs++;
+  writers_wake(r);
   pthread_mutex_unlock(&r->wmu);
   return ENGINE_OK;
 }
@@ -1061,10 +1096,12 @@ int files_restore_item(void *rctx, const struct engine_item *item,
     goto out;
   switch (item->type) {
   case ENGINE_ITEM_FILE:
-    if (data != NULL && data->size <= ASYNC_MAX_FILE && !m.sparse)
+    if (data != NULL && data->size <= ASYNC_MAX_FILE && !m.sparse) {
       rc = queue_file(r, name, dirfd, base, &m, data);
-    else
+    } else {
+      writers_kick(r);
       rc = restore_file(r, name, dirfd, base, &m, item, data);
+    }
     break;
   case ENGINE_ITEM_DIR:
     rc = restore_dir(r, name, dirfd, base, &m);
