@@ -303,14 +303,16 @@ int repo_blob_decode(const struct repo *r, const unsigned char id[32], enum blob
   const char *cerr = NULL;
   void *raw;
   size_t raw_len;
-  int rc = compress_decode(plain, plain_len, REPO_MAX_BLOB, &raw, &raw_len, &cerr);
-  free(plain);
+  int trusted = r->trust_aead_ids && r->crypto;
+  int rc =
+      compress_decode_owned(plain, plain_len, REPO_MAX_BLOB,
+                            trusted ? COMPRESS_DECODE_AUTHENTICATED : 0, &raw, &raw_len, &cerr);
   if (rc != 0) {
     *err = xasprintf("blob %s: unable to decompress: %s", hex, cerr ? cerr : "corrupt data");
     return -1;
   }
   unsigned char check[32];
-  if (!(r->trust_aead_ids && r->crypto))
+  if (!trusted)
     repo_blob_id(r, raw, raw_len, check);
   else
     memcpy(check, id, 32);

@@ -58,9 +58,11 @@ struct repo {
   int compress_algo, compress_level;
   struct index *index;
   int created; /* initialised by this open */
-  /* Restores skip recomputing each blob's keyed id: with encryption the AEAD
-   * already authenticates (id, type, ciphertext) together, the id being the
-   * associated data. check --read-data and encryption none always verify. */
+  /* Restores skip recomputing each blob's keyed id and verifying zstd's
+   * content checksum: with encryption the AEAD already authenticates (id,
+   * type, ciphertext) together, the id being the associated data, and an
+   * authenticated frame decodes to what the backup compressed. check
+   * --read-data and encryption none always verify both. */
   int trust_aead_ids;
 };
 

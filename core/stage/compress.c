@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
+/* for ZSTD_d_forceIgnoreChecksum (experimental in 1.5; an older library
+ * refuses the parameter and the checksum is verified as before) */
+#define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
 #include <zstd_errors.h>
 
@@ -353,7 +356,7 @@ int compress_encode(enum compress_algo a, int level, const void *in, size_t in_l
 
 /* ---- decode ---- */
 
-static int zstd_decode(const uint8_t *in, size_t in_len, size_t max_out, void **out,
+static int zstd_decode(const uint8_t *in, size_t in_len, size_t max_out, int flags, void **out,
                        size_t *out_len, const char **err) {
   /* Only a regular frame: skippable frames would "decode" to nothing. */
   if (in_len < 4 || in[0] != 0x28 || in[1] != 0xB5 || in[2] != 0x2F || in[3] != 0xFD) {
@@ -393,6 +396,9 @@ static int zstd_decode(const uint8_t *in, size_t in_len, size_t max_out, void **
     return -1;
   }
   ZSTD_DCtx_reset(dctx, ZSTD_reset_session_only);
+  (void)ZSTD_DCtx_setParameter(dctx, ZSTD_d_forceIgnoreChecksum,
+                               (flags & COMPRESS_DECODE_AUTHENTICATED) ? ZSTD_d_ignoreChecksum
+                                                                       : ZSTD_d_validateChecksum);
   size_t r = ZSTD_decompressDCtx(dctx, buf, n, in, in_len);
   if (ZSTD_isError(r) || r != n) {
     free(buf);
@@ -484,8 +490,8 @@ fail:
   return -1;
 }
 
-int compress_decode(const void *in, size_t in_len, size_t max_out, void **out, size_t *out_len,
-                    const char **err) {
+static int decode(const void *in, size_t in_len, size_t max_out, int flags, void **out,
+                  size_t *out_len, const char **err) {
   const uint8_t *p = in;
   const char *dummy;
 
@@ -517,11 +523,32 @@ int compress_decode(const void *in, size_t in_len, size_t max_out, void **out, s
     return 0;
   }
   case COMPRESS_ZSTD:
-    return zstd_decode(p + 1, in_len - 1, max_out, out, out_len, err);
+    return zstd_decode(p + 1, in_len - 1, max_out, flags, out, out_len, err);
   case COMPRESS_GZIP:
     return gzip_decode(p + 1, in_len - 1, max_out, out, out_len, err);
   default:
     *err = "unknown compression algorithm byte";
     return -1;
   }
+}
+
+int compress_decode(const void *in, size_t in_len, size_t max_out, void **out, size_t *out_len,
+                    const char **err) {
+  return decode(in, in_len, max_out, 0, out, out_len, err);
+}
+
+int compress_decode_owned(void *in, size_t in_len, size_t max_out, int flags, void **out,
+                          size_t *out_len, const char **err) {
+  uint8_t *p = in;
+  if (in_len > 0 && p[0] == COMPRESS_NONE && in_len - 1 <= max_out) {
+    memmove(p, p + 1, in_len - 1);
+    *out = p;
+    *out_len = in_len - 1;
+    if (err != NULL)
+      *err = NULL;
+    return 0;
+  }
+  int rc = decode(in, in_len, max_out, flags, out, out_len, err);
+  free(in);
+  return rc;
 }

@@ -283,6 +283,57 @@ static void test_gzip_corruption(void **state) {
   check_corruption(COMPRESS_GZIP);
 }
 
+/* compress_decode_owned: a stored payload comes back in the same buffer,
+ * a zstd frame decodes; with COMPRESS_DECODE_AUTHENTICATED a wrong content
+ * checksum is not looked at (the AEAD covered the frame), without it the
+ * frame is refused -- and the thread's decoder verifies again afterwards. */
+static void test_decode_owned(void **state) {
+  (void)state;
+  size_t len = 300 * KiB;
+  uint8_t *rnd = make_random(len, 11), *text = make_text(len, 12);
+  void *enc, *dec;
+  size_t enc_len, dec_len;
+  const char *err = NULL;
+
+  assert_int_equal(compress_encode(COMPRESS_ZSTD, 3, rnd, len, &enc, &enc_len), 0);
+  assert_int_equal(((uint8_t *)enc)[0], COMPRESS_NONE);
+  assert_int_equal(compress_decode_owned(enc, enc_len, len, 0, &dec, &dec_len, &err), 0);
+  assert_ptr_equal(dec, enc); /* no copy */
+  assert_int_equal(dec_len, len);
+  assert_memory_equal(dec, rnd, len);
+  free(dec);
+  /* stored, but larger than allowed: refused, and the buffer is freed */
+  assert_int_equal(compress_encode(COMPRESS_ZSTD, 3, rnd, len, &enc, &enc_len), 0);
+  dec = NULL;
+  assert_int_equal(compress_decode_owned(enc, enc_len, len - 1, 0, &dec, &dec_len, &err), -1);
+  assert_null(dec);
+  assert_non_null(err);
+
+  assert_int_equal(compress_encode(COMPRESS_ZSTD, 3, text, len, &enc, &enc_len), 0);
+  uint8_t *e = enc;
+  assert_int_equal(e[0], COMPRESS_ZSTD);
+  e[enc_len - 1] ^= 0x01; /* the frame ends with its 4-byte content checksum */
+  void *copy = malloc(enc_len);
+  assert_non_null(copy);
+  memcpy(copy, enc, enc_len);
+  err = NULL;
+  assert_int_equal(compress_decode_owned(copy, enc_len, len, 0, &dec, &dec_len, &err), -1);
+  assert_string_equal(err, "corrupt zstd frame: checksum mismatch");
+  copy = malloc(enc_len);
+  assert_non_null(copy);
+  memcpy(copy, enc, enc_len);
+  assert_int_equal(compress_decode_owned(copy, enc_len, len, COMPRESS_DECODE_AUTHENTICATED, &dec,
+                                         &dec_len, &err),
+                   0);
+  assert_int_equal(dec_len, len);
+  assert_memory_equal(dec, text, len);
+  free(dec);
+  expect_decode_error(enc, enc_len, len); /* the setting does not stick to the thread */
+  free(enc);
+  free(rnd);
+  free(text);
+}
+
 /* A genuinely valid zstd frame whose header announces 1 GiB: single-segment,
  * 4-byte content size, then 8192 RLE blocks of 128 KiB each. Decoding it with
  * a 1 MiB limit must fail up front instead of allocating a gigabyte. */
@@ -436,6 +487,7 @@ int main(void) {
       cmocka_unit_test(test_encode_rejects_bad_arguments),
       cmocka_unit_test(test_decode_rejects_malformed_blobs),
       cmocka_unit_test(test_zstd_corruption),
+      cmocka_unit_test(test_decode_owned),
       cmocka_unit_test(test_gzip_corruption),
       cmocka_unit_test(test_zstd_bomb_respects_max_out),
       cmocka_unit_test(test_zstd_requires_content_size),
