@@ -8,6 +8,8 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libuv1-dev libcurl4-openssl-dev libjansson-dev libyaml-dev libzstd-dev zlib1g-dev libssl-dev
+  # scrypt for repository keys (faster than libcrypto's, same result)
+  libsodium-dev
   libcmocka-dev
   # engine serve: HTTP request parsing (and curl, which its tests and others use)
   libhttp-parser-dev curl

@@ -147,6 +147,11 @@ int repo_blob_decode(const struct repo *r, const unsigned char id[32], enum blob
 int repo_save_json(struct repo *r, const char *kind, json_t *obj, char id_hex[65], char **err);
 int repo_load_json(struct repo *r, const char *kind, const char *id_hex, json_t **out, char **err);
 
+/* scrypt(pass, salt, N, r, p) into kek[kek_len]; -1 for parameters that are
+ * invalid or need more than 256 MiB. */
+int repo_derive_kek(const char *pass, size_t pass_len, const unsigned char *salt, size_t salt_len,
+                    uint64_t N, uint64_t rr, uint64_t p, unsigned char *kek, size_t kek_len);
+
 /* Read one blob by id through the index. */
 int repo_read_blob(struct repo *r, const unsigned char id[32], enum blob_type type, void **out,
                    size_t *n, char **err);
