@@ -2,6 +2,7 @@
 #include "cli/commands.h"
 
 #include <malloc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -358,23 +359,45 @@ int cmd_show(const struct cli_globals *g, const struct cli_args *a) {
  * `engine serve` runs next to backups. */
 #define RESTORE_MALLOC_TOP_PAD (16 * 1024 * 1024)
 
+struct find_job {
+  struct repo *repo;
+  const char *ref;
+  json_t *m;
+  char *err;
+  int rc;
+};
+
+static void *find_snapshot_thread(void *arg) {
+  struct find_job *j = arg;
+  j->rc = snapshot_find(j->repo, j->ref, &j->m, &j->err);
+  return NULL;
+}
+
 int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
   if (!getenv("MALLOC_TOP_PAD_"))
     mallopt(M_TOP_PAD, RESTORE_MALLOC_TOP_PAD);
   struct cli_ctx c;
-  int rc = a->dry_run ? open_existing(g, a->pos[0], &c, 1, 1) : open_locked(g, a, &c, 1, 1, 1);
+  int rc = a->dry_run ? open_existing(g, a->pos[0], &c, 1, 1) : open_locked(g, a, &c, 1, 1, 0);
   if (rc)
     return rc;
+  /* The snapshot is looked up while the index loads (both read and decrypt
+   * objects, neither needs the other). */
+  struct find_job fj = {.repo = c.repo, .ref = a->pos[1]};
+  pthread_t th;
+  int threaded = pthread_create(&th, NULL, find_snapshot_thread, &fj) == 0;
   char *ierr = NULL;
-  if (a->dry_run && cli_load_index(&c, &ierr) != 0) {
-    cli_close(&c);
-    return fail(ierr);
-  }
-  json_t *m;
+  int irc = cli_load_index(&c, &ierr);
+  if (threaded)
+    pthread_join(th, NULL);
+  else
+    find_snapshot_thread(&fj);
+  json_t *m = fj.m;
   char *err = NULL;
-  if (snapshot_find(c.repo, a->pos[1], &m, &err) != 0) {
+  if (irc != 0 || fj.rc != 0) {
+    json_decref(m);
+    free(irc != 0 ? fj.err : ierr);
     cli_close(&c);
-    return fail(err);
+    return fail(irc != 0 ? ierr : fj.err);
   }
   const char *extra[5];
   size_t ne = 0;
