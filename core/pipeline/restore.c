@@ -71,6 +71,9 @@ struct pass_ctx {
   size_t n_ids, cap_ids;
   struct prefetch *pf;
   char *bad;
+  uint64_t n_selected; /* while validating: items the selection matches */
+  char *first_name;    /* while validating: a name for messages (printable) */
+  int first_is_leaf;
   uint64_t count, bytes, failed;
   struct progress *progress;
 };
@@ -124,8 +127,19 @@ static int item_cb(void *ud, json_t *item) {
           pc->source, pn, why);
       free(pn);
       rc = 1;
-    } else if (pc->collect && selected(&pc->sel, name)) {
-      collect_ids(pc, json_object_get(item, "chunks"));
+    } else if (selected(&pc->sel, name)) {
+      pc->n_selected++;
+      if (pc->collect)
+        collect_ids(pc, json_object_get(item, "chunks"));
+    }
+    /* for the hint of an --only that matches nothing: the first item that
+     * is not a directory shows the shape of the names best */
+    const char *ty = json_string_value(json_object_get(item, "type"));
+    int leaf = !ty || strcmp(ty, "dir") != 0;
+    if (!pc->first_name || (leaf && !pc->first_is_leaf)) {
+      free(pc->first_name);
+      pc->first_name = printable_name(name, nlen);
+      pc->first_is_leaf = leaf;
     }
     free(name);
     return rc;
@@ -255,10 +269,19 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     *pc = (struct pass_ctx){
         .o = o, .source = sn, .sel = {glob}, .validate_only = 1, .collect = !o->dry_run};
     int r = tree_foreach(o->repo, json_object_get(s, "tree"), item_cb, pc, err);
-    if (r < 0)
+    if (r < 0) {
       rc = -1;
-    else if (pc->bad) {
+    } else if (pc->bad) {
       *err = pc->bad;
+      rc = -1;
+    } else if (glob && pc->n_selected == 0) {
+      /* a typo in --only must not end in "restored 0 items" and exit 0 */
+      *err =
+          pc->first_name
+              ? xasprintf("--only %s/%s: no item of source '%s' matches '%s' (item names are "
+                          "relative paths as stored, e.g. '%s')",
+                          sn, glob, sn, glob, pc->first_name)
+              : xasprintf("--only %s/%s: source '%s' has no items in this snapshot", sn, glob, sn);
       rc = -1;
     }
   }
@@ -344,8 +367,10 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
   }
   progress_finish(prog);
   progress_free(prog);
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < n; i++) {
     free(ids_of[i].ids);
+    free(ids_of[i].first_name);
+  }
   free(ids_of);
   free(only_src);
   if (rc == 0 && res->failed > 0)

@@ -58,4 +58,13 @@ run_engine "$T/only3.out" "$T/only3.err" restore "$T/p.yml" latest --target "$T/
 assert_rc 1 "--only naming a source the snapshot does not have" "$T/only3.out" "$T/only3.err"
 assert_contains "$T/only3.err" nosuchsource "the error names the unknown source"
 [ ! -e "$T/only3" ] || fail "a refused --only restore created its target"
+
+# A glob that matches no item (here: a name without the stored leading
+# path) is an error naming the glob and showing what names look like, not
+# "restored 0 items" with exit 0.
+run_engine "$T/only4.out" "$T/only4.err" restore "$T/p.yml" latest --target "$T/only4" --only "files/dir"
+assert_rc 1 "--only with a glob that matches no item" "$T/only4.out" "$T/only4.err"
+assert_contains "$T/only4.err" "no item of source 'files' matches 'dir'" "the error names the glob"
+assert_contains "$T/only4.err" "$rel/" "the error shows a stored item name"
+[ ! -e "$T/only4" ] || fail "an --only that matched nothing created its target"
 note "PASS"
