@@ -1,6 +1,8 @@
 /* Item tree encoding and the sequential blob reader used by restore and check. */
 #include "repo/tree.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -130,21 +132,17 @@ void tree_reader_init(struct tree_reader *t, struct repo *r, json_t *tree_ids) {
   t->buf = xmalloc(t->cap);
 }
 
-int tree_reader_next(struct tree_reader *t, json_t **item, char **err) {
+/* The next line's text in t->line / t->line_len (valid until the next
+ * call). 1: a line; 0: end; -1: error (*err). */
+static int next_line(struct tree_reader *t, char **err) {
   for (;;) {
     char *nl = t->off < t->len ? memchr(t->buf + t->off, '\n', t->len - t->off) : NULL;
     if (nl) {
       size_t n = (size_t)(nl - (t->buf + t->off));
-      json_error_t je;
       t->lineno++;
       t->line = t->buf + t->off;
       t->line_len = n;
-      *item = json_loadb(t->buf + t->off, n, 0, &je);
       t->off += n + 1;
-      if (!*item) {
-        *err = xasprintf("item tree line %zu is not valid JSON: %s", t->lineno, je.text);
-        return -1;
-      }
       return 1;
     }
     if (t->eof) {
@@ -171,6 +169,19 @@ int tree_reader_next(struct tree_reader *t, json_t **item, char **err) {
       t->eof = 1;
     t->len += (size_t)r;
   }
+}
+
+int tree_reader_next(struct tree_reader *t, json_t **item, char **err) {
+  int rc = next_line(t, err);
+  if (rc <= 0)
+    return rc;
+  json_error_t je;
+  *item = json_loadb(t->line, t->line_len, 0, &je);
+  if (!*item) {
+    *err = xasprintf("item tree line %zu is not valid JSON: %s", t->lineno, je.text);
+    return -1;
+  }
+  return 1;
 }
 
 void tree_reader_free(struct tree_reader *t) {
@@ -202,23 +213,159 @@ int tree_name_cmp(const char *a, size_t al, const char *b, size_t bl) {
   }
 }
 
+/* ---- tree_foreach: lines parsed on two threads ----
+ *
+ * Parsing the JSON of every line is most of the cost of walking a tree
+ * (restore validates every name before it writes anything, prune and check
+ * walk every tree): lines are read in batches, a helper thread parses the
+ * first half of each batch while the caller parses the second, and the
+ * callback sees the items in order on the calling thread. */
+#define PAR_BATCH 512
+
+struct par_batch {
+  char *text; /* the batch's lines, each NUL-terminated */
+  size_t len, cap;
+  size_t n;
+  size_t off[PAR_BATCH], lens[PAR_BATCH];
+  json_t *items[PAR_BATCH];
+  char errs[2][160]; /* parse error text of the first bad line of each half */
+};
+
+struct par_helper {
+  pthread_t th;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  struct par_batch *b;
+  size_t from, to; /* the helper's half */
+  int work, stop;
+  /* The items the helper parsed last time, freed by the helper itself when
+   * the caller is done with them (at the next job): freeing memory another
+   * thread allocated contends on that thread's malloc arena, which made
+   * the parallel walk cost ~30 % more CPU than the sequential one. */
+  json_t *mine[PAR_BATCH];
+  size_t n_mine;
+};
+
+static void drop_mine(struct par_helper *h) {
+  for (size_t i = 0; i < h->n_mine; i++)
+    json_decref(h->mine[i]);
+  h->n_mine = 0;
+}
+
+static void parse_range(struct par_batch *b, size_t from, size_t to, char err[160]) {
+  err[0] = '\0';
+  for (size_t i = from; i < to; i++) {
+    json_error_t je;
+    b->items[i] = json_loadb(b->text + b->off[i], b->lens[i], 0, &je);
+    if (!b->items[i] && !err[0])
+      snprintf(err, 160, "%s", je.text);
+  }
+}
+
+static void *par_main(void *arg) {
+  struct par_helper *h = arg;
+  pthread_mutex_lock(&h->mu);
+  for (;;) {
+    while (!h->work && !h->stop)
+      pthread_cond_wait(&h->cv, &h->mu);
+    if (!h->work)
+      break;
+    pthread_mutex_unlock(&h->mu);
+    drop_mine(h);
+    parse_range(h->b, h->from, h->to, h->b->errs[0]);
+    for (size_t i = h->from; i < h->to; i++)
+      h->mine[h->n_mine++] = h->b->items[i];
+    pthread_mutex_lock(&h->mu);
+    h->work = 0;
+    pthread_cond_broadcast(&h->cv);
+  }
+  pthread_mutex_unlock(&h->mu);
+  drop_mine(h);
+  return NULL;
+}
+
+/* Fill b with up to PAR_BATCH lines. Returns the count, or -1 (*err). */
+static long fill_batch(struct tree_reader *t, struct par_batch *b, char **err) {
+  b->n = b->len = 0;
+  while (b->n < PAR_BATCH) {
+    int rc = next_line(t, err);
+    if (rc < 0)
+      return -1;
+    if (rc == 0)
+      break;
+    if (b->len + t->line_len + 1 > b->cap) {
+      b->cap = (b->len + t->line_len + 1) * 2;
+      b->text = xrealloc(b->text, b->cap);
+    }
+    memcpy(b->text + b->len, t->line, t->line_len);
+    b->text[b->len + t->line_len] = '\0';
+    b->off[b->n] = b->len;
+    b->lens[b->n] = t->line_len;
+    b->len += t->line_len + 1;
+    b->n++;
+  }
+  return (long)b->n;
+}
+
 int tree_foreach(struct repo *r, json_t *tree_ids, int (*cb)(void *ud, json_t *item), void *ud,
                  char **err) {
   struct tree_reader t;
   tree_reader_init(&t, r, tree_ids);
+  struct par_batch *b = xcalloc(1, sizeof(*b));
+  struct par_helper h = {.b = b};
+  pthread_mutex_init(&h.mu, NULL);
+  pthread_cond_init(&h.cv, NULL);
+  int threaded = pthread_create(&h.th, NULL, par_main, &h) == 0;
   int rc = 0;
   for (;;) {
-    json_t *item;
-    int got = tree_reader_next(&t, &item, err);
-    if (got <= 0) {
-      rc = got; /* 0 at the end, -1 on error */
+    size_t first_line = t.lineno + 1;
+    long n = fill_batch(&t, b, err);
+    if (n <= 0) {
+      rc = (int)n; /* 0 at the end, -1 on error */
       break;
     }
-    rc = cb(ud, item);
-    json_decref(item);
+    size_t half = threaded ? (size_t)n / 2 : 0;
+    if (half > 0) {
+      pthread_mutex_lock(&h.mu);
+      h.from = 0;
+      h.to = half;
+      h.work = 1;
+      pthread_cond_signal(&h.cv);
+      pthread_mutex_unlock(&h.mu);
+    }
+    parse_range(b, half, (size_t)n, b->errs[1]);
+    if (half > 0) {
+      pthread_mutex_lock(&h.mu);
+      while (h.work)
+        pthread_cond_wait(&h.cv, &h.mu);
+      pthread_mutex_unlock(&h.mu);
+    }
+    size_t i = 0;
+    for (; i < (size_t)n && rc == 0; i++) {
+      if (!b->items[i]) {
+        *err = xasprintf("item tree line %zu is not valid JSON: %s", first_line + i,
+                         b->errs[i < half ? 0 : 1]);
+        rc = -1;
+        break;
+      }
+      rc = cb(ud, b->items[i]);
+    }
+    for (i = half; i < (size_t)n; i++) /* the helper frees its own half */
+      json_decref(b->items[i]);
     if (rc != 0)
       break;
   }
+  if (threaded) {
+    pthread_mutex_lock(&h.mu);
+    h.stop = 1;
+    pthread_cond_signal(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    pthread_join(h.th, NULL);
+  }
+  pthread_mutex_destroy(&h.mu);
+  pthread_cond_destroy(&h.cv);
+  free(b->text);
+  free(b);
   tree_reader_free(&t);
   return rc;
 }
