@@ -39,6 +39,8 @@
  * keeps going while the queue has work, and a main thread waiting for room
  * is woken when the queue is half empty. */
 #define WAKE_BATCH 4
+/* A writer takes up to this many queued files of one directory at a time. */
+#define WRITER_RUN 64
 
 /* Metadata as restore applies it. */
 struct rmeta {
@@ -909,6 +911,12 @@ static void writers_kick(struct rctx *r) {
   pthread_mutex_unlock(&r->wmu);
 }
 
+/* Whether two queued files have the same parent directory. */
+static int same_dir(const struct wjob *a, const struct wjob *b) {
+  size_t la = strlen(a->name) - strlen(a->base), lb = strlen(b->name) - strlen(b->base);
+  return la == lb && memcmp(a->name, b->name, la) == 0;
+}
+
 static void *writer_main(void *arg) {
   struct rctx *r = arg;
   pthread_mutex_lock(&r->wmu);
@@ -920,19 +928,36 @@ static void *writer_main(void *arg) {
     }
     if (r->whead == NULL)
       break;
-    struct wjob *j = r->whead;
-    r->whead = j->next;
+    /* Take the run of queued files of one directory: creating and renaming
+     * take the directory's lock, and writers in one directory spend their
+     * time spinning on it while writers in different ones do not. */
+    struct wjob *run = r->whead, *last = run;
+    size_t n = 1, bytes = run->len;
+    while (last->next != NULL && n < WRITER_RUN && same_dir(run, last->next)) {
+      last = last->next;
+      n++;
+      bytes += last->len;
+    }
+    r->whead = last->next;
     if (r->whead == NULL)
       r->wtail = NULL;
-    r->wjobs--;
+    last->next = NULL;
+    r->wjobs -= n;
     pthread_mutex_unlock(&r->wmu);
-    write_job(r, j);
+    for (struct wjob *j = run; j != NULL; j = j->next)
+      write_job(r, j);
     pthread_mutex_lock(&r->wmu);
-    r->wqueued -= j->len;
-    r->wpending--;
+    r->wqueued -= bytes;
+    r->wpending -= n;
     if (r->main_waits && (r->wpending == 0 || r->wqueued <= ASYNC_MAX_QUEUED / 2))
       pthread_cond_signal(&r->dcv);
-    wjob_free(j);
+    pthread_mutex_unlock(&r->wmu);
+    while (run != NULL) {
+      struct wjob *next = run->next;
+      wjob_free(run);
+      run = next;
+    }
+    pthread_mutex_lock(&r->wmu);
   }
   pthread_mutex_unlock(&r->wmu);
   return NULL;
