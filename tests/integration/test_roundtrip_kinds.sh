@@ -60,6 +60,16 @@ printf '#!/bin/sh\necho hi\n' >"$src/mode-0755"
 chmod 0755 "$src/mode-0755"
 echo "read only" >"$src/mode-0444"
 chmod 0444 "$src/mode-0444"
+# set-id and sticky bits, and modes a umask would mask (below, a restore
+# under umask 077): small files get plain modes at creation, others by fchmod
+echo "setuid" >"$src/mode-4755"
+chmod 4755 "$src/mode-4755"
+echo "setgid" >"$src/mode-2750"
+chmod 2750 "$src/mode-2750"
+echo "sticky" >"$src/mode-1644"
+chmod 1644 "$src/mode-1644"
+echo "group writable" >"$src/mode-0664"
+chmod 0664 "$src/mode-0664"
 chmod 0700 "$src/private"
 echo "setgid dir content" >"$src/private/inner"
 
@@ -97,6 +107,13 @@ if ! compare_trees "$src" "$restored" --sparse sparse.bin >"$T/compare.txt" 2>&1
   fail "the restored tree differs from the source (see the DIFF lines above)"
 fi
 cat "$T/compare.txt"
+
+note "restore under umask 077 (modes must not depend on the restoring process's umask)"
+(umask 077 && run_ok "$T/restore77.out" "$T/restore77.err" restore "$T/p.yml" latest --target "$T/out77")
+if ! compare_trees "$src" "$(restored_path "$T/out77" "$src")" --sparse sparse.bin >"$T/compare77.txt" 2>&1; then
+  cat "$T/compare77.txt" >&2
+  fail "the tree restored under umask 077 differs from the source"
+fi
 
 # Nothing else was written into the target: every entry is the restored
 # tree, inside it, or one of the directories leading to it.
