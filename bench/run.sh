@@ -11,6 +11,7 @@
 #   BENCH_REGEN=1  regenerate the data set even if a matching one is cached
 #   BENCH_TOOLS    comma-separated subset of engine,engine-z1,restic,borg,tar (default all)
 #   BENCH_KEEP=1   keep repositories and restores (bench/out/work-*) afterwards
+#   BENCH_NO_WAIT=1 do not wait after the previous run's cleanup (see below)
 #   BENCH_VERIFY=0 skip comparing the first repeat's restores with the data set
 #   BENCH_NICE     nice level of the measured commands (default -10 as root, else 0):
 #                  keeps other jobs on a shared machine from distorting the figures
@@ -88,6 +89,23 @@ else
 fi
 
 # ---- run ----
+# ext4 (without a journal, as here) avoids reusing an inode for 60 s after
+# it was freed, 360 s while its inode table block is still dirty, and
+# checks every candidate: creating files near a tree deleted minutes ago
+# costs several times more: minutes after a run's cleanup, restores of the
+# data set into bench/out took 2.4-3.2 s against 2.0-2.2 s elsewhere on the
+# same file system, with 36 % of the samples in ext4_create ->
+# find_inode_bit -> recently_deleted. So a run that follows the cleanup of
+# the previous one waits until that is 6 minutes old.
+cleaned="$out/.last-cleanup"
+if [ -f "$cleaned" ] && [ "${BENCH_NO_WAIT:-0}" != 1 ]; then
+  age=$(($(date +%s) - $(stat -c %Y "$cleaned")))
+  if ((age >= 0 && age < 360)); then
+    echo "bench: the previous run's files were deleted ${age} s ago; waiting $((360 - age)) s" \
+      "so the file system does not slow down creating new ones (BENCH_NO_WAIT=1 skips this)"
+    sleep $((360 - age))
+  fi
+fi
 work="$out/work-$(date +%Y%m%d-%H%M%S)-$$"
 cleanup() {
   if [ "${BENCH_KEEP:-0}" = 1 ]; then
@@ -96,6 +114,7 @@ cleanup() {
     rm -rf "$work"
   fi
   for t in "${trash[@]}"; do rm -rf "$t"; done
+  touch "$cleaned"
 }
 trap cleanup EXIT
 
