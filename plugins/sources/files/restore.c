@@ -885,9 +885,9 @@ static int owned_as(int fd, const struct rmeta *m) {
 /* Same steps as restore_file: a temporary node, content, size, metadata,
  * then rename into place (an empty directory in the way is removed). A
  * plain permission mode the umask leaves alone is given at creation, which
- * saves an fchmod (and an inode update) per file; the directories being
- * restored stay 0700 until restore_end, so nobody else sees the file
- * earlier than with 0600 and an fchmod. */
+ * saves an fchmod (and an inode update) per file. The partly written
+ * temporary file is then as readable as the restored file will be (and
+ * directories this restore creates stay 0700 until restore_end). */
 static void write_job(struct rctx *r, struct wjob *j) {
   char tmp[NAME_MAX + 1];
   int fd = -1;
