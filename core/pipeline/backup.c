@@ -321,7 +321,7 @@ static void close_pack(struct bk *b, struct bk_upload *u) {
  * on the loop thread). Whoever seals a full pack's last blob submits it. */
 static int store_blob(struct bk *b, struct bk_job *j) {
   struct repo *r = b->repo;
-  void *plain;
+  const void *plain;
   size_t plain_len;
   if (repo_blob_compress(r, j->data, j->len, &plain, &plain_len) != 0)
     return -1;
@@ -335,7 +335,6 @@ static int store_blob(struct bk *b, struct bk_job *j) {
     close_pack(b, u);
   pthread_mutex_unlock(&b->pack_mu);
   int rc = slot ? repo_blob_seal(r, j->id, j->type, plain, plain_len, slot) : -1;
-  free(plain);
   pthread_mutex_lock(&b->pack_mu);
   if (rc != 0)
     u->failed = 1;

