@@ -74,6 +74,11 @@ struct pass_ctx {
   uint64_t n_selected; /* while validating: items the selection matches */
   char *first_name;    /* while validating: a name for messages (printable) */
   int first_is_leaf;
+  /* while validating: what pass 2 needs of each selected item, so it does
+   * not read and parse the tree again (see keep_item) */
+  int keep;
+  struct kept_item *kept;
+  size_t n_kept, cap_kept, kept_bytes, keep_budget;
   uint64_t count, bytes, failed;
   struct progress *progress;
 };
@@ -91,8 +96,10 @@ static ssize_t rd_read(const struct engine_reader *rd, void *buf, size_t len) {
   return n;
 }
 
-static void collect_ids(struct pass_ctx *pc, json_t *chunks) {
-  size_t i;
+/* Appends the item's chunk ids to pc->ids; returns how many were malformed
+ * (those are skipped: pass 2 reports them when it reads the item). */
+static size_t collect_ids(struct pass_ctx *pc, json_t *chunks) {
+  size_t i, bad = 0;
   json_t *v;
   json_array_foreach(chunks, i, v) {
     if (pc->n_ids == pc->cap_ids) {
@@ -102,7 +109,123 @@ static void collect_ids(struct pass_ctx *pc, json_t *chunks) {
     const char *hex = json_string_value(v);
     if (hex && hex_decode(hex, pc->ids[pc->n_ids], 32) == 0)
       pc->n_ids++;
+    else
+      bad++;
   }
+  return bad;
+}
+
+/* An item as pass 2 needs it: its chunks are ids[first_id, first_id + n_ids)
+ * of the pass's collected ids. */
+struct kept_item {
+  char *name;
+  size_t nlen;
+  int type;
+  uint64_t size;
+  char *meta; /* compact JSON, sorted keys */
+  size_t first_id, n_ids;
+};
+
+/* Pass 1 keeps the selected items while they take less than this (~300
+ * bytes each for the files source: ~80,000 files); a larger tree is read and
+ * parsed again in pass 2, on a thread of its own. ENGINE_RESTORE_KEEP_BUDGET
+ * (bytes) overrides it, for tests of both ways. */
+#define KEEP_BUDGET (24u * 1024 * 1024)
+
+static size_t keep_budget(void) {
+  const char *e = getenv("ENGINE_RESTORE_KEEP_BUDGET");
+  return e && *e ? (size_t)strtoull(e, NULL, 10) : KEEP_BUDGET;
+}
+
+static void drop_kept(struct pass_ctx *pc) {
+  for (size_t i = 0; i < pc->n_kept; i++) {
+    free(pc->kept[i].name);
+    free(pc->kept[i].meta);
+  }
+  free(pc->kept);
+  pc->kept = NULL;
+  pc->n_kept = pc->cap_kept = pc->kept_bytes = 0;
+  pc->keep = 0;
+}
+
+static char *meta_text(json_t *item) {
+  json_t *m = json_object_get(item, "meta");
+  if (m)
+    return json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS);
+  json_t *empty = json_object();
+  char *t = json_dumps(empty, JSON_COMPACT | JSON_SORT_KEYS);
+  json_decref(empty);
+  return t;
+}
+
+/* Takes over name; ids of the item were collected from first_id on. */
+static void keep_item(struct pass_ctx *pc, json_t *item, char *name, size_t nlen, size_t first_id) {
+  char *meta = meta_text(item);
+  size_t est = sizeof(struct kept_item) + nlen + (meta ? strlen(meta) : 0) + 64;
+  if (!meta || pc->kept_bytes + est > pc->keep_budget) {
+    free(meta);
+    free(name);
+    drop_kept(pc);
+    return;
+  }
+  if (pc->n_kept == pc->cap_kept) {
+    pc->cap_kept = pc->cap_kept ? pc->cap_kept * 2 : 1024;
+    pc->kept = xrealloc(pc->kept, pc->cap_kept * sizeof(*pc->kept));
+  }
+  pc->kept[pc->n_kept++] =
+      (struct kept_item){name,
+                         nlen,
+                         item_type_from_name(json_string_value(json_object_get(item, "type"))),
+                         (uint64_t)json_integer_value(json_object_get(item, "size")),
+                         meta,
+                         first_id,
+                         pc->n_ids - first_id};
+  pc->kept_bytes += est;
+}
+
+static void dry_run_item(struct pass_ctx *pc, const char *name, size_t nlen, int type,
+                         uint64_t size) {
+  char *pn = printable_name(name, nlen);
+  if (pc->o->json) {
+    json_t *o = json_pack("{s:s, s:s, s:s, s:I}", "source", pc->source, "name", pn, "type",
+                          item_type_name(type), "size", (json_int_t)size);
+    char *t = json_dumps(o, JSON_COMPACT);
+    printf("%s\n", t);
+    free(t);
+    json_decref(o);
+  } else {
+    printf("would restore %-8s %s/%s (%llu bytes)\n", item_type_name(type), pc->source, pn,
+           (unsigned long long)size);
+  }
+  free(pn);
+  pc->count++;
+  pc->bytes += size;
+}
+
+/* Hands one item to the source plugin; rc_ctx's stream is initialised with
+ * the item's chunks and freed here. */
+static void restore_one(struct pass_ctx *pc, const char *name, size_t nlen, int type, uint64_t size,
+                        const char *meta, int has_chunks, struct rd_ctx *rc_ctx) {
+  struct engine_item ei = {name, nlen, (enum engine_item_type)type, meta, size};
+  rc_ctx->bs.pf = pc->pf;
+  rc_ctx->pc = pc;
+  struct engine_reader rd = {sizeof(rd), rc_ctx, size, rd_read};
+  int has_data = has_chunks || type == ENGINE_ITEM_FILE || type == ENGINE_ITEM_STREAM;
+  host_clear_error(pc->pi->host);
+  int prc = pc->pi->plugin->source->restore_item(pc->rctx, &ei, has_data ? &rd : NULL);
+  if (prc != ENGINE_OK) {
+    char *pn = printable_name(name, nlen);
+    const char *msg = host_last_error(pc->pi->host);
+    log_error("restore of %s/%s failed: %s%s%s", pc->source, pn, msg[0] ? msg : "failed",
+              rc_ctx->bs.err ? ": " : "", rc_ctx->bs.err ? rc_ctx->bs.err : "");
+    free(pn);
+    pc->failed++;
+  } else {
+    pc->count++;
+    pc->bytes += size;
+    progress_update(pc->progress, pc->bytes, 0, pc->count, 0);
+  }
+  blob_stream_free(&rc_ctx->bs);
 }
 
 static int item_cb(void *ud, json_t *item) {
@@ -119,6 +242,8 @@ static int item_cb(void *ud, json_t *item) {
   int rc = 0;
   const char *why = restore_check_name(name, nlen);
   if (pc->validate_only) {
+    int keep = 0;
+    size_t first_id = 0;
     if (why) {
       char *pn = printable_name(name, nlen);
       pc->bad = xasprintf(
@@ -129,8 +254,13 @@ static int item_cb(void *ud, json_t *item) {
       rc = 1;
     } else if (selected(&pc->sel, name)) {
       pc->n_selected++;
+      first_id = pc->n_ids;
+      size_t bad = 0;
       if (pc->collect)
-        collect_ids(pc, json_object_get(item, "chunks"));
+        bad = collect_ids(pc, json_object_get(item, "chunks"));
+      if (bad)
+        drop_kept(pc); /* pass 2 reads the tree again and reports them */
+      keep = pc->keep;
     }
     /* for the hint of an --only that matches nothing: the first item that
      * is not a directory shows the shape of the names best */
@@ -141,7 +271,10 @@ static int item_cb(void *ud, json_t *item) {
       pc->first_name = printable_name(name, nlen);
       pc->first_is_leaf = leaf;
     }
-    free(name);
+    if (keep)
+      keep_item(pc, item, name, nlen, first_id); /* takes name */
+    else
+      free(name);
     return rc;
   }
   if (!selected(&pc->sel, name)) {
@@ -152,52 +285,28 @@ static int item_cb(void *ud, json_t *item) {
   uint64_t size = (uint64_t)json_integer_value(json_object_get(item, "size"));
   json_t *chunks = json_object_get(item, "chunks");
   if (pc->o->dry_run) {
-    char *pn = printable_name(name, nlen);
-    if (pc->o->json) {
-      json_t *o = json_pack("{s:s, s:s, s:s, s:I}", "source", pc->source, "name", pn, "type",
-                            item_type_name(type), "size", (json_int_t)size);
-      char *t = json_dumps(o, JSON_COMPACT);
-      printf("%s\n", t);
-      free(t);
-      json_decref(o);
-    } else {
-      printf("would restore %-8s %s/%s (%llu bytes)\n", item_type_name(type), pc->source, pn,
-             (unsigned long long)size);
-    }
-    free(pn);
-    pc->count++;
-    pc->bytes += size;
+    dry_run_item(pc, name, nlen, type, size);
     free(name);
     return 0;
   }
-  char *meta =
-      json_dumps(json_object_get(item, "meta") ? json_object_get(item, "meta") : json_object(),
-                 JSON_COMPACT | JSON_SORT_KEYS);
-  struct engine_item ei = {name, nlen, (enum engine_item_type)type, meta, size};
+  char *meta = meta_text(item);
   struct rd_ctx rc_ctx;
   blob_stream_init(&rc_ctx.bs, pc->o->repo, chunks, BLOB_DATA);
-  rc_ctx.bs.pf = pc->pf;
-  rc_ctx.pc = pc;
-  struct engine_reader rd = {sizeof(rd), &rc_ctx, size, rd_read};
-  int has_data =
-      json_array_size(chunks) > 0 || type == ENGINE_ITEM_FILE || type == ENGINE_ITEM_STREAM;
-  host_clear_error(pc->pi->host);
-  int prc = pc->pi->plugin->source->restore_item(pc->rctx, &ei, has_data ? &rd : NULL);
-  if (prc != ENGINE_OK) {
-    char *pn = printable_name(name, nlen);
-    const char *msg = host_last_error(pc->pi->host);
-    log_error("restore of %s/%s failed: %s%s%s", pc->source, pn, msg[0] ? msg : "failed",
-              rc_ctx.bs.err ? ": " : "", rc_ctx.bs.err ? rc_ctx.bs.err : "");
-    free(pn);
-    pc->failed++;
-  } else {
-    pc->count++;
-    pc->bytes += size;
-    progress_update(pc->progress, pc->bytes, 0, pc->count, 0);
-  }
-  blob_stream_free(&rc_ctx.bs);
+  restore_one(pc, name, nlen, type, size, meta, json_array_size(chunks) > 0, &rc_ctx);
   free(meta);
   free(name);
+  return 0;
+}
+
+/* Pass 2 over the items pass 1 kept: the same as item_cb without parsing. */
+static int restore_kept(struct pass_ctx *pc, const struct pass_ctx *p1) {
+  for (size_t k = 0; k < p1->n_kept; k++) {
+    const struct kept_item *ki = &p1->kept[k];
+    struct rd_ctx rc_ctx;
+    blob_stream_init_ids(&rc_ctx.bs, pc->o->repo,
+                         (const unsigned char(*)[32])p1->ids + ki->first_id, ki->n_ids, BLOB_DATA);
+    restore_one(pc, ki->name, ki->nlen, ki->type, ki->size, ki->meta, ki->n_ids > 0, &rc_ctx);
+  }
   return 0;
 }
 
@@ -266,8 +375,13 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     if (only_src && strcmp(sn, only_src) != 0)
       continue;
     struct pass_ctx *pc = &ids_of[i];
-    *pc = (struct pass_ctx){
-        .o = o, .source = sn, .sel = {glob}, .validate_only = 1, .collect = !o->dry_run};
+    *pc = (struct pass_ctx){.o = o,
+                            .source = sn,
+                            .sel = {glob},
+                            .validate_only = 1,
+                            .collect = !o->dry_run,
+                            .keep = !o->dry_run,
+                            .keep_budget = keep_budget()};
     int r = tree_foreach(o->repo, json_object_get(s, "tree"), item_cb, pc, err);
     if (r < 0) {
       rc = -1;
@@ -341,8 +455,15 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
                                               : ncpu),
                              0);
     }
-    if (r == 0) /* the tree is parsed ahead on another thread while items are written */
+    if (ids_of[i].keep) { /* the items as pass 1 found them */
+      log_debug("restore: source '%s': %zu items kept from the validation pass", sn,
+                ids_of[i].n_kept);
+      r = restore_kept(&pc, &ids_of[i]);
+    } else { /* the tree is parsed again, ahead on another thread while items are written */
+      log_debug("restore: source '%s': reading the tree again", sn);
       r = tree_feed_foreach(o->repo, json_object_get(s, "tree"), item_cb, &pc, err);
+    }
+    drop_kept(&ids_of[i]);
     prefetch_stop(pc.pf);
     if (!o->dry_run) {
       int st = (r == 0 && pc.failed == 0) ? ENGINE_OK : ENGINE_ERROR;
@@ -370,6 +491,7 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
   for (size_t i = 0; i < n; i++) {
     free(ids_of[i].ids);
     free(ids_of[i].first_name);
+    drop_kept(&ids_of[i]);
   }
   free(ids_of);
   free(only_src);

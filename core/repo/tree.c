@@ -89,18 +89,33 @@ void blob_stream_init(struct blob_stream *s, struct repo *r, json_t *ids, enum b
   s->type = type;
 }
 
+void blob_stream_init_ids(struct blob_stream *s, struct repo *r, const unsigned char (*ids)[32],
+                          size_t n, enum blob_type type) {
+  memset(s, 0, sizeof(*s));
+  s->repo = r;
+  s->bin = ids;
+  s->n_bin = n;
+  s->type = type;
+}
+
 ssize_t blob_stream_read(struct blob_stream *s, void *buf, size_t len) {
   while (s->cur_off >= s->cur_len) {
     free(s->cur);
     s->cur = NULL;
     s->cur_len = s->cur_off = 0;
-    if (s->next >= json_array_size(s->ids))
-      return 0;
-    const char *hex = json_string_value(json_array_get(s->ids, s->next));
     unsigned char id[32];
-    if (!hex || hex_decode(hex, id, 32) != 0) {
-      s->err = xasprintf("malformed blob id at position %zu", s->next);
-      return -1;
+    if (s->bin) {
+      if (s->next >= s->n_bin)
+        return 0;
+      memcpy(id, s->bin[s->next], 32);
+    } else {
+      if (s->next >= json_array_size(s->ids))
+        return 0;
+      const char *hex = json_string_value(json_array_get(s->ids, s->next));
+      if (!hex || hex_decode(hex, id, 32) != 0) {
+        s->err = xasprintf("malformed blob id at position %zu", s->next);
+        return -1;
+      }
     }
     int got = s->pf ? prefetch_take(s->pf, id, &s->cur, &s->cur_len, &s->err) : 0;
     if (got < 0)

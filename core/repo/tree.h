@@ -28,8 +28,10 @@ char *printable_name(const char *bytes, size_t len);
 struct prefetch;
 struct blob_stream {
   struct repo *repo;
-  struct prefetch *pf; /* optional read-ahead */
-  json_t *ids;         /* array of hex ids (borrowed) */
+  struct prefetch *pf;            /* optional read-ahead */
+  json_t *ids;                    /* array of hex ids (borrowed), or: */
+  const unsigned char (*bin)[32]; /* binary ids (borrowed), n_bin of them */
+  size_t n_bin;
   enum blob_type type;
   size_t next;
   void *cur;
@@ -38,6 +40,8 @@ struct blob_stream {
   uint64_t total;
 };
 void blob_stream_init(struct blob_stream *s, struct repo *r, json_t *ids, enum blob_type type);
+void blob_stream_init_ids(struct blob_stream *s, struct repo *r, const unsigned char (*ids)[32],
+                          size_t n, enum blob_type type);
 /* Returns bytes read, 0 at end, -1 on error (message in s->err). */
 ssize_t blob_stream_read(struct blob_stream *s, void *buf, size_t len);
 void blob_stream_free(struct blob_stream *s);

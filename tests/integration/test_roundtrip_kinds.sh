@@ -115,6 +115,22 @@ if ! compare_trees "$src" "$(restored_path "$T/out77" "$src")" --sparse sparse.b
   fail "the tree restored under umask 077 differs from the source"
 fi
 
+# A restore hands the plugin the items its validation pass parsed, unless
+# they would take more than a memory budget; then it reads the tree again.
+# With a budget of a few items, the second way restores the same tree.
+note "restore that reads the tree again (ENGINE_RESTORE_KEEP_BUDGET below the tree's size)"
+run_ok "$T/restore-kept.out" "$T/restore-kept.err" -v -v restore "$T/p.yml" latest --target "$T/out-kept"
+grep -q "items kept from the validation pass" "$T/restore-kept.err" ||
+  { show "$T/restore-kept.err"; fail "a default restore did not use the validation pass's items"; }
+ENGINE_RESTORE_KEEP_BUDGET=3000 run_ok "$T/restore-again.out" "$T/restore-again.err" -v -v restore \
+  "$T/p.yml" latest --target "$T/out-again"
+grep -q "reading the tree again" "$T/restore-again.err" ||
+  { show "$T/restore-again.err"; fail "a restore over its keep budget did not read the tree again"; }
+if ! compare_trees "$src" "$(restored_path "$T/out-again" "$src")" --sparse sparse.bin >"$T/compare-again.txt" 2>&1; then
+  cat "$T/compare-again.txt" >&2
+  fail "the tree restored by reading the tree again differs from the source"
+fi
+
 # Nothing else was written into the target: every entry is the restored
 # tree, inside it, or one of the directories leading to it.
 while IFS= read -r -d '' p; do
