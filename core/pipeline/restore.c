@@ -148,14 +148,12 @@ static void drop_kept(struct pass_ctx *pc) {
   pc->keep = 0;
 }
 
+/* The item's metadata as the plugin gets it. Tree lines are written with
+ * sorted keys and jansson keeps the order it parsed, so the text comes out
+ * sorted without sorting it again. */
 static char *meta_text(json_t *item) {
   json_t *m = json_object_get(item, "meta");
-  if (m)
-    return json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS);
-  json_t *empty = json_object();
-  char *t = json_dumps(empty, JSON_COMPACT | JSON_SORT_KEYS);
-  json_decref(empty);
-  return t;
+  return m ? json_dumps(m, JSON_COMPACT) : xstrdup("{}");
 }
 
 /* Takes over name; ids of the item were collected from first_id on. */
