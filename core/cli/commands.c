@@ -52,6 +52,7 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
   if (c.repo->created && !a->dry_run && !g->quiet)
     fprintf(stderr, "engine: initialised a new repository %.8s on %zu sink(s)\n", c.repo->id,
             c.p->n_sinks);
+  c.repo->use_index_cache = 1;
   if (a->dry_run ? cli_load_index(&c, &err) != 0 : cli_lock(&c, 0, a->lock_wait_ms, 1, &err) != 0) {
     cli_close(&c);
     return fail(err);
@@ -386,6 +387,7 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
   pthread_t th;
   int threaded = pthread_create(&th, NULL, find_snapshot_thread, &fj) == 0;
   char *ierr = NULL;
+  c.repo->use_index_cache = 1;
   int irc = cli_load_index(&c, &ierr);
   if (threaded)
     pthread_join(th, NULL);

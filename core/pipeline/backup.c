@@ -960,6 +960,8 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
       json_decref(srcs);
       goto out;
     }
+    if (index_id[0])
+      index_note_saved(o->repo, index_id);
     char host[SYS_NAME_MAX], user[SYS_NAME_MAX];
     sys_hostname(host);
     sys_username(user);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "repo/index_cache.h"
 #include "repo/repo.h"
 #include "util/log.h"
 
@@ -26,6 +27,7 @@ void index_free(struct index *ix) {
   pthread_mutex_destroy(&ix->lock);
   free(ix->slots);
   free(ix->packs);
+  free(ix->pack_slots);
   for (size_t i = 0; i < ix->n_files; i++)
     free(ix->files[i]);
   free(ix->files);
@@ -60,19 +62,41 @@ static void grow(struct index *ix) {
   ix->n_slots = n;
 }
 
+/* The pack table's lookup: open addressing over pack numbers + 1 (0 =
+ * empty), on the first bytes of the (uniformly random) pack id. A linear
+ * search made loading the index quadratic in the number of packs. */
+static uint32_t *find_pack_slot(const struct index *ix, uint32_t *slots, size_t n,
+                                const unsigned char pack_id[32]) {
+  size_t mask = n - 1, i = (size_t)slot_hash(pack_id) & mask;
+  while (slots[i] != 0 && memcmp(ix->packs[slots[i] - 1], pack_id, 32) != 0)
+    i = (i + 1) & mask;
+  return &slots[i];
+}
+
 uint32_t index_add_pack(struct index *ix, const unsigned char pack_id[32]) {
   pthread_mutex_lock(&ix->lock);
-  for (size_t i = 0; i < ix->n_packs; i++)
-    if (memcmp(ix->packs[i], pack_id, 32) == 0) {
-      pthread_mutex_unlock(&ix->lock);
-      return (uint32_t)i;
-    }
+  if ((ix->n_packs + 1) * 2 > ix->n_pack_slots) {
+    size_t n = ix->n_pack_slots ? ix->n_pack_slots * 2 : 128;
+    uint32_t *slots = xcalloc(n, sizeof(*slots));
+    for (size_t i = 0; i < ix->n_packs; i++)
+      *find_pack_slot(ix, slots, n, ix->packs[i]) = (uint32_t)i + 1;
+    free(ix->pack_slots);
+    ix->pack_slots = slots;
+    ix->n_pack_slots = n;
+  }
+  uint32_t *slot = find_pack_slot(ix, ix->pack_slots, ix->n_pack_slots, pack_id);
+  if (*slot != 0) {
+    uint32_t found = *slot - 1;
+    pthread_mutex_unlock(&ix->lock);
+    return found;
+  }
   if (ix->n_packs == ix->cap_packs) {
     ix->cap_packs = ix->cap_packs ? ix->cap_packs * 2 : 64;
     ix->packs = xrealloc(ix->packs, ix->cap_packs * sizeof(*ix->packs));
   }
   memcpy(ix->packs[ix->n_packs], pack_id, 32);
   uint32_t r = (uint32_t)ix->n_packs++;
+  *slot = r + 1;
   pthread_mutex_unlock(&ix->lock);
   return r;
 }
@@ -170,20 +194,44 @@ int index_load(struct repo *r, char **err) {
   json_t *list;
   if (repo_list(r, "index/", &list, err) != 0)
     return -1;
-  size_t i;
-  json_t *o;
-  json_array_foreach(list, i, o) {
-    const char *name = json_string_value(json_object_get(o, "name"));
-    if (load_one(r, name + strlen("index/"), err) != 0) {
-      json_decref(list);
+  size_t n = json_array_size(list); /* sorted by name */
+  char **names = xcalloc(n ? n : 1, sizeof(char *));
+  for (size_t i = 0; i < n; i++)
+    names[i] = xstrdup(json_string_value(json_object_get(json_array_get(list, i), "name")));
+  json_decref(list);
+  int cached = r->use_index_cache && n > 0 && index_cache_load(r, names, n) == 0;
+  for (size_t i = 0; i < n && !cached; i++) {
+    if (load_one(r, names[i] + strlen("index/"), err) != 0) {
+      for (size_t k = 0; k < n; k++)
+        free(names[k]);
+      free(names);
       return -1;
     }
-    struct index *ix = r->index;
-    ix->files = xrealloc(ix->files, (ix->n_files + 1) * sizeof(char *));
-    ix->files[ix->n_files++] = xstrdup(name);
   }
-  json_decref(list);
+  if (r->use_index_cache && n > 0 && !cached)
+    index_cache_save(r, names, n);
+  struct index *ix = r->index;
+  ix->files = names;
+  ix->n_files = n;
   return 0;
+}
+
+void index_note_saved(struct repo *r, const char *id_hex) {
+  struct index *ix = r->index;
+  char *name = xasprintf("index/%s", id_hex);
+  size_t at = 0;
+  while (at < ix->n_files && strcmp(ix->files[at], name) < 0)
+    at++;
+  if (at < ix->n_files && strcmp(ix->files[at], name) == 0) {
+    free(name); /* the same content was already there */
+  } else {
+    ix->files = xrealloc(ix->files, (ix->n_files + 1) * sizeof(char *));
+    memmove(ix->files + at + 1, ix->files + at, (ix->n_files - at) * sizeof(char *));
+    ix->files[at] = name;
+    ix->n_files++;
+  }
+  if (r->use_index_cache)
+    index_cache_save(r, ix->files, ix->n_files);
 }
 
 int index_save_packs(struct repo *r, const uint32_t *packs, size_t n, char id_hex[65], char **err) {

@@ -29,6 +29,8 @@ struct index {
   size_t n_slots, n_used;
   unsigned char (*packs)[32]; /* pack ids */
   size_t n_packs, cap_packs;
+  uint32_t *pack_slots; /* pack id -> number + 1 (open addressing) */
+  size_t n_pack_slots;
   char **files; /* index objects loaded (names) */
   size_t n_files;
 };
@@ -52,5 +54,9 @@ int index_load(struct repo *r, char **err);
 /* Serialise the given packs (with their blobs from the index) as one index
  * object and save it; id_hex receives its id. */
 int index_save_packs(struct repo *r, const uint32_t *packs, size_t n, char id_hex[65], char **err);
+/* After a backup saved index object id_hex for the packs it wrote (and put
+ * their blobs into the index): the index now stands for one more object, and
+ * the local index cache, if used, is written for the new set. */
+void index_note_saved(struct repo *r, const char *id_hex);
 
 #endif

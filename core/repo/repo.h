@@ -64,6 +64,9 @@ struct repo {
    * authenticated frame decodes to what the backup compressed. check
    * --read-data and encryption none always verify both. */
   int trust_aead_ids;
+  /* index_load may use the local index cache (repo/index_cache.c): set by
+   * run and restore; check, prune and forget read the index objects. */
+  int use_index_cache;
 };
 
 struct repo_open_opts {

@@ -84,6 +84,10 @@ _lib_cleanup() {
 }
 trap _lib_cleanup EXIT
 
+# engine's local index cache (core/repo/index_cache.c) goes to the scratch
+# directory, not to $HOME/.cache of whoever runs the tests
+export ENGINE_CACHE_DIR=${ENGINE_CACHE_DIR:-$T/cache}
+
 engine() {
   ENGINE_PLUGIN_PATH="$ENGINE_PLUGIN_DIR" "$ENGINE_BIN" "$@"
 }
