@@ -196,6 +196,8 @@ class Engine(Tool):
     def env(self):
         e = dict(self.b.base_env)
         e["ENGINE_PASSPHRASE"] = "bench-passphrase"
+        # the local index cache, like restic's cache, inside the work directory
+        e["ENGINE_CACHE_DIR"] = os.path.join(self.b.work, "cache", "engine")
         return e
 
     def pipeline(self, r):
