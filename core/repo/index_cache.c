@@ -73,17 +73,6 @@ static void body_mac(const struct repo *r, const unsigned char *body, size_t n,
   OPENSSL_cleanse(key, sizeof(key));
 }
 
-static void put_u32(unsigned char *p, uint32_t v) {
-  p[0] = (unsigned char)v;
-  p[1] = (unsigned char)(v >> 8);
-  p[2] = (unsigned char)(v >> 16);
-  p[3] = (unsigned char)(v >> 24);
-}
-
-static uint32_t get_u32(const unsigned char *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* A bounds-checked reader over the body. */
 struct rd {
   const unsigned char *p;
@@ -103,7 +92,7 @@ static int take_u32(struct rd *d, uint32_t *v) {
   const unsigned char *p = take(d, 4);
   if (!p)
     return -1;
-  *v = get_u32(p);
+  *v = le32_get(p);
   return 0;
 }
 
@@ -169,11 +158,11 @@ static const char *load_body(struct index *ix, struct rd *d, char *const *names,
       return "a pack is listed twice";
   for (size_t i = 0; i < nb; i++) {
     const unsigned char *b = take(d, BLOB_REC);
-    uint32_t pack = get_u32(b + 32);
+    uint32_t pack = le32_get(b + 32);
     uint8_t type = b[48];
     if (pack >= np || (type != BLOB_DATA && type != BLOB_TREE))
       return "a blob names no pack or has no type";
-    index_put(ix, b, pack, get_u32(b + 36), get_u32(b + 40), get_u32(b + 44), type);
+    index_put(ix, b, pack, le32_get(b + 36), le32_get(b + 40), le32_get(b + 44), type);
   }
   return NULL;
 }
@@ -246,7 +235,7 @@ void index_cache_save(struct repo *r, char *const *names, size_t n_names) {
   for (size_t i = 0; i < n_names; i++)
     n += 2 + strlen(names[i]);
   unsigned char *buf = xmalloc(n), *p = buf + HEAD_LEN;
-  put_u32(p, (uint32_t)n_names);
+  le32_put(p, (uint32_t)n_names);
   p += 4;
   for (size_t i = 0; i < n_names; i++) {
     size_t len = strlen(names[i]);
@@ -255,21 +244,21 @@ void index_cache_save(struct repo *r, char *const *names, size_t n_names) {
     memcpy(p + 2, names[i], len);
     p += 2 + len;
   }
-  put_u32(p, (uint32_t)ix->n_packs);
+  le32_put(p, (uint32_t)ix->n_packs);
   p += 4;
   memcpy(p, ix->packs, ix->n_packs * 32);
   p += ix->n_packs * 32;
-  put_u32(p, (uint32_t)stored);
+  le32_put(p, (uint32_t)stored);
   p += 4;
   for (size_t i = 0; i < ix->n_slots; i++) {
     const struct index_entry *e = &ix->slots[i];
     if (!e->used || e->pack == UINT32_MAX)
       continue;
     memcpy(p, e->id, 32);
-    put_u32(p + 32, e->pack);
-    put_u32(p + 36, e->offset);
-    put_u32(p + 40, e->length);
-    put_u32(p + 44, e->raw_length);
+    le32_put(p + 32, e->pack);
+    le32_put(p + 36, e->offset);
+    le32_put(p + 40, e->length);
+    le32_put(p + 44, e->raw_length);
     p[48] = e->type;
     p += BLOB_REC;
   }

@@ -10,17 +10,6 @@
 
 #include "util/log.h"
 
-static void put_u32(unsigned char *p, uint32_t v) {
-  p[0] = (unsigned char)v;
-  p[1] = (unsigned char)(v >> 8);
-  p[2] = (unsigned char)(v >> 16);
-  p[3] = (unsigned char)(v >> 24);
-}
-
-static uint32_t get_u32(const unsigned char *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 void packer_init(struct packer *p) {
   memset(p, 0, sizeof(*p));
 }
@@ -104,14 +93,14 @@ int packer_finish(struct packer *p, const struct repo *r, unsigned char pack_id[
   size_t hl = 8 + p->n * PACK_ENTRY_SIZE;
   unsigned char *h = xmalloc(hl);
   memcpy(h, PACK_HEADER_MAGIC, 4);
-  put_u32(h + 4, (uint32_t)p->n);
+  le32_put(h + 4, (uint32_t)p->n);
   for (size_t i = 0; i < p->n; i++) {
     unsigned char *e = h + 8 + i * PACK_ENTRY_SIZE;
     e[0] = p->entries[i].type;
     memcpy(e + 1, p->entries[i].id, 32);
-    put_u32(e + 33, p->entries[i].offset);
-    put_u32(e + 37, p->entries[i].length);
-    put_u32(e + 41, p->entries[i].raw_length);
+    le32_put(e + 33, p->entries[i].offset);
+    le32_put(e + 37, p->entries[i].length);
+    le32_put(e + 41, p->entries[i].raw_length);
   }
   size_t sl = repo_sealed_len(r, hl);
   reserve(p, sl + 8);
@@ -121,7 +110,7 @@ int packer_finish(struct packer *p, const struct repo *r, unsigned char pack_id[
   }
   free(h);
   p->len += sl;
-  put_u32(p->buf + p->len, (uint32_t)sl);
+  le32_put(p->buf + p->len, (uint32_t)sl);
   memcpy(p->buf + p->len + 4, PACK_MAGIC, 4);
   p->len += 8;
   SHA256(p->buf, p->len, pack_id);
@@ -135,7 +124,7 @@ int pack_parse(const struct repo *r, const void *pack, size_t len, struct pack_e
     *err = xstrdup("not a pack (trailer magic missing)");
     return -1;
   }
-  uint32_t sl = get_u32(b + len - 8);
+  uint32_t sl = le32_get(b + len - 8);
   if (sl > len - 8) {
     *err = xstrdup("pack header length is out of range");
     return -1;
@@ -149,21 +138,21 @@ int pack_parse(const struct repo *r, const void *pack, size_t len, struct pack_e
     return -1;
   }
   if (hl < 8 || memcmp(h, PACK_HEADER_MAGIC, 4) != 0 ||
-      (hl - 8) / PACK_ENTRY_SIZE != get_u32(h + 4) || (hl - 8) % PACK_ENTRY_SIZE != 0) {
+      (hl - 8) / PACK_ENTRY_SIZE != le32_get(h + 4) || (hl - 8) % PACK_ENTRY_SIZE != 0) {
     free(h);
     *err = xstrdup("pack header is malformed");
     return -1;
   }
-  size_t cnt = get_u32(h + 4);
+  size_t cnt = le32_get(h + 4);
   size_t data_end = len - 8 - sl;
   struct pack_entry *es = xcalloc(cnt ? cnt : 1, sizeof(*es));
   for (size_t i = 0; i < cnt; i++) {
     const unsigned char *e = h + 8 + i * PACK_ENTRY_SIZE;
     es[i].type = e[0];
     memcpy(es[i].id, e + 1, 32);
-    es[i].offset = get_u32(e + 33);
-    es[i].length = get_u32(e + 37);
-    es[i].raw_length = get_u32(e + 41);
+    es[i].offset = le32_get(e + 33);
+    es[i].length = le32_get(e + 37);
+    es[i].raw_length = le32_get(e + 41);
     if ((uint64_t)es[i].offset + es[i].length > data_end) {
       free(h);
       free(es);

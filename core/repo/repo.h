@@ -161,6 +161,8 @@ int repo_read_blob(struct repo *r, const unsigned char id[32], enum blob_type ty
                    size_t *n, char **err);
 
 /* Helpers */
+void le32_put(unsigned char *p, uint32_t v); /* little-endian, as in packs */
+uint32_t le32_get(const unsigned char *p);
 void hex_encode(const unsigned char *in, size_t n, char *out); /* out: 2n+1 */
 int hex_decode(const char *in, unsigned char *out, size_t n);  /* exactly 2n hex chars */
 void sha256_hex(const void *data, size_t n, char out[65]);

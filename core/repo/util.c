@@ -1,5 +1,5 @@
 /* Small encoding helpers shared by the repository code: hex, base64,
- * SHA-256, ISO-8601 times. */
+ * SHA-256, ISO-8601 times, little-endian integers. */
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -9,6 +9,17 @@
 
 #include "repo/repo.h"
 #include "util/log.h"
+
+void le32_put(unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char)v;
+  p[1] = (unsigned char)(v >> 8);
+  p[2] = (unsigned char)(v >> 16);
+  p[3] = (unsigned char)(v >> 24);
+}
+
+uint32_t le32_get(const unsigned char *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
 
 void hex_encode(const unsigned char *in, size_t n, char *out) {
   static const char digits[] = "0123456789abcdef";
