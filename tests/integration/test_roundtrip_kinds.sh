@@ -122,6 +122,10 @@ note "restore that reads the tree again (ENGINE_RESTORE_KEEP_BUDGET below the tr
 run_ok "$T/restore-kept.out" "$T/restore-kept.err" -v -v restore "$T/p.yml" latest --target "$T/out-kept"
 grep -q "items kept from the validation pass" "$T/restore-kept.err" ||
   { show "$T/restore-kept.err"; fail "a default restore did not use the validation pass's items"; }
+# The three files of 256 KiB and more (random-3MiB, text-20MiB, sparse.bin)
+# are flushed by the files source's flusher while the restore goes on.
+grep -q "restore of files: 3 large file(s) flushed during the restore" "$T/restore-kept.err" ||
+  { show "$T/restore-kept.err"; fail "the large files were not flushed during the restore"; }
 ENGINE_RESTORE_KEEP_BUDGET=3000 run_ok "$T/restore-again.out" "$T/restore-again.err" -v -v restore \
   "$T/p.yml" latest --target "$T/out-again"
 grep -q "reading the tree again" "$T/restore-again.err" ||

@@ -60,14 +60,45 @@ struct dir_fixup {
   struct rmeta meta;
 };
 
+/* An open directory shared by the parent cache and the queued small files
+ * in it: closed when the last holder lets go (writers run on other
+ * threads, hence the atomic count). One descriptor per directory instead
+ * of a dup and a close per queued file. */
+struct dref {
+  int fd;
+  int refs;
+};
+
+static struct dref *dref_new(int fd) {
+  struct dref *d = malloc(sizeof(*d));
+  if (d != NULL)
+    *d = (struct dref){fd, 1};
+  return d;
+}
+
+static void dref_put(struct dref *d) {
+  if (d != NULL && __atomic_sub_fetch(&d->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+    close(d->fd);
+    free(d);
+  }
+}
+
 struct wjob {
   struct wjob *next;
-  int dirfd;  /* a dup of the parent directory's descriptor, owned */
-  char *name; /* the item's name (messages) */
-  char *base; /* the last component */
+  int dirfd;        /* the parent directory: the target's root or dir->fd */
+  struct dref *dir; /* a reference held by the job, or NULL for the root */
+  char *name;       /* the item's name (messages) */
+  char *base;       /* the last component */
   char *data;
   size_t len;
   struct rmeta meta;
+};
+
+/* A large file whose write-out the flusher waits for. */
+struct fjob {
+  struct fjob *next;
+  int fd;     /* owned: the flusher closes it */
+  char *name; /* the item's name (messages) */
 };
 
 struct rctx {
@@ -82,19 +113,30 @@ struct rctx {
   pthread_t threads[WRITERS];
   size_t wfailures;
   char wfirst[1536];
+  /* the flusher (see FLUSH_MAX_QUEUED) */
+  pthread_mutex_t fmu;
+  pthread_cond_t fcv;
+  struct fjob *fhead, *ftail;
+  size_t fqueued;
+  int fstop, fstarted, frunning;
+  pthread_t fthread;
+  size_t ffailures, fflushed;
+  char ffirst[1536];
   struct files_inst *in;
   const struct engine_host *h;
   int rootfd; /* -1 in a dry run on a missing target */
   char *root; /* the target as given, or "/" */
   int dry_run;
   int is_root; /* effective uid 0: ownership and device nodes */
-  int umask;   /* the process's umask, or -1 when unknown */
+  uid_t euid;  /* the process's effective ids (owned_as, per small file) */
+  gid_t egid;
+  int umask; /* the process's umask, or -1 when unknown */
   struct dir_fixup *dirs;
   size_t n_dirs, cap_dirs;
   /* The parent directory of the previous item, kept open because items
    * arrive grouped by directory. */
   char *cache_name;
-  int cache_fd;
+  struct dref *cache_dir;
   char *buf;             /* FILES_IO_BLOCK */
   char last_error[1536]; /* the message of the latest fail() */
 };
@@ -212,9 +254,8 @@ static int open_dir_path(struct rctx *r, const char *item, const char *path, int
 }
 
 static void cache_drop(struct rctx *r) {
-  if (r->cache_fd >= 0)
-    close(r->cache_fd);
-  r->cache_fd = -1;
+  dref_put(r->cache_dir);
+  r->cache_dir = NULL;
   free(r->cache_name);
   r->cache_name = NULL;
 }
@@ -242,7 +283,7 @@ static int parent_fd(struct rctx *r, char *name, const char **base) {
   *base = slash + 1;
   if (r->cache_name != NULL && strcmp(r->cache_name, name) == 0) {
     *slash = '/';
-    return r->cache_fd;
+    return r->cache_dir->fd;
   }
   cache_drop(r);
   char *parent = strdup(name);
@@ -254,8 +295,14 @@ static int parent_fd(struct rctx *r, char *name, const char **base) {
     free(parent);
     return -1;
   }
+  struct dref *d = dref_new(fd);
+  if (d == NULL) {
+    close(fd);
+    free(parent);
+    return fail(r, name, "out of memory"), -1;
+  }
   r->cache_name = parent;
-  r->cache_fd = fd;
+  r->cache_dir = d;
   return fd;
 }
 
@@ -454,6 +501,139 @@ static void start_writeback(int fd, uint64_t size) {
     (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 }
 
+/* ---- the flusher ----
+ *
+ * Started write-out is not yet durable: the final syncfs still waits for
+ * it and then for the device to flush its volatile write cache, and that
+ * flush covers every byte written since the previous one. On the
+ * benchmark's VM (a virtio disk whose flush is an fsync on the host) the
+ * final syncfs of a 1 GiB restore took 0.15-0.7 s, most of it the flush.
+ * So a flusher thread takes over the descriptor of each complete large
+ * file and waits for its write-out while the restore goes on: of the files
+ * queued when it wakes, it waits for the data of all but the last
+ * (sync_file_range, no flush) and fdatasyncs the last, one device flush
+ * for the batch. The final syncfs then has the small files, the metadata
+ * and the last batches left (0.15-0.2 s instead of 0.5-0.7 s in an A/B
+ * here). The flusher only moves work earlier: the syncfs in restore_end is
+ * what makes the restore durable, and errors the flusher sees fail the
+ * restore as well. At most FLUSH_MAX_QUEUED descriptors wait; beyond that
+ * (or when the thread cannot start) a file is closed at once and left to
+ * the syncfs. */
+#define FLUSH_MAX_QUEUED 64u
+
+static void fjob_free(struct fjob *j) {
+  if (j->fd >= 0)
+    close(j->fd);
+  free(j->name);
+  free(j);
+}
+
+static void flush_fail(struct rctx *r, const char *name, const char *what, int err) {
+  char msg[1536];
+  char *d = files_display(name, strlen(name));
+  snprintf(msg, sizeof(msg), "unable to flush '%s' to disk: %s: %s", d, what, strerror(err));
+  files_display_free(d);
+  r->h->log(r->h, ENGINE_LOG_ERROR, "%s", msg);
+  pthread_mutex_lock(&r->fmu);
+  if (r->ffailures++ == 0)
+    snprintf(r->ffirst, sizeof(r->ffirst), "%s", msg);
+  pthread_mutex_unlock(&r->fmu);
+}
+
+static void *flusher_main(void *arg) {
+  struct rctx *r = arg;
+  pthread_mutex_lock(&r->fmu);
+  for (;;) {
+    while (r->fhead == NULL && !r->fstop)
+      pthread_cond_wait(&r->fcv, &r->fmu);
+    if (r->fhead == NULL)
+      break; /* stopped, and every queued file is done */
+    struct fjob *batch = r->fhead;
+    r->fhead = r->ftail = NULL;
+    r->fqueued = 0;
+    pthread_mutex_unlock(&r->fmu);
+    size_t n = 0;
+    for (struct fjob *j = batch; j != NULL; j = j->next) {
+      int rc = j->next != NULL
+                   ? sync_file_range(j->fd, 0, 0,
+                                     SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                         SYNC_FILE_RANGE_WAIT_AFTER)
+                   : fdatasync(j->fd);
+      if (rc != 0)
+        flush_fail(r, j->name, j->next != NULL ? "writing it out" : "fdatasync", errno);
+      else
+        n++;
+    }
+    while (batch != NULL) {
+      struct fjob *next = batch->next;
+      if (close(batch->fd) != 0)
+        flush_fail(r, batch->name, "close", errno);
+      batch->fd = -1;
+      fjob_free(batch);
+      batch = next;
+    }
+    pthread_mutex_lock(&r->fmu);
+    r->fflushed += n;
+  }
+  pthread_mutex_unlock(&r->fmu);
+  return NULL;
+}
+
+/* Hands the descriptor of a complete large file to the flusher, which
+ * closes it. Returns 0 when handed over; otherwise the caller keeps fd. */
+static int flush_hand_over(struct rctx *r, int fd, const char *name) {
+  pthread_mutex_lock(&r->fmu);
+  if (!r->fstarted) {
+    r->fstarted = 1;
+    r->frunning = pthread_create(&r->fthread, NULL, flusher_main, r) == 0;
+  }
+  if (!r->frunning || r->fstop || r->fqueued >= FLUSH_MAX_QUEUED) {
+    pthread_mutex_unlock(&r->fmu);
+    return -1;
+  }
+  struct fjob *j = malloc(sizeof(*j));
+  char *copy = strdup(name);
+  if (j == NULL || copy == NULL) {
+    pthread_mutex_unlock(&r->fmu);
+    free(j);
+    free(copy);
+    return -1;
+  }
+  *j = (struct fjob){NULL, fd, copy};
+  if (r->ftail != NULL)
+    r->ftail->next = j;
+  else
+    r->fhead = j;
+  r->ftail = j;
+  r->fqueued++;
+  pthread_cond_signal(&r->fcv);
+  pthread_mutex_unlock(&r->fmu);
+  return 0;
+}
+
+/* Stops the flusher once it has done every queued file (usually none are
+ * left: the queue is taken as soon as the flusher is free). */
+static void flusher_stop(struct rctx *r) {
+  pthread_mutex_lock(&r->fmu);
+  r->fstop = 1;
+  pthread_cond_signal(&r->fcv);
+  int running = r->frunning;
+  r->frunning = 0;
+  pthread_mutex_unlock(&r->fmu);
+  if (running)
+    pthread_join(r->fthread, NULL);
+  while (r->fhead != NULL) {
+    struct fjob *next = r->fhead->next;
+    if (close(r->fhead->fd) != 0)
+      flush_fail(r, r->fhead->name, "close", errno);
+    r->fhead->fd = -1;
+    fjob_free(r->fhead);
+    r->fhead = next;
+  }
+  r->ftail = NULL;
+  r->fqueued = 0;
+}
+
 static int restore_file(struct rctx *r, const char *name, int dirfd, const char *base,
                         const struct rmeta *m, const struct engine_item *item,
                         const struct engine_reader *data) {
@@ -508,7 +688,9 @@ static int restore_file(struct rctx *r, const char *name, int dirfd, const char 
     rc = apply_meta_fd(r, name, fd, m);
   if (rc == ENGINE_OK)
     start_writeback(fd, total);
-  if (close(fd) != 0 && rc == ENGINE_OK)
+  if (rc == ENGINE_OK && total >= WRITEBACK_MIN && flush_hand_over(r, fd, name) == 0)
+    fd = -1; /* the flusher closes it */
+  if (fd >= 0 && close(fd) != 0 && rc == ENGINE_OK)
     rc = fail(r, name, "unable to close the temporary file: %s", strerror(errno));
   if (rc != ENGINE_OK) {
     unlinkat(dirfd, tmp, 0);
@@ -815,13 +997,16 @@ int files_restore_begin(void *inst, const struct engine_restore_opts *opts, void
   pthread_mutex_init(&r->wmu, NULL);
   pthread_cond_init(&r->wcv, NULL);
   pthread_cond_init(&r->dcv, NULL);
+  pthread_mutex_init(&r->fmu, NULL);
+  pthread_cond_init(&r->fcv, NULL);
   r->in = in;
   r->h = h;
   r->dry_run = dry;
-  r->is_root = geteuid() == 0;
+  r->euid = geteuid();
+  r->egid = getegid();
+  r->is_root = r->euid == 0;
   r->umask = read_umask();
   r->rootfd = -1;
-  r->cache_fd = -1;
   if (dry) {
     if (!exists)
       h->log(h, ENGINE_LOG_INFO, "would create target directory '%s'", target);
@@ -852,8 +1037,7 @@ fail:
 /* ---- small-file writers ---- */
 
 static void wjob_free(struct wjob *j) {
-  if (j->dirfd >= 0)
-    close(j->dirfd);
+  dref_put(j->dir);
   free(j->name);
   free(j->base);
   free(j->data);
@@ -876,9 +1060,9 @@ static void wfail(struct rctx *r, const char *name, const char *what, int err) {
 
 /* Whether the new file already has the owner and group to restore (files
  * of the restoring user: an fchown would only cost an inode update). */
-static int owned_as(int fd, const struct rmeta *m) {
+static int owned_as(const struct rctx *r, int fd, const struct rmeta *m) {
   struct stat st;
-  return m->uid == geteuid() && m->gid == getegid() && fstat(fd, &st) == 0 && st.st_uid == m->uid &&
+  return m->uid == r->euid && m->gid == r->egid && fstat(fd, &st) == 0 && st.st_uid == m->uid &&
          st.st_gid == m->gid;
 }
 
@@ -913,7 +1097,7 @@ static void write_job(struct rctx *r, struct wjob *j) {
   /* the file is new (O_EXCL): its size is what was written */
   if (write_all(fd, j->data, j->len) != 0)
     what = "unable to write", err = errno;
-  else if (r->is_root && j->meta.has_owner && !owned_as(fd, &j->meta) &&
+  else if (r->is_root && j->meta.has_owner && !owned_as(r, fd, &j->meta) &&
            fchown(fd, j->meta.uid, j->meta.gid) != 0)
     what = "unable to set the owner", err = errno;
   else if (j->meta.has_mode && !mode_set && fchmod(fd, j->meta.mode) != 0)
@@ -1041,7 +1225,6 @@ static int queue_file(struct rctx *r, const char *name, int dirfd, const char *b
   struct wjob *j = calloc(1, sizeof(*j));
   if (j == NULL)
     return fail(r, name, "out of memory");
-  j->dirfd = -1;
   j->name = strdup(name);
   j->base = strdup(base);
   j->data = malloc(len ? len : 1);
@@ -1078,11 +1261,12 @@ static int queue_file(struct rctx *r, const char *name, int dirfd, const char *b
     wjob_free(j);
     return fail(r, name, "the content is truncated: got %zu of %zu bytes", got, len);
   }
-  j->dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
-  if (j->dirfd < 0) {
-    int e = errno;
-    wjob_free(j);
-    return fail(r, name, "unable to duplicate the directory descriptor: %s", strerror(e));
+  /* dirfd is the root or the cached parent (parent_fd): the job holds a
+   * reference to the latter, which outlives a change of the cache */
+  j->dirfd = dirfd;
+  if (dirfd != r->rootfd) {
+    j->dir = r->cache_dir;
+    __atomic_add_fetch(&j->dir->refs, 1, __ATOMIC_RELAXED);
   }
   cache_invalidate(r, name); /* as place() does: the node at `name` is replaced */
   pthread_mutex_lock(&r->wmu);
@@ -1207,6 +1391,10 @@ int files_restore_end(void *rctx, int status) {
   (void)status; /* directories restored so far get their metadata either way */
   writers_drain(r);
   writers_stop(r);
+  flusher_stop(r);
+  if (r->fflushed > 0)
+    r->h->log(r->h, ENGINE_LOG_DEBUG,
+              "restore of files: %zu large file(s) flushed during the restore", r->fflushed);
   cache_drop(r);
   char first[sizeof(r->last_error)] = "";
   size_t failures = 0;
@@ -1239,6 +1427,10 @@ int files_restore_end(void *rctx, int status) {
       rc = ENGINE_ERROR;
       r->h->set_error(r->h, "%zu file(s) could not be written, the first: %s", r->wfailures,
                       r->wfirst);
+    } else if (r->ffailures > 0) {
+      rc = ENGINE_ERROR;
+      r->h->set_error(r->h, "%zu file(s) could not be flushed to disk, the first: %s", r->ffailures,
+                      r->ffirst);
     } else if (r->rootfd >= 0 && syncfs(r->rootfd) != 0) {
       r->h->set_error(r->h, "unable to flush restored files to disk under '%s': %s", r->root,
                       strerror(errno));
@@ -1255,6 +1447,8 @@ int files_restore_end(void *rctx, int status) {
   pthread_mutex_destroy(&r->wmu);
   pthread_cond_destroy(&r->wcv);
   pthread_cond_destroy(&r->dcv);
+  pthread_mutex_destroy(&r->fmu);
+  pthread_cond_destroy(&r->fcv);
   free(r);
   return rc;
 }
