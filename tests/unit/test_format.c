@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <openssl/sha.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -329,6 +330,116 @@ static void test_encoding_helpers(void **state) {
   free(s);
 }
 
+
+/* The local sink keeps the descriptors of recently read packs open (see
+ * "open packs" in plugins/sinks/local/local.c). What must hold: content read
+ * through a kept descriptor is the pack's, from many threads at once and
+ * with more packs than kept descriptors; a pack this process deletes or
+ * puts again is not read through the old descriptor; objects outside data/
+ * (locks, which other processes replace) are never read through a kept
+ * descriptor. */
+#define OP_PACKS 12
+#define OP_SIZE 65536
+
+static unsigned char op_byte(int pack, size_t off) {
+  return (unsigned char)(pack * 37 + off * 13 + (off >> 8));
+}
+
+struct op_reader {
+  const struct engine_sink_ops *ops;
+  void *inst;
+  int seed, bad;
+};
+
+static void *op_read_many(void *arg) {
+  struct op_reader *rd = arg;
+  unsigned v = (unsigned)rd->seed * 2654435761u;
+  for (int i = 0; i < 3000; i++) {
+    v = v * 1103515245u + 12345u;
+    int pack = (int)((v >> 8) % OP_PACKS);
+    size_t off = (v >> 4) % (OP_SIZE - 256), len = 1 + (v % 255);
+    char name[64];
+    snprintf(name, sizeof(name), "data/0%x/pack-%02d", pack % 16, pack);
+    void *buf = NULL;
+    size_t n = 0;
+    if (rd->ops->get(rd->inst, name, off, len, &buf, &n) != ENGINE_OK || n != len) {
+      rd->bad++;
+    } else {
+      for (size_t k = 0; k < len; k++)
+        if (((unsigned char *)buf)[k] != op_byte(pack, off + k)) {
+          rd->bad++;
+          break;
+        }
+    }
+    free(buf);
+  }
+  return NULL;
+}
+
+static void test_local_open_packs(void **state) {
+  struct fixture *f = *state;
+  const struct engine_sink_ops *ops = f->sink_pi->plugin->sink;
+  void *inst = f->sink_pi->inst;
+  unsigned char *data = malloc(OP_SIZE);
+  for (int p = 0; p < OP_PACKS; p++) {
+    for (size_t k = 0; k < OP_SIZE; k++)
+      data[k] = op_byte(p, k);
+    char name[64];
+    snprintf(name, sizeof(name), "data/0%x/pack-%02d", p % 16, p);
+    assert_int_equal(ops->put(inst, name, data, OP_SIZE, 0), ENGINE_OK);
+  }
+  /* four threads, random ranges of 12 packs (8 descriptors are kept) */
+  pthread_t th[4];
+  struct op_reader rd[4];
+  for (int t = 0; t < 4; t++) {
+    rd[t] = (struct op_reader){ops, inst, t + 1, 0};
+    assert_int_equal(pthread_create(&th[t], NULL, op_read_many, &rd[t]), 0);
+  }
+  for (int t = 0; t < 4; t++) {
+    pthread_join(th[t], NULL);
+    assert_int_equal(rd[t].bad, 0);
+  }
+
+  /* deleted by this process: gone, although it was just read */
+  void *buf = NULL;
+  size_t n = 0;
+  assert_int_equal(ops->get(inst, "data/00/pack-00", 0, 16, &buf, &n), ENGINE_OK);
+  free(buf);
+  assert_int_equal(ops->del(inst, "data/00/pack-00"), ENGINE_OK);
+  buf = NULL;
+  assert_int_equal(ops->get(inst, "data/00/pack-00", 0, 16, &buf, &n), ENGINE_NOT_FOUND);
+  free(buf);
+  /* put again (other bytes under the name): the new content is read */
+  memset(data, 0x5a, OP_SIZE);
+  assert_int_equal(ops->put(inst, "data/01/pack-01", data, OP_SIZE, 0), ENGINE_OK);
+  buf = NULL;
+  assert_int_equal(ops->get(inst, "data/01/pack-01", 100, 16, &buf, &n), ENGINE_OK);
+  assert_int_equal(n, 16);
+  assert_memory_equal(buf, data, 16);
+  free(buf);
+
+  /* a lock replaced by another process (a rename over it) is read anew */
+  assert_int_equal(ops->put(inst, "locks/l1", "first", 5, 0), ENGINE_OK);
+  buf = NULL;
+  assert_int_equal(ops->get(inst, "locks/l1", 0, 0, &buf, &n), ENGINE_OK);
+  assert_int_equal(n, 5);
+  free(buf);
+  char path[128], tmp[160];
+  snprintf(path, sizeof(path), "%s/locks/l1", f->dir);
+  snprintf(tmp, sizeof(tmp), "%s/locks/other-process", f->dir);
+  FILE *fp = fopen(tmp, "w");
+  assert_non_null(fp);
+  fputs("second!", fp);
+  fclose(fp);
+  assert_int_equal(rename(tmp, path), 0);
+  buf = NULL;
+  assert_int_equal(ops->get(inst, "locks/l1", 0, 0, &buf, &n), ENGINE_OK);
+  assert_int_equal(n, 7);
+  assert_memory_equal(buf, "second!", 7);
+  free(buf);
+  free(data);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_blob_roundtrip_and_tamper, setup, teardown),
@@ -336,6 +447,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_sealed_json_and_index, setup, teardown),
       cmocka_unit_test_setup_teardown(test_wrong_passphrase_writes_nothing, setup, teardown),
       cmocka_unit_test_setup_teardown(test_location_with_other_data_refused, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_local_open_packs, setup, teardown),
       cmocka_unit_test(test_restore_name_check),
       cmocka_unit_test(test_encoding_helpers),
   };
