@@ -96,6 +96,8 @@ void files_idcache_free(struct files_idcache *c);
 /* Build the metadata object common to every item from a stat buffer.
  * Returns a new reference or NULL on OOM. */
 json_t *files_meta_from_stat(struct files_idcache *c, const struct stat *st);
+/* Nanoseconds since the epoch; *ok is 0 when they do not fit in 64 bits. */
+int64_t files_ts_ns(const struct timespec *ts, int *ok);
 
 /* Serialise compactly with the insertion order of keys. malloc'd, or NULL. */
 char *files_meta_dump(json_t *obj);

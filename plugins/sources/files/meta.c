@@ -262,9 +262,9 @@ void files_idcache_free(struct files_idcache *c) {
   files_map_free(&c->groups, free);
 }
 
-/* Nanoseconds since the epoch, or -1 in *ok when it does not fit in 64 bits
+/* Nanoseconds since the epoch, or 0 in *ok when it does not fit in 64 bits
  * (dates beyond year 2262); the seconds field is then the only timestamp. */
-static int64_t ts_ns(const struct timespec *ts, int *ok) {
+int64_t files_ts_ns(const struct timespec *ts, int *ok) {
   int64_t ns;
   if (__builtin_mul_overflow((int64_t)ts->tv_sec, (int64_t)1000000000, &ns) ||
       __builtin_add_overflow(ns, (int64_t)ts->tv_nsec, &ns)) {
@@ -290,17 +290,17 @@ json_t *files_meta_from_stat(struct files_idcache *c, const struct stat *st) {
   if (group != NULL)
     rc |= files_meta_set_bytes(o, "group", group, strlen(group));
   rc |= json_object_set_new(o, "mtime", json_integer(st->st_mtim.tv_sec));
-  int64_t ns = ts_ns(&st->st_mtim, &ok);
+  int64_t ns = files_ts_ns(&st->st_mtim, &ok);
   if (ok)
     rc |= json_object_set_new(o, "mtime_ns", json_integer(ns));
-  ns = ts_ns(&st->st_atim, &ok);
+  ns = files_ts_ns(&st->st_atim, &ok);
   if (ok)
     rc |= json_object_set_new(o, "atime_ns", json_integer(ns));
   rc |= json_object_set_new(o, "size", json_integer(st->st_size));
   rc |= json_object_set_new(o, "ino", json_integer((json_int_t)st->st_ino));
   rc |= json_object_set_new(o, "dev", json_integer((json_int_t)st->st_dev));
   rc |= json_object_set_new(o, "nlink", json_integer((json_int_t)st->st_nlink));
-  ns = ts_ns(&st->st_ctim, &ok);
+  ns = files_ts_ns(&st->st_ctim, &ok);
   if (ok)
     rc |= json_object_set_new(o, "ctime_ns", json_integer(ns));
   if (rc != 0) {
