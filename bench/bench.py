@@ -26,7 +26,11 @@ import time
 
 MIB = 1024 * 1024
 MB = 1000 * 1000
-PHASES = ("first backup", "second backup (unchanged)", "restore")
+# "restore + sync": the restore and a sync(2) timed right after it, i.e. the
+# time until the restored data is on disk. engine's restore ends with a
+# syncfs of the target's file system (its sync is ~0); restic, borg and tar
+# leave the data in the page cache and their sync writes it out.
+PHASES = ("first backup", "second backup (unchanged)", "restore", "restore + sync (durable)")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -428,8 +432,12 @@ class Bench:
                 warm([t.repo_path(r)], t.warm_cmds())
                 m = self.runner.timed(f"{t.key}-{r}-restore", stages, t.env(),
                                       cwd=getattr(t, "restore_cwd", lambda x: None)(target))
+                t_sync = time.monotonic()
+                os.sync()
+                m["sync"] = time.monotonic() - t_sync
                 m["repo_bytes"] = du_bytes(t.repo_path(r))
                 self.record(t, PHASES[2], m)
+                self.record(t, PHASES[3], dict(m, wall=m["wall"] + m["sync"]))
                 if self.verify and r == 1:
                     problems = verify_tree(self.data, t.restored_root(target))
                     if problems:
