@@ -102,6 +102,14 @@ run_ok "$T/restore.out" "$T/restore.err" restore "$T/p.yml" latest --target "$T/
 
 restored=$(restored_path "$T/out" "$src")
 [ -d "$restored" ] || fail "the restore did not create $restored"
+# Large files are dropped from the page cache once they are on disk (the
+# flusher); small files stay cached. Checked before anything reads them.
+command -v fincore >/dev/null 2>&1 || fail "fincore (util-linux-extra) is required"
+big_cached=$(fincore --bytes --noheadings --output RES "$restored/nested/deeper/text-20MiB" | tr -d ' ')
+small_cached=$(fincore --bytes --noheadings --output RES "$restored/mode-0600" | tr -d ' ')
+note "page cache after the restore: text-20MiB ${big_cached} bytes, mode-0600 ${small_cached} bytes"
+assert_lt "$big_cached" $((1024 * 1024)) "bytes of the restored 20 MiB file left in the page cache"
+assert_lt 0 "$small_cached" "bytes of a restored small file in the page cache (the measurement works)"
 if ! compare_trees "$src" "$restored" --sparse sparse.bin >"$T/compare.txt" 2>&1; then
   cat "$T/compare.txt" >&2
   fail "the restored tree differs from the source (see the DIFF lines above)"
