@@ -605,7 +605,10 @@ static int em_mark(const struct engine_emitter *em, const char *key, const char 
 /* ---- incremental: the parent snapshot ---------------------------------- */
 
 static void parent_drop_cur(struct bk_source *s) {
-  tree_entry_clear(&s->pe);
+  if (s->parent)
+    tree_feed_release(s->parent, &s->pe);
+  else
+    tree_entry_clear(&s->pe);
 }
 
 static int em_previous(const struct engine_emitter *em, const char *name, size_t name_len,
@@ -1036,8 +1039,8 @@ out:
     json_decref(s->marks);
     json_decref(s->tree_ids);
     free(s->error);
-    tree_feed_free(s->parent);
     parent_drop_cur(s);
+    tree_feed_free(s->parent);
     free(s->pmark);
   }
   free(b->sources);

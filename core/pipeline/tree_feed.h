@@ -32,9 +32,13 @@ struct tree_feed;
 /* Start reading the tree (array of hex blob ids, borrowed: must outlive the
  * feed). */
 struct tree_feed *tree_feed_start(struct repo *r, json_t *tree_ids, int flags);
-/* 1: *e filled (caller owns it, free with tree_entry_clear); 0: end of the
- * tree; -1: the tree is unreadable (*err, malloc'd). */
+/* 1: *e filled (caller owns it: give it back with tree_feed_release, or
+ * free it with tree_entry_clear); 0: end of the tree; -1: the tree is
+ * unreadable (*err, malloc'd). */
 int tree_feed_next(struct tree_feed *f, struct tree_entry *e, char **err);
+/* Hand an entry of this feed back to be freed by the feeder's thread (where
+ * it was allocated); *e is cleared. */
+void tree_feed_release(struct tree_feed *f, struct tree_entry *e);
 /* Stop the thread and free everything (also when not read to the end). */
 void tree_feed_free(struct tree_feed *f);
 void tree_entry_clear(struct tree_entry *e);
