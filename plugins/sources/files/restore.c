@@ -120,8 +120,7 @@ struct rctx {
   size_t fqueued;
   int fstop, fstarted, frunning;
   pthread_t fthread;
-  size_t ffailures, fflushed;
-  char ffirst[1536];
+  size_t fflushed;
   struct files_inst *in;
   const struct engine_host *h;
   int rootfd; /* -1 in a dry run on a missing target */
@@ -501,6 +500,21 @@ static void start_writeback(int fd, uint64_t size) {
     (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 }
 
+/* A writer's (or the flusher's) failure: logged at once, counted, the
+ * first kept for restore_end (fail() and r->last_error belong to the main
+ * thread). */
+static void wfail(struct rctx *r, const char *name, const char *what, int err) {
+  char msg[1536];
+  char *d = files_display(name, strlen(name));
+  snprintf(msg, sizeof(msg), "unable to restore '%s': %s: %s", d, what, strerror(err));
+  files_display_free(d);
+  r->h->log(r->h, ENGINE_LOG_ERROR, "%s", msg);
+  pthread_mutex_lock(&r->wmu);
+  if (r->wfailures++ == 0)
+    snprintf(r->wfirst, sizeof(r->wfirst), "%s", msg);
+  pthread_mutex_unlock(&r->wmu);
+}
+
 /* ---- the flusher ----
  *
  * Started write-out is not yet durable: the final syncfs still waits for
@@ -541,18 +555,6 @@ static void fjob_free(struct fjob *j) {
   free(j);
 }
 
-static void flush_fail(struct rctx *r, const char *name, const char *what, int err) {
-  char msg[1536];
-  char *d = files_display(name, strlen(name));
-  snprintf(msg, sizeof(msg), "unable to flush '%s' to disk: %s: %s", d, what, strerror(err));
-  files_display_free(d);
-  r->h->log(r->h, ENGINE_LOG_ERROR, "%s", msg);
-  pthread_mutex_lock(&r->fmu);
-  if (r->ffailures++ == 0)
-    snprintf(r->ffirst, sizeof(r->ffirst), "%s", msg);
-  pthread_mutex_unlock(&r->fmu);
-}
-
 static void *flusher_main(void *arg) {
   struct rctx *r = arg;
   pthread_mutex_lock(&r->fmu);
@@ -574,7 +576,8 @@ static void *flusher_main(void *arg) {
                                          SYNC_FILE_RANGE_WAIT_AFTER)
                    : fdatasync(j->fd);
       if (rc != 0)
-        flush_fail(r, j->name, j->next != NULL ? "writing it out" : "fdatasync", errno);
+        wfail(r, j->name, j->next != NULL ? "unable to write it out" : "unable to flush it to disk",
+              errno);
       else
         n++;
     }
@@ -584,7 +587,7 @@ static void *flusher_main(void *arg) {
       if (n == batch_len)
         (void)posix_fadvise(batch->fd, 0, 0, POSIX_FADV_DONTNEED);
       if (close(batch->fd) != 0)
-        flush_fail(r, batch->name, "close", errno);
+        wfail(r, batch->name, "unable to close it after flushing", errno);
       batch->fd = -1;
       fjob_free(batch);
       batch = next;
@@ -642,7 +645,7 @@ static void flusher_stop(struct rctx *r) {
   while (r->fhead != NULL) {
     struct fjob *next = r->fhead->next;
     if (close(r->fhead->fd) != 0)
-      flush_fail(r, r->fhead->name, "close", errno);
+      wfail(r, r->fhead->name, "unable to close it after flushing", errno);
     r->fhead->fd = -1;
     fjob_free(r->fhead);
     r->fhead = next;
@@ -1061,20 +1064,6 @@ static void wjob_free(struct wjob *j) {
   free(j);
 }
 
-/* A writer's failure: logged at once, counted, the first kept for
- * restore_end (fail() and r->last_error belong to the main thread). */
-static void wfail(struct rctx *r, const char *name, const char *what, int err) {
-  char msg[1536];
-  char *d = files_display(name, strlen(name));
-  snprintf(msg, sizeof(msg), "unable to restore '%s': %s: %s", d, what, strerror(err));
-  files_display_free(d);
-  r->h->log(r->h, ENGINE_LOG_ERROR, "%s", msg);
-  pthread_mutex_lock(&r->wmu);
-  if (r->wfailures++ == 0)
-    snprintf(r->wfirst, sizeof(r->wfirst), "%s", msg);
-  pthread_mutex_unlock(&r->wmu);
-}
-
 /* Whether the new file already has the owner and group to restore (files
  * of the restoring user: an fchown would only cost an inode update). */
 static int owned_as(const struct rctx *r, int fd, const struct rmeta *m) {
@@ -1444,10 +1433,6 @@ int files_restore_end(void *rctx, int status) {
       rc = ENGINE_ERROR;
       r->h->set_error(r->h, "%zu file(s) could not be written, the first: %s", r->wfailures,
                       r->wfirst);
-    } else if (r->ffailures > 0) {
-      rc = ENGINE_ERROR;
-      r->h->set_error(r->h, "%zu file(s) could not be flushed to disk, the first: %s", r->ffailures,
-                      r->ffirst);
     } else if (r->rootfd >= 0 && syncfs(r->rootfd) != 0) {
       r->h->set_error(r->h, "unable to flush restored files to disk under '%s': %s", r->root,
                       strerror(errno));
