@@ -468,6 +468,8 @@ out:
 
 /* The object `name` is about to be replaced or deleted by this process. */
 static void open_forget(struct local_sink *s, const char *name) {
+  if (!keeps_open(name))
+    return; /* never kept: no lock taken for locks, index and snapshot puts */
   pthread_mutex_lock(&s->open_mu);
   for (int i = 0; s->open != NULL && i < OPEN_PACKS; i++)
     if (s->open[i].name != NULL && !s->open[i].stale && strcmp(s->open[i].name, name) == 0)

@@ -632,7 +632,8 @@ static int flush_hand_over(struct rctx *r, int fd, const char *name) {
 }
 
 /* Stops the flusher once it has done every queued file (usually none are
- * left: the queue is taken as soon as the flusher is free). */
+ * left: the queue is taken as soon as the flusher is free). Nothing is
+ * queued unless the thread runs, and it only ends with an empty queue. */
 static void flusher_stop(struct rctx *r) {
   pthread_mutex_lock(&r->fmu);
   r->fstop = 1;
@@ -642,16 +643,6 @@ static void flusher_stop(struct rctx *r) {
   pthread_mutex_unlock(&r->fmu);
   if (running)
     pthread_join(r->fthread, NULL);
-  while (r->fhead != NULL) {
-    struct fjob *next = r->fhead->next;
-    if (close(r->fhead->fd) != 0)
-      wfail(r, r->fhead->name, "unable to close it after flushing", errno);
-    r->fhead->fd = -1;
-    fjob_free(r->fhead);
-    r->fhead = next;
-  }
-  r->ftail = NULL;
-  r->fqueued = 0;
 }
 
 static int restore_file(struct rctx *r, const char *name, int dirfd, const char *base,
