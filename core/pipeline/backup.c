@@ -113,6 +113,7 @@ struct bk_upload {
   int closed;     /* full: no more reservations; stored once writers is 0 */
   int failed;     /* a blob could not be sealed: the pack is not stored */
   unsigned char pack_id[32];
+  char *index_text; /* the pack's entry of the run's index object, once stored */
   char *err;
 };
 
@@ -133,8 +134,8 @@ struct bk {
 
   pthread_mutex_t pack_mu;   /* guards `filling` and every pack's writers/closed/failed */
   struct bk_upload *filling; /* the pack taking blobs, NULL until the next one */
-  uint32_t *run_packs;       /* index numbers of packs written by this run */
-  size_t n_run_packs;
+  char **index_texts; /* the index entries of the packs this run stored */
+  size_t n_index_texts;
 
   struct bk_source *sources;
   size_t n_sources;
@@ -255,6 +256,10 @@ static void upload_work(void *arg) {
     free(u->err);
     u->err = NULL;
   }
+  /* serialised here, in parallel with the chunks still being compressed,
+   * so the end of the run only joins the texts (docs/PERFORMANCE.md) */
+  if (!u->err)
+    u->index_text = index_pack_text(u->pack_id, u->pk.entries, u->pk.n);
 }
 
 static void upload_done(void *arg) {
@@ -269,8 +274,9 @@ static void upload_done(void *arg) {
       struct pack_entry *e = &u->pk.entries[i];
       index_put(b->repo->index, e->id, pk, e->offset, e->length, e->raw_length, e->type);
     }
-    b->run_packs = xrealloc(b->run_packs, (b->n_run_packs + 1) * sizeof(uint32_t));
-    b->run_packs[b->n_run_packs++] = pk;
+    b->index_texts = xrealloc(b->index_texts, (b->n_index_texts + 1) * sizeof(char *));
+    b->index_texts[b->n_index_texts++] = u->index_text;
+    u->index_text = NULL;
   }
   pthread_mutex_lock(&b->lock);
   if (!u->err) {
@@ -281,6 +287,7 @@ static void upload_done(void *arg) {
   pthread_cond_broadcast(&b->cond);
   pthread_mutex_unlock(&b->lock);
   packer_free(&u->pk);
+  free(u->index_text);
   free(u);
 }
 
@@ -957,8 +964,8 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
 
   if (!o->dry_run) {
     char index_id[65] = "";
-    if (b->n_run_packs > 0 &&
-        index_save_packs(o->repo, b->run_packs, b->n_run_packs, index_id, err) != 0) {
+    if (b->n_index_texts > 0 &&
+        index_save_texts(o->repo, b->index_texts, b->n_index_texts, index_id, err) != 0) {
       json_decref(warnings);
       json_decref(srcs);
       goto out;
@@ -1052,7 +1059,9 @@ out:
     packer_free(&b->filling->pk);
     free(b->filling);
   }
-  free(b->run_packs);
+  for (size_t i = 0; i < b->n_index_texts; i++)
+    free(b->index_texts[i]);
+  free(b->index_texts);
   free(b->fatal);
   progress_free(b->progress);
   pthread_mutex_destroy(&b->lock);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "pipeline/restore.h"
@@ -198,14 +199,41 @@ static void test_sealed_json_and_index(void **state) {
   json_decref(back);
   json_decref(obj);
 
-  /* index objects round-trip through index_load */
-  unsigned char pid[32], bid[32];
+  /* index objects (joined from per-pack texts, as a backup writes them)
+   * round-trip through index_load, and are the JSON the format describes */
+  unsigned char pid[32], pid2[32], bid[32];
   memset(pid, 7, 32);
+  memset(pid2, 8, 32);
   memset(bid, 9, 32);
-  uint32_t pk = index_add_pack(r->index, pid);
-  index_put(r->index, bid, pk, 100, 200, 300, BLOB_TREE);
+  struct pack_entry pe[3] = {{BLOB_TREE, {0}, 100, 200, 300},
+                             {BLOB_DATA, {0}, 300, 10, 20},
+                             {BLOB_DATA, {0}, 0, 50, 60}};
+  memcpy(pe[0].id, bid, 32);
+  memset(pe[1].id, 10, 32);
+  memset(pe[2].id, 11, 32);
+  char *texts[2] = {index_pack_text(pid, pe, 2), index_pack_text(pid2, pe + 2, 1)};
   char iid[65];
-  assert_int_equal(index_save_packs(r, &pk, 1, iid, &err), 0);
+  assert_int_equal(index_save_texts(r, texts, 2, iid, &err), 0);
+  free(texts[0]);
+  free(texts[1]);
+  json_t *ix;
+  assert_int_equal(repo_load_json(r, "index", iid, &ix, &err), 0);
+  char h[6][65];
+  hex_encode(pid, 32, h[0]);
+  hex_encode(pid2, 32, h[1]);
+  for (int i = 0; i < 3; i++)
+    hex_encode(pe[i].id, 32, h[2 + i]);
+  json_t *want = json_pack(
+      "{s:i, s:[{s:s, s:[{s:s, s:s, s:i, s:i, s:i}, {s:s, s:s, s:i, s:i, s:i}]}, {s:s, "
+      "s:[{s:s, s:s, s:i, s:i, s:i}]}]}",
+      "version", 1, "packs", "id", h[0], "blobs", "id", h[2], "type", "tree", "offset", 100,
+      "length", 200, "raw_length", 300, "id", h[3], "type", "data", "offset", 300, "length", 10,
+      "raw_length", 20, "id", h[1], "blobs", "id", h[4], "type", "data", "offset", 0, "length",
+      50, "raw_length", 60);
+  assert_non_null(want);
+  assert_true(json_equal(ix, want));
+  json_decref(want);
+  json_decref(ix);
   struct repo *r2;
   assert_int_equal(open_repo(f, "correct horse", 0, &r2, &err), 0);
   assert_false(r2->created);
@@ -217,6 +245,9 @@ static void test_sealed_json_and_index(void **state) {
   assert_int_equal(e.raw_length, 300);
   assert_int_equal(e.type, BLOB_TREE);
   assert_memory_equal(r2->index->packs[e.pack], pid, 32);
+  assert_int_equal(index_get(r2->index, pe[2].id, &e), 1);
+  assert_int_equal(e.length, 50);
+  assert_memory_equal(r2->index->packs[e.pack], pid2, 32);
   /* the reopened repository has the same keys: it reads the snapshot */
   assert_int_equal(repo_load_json(r2, "snapshot", id, &back, &err), 0);
   json_decref(back);
@@ -376,6 +407,112 @@ static void *op_read_many(void *arg) {
   return NULL;
 }
 
+/* run's new repository: the key is derived and keys/ and config written on
+ * a thread while the caller goes on; the gate (run's lock) runs once, after
+ * them and before the first other object; a failing gate fails every write */
+struct gate_probe {
+  const char *dir;
+  int calls, saw_key_and_config, fail;
+};
+
+static int probe_gate(void *ud, char **err) {
+  struct gate_probe *g = ud;
+  g->calls++;
+  char path[600];
+  struct stat st;
+  snprintf(path, sizeof(path), "%s/config", g->dir);
+  int cfg = stat(path, &st) == 0;
+  snprintf(path, sizeof(path), "ls '%s/keys' | grep -q .", g->dir);
+  g->saw_key_and_config = cfg && system(path) == 0;
+  if (g->fail) {
+    *err = strdup("gate refused");
+    return -1;
+  }
+  return 0;
+}
+
+static struct repo *open_deferred(struct fixture *f, const char *dir, struct plugin_instance **pi) {
+  char *err = NULL;
+  const struct engine_plugin *local = registry_find(f->reg, ENGINE_PLUGIN_SINK, "local", &err);
+  json_t *cfg = json_pack("{s:s, s:b}", "path", dir, "fsync", 0);
+  assert_int_equal(plugin_instance_new(local, "local", cfg, pi, &err), 0);
+  json_decref(cfg);
+  static struct repo_sink sink;
+  sink = (struct repo_sink){.pi = *pi, .required = 1};
+  struct repo_open_opts o;
+  memset(&o, 0, sizeof(o));
+  o.sinks = &sink;
+  o.n_sinks = 1;
+  o.crypto = f->crypto;
+  o.passphrase = "correct horse";
+  o.passphrase_len = strlen(o.passphrase);
+  o.create = 1;
+  o.defer_key = 1;
+  o.compress_algo = COMPRESS_ZSTD;
+  o.compress_level = 3;
+  struct repo *r = NULL;
+  assert_int_equal(repo_open(&o, &r, &err), 0);
+  assert_true(r->created);
+  return r;
+}
+
+static void test_deferred_create(void **state) {
+  struct fixture *f = *state;
+  char *err = NULL;
+  for (int fail = 0; fail < 2; fail++) {
+    char dir[300];
+    snprintf(dir, sizeof(dir), "%s-deferred%d", f->dir, fail);
+    struct plugin_instance *pi;
+    struct repo *r = open_deferred(f, dir, &pi);
+    struct gate_probe g = {dir, 0, 0, fail};
+    repo_set_gate(r, probe_gate, &g);
+    int rc1 = repo_put(r, "data/aa/aa01", "x", 1, ENGINE_PUT_NO_OVERWRITE, &err);
+    assert_int_equal(g.calls, 1);
+    assert_true(g.saw_key_and_config); /* the order key, config, lock, data */
+    if (!fail) {
+      assert_int_equal(rc1, 0);
+    } else {
+      assert_int_equal(rc1, -1);
+      assert_string_equal(err, "gate refused");
+      free(err);
+      err = NULL;
+    }
+    int rc2 = repo_put(r, "data/aa/aa02", "y", 1, ENGINE_PUT_NO_OVERWRITE, &err);
+    assert_int_equal(g.calls, 1); /* once */
+    assert_int_equal(rc2, fail ? -1 : 0);
+    if (fail) {
+      assert_string_equal(err, "gate refused");
+      free(err);
+      err = NULL;
+    }
+    repo_close(r);
+    plugin_instance_free(pi);
+    /* the repository exists either way and opens with its passphrase */
+    char *e2 = NULL;
+    const struct engine_plugin *local = registry_find(f->reg, ENGINE_PLUGIN_SINK, "local", &e2);
+    json_t *cfg = json_pack("{s:s, s:b}", "path", dir, "fsync", 0);
+    struct repo_sink sink = {0};
+    assert_int_equal(plugin_instance_new(local, "local", cfg, &sink.pi, &e2), 0);
+    json_decref(cfg);
+    sink.required = 1;
+    struct repo_open_opts o;
+    memset(&o, 0, sizeof(o));
+    o.sinks = &sink;
+    o.n_sinks = 1;
+    o.crypto = f->crypto;
+    o.passphrase = "correct horse";
+    o.passphrase_len = strlen(o.passphrase);
+    struct repo *r2 = NULL;
+    assert_int_equal(repo_open(&o, &r2, &e2), 0);
+    assert_false(r2->created);
+    repo_close(r2);
+    plugin_instance_free(sink.pi);
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+  }
+}
+
 static void test_local_open_packs(void **state) {
   struct fixture *f = *state;
   const struct engine_sink_ops *ops = f->sink_pi->plugin->sink;
@@ -448,6 +585,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_wrong_passphrase_writes_nothing, setup, teardown),
       cmocka_unit_test_setup_teardown(test_location_with_other_data_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(test_local_open_packs, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_deferred_create, setup, teardown),
       cmocka_unit_test(test_restore_name_check),
       cmocka_unit_test(test_encoding_helpers),
   };
