@@ -31,20 +31,6 @@ static void print_json(json_t *j) {
 
 /* ---- run ------------------------------------------------------------------ */
 
-struct run_gate {
-  struct cli_ctx *c;
-  int64_t lock_wait_ms;
-};
-
-/* A new repository: its key and config are written by a thread of their own
- * while the backup starts (repo_open_opts.defer_key), and the backup's lock
- * is taken right after them, before the first pack (repo_set_gate): the
- * order key, config, lock, data stays. */
-static int run_lock_gate(void *ud, char **err) {
-  struct run_gate *g = ud;
-  return cli_lock(g->c, 0, g->lock_wait_ms, 0, err);
-}
-
 int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
   char *err = NULL;
@@ -67,11 +53,7 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
     fprintf(stderr, "engine: initialised a new repository %.8s on %zu sink(s)\n", c.repo->id,
             c.p->n_sinks);
   c.repo->use_index_cache = 1;
-  struct run_gate gate = {&c, a->lock_wait_ms};
-  if (c.repo->created && !a->dry_run)
-    repo_set_gate(c.repo, run_lock_gate, &gate); /* nothing to read yet */
-  else if (a->dry_run ? cli_load_index(&c, &err) != 0
-                      : cli_lock(&c, 0, a->lock_wait_ms, 1, &err) != 0) {
+  if (a->dry_run ? cli_load_index(&c, &err) != 0 : cli_lock(&c, 0, a->lock_wait_ms, 1, &err) != 0) {
     cli_close(&c);
     return fail(err);
   }

@@ -71,7 +71,6 @@ int cli_open(struct cli_ctx *c, int with_sources, int create, int dry_run, char 
   o.n_sinks = n_sinks;
   o.crypto = p->crypto;
   o.create = create;
-  o.defer_key = create; /* only run creates: see cmd_run's lock of a new repository */
   o.read_only = c->read_only;
   o.dry_run = dry_run;
   o.chunker.min_size = p->chunk_min;

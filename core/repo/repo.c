@@ -19,7 +19,6 @@
 #include "repo/index.h"
 #include "stage/compress.h"
 #include "util/log.h"
-#include "util/secret.h"
 #include "util/sysinfo.h"
 
 #define KDF_N 32768u
@@ -40,47 +39,8 @@ static char *sink_error(const struct repo_sink *s, const char *what, const char 
                    host_last_error(s->pi->host)[0] ? host_last_error(s->pi->host) : "failed");
 }
 
-/* keys/, config and locks/ may be written before the gate; see repo_set_gate */
-static int before_gate(const char *name) {
-  return strncmp(name, "keys/", 5) == 0 || strcmp(name, "config") == 0 ||
-         strncmp(name, "locks/", 6) == 0;
-}
-
-static int pass_gate(struct repo *r, const char *name, char **err) {
-  if (!r->gated || before_gate(name))
-    return 0;
-  pthread_mutex_lock(&r->gate_mu);
-  if (r->gate_state == 0) {
-    char *e = NULL;
-    int rc = repo_init_wait(r, &e);
-    if (rc == 0 && r->gate)
-      rc = r->gate(r->gate_ud, &e);
-    r->gate_state = rc == 0 ? 1 : -1;
-    r->gate_err = e;
-  }
-  int st = r->gate_state;
-  if (st < 0)
-    *err = xstrdup(r->gate_err ? r->gate_err : "the repository could not be prepared for writing");
-  pthread_mutex_unlock(&r->gate_mu);
-  return st < 0 ? -1 : 0;
-}
-
-void repo_set_gate(struct repo *r, int (*fn)(void *ud, char **err), void *ud) {
-  pthread_mutex_lock(&r->gate_mu);
-  r->gate = fn;
-  r->gate_ud = ud;
-  if (fn)
-    r->gated = 1;
-  r->gate_state = 0;
-  free(r->gate_err);
-  r->gate_err = NULL;
-  pthread_mutex_unlock(&r->gate_mu);
-}
-
 int repo_put(struct repo *r, const char *name, const void *buf, size_t len, unsigned flags,
              char **err) {
-  if (pass_gate(r, name, err) != 0)
-    return -1;
   int ok = 0;
   for (size_t i = 0; i < r->n_sinks; i++) {
     struct repo_sink *s = &r->sinks[i];
@@ -813,51 +773,6 @@ static int probe_sink(struct repo_sink *s, void **cfg, size_t *cfg_len, char **e
   return 2;
 }
 
-/* The key first: a location with a config but no key would be unusable. */
-static int write_key_and_config(struct repo *r, const char *pass, size_t pass_len,
-                                const char *ctext, int dry_run, char **err) {
-  char *ktext = NULL;
-  if (repo_key_make(r, pass, pass_len, &ktext, err) != 0)
-    return -1;
-  char kid[65], kname[80];
-  sha256_hex(ktext, strlen(ktext), kid);
-  snprintf(kname, sizeof(kname), "keys/%s", kid);
-  int rc = 0;
-  if (!dry_run) {
-    rc = repo_put(r, kname, ktext, strlen(ktext), ENGINE_PUT_NO_OVERWRITE, err);
-    if (rc == 0)
-      rc = repo_put(r, "config", ctext, strlen(ctext), ENGINE_PUT_NO_OVERWRITE, err);
-    if (rc == 0)
-      snprintf(r->key_id, sizeof(r->key_id), "%s", kid);
-  }
-  free(ktext);
-  return rc == 0 ? 0 : -1;
-}
-
-static void *init_main(void *arg) {
-  struct repo *r = arg;
-  r->init_rc =
-      write_key_and_config(r, r->init_pass, r->init_pass_len, r->init_ctext, 0, &r->init_err);
-  secret_wipe_free(r->init_pass, r->init_pass_len);
-  r->init_pass = NULL;
-  free(r->init_ctext);
-  r->init_ctext = NULL;
-  return NULL;
-}
-
-int repo_init_wait(struct repo *r, char **err) {
-  if (r->init_pending) {
-    pthread_join(r->init_th, NULL);
-    r->init_pending = 0;
-  }
-  if (r->init_rc != 0) {
-    r->init_reported = 1;
-    *err = xasprintf("creating the repository failed: %s",
-                     r->init_err ? r->init_err : "unable to write its key and config");
-  }
-  return r->init_rc;
-}
-
 static int init_repo(struct repo *r, const struct repo_open_opts *o, char **err) {
   unsigned char rid[REPO_ID_LEN];
   if (RAND_bytes(rid, sizeof(rid)) != 1 || RAND_bytes(r->enc_key, REPO_KEY_LEN) != 1 ||
@@ -897,25 +812,28 @@ static int init_repo(struct repo *r, const struct repo_open_opts *o, char **err)
   free(now);
   char *ctext = json_dumps(c, JSON_INDENT(2) | JSON_SORT_KEYS);
   json_decref(c);
-  if (o->defer_key && !o->dry_run) {
-    /* scrypt takes a core for ~0.1 s: the caller compresses meanwhile */
-    r->init_pass = xmalloc(o->passphrase_len + 1);
-    if (o->passphrase_len)
-      memcpy(r->init_pass, o->passphrase, o->passphrase_len);
-    r->init_pass_len = o->passphrase_len;
-    r->init_ctext = ctext;
-    if (pthread_create(&r->init_th, NULL, init_main, r) == 0) {
-      r->init_pending = 1;
-      r->gated = 1;
-      return 0;
-    }
-    r->init_ctext = NULL;
-    secret_wipe_free(r->init_pass, r->init_pass_len);
-    r->init_pass = NULL;
+  char *ktext = NULL;
+  if (repo_key_make(r, o->passphrase, o->passphrase_len, &ktext, err) != 0) {
+    free(ctext);
+    return -1;
   }
-  int rc = write_key_and_config(r, o->passphrase, o->passphrase_len, ctext, o->dry_run, err);
+  char kid[65], kname[80];
+  sha256_hex(ktext, strlen(ktext), kid);
+  snprintf(kname, sizeof(kname), "keys/%s", kid);
+  if (o->dry_run) {
+    free(ktext);
+    free(ctext);
+    return 0;
+  }
+  /* The key first: a location with a config but no key would be unusable. */
+  int rc = repo_put(r, kname, ktext, strlen(ktext), ENGINE_PUT_NO_OVERWRITE, err);
+  if (rc == 0)
+    rc = repo_put(r, "config", ctext, strlen(ctext), ENGINE_PUT_NO_OVERWRITE, err);
+  if (rc == 0)
+    snprintf(r->key_id, sizeof(r->key_id), "%s", kid);
+  free(ktext);
   free(ctext);
-  return rc;
+  return rc == 0 ? 0 : -1;
 }
 
 /* With several sinks, one that missed runs (an optional sink during an
@@ -959,7 +877,6 @@ static void warn_sinks_behind(struct repo *r) {
 int repo_open(const struct repo_open_opts *o, struct repo **out, char **err) {
   *err = NULL;
   struct repo *r = xcalloc(1, sizeof(*r));
-  pthread_mutex_init(&r->gate_mu, NULL);
   r->sinks = o->sinks;
   r->n_sinks = o->n_sinks;
   r->crypto = o->crypto;
@@ -1108,13 +1025,6 @@ fail:
 void repo_close(struct repo *r) {
   if (!r)
     return;
-  char *e = NULL;
-  if (repo_init_wait(r, &e) != 0 && !r->init_reported)
-    log_error("%s", e);
-  free(e);
-  free(r->init_err);
-  free(r->gate_err);
-  pthread_mutex_destroy(&r->gate_mu);
   index_free(r->index);
   OPENSSL_cleanse(r->enc_key, sizeof(r->enc_key));
   OPENSSL_cleanse(r->mac_key, sizeof(r->mac_key));

@@ -67,19 +67,6 @@ struct repo {
   /* index_load may use the local index cache (repo/index_cache.c): set by
    * run and restore; check, prune and forget read the index objects. */
   int use_index_cache;
-  /* A repository created with repo_open_opts.defer_key: a thread derives
-   * the key and writes keys/ and config while the caller goes on; every
-   * other object waits for it (and for the gate, see repo_set_gate). */
-  pthread_t init_th;
-  int init_pending, init_rc, init_reported;
-  char *init_err, *init_pass, *init_ctext;
-  size_t init_pass_len;
-  pthread_mutex_t gate_mu;
-  int gated; /* set before other threads write: puts go through the gate */
-  int (*gate)(void *ud, char **err);
-  void *gate_ud;
-  int gate_state; /* 0: not run yet, 1: passed, -1: failed (gate_err) */
-  char *gate_err;
 };
 
 struct repo_open_opts {
@@ -96,24 +83,12 @@ struct repo_open_opts {
   /* restore, snapshots, show, check: a sink that is down or empty while
    * another holds the repository is skipped with a warning */
   int read_only;
-  /* create: derive the new key (scrypt) and write keys/ and config on a
-   * thread of their own, so the caller's first chunks are compressed
-   * meanwhile; objects other than keys/, config and locks/ are written
-   * only after them (repo_put waits) */
-  int defer_key;
 };
 
 /* Open (or, with create, initialise) the repository on the sinks. Nothing is
  * written unless the location is empty and create is set. */
 int repo_open(const struct repo_open_opts *o, struct repo **out, char **err);
 void repo_close(struct repo *r);
-/* For defer_key: wait until keys/ and config are written; their result. */
-int repo_init_wait(struct repo *r, char **err);
-/* Run fn once, before the first object other than keys/, config and locks/
- * is written (from whichever thread writes it; later writers wait for it).
- * If it fails, that write and every later one fail with its message. run
- * takes the repository lock of a new repository this way, after config. */
-void repo_set_gate(struct repo *r, int (*fn)(void *ud, char **err), void *ud);
 
 /* Keys (core/repo/keys.c). repo_key_make wraps the open repository's master
  * key under a new passphrase and returns the keys/ object text. */

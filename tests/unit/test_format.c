@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "pipeline/restore.h"
@@ -407,112 +406,6 @@ static void *op_read_many(void *arg) {
   return NULL;
 }
 
-/* run's new repository: the key is derived and keys/ and config written on
- * a thread while the caller goes on; the gate (run's lock) runs once, after
- * them and before the first other object; a failing gate fails every write */
-struct gate_probe {
-  const char *dir;
-  int calls, saw_key_and_config, fail;
-};
-
-static int probe_gate(void *ud, char **err) {
-  struct gate_probe *g = ud;
-  g->calls++;
-  char path[600];
-  struct stat st;
-  snprintf(path, sizeof(path), "%s/config", g->dir);
-  int cfg = stat(path, &st) == 0;
-  snprintf(path, sizeof(path), "ls '%s/keys' | grep -q .", g->dir);
-  g->saw_key_and_config = cfg && system(path) == 0;
-  if (g->fail) {
-    *err = strdup("gate refused");
-    return -1;
-  }
-  return 0;
-}
-
-static struct repo *open_deferred(struct fixture *f, const char *dir, struct plugin_instance **pi) {
-  char *err = NULL;
-  const struct engine_plugin *local = registry_find(f->reg, ENGINE_PLUGIN_SINK, "local", &err);
-  json_t *cfg = json_pack("{s:s, s:b}", "path", dir, "fsync", 0);
-  assert_int_equal(plugin_instance_new(local, "local", cfg, pi, &err), 0);
-  json_decref(cfg);
-  static struct repo_sink sink;
-  sink = (struct repo_sink){.pi = *pi, .required = 1};
-  struct repo_open_opts o;
-  memset(&o, 0, sizeof(o));
-  o.sinks = &sink;
-  o.n_sinks = 1;
-  o.crypto = f->crypto;
-  o.passphrase = "correct horse";
-  o.passphrase_len = strlen(o.passphrase);
-  o.create = 1;
-  o.defer_key = 1;
-  o.compress_algo = COMPRESS_ZSTD;
-  o.compress_level = 3;
-  struct repo *r = NULL;
-  assert_int_equal(repo_open(&o, &r, &err), 0);
-  assert_true(r->created);
-  return r;
-}
-
-static void test_deferred_create(void **state) {
-  struct fixture *f = *state;
-  char *err = NULL;
-  for (int fail = 0; fail < 2; fail++) {
-    char dir[300];
-    snprintf(dir, sizeof(dir), "%s-deferred%d", f->dir, fail);
-    struct plugin_instance *pi;
-    struct repo *r = open_deferred(f, dir, &pi);
-    struct gate_probe g = {dir, 0, 0, fail};
-    repo_set_gate(r, probe_gate, &g);
-    int rc1 = repo_put(r, "data/aa/aa01", "x", 1, ENGINE_PUT_NO_OVERWRITE, &err);
-    assert_int_equal(g.calls, 1);
-    assert_true(g.saw_key_and_config); /* the order key, config, lock, data */
-    if (!fail) {
-      assert_int_equal(rc1, 0);
-    } else {
-      assert_int_equal(rc1, -1);
-      assert_string_equal(err, "gate refused");
-      free(err);
-      err = NULL;
-    }
-    int rc2 = repo_put(r, "data/aa/aa02", "y", 1, ENGINE_PUT_NO_OVERWRITE, &err);
-    assert_int_equal(g.calls, 1); /* once */
-    assert_int_equal(rc2, fail ? -1 : 0);
-    if (fail) {
-      assert_string_equal(err, "gate refused");
-      free(err);
-      err = NULL;
-    }
-    repo_close(r);
-    plugin_instance_free(pi);
-    /* the repository exists either way and opens with its passphrase */
-    char *e2 = NULL;
-    const struct engine_plugin *local = registry_find(f->reg, ENGINE_PLUGIN_SINK, "local", &e2);
-    json_t *cfg = json_pack("{s:s, s:b}", "path", dir, "fsync", 0);
-    struct repo_sink sink = {0};
-    assert_int_equal(plugin_instance_new(local, "local", cfg, &sink.pi, &e2), 0);
-    json_decref(cfg);
-    sink.required = 1;
-    struct repo_open_opts o;
-    memset(&o, 0, sizeof(o));
-    o.sinks = &sink;
-    o.n_sinks = 1;
-    o.crypto = f->crypto;
-    o.passphrase = "correct horse";
-    o.passphrase_len = strlen(o.passphrase);
-    struct repo *r2 = NULL;
-    assert_int_equal(repo_open(&o, &r2, &e2), 0);
-    assert_false(r2->created);
-    repo_close(r2);
-    plugin_instance_free(sink.pi);
-    char cmd[400];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-  }
-}
-
 static void test_local_open_packs(void **state) {
   struct fixture *f = *state;
   const struct engine_sink_ops *ops = f->sink_pi->plugin->sink;
@@ -585,7 +478,6 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_wrong_passphrase_writes_nothing, setup, teardown),
       cmocka_unit_test_setup_teardown(test_location_with_other_data_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(test_local_open_packs, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_deferred_create, setup, teardown),
       cmocka_unit_test(test_restore_name_check),
       cmocka_unit_test(test_encoding_helpers),
   };
