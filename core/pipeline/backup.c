@@ -133,8 +133,8 @@ struct bk {
 
   pthread_mutex_t pack_mu;   /* guards `filling` and every pack's writers/closed/failed */
   struct bk_upload *filling; /* the pack taking blobs, NULL until the next one */
-  char **index_texts; /* the index entries of the packs this run stored */
-  size_t n_index_texts;
+  uint32_t *run_packs;       /* index numbers of packs written by this run */
+  size_t n_run_packs;
 
   struct bk_source *sources;
   size_t n_sources;
@@ -269,12 +269,8 @@ static void upload_done(void *arg) {
       struct pack_entry *e = &u->pk.entries[i];
       index_put(b->repo->index, e->id, pk, e->offset, e->length, e->raw_length, e->type);
     }
-    /* serialised now, while the pool threads compress the next chunks, so
-     * the end of the run only joins the texts; on this thread, whose arena
-     * the texts then live in (made on a pool thread, they kept the pool
-     * arenas from shrinking: +12-16 MiB peak RSS) */
-    b->index_texts = xrealloc(b->index_texts, (b->n_index_texts + 1) * sizeof(char *));
-    b->index_texts[b->n_index_texts++] = index_pack_text(u->pack_id, u->pk.entries, u->pk.n);
+    b->run_packs = xrealloc(b->run_packs, (b->n_run_packs + 1) * sizeof(uint32_t));
+    b->run_packs[b->n_run_packs++] = pk;
   }
   pthread_mutex_lock(&b->lock);
   if (!u->err) {
@@ -961,8 +957,8 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
 
   if (!o->dry_run) {
     char index_id[65] = "";
-    if (b->n_index_texts > 0 &&
-        index_save_texts(o->repo, b->index_texts, b->n_index_texts, index_id, err) != 0) {
+    if (b->n_run_packs > 0 &&
+        index_save_packs(o->repo, b->run_packs, b->n_run_packs, index_id, err) != 0) {
       json_decref(warnings);
       json_decref(srcs);
       goto out;
@@ -1056,9 +1052,7 @@ out:
     packer_free(&b->filling->pk);
     free(b->filling);
   }
-  for (size_t i = 0; i < b->n_index_texts; i++)
-    free(b->index_texts[i]);
-  free(b->index_texts);
+  free(b->run_packs);
   free(b->fatal);
   progress_free(b->progress);
   pthread_mutex_destroy(&b->lock);

@@ -69,7 +69,6 @@ struct pass_ctx {
   int collect; /* while validating: gather the chunk ids of selected items, in order */
   unsigned char (*ids)[32];
   size_t n_ids, cap_ids;
-  size_t n_fed; /* while validating: ids handed to pf so far */
   struct prefetch *pf;
   char *bad;
   uint64_t n_selected; /* while validating: items the selection matches */
@@ -114,12 +113,6 @@ static size_t collect_ids(struct pass_ctx *pc, json_t *chunks) {
       bad++;
   }
   return bad;
-}
-
-/* Hands the ids collected since the last call to the read-ahead. */
-static void feed_ids(struct pass_ctx *pc) {
-  prefetch_append(pc->pf, (const unsigned char(*)[32])pc->ids + pc->n_fed, pc->n_ids - pc->n_fed);
-  pc->n_fed = pc->n_ids;
 }
 
 /* An item as pass 2 needs it: its chunks are ids[first_id, first_id + n_ids)
@@ -263,8 +256,6 @@ static int item_cb(void *ud, json_t *item) {
       size_t bad = 0;
       if (pc->collect)
         bad = collect_ids(pc, json_object_get(item, "chunks"));
-      if (pc->pf && pc->n_ids - pc->n_fed >= 64)
-        feed_ids(pc);
       if (bad)
         drop_kept(pc); /* pass 2 reads the tree again and reports them */
       keep = pc->keep;
@@ -373,15 +364,9 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     return -1;
   }
   int rc = 0;
-  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-  int pf_threads = (int)(ncpu < 1 ? 1 : ncpu > 8 ? 8 : ncpu);
   /* pass 1: validate every name of the selected sources, and gather the
-   * chunk ids of the selected items for the read-ahead of pass 2. The
-   * first source's read-ahead starts already: its workers decrypt and
-   * decompress the first blobs (up to the read-ahead's window) while this
-   * thread parses the tree; nothing is written before pass 1 is through. */
+   * chunk ids of the selected items for the read-ahead of pass 2 */
   struct pass_ctx *ids_of = xcalloc(n ? n : 1, sizeof(*ids_of));
-  int early_pf = !o->dry_run;
   for (size_t i = 0; i < n && rc == 0; i++) {
     json_t *s = json_array_get(srcs, i);
     const char *sn = json_string_value(json_object_get(s, "name"));
@@ -395,13 +380,7 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
                             .collect = !o->dry_run,
                             .keep = !o->dry_run,
                             .keep_budget = keep_budget()};
-    if (early_pf) {
-      pc->pf = prefetch_start(o->repo, NULL, 0, BLOB_DATA, pf_threads, 0);
-      early_pf = 0;
-    }
     int r = tree_foreach(o->repo, json_object_get(s, "tree"), item_cb, pc, err);
-    if (pc->pf)
-      feed_ids(pc);
     if (r < 0) {
       rc = -1;
     } else if (pc->bad) {
@@ -466,10 +445,13 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     int r = 0;
     if (!o->dry_run) {
       /* read ahead: decrypt and decompress on all cores while the plugin writes */
-      pc.pf = ids_of[i].pf ? ids_of[i].pf
-                           : prefetch_start(o->repo, (const unsigned char(*)[32])ids_of[i].ids,
-                                            ids_of[i].n_ids, BLOB_DATA, pf_threads, 0);
-      ids_of[i].pf = NULL;
+      long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+      pc.pf = prefetch_start(o->repo, (const unsigned char(*)[32])ids_of[i].ids, ids_of[i].n_ids,
+                             BLOB_DATA,
+                             (int)(ncpu < 1   ? 1
+                                   : ncpu > 8 ? 8
+                                              : ncpu),
+                             0);
     }
     if (ids_of[i].keep) { /* the items as pass 1 found them */
       log_debug("restore: source '%s': %zu items kept from the validation pass", sn,
@@ -505,7 +487,6 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
   progress_finish(prog);
   progress_free(prog);
   for (size_t i = 0; i < n; i++) {
-    prefetch_stop(ids_of[i].pf); /* pass 1 failed or a restore stopped early */
     free(ids_of[i].ids);
     free(ids_of[i].first_name);
     drop_kept(&ids_of[i]);

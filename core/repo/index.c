@@ -10,7 +10,6 @@
 #include <string.h>
 
 #include "repo/index_cache.h"
-#include "repo/pack.h"
 #include "repo/repo.h"
 #include "util/log.h"
 
@@ -235,45 +234,41 @@ void index_note_saved(struct repo *r, const char *id_hex) {
     index_cache_save(r, ix->files, ix->n_files);
 }
 
-char *index_pack_text(const unsigned char pack_id[32], const struct pack_entry *entries,
-                      size_t n) {
-  char hex[65];
-  json_t *blobs = json_array();
-  for (size_t i = 0; i < n; i++) {
-    const struct pack_entry *e = &entries[i];
-    hex_encode(e->id, 32, hex);
-    json_array_append_new(blobs, json_pack("{s:s, s:s, s:I, s:I, s:I}", "id", hex, "type",
-                                           e->type == BLOB_TREE ? "tree" : "data", "offset",
-                                           (json_int_t)e->offset, "length", (json_int_t)e->length,
-                                           "raw_length", (json_int_t)e->raw_length));
+int index_save_packs(struct repo *r, const uint32_t *packs, size_t n, char id_hex[65], char **err) {
+  struct index *ix = r->index;
+  json_t *arr = json_array();
+  json_t **blobs = xcalloc(n ? n : 1, sizeof(*blobs));
+  for (size_t k = 0; k < n; k++) {
+    char hex[65];
+    hex_encode(ix->packs[packs[k]], 32, hex);
+    blobs[k] = json_array();
+    json_array_append_new(arr, json_pack("{s:s, s:o}", "id", hex, "blobs", blobs[k]));
   }
-  hex_encode(pack_id, 32, hex);
-  json_t *o = json_pack("{s:o, s:s}", "blobs", blobs, "id", hex);
-  char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
-  json_decref(o);
-  return text;
-}
-
-/* The object repo_save_json would write for {"packs": [...], "version": 1}:
- * compact, keys sorted ("packs" < "version", and each pack's text sorted
- * by index_pack_text). */
-int index_save_texts(struct repo *r, char *const *texts, size_t n, char id_hex[65], char **err) {
-  static const char head[] = "{\"packs\":[", tail[] = "],\"version\":1}";
-  size_t len = sizeof(head) - 1 + sizeof(tail) - 1 + (n ? n - 1 : 0);
-  for (size_t i = 0; i < n; i++)
-    len += strlen(texts[i]);
-  char *text = xmalloc(len + 1), *w = text;
-  memcpy(w, head, sizeof(head) - 1);
-  w += sizeof(head) - 1;
-  for (size_t i = 0; i < n; i++) {
-    if (i)
-      *w++ = ',';
-    size_t l = strlen(texts[i]);
-    memcpy(w, texts[i], l);
-    w += l;
+  pthread_mutex_lock(&ix->lock);
+  /* pack number -> position in `packs` + 1, so one pass over the table suffices */
+  size_t *pos = xcalloc(ix->n_packs ? ix->n_packs : 1, sizeof(*pos));
+  for (size_t k = 0; k < n; k++)
+    pos[packs[k]] = k + 1;
+  for (size_t i = 0; i < ix->n_slots; i++) {
+    struct index_entry *e = &ix->slots[i];
+    if (!e->used || e->pack == UINT32_MAX || !pos[e->pack])
+      continue;
+    {
+      size_t k = pos[e->pack] - 1;
+      char hex[65];
+      hex_encode(e->id, 32, hex);
+      json_array_append_new(blobs[k],
+                            json_pack("{s:s, s:s, s:I, s:I, s:I}", "id", hex, "type",
+                                      e->type == BLOB_TREE ? "tree" : "data", "offset",
+                                      (json_int_t)e->offset, "length", (json_int_t)e->length,
+                                      "raw_length", (json_int_t)e->raw_length));
+    }
   }
-  memcpy(w, tail, sizeof(tail));
-  int rc = repo_save_text(r, "index", text, len, id_hex, err);
-  free(text);
+  pthread_mutex_unlock(&ix->lock);
+  free(pos);
+  free(blobs);
+  json_t *obj = json_pack("{s:i, s:o}", "version", 1, "packs", arr);
+  int rc = repo_save_json(r, "index", obj, id_hex, err);
+  json_decref(obj);
   return rc;
 }

@@ -51,14 +51,9 @@ int index_claim(struct index *ix, const unsigned char id[32], uint8_t type);
 /* Load every index/ object of the repository (decrypting each). */
 struct repo;
 int index_load(struct repo *r, char **err);
-/* One pack's entry of an index object as JSON text (malloc'd): a backup
- * builds it on the pool thread that stored the pack, so the end of the run
- * only joins the texts (index_save_texts). */
-struct pack_entry;
-char *index_pack_text(const unsigned char pack_id[32], const struct pack_entry *entries, size_t n);
-/* Save one index object listing the packs of texts[0..n) (from
- * index_pack_text); id_hex receives its id. */
-int index_save_texts(struct repo *r, char *const *texts, size_t n, char id_hex[65], char **err);
+/* Serialise the given packs (with their blobs from the index) as one index
+ * object and save it; id_hex receives its id. */
+int index_save_packs(struct repo *r, const uint32_t *packs, size_t n, char id_hex[65], char **err);
 /* After a backup saved index object id_hex for the packs it wrote (and put
  * their blobs into the index): the index now stands for one more object, and
  * the local index cache, if used, is written for the new set. */

@@ -36,7 +36,7 @@ struct prefetch {
   unsigned char (*ids)[32];
   uint32_t *sizes; /* decoded length of each blob, from the index (0: unknown) */
   enum blob_type type;
-  size_t n, cap, next_fetch, next_take;
+  size_t n, next_fetch, next_take;
   size_t budget, ahead_bytes; /* decoded bytes of slots [next_take, next_fetch) */
   struct slot *slots;
   pthread_mutex_t mu;
@@ -74,13 +74,11 @@ static void *worker(void *arg) {
     size_t i = p->next_fetch++;
     p->ahead_bytes += p->sizes[i];
     p->slots[i].state = SLOT_BUSY;
-    unsigned char id[32]; /* prefetch_append may move the arrays meanwhile */
-    memcpy(id, p->ids[i], 32);
     pthread_mutex_unlock(&p->mu);
     void *data = NULL;
     size_t len = 0;
     char *err = NULL;
-    repo_read_blob(p->r, id, p->type, &data, &len, &err);
+    repo_read_blob(p->r, p->ids[i], p->type, &data, &len, &err);
     pthread_mutex_lock(&p->mu);
     p->slots[i].data = data;
     p->slots[i].len = len;
@@ -97,47 +95,27 @@ struct prefetch *prefetch_start(struct repo *r, const unsigned char (*ids)[32], 
                                 enum blob_type type, int threads, size_t budget) {
   struct prefetch *p = xcalloc(1, sizeof(*p));
   p->r = r;
+  p->n = n;
   p->type = type;
   p->budget = budget ? budget : DEFAULT_BUDGET;
   p->want = SIZE_MAX;
+  p->ids = xcalloc(n ? n : 1, 32);
+  memcpy(p->ids, ids, n * 32);
+  p->sizes = xcalloc(n ? n : 1, sizeof(*p->sizes));
+  for (size_t i = 0; i < n; i++) {
+    struct index_entry e;
+    if (index_get(r->index, ids[i], &e))
+      p->sizes[i] = e.raw_length;
+  }
+  p->slots = xcalloc(n ? n : 1, sizeof(*p->slots));
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv, NULL);
   pthread_cond_init(&p->space, NULL);
-  prefetch_append(p, ids, n);
   p->nth = threads > 0 ? threads : 1;
   p->th = xcalloc((size_t)p->nth, sizeof(*p->th));
   for (int i = 0; i < p->nth; i++)
     pthread_create(&p->th[i], NULL, worker, p);
   return p;
-}
-
-void prefetch_append(struct prefetch *p, const unsigned char (*ids)[32], size_t n) {
-  if (n == 0)
-    return;
-  uint32_t *sizes = xcalloc(n, sizeof(*sizes)); /* looked up outside our lock */
-  for (size_t i = 0; i < n; i++) {
-    struct index_entry e;
-    if (index_get(p->r->index, ids[i], &e))
-      sizes[i] = e.raw_length;
-  }
-  pthread_mutex_lock(&p->mu);
-  if (p->n + n > p->cap) {
-    size_t cap = p->cap ? p->cap : 256;
-    while (cap < p->n + n)
-      cap *= 2;
-    p->ids = xrealloc(p->ids, cap * 32);
-    p->sizes = xrealloc(p->sizes, cap * sizeof(*p->sizes));
-    p->slots = xrealloc(p->slots, cap * sizeof(*p->slots));
-    memset(p->slots + p->cap, 0, (cap - p->cap) * sizeof(*p->slots));
-    p->cap = cap;
-  }
-  memcpy(p->ids + p->n, ids, n * 32);
-  memcpy(p->sizes + p->n, sizes, n * sizeof(*sizes));
-  p->n += n;
-  if (p->sleepers > 0 && can_fetch(p))
-    pthread_cond_broadcast(&p->space);
-  pthread_mutex_unlock(&p->mu);
-  free(sizes);
 }
 
 static void drop_slot(struct slot *s) {

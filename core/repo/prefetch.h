@@ -12,17 +12,13 @@
 
 struct prefetch;
 
-/* ids: n blob ids (copied; n may be 0, see prefetch_append) in the order
- * they will be consumed; budget:
+/* ids: n blob ids (copied) in the order they will be consumed; budget:
  * decoded bytes ahead (0: 24 MiB; the next blob is always fetched). */
 struct prefetch *prefetch_start(struct repo *r, const unsigned char (*ids)[32], size_t n,
                                 enum blob_type type, int threads, size_t budget);
 /* Take blob `id`: the next one in sequence, skipping (and dropping) blobs
  * the consumer did not ask for. 1: *out set (malloc'd); 0: id not ahead in
  * the sequence (caller reads it directly); -1: error (*err). */
-/* Extend the sequence (ids copied); for a consumer that learns the sequence
- * while the workers already fetch its beginning. */
-void prefetch_append(struct prefetch *p, const unsigned char (*ids)[32], size_t n);
 int prefetch_take(struct prefetch *p, const unsigned char id[32], void **out, size_t *n,
                   char **err);
 void prefetch_stop(struct prefetch *p);

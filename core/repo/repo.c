@@ -336,23 +336,6 @@ static void object_name(const char *kind, const char *id_hex, char name[128]) {
   snprintf(name, 128, "%s%s/%s", kind, strcmp(kind, "index") == 0 ? "" : "s", id_hex);
 }
 
-int repo_save_text(struct repo *r, const char *kind, const char *text, size_t n, char id_hex[65],
-                   char **err) {
-  size_t sl = repo_sealed_len(r, n);
-  unsigned char *sealed = xmalloc(sl);
-  if (repo_seal(r, kind, strlen(kind), text, n, sealed) != 0) {
-    free(sealed);
-    *err = xasprintf("unable to encrypt %s", kind);
-    return -1;
-  }
-  sha256_hex(sealed, sl, id_hex);
-  char name[128];
-  object_name(kind, id_hex, name);
-  int rc = repo_put(r, name, sealed, sl, ENGINE_PUT_NO_OVERWRITE, err);
-  free(sealed);
-  return rc == ENGINE_EXISTS ? 0 : rc; /* same content, same name: already durable */
-}
-
 int repo_save_json(struct repo *r, const char *kind, json_t *obj, char id_hex[65], char **err) {
   char *text = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
   if (!text) {
@@ -360,10 +343,22 @@ int repo_save_json(struct repo *r, const char *kind, json_t *obj, char id_hex[65
     return -1;
   }
   size_t n = strlen(text);
-  int rc = repo_save_text(r, kind, text, n, id_hex, err);
+  size_t sl = repo_sealed_len(r, n);
+  unsigned char *sealed = xmalloc(sl);
+  int rc = repo_seal(r, kind, strlen(kind), text, n, sealed);
   OPENSSL_cleanse(text, n);
   free(text);
-  return rc;
+  if (rc != 0) {
+    free(sealed);
+    *err = xasprintf("unable to encrypt %s", kind);
+    return -1;
+  }
+  sha256_hex(sealed, sl, id_hex);
+  char name[128];
+  object_name(kind, id_hex, name);
+  rc = repo_put(r, name, sealed, sl, ENGINE_PUT_NO_OVERWRITE, err);
+  free(sealed);
+  return rc == ENGINE_EXISTS ? 0 : rc; /* same content, same name: already durable */
 }
 
 int repo_load_json(struct repo *r, const char *kind, const char *id_hex, json_t **out, char **err) {

@@ -149,9 +149,6 @@ int repo_blob_decode(const struct repo *r, const unsigned char id[32], enum blob
 /* Sealed JSON objects (index, snapshots): serialise, seal with aad = kind,
  * name = <kind>s/<sha256 of stored bytes>. */
 int repo_save_json(struct repo *r, const char *kind, json_t *obj, char id_hex[65], char **err);
-/* The same for an object already serialised (text[0..n), compact JSON). */
-int repo_save_text(struct repo *r, const char *kind, const char *text, size_t n, char id_hex[65],
-                   char **err);
 int repo_load_json(struct repo *r, const char *kind, const char *id_hex, json_t **out, char **err);
 
 /* scrypt(pass, salt, N, r, p) into kek[kek_len]; -1 for parameters that are
