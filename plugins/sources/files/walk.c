@@ -180,6 +180,17 @@ static int same_content_stat(const struct stat *a, const struct stat *b) {
          a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
 }
 
+/* Every stat field files_meta_from_stat and file_meta read: equal fields
+ * give the same metadata text. */
+static int same_meta_stat(const struct stat *a, const struct stat *b) {
+  return a->st_mode == b->st_mode && a->st_uid == b->st_uid && a->st_gid == b->st_gid &&
+         a->st_size == b->st_size && a->st_ino == b->st_ino && a->st_dev == b->st_dev &&
+         a->st_nlink == b->st_nlink && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+         a->st_mtim.tv_nsec == b->st_mtim.tv_nsec && a->st_atim.tv_sec == b->st_atim.tv_sec &&
+         a->st_atim.tv_nsec == b->st_atim.tv_nsec && a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
+         a->st_ctim.tv_nsec == b->st_ctim.tv_nsec && sparse_stat(a) == sparse_stat(b);
+}
+
 static int open_file(int dirfd, const char *base) {
   /* O_NONBLOCK: if the entry was swapped for a fifo since fstatat, open
    * must not hang; regular files ignore the flag. */
@@ -359,6 +370,15 @@ static int backup_file(struct walk *w, int dirfd, const char *base, const struct
     return 0;
   }
   int changed = !same_content_stat(&before, &after) || total != (uint64_t)before.st_size;
+  if (!begun && !changed && same_meta_stat(&before, &after)) {
+    /* the text item_begin got is the one file_meta(after) would build: the
+     * emitter keeps it (no second build here, no second parse in the core;
+     * both were on the walk's thread, the one a tree of small files waits
+     * for) */
+    if (w->em->item_end(w->em, ENGINE_OK, NULL, NULL) != ENGINE_OK)
+      return refused(w, "the end");
+    return remember_hardlink(w, &before);
+  }
   json_t *m = file_meta(w, &after, total);
   char *text = m != NULL ? files_meta_dump(m) : NULL;
   json_decref(m);
