@@ -204,10 +204,11 @@ static int open_file(int dirfd, const char *base) {
 /* Incremental backups (ABI 1.1 emitters): is the parent snapshot's item of
  * this name the same file, unchanged? Same test as restic: size, mtime,
  * ctime and inode all equal. ctime catches writes that restore the mtime.
- * When it is, *text is the item's metadata text (the caller frees it).
- * Usually the text is the parent's, byte for byte (it holds all four), and
- * then the parent's is not parsed: a re-run over an unchanged tree spent
- * ~5 us per file in that parse on its critical thread. */
+ * *text is the metadata text of st when it was built (the caller frees it;
+ * for a changed file it serves item_begin if the file's stat after opening
+ * is the same). Usually the text is the parent's, byte for byte (it holds
+ * all four), and then the parent's is not parsed: a re-run over an
+ * unchanged tree spent ~5 us per file in that parse on its critical thread. */
 static int unchanged_since_parent(struct walk *w, const struct stat *st, char **text) {
   const struct engine_emitter *em = w->em;
   *text = NULL;
@@ -237,12 +238,8 @@ static int unchanged_since_parent(struct walk *w, const struct stat *st, char **
            json_integer_value(json_object_get(m, "ino")) == (json_int_t)st->st_ino;
     json_decref(m);
   }
-  if (!same) {
-    free(mine);
-    return 0;
-  }
   *text = mine;
-  return 1;
+  return same;
 }
 
 static int remember_hardlink(struct walk *w, const struct stat *st) {
@@ -263,15 +260,16 @@ static int backup_file(struct walk *w, int dirfd, const char *base, const struct
   int begun = 0;
   /* Unchanged since the parent snapshot (by the stat the walk already has):
    * take the parent's content without even opening the file. */
-  char *ptext;
-  if (unchanged_since_parent(w, st, &ptext)) {
+  char *stext; /* st's metadata text, if unchanged_since_parent built it */
+  if (unchanged_since_parent(w, st, &stext)) {
     struct engine_item pitem = {.name = item_name(w),
                                 .name_len = w->path.len - 1,
                                 .type = ENGINE_ITEM_FILE,
-                                .meta_json = ptext,
+                                .meta_json = stext,
                                 .size = (uint64_t)st->st_size};
     int brc = w->em->item_begin(w->em, &pitem);
-    free(ptext);
+    free(stext);
+    stext = NULL;
     if (brc != ENGINE_OK)
       return refused(w, "the start");
     if (w->em->item_reuse(w->em) == ENGINE_OK) {
@@ -284,6 +282,7 @@ static int backup_file(struct walk *w, int dirfd, const char *base, const struct
   int fd = open_file(dirfd, base);
   if (fd < 0) {
     int err = errno;
+    free(stext);
     const char *msg = err == ENOENT  ? "vanished during backup"
                       : err == ELOOP ? "changed type during backup (now a symlink); skipped"
                                      : NULL;
@@ -306,6 +305,7 @@ static int backup_file(struct walk *w, int dirfd, const char *base, const struct
                           ? strerror(err)
                           : "changed type during backup (no longer a regular file)";
     close(fd);
+    free(stext);
     if (begun)
       return w->em->item_end(w->em, ENGINE_ERROR, NULL, msg) == ENGINE_OK ? 0
                                                                           : refused(w, "the end");
@@ -313,9 +313,13 @@ static int backup_file(struct walk *w, int dirfd, const char *base, const struct
     return 0;
   }
   if (!begun) {
-    json_t *m = file_meta(w, &before, (uint64_t)before.st_size);
-    char *text = m != NULL ? files_meta_dump(m) : NULL;
-    json_decref(m);
+    char *text = stext; /* built from the walk's stat: the same if the stat is */
+    if (text == NULL || !same_meta_stat(st, &before)) {
+      free(text);
+      json_t *m = file_meta(w, &before, (uint64_t)before.st_size);
+      text = m != NULL ? files_meta_dump(m) : NULL;
+      json_decref(m);
+    }
     if (text == NULL) {
       close(fd);
       return oom(w);
