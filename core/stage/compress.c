@@ -20,7 +20,19 @@
 /* ---- per-thread codec contexts ---- */
 
 struct codec_tls {
+  /* Compression context in a fixed workspace (zstd's static-context API):
+   * a context zstd allocates itself resizes its workspace to each input and
+   * frees one that stayed 3x too large for a while, so a mix of small files
+   * and large chunks kept freeing and allocating it, and every new
+   * workspace's tables had to be zeroed in fresh pages (9 % of a backup of
+   * small files). A fixed workspace, large enough for every input size at
+   * the level in use, is never resized, and zstd's tables stay valid
+   * between calls without zeroing. */
   ZSTD_CCtx *cctx;
+  void *cctx_ws;
+  size_t cctx_ws_size;
+  int cctx_level;  /* level cctx_ws was sized for */
+  ZSTD_CCtx *dcctx; /* zstd-managed context, if a fixed workspace is refused */
   ZSTD_DCtx *dctx;
   z_stream deflate;
   int deflate_level; /* level deflate was initialised with; 0 = not initialised */
@@ -40,7 +52,8 @@ static void codec_tls_free(void *arg) {
   struct codec_tls *t = arg;
   if (t == NULL)
     return;
-  ZSTD_freeCCtx(t->cctx);
+  free(t->cctx_ws); /* holds cctx: a static context is not freed by zstd */
+  ZSTD_freeCCtx(t->dcctx);
   ZSTD_freeDCtx(t->dctx);
   if (t->deflate_level != 0)
     deflateEnd(&t->deflate);
@@ -73,13 +86,54 @@ static struct codec_tls *codec_tls_get(void) {
   return t;
 }
 
-static ZSTD_CCtx *tls_cctx(void) {
+/* Workspace a context needs for any input at `level`, and for the
+ * incompressibility samples (level 1). */
+static size_t cctx_ws_need(int level) {
+  size_t n = ZSTD_estimateCCtxSize(level);
+  size_t n1 = ZSTD_estimateCCtxSize(1);
+  return n > n1 ? n : n1;
+}
+
+/* A zstd-managed context, for when a fixed workspace cannot be had (or
+ * a call failed for lack of room in it, which the estimate should make
+ * impossible). */
+static ZSTD_CCtx *tls_dyn_cctx(void) {
   struct codec_tls *t = codec_tls_get();
   if (t == NULL)
     return NULL;
-  if (t->cctx == NULL)
-    t->cctx = ZSTD_createCCtx();
-  return t->cctx;
+  if (t->dcctx == NULL)
+    t->dcctx = ZSTD_createCCtx();
+  return t->dcctx;
+}
+
+/* This thread's compression context for `level`, reset by the caller. */
+static ZSTD_CCtx *tls_cctx(int level) {
+  struct codec_tls *t = codec_tls_get();
+  if (t == NULL)
+    return NULL;
+  if (t->cctx != NULL && (level == t->cctx_level || level == 1))
+    return t->cctx;
+  size_t need = cctx_ws_need(level);
+  if (ZSTD_isError(need))
+    return tls_dyn_cctx();
+  if (t->cctx != NULL && need <= t->cctx_ws_size) {
+    t->cctx_level = level;
+    return t->cctx;
+  }
+  void *ws = NULL;
+  ZSTD_CCtx *c = NULL;
+  if (posix_memalign(&ws, 64, need) == 0)
+    c = ZSTD_initStaticCCtx(ws, need);
+  if (c == NULL) {
+    free(ws);
+    return tls_dyn_cctx();
+  }
+  free(t->cctx_ws);
+  t->cctx_ws = ws;
+  t->cctx_ws_size = need;
+  t->cctx_level = level;
+  t->cctx = c;
+  return c;
 }
 
 static ZSTD_DCtx *tls_dctx(void) {
@@ -190,13 +244,8 @@ int compress_default_level(enum compress_algo a) {
 /* Compress into dst (capacity cap). Returns 1 with *written set if the
  * result fits, 0 if it does not fit (the caller stores the input raw),
  * -1 on a codec failure (already logged). */
-static int zstd_encode(int level, const void *in, size_t in_len, uint8_t *dst, size_t cap,
-                       size_t *written) {
-  ZSTD_CCtx *cctx = tls_cctx();
-  if (cctx == NULL) {
-    log_error("zstd compression: unable to create a compression context: out of memory");
-    return -1;
-  }
+static size_t zstd_compress_with(ZSTD_CCtx *cctx, int level, const void *in, size_t in_len,
+                                 uint8_t *dst, size_t cap) {
   /* Reset the parameters too: the context is shared by every caller on this
    * thread and a previous call may have failed halfway. */
   ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
@@ -207,11 +256,22 @@ static int zstd_encode(int level, const void *in, size_t in_len, uint8_t *dst, s
     r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
   if (!ZSTD_isError(r))
     r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
-  if (ZSTD_isError(r)) {
-    log_error("zstd compression: unable to set level %d: %s", level, ZSTD_getErrorName(r));
+  if (ZSTD_isError(r))
+    return r;
+  return ZSTD_compress2(cctx, dst, cap, in, in_len);
+}
+
+static int zstd_encode(int level, const void *in, size_t in_len, uint8_t *dst, size_t cap,
+                       size_t *written) {
+  ZSTD_CCtx *cctx = tls_cctx(level);
+  if (cctx == NULL) {
+    log_error("zstd compression: unable to create a compression context: out of memory");
     return -1;
   }
-  r = ZSTD_compress2(cctx, dst, cap, in, in_len);
+  size_t r = zstd_compress_with(cctx, level, in, in_len, dst, cap);
+  if (ZSTD_isError(r) && ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation &&
+      cctx != tls_dyn_cctx() && tls_dyn_cctx() != NULL)
+    r = zstd_compress_with(tls_dyn_cctx(), level, in, in_len, dst, cap);
   if (ZSTD_isError(r)) {
     if (ZSTD_getErrorCode(r) == ZSTD_error_dstSize_tooSmall)
       return 0;
@@ -286,7 +346,7 @@ static int gzip_encode(int level, const void *in, size_t in_len, uint8_t *dst, s
 static int looks_incompressible(const uint8_t *in, size_t in_len) {
   if (in_len < SAMPLE_MIN_INPUT)
     return 0;
-  ZSTD_CCtx *cctx = tls_cctx();
+  ZSTD_CCtx *cctx = tls_cctx(1);
   if (cctx == NULL)
     return 0;
   uint8_t dst[SAMPLE_LEN + SAMPLE_LEN / 64 + 1024]; /* > ZSTD_compressBound(SAMPLE_LEN) */

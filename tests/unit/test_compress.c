@@ -142,6 +142,29 @@ static void test_round_trip_text(void **state) {
   free(text);
 }
 
+/* One thread's context serves every level and input size in turn: its
+ * fixed workspace must grow for a higher level (19 needs far more than 3),
+ * and keep serving smaller levels and sizes after that, the level-1
+ * incompressibility samples included. */
+static void test_levels_and_sizes_on_one_thread(void **state) {
+  (void)state;
+  static const int levels[] = {3, 1, 3, 19, 3, 1, 9, 3};
+  static const size_t sizes[] = {1 * KiB, 16 * KiB, 300 * KiB, 1 * MiB, 4 * MiB};
+  uint8_t *text = make_text(4 * MiB, 11);
+  uint8_t *rnd = make_random(512 * KiB, 12);
+  for (size_t li = 0; li < sizeof levels / sizeof levels[0]; li++) {
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+      size_t n = sizes[(si + li) % (sizeof sizes / sizeof sizes[0])];
+      if (levels[li] == 19 && n > 1 * MiB)
+        n = 1 * MiB; /* level 19 is slow; 1 MiB already needs its largest tables */
+      round_trip(COMPRESS_ZSTD, levels[li], text, n, 1);
+    }
+    round_trip(COMPRESS_ZSTD, levels[li], rnd, 512 * KiB, 0);
+  }
+  free(text);
+  free(rnd);
+}
+
 static void test_random_is_stored_raw(void **state) {
   (void)state;
   size_t len = 256 * KiB;
@@ -536,6 +559,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_names_and_levels),
       cmocka_unit_test(test_round_trip_text),
+      cmocka_unit_test(test_levels_and_sizes_on_one_thread),
       cmocka_unit_test(test_random_is_stored_raw),
       cmocka_unit_test(test_empty_and_tiny),
       cmocka_unit_test(test_encode_rejects_bad_arguments),
