@@ -50,6 +50,12 @@
 /* Chunk buffers kept for reuse: allocating a fresh max-size buffer per chunk
  * costs page faults on every chunk. */
 #define SPARE_BUFFERS 4
+/* A chunk up to this size (a small file, a file's tail) is copied into a
+ * buffer of its own size, and the max-size chunk buffer stays with the
+ * emitter: a tree of small files would otherwise keep a max-size buffer
+ * per chunk in flight, allocated on the walk's thread and freed on the
+ * loop's, which had glibc create, grow and trim arena heaps all the time. */
+#define SMALL_CHUNK_COPY (128u * 1024u)
 
 struct bk;
 
@@ -102,6 +108,7 @@ struct bk_job {
   unsigned char id[32];
   int is_new;
   int failed;
+  int own_buf; /* data is a copy of its own size, not a chunk buffer */
 };
 
 /* A pack: filled by the pool threads, each sealing its blob straight into
@@ -372,7 +379,9 @@ static void job_done(void *arg) {
   }
   b->inflight -= j->len;
   b->jobs_outstanding--;
-  if (b->n_spare < SPARE_BUFFERS)
+  if (j->own_buf)
+    free(j->data);
+  else if (b->n_spare < SPARE_BUFFERS)
     b->spare[b->n_spare++] = j->data;
   else
     free(j->data);
@@ -414,13 +423,19 @@ static int submit_chunk(struct bk *b) {
   j->item = it;
   j->idx = idx;
   j->type = it->is_tree ? BLOB_TREE : BLOB_DATA;
-  j->data = b->chunk_buf;
   j->len = len;
-  pthread_mutex_lock(&b->lock);
-  b->chunk_buf = b->n_spare ? b->spare[--b->n_spare] : NULL;
-  pthread_mutex_unlock(&b->lock);
-  if (!b->chunk_buf)
-    b->chunk_buf = xmalloc(b->repo->chunker.max_size);
+  if (len <= SMALL_CHUNK_COPY) {
+    j->data = xmalloc(len);
+    memcpy(j->data, b->chunk_buf, len);
+    j->own_buf = 1;
+  } else {
+    j->data = b->chunk_buf;
+    pthread_mutex_lock(&b->lock);
+    b->chunk_buf = b->n_spare ? b->spare[--b->n_spare] : NULL;
+    pthread_mutex_unlock(&b->lock);
+    if (!b->chunk_buf)
+      b->chunk_buf = xmalloc(b->repo->chunker.max_size);
+  }
   b->chunk_len = 0;
   pool_submit(job_work, job_done, j);
   return 0;
