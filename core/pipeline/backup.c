@@ -56,6 +56,10 @@
  * per chunk in flight, allocated on the walk's thread and freed on the
  * loop's, which had glibc create, grow and trim arena heaps all the time. */
 #define SMALL_CHUNK_COPY (128u * 1024u)
+/* What a chunk counts against the in-flight limit at least (its job and
+ * buffer cost memory too): a tree of tiny files cannot queue more than
+ * limit / 4 KiB jobs. */
+#define JOB_MIN_CHARGE 4096u
 
 struct bk;
 
@@ -108,7 +112,8 @@ struct bk_job {
   unsigned char id[32];
   int is_new;
   int failed;
-  int own_buf; /* data is a copy of its own size, not a chunk buffer */
+  int own_buf;   /* data is a copy of its own size, not a chunk buffer */
+  size_t charge; /* counted in bk.inflight */
 };
 
 /* A pack: filled by the pool threads, each sealing its blob straight into
@@ -377,7 +382,7 @@ static void job_done(void *arg) {
       b->new_bytes += j->len;
     }
   }
-  b->inflight -= j->len;
+  b->inflight -= j->charge;
   b->jobs_outstanding--;
   if (j->own_buf)
     free(j->data);
@@ -401,7 +406,8 @@ static int submit_chunk(struct bk *b) {
   /* chunks being processed are bounded by the limit; finished packs by
    * MAX_UPLOADS (one uploading while the next fills is enough to keep the
    * sink busy; more would only hold more packs in memory) */
-  while (((b->inflight > 0 && b->inflight + len > b->limit) ||
+  size_t charge = len < JOB_MIN_CHARGE ? JOB_MIN_CHARGE : len;
+  while (((b->inflight > 0 && b->inflight + charge > b->limit) ||
           b->uploads_outstanding >= MAX_UPLOADS) &&
          !b->fatal && !host_is_cancelled())
     pthread_cond_wait(&b->cond, &b->lock);
@@ -414,7 +420,7 @@ static int submit_chunk(struct bk *b) {
     it->ids = xrealloc(it->ids, it->ids_cap * sizeof(*it->ids));
   }
   size_t idx = it->n_submitted++;
-  b->inflight += len;
+  b->inflight += charge;
   b->jobs_outstanding++;
   pthread_mutex_unlock(&b->lock);
 
@@ -424,6 +430,7 @@ static int submit_chunk(struct bk *b) {
   j->idx = idx;
   j->type = it->is_tree ? BLOB_TREE : BLOB_DATA;
   j->len = len;
+  j->charge = charge;
   if (len <= SMALL_CHUNK_COPY) {
     j->data = xmalloc(len);
     memcpy(j->data, b->chunk_buf, len);
