@@ -33,6 +33,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import warm  # noqa: E402  drop the page cache, load the binary, read the input
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PASSPHRASE = "ab-passphrase"
 
@@ -40,24 +43,6 @@ PASSPHRASE = "ab-passphrase"
 def die(msg):
     print(f"ab: {msg}", file=sys.stderr)
     sys.exit(1)
-
-
-def drop_caches():
-    subprocess.run(["sync"], check=True)
-    if os.geteuid() == 0:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-
-
-def read_tree(path):
-    """Read every file under path once (warm the page cache)."""
-    for dirpath, _, names in os.walk(path):
-        for n in names:
-            p = os.path.join(dirpath, n)
-            if os.path.isfile(p) and not os.path.islink(p):
-                with open(p, "rb") as f:
-                    while f.read(1 << 20):
-                        pass
 
 
 def pipeline(work, data, repo):
@@ -114,25 +99,22 @@ def main():
     repo = None
     if args.phase == "restore":
         repo = os.path.join(work, "repo")
-        drop_caches()
-        read_tree(data)
+        warm([data])
         timed([bins[0], "-q", "run", pipeline(work, data, repo), "--progress", "never"], env)
     samples = {0: [], 1: []}
     try:
         for i in range(args.pairs):
             for k in ([0, 1] if i % 2 == 0 else [1, 0]):
                 name = f"{i}-{'ab'[k]}"
-                drop_caches()
-                subprocess.run([bins[k], "plugins"], capture_output=True)  # binary and plugins
+                load = [[bins[k], "plugins"]]  # the binary, its libraries and plugins
                 if args.phase == "backup":
                     shutil.rmtree(env["ENGINE_CACHE_DIR"], ignore_errors=True)
                     target = os.path.join(work, f"repo-{name}")
-                    read_tree(data)
+                    warm([data], load)
                     cmd = [bins[k], "-q", "run", pipeline(work, data, target), "--progress", "never"]
                 else:
                     target = os.path.join(work, f"restore-{name}")
-                    read_tree(repo)
-                    read_tree(env["ENGINE_CACHE_DIR"])
+                    warm([repo, env["ENGINE_CACHE_DIR"]], load)
                     cmd = [bins[k], "-q", "restore", pipeline(work, data, repo), "latest",
                            "--target", target, "--yes"]
                 samples[k].append(timed(cmd, env))

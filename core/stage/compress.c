@@ -111,7 +111,7 @@ static ZSTD_CCtx *tls_cctx(int level) {
   struct codec_tls *t = codec_tls_get();
   if (t == NULL)
     return NULL;
-  if (t->cctx != NULL && (level == t->cctx_level || level == 1))
+  if (t->cctx != NULL && level == t->cctx_level)
     return t->cctx;
   size_t need = cctx_ws_need(level);
   if (ZSTD_isError(need))
@@ -269,9 +269,11 @@ static int zstd_encode(int level, const void *in, size_t in_len, uint8_t *dst, s
     return -1;
   }
   size_t r = zstd_compress_with(cctx, level, in, in_len, dst, cap);
-  if (ZSTD_isError(r) && ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation &&
-      cctx != tls_dyn_cctx() && tls_dyn_cctx() != NULL)
-    r = zstd_compress_with(tls_dyn_cctx(), level, in, in_len, dst, cap);
+  if (ZSTD_isError(r) && ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation) {
+    ZSTD_CCtx *dyn = tls_dyn_cctx();
+    if (dyn != NULL && dyn != cctx)
+      r = zstd_compress_with(dyn, level, in, in_len, dst, cap);
+  }
   if (ZSTD_isError(r)) {
     if (ZSTD_getErrorCode(r) == ZSTD_error_dstSize_tooSmall)
       return 0;
@@ -343,10 +345,13 @@ static int gzip_encode(int level, const void *in, size_t in_len, uint8_t *dst, s
 #define SAMPLE_MIN_INPUT (256u * 1024u)
 #define SAMPLE_LEN (16u * 1024u)
 
-static int looks_incompressible(const uint8_t *in, size_t in_len) {
+/* `ctx_level` picks the context: the zstd level the chunk will be
+ * compressed at (its workspace also fits the level-1 samples, so a thread
+ * sizes it once), or 1 for other algorithms. */
+static int looks_incompressible(const uint8_t *in, size_t in_len, int ctx_level) {
   if (in_len < SAMPLE_MIN_INPUT)
     return 0;
-  ZSTD_CCtx *cctx = tls_cctx(1);
+  ZSTD_CCtx *cctx = tls_cctx(ctx_level);
   if (cctx == NULL)
     return 0;
   uint8_t dst[SAMPLE_LEN + SAMPLE_LEN / 64 + 1024]; /* > ZSTD_compressBound(SAMPLE_LEN) */
@@ -369,7 +374,7 @@ static int encode_into(enum compress_algo a, int level, const void *in, size_t i
                        size_t *out_len) {
   size_t clen = 0;
   int fits = 0;
-  if (a != COMPRESS_NONE && in_len > 1 && !looks_incompressible(in, in_len)) {
+  if (a != COMPRESS_NONE && in_len > 1 && !looks_incompressible(in, in_len, a == COMPRESS_ZSTD ? level : 1)) {
     if (a == COMPRESS_ZSTD)
       fits = zstd_encode(level, in, in_len, buf + 1, in_len - 1, &clen);
     else
