@@ -11,8 +11,10 @@
 #include "pipeline/backup.h"
 #include "pipeline/check.h"
 #include "pipeline/prune.h"
+#include "pipeline/repair.h"
 #include "pipeline/restore.h"
 #include "repo/snapshot.h"
+#include "repo/tree.h"
 #include "util/log.h"
 #include "util/sysinfo.h"
 #include "util/progress.h"
@@ -62,8 +64,17 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
                      ? 0
                      : isatty(STDERR_FILENO) && !g->quiet;
   /* the parent: the newest snapshot of this pipeline from this host */
-  json_t *parent = NULL, *all = NULL;
-  if (!c.repo->created && snapshot_list(c.repo, &all, &err) == 0) {
+  json_t *parent = NULL, *all = NULL, *unreadable = NULL;
+  if (!c.repo->created && snapshot_list(c.repo, &all, &unreadable, &err) == 0) {
+    /* an unreadable snapshot cannot be a parent; the run goes on (a new
+     * recovery point is what a damaged repository needs most) but says so */
+    size_t k;
+    json_t *u;
+    json_array_foreach(unreadable, k, u) log_warn(
+        "snapshot %s cannot be read (%s); it is not used as a parent. Run 'engine check'",
+        json_string_value(json_object_get(u, "id")),
+        json_string_value(json_object_get(u, "error")));
+    json_decref(unreadable);
     char host[SYS_NAME_MAX];
     sys_hostname(host);
     for (size_t i = json_array_size(all); i-- > 0 && !parent;) {
@@ -146,7 +157,7 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
     char host[SYS_NAME_MAX];
     sys_hostname(host);
     if (cli_lock(&c, 1, a->lock_wait_ms, 0, &err) != 0 ||
-        forget_run(c.repo, &c.p->retention, c.p->name, host, 0, &report, &err) != 0) {
+        forget_run(c.repo, &c.p->retention, c.p->name, host, 0, NULL, &report, &err) != 0) {
       fprintf(stderr, "engine: error: the snapshot was saved, but applying retention failed: %s\n",
               err);
       free(err);
@@ -232,12 +243,13 @@ int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a) {
   int rc = open_existing(g, a->pos[0], &c, 0, 1);
   if (rc)
     return rc;
-  json_t *all;
+  json_t *all, *unreadable;
   char *err = NULL;
-  if (snapshot_list(c.repo, &all, &err) != 0) {
+  if (snapshot_list(c.repo, &all, &unreadable, &err) != 0) {
     cli_close(&c);
     return fail(err);
   }
+  size_t n_bad = json_array_size(unreadable);
   if (a->json) {
     json_t *out = json_array();
     size_t i;
@@ -258,6 +270,11 @@ int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a) {
                     "bytes_read", json_object_get(st, "bytes_read"), "stored_bytes",
                     json_object_get(st, "stored_bytes"), "sources", names, "tags",
                     json_object_get(m, "tags")));
+    }
+    json_array_foreach(unreadable, i, m) {
+      json_array_append_new(out, json_pack("{s:O, s:s, s:O}", "id", json_object_get(m, "id"),
+                                           "status", "unreadable", "error",
+                                           json_object_get(m, "error")));
     }
     print_json(out);
     json_decref(out);
@@ -287,11 +304,23 @@ int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a) {
              (long long)json_integer_value(json_object_get(st, "items")),
              format_bytes(total, b, sizeof(b)), srcs);
     }
-    printf("%zu snapshot(s)\n", json_array_size(all));
+    json_array_foreach(unreadable, i, m) {
+      printf("%-10.8s %-20s %-16s %-9s  %s\n", json_string_value(json_object_get(m, "id")), "?",
+             "?", "UNREADABLE", json_string_value(json_object_get(m, "error")));
+    }
+    printf("%zu snapshot(s)", json_array_size(all) + n_bad);
+    if (n_bad)
+      printf(", %zu UNREADABLE (run 'engine check')", n_bad);
+    printf("\n");
   }
+  if (n_bad)
+    log_error("%zu snapshot(s) exist but cannot be read; the repository is damaged or a sink is "
+              "failing (run 'engine check')",
+              n_bad);
   json_decref(all);
+  json_decref(unreadable);
   cli_close(&c);
-  return EXIT_OK;
+  return n_bad ? EXIT_ERROR : EXIT_OK;
 }
 
 int cmd_show(const struct cli_globals *g, const struct cli_args *a) {
@@ -557,9 +586,21 @@ int cmd_check(const struct cli_globals *g, const struct cli_args *a) {
 
 /* ---- forget / prune ---------------------------------------------------------- */
 
+/* --forget-unreadable ID[,ID...] (repeatable) as a JSON array of ids */
+static json_t *forget_unreadable_ids(const struct cli_args *a) {
+  json_t *ids = json_array();
+  for (size_t i = 0; i < a->n_forget_unreadable; i++) {
+    char *copy = xstrdup(a->forget_unreadable[i]), *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+      json_array_append_new(ids, json_string(t));
+    free(copy);
+  }
+  return ids;
+}
+
 static int do_prune(const struct cli_globals *g, const struct cli_args *a, struct cli_ctx *c,
-                    json_t *out) {
-  struct prune_opts po = {a->dry_run, 0.5, g->quiet};
+                    json_t *forget_unreadable, json_t *out) {
+  struct prune_opts po = {a->dry_run, 0.5, g->quiet, forget_unreadable};
   if (a->repack_threshold) {
     char *end;
     po.repack_threshold = strtod(a->repack_threshold, &end);
@@ -606,9 +647,11 @@ int cmd_forget(const struct cli_globals *g, const struct cli_args *a) {
     cli_close(&c);
     return fail(ierr);
   }
-  json_t *report;
+  json_t *report, *named = forget_unreadable_ids(a);
   char *err = NULL;
-  if (forget_run(c.repo, &c.p->retention, c.p->name, NULL, a->dry_run, &report, &err) != 0) {
+  if (forget_run(c.repo, &c.p->retention, c.p->name, NULL, a->dry_run, named, &report, &err) !=
+      0) {
+    json_decref(named);
     cli_close(&c);
     return fail(err);
   }
@@ -636,10 +679,17 @@ int cmd_forget(const struct cli_globals *g, const struct cli_args *a) {
     long long would = 0;
     json_array_foreach(json_object_get(report, "groups"), i, gr) would +=
         (long long)json_array_size(json_object_get(gr, "remove"));
+    json_array_foreach(json_object_get(report, "unreadable_forgotten"), i, gr) {
+      printf("%s unreadable snapshot %s\n", a->dry_run ? "would remove" : "removed",
+             json_string_value(gr));
+      would++;
+    }
     printf("%s %lld snapshot(s)\n", a->dry_run ? "would remove" : "removed", would);
   }
+  /* the unreadable snapshots forget removed are gone; a dry run still has them */
   if (a->prune)
-    rc = do_prune(g, a, &c, a->json ? report : NULL);
+    rc = do_prune(g, a, &c, a->dry_run ? named : NULL, a->json ? report : NULL);
+  json_decref(named);
   if (a->json)
     print_json(report);
   json_decref(report);
@@ -652,8 +702,9 @@ int cmd_prune(const struct cli_globals *g, const struct cli_args *a) {
   int rc = open_locked(g, a, &c, 0, 2, 1);
   if (rc)
     return rc;
-  json_t *out = a->json ? json_object() : NULL;
-  rc = do_prune(g, a, &c, out);
+  json_t *out = a->json ? json_object() : NULL, *named = forget_unreadable_ids(a);
+  rc = do_prune(g, a, &c, named, out);
+  json_decref(named);
   if (out && rc == EXIT_OK)
     print_json(json_object_get(out, "prune"));
   json_decref(out);
@@ -739,4 +790,96 @@ int cmd_plugins(const struct cli_globals *g, const struct cli_args *a) {
   }
   registry_free(reg);
   return EXIT_OK;
+}
+
+/* ---- repair ------------------------------------------------------------------ */
+
+int cmd_repair(const struct cli_globals *g, const struct cli_args *a) {
+  const char *what = a->pos[0];
+  int is_index = strcmp(what, "index") == 0;
+  if (!is_index && strcmp(what, "snapshots") != 0) {
+    fprintf(stderr, "engine: repair: '%s': expected 'index' or 'snapshots'\n", what);
+    return EXIT_USAGE;
+  }
+  if (is_index && (a->n_pos > 2 || a->read_data)) {
+    fprintf(stderr, "engine: repair index takes only the pipeline (no snapshots, no --read-data)\n");
+    return EXIT_USAGE;
+  }
+  struct cli_ctx c;
+  int rc = open_existing(g, a->pos[1], &c, 0, 0);
+  if (rc)
+    return rc;
+  char *err = NULL;
+  if (cli_lock(&c, 1, a->lock_wait_ms, 1, &err) != 0) {
+    cli_close(&c);
+    return fail(err);
+  }
+  json_t *targets = json_array();
+  for (size_t i = 2; i < a->n_pos; i++)
+    json_array_append_new(targets, json_string(a->pos[i]));
+  struct repair_opts ro = {a->dry_run, a->read_data, targets, g->quiet || a->json};
+  json_t *report = NULL;
+  int r = is_index ? repair_index(c.repo, &ro, &report, &err)
+                   : repair_snapshots(c.repo, &ro, &report, &err);
+  json_decref(targets);
+  if (r < 0) {
+    cli_close(&c);
+    return fail(err);
+  }
+  if (a->json) {
+    print_json(report);
+  } else if (!g->quiet && is_index) {
+    json_int_t w = json_integer_value(json_object_get(report, "index_written"));
+    if (!json_is_true(json_object_get(report, "changed")))
+      printf("index is sound: %lld pack(s), %lld blob(s); nothing written\n",
+             (long long)json_integer_value(json_object_get(report, "packs")),
+             (long long)json_integer_value(json_object_get(report, "blobs")));
+    else
+      printf("%s: %lld pack(s), %lld blob(s) (%lld pack(s) not indexed before, %lld index "
+             "object(s) unreadable, %lld indexed pack(s) missing); %lld index object(s) written, "
+             "%lld removed\n",
+             a->dry_run ? "would rebuild the index" : "index rebuilt",
+             (long long)json_integer_value(json_object_get(report, "packs")),
+             (long long)json_integer_value(json_object_get(report, "blobs")),
+             (long long)json_integer_value(json_object_get(report, "packs_unindexed")),
+             (long long)json_integer_value(json_object_get(report, "index_damaged")),
+             (long long)json_integer_value(json_object_get(report, "packs_missing")), (long long)w,
+             (long long)json_integer_value(json_object_get(report, "index_deleted")));
+  } else if (!g->quiet) {
+    size_t i, k;
+    json_t *s, *src, *l;
+    json_array_foreach(json_object_get(report, "snapshots"), i, s) {
+      const char *res = json_string_value(json_object_get(s, "result"));
+      printf("snapshot %.8s: %s", json_string_value(json_object_get(s, "id")), res);
+      if (json_object_get(s, "repaired_as"))
+        printf(" as %.8s", json_string_value(json_object_get(s, "repaired_as")));
+      if (json_object_get(s, "items_lost"))
+        printf(" (%lld item(s) kept, %lld lost%s)",
+               (long long)json_integer_value(json_object_get(s, "items_kept")),
+               (long long)json_integer_value(json_object_get(s, "items_lost")),
+               json_integer_value(json_object_get(s, "tree_bytes_lost"))
+                   ? ", part of the item tree lost"
+                   : "");
+      if (json_object_get(s, "error"))
+        printf(": %s", json_string_value(json_object_get(s, "error")));
+      printf("\n");
+      json_array_foreach(json_object_get(s, "lost"), k, src) {
+        size_t x;
+        json_array_foreach(src, x, l) {
+          size_t nl;
+          char *name = json_get_bytes(l, "item", &nl);
+          char *pn = name ? printable_name(name, nl) : xstrdup("?");
+          printf("  lost %s: %s\n", pn, json_string_value(json_object_get(l, "reason")));
+          free(pn);
+          free(name);
+        }
+      }
+    }
+    if (r == 3 && !a->dry_run)
+      printf("the damaged originals are kept; 'engine forget' them once the repaired snapshots "
+             "are checked\n");
+  }
+  json_decref(report);
+  cli_close(&c);
+  return r == 3 ? EXIT_PARTIAL : EXIT_OK;
 }

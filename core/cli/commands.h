@@ -19,6 +19,8 @@ struct cli_args {
   int install;           /* schedule */
   const char *unit_dir;
   const char *listen, *config_dir, *token_file; /* serve */
+  const char **forget_unreadable;               /* forget, prune: ids, repeatable */
+  size_t n_forget_unreadable;
 };
 
 struct cli_command {
@@ -46,5 +48,6 @@ int cmd_schedule(const struct cli_globals *g, const struct cli_args *a);
 int schedule_to_oncalendar(const char *cron, char **out, char **err);
 int cmd_serve(const struct cli_globals *g, const struct cli_args *a);
 int cmd_plugins(const struct cli_globals *g, const struct cli_args *a);
+int cmd_repair(const struct cli_globals *g, const struct cli_args *a);
 
 #endif

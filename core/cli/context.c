@@ -109,7 +109,15 @@ int cli_load_index(struct cli_ctx *c, char **err) {
     return 0;
   index_free(c->repo->index);
   c->repo->index = index_new();
-  return index_load(c->repo, err);
+  if (index_load(c->repo, err) != 0)
+    return -1;
+  size_t i;
+  json_t *d;
+  json_array_foreach(c->repo->index->damaged, i, d) log_warn(
+      "%s; the blobs it lists are unknown, so items that need them will fail (run 'engine repair "
+      "index')",
+      json_string_value(json_object_get(d, "error")));
+  return 0;
 }
 
 int cli_lock(struct cli_ctx *c, int exclusive, int64_t wait_ms, int load_index, char **err) {

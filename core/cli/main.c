@@ -64,7 +64,9 @@ const struct cli_command cli_commands[] = {
      "up.\n"
      "Exit status: 0 sound, 1 problems found or the check could not run.",
      1, 1, cmd_check},
-    {"forget", "engine forget PIPELINE [--prune] [--dry-run] [--json] [--lock-wait D]",
+    {"forget",
+     "engine forget PIPELINE [--prune] [--dry-run] [--json] [--lock-wait D] [--forget-unreadable "
+     "ID]...",
      "Apply the pipeline's retention policy (retention: keep_last, keep_hourly, keep_daily, "
      "keep_weekly,\n"
      "keep_monthly, keep_yearly, keep_within, keep_tags; restic's semantics, UTC calendar) to each "
@@ -74,16 +76,38 @@ const struct cli_command cli_commands[] = {
      "removed. Takes the exclusive lock.\n"
      "  --dry-run     print the decision, remove nothing\n"
      "  --prune       then remove the data no snapshot references (see prune)\n"
-     "  --lock-wait D wait up to D (e.g. 10m) for other processes' locks instead of failing",
+     "  --lock-wait D wait up to D (e.g. 10m) for other processes' locks instead of failing\n"
+     "  --forget-unreadable ID  drop snapshot ID, which exists but cannot be read (see check);\n"
+     "                without it forget refuses to run while any snapshot is unreadable",
      1, 1, cmd_forget},
-    {"prune", "engine prune PIPELINE [--dry-run] [--repack-threshold F] [--json] [--lock-wait D]",
+    {"prune",
+     "engine prune PIPELINE [--dry-run] [--repack-threshold F] [--json] [--lock-wait D] "
+     "[--forget-unreadable ID]...",
      "Remove data no snapshot references: deletes packs without used blobs (including packs left "
      "by\n"
      "killed backups) and repacks packs whose unused share exceeds the threshold (default 0.5), "
      "then\n"
      "rewrites the index. Takes the exclusive lock, so it waits for (or refuses during) backups.\n"
-     "A killed prune leaves a repository that passes check; run it again.",
+     "A killed prune leaves a repository that passes check; run it again. It refuses to delete\n"
+     "anything while a snapshot or an index object cannot be read (name lost snapshots with\n"
+     "--forget-unreadable ID; rebuild a damaged index with 'engine repair index').",
      1, 1, cmd_prune},
+    {"repair",
+     "engine repair index|snapshots PIPELINE [SNAPSHOT]... [--read-data] [--dry-run] [--json] "
+     "[--lock-wait D]",
+     "Repair a damaged repository under the exclusive lock; a killed repair leaves it as it was\n"
+     "or repaired, never worse.\n"
+     "  index       rebuild the index from the packs' own headers: index objects that cannot be\n"
+     "              read are replaced, packs no index lists are indexed again, entries of lost\n"
+     "              packs are dropped (entries of packs whose header is damaged are kept)\n"
+     "  snapshots   for each snapshot (or the ones named) whose data is partly lost, write a new\n"
+     "              snapshot holding what survives, tagged 'repaired', with the lost items listed\n"
+     "              in its manifest; the damaged original stays until you forget it.\n"
+     "              --read-data also decodes every blob the snapshots use (finds damaged data,\n"
+     "              not only missing data)\n"
+     "  --dry-run   say what would be done, write nothing\n"
+     "Exit status: 0 nothing to repair or repaired, 3 repaired but data was lost, 1 error.",
+     2, 64, cmd_repair},
     {"sync", "engine sync PIPELINE --from SINK --to SINK",
      "Copy the objects the --from sink has and the --to sink lacks (after an outage of a sink "
      "with\n"
@@ -220,7 +244,9 @@ int main(int argc, char **argv) {
   }
   struct cli_args a = {0};
   const char **pos = calloc((size_t)argc + 1, sizeof(char *));
+  const char **forget_ids = calloc((size_t)argc + 1, sizeof(char *));
   a.pos = pos;
+  a.forget_unreadable = forget_ids;
   int rc = -1;
   for (; i < argc && rc < 0; i++) {
     const char *o = argv[i];
@@ -275,7 +301,12 @@ int main(int argc, char **argv) {
       val = &a.token_file;
     else if (strcmp(o, "--plugin-dir") == 0 && i + 1 < argc)
       dirs[g.n_plugin_dirs++] = argv[++i];
-    else if (strcmp(o, "-v") == 0)
+    else if (strcmp(o, "--forget-unreadable") == 0) {
+      if (i + 1 >= argc)
+        rc = usage_error("option '%s' needs a value", o);
+      else /* repeatable; each value may hold several ids, comma-separated */
+        forget_ids[a.n_forget_unreadable++] = argv[++i];
+    } else if (strcmp(o, "-v") == 0)
       log_set_level(ENGINE_LOG_INFO);
     else if (strcmp(o, "-q") == 0)
       g.quiet = 1;
@@ -293,6 +324,9 @@ int main(int argc, char **argv) {
   if (rc < 0 && a.progress && strcmp(a.progress, "auto") != 0 &&
       strcmp(a.progress, "always") != 0 && strcmp(a.progress, "never") != 0)
     rc = usage_error("--progress '%s': expected auto, always or never", a.progress);
+  if (rc < 0 && a.n_forget_unreadable && strcmp(cmd->name, "forget") != 0 &&
+      strcmp(cmd->name, "prune") != 0)
+    rc = usage_error("--forget-unreadable belongs to forget and prune, not %s", cmd->name);
   if (rc < 0 && a.lock_wait && config_parse_duration(a.lock_wait, &a.lock_wait_ms) != 0)
     rc = usage_error("--lock-wait '%s': expected a duration such as 30s, 5m or 1h", a.lock_wait);
   if (rc < 0 && ((int)a.n_pos < cmd->min_pos || (int)a.n_pos > cmd->max_pos)) {
@@ -322,6 +356,7 @@ int main(int argc, char **argv) {
     http_shutdown();
   }
   free(pos);
+  free(forget_ids);
   free(dirs);
   return rc;
 }

@@ -158,6 +158,10 @@ struct bk {
   size_t n_spare;
   size_t chunk_len;
   struct bk_item *cur;
+  /* the plugin's current item was refused (invalid name or type): its
+   * content is discarded and its end accepted, so the source goes on with
+   * the next item */
+  int refusing;
   size_t cur_source;
 
   /* statistics (under lock) */
@@ -503,11 +507,23 @@ static int em_item_begin(const struct engine_emitter *em, const struct engine_it
                 "item_begin before item_end (plugin bug); item dropped");
     return ENGINE_ERROR;
   }
-  if (!item->name || item->name_len == 0 || memchr(item->name, '\0', item->name_len) ||
-      item_type_name(item->type)[0] == 'u') {
-    add_warning(b, s, item->name, item->name ? item->name_len : 0,
-                "invalid item (empty name, NUL byte or unknown type)");
-    return ENGINE_ERROR;
+  b->refusing = 0;
+  const char *why = !item->name ? "no name"
+                    : item_type_name(item->type)[0] == 'u'
+                        ? "unknown item type"
+                        : item_name_problem(item->name, item->name_len);
+  if (why) {
+    /* a name a restore could not place safely ('..', absolute, ...) would
+     * make the item unrestorable: it fails here, where it can be fixed */
+    char *msg = xasprintf("plugin '%s' gave an invalid item (%s); the item is not stored",
+                          s->pi->plugin->name, why);
+    add_warning(b, s, item->name, item->name ? item->name_len : 0, msg);
+    free(msg);
+    pthread_mutex_lock(&b->lock);
+    s->failed_items++;
+    pthread_mutex_unlock(&b->lock);
+    b->refusing = 1;
+    return ENGINE_OK;
   }
   json_t *meta = NULL;
   int from_parent = 0;
@@ -538,7 +554,7 @@ static int em_item_begin(const struct engine_emitter *em, const struct engine_it
 static int em_item_write(const struct engine_emitter *em, const void *buf, size_t len) {
   struct bk *b = em_bk(em);
   if (!b->cur)
-    return ENGINE_ERROR;
+    return b->refusing && !is_stopping(b) ? ENGINE_OK : ENGINE_ERROR;
   const unsigned char *p = buf;
   size_t max = b->repo->chunker.max_size;
   b->cur->size += len;
@@ -571,8 +587,11 @@ static int em_item_end(const struct engine_emitter *em, int status, const char *
   struct bk *b = em_bk(em);
   struct bk_item *it = b->cur;
   struct bk_source *s = &b->sources[b->cur_source];
-  if (!it)
-    return ENGINE_ERROR;
+  if (!it) {
+    int refused = b->refusing;
+    b->refusing = 0;
+    return refused && !is_stopping(b) ? ENGINE_OK : ENGINE_ERROR;
+  }
   int rc = ENGINE_OK;
   if (status == ENGINE_OK && submit_chunk(b) != 0)
     rc = ENGINE_ERROR;

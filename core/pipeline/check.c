@@ -1,4 +1,13 @@
-/* engine check [--read-data] */
+/* engine check [--read-data]
+ *
+ * The structure pass reads every snapshot manifest and every index object
+ * and walks every item tree; each item is checked as a restore would need
+ * it (tree_item_problem: safe name, known type, chunk ids in the index as
+ * data blobs whose pack exists, sizes that add up). --read-data first reads
+ * every pack and decodes every blob at the place the index names (pack,
+ * offset, length, type), which is where a restore reads it; blobs that fail
+ * are traced to the snapshots and items using them in the same walk. So the
+ * items a restore would fail on are among the items check names. */
 #include "pipeline/check.h"
 
 #include <stdio.h>
@@ -16,10 +25,10 @@ struct ck {
   struct check_result *res;
   int quiet;
   json_t *packs_present; /* object: pack hex -> size */
-  json_t *bad_blobs;     /* object: blob hex -> reason */
+  json_t *bad_blobs;     /* object: blob hex -> reason (read-data) */
   json_t *snap;          /* current snapshot */
   const char *source;
-  int structure; /* pass: structure checks (1) or damage tracing (0) */
+  uint64_t items_affected; /* in the current snapshot */
 };
 
 static void problem(struct ck *c, json_t *p) {
@@ -28,158 +37,219 @@ static void problem(struct ck *c, json_t *p) {
     const char *snap = json_string_value(json_object_get(p, "snapshot"));
     const char *src = json_string_value(json_object_get(p, "source"));
     const char *item = json_string_value(json_object_get(p, "item"));
-    const char *obj = json_string_value(json_object_get(p, "object"));
     fprintf(stderr, "error: %s%s%s%s%s%s%s%s%s\n", snap ? "snapshot " : "", snap ? snap : "",
             snap ? ": " : "", src ? "source '" : "", src ? src : "", src ? "': " : "",
             item ? item : "", item ? ": " : "", json_string_value(json_object_get(p, "message")));
-    (void)obj;
   }
   json_array_append_new(c->res->problems, p);
 }
 
-static int pack_present(struct ck *c, const struct index_entry *e) {
-  char hex[65];
-  hex_encode(c->r->index->packs[e->pack], 32, hex);
-  return json_object_get(c->packs_present, hex) != NULL;
+static void object_problem(struct ck *c, const char *object, const char *msg) {
+  problem(c, json_pack("{s:s, s:s}", "object", object, "message", msg));
 }
 
-/* Check one list of blob ids; returns the first problem message or NULL. */
-static char *check_ids(struct ck *c, json_t *ids) {
-  size_t i;
-  json_t *v;
-  json_array_foreach(ids, i, v) {
-    const char *hex = json_string_value(v);
-    unsigned char id[32];
-    struct index_entry e;
-    if (!hex || hex_decode(hex, id, 32) != 0)
-      return xasprintf("malformed blob id at position %zu", i);
-    if (c->structure) {
-      if (!index_get(c->r->index, id, &e) || e.pack == UINT32_MAX)
-        return xasprintf("blob %.16s is not in the index", hex);
-      if (!pack_present(c, &e)) {
-        char ph[65];
-        hex_encode(c->r->index->packs[e.pack], 32, ph);
-        return xasprintf("blob %.16s: its pack %.16s is missing", hex, ph);
-      }
-    } else {
-      json_t *why = json_object_get(c->bad_blobs, hex);
-      if (why)
-        return xasprintf("blob %.16s is damaged: %s", hex, json_string_value(why));
-    }
-  }
+static const char *pack_hex_of(struct ck *c, const struct index_entry *e, char hex[65]) {
+  hex_encode(c->r->index->packs[e->pack], 32, hex);
+  return hex;
+}
+
+/* Where a blob the snapshots use stands: NULL when a restore can read it. */
+static char *blob_problem(struct ck *c, const char *hex, enum blob_type want) {
+  unsigned char id[32];
+  struct index_entry e;
+  char ph[65];
+  if (hex_decode(hex, id, 32) != 0)
+    return xasprintf("malformed blob id %.16s", hex);
+  if (!index_get(c->r->index, id, &e) || e.pack == UINT32_MAX)
+    return xasprintf("blob %.16s is not in the index", hex);
+  if (e.type != want)
+    return xasprintf("blob %.16s is a %s blob where a %s blob is expected", hex,
+                     e.type == BLOB_TREE ? "tree" : "data", want == BLOB_TREE ? "tree" : "data");
+  if (!json_object_get(c->packs_present, pack_hex_of(c, &e, ph)))
+    return xasprintf("blob %.16s: its pack %.16s is missing", hex, ph);
+  json_t *why = json_object_get(c->bad_blobs, hex);
+  if (why)
+    return xasprintf("blob %.16s is damaged: %s", hex, json_string_value(why));
   return NULL;
+}
+
+static void item_problem(struct ck *c, const char *item, const char *msg) {
+  c->items_affected++;
+  problem(c, json_pack("{s:s, s:s, s:s, s:s}", "snapshot",
+                       json_string_value(json_object_get(c->snap, "id")), "source", c->source,
+                       "item", item, "message", msg));
 }
 
 static int item_cb(void *ud, json_t *item) {
   struct ck *c = ud;
-  char *msg = check_ids(c, json_object_get(item, "chunks"));
-  if (msg) {
-    size_t nl;
-    char *name = json_get_bytes(item, "name", &nl);
-    char *pn = name ? printable_name(name, nl) : xstrdup("?");
-    problem(c, json_pack("{s:s, s:s, s:s, s:s}", "snapshot",
-                         json_string_value(json_object_get(c->snap, "id")), "source", c->source,
-                         "item", pn, "message", msg));
-    free(pn);
-    free(name);
-    free(msg);
+  char *pn = NULL;
+  char *msg = tree_item_problem(item, c->r->index, &pn);
+  if (!msg) {
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(item, "chunks"), i, v) {
+      msg = blob_problem(c, json_string_value(v), BLOB_DATA);
+      if (msg)
+        break;
+    }
   }
+  if (msg)
+    item_problem(c, pn, msg);
+  free(msg);
+  free(pn);
   return 0;
 }
 
+static void source_problem(struct ck *c, const char *msg) {
+  problem(c, json_pack("{s:s, s:s, s:s}", "snapshot",
+                       json_string_value(json_object_get(c->snap, "id")), "source", c->source,
+                       "message", msg));
+}
+
 static void walk_snapshots(struct ck *c, json_t *snaps) {
-  size_t i, j;
-  json_t *m, *s;
+  size_t i, j, k;
+  json_t *m, *s, *v;
   json_array_foreach(snaps, i, m) {
     c->snap = m;
+    c->items_affected = 0;
     json_array_foreach(json_object_get(m, "sources"), j, s) {
       c->source = json_string_value(json_object_get(s, "name"));
       json_t *tree = json_object_get(s, "tree");
-      char *msg = check_ids(c, tree);
+      char *msg = NULL;
+      json_array_foreach(tree, k, v) {
+        msg = blob_problem(c, json_string_value(v), BLOB_TREE);
+        if (msg)
+          break;
+      }
       if (msg) {
-        char *full =
-            xasprintf("item tree unreadable (%s): every item of this source is affected", msg);
-        problem(c, json_pack("{s:s, s:s, s:s}", "snapshot",
-                             json_string_value(json_object_get(m, "id")), "source", c->source,
-                             "message", full));
+        char *full = xasprintf("item tree unreadable (%s): every item of this source is affected "
+                               "('engine repair snapshots' salvages what is left)",
+                               msg);
+        source_problem(c, full);
         free(full);
         free(msg);
         continue;
       }
       char *err = NULL;
       if (tree_foreach(c->r, tree, item_cb, c, &err) != 0) {
-        if (c->structure)
-          problem(c, json_pack("{s:s, s:s, s:s}", "snapshot",
-                               json_string_value(json_object_get(m, "id")), "source", c->source,
-                               "message", err));
+        char *full = xasprintf("item tree unreadable: %s", err);
+        source_problem(c, full);
+        free(full);
         free(err);
       }
     }
   }
 }
 
-static void read_pack(struct ck *c, const char *name, const char *hex) {
+/* index entries grouped by pack number: first[p] .. first[p + 1] in order */
+struct by_pack {
+  struct index_entry *e;
+  size_t *first;
+};
+
+static void group_by_pack(struct index *ix, struct by_pack *g) {
+  g->first = xcalloc(ix->n_packs + 2, sizeof(size_t));
+  size_t n = 0;
+  for (size_t i = 0; i < ix->n_slots; i++)
+    if (ix->slots[i].used && ix->slots[i].pack != UINT32_MAX) {
+      g->first[ix->slots[i].pack + 2]++;
+      n++;
+    }
+  for (size_t p = 2; p < ix->n_packs + 2; p++)
+    g->first[p] += g->first[p - 1];
+  g->e = xcalloc(n ? n : 1, sizeof(*g->e));
+  for (size_t i = 0; i < ix->n_slots; i++)
+    if (ix->slots[i].used && ix->slots[i].pack != UINT32_MAX)
+      g->e[g->first[ix->slots[i].pack + 1]++] = ix->slots[i];
+}
+
+static int find_pack(struct index *ix, const char *hex, uint32_t *num) {
+  unsigned char id[32];
+  return hex_decode(hex, id, 32) == 0 && index_find_pack(ix, id, num);
+}
+
+static void bad_blob(struct ck *c, const unsigned char id[32], const char *why) {
+  char bh[65];
+  hex_encode(id, 32, bh);
+  json_object_set_new(c->bad_blobs, bh, json_string(why));
+}
+
+/* Decode every blob the index places in this pack, where the index places
+ * it; then the pack's own header and the blobs only it lists. */
+static void read_pack(struct ck *c, const struct by_pack *g, uint32_t num, int indexed,
+                      const char *name, const char *hex) {
   void *buf;
   size_t len;
   char *err = NULL;
+  size_t from = indexed ? g->first[num] : 0, to = indexed ? g->first[num + 1] : 0;
   if (repo_get(c->r, name, 0, 0, &buf, &len, &err) != 0) {
-    problem(c, json_pack("{s:s, s:s}", "object", name, "message", err));
+    object_problem(c, name, err);
+    for (size_t i = from; i < to; i++)
+      bad_blob(c, g->e[i].id, "its pack cannot be read");
     free(err);
     return;
   }
   char got[65];
   sha256_hex(buf, len, got);
-  int hash_ok = strcmp(got, hex) == 0;
-  if (!hash_ok) {
-    char *m = xasprintf("pack %s is corrupted: content hash is %.16s…", name, got);
-    problem(c, json_pack("{s:s, s:s}", "object", name, "message", m));
+  if (strcmp(got, hex) != 0) {
+    char *m = xasprintf("pack %s is corrupted or misnamed: its content hash is %.16s", name, got);
+    object_problem(c, name, m);
     free(m);
+  }
+  size_t data_end = len >= 8 ? len - 8 : 0;
+  if (len >= 8) {
+    uint32_t hl = le32_get((unsigned char *)buf + len - 8);
+    data_end = hl <= len - 8 ? len - 8 - hl : 0;
+  }
+  for (size_t i = from; i < to; i++) {
+    const struct index_entry *e = &g->e[i];
+    c->res->blobs++;
+    if ((uint64_t)e->offset + e->length > data_end) {
+      bad_blob(c, e->id, "the index places it beyond the pack's data");
+      continue;
+    }
+    void *raw;
+    size_t rl;
+    char *de = NULL;
+    if (repo_blob_decode(c->r, e->id, (enum blob_type)e->type, (char *)buf + e->offset, e->length,
+                         &raw, &rl, &de) != 0) {
+      char *why = xasprintf("in pack %.16s at offset %u: %s", hex, e->offset, de);
+      bad_blob(c, e->id, why);
+      free(why);
+      free(de);
+      continue;
+    }
+    free(raw);
+    if (rl != e->raw_length)
+      bad_blob(c, e->id, "its decoded size differs from the index");
   }
   struct pack_entry *es = NULL;
   size_t n = 0;
   if (pack_parse(c->r, buf, len, &es, &n, &err) != 0) {
     char *m = xasprintf("pack %s: %s", name, err);
-    problem(c, json_pack("{s:s, s:s}", "object", name, "message", m));
+    object_problem(c, name, m);
     free(m);
     free(err);
-    /* every blob the index places in this pack is damaged */
-    struct index *ix = c->r->index;
-    unsigned char pid[32];
-    hex_decode(hex, pid, 32);
-    pthread_mutex_lock(&ix->lock);
-    for (size_t i = 0; i < ix->n_slots; i++) {
-      struct index_entry *e = &ix->slots[i];
-      if (e->used && e->pack != UINT32_MAX && memcmp(ix->packs[e->pack], pid, 32) == 0) {
-        char bh[65];
-        hex_encode(e->id, 32, bh);
-        json_object_set_new(c->bad_blobs, bh, json_string("its pack header is unreadable"));
-      }
-    }
-    pthread_mutex_unlock(&ix->lock);
     free(buf);
     return;
   }
   for (size_t i = 0; i < n; i++) {
+    int seen = 0; /* already decoded at this place through the index */
+    for (size_t k = from; k < to && !seen; k++)
+      seen = g->e[k].offset == es[i].offset && memcmp(g->e[k].id, es[i].id, 32) == 0;
+    if (seen)
+      continue;
+    c->res->blobs++;
     void *raw;
     size_t rl;
-    char *e = NULL;
-    c->res->blobs++;
-    char bh[65];
-    hex_encode(es[i].id, 32, bh);
+    char *de = NULL;
     if (repo_blob_decode(c->r, es[i].id, es[i].type, (char *)buf + es[i].offset, es[i].length, &raw,
-                         &rl, &e) != 0) {
-      char *m = xasprintf("pack %s: %s", name, e);
-      problem(c, json_pack("{s:s, s:s}", "object", name, "message", m));
-      json_object_set_new(c->bad_blobs, bh, json_string(e));
+                         &rl, &de) != 0) {
+      char *m = xasprintf("pack %s: a blob no index uses is damaged: %s", name, de);
+      object_problem(c, name, m);
       free(m);
-      free(e);
+      free(de);
       continue;
-    }
-    if (rl != es[i].raw_length) {
-      json_object_set_new(c->bad_blobs, bh,
-                          json_string("decoded size differs from the pack header"));
-      problem(c, json_pack("{s:s, s:s}", "object", name, "message",
-                           "a blob's decoded size differs from the header"));
     }
     free(raw);
   }
@@ -187,12 +257,30 @@ static void read_pack(struct ck *c, const char *name, const char *hex) {
   free(buf);
 }
 
-int check_run(struct repo *r, int read_data, int quiet, struct check_result *res, char **err) {
+static void read_data(struct ck *c, json_t *packs) {
+  struct index *ix = c->r->index;
+  struct by_pack g;
+  group_by_pack(ix, &g);
+  size_t i;
+  json_t *p;
+  json_array_foreach(packs, i, p) {
+    const char *name = json_string_value(json_object_get(p, "name"));
+    const char *slash = strrchr(name, '/');
+    const char *hex = slash ? slash + 1 : name;
+    uint32_t num = 0;
+    int indexed = find_pack(ix, hex, &num);
+    read_pack(c, &g, num, indexed, name, hex);
+  }
+  free(g.e);
+  free(g.first);
+}
+
+int check_run(struct repo *r, int read_data_too, int quiet, struct check_result *res, char **err) {
   memset(res, 0, sizeof(*res));
   res->problems = json_array();
-  struct ck c = {r, res, quiet, json_object(), json_object(), NULL, NULL, 1};
+  struct ck c = {r, res, quiet, json_object(), json_object(), NULL, NULL, 0};
   int rc = -1;
-  json_t *snaps = NULL, *packs = NULL;
+  json_t *snaps = NULL, *packs = NULL, *unreadable = NULL;
   if (repo_list(r, "data/", &packs, err) != 0)
     goto out;
   size_t i;
@@ -203,34 +291,45 @@ int check_run(struct repo *r, int read_data, int quiet, struct check_result *res
     json_object_set(c.packs_present, slash ? slash + 1 : name, json_object_get(p, "size"));
   }
   res->packs = json_array_size(packs);
+  /* index objects that could not be read: the blobs they list are unknown,
+   * and the walk below names the items that need them */
+  json_array_foreach(r->index->damaged, i, p) {
+    char *m = xasprintf("%s (run 'engine repair index' to rebuild the index from the packs)",
+                        json_string_value(json_object_get(p, "error")));
+    object_problem(&c, json_string_value(json_object_get(p, "name")), m);
+    free(m);
+  }
   /* every indexed pack must exist */
   for (size_t k = 0; k < r->index->n_packs; k++) {
     char hex[65];
     hex_encode(r->index->packs[k], 32, hex);
     if (!json_object_get(c.packs_present, hex)) {
       char *m = xasprintf("pack %s is listed in the index but missing from the repository", hex);
-      problem(&c, json_pack("{s:s, s:s}", "object", hex, "message", m));
+      object_problem(&c, hex, m);
       free(m);
     }
   }
-  if (snapshot_list(r, &snaps, err) != 0)
+  if (snapshot_list(r, &snaps, &unreadable, err) != 0)
     goto out;
-  res->snapshots = json_array_size(snaps);
-  walk_snapshots(&c, snaps);
-  if (read_data) {
-    json_array_foreach(packs, i, p) {
-      const char *name = json_string_value(json_object_get(p, "name"));
-      const char *slash = strrchr(name, '/');
-      read_pack(&c, name, slash ? slash + 1 : name);
-    }
-    if (json_object_size(c.bad_blobs) > 0) {
-      c.structure = 0;
-      walk_snapshots(&c, snaps);
-    }
+  res->snapshots = json_array_size(snaps) + json_array_size(unreadable);
+  json_array_foreach(unreadable, i, p) {
+    char *obj = xasprintf("snapshots/%s", json_string_value(json_object_get(p, "id")));
+    char *m = xasprintf("%s; this recovery point cannot be listed or restored (once it is known to "
+                        "be lost: 'engine forget --forget-unreadable %.8s')",
+                        json_string_value(json_object_get(p, "error")),
+                        json_string_value(json_object_get(p, "id")));
+    problem(&c, json_pack("{s:s, s:O, s:s}", "object", obj, "snapshot", json_object_get(p, "id"),
+                          "message", m));
+    free(m);
+    free(obj);
   }
+  if (read_data_too)
+    read_data(&c, packs);
+  walk_snapshots(&c, snaps);
   rc = res->errors ? 1 : 0;
 out:
   json_decref(snaps);
+  json_decref(unreadable);
   json_decref(packs);
   json_decref(c.packs_present);
   json_decref(c.bad_blobs);

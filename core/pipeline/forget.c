@@ -12,14 +12,27 @@
 #include "util/log.h"
 
 int forget_run(struct repo *r, const struct pipeline_retention *pol, const char *pipeline,
-               const char *hostname, int dry_run, json_t **report, char **err) {
+               const char *hostname, int dry_run, json_t *forget_unreadable, json_t **report,
+               char **err) {
   if (!pol || !pol->set) {
     *err = xstrdup("the pipeline has no retention block: nothing says which snapshots to keep");
     return -1;
   }
-  json_t *all;
-  if (snapshot_list(r, &all, err) != 0)
+  json_t *all, *unreadable, *dropped = json_array();
+  if (snapshot_list(r, &all, &unreadable, err) != 0) {
+    json_decref(dropped);
     return -1;
+  }
+  /* a snapshot that cannot be read may be one the policy must keep (or the
+   * newest of its group): retention is only decided over a complete list */
+  int urc =
+      snapshot_forget_unreadable(r, unreadable, forget_unreadable, dry_run, "forget", dropped, err);
+  json_decref(unreadable);
+  if (urc != 0) {
+    json_decref(all);
+    json_decref(dropped);
+    return -1;
+  }
   struct retention_policy rp = {pol->keep_last,
                                 pol->keep_hourly,
                                 pol->keep_daily,
@@ -121,9 +134,10 @@ int forget_run(struct repo *r, const struct pipeline_retention *pol, const char 
   json_decref(all);
   if (rc != 0) {
     json_decref(out_groups);
+    json_decref(dropped);
     return -1;
   }
-  *report = json_pack("{s:o, s:I, s:b}", "groups", out_groups, "removed", (json_int_t)removed,
-                      "dry_run", dry_run);
+  *report = json_pack("{s:o, s:I, s:b, s:o}", "groups", out_groups, "removed", (json_int_t)removed,
+                      "dry_run", dry_run, "unreadable_forgotten", dropped);
   return 0;
 }

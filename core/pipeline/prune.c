@@ -110,8 +110,14 @@ int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *r
   json_t *v;
 
   /* 1. what exists, what is indexed, what is used */
+  json_t *unreadable = NULL, *dropped = json_array();
   if (repo_list(r, "data/", &data, err) != 0 || repo_list(r, "index/", &index_names, err) != 0 ||
-      snapshot_list(r, &snaps, err) != 0)
+      snapshot_list(r, &snaps, &unreadable, err) != 0)
+    goto out;
+  /* what an unreadable snapshot references is unknown: deleting anything
+   * could destroy it, so prune refuses unless the operator drops it */
+  if (snapshot_forget_unreadable(r, unreadable, o->forget_unreadable, o->dry_run, "prune", dropped,
+                                 err) != 0)
     goto out;
   json_array_foreach(data, i, v) {
     const char *name = json_string_value(json_object_get(v, "name"));
@@ -126,8 +132,14 @@ int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *r
   loaded = xcalloc(json_array_size(index_names) + 1, sizeof(*loaded));
   json_array_foreach(index_names, i, v) {
     const char *name = json_string_value(json_object_get(v, "name"));
-    if (repo_load_json(r, "index", name + strlen("index/"), &loaded[i], err) != 0)
+    char *e = NULL;
+    if (repo_load_json(r, "index", name + strlen("index/"), &loaded[i], &e) != 0) {
+      *err = xasprintf("%s; prune stops without deleting anything: the packs that index lists "
+                       "could still hold data snapshots need (run 'engine repair index')",
+                       e);
+      free(e);
       goto out;
+    }
   }
   json_array_foreach(snaps, i, v) {
     size_t k;
@@ -333,6 +345,8 @@ out:
   json_decref(index_names);
   json_decref(data);
   json_decref(snaps);
+  json_decref(unreadable);
+  json_decref(dropped);
   json_decref(kept_packs);
   json_decref(p.used);
   json_decref(p.packs);

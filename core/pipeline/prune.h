@@ -11,6 +11,9 @@ struct prune_opts {
   int dry_run;
   double repack_threshold; /* repack a pack when more than this fraction of its bytes is unused */
   int quiet;
+  /* ids (or prefixes) of unreadable snapshots the operator drops first
+   * (--forget-unreadable); any other unreadable snapshot makes prune refuse */
+  json_t *forget_unreadable;
 };
 
 struct prune_result {
@@ -27,8 +30,11 @@ int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *r
  * never touches another pipeline's history in a shared repository) and, if
  * hostname is non-NULL, of that host; remove the others unless dry_run. *report receives
  * {"groups":[{"hostname","pipeline","keep":[{"id","time","reasons"}],"remove":[{"id","time"}]}],
- *  "removed":N}. Caller holds the exclusive lock. */
+ *  "removed":N, "unreadable_forgotten":[ids]}. Unreadable snapshots make it refuse
+ * unless every one is named in forget_unreadable (snapshot_forget_unreadable).
+ * Caller holds the exclusive lock. */
 int forget_run(struct repo *r, const struct pipeline_retention *pol, const char *pipeline,
-               const char *hostname, int dry_run, json_t **report, char **err);
+               const char *hostname, int dry_run, json_t *forget_unreadable, json_t **report,
+               char **err);
 
 #endif

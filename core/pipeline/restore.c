@@ -1,6 +1,8 @@
-/* Restore driver. Names in a manifest are untrusted input: every item name
- * of the selected sources is checked before anything is written, so a
- * manifest with "../" or absolute names is refused as a whole. */
+/* Restore driver. A manifest's trees are untrusted input: every selected
+ * item is checked (tree_item_problem) before anything is written; an item
+ * with a "../" or absolute name, an unknown type or a malformed chunk list
+ * fails on its own (reported, counted, exit 3) and the others are
+ * restored. */
 #include "pipeline/restore.h"
 
 #include <fnmatch.h>
@@ -14,29 +16,6 @@
 #include "pipeline/tree_feed.h"
 #include "util/log.h"
 #include "util/progress.h"
-
-const char *restore_check_name(const char *name, size_t len) {
-  if (len == 0)
-    return "empty name";
-  if (memchr(name, '\0', len))
-    return "name contains a NUL byte";
-  if (name[0] == '/')
-    return "absolute name";
-  size_t start = 0;
-  for (size_t i = 0; i <= len; i++) {
-    if (i == len || name[i] == '/') {
-      size_t cl = i - start;
-      if (cl == 0)
-        return "empty path component";
-      if (cl == 1 && name[start] == '.')
-        return "'.' path component";
-      if (cl == 2 && name[start] == '.' && name[start + 1] == '.')
-        return "'..' path component";
-      start = i + 1;
-    }
-  }
-  return NULL;
-}
 
 struct sel {
   const char *glob; /* NULL: all */
@@ -70,7 +49,6 @@ struct pass_ctx {
   unsigned char (*ids)[32];
   size_t n_ids, cap_ids;
   struct prefetch *pf;
-  char *bad;
   uint64_t n_selected; /* while validating: items the selection matches */
   char *first_name;    /* while validating: a name for messages (printable) */
   int first_is_leaf;
@@ -230,27 +208,28 @@ static int item_cb(void *ud, json_t *item) {
   struct pass_ctx *pc = ud;
   size_t nlen = 0;
   char *name = json_get_bytes(item, "name", &nlen);
-  if (!name) {
-    if (pc->validate_only) {
-      pc->bad = xasprintf("source '%s': an item has no name", pc->source);
-      return 1;
+  /* An item the core cannot restore (no or unsafe name, unknown type, bad
+   * chunk list) fails on its own: pass 1 reports and counts it, pass 2
+   * skips it, and the other items are restored. */
+  char *pn = NULL;
+  char *why = tree_item_problem(item, NULL, &pn);
+  int sel = name ? selected(&pc->sel, name) : pc->sel.glob == NULL;
+  if (why) {
+    if (pc->validate_only && sel) {
+      log_error("restore of %s/%s failed: the snapshot's item is damaged: %s", pc->source, pn,
+                why);
+      pc->failed++;
     }
+    free(why);
+    free(pn);
+    free(name);
     return 0;
   }
-  int rc = 0;
-  const char *why = restore_check_name(name, nlen);
+  free(pn);
   if (pc->validate_only) {
     int keep = 0;
     size_t first_id = 0;
-    if (why) {
-      char *pn = printable_name(name, nlen);
-      pc->bad = xasprintf(
-          "source '%s': item '%s' has an unsafe name (%s); the manifest is refused and nothing was "
-          "restored",
-          pc->source, pn, why);
-      free(pn);
-      rc = 1;
-    } else if (selected(&pc->sel, name)) {
+    if (sel) {
       pc->n_selected++;
       first_id = pc->n_ids;
       size_t bad = 0;
@@ -273,7 +252,7 @@ static int item_cb(void *ud, json_t *item) {
       keep_item(pc, item, name, nlen, first_id); /* takes name */
     else
       free(name);
-    return rc;
+    return 0;
   }
   if (!selected(&pc->sel, name)) {
     free(name);
@@ -383,10 +362,7 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     int r = tree_foreach(o->repo, json_object_get(s, "tree"), item_cb, pc, err);
     if (r < 0) {
       rc = -1;
-    } else if (pc->bad) {
-      *err = pc->bad;
-      rc = -1;
-    } else if (glob && pc->n_selected == 0) {
+    } else if (glob && pc->n_selected == 0 && pc->failed == 0) {
       /* a typo in --only must not end in "restored 0 items" and exit 0 */
       *err =
           pc->first_name
@@ -474,7 +450,7 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     }
     res->items += pc.count;
     res->bytes += pc.bytes;
-    res->failed += pc.failed;
+    res->failed += pc.failed + ids_of[i].failed;
     if (r < 0) {
       char *e = *err;
       *err = xasprintf(

@@ -30,9 +30,4 @@ struct restore_result {
  * -1: nothing restored / aborted with *err. */
 int restore_run(const struct restore_opts *o, struct restore_result *res, char **err);
 
-/* Reject item names that could escape a restore target: empty, absolute,
- * "." / ".." / empty components, NUL bytes. Returns NULL if fine, else a
- * static reason. */
-const char *restore_check_name(const char *name, size_t len);
-
 #endif

@@ -10,12 +10,14 @@
 #include <string.h>
 
 #include "repo/index_cache.h"
+#include "repo/pack.h"
 #include "repo/repo.h"
 #include "util/log.h"
 
 struct index *index_new(void) {
   struct index *ix = xcalloc(1, sizeof(*ix));
   pthread_mutex_init(&ix->lock, NULL);
+  ix->damaged = json_array();
   ix->n_slots = 1024;
   ix->slots = xcalloc(ix->n_slots, sizeof(*ix->slots));
   return ix;
@@ -31,6 +33,7 @@ void index_free(struct index *ix) {
   for (size_t i = 0; i < ix->n_files; i++)
     free(ix->files[i]);
   free(ix->files);
+  json_decref(ix->damaged);
   free(ix);
 }
 
@@ -99,6 +102,17 @@ uint32_t index_add_pack(struct index *ix, const unsigned char pack_id[32]) {
   *slot = r + 1;
   pthread_mutex_unlock(&ix->lock);
   return r;
+}
+
+int index_find_pack(struct index *ix, const unsigned char pack_id[32], uint32_t *num) {
+  pthread_mutex_lock(&ix->lock);
+  uint32_t slot =
+      ix->n_pack_slots ? *find_pack_slot(ix, ix->pack_slots, ix->n_pack_slots, pack_id) : 0;
+  pthread_mutex_unlock(&ix->lock);
+  if (slot == 0)
+    return 0;
+  *num = slot - 1;
+  return 1;
 }
 
 static void put_locked(struct index *ix, const unsigned char id[32], uint32_t pack, uint32_t offset,
@@ -200,17 +214,19 @@ int index_load(struct repo *r, char **err) {
     names[i] = xstrdup(json_string_value(json_object_get(json_array_get(list, i), "name")));
   json_decref(list);
   int cached = r->use_index_cache && n > 0 && index_cache_load(r, names, n) == 0;
+  struct index *ix = r->index; /* the cache's load replaces it */
   for (size_t i = 0; i < n && !cached; i++) {
-    if (load_one(r, names[i] + strlen("index/"), err) != 0) {
-      for (size_t k = 0; k < n; k++)
-        free(names[k]);
-      free(names);
-      return -1;
+    char *e = NULL;
+    if (load_one(r, names[i] + strlen("index/"), &e) != 0) {
+      /* the blobs it lists are unknown now; the caller decides what that
+       * means (check reports it, prune refuses, restore and run go on) */
+      json_array_append_new(ix->damaged, json_pack("{s:s, s:s}", "name", names[i], "error", e));
+      free(e);
     }
   }
-  if (r->use_index_cache && n > 0 && !cached)
+  /* a cache must never stand for an index that could not be read whole */
+  if (r->use_index_cache && n > 0 && !cached && json_array_size(ix->damaged) == 0)
     index_cache_save(r, names, n);
-  struct index *ix = r->index;
   ix->files = names;
   ix->n_files = n;
   return 0;
@@ -234,6 +250,9 @@ void index_note_saved(struct repo *r, const char *id_hex) {
     index_cache_save(r, ix->files, ix->n_files);
 }
 
+static json_t *blob_json(const unsigned char id[32], uint8_t type, uint32_t offset, uint32_t length,
+                         uint32_t raw_length);
+
 int index_save_packs(struct repo *r, const uint32_t *packs, size_t n, char id_hex[65], char **err) {
   struct index *ix = r->index;
   json_t *arr = json_array();
@@ -253,20 +272,40 @@ int index_save_packs(struct repo *r, const uint32_t *packs, size_t n, char id_he
     struct index_entry *e = &ix->slots[i];
     if (!e->used || e->pack == UINT32_MAX || !pos[e->pack])
       continue;
-    {
-      size_t k = pos[e->pack] - 1;
-      char hex[65];
-      hex_encode(e->id, 32, hex);
-      json_array_append_new(blobs[k],
-                            json_pack("{s:s, s:s, s:I, s:I, s:I}", "id", hex, "type",
-                                      e->type == BLOB_TREE ? "tree" : "data", "offset",
-                                      (json_int_t)e->offset, "length", (json_int_t)e->length,
-                                      "raw_length", (json_int_t)e->raw_length));
-    }
+    json_array_append_new(blobs[pos[e->pack] - 1],
+                          blob_json(e->id, e->type, e->offset, e->length, e->raw_length));
   }
   pthread_mutex_unlock(&ix->lock);
   free(pos);
   free(blobs);
+  json_t *obj = json_pack("{s:i, s:o}", "version", 1, "packs", arr);
+  int rc = repo_save_json(r, "index", obj, id_hex, err);
+  json_decref(obj);
+  return rc;
+}
+
+static json_t *blob_json(const unsigned char id[32], uint8_t type, uint32_t offset, uint32_t length,
+                         uint32_t raw_length) {
+  char hex[65];
+  hex_encode(id, 32, hex);
+  return json_pack("{s:s, s:s, s:I, s:I, s:I}", "id", hex, "type",
+                   type == BLOB_TREE ? "tree" : "data", "offset", (json_int_t)offset, "length",
+                   (json_int_t)length, "raw_length", (json_int_t)raw_length);
+}
+
+int index_save_entries(struct repo *r, const struct index_pack_entries *packs, size_t n,
+                       char id_hex[65], char **err) {
+  json_t *arr = json_array();
+  for (size_t k = 0; k < n; k++) {
+    char hex[65];
+    hex_encode(packs[k].pack_id, 32, hex);
+    json_t *blobs = json_array();
+    for (size_t i = 0; i < packs[k].n; i++) {
+      const struct pack_entry *e = &packs[k].entries[i];
+      json_array_append_new(blobs, blob_json(e->id, e->type, e->offset, e->length, e->raw_length));
+    }
+    json_array_append_new(arr, json_pack("{s:s, s:o}", "id", hex, "blobs", blobs));
+  }
   json_t *obj = json_pack("{s:i, s:o}", "version", 1, "packs", arr);
   int rc = repo_save_json(r, "index", obj, id_hex, err);
   json_decref(obj);

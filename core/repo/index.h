@@ -33,12 +33,15 @@ struct index {
   size_t n_pack_slots;
   char **files; /* index objects loaded (names) */
   size_t n_files;
+  json_t *damaged; /* index objects that could not be read: [{"name","error"}] */
 };
 
 struct index *index_new(void);
 void index_free(struct index *ix);
 
 uint32_t index_add_pack(struct index *ix, const unsigned char pack_id[32]);
+/* 1 and *num set when the pack is in the table, else 0. */
+int index_find_pack(struct index *ix, const unsigned char pack_id[32], uint32_t *num);
 /* Insert or overwrite as stored. */
 void index_put(struct index *ix, const unsigned char id[32], uint32_t pack, uint32_t offset,
                uint32_t length, uint32_t raw_length, uint8_t type);
@@ -48,12 +51,24 @@ int index_get(struct index *ix, const unsigned char id[32], struct index_entry *
  * it); if present (stored or pending), return 0. */
 int index_claim(struct index *ix, const unsigned char id[32], uint8_t type);
 
-/* Load every index/ object of the repository (decrypting each). */
+/* Load every index/ object of the repository (decrypting each). An object
+ * that cannot be read does not stop the load: it is listed in ix->damaged
+ * for the caller to judge. Returns -1 only when index/ cannot be listed. */
 struct repo;
 int index_load(struct repo *r, char **err);
 /* Serialise the given packs (with their blobs from the index) as one index
  * object and save it; id_hex receives its id. */
 int index_save_packs(struct repo *r, const uint32_t *packs, size_t n, char id_hex[65], char **err);
+/* Save one index object for the given packs, each with the entries of its
+ * header (repair index). */
+struct pack_entry;
+struct index_pack_entries {
+  unsigned char pack_id[32];
+  const struct pack_entry *entries;
+  size_t n;
+};
+int index_save_entries(struct repo *r, const struct index_pack_entries *packs, size_t n,
+                       char id_hex[65], char **err);
 /* After a backup saved index object id_hex for the packs it wrote (and put
  * their blobs into the index): the index now stands for one more object, and
  * the local index cache, if used, is written for the new set. */

@@ -117,19 +117,23 @@ int packer_finish(struct packer *p, const struct repo *r, unsigned char pack_id[
   return 0;
 }
 
-int pack_parse(const struct repo *r, const void *pack, size_t len, struct pack_entry **entries,
-               size_t *n, char **err) {
-  const unsigned char *b = pack;
-  if (len < 8 || memcmp(b + len - 4, PACK_MAGIC, 4) != 0) {
+int pack_parse_tail(const struct repo *r, const void *tail, size_t tail_len, uint64_t pack_len,
+                    struct pack_entry **entries, size_t *n, char **err) {
+  const unsigned char *b = tail;
+  if (tail_len < 8 || pack_len < tail_len || memcmp(b + tail_len - 4, PACK_MAGIC, 4) != 0) {
     *err = xstrdup("not a pack (trailer magic missing)");
     return -1;
   }
-  uint32_t sl = le32_get(b + len - 8);
-  if (sl > len - 8) {
+  uint32_t sl = le32_get(b + tail_len - 8);
+  if (sl > pack_len - 8) {
     *err = xstrdup("pack header length is out of range");
     return -1;
   }
-  const unsigned char *sh = b + len - 8 - sl;
+  if (sl > tail_len - 8) {
+    *err = xasprintf("pack header needs %u bytes before the trailer, %zu given", sl, tail_len - 8);
+    return -1;
+  }
+  const unsigned char *sh = b + tail_len - 8 - sl;
   unsigned char *h = xmalloc(sl ? sl : 1);
   size_t hl;
   if (repo_unseal(r, "packheader", 10, sh, sl, h, &hl) != 0) {
@@ -144,7 +148,7 @@ int pack_parse(const struct repo *r, const void *pack, size_t len, struct pack_e
     return -1;
   }
   size_t cnt = le32_get(h + 4);
-  size_t data_end = len - 8 - sl;
+  uint64_t data_end = pack_len - 8 - sl;
   struct pack_entry *es = xcalloc(cnt ? cnt : 1, sizeof(*es));
   for (size_t i = 0; i < cnt; i++) {
     const unsigned char *e = h + 8 + i * PACK_ENTRY_SIZE;
@@ -153,10 +157,10 @@ int pack_parse(const struct repo *r, const void *pack, size_t len, struct pack_e
     es[i].offset = le32_get(e + 33);
     es[i].length = le32_get(e + 37);
     es[i].raw_length = le32_get(e + 41);
-    if ((uint64_t)es[i].offset + es[i].length > data_end) {
+    if ((uint64_t)es[i].offset + es[i].length > data_end || es[i].type > BLOB_TREE) {
       free(h);
       free(es);
-      *err = xasprintf("pack header entry %zu points outside the pack", i);
+      *err = xasprintf("pack header entry %zu is invalid (type or place)", i);
       return -1;
     }
   }
@@ -164,6 +168,50 @@ int pack_parse(const struct repo *r, const void *pack, size_t len, struct pack_e
   *entries = es;
   *n = cnt;
   return 0;
+}
+
+int pack_parse(const struct repo *r, const void *pack, size_t len, struct pack_entry **entries,
+               size_t *n, char **err) {
+  return pack_parse_tail(r, pack, len, len, entries, n, err);
+}
+
+int pack_read_header(struct repo *r, const char *name, uint64_t pack_len,
+                     struct pack_entry **entries, size_t *n, char **err) {
+  if (pack_len < 8) {
+    *err = xasprintf("pack %s is too short (%llu bytes)", name, (unsigned long long)pack_len);
+    return -1;
+  }
+  /* one ranged read usually holds the whole header: 45 bytes an entry, a
+   * few hundred entries; a second read when it does not */
+  uint64_t want = pack_len < 64 * 1024 ? pack_len : 64 * 1024;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    void *buf;
+    size_t got;
+    if (repo_get(r, name, pack_len - want, want, &buf, &got, err) != 0)
+      return -1;
+    if (got != want) {
+      free(buf);
+      *err = xasprintf("pack %s: short read of its header", name);
+      return -1;
+    }
+    uint32_t sl = le32_get((unsigned char *)buf + got - 8);
+    if (attempt == 0 && (uint64_t)sl + 8 > want && (uint64_t)sl + 8 <= pack_len &&
+        memcmp((unsigned char *)buf + got - 4, PACK_MAGIC, 4) == 0) {
+      free(buf);
+      want = (uint64_t)sl + 8;
+      continue;
+    }
+    char *e = NULL;
+    int rc = pack_parse_tail(r, buf, got, pack_len, entries, n, &e);
+    free(buf);
+    if (rc != 0) {
+      *err = xasprintf("pack %s: %s", name, e);
+      free(e);
+    }
+    return rc;
+  }
+  *err = xasprintf("pack %s: its header could not be read", name);
+  return -1;
 }
 
 void pack_object_name(const unsigned char pack_id[32], char name[80]) {

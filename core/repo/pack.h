@@ -55,6 +55,16 @@ int packer_finish(struct packer *p, const struct repo *r, unsigned char pack_id[
 int pack_parse(const struct repo *r, const void *pack, size_t len, struct pack_entry **entries,
                size_t *n, char **err);
 
+/* The same from the end of a pack only: tail is its last tail_len bytes
+ * (at least the sealed header and the 8-byte trailer), pack_len the whole
+ * object's length. */
+int pack_parse_tail(const struct repo *r, const void *tail, size_t tail_len, uint64_t pack_len,
+                    struct pack_entry **entries, size_t *n, char **err);
+/* Read and parse the header of pack object `name` (pack_len bytes) with
+ * ranged reads of its end, without reading its blobs. */
+int pack_read_header(struct repo *r, const char *name, uint64_t pack_len,
+                     struct pack_entry **entries, size_t *n, char **err);
+
 void pack_object_name(const unsigned char pack_id[32], char name[80]);
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "repo/index.h"
 #include "repo/prefetch.h"
 #include "util/log.h"
 
@@ -61,6 +62,80 @@ char *json_get_bytes(json_t *obj, const char *key, size_t *len) {
   if (len)
     *len = n;
   return (char *)raw;
+}
+
+const char *item_name_problem(const char *name, size_t len) {
+  if (len == 0)
+    return "empty name";
+  if (memchr(name, '\0', len))
+    return "name contains a NUL byte";
+  if (name[0] == '/')
+    return "absolute name";
+  size_t start = 0;
+  for (size_t i = 0; i <= len; i++) {
+    if (i == len || name[i] == '/') {
+      size_t cl = i - start;
+      if (cl == 0)
+        return "empty path component";
+      if (cl == 1 && name[start] == '.')
+        return "'.' path component";
+      if (cl == 2 && name[start] == '.' && name[start + 1] == '.')
+        return "'..' path component";
+      start = i + 1;
+    }
+  }
+  return NULL;
+}
+
+static char *chunks_problem(json_t *item, struct index *ix) {
+  json_t *chunks = json_object_get(item, "chunks");
+  if (!chunks)
+    return NULL;
+  if (!json_is_array(chunks))
+    return xstrdup("its chunk list is not an array");
+  uint64_t sum = 0;
+  size_t i;
+  json_t *v;
+  json_array_foreach(chunks, i, v) {
+    const char *hex = json_string_value(v);
+    unsigned char id[32];
+    if (!hex || strlen(hex) != 64 || hex_decode(hex, id, 32) != 0)
+      return xasprintf("malformed chunk id at position %zu", i);
+    if (!ix)
+      continue;
+    struct index_entry e;
+    if (!index_get(ix, id, &e) || e.pack == UINT32_MAX)
+      return xasprintf("chunk %.16s is not in the index", hex);
+    if (e.type != BLOB_DATA)
+      return xasprintf("chunk %.16s is a tree blob, not data", hex);
+    sum += e.raw_length;
+  }
+  if (ix && sum != (uint64_t)json_integer_value(json_object_get(item, "size")))
+    return xasprintf("its chunks hold %llu bytes but its size is %lld", (unsigned long long)sum,
+                     (long long)json_integer_value(json_object_get(item, "size")));
+  return NULL;
+}
+
+char *tree_item_problem(json_t *item, struct index *ix, char **name_out) {
+  size_t nlen = 0;
+  char *name = json_get_bytes(item, "name", &nlen);
+  if (name_out)
+    *name_out = name ? printable_name(name, nlen) : xstrdup("?");
+  if (!name)
+    return xstrdup("the item has no name");
+  const char *why = item_name_problem(name, nlen);
+  free(name);
+  if (why)
+    return xasprintf("unsafe name (%s)", why);
+  if (item_type_from_name(json_string_value(json_object_get(item, "type"))) < 0)
+    return xstrdup("unknown item type");
+  json_t *size = json_object_get(item, "size");
+  if (!json_is_integer(size) || json_integer_value(size) < 0)
+    return xstrdup("the item has no valid size");
+  json_t *meta = json_object_get(item, "meta");
+  if (meta && !json_is_object(meta))
+    return xstrdup("its metadata is not an object");
+  return chunks_problem(item, ix);
 }
 
 char *printable_name(const char *bytes, size_t len) {

@@ -24,6 +24,22 @@ char *json_get_bytes(json_t *obj, const char *key, size_t *len);
 /* A printable rendering of a byte string for messages (\xNN escapes, \n). */
 char *printable_name(const char *bytes, size_t len);
 
+/* Reject item names that could escape a restore target: empty, absolute,
+ * "." / ".." / empty components, NUL bytes. Returns NULL if fine, else a
+ * static reason. Backups refuse such names from a source; restore and check
+ * treat an item holding one as damaged. */
+const char *item_name_problem(const char *name, size_t len);
+
+/* What the core needs of one tree line before an item can be restored: a
+ * safe name (name or name_b64), a known type, a non-negative size, chunk ids
+ * that are 64 hex digits, metadata that is an object when present. With an
+ * index (ix non-NULL) also: every chunk is a data blob of the index and
+ * their raw lengths add up to the size. Returns NULL when the item is sound,
+ * else a malloc'd reason; *name_out (if non-NULL) gets the printable name,
+ * or "?" when there is none. */
+struct index;
+char *tree_item_problem(json_t *item, struct index *ix, char **name_out);
+
 /* Sequential reader over a list of blob ids (item content or a tree). */
 struct prefetch;
 struct blob_stream {

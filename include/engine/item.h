@@ -38,7 +38,11 @@ struct engine_emitter {
   uint32_t struct_size;
   void *ctx;
   /* Start an item. Returns ENGINE_OK, or ENGINE_ERROR when the run is being
-   * cancelled (stop emitting and return). */
+   * cancelled (stop emitting and return). An item the core refuses (an
+   * empty name, a name a restore could not place safely: absolute, with
+   * "." / ".." / empty components or a NUL byte; an unknown type) still
+   * gets ENGINE_OK: its content is discarded, it is recorded as a failed
+   * item with a warning naming the plugin, and the source goes on. */
   int (*item_begin)(const struct engine_emitter *em, const struct engine_item *item);
   /* Content of the current item. */
   int (*item_write)(const struct engine_emitter *em, const void *buf, size_t len);

@@ -20,6 +20,7 @@
 #include "repo/index.h"
 #include "repo/pack.h"
 #include "repo/repo.h"
+#include "repo/tree.h"
 #include "stage/compress.h"
 
 struct fixture {
@@ -285,18 +286,18 @@ static void test_location_with_other_data_refused(void **state) {
 
 static void test_restore_name_check(void **state) {
   (void)state;
-  assert_null(restore_check_name("srv/a b/c.txt", 13));
-  assert_null(restore_check_name("a/..b/c", 7));
-  assert_null(restore_check_name("a/.hidden", 9));
-  assert_non_null(restore_check_name("../x", 4));
-  assert_non_null(restore_check_name("a/../../x", 9));
-  assert_non_null(restore_check_name("a/..", 4));
-  assert_non_null(restore_check_name("/etc/passwd", 11));
-  assert_non_null(restore_check_name("a//b", 4));
-  assert_non_null(restore_check_name("a/./b", 5));
-  assert_non_null(restore_check_name("a/", 2));
-  assert_non_null(restore_check_name("", 0));
-  assert_non_null(restore_check_name("a\0b", 3));
+  assert_null(item_name_problem("srv/a b/c.txt", 13));
+  assert_null(item_name_problem("a/..b/c", 7));
+  assert_null(item_name_problem("a/.hidden", 9));
+  assert_non_null(item_name_problem("../x", 4));
+  assert_non_null(item_name_problem("a/../../x", 9));
+  assert_non_null(item_name_problem("a/..", 4));
+  assert_non_null(item_name_problem("/etc/passwd", 11));
+  assert_non_null(item_name_problem("a//b", 4));
+  assert_non_null(item_name_problem("a/./b", 5));
+  assert_non_null(item_name_problem("a/", 2));
+  assert_non_null(item_name_problem("", 0));
+  assert_non_null(item_name_problem("a\0b", 3));
 }
 
 static void test_encoding_helpers(void **state) {

@@ -1,12 +1,14 @@
 /* "evil": a test-only source plugin (tests/integration/test_unsafe_names.sh).
  *
  * Backup emits FILE items whose names try to leave the restore target
- * ("../escape.txt", "/abs.txt", "a/../../b.txt") next to one harmless item.
- * Restore writes every item it is given under the target naively -- it
- * creates parent directories and opens the name relative to the target with
- * openat, following ".." and honouring absolute names -- so the only thing
- * standing between these names and the file system is the core's check of
- * the manifest before any plugin call. Never install this plugin. */
+ * ("../escape.txt", "/abs.txt", "a/../../b.txt") next to harmless items; the
+ * core must refuse the unsafe ones at backup time (each a failed item) and
+ * store the others. Restore writes every item it is given under the target
+ * naively -- it creates parent directories and opens the name relative to
+ * the target with openat, following ".." and honouring absolute names -- so
+ * the only thing standing between such names (in a crafted manifest) and the
+ * file system is the core's check of each item before any plugin call.
+ * Never install this plugin. */
 #include <engine/plugin.h>
 
 #include <errno.h>
@@ -29,7 +31,8 @@ struct evil_restore {
   int dry_run;
 };
 
-static const char *const evil_names[] = {"ok.txt", "../escape.txt", "/abs.txt", "a/../../b.txt"};
+static const char *const evil_names[] = {"ok.txt", "../escape.txt", "/abs.txt", "a/../../b.txt",
+                                         "z/ok2.txt"};
 
 static int evil_create(const struct engine_host *host, void **inst) {
   struct evil *e = calloc(1, sizeof *e);
