@@ -109,6 +109,100 @@ static int authorized(const struct serve *s, const char *header) {
   return ok;
 }
 
+/* ---- requests from web pages ------------------------------------------------- */
+
+/* v without surrounding spaces and tabs, as [*start, *start + *len). */
+static void trim(const char *v, const char **start, size_t *len) {
+  size_t n = strlen(v);
+  while (n && (*v == ' ' || *v == '\t')) {
+    v++;
+    n--;
+  }
+  while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+    n--;
+  *start = v;
+  *len = n;
+}
+
+static int names_server(const struct serve *s, const char *v, size_t len) {
+  for (size_t i = 0; i < s->n_hosts; i++)
+    if (strlen(s->hosts[i]) == len && strncasecmp(s->hosts[i], v, len) == 0)
+      return 1;
+  return 0;
+}
+
+/* "P127.0.0.1:5036, Plocalhost:5036, ..." for the error messages. */
+static char *host_list(const struct serve *s, const char *prefix) {
+  char *out = xstrdup("");
+  for (size_t i = 0; i < s->n_hosts; i++) {
+    char *n = xasprintf("%s%s%s%s", out, i ? ", " : "", prefix, s->hosts[i]);
+    free(out);
+    out = n;
+  }
+  return out;
+}
+
+/* Without a token any local program may use the API, but a web page the
+ * operator visits must not: a page on another site can send requests to
+ * 127.0.0.1 (cross-site request forgery: the browser adds its Origin), or
+ * make its own host name resolve to 127.0.0.1 and read the answers (DNS
+ * rebinding: the browser sends that name as Host). So Host must name this
+ * server and Origin, if sent, must be this server. Returns 0, or answers 403
+ * and returns -1. */
+static int check_site(struct serve *s, struct httpd_req *req) {
+  const char *v;
+  size_t len;
+  if (!req->host) {
+    char *list = host_list(s, "");
+    respond_error(req, 403, NULL,
+                  "the request has no Host header: without --token-file every request must "
+                  "name this server (%s)",
+                  list);
+    free(list);
+    return -1;
+  }
+  trim(req->host, &v, &len);
+  if (!names_server(s, v, len)) {
+    char *list = host_list(s, "");
+    respond_error(req, 403, NULL,
+                  "Host '%.*s' does not name this server (%s): without --token-file requests for "
+                  "other host names are refused (a web page could make its own name resolve to "
+                  "this address: DNS rebinding)",
+                  (int)len, v, list);
+    free(list);
+    return -1;
+  }
+  if (!req->origin)
+    return 0;
+  trim(req->origin, &v, &len);
+  if (len < 7 || strncasecmp(v, "http://", 7) != 0 || !names_server(s, v + 7, len - 7)) {
+    char *list = host_list(s, "http://");
+    respond_error(req, 403, NULL,
+                  "Origin '%.*s' is not this server (%s): without --token-file requests from web "
+                  "pages of other origins are refused (cross-site request forgery)",
+                  (int)len, v, list);
+    free(list);
+    return -1;
+  }
+  return 0;
+}
+
+/* The media type of a Content-Type value is application/json (parameters
+ * such as charset may follow). */
+static int is_json(const char *content_type) {
+  if (!content_type)
+    return 0;
+  const char *v;
+  size_t len;
+  trim(content_type, &v, &len);
+  const char *semi = memchr(v, ';', len);
+  if (semi)
+    len = (size_t)(semi - v);
+  while (len && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+    len--;
+  return len == 16 && strncasecmp(v, "application/json", 16) == 0;
+}
+
 /* ---- JSON documents ------------------------------------------------------------ */
 
 static json_t *job_json(const struct serve_job *j, int with_tail) {
@@ -472,6 +566,11 @@ void serve_handle_request(void *ud, struct httpd_req *req) {
                   "missing or wrong bearer token (Authorization: Bearer TOKEN)");
     return;
   }
+  if (!s->have_token && check_site(s, req) != 0)
+    return;
+  /* the client may use the server: its connection is no longer one that
+   * may be closed to make room for others */
+  httpd_trust(req);
   char name[256] = "";
   enum route r = match(req->path, name, sizeof(name));
   if (r == R_NONE) {
@@ -483,6 +582,23 @@ void serve_handle_request(void *ud, struct httpd_req *req) {
     respond_error(req, 405, r == R_RUN ? "Allow: POST\r\n" : "Allow: GET, HEAD\r\n",
                   "method %s is not allowed on %s (use %s)", req->method_name, req->path,
                   r == R_RUN ? "POST" : "GET");
+    return;
+  }
+  /* A web page can send a form (urlencoded, multipart, text/plain) or a
+   * body-less request anywhere without asking; application/json needs the
+   * server's consent (a CORS preflight, which this server never gives). */
+  int changes = req->method == HTTP_POST || req->method == HTTP_PUT || req->method == HTTP_DELETE ||
+                req->method == HTTP_PATCH;
+  if (changes && !is_json(req->content_type)) {
+    const char *v = "";
+    size_t len = 0;
+    if (req->content_type)
+      trim(req->content_type, &v, &len);
+    respond_error(
+        req, 415, NULL,
+        "%s %s needs the header 'Content-Type: application/json' (the request has %s%.*s%s)",
+        req->method_name, req->path, req->content_type ? "'" : "none", (int)len, v,
+        req->content_type ? "'" : "");
     return;
   }
   const struct serve_pipeline *p = NULL;

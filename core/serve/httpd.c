@@ -9,21 +9,30 @@
 
 #include "util/log.h"
 
-#define MAX_CONNS 256
-#define MAX_AUTH 4096
-#define IDLE_TIMEOUT_MS 60000 /* keep-alive and slow clients */
 #define READ_SIZE 65536
-#define LINGER_MS 2000 /* after the last response: drain what the client still sends */
+#define LINGER_MS 2000           /* after the last response: drain what the client still sends */
+#define EVICT_LOG_EVERY_MS 10000 /* at most one warning about closed connections per 10 s */
 
-enum header_kind { H_OTHER, H_AUTH, H_EXPECT };
+/* The headers handed to the handler, with their size limits (431 above). */
+enum header_kind { H_AUTH, H_HOST, H_ORIGIN, H_CTYPE, N_KEPT, H_EXPECT = N_KEPT, H_OTHER };
+static const struct {
+  const char *name;
+  size_t max;
+} kept_headers[N_KEPT] = {
+    {"Authorization", 4096}, {"Host", 1024}, {"Origin", 1024}, {"Content-Type", 1024}};
 
 struct httpd_conn {
   uv_tcp_t tcp;
   uv_timer_t idle;
+  uv_timer_t head_timer; /* runs while a request head is awaited or arriving */
   int handles_open;
   struct httpd *srv;
   struct httpd_conn *prev, *next;
   http_parser parser;
+  unsigned char client[16]; /* the peer: IPv4 as v4-mapped IPv6, IPv6 as its /64 */
+  uint64_t seq;             /* accept order */
+  uint64_t last_active;     /* uv_now of the last byte or response */
+  int trusted;              /* httpd_trust() was called for one of its requests */
 
   /* the request being parsed */
   char *url;
@@ -32,12 +41,14 @@ struct httpd_conn {
   size_t hdr_name_len;
   int in_value;
   enum header_kind cur;
-  char *auth;
-  size_t auth_len;
+  char *hv[N_KEPT]; /* kept header values */
+  size_t hv_len[N_KEPT];
   int expect_continue;
   uint64_t body_len;
-  int error_status; /* set by a callback that refused the request */
-  int complete;     /* on_message_complete ran: the request waits in `pending` */
+  int error_status;          /* set by a callback that refused the request */
+  const char *error_message; /* and why, or NULL for the status's usual text */
+  int in_body;               /* the head is complete; the body (if any) is arriving */
+  int complete;              /* on_message_complete ran: the request waits in `pending` */
 
   struct httpd_req *pending; /* handed to the handler, not yet answered */
   char *inbuf;               /* received, not yet parsed (while a request is pending) */
@@ -51,12 +62,18 @@ struct httpd {
   uv_loop_t *loop;
   uv_tcp_t listener;
   int listener_open;
+  uv_timer_t warn_timer; /* reports what warn_closed() held back */
+  int warn_timer_open;
   httpd_handler_fn handler;
   void *ud;
   struct httpd_conn *conns;
-  size_t n_conns;
+  size_t n_conns; /* in the list (closing ones until their handles are closed) */
+  size_t n_open;  /* not closing */
+  uint64_t next_seq;
   int closing;
   struct sockaddr_storage bound;
+  uint64_t evicted, timed_out, refused; /* since the last warning about them */
+  uint64_t last_warned;                 /* uv_now of that warning, 0 = never */
 };
 
 struct write_req {
@@ -79,6 +96,8 @@ const char *httpd_status_text(int status) {
     return "Bad Request";
   case 401:
     return "Unauthorized";
+  case 403:
+    return "Forbidden";
   case 404:
     return "Not Found";
   case 405:
@@ -89,6 +108,8 @@ const char *httpd_status_text(int status) {
     return "Payload Too Large";
   case 414:
     return "URI Too Long";
+  case 415:
+    return "Unsupported Media Type";
   case 422:
     return "Unprocessable Entity";
   case 431:
@@ -107,21 +128,27 @@ const char *httpd_status_text(int status) {
 }
 
 static void maybe_free_server(struct httpd *h) {
-  if (h->closing && !h->listener_open && h->n_conns == 0)
+  if (h->closing && !h->listener_open && !h->warn_timer_open && h->n_conns == 0)
     free(h);
 }
 
 static void reset_request(struct httpd_conn *c) {
   free(c->url);
-  free(c->auth);
-  c->url = c->auth = NULL;
-  c->url_len = c->auth_len = 0;
+  c->url = NULL;
+  c->url_len = 0;
+  for (int i = 0; i < N_KEPT; i++) {
+    free(c->hv[i]);
+    c->hv[i] = NULL;
+    c->hv_len[i] = 0;
+  }
   c->hdr_name_len = 0;
   c->in_value = 0;
   c->cur = H_OTHER;
   c->expect_continue = 0;
   c->body_len = 0;
   c->error_status = 0;
+  c->error_message = NULL;
+  c->in_body = 0;
   c->complete = 0;
 }
 
@@ -147,6 +174,7 @@ static void conn_close(struct httpd_conn *c) {
   if (c->closing)
     return;
   c->closing = 1;
+  c->srv->n_open--;
   if (c->pending) {
     /* the handler still owns it; its answer goes nowhere */
     c->pending->conn = NULL;
@@ -154,6 +182,40 @@ static void conn_close(struct httpd_conn *c) {
   }
   uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
   uv_close((uv_handle_t *)&c->idle, on_conn_handle_closed);
+  uv_close((uv_handle_t *)&c->head_timer, on_conn_handle_closed);
+}
+
+/* Connections closed to protect the server are counted and reported in one
+ * warning every EVICT_LOG_EVERY_MS at most (what is held back meanwhile is
+ * reported when that time is up): an attack must not flood the log. */
+static void on_warn_timer(uv_timer_t *t);
+
+static void warn_closed(struct httpd *h, int now_anyway) {
+  if (!h->evicted && !h->timed_out && !h->refused)
+    return;
+  uint64_t now = uv_now(h->loop);
+  if (!now_anyway && h->last_warned && now - h->last_warned < EVICT_LOG_EVERY_MS) {
+    if (h->warn_timer_open && !uv_is_active((uv_handle_t *)&h->warn_timer))
+      uv_timer_start(&h->warn_timer, on_warn_timer, h->last_warned + EVICT_LOG_EVERY_MS - now, 0);
+    return;
+  }
+  h->last_warned = now;
+  if (h->evicted)
+    log_warn("serve: closed %llu connection(s) to make room for new ones (at most %d connections "
+             "without an authenticated request per client address, %d connections in all)",
+             (unsigned long long)h->evicted, HTTPD_MAX_UNTRUSTED_PER_CLIENT, HTTPD_MAX_CONNS);
+  if (h->timed_out)
+    log_warn("serve: closed %llu connection(s) that did not send a complete request head "
+             "within %d ms",
+             (unsigned long long)h->timed_out, HTTPD_HEAD_TIMEOUT_MS);
+  if (h->refused)
+    log_warn("serve: refused %llu connection(s): all %d connections are busy with requests",
+             (unsigned long long)h->refused, HTTPD_MAX_CONNS);
+  h->evicted = h->timed_out = h->refused = 0;
+}
+
+static void on_warn_timer(uv_timer_t *t) {
+  warn_closed(t->data, 1);
 }
 
 static void on_idle(uv_timer_t *t) {
@@ -164,8 +226,27 @@ static void on_idle(uv_timer_t *t) {
 }
 
 static void touch(struct httpd_conn *c) {
-  if (!c->closing)
-    uv_timer_start(&c->idle, on_idle, IDLE_TIMEOUT_MS, 0);
+  if (!c->closing) {
+    c->last_active = uv_now(c->srv->loop);
+    uv_timer_start(&c->idle, on_idle, HTTPD_IDLE_TIMEOUT_MS, 0);
+  }
+}
+
+/* The head deadline: bytes arriving do not extend it. */
+static void on_head_timeout(uv_timer_t *t) {
+  struct httpd_conn *c = t->data;
+  if (c->closing || c->lingering)
+    return;
+  log_debug("serve: closing a connection: no complete request head within %d ms",
+            HTTPD_HEAD_TIMEOUT_MS);
+  c->srv->timed_out++;
+  warn_closed(c->srv, 0);
+  conn_close(c);
+}
+
+static void start_head_timer(struct httpd_conn *c) {
+  if (!c->closing && !uv_is_active((uv_handle_t *)&c->head_timer))
+    uv_timer_start(&c->head_timer, on_head_timeout, HTTPD_HEAD_TIMEOUT_MS, 0);
 }
 
 static void process_input(struct httpd_conn *c);
@@ -186,6 +267,7 @@ static void linger_close(struct httpd_conn *c) {
   if (c->closing || c->lingering)
     return;
   c->lingering = 1;
+  uv_timer_stop(&c->head_timer);
   free(c->inbuf);
   c->inbuf = NULL;
   c->in_len = 0;
@@ -264,10 +346,16 @@ static void send_response(struct httpd_conn *c, int status, const char *content_
 /* An error found while parsing: answered here, and the connection closes. */
 static void respond_error(struct httpd_conn *c, int status, const char *message) {
   char *body = xasprintf("{\"error\": \"%s\"}\n", message);
+  uv_timer_stop(&c->head_timer); /* the answer is the end of this connection */
   c->reading = 0;
   uv_read_stop((uv_stream_t *)&c->tcp);
   send_response(c, status, "application/json", NULL, body, strlen(body), 0, 0);
   free(body);
+}
+
+void httpd_trust(struct httpd_req *req) {
+  if (req->conn)
+    req->conn->trusted = 1;
 }
 
 void httpd_respond(struct httpd_req *req, int status, const char *content_type,
@@ -285,13 +373,18 @@ void httpd_respond(struct httpd_req *req, int status, const char *content_type,
   }
   free(req->path);
   free(req->authorization);
+  free(req->host);
+  free(req->origin);
+  free(req->content_type);
   free(req);
 }
 
 /* ---- parser callbacks ---------------------------------------------------- */
 
 static int on_message_begin(http_parser *p) {
-  reset_request(p->data);
+  struct httpd_conn *c = p->data;
+  reset_request(c);
+  start_head_timer(c); /* already running for the connection's first request */
   return 0;
 }
 
@@ -310,14 +403,14 @@ static int on_url(http_parser *p, const char *at, size_t len) {
 
 static void classify_header(struct httpd_conn *c) {
   c->hdr_name[c->hdr_name_len < sizeof(c->hdr_name) ? c->hdr_name_len : 0] = '\0';
+  c->cur = H_OTHER;
   if (c->hdr_name_len >= sizeof(c->hdr_name))
-    c->cur = H_OTHER;
-  else if (strcasecmp(c->hdr_name, "authorization") == 0)
-    c->cur = H_AUTH;
-  else if (strcasecmp(c->hdr_name, "expect") == 0)
+    return;
+  for (int i = 0; i < N_KEPT; i++)
+    if (strcasecmp(c->hdr_name, kept_headers[i].name) == 0)
+      c->cur = (enum header_kind)i;
+  if (strcasecmp(c->hdr_name, "expect") == 0)
     c->cur = H_EXPECT;
-  else
-    c->cur = H_OTHER;
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t len) {
@@ -338,25 +431,29 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
   if (!c->in_value) {
     c->in_value = 1;
     classify_header(c);
-    if (c->cur == H_AUTH && c->auth) {
-      /* two Authorization headers: ambiguous, refuse */
+    if (c->cur < N_KEPT && c->hv[c->cur]) {
+      /* two Authorization (Host, ...) headers: ambiguous, refuse */
+      static const char *const twice[N_KEPT] = {"two Authorization headers", "two Host headers",
+                                                "two Origin headers", "two Content-Type headers"};
       c->error_status = 400;
+      c->error_message = twice[c->cur];
       return -1;
     }
-    if (c->cur == H_AUTH) {
-      c->auth = xstrdup("");
-      c->auth_len = 0;
+    if (c->cur < N_KEPT) {
+      c->hv[c->cur] = xstrdup("");
+      c->hv_len[c->cur] = 0;
     }
   }
-  if (c->cur == H_AUTH) {
-    if (c->auth_len + len > MAX_AUTH) {
+  if (c->cur < N_KEPT) {
+    int k = c->cur;
+    if (c->hv_len[k] + len > kept_headers[k].max) {
       c->error_status = 431;
       return -1;
     }
-    c->auth = xrealloc(c->auth, c->auth_len + len + 1);
-    memcpy(c->auth + c->auth_len, at, len);
-    c->auth_len += len;
-    c->auth[c->auth_len] = '\0';
+    c->hv[k] = xrealloc(c->hv[k], c->hv_len[k] + len + 1);
+    memcpy(c->hv[k] + c->hv_len[k], at, len);
+    c->hv_len[k] += len;
+    c->hv[k][c->hv_len[k]] = '\0';
   } else if (c->cur == H_EXPECT) {
     if (len >= 12 && strncasecmp(at, "100-continue", 12) == 0)
       c->expect_continue = 1;
@@ -366,6 +463,9 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
 
 static int on_headers_complete(http_parser *p) {
   struct httpd_conn *c = p->data;
+  /* the head is in: from here the idle timeout applies */
+  uv_timer_stop(&c->head_timer);
+  c->in_body = 1;
   if ((p->flags & F_CONTENTLENGTH) && p->content_length > HTTPD_MAX_BODY) {
     c->error_status = 413;
     return -1;
@@ -391,6 +491,7 @@ static int on_body(http_parser *p, const char *at, size_t len) {
 static int on_message_complete(http_parser *p) {
   struct httpd_conn *c = p->data;
   c->complete = 1;
+  c->in_body = 0;
   /* one request at a time: the rest waits until this one is answered */
   http_parser_pause(p, 1);
   return 0;
@@ -411,8 +512,11 @@ static struct httpd_req *make_request(struct httpd_conn *c) {
     r->path = xasprintf("%.*s", (int)u.field_data[UF_PATH].len, c->url + u.field_data[UF_PATH].off);
   else
     r->path = xstrdup("");
-  r->authorization = c->auth;
-  c->auth = NULL;
+  char **dst[N_KEPT] = {&r->authorization, &r->host, &r->origin, &r->content_type};
+  for (int i = 0; i < N_KEPT; i++) {
+    *dst[i] = c->hv[i];
+    c->hv[i] = NULL;
+  }
   r->head = p->method == HTTP_HEAD;
   r->keep_alive = http_should_keep_alive(p) && !p->upgrade;
   r->conn = c;
@@ -439,7 +543,9 @@ static void process_input(struct httpd_conn *c) {
       free(c->inbuf);
       c->inbuf = NULL;
       c->in_len = 0;
-      if (c->error_status == 413)
+      if (c->error_status == 400 && c->error_message)
+        respond_error(c, 400, c->error_message);
+      else if (c->error_status == 413)
         respond_error(c, 413, "request body larger than 64 KiB");
       else if (c->error_status == 414)
         respond_error(c, 414, "request URL longer than 8 KiB");
@@ -454,8 +560,12 @@ static void process_input(struct httpd_conn *c) {
       n = c->in_len;
     memmove(c->inbuf, c->inbuf + n, c->in_len - n);
     c->in_len -= n;
-    if (!c->complete)
+    if (!c->complete) {
+      /* part of a head (even blank lines before one) starts its deadline */
+      if (n > 0 && !c->in_body)
+        start_head_timer(c);
       continue; /* everything consumed; wait for more */
+    }
     c->complete = 0;
     struct httpd_req *r = make_request(c);
     if (!r) {
@@ -527,6 +637,82 @@ static int start_reading(struct httpd_conn *c) {
   return rc;
 }
 
+/* The peer's address as the key of the per-client limit: IPv4 (also when
+ * v4-mapped) as ::ffff:a.b.c.d, IPv6 as its /64 (one host usually has a
+ * whole /64). */
+static void client_key(const uv_tcp_t *tcp, unsigned char key[16]) {
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+  memset(key, 0, 16);
+  if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0)
+    return;
+  if (ss.ss_family == AF_INET) {
+    key[10] = key[11] = 0xff;
+    memcpy(key + 12, &((const struct sockaddr_in *)&ss)->sin_addr, 4);
+  } else if (ss.ss_family == AF_INET6) {
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(a))
+      memcpy(key, a->s6_addr, 16);
+    else
+      memcpy(key, a->s6_addr, 8);
+  }
+}
+
+static void evict(struct httpd_conn *c) {
+  log_debug("serve: closing a connection to make room for a new one");
+  c->srv->evicted++;
+  conn_close(c);
+}
+
+/* The oldest untrusted open connection other than nc (of nc's client when
+ * mine is set), and how many there are. */
+static struct httpd_conn *oldest_untrusted(struct httpd *h, const struct httpd_conn *nc, int mine,
+                                           size_t *count) {
+  struct httpd_conn *oldest = NULL;
+  *count = 0;
+  for (struct httpd_conn *c = h->conns; c; c = c->next) {
+    if (c == nc || c->closing || c->trusted ||
+        (mine && memcmp(c->client, nc->client, sizeof(c->client)) != 0))
+      continue;
+    ++*count;
+    if (!oldest || c->seq < oldest->seq)
+      oldest = c;
+  }
+  return oldest;
+}
+
+/* The trusted connection idle the longest: no request being answered. */
+static struct httpd_conn *idlest_trusted(struct httpd *h, const struct httpd_conn *nc) {
+  struct httpd_conn *idlest = NULL;
+  for (struct httpd_conn *c = h->conns; c; c = c->next)
+    if (c != nc && !c->closing && c->trusted && !c->pending && !c->writes && !c->lingering &&
+        (!idlest || c->last_active < idlest->last_active))
+      idlest = c;
+  return idlest;
+}
+
+/* Room for the new connection nc. Its client keeps at most
+ * HTTPD_MAX_UNTRUSTED_PER_CLIENT untrusted connections: its oldest other one
+ * goes. Beyond HTTPD_MAX_CONNS in all: the oldest untrusted connection goes,
+ * else the trusted one idle the longest. Returns 0, or -1 when every other
+ * connection is busy with a request. */
+static int make_room(struct httpd *h, struct httpd_conn *nc) {
+  size_t n;
+  struct httpd_conn *c = oldest_untrusted(h, nc, 1, &n);
+  if (n >= HTTPD_MAX_UNTRUSTED_PER_CLIENT)
+    evict(c);
+  if (h->n_open > HTTPD_MAX_CONNS) {
+    c = oldest_untrusted(h, nc, 0, &n);
+    if (!c)
+      c = idlest_trusted(h, nc);
+    if (c)
+      evict(c);
+  }
+  if (h->evicted)
+    warn_closed(h, 0);
+  return h->n_open > HTTPD_MAX_CONNS ? -1 : 0;
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   struct httpd *h = server->data;
   if (status < 0) {
@@ -537,21 +723,30 @@ static void on_connection(uv_stream_t *server, int status) {
   c->srv = h;
   uv_tcp_init(h->loop, &c->tcp);
   uv_timer_init(h->loop, &c->idle);
-  c->tcp.data = c->idle.data = c;
-  c->handles_open = 2;
+  uv_timer_init(h->loop, &c->head_timer);
+  c->tcp.data = c->idle.data = c->head_timer.data = c;
+  c->handles_open = 3;
+  c->seq = ++h->next_seq;
   c->next = h->conns;
   if (h->conns)
     h->conns->prev = c;
   h->conns = c;
   h->n_conns++;
+  h->n_open++;
   int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
   if (rc < 0) {
     log_warn("serve: accepting a connection failed: %s", uv_strerror(rc));
     conn_close(c);
     return;
   }
-  if (h->n_conns > MAX_CONNS || h->closing) {
-    log_warn("serve: refusing a connection: %zu connections are open", h->n_conns - 1);
+  if (h->closing) {
+    conn_close(c);
+    return;
+  }
+  client_key(&c->tcp, c->client);
+  if (make_room(h, c) != 0) {
+    h->refused++;
+    warn_closed(h, 0);
     conn_close(c);
     return;
   }
@@ -559,6 +754,7 @@ static void on_connection(uv_stream_t *server, int status) {
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
   touch(c);
+  start_head_timer(c);
   rc = start_reading(c);
   if (rc < 0) {
     log_warn("serve: reading from a connection failed: %s", uv_strerror(rc));
@@ -583,6 +779,12 @@ static void on_listener_closed(uv_handle_t *handle) {
   maybe_free_server(h);
 }
 
+static void on_warn_timer_closed(uv_handle_t *handle) {
+  struct httpd *h = handle->data;
+  h->warn_timer_open = 0;
+  maybe_free_server(h);
+}
+
 int httpd_listen(uv_loop_t *loop, const struct sockaddr *addr, httpd_handler_fn handler, void *ud,
                  struct httpd **out, char **err) {
   settings_init();
@@ -593,6 +795,9 @@ int httpd_listen(uv_loop_t *loop, const struct sockaddr *addr, httpd_handler_fn 
   uv_tcp_init(loop, &h->listener);
   h->listener.data = h;
   h->listener_open = 1;
+  uv_timer_init(loop, &h->warn_timer);
+  h->warn_timer.data = h;
+  h->warn_timer_open = 1;
   char name[INET6_ADDRSTRLEN + 8] = "?";
   if (addr->sa_family == AF_INET6)
     uv_ip6_name((const struct sockaddr_in6 *)addr, name, sizeof(name));
@@ -611,6 +816,7 @@ int httpd_listen(uv_loop_t *loop, const struct sockaddr *addr, httpd_handler_fn 
     *err = xasprintf("unable to listen on %s:%d: %s", name, port, uv_strerror(rc));
     h->closing = 1;
     uv_close((uv_handle_t *)&h->listener, on_listener_closed);
+    uv_close((uv_handle_t *)&h->warn_timer, on_warn_timer_closed);
     return -1;
   }
   *out = h;
@@ -636,5 +842,7 @@ void httpd_close(struct httpd *h) {
   h->closing = 1;
   for (struct httpd_conn *c = h->conns; c; c = c->next)
     conn_close(c);
+  warn_closed(h, 1);
   uv_close((uv_handle_t *)&h->listener, on_listener_closed);
+  uv_close((uv_handle_t *)&h->warn_timer, on_warn_timer_closed);
 }

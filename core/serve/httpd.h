@@ -4,7 +4,17 @@
  * URLs, headers and bodies, and idle timeouts. The handler answers every
  * request exactly once with httpd_respond(), at once or later (after a child
  * process finished); a request whose client went away meanwhile is simply
- * freed by that call. */
+ * freed by that call.
+ *
+ * Against hostile clients: a request head (request line and headers) must
+ * arrive complete within HTTPD_HEAD_TIMEOUT_MS of its first byte (of the
+ * connection, for the first request), however the bytes trickle in. A
+ * connection is untrusted until the handler calls httpd_trust() for one of
+ * its requests; a client address (IPv4 address, IPv6 /64) keeps at most
+ * HTTPD_MAX_UNTRUSTED_PER_CLIENT untrusted connections (a new one closes its
+ * oldest), and when all HTTPD_MAX_CONNS are open a new connection closes the
+ * oldest untrusted one, else the trusted one idle the longest; it is refused
+ * only when every connection is busy with a request. */
 #ifndef CORE_SERVE_HTTPD_H
 #define CORE_SERVE_HTTPD_H
 
@@ -14,6 +24,10 @@
 
 #define HTTPD_MAX_BODY (64 * 1024)
 #define HTTPD_MAX_URL 8192
+#define HTTPD_MAX_CONNS 256
+#define HTTPD_MAX_UNTRUSTED_PER_CLIENT 8
+#define HTTPD_HEAD_TIMEOUT_MS 10000
+#define HTTPD_IDLE_TIMEOUT_MS 60000 /* keep-alive, and bodies: reset by every byte */
 
 struct httpd;
 struct httpd_conn;
@@ -23,6 +37,9 @@ struct httpd_req {
   const char *method_name;
   char *path;          /* the URL's path, without query or fragment */
   char *authorization; /* the Authorization header, or NULL */
+  char *host;          /* the Host header, or NULL */
+  char *origin;        /* the Origin header, or NULL */
+  char *content_type;  /* the Content-Type header, or NULL */
   int head;            /* HEAD: the response is sent without its body */
   int keep_alive;
   struct httpd_conn *conn; /* NULL once the client went away */
@@ -35,6 +52,11 @@ int httpd_listen(uv_loop_t *loop, const struct sockaddr *addr, httpd_handler_fn 
                  struct httpd **out, char **err);
 /* The bound address as "ADDR:PORT" ("[::1]:PORT" for IPv6). */
 void httpd_address(const struct httpd *h, char *buf, size_t size);
+
+/* The client of req proved it may use the server (a right token, or a
+ * request the server's policy accepts): its connection stops counting as
+ * untrusted (see above). */
+void httpd_trust(struct httpd_req *req);
 
 /* Answer and free req. extra_headers: NULL or complete "Name: value\r\n" lines. */
 void httpd_respond(struct httpd_req *req, int status, const char *content_type,

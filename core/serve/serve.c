@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -670,7 +671,41 @@ static int load_token(struct serve *s, const char *path, char **err) {
   return 0;
 }
 
+static void add_host(struct serve *s, const char *host) {
+  for (size_t i = 0; i < s->n_hosts; i++)
+    if (strcasecmp(s->hosts[i], host) == 0)
+      return;
+  s->hosts = xrealloc(s->hosts, (s->n_hosts + 1) * sizeof(*s->hosts));
+  s->hosts[s->n_hosts++] = xstrdup(host);
+}
+
+/* The names a request may give in Host (and Origin) when there is no token:
+ * a page elsewhere (DNS rebinding, a cross-site form) names its own host. */
+static void init_hosts(struct serve *s) {
+  const char *colon = strrchr(s->address, ':');
+  const char *port = colon ? colon + 1 : "0";
+  char *h[] = {xasprintf("127.0.0.1:%s", port), xasprintf("localhost:%s", port),
+               xasprintf("[::1]:%s", port)};
+  for (size_t i = 0; i < sizeof(h) / sizeof(h[0]); i++) {
+    add_host(s, h[i]);
+    free(h[i]);
+  }
+  add_host(s, s->address);
+  if (!has_suffix(s->opts->listen, ":0"))
+    add_host(s, s->opts->listen);
+  if (strcmp(port, "80") == 0) /* a browser leaves out the default port */
+    for (size_t i = 0, n = s->n_hosts; i < n; i++)
+      if (has_suffix(s->hosts[i], ":80")) {
+        char *bare = xasprintf("%.*s", (int)(strlen(s->hosts[i]) - 3), s->hosts[i]);
+        add_host(s, bare);
+        free(bare);
+      }
+}
+
 static void free_state(struct serve *s) {
+  for (size_t i = 0; i < s->n_hosts; i++)
+    free(s->hosts[i]);
+  free(s->hosts);
   free_pipelines(s->pipelines, s->n_pipelines);
   while (s->stats) {
     struct serve_stats *n = s->stats->next;
@@ -745,6 +780,7 @@ int serve_run(const struct serve_opts *o) {
     goto out;
   }
   httpd_address(s->http, s->address, sizeof(s->address));
+  init_hosts(s);
   uv_signal_init(&s->loop, &s->sig_term);
   uv_signal_init(&s->loop, &s->sig_int);
   uv_signal_init(&s->loop, &s->sig_hup);

@@ -69,6 +69,11 @@ struct serve {
   uv_signal_t sig_term, sig_int, sig_hup;
   uv_timer_t tick, stop_timer;
   char address[80]; /* as bound */
+  /* Without a token: the Host values (and, after "http://", the Origins)
+   * that name this server: 127.0.0.1:PORT, localhost:PORT, [::1]:PORT, the
+   * bound address, the --listen text; also without ":80" on port 80. */
+  char **hosts;
+  size_t n_hosts;
   const char *config_dir;
   int have_token;
   unsigned char token_hash[32];

@@ -35,7 +35,7 @@ start_server() {
   SERVER_PIDS+=("$SRV_PID")
   local i port=""
   for i in $(seq 1 200); do
-    port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$T/$name.err")
+    port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$T/$name.err" 2>/dev/null || true)
     [ -n "$port" ] && break
     kill -0 "$SRV_PID" 2>/dev/null || { show "$T/$name.err"; fail "engine serve ($name) exited at start"; }
     sleep 0.1
@@ -62,6 +62,9 @@ req() {
   shift 2
   CODE=$(curl -s -o "$T/body" -w '%{http_code}' -X "$method" "$@" "$URL$path") || CODE=000
 }
+
+# a POST carries this (engine serve answers 415 without it)
+JSON=(-H 'Content-Type: application/json')
 
 expect() { # CODE WHAT
   if [ "$CODE" != "$1" ]; then
@@ -115,7 +118,7 @@ next=$(json_get "$T/body" '[p for p in j["pipelines"] if p["name"]=="beta"][0]["
 
 # ---- a job over the API, and 409 while it runs --------------------------------
 # the job is paused (SIGSTOP) at once, with the pid from the 202 response
-req POST /v1/pipelines/alpha/run
+req POST /v1/pipelines/alpha/run "${JSON[@]}"
 pid=$(sed -n 's/^ *"pid": \([0-9]*\).*/\1/p' "$T/body")
 [ -n "$pid" ] && kill -STOP "$pid"
 expect 202 "POST /v1/pipelines/alpha/run"
@@ -127,7 +130,7 @@ expect 200 "GET /v1/jobs/$JOB"
 state=$(json_get "$T/body" 'j["state"]')
 if [ "$state" = running ]; then
   assert_eq "$pid" "$(json_get "$T/body" 'j["pid"]')" "the job's pid"
-  req POST /v1/pipelines/alpha/run
+  req POST /v1/pipelines/alpha/run "${JSON[@]}"
   expect 409 "second POST while alpha's job runs"
   assert_contains "$T/body" "already has job $JOB" "409 names the running job"
   req GET /v1/status
@@ -198,14 +201,17 @@ req GET /v1/nothing
 expect 404 "unknown path"
 req GET /v1/jobs/999999
 expect 404 "unknown job"
-req POST /v1/pipelines/nosuch/run
+req POST /v1/pipelines/nosuch/run "${JSON[@]}"
 expect 404 "unknown pipeline"
 req DELETE /v1/status
 expect 405 "DELETE /v1/status"
 req GET /v1/pipelines/alpha/run
 expect 405 "GET on the run endpoint"
-req POST /v1/pipelines/broken/run
+req POST /v1/pipelines/broken/run "${JSON[@]}"
 expect 422 "running the invalid pipeline"
+req POST /v1/pipelines/alpha/run
+expect 415 "a POST without Content-Type"
+assert_contains "$T/body" "Content-Type: application/json" "the 415 names the header"
 head -c $((65 * 1024)) /dev/zero >"$T/big-body"
 req POST /v1/pipelines/alpha/run --data-binary "@$T/big-body" -H 'Content-Type: application/octet-stream'
 expect 413 "a 65 KiB body"
@@ -277,7 +283,7 @@ assert_eq 3 "$(json_get "$T/body" 'j["pipelines"]')" "valid pipelines after SIGH
 # ---- SIGTERM waits for the running job ------------------------------------------------
 echo "changed" >>"$T/src-alpha/notes.txt"
 random_file "$T/src-alpha/data2.bin" 32
-req POST /v1/pipelines/alpha/run
+req POST /v1/pipelines/alpha/run "${JSON[@]}"
 pid2=$(sed -n 's/^ *"pid": \([0-9]*\).*/\1/p' "$T/body")
 [ -n "$pid2" ] && kill -STOP "$pid2"
 expect 202 "POST before SIGTERM"
