@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "config/yaml_tree.h"
 #include "stage/compress.h"
@@ -23,7 +25,7 @@
 
 /* A pipeline is a few kilobytes; anything this large is a mistake (wrong
  * file) and would only make the parser allocate for nothing. */
-#define PIPELINE_MAX_FILE (16u * 1024u * 1024u)
+#define PIPELINE_MAX_FILE (4u * 1024u * 1024u)
 /* Longest scalar quoted back in a message. */
 #define GOT_MAX 60
 
@@ -1264,52 +1266,91 @@ int pipeline_load_string(const char *path, const char *text, size_t len, pipelin
   return 0;
 }
 
-int pipeline_load(const char *path, pipeline_lookup_fn lookup, void *ud, struct pipeline **out,
-                  char **err) {
-  *out = NULL;
-  *err = NULL;
-  FILE *f = fopen(path, "rb");
-  if (!f) {
+static const char *file_type_name(mode_t m) {
+  return S_ISDIR(m)    ? "a directory"
+         : S_ISFIFO(m) ? "a FIFO"
+         : S_ISCHR(m)  ? "a character device"
+         : S_ISBLK(m)  ? "a block device"
+         : S_ISSOCK(m) ? "a socket"
+                       : "not a regular file";
+}
+
+/* Read a whole pipeline file. Only regular files of at most
+ * PIPELINE_MAX_FILE bytes: the open does not block (a FIFO would wait for a
+ * writer) and the type is checked on the opened file, not on the name. */
+static int read_pipeline_file(const char *path, char **text_out, size_t *len_out, char **err) {
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
     *err = xasprintf("unable to open '%s': %s", path, strerror(errno));
     return -1;
   }
   struct stat st;
-  if (fstat(fileno(f), &st) != 0) {
+  if (fstat(fd, &st) != 0) {
     *err = xasprintf("unable to stat '%s': %s", path, strerror(errno));
-    fclose(f);
+    close(fd);
     return -1;
   }
-  if (!S_ISREG(st.st_mode) || st.st_size > (off_t)PIPELINE_MAX_FILE) {
-    *err = xasprintf("unable to read '%s': not a regular file of at most %u MiB", path,
-                     PIPELINE_MAX_FILE >> 20);
-    fclose(f);
+  if (!S_ISREG(st.st_mode)) {
+    *err = xasprintf("unable to read '%s': it is %s; a pipeline must be a regular file", path,
+                     file_type_name(st.st_mode));
+    close(fd);
     return -1;
   }
+  if (st.st_size > (off_t)PIPELINE_MAX_FILE) {
+    *err = xasprintf("unable to read '%s': it is %jd bytes; a pipeline file may be at most %u "
+                     "bytes (%u MiB)",
+                     path, (intmax_t)st.st_size, PIPELINE_MAX_FILE, PIPELINE_MAX_FILE >> 20);
+    close(fd);
+    return -1;
+  }
+  /* a regular file never blocks, but reads are plain from here on */
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0)
+    (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+  /* read to EOF rather than trusting st_size (the file may change under
+   * us), never past the limit */
   size_t cap = (size_t)st.st_size + 1, len = 0;
   char *text = xmalloc(cap);
-  /* read to EOF rather than trusting st_size: the file may change under us */
   for (;;) {
-    size_t n = fread(text + len, 1, cap - len, f);
-    len += n;
-    if (len < cap) {
-      if (ferror(f)) {
-        *err = xasprintf("unable to read '%s': %s", path, strerror(errno));
+    if (len == cap) {
+      if (cap > PIPELINE_MAX_FILE) {
+        *err = xasprintf("unable to read '%s': it grew past %u bytes (%u MiB), the limit for a "
+                         "pipeline file",
+                         path, PIPELINE_MAX_FILE, PIPELINE_MAX_FILE >> 20);
         free(text);
-        fclose(f);
+        close(fd);
         return -1;
       }
-      break;
+      cap = cap * 2 > PIPELINE_MAX_FILE + 1 ? PIPELINE_MAX_FILE + 1 : cap * 2;
+      text = xrealloc(text, cap);
     }
-    if (cap > PIPELINE_MAX_FILE) {
-      *err = xasprintf("unable to read '%s': larger than %u MiB", path, PIPELINE_MAX_FILE >> 20);
+    ssize_t n = read(fd, text + len, cap - len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      *err = xasprintf("unable to read '%s': %s", path, strerror(errno));
       free(text);
-      fclose(f);
+      close(fd);
       return -1;
     }
-    cap *= 2;
-    text = xrealloc(text, cap);
+    if (n == 0)
+      break;
+    len += (size_t)n;
   }
-  fclose(f);
+  close(fd);
+  *text_out = text;
+  *len_out = len;
+  return 0;
+}
+
+int pipeline_load(const char *path, pipeline_lookup_fn lookup, void *ud, struct pipeline **out,
+                  char **err) {
+  *out = NULL;
+  *err = NULL;
+  char *text;
+  size_t len;
+  if (read_pipeline_file(path, &text, &len, err) < 0)
+    return -1;
   int rc = pipeline_load_string(path, text, len, lookup, ud, out, err);
   free(text);
   return rc;

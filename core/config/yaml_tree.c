@@ -5,6 +5,7 @@
 #include "config/yaml_tree.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,9 +13,12 @@
 
 #include "util/log.h"
 
-/* Pipelines are a few levels deep; the limits keep hostile input (deep
- * nesting, "billion laughs" alias expansion) from exhausting the stack or
- * memory in the recursive walks over the tree. */
+/* Pipelines are a few levels deep and a few kilobytes; the limits keep
+ * hostile input (deep nesting, "billion laughs" alias expansion, a large
+ * scalar aliased many times) from exhausting the stack or memory in the
+ * recursive walks over the tree. Both count the tree after aliases and
+ * merge keys are expanded, so a tree never holds more than YTREE_MAX_NODES
+ * nodes and YTREE_MAX_TEXT bytes of scalar text (about 45 MiB in all). */
 #define YTREE_MAX_DEPTH 128
 #define YTREE_MAX_NODES 250000
 
@@ -29,6 +33,10 @@ struct frame {
   struct ytree_node *node;
   char *anchor;           /* registered when the collection ends */
   struct ytree_node *key; /* mapping: key read, value not yet */
+  /* mapping with many keys: open-addressing table of pair index + 1 (0 =
+   * free), so duplicate checks and merges stay linear in the key count */
+  size_t *slots;
+  size_t n_slots; /* 0 or a power of two */
 };
 
 struct builder {
@@ -41,6 +49,12 @@ struct builder {
   struct anchor *anchors;
   size_t n_anchors;
   size_t n_nodes;
+  size_t text_bytes; /* scalar bytes in the tree, aliases expanded */
+  int expanded;      /* an alias or merge key copied nodes */
+  /* merge-key values whose pairs were copied into their mapping; kept until
+   * the end because anchors may point into them */
+  struct ytree_node **retired;
+  size_t n_retired;
   int documents;
   FILE *errf;
   int n_errors;
@@ -48,6 +62,7 @@ struct builder {
 
 static void berr(struct builder *b, int line, int col, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+static char *pending_path(const struct builder *b);
 
 static void berr(struct builder *b, int line, int col, const char *fmt, ...) {
   va_list ap;
@@ -72,6 +87,25 @@ void ytree_free(struct ytree_node *n) {
   }
   free(n->pairs);
   free(n);
+}
+
+/* Charge `len` bytes of scalar text against the budget. */
+static int charge_text(struct builder *b, size_t len, int line, int col) {
+  if (len <= YTREE_MAX_TEXT && b->text_bytes <= YTREE_MAX_TEXT - len) {
+    b->text_bytes += len;
+    return 0;
+  }
+  char *p = pending_path(b);
+  if (b->expanded)
+    berr(b, line, col,
+         "%s%sthe document expands to more than %u bytes through aliases (at most %u MiB of "
+         "scalar text after expanding aliases and merge keys)",
+         p, *p ? ": " : "", YTREE_MAX_TEXT, YTREE_MAX_TEXT >> 20);
+  else
+    berr(b, line, col, "%s%sthe document holds more than %u bytes (%u MiB) of scalar text", p,
+         *p ? ": " : "", YTREE_MAX_TEXT, YTREE_MAX_TEXT >> 20);
+  free(p);
+  return -1;
 }
 
 static struct ytree_node *new_node(struct builder *b, enum ytree_kind kind, yaml_mark_t mark) {
@@ -101,6 +135,10 @@ static struct ytree_node *copy_node(struct builder *b, const struct ytree_node *
          YTREE_MAX_NODES);
     return NULL;
   }
+  /* charged before anything is allocated: the budget, not malloc, stops a bomb */
+  b->expanded = 1;
+  if (src->text && charge_text(b, src->len, line, col) < 0)
+    return NULL;
   b->n_nodes++;
   struct ytree_node *n = xcalloc(1, sizeof(*n));
   n->kind = src->kind;
@@ -161,20 +199,105 @@ static char *stack_path(const struct builder *b, size_t upto) {
   return buf;
 }
 
-static void append_item(struct ytree_node *seq, struct ytree_node *n) {
-  seq->items = xrealloc(seq->items, (seq->n_items + 1) * sizeof(*seq->items));
-  seq->items[seq->n_items++] = n;
+/* The option path of the node about to be attached (e.g. "sinks[1].with"),
+ * "" at the root. malloc'd. */
+static char *pending_path(const struct builder *b) {
+  if (b->depth == 0)
+    return xstrdup("");
+  char *up = stack_path(b, b->depth - 1);
+  const struct frame *f = &b->stack[b->depth - 1];
+  char *p;
+  if (f->node->kind == YTREE_SEQUENCE)
+    p = xasprintf("%s[%zu]", up, f->node->n_items);
+  else if (f->key)
+    p = xasprintf("%s%s%s", up, *up ? "." : "", f->key->text);
+  else
+    p = xstrdup(up);
+  free(up);
+  return p;
 }
 
-static void append_pair(struct ytree_node *map, struct ytree_node *k, struct ytree_node *v) {
-  map->pairs = xrealloc(map->pairs, (map->n_pairs + 1) * sizeof(*map->pairs));
-  map->pairs[map->n_pairs].key = k;
-  map->pairs[map->n_pairs].value = v;
-  map->n_pairs++;
+/* Arrays of collections being built grow geometrically: their capacity is
+ * 4 below four entries and the next power of two above. */
+static int needs_growth(size_t n) {
+  return n == 0 || (n >= 4 && (n & (n - 1)) == 0);
+}
+
+static void append_item(struct ytree_node *seq, struct ytree_node *n) {
+  if (needs_growth(seq->n_items))
+    seq->items = xrealloc(seq->items, (seq->n_items ? 2 * seq->n_items : 4) * sizeof(*seq->items));
+  seq->items[seq->n_items++] = n;
 }
 
 static int same_key(const struct ytree_node *a, const struct ytree_node *b) {
   return a->len == b->len && memcmp(a->text, b->text, a->len) == 0;
+}
+
+static size_t key_hash(const struct ytree_node *k) { /* FNV-1a */
+  uint64_t h = 14695981039346656037ull;
+  for (size_t i = 0; i < k->len; i++)
+    h = (h ^ (unsigned char)k->text[i]) * 1099511628211ull;
+  return (size_t)h;
+}
+
+#define KEYS_INDEXED 16 /* below this many keys a linear scan is cheaper */
+
+/* Put pair `i` of the frame's mapping in its table unless an equal key is
+ * there already (the first definition is the one kept). */
+static void slot_put(struct frame *f, size_t i) {
+  const struct ytree_node *k = f->node->pairs[i].key;
+  size_t mask = f->n_slots - 1;
+  for (size_t s = key_hash(k) & mask;; s = (s + 1) & mask) {
+    if (!f->slots[s]) {
+      f->slots[s] = i + 1;
+      return;
+    }
+    if (same_key(f->node->pairs[f->slots[s] - 1].key, k))
+      return;
+  }
+}
+
+/* (Re)build the table for the mapping's current pairs, at most half full. */
+static void slots_rebuild(struct frame *f) {
+  size_t want = 2 * KEYS_INDEXED;
+  while (want < 2 * f->node->n_pairs)
+    want *= 2;
+  free(f->slots);
+  f->slots = xcalloc(want, sizeof(*f->slots));
+  f->n_slots = want;
+  for (size_t i = 0; i < f->node->n_pairs; i++)
+    slot_put(f, i);
+}
+
+/* The pair of the frame's mapping whose key equals k, or NULL. */
+static const struct ytree_pair *frame_find(const struct frame *f, const struct ytree_node *k) {
+  const struct ytree_node *map = f->node;
+  if (!f->n_slots) {
+    for (size_t i = 0; i < map->n_pairs; i++)
+      if (same_key(map->pairs[i].key, k))
+        return &map->pairs[i];
+    return NULL;
+  }
+  size_t mask = f->n_slots - 1;
+  for (size_t s = key_hash(k) & mask; f->slots[s]; s = (s + 1) & mask)
+    if (same_key(map->pairs[f->slots[s] - 1].key, k))
+      return &map->pairs[f->slots[s] - 1];
+  return NULL;
+}
+
+static void frame_append_pair(struct frame *f, struct ytree_node *k, struct ytree_node *v) {
+  struct ytree_node *map = f->node;
+  if (needs_growth(map->n_pairs))
+    map->pairs = xrealloc(map->pairs, (map->n_pairs ? 2 * map->n_pairs : 4) * sizeof(*map->pairs));
+  map->pairs[map->n_pairs].key = k;
+  map->pairs[map->n_pairs].value = v;
+  map->n_pairs++;
+  if (f->n_slots && 2 * map->n_pairs > f->n_slots)
+    slots_rebuild(f);
+  else if (f->n_slots)
+    slot_put(f, map->n_pairs - 1);
+  else if (map->n_pairs >= KEYS_INDEXED)
+    slots_rebuild(f);
 }
 
 /* Hang a finished (scalar/alias) or just-opened (collection) node on its
@@ -193,7 +316,7 @@ static int attach(struct builder *b, struct ytree_node *n) {
     return 0;
   }
   if (f->key) {
-    append_pair(parent, f->key, n);
+    frame_append_pair(f, f->key, n);
     f->key = NULL;
     return 0;
   }
@@ -204,15 +327,12 @@ static int attach(struct builder *b, struct ytree_node *n) {
     free(p);
     return -1;
   }
-  for (size_t i = 0; i < parent->n_pairs; i++) {
-    const struct ytree_node *k = parent->pairs[i].key;
-    if (same_key(k, n)) {
-      char *p = stack_path(b, b->depth - 1);
-      berr(b, n->line, n->col, "%s%sduplicate key '%s' (first defined at line %d)", p,
-           *p ? ": " : "", n->text, k->line);
-      free(p);
-      break;
-    }
+  const struct ytree_pair *dup = frame_find(f, n);
+  if (dup) {
+    char *p = stack_path(b, b->depth - 1);
+    berr(b, n->line, n->col, "%s%sduplicate key '%s' (first defined at line %d)", p, *p ? ": " : "",
+         n->text, dup->key->line);
+    free(p);
   }
   f->key = n;
   return 0;
@@ -239,7 +359,8 @@ static int is_merge_key(const struct ytree_node *k) {
 
 /* `<<: *defaults` (or a list of them): keys of the merged mappings are added
  * unless the mapping sets them itself; earlier sources win over later ones. */
-static int apply_merge(struct builder *b, struct ytree_node *map) {
+static int apply_merge(struct builder *b, struct frame *f, size_t depth) {
+  struct ytree_node *map = f->node;
   size_t m;
   for (m = 0; m < map->n_pairs; m++)
     if (is_merge_key(map->pairs[m].key))
@@ -249,6 +370,8 @@ static int apply_merge(struct builder *b, struct ytree_node *map) {
   struct ytree_pair mp = map->pairs[m];
   memmove(&map->pairs[m], &map->pairs[m + 1], (map->n_pairs - m - 1) * sizeof(*map->pairs));
   map->n_pairs--;
+  if (f->n_slots) /* the indexes after m moved */
+    slots_rebuild(f);
 
   struct ytree_node **srcs = &mp.value;
   size_t n_srcs = 1;
@@ -265,16 +388,26 @@ static int apply_merge(struct builder *b, struct ytree_node *map) {
       rc = -1;
       break;
     }
-    for (size_t i = 0; i < srcs[s]->n_pairs; i++) {
-      struct ytree_pair *sp = &srcs[s]->pairs[i];
-      if (ytree_map_find(map, sp->key->text))
+    /* copied, not moved: an anchor may name the merged mapping or a node
+     * in it (`<<: &base {...}`), and a later alias copies it whole */
+    for (size_t i = 0; i < srcs[s]->n_pairs && rc == 0; i++) {
+      const struct ytree_pair *sp = &srcs[s]->pairs[i];
+      if (frame_find(f, sp->key))
         continue;
-      append_pair(map, sp->key, sp->value);
-      sp->key = sp->value = NULL; /* moved */
+      struct ytree_node *k = copy_node(b, sp->key, depth + 1, mp.key->line, mp.key->col);
+      struct ytree_node *v =
+          k ? copy_node(b, sp->value, depth + 1, mp.key->line, mp.key->col) : NULL;
+      if (!v) {
+        ytree_free(k);
+        rc = -1;
+        break;
+      }
+      frame_append_pair(f, k, v);
     }
   }
-  ytree_free(mp.key);
-  ytree_free(mp.value);
+  b->retired = xrealloc(b->retired, (b->n_retired + 2) * sizeof(*b->retired));
+  b->retired[b->n_retired++] = mp.key;
+  b->retired[b->n_retired++] = mp.value;
   return rc;
 }
 
@@ -296,6 +429,8 @@ static int on_collection_start(struct builder *b, const yaml_event_t *ev, enum y
   f->node = n;
   f->key = NULL;
   f->anchor = anchor ? xstrdup((const char *)anchor) : NULL;
+  f->slots = NULL;
+  f->n_slots = 0;
   return 0;
 }
 
@@ -303,7 +438,10 @@ static int on_collection_end(struct builder *b) {
   struct frame *f = &b->stack[--b->depth];
   int rc = 0;
   if (f->node->kind == YTREE_MAPPING)
-    rc = apply_merge(b, f->node);
+    rc = apply_merge(b, f, b->depth + 1);
+  free(f->slots);
+  f->slots = NULL;
+  f->n_slots = 0;
   if (f->anchor) {
     add_anchor(b, f->anchor, f->node);
     free(f->anchor);
@@ -313,6 +451,9 @@ static int on_collection_end(struct builder *b) {
 }
 
 static int on_scalar(struct builder *b, const yaml_event_t *ev) {
+  if (charge_text(b, ev->data.scalar.length, (int)ev->start_mark.line + 1,
+                  (int)ev->start_mark.column + 1) < 0)
+    return -1;
   struct ytree_node *n = new_node(b, YTREE_SCALAR, ev->start_mark);
   if (!n)
     return -1;
@@ -457,10 +598,14 @@ int ytree_parse(const char *path, const char *text, size_t len, struct ytree_nod
   for (size_t i = 0; i < b.depth; i++) {
     ytree_free(b.stack[i].key);
     free(b.stack[i].anchor);
+    free(b.stack[i].slots);
   }
   for (size_t i = 0; i < b.n_anchors; i++)
     free(b.anchors[i].name);
   free(b.anchors);
+  for (size_t i = 0; i < b.n_retired; i++)
+    ytree_free(b.retired[i]);
+  free(b.retired);
   fclose(b.errf);
 
   if (b.n_errors) {

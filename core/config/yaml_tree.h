@@ -8,6 +8,11 @@
 
 #include <stddef.h>
 
+/* Limits on what one parse may build, counted after anchors/aliases and `<<`
+ * merge keys are expanded: the bytes of scalar text (a large scalar aliased
+ * many times is refused here) and, in yaml_tree.c, the nodes and depth. */
+#define YTREE_MAX_TEXT (16u * 1024u * 1024u)
+
 enum ytree_kind { YTREE_SCALAR = 1, YTREE_SEQUENCE = 2, YTREE_MAPPING = 3 };
 
 struct ytree_node;

@@ -106,4 +106,57 @@ assert_not_contains literal-run.out "Hunter2-Literal-Secret" "run output for a l
 run_engine nofile.out nofile.err validate "$T/no-such-pipeline.yml"
 assert_rc 1 "validate of a missing file" nofile.out nofile.err
 assert_contains nofile.err "no-such-pipeline.yml" "the error names the missing file"
+
+# 11. an alias bomb: a 1 MiB scalar aliased through three levels of lists
+# (1 GiB once expanded) is refused at the alias that passes 16 MiB, quickly
+# and without the memory (it used to take 1.15 GB; five levels aborted)
+{
+  base
+  "$PYTHON" -c '
+import sys
+sys.stdout.write("bomb0: &b0 \"" + "x" * (1024 * 1024 - 4096) + "\"\n")
+for i in range(1, 4):
+    sys.stdout.write("bomb%d: &b%d [%s]\n" % (i, i, ", ".join(["*b%d" % (i - 1)] * 10)))
+'
+} >bomb.yml
+start=$(date +%s)
+expect_error bomb.yml 20:13 "bomb2[0]: the document expands to more than 16777216 bytes through aliases"
+[ $(($(date +%s) - start)) -lt 30 ] || fail "validate of the alias bomb took $(($(date +%s) - start)) s"
+if [ -x /usr/bin/time ]; then
+  ENGINE_PLUGIN_PATH="$ENGINE_PLUGIN_DIR" /usr/bin/time -f '%M' -o bomb.rss "$ENGINE_BIN" validate bomb.yml \
+    >/dev/null 2>&1 </dev/null || true
+  rss_kb=$(tail -n 1 bomb.rss)
+  note "peak RSS of validate on the alias bomb: $rss_kb KiB"
+  assert_lt "$rss_kb" 400000 "peak RSS (KiB) of validate on the alias bomb"
+fi
+
+# 12. a FIFO (or any other non-regular file) is refused at once, not read:
+# opening a FIFO used to wait forever for a writer
+mkfifo fifo.yml
+RC=0
+timeout 30 env ENGINE_PLUGIN_PATH="$ENGINE_PLUGIN_DIR" "$ENGINE_BIN" validate fifo.yml \
+  >fifo.out 2>fifo.err </dev/null || RC=$?
+[ "$RC" -ne 124 ] || fail "validate of a FIFO blocked (killed after 30 s)"
+assert_rc 1 "validate of a FIFO" fifo.out fifo.err
+assert_contains fifo.err "unable to read 'fifo.yml': it is a FIFO; a pipeline must be a regular file" \
+  "validate of a FIFO"
+ln -s fifo.yml fifo-link.yml
+RC=0
+timeout 30 env ENGINE_PLUGIN_PATH="$ENGINE_PLUGIN_DIR" "$ENGINE_BIN" validate fifo-link.yml \
+  >fifo-link.out 2>fifo-link.err </dev/null || RC=$?
+assert_rc 1 "validate of a symlink to a FIFO" fifo-link.out fifo-link.err
+assert_contains fifo-link.err "it is a FIFO" "validate of a symlink to a FIFO"
+run_engine zero.out zero.err validate /dev/zero
+assert_rc 1 "validate /dev/zero" zero.out zero.err
+assert_contains zero.err "unable to read '/dev/zero': it is a character device" "validate /dev/zero"
+run_engine dir.out dir.err validate "$T"
+assert_rc 1 "validate of a directory" dir.out dir.err
+assert_contains dir.err "it is a directory" "validate of a directory"
+
+# 13. a file over 4 MiB is refused before it is read
+{ base; head -c $((4 * 1024 * 1024)) /dev/zero | tr '\0' '#'; } >huge.yml
+run_engine huge.out huge.err validate huge.yml
+assert_rc 1 "validate of a 4 MiB + file" huge.out huge.err
+assert_contains huge.err "unable to read 'huge.yml': it is $(stat -c %s huge.yml) bytes; a pipeline file may be at most 4194304 bytes (4 MiB)" \
+  "validate of a file over 4 MiB"
 note "PASS"

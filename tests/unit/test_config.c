@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -706,6 +708,197 @@ static void test_yaml_tree_positions(void **state) {
   free(big);
 }
 
+/* ---- bounded parsing ----------------------------------------------------- */
+
+/* One large scalar aliased through levels of lists ("a 1 MiB file with three
+ * levels of aliases"): refused once the expanded text passes 16 MiB, at the
+ * alias that crosses it, before the copies are made. */
+static void test_alias_bomb_bytes(void **state) {
+  (void)state;
+  size_t big = 1024 * 1024;
+  char *s = xmalloc(big + 1);
+  memset(s, 'x', big);
+  s[big] = '\0';
+  char *y = xasprintf("a: &a %s\n"
+                      "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                      "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n",
+                      s);
+  free(s);
+  struct ytree_node *root = (struct ytree_node *)1;
+  char *err = NULL;
+  assert_int_equal(ytree_parse("y.yml", y, strlen(y), &root, &err), -1);
+  assert_null(root);
+  /* 1 + 10 MiB so far; c's first *b would make it 21 MiB */
+  assert_string_equal(err, "y.yml:3:8: c[0]: the document expands to more than 16777216 bytes "
+                           "through aliases (at most 16 MiB of scalar text after expanding "
+                           "aliases and merge keys)");
+  free(err);
+
+  /* through pipeline_load_string, merge keys copying as much as aliases */
+  char *m = xstrdup("m0: &m0 { k: v }\n");
+  for (int i = 1; i < 20; i++) {
+    char *next =
+        xasprintf("%sm%d: &m%d { <<: *m%d, pad%d: '%0*d' }\n", m, i, i, i - 1, i, 1 << 20, 0);
+    free(m);
+    m = next;
+  }
+  struct pipeline *p = (struct pipeline *)1;
+  assert_int_equal(pipeline_load_string("t.yml", m, strlen(m), fake_lookup, NULL, &p, &err), -1);
+  assert_null(p);
+  assert_non_null(strstr(err, "the document expands to more than 16777216 bytes through aliases"));
+  free(err);
+  free(m);
+  free(y);
+
+  /* a document that is itself large, with no alias at all */
+  size_t huge = YTREE_MAX_TEXT + 1;
+  char *h = xmalloc(huge + 4);
+  memcpy(h, "a: ", 3);
+  memset(h + 3, 'y', huge);
+  h[huge + 3] = '\0';
+  assert_int_equal(ytree_parse("h.yml", h, huge + 3, &root, &err), -1);
+  assert_string_equal(err, "h.yml:1:4: a: the document holds more than 16777216 bytes (16 MiB) of "
+                           "scalar text");
+  free(err);
+  free(h);
+
+  /* below the limit, aliases of a large scalar are fine */
+  s = xmalloc(big + 1);
+  memset(s, 'z', big);
+  s[big] = '\0';
+  y = xasprintf("a: &a %s\nb: [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n", s);
+  free(s);
+  assert_int_equal(ytree_parse("y.yml", y, strlen(y), &root, &err), 0);
+  const struct ytree_node *b = ytree_map_get(root, "b");
+  assert_int_equal(b->n_items, 10);
+  assert_int_equal(b->items[9]->len, big);
+  ytree_free(root);
+  free(y);
+}
+
+/* An anchor on a merged mapping (or inside it) stays usable after the merge:
+ * the merge used to move the pairs out and free the mapping the anchor
+ * named. */
+static void test_merge_keeps_anchors(void **state) {
+  (void)state;
+  const char *y = "x:\n  <<: &a { k: v, n: &n { deep: 1 } }\n  own: 1\n"
+                  "y: *a\nz: *n\nw: { <<: [*a, { k: other, extra: 2 }] }\n";
+  struct ytree_node *root = NULL;
+  char *err = NULL;
+  assert_int_equal(ytree_parse("y.yml", y, strlen(y), &root, &err), 0);
+  const struct ytree_node *x = ytree_map_get(root, "x");
+  assert_int_equal(x->n_pairs, 3);
+  assert_string_equal(x->pairs[0].key->text, "own");
+  assert_string_equal(ytree_map_get(x, "k")->text, "v");
+  const struct ytree_node *ya = ytree_map_get(root, "y");
+  assert_int_equal(ya->kind, YTREE_MAPPING);
+  assert_int_equal(ya->n_pairs, 2);
+  assert_string_equal(ytree_map_get(ya, "k")->text, "v");
+  assert_string_equal(ytree_map_get(ytree_map_get(root, "z"), "deep")->text, "1");
+  /* earlier merge sources win */
+  const struct ytree_node *w = ytree_map_get(root, "w");
+  assert_string_equal(ytree_map_get(w, "k")->text, "v");
+  assert_string_equal(ytree_map_get(w, "extra")->text, "2");
+  ytree_free(root);
+}
+
+/* Mappings with many keys: duplicates are found (also the first one, past
+ * the point where keys are indexed) and merges keep the mapping's own keys. */
+static void test_wide_mapping(void **state) {
+  (void)state;
+  char *y = xstrdup("base: &b {");
+  for (int i = 0; i < 40; i++) {
+    char *next = xasprintf("%s%sk%d: base%d", y, i ? ", " : " ", i, i);
+    free(y);
+    y = next;
+  }
+  char *next = xasprintf("%s }\nm:\n  k3: own\n  <<: *b\n  k39: own\n", y);
+  free(y);
+  y = next;
+  struct ytree_node *root = NULL;
+  char *err = NULL;
+  assert_int_equal(ytree_parse("y.yml", y, strlen(y), &root, &err), 0);
+  const struct ytree_node *m = ytree_map_get(root, "m");
+  assert_int_equal(m->n_pairs, 40);
+  assert_string_equal(ytree_map_get(m, "k3")->text, "own");
+  assert_string_equal(ytree_map_get(m, "k39")->text, "own");
+  assert_string_equal(ytree_map_get(m, "k20")->text, "base20");
+  ytree_free(root);
+  free(y);
+
+  /* 30 000 keys, the last two repeating the first and the 20 000th */
+  size_t cap = 30002 * 16, len = 0;
+  char *w = xmalloc(cap);
+  for (int i = 0; i < 30000; i++)
+    len += (size_t)snprintf(w + len, cap - len, "key%d: %d\n", i, i);
+  len += (size_t)snprintf(w + len, cap - len, "key0: again\nkey19999: again\n");
+  assert_int_equal(ytree_parse("w.yml", w, len, &root, &err), -1);
+  assert_string_equal(err, "w.yml:30001:1: duplicate key 'key0' (first defined at line 1)\n"
+                           "w.yml:30002:1: duplicate key 'key19999' (first defined at line 20000)");
+  free(err);
+  free(w);
+}
+
+/* pipeline_load reads only regular files, never blocks on a FIFO and
+ * refuses files over 4 MiB, each with a message naming the file. */
+static void test_load_file_kinds(void **state) {
+  (void)state;
+  char dir[] = "/tmp/test_config_dir_XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  struct pipeline *p = NULL;
+  char *err = NULL;
+
+  char *fifo = xasprintf("%s/p.yml", dir);
+  assert_int_equal(mkfifo(fifo, 0600), 0);
+  alarm(20); /* a blocking open would hang the test: fail it instead */
+  assert_int_equal(pipeline_load(fifo, fake_lookup, NULL, &p, &err), -1);
+  alarm(0);
+  assert_null(p);
+  char *expected =
+      xasprintf("unable to read '%s': it is a FIFO; a pipeline must be a regular file", fifo);
+  assert_string_equal(err, expected);
+  free(expected);
+  free(err);
+  unlink(fifo);
+  free(fifo);
+
+  assert_int_equal(pipeline_load("/dev/zero", fake_lookup, NULL, &p, &err), -1);
+  assert_string_equal(
+      err,
+      "unable to read '/dev/zero': it is a character device; a pipeline must be a regular file");
+  free(err);
+  assert_int_equal(pipeline_load(dir, fake_lookup, NULL, &p, &err), -1);
+  expected =
+      xasprintf("unable to read '%s': it is a directory; a pipeline must be a regular file", dir);
+  assert_string_equal(err, expected);
+  free(expected);
+  free(err);
+
+  /* 4 MiB + 1 byte: refused before it is read */
+  char *big = xasprintf("%s/big.yml", dir);
+  FILE *f = fopen(big, "w");
+  assert_non_null(f);
+  assert_int_equal(fputs(full_yaml, f) >= 0, 1);
+  assert_int_equal(fseeko(f, 4 * 1024 * 1024 - 1, SEEK_SET), 0);
+  assert_int_equal(fputs("#x", f) >= 0, 1);
+  assert_int_equal(fclose(f), 0);
+  assert_int_equal(pipeline_load(big, fake_lookup, NULL, &p, &err), -1);
+  expected = xasprintf("unable to read '%s': it is 4194305 bytes; a pipeline file may be at most "
+                       "4194304 bytes (4 MiB)",
+                       big);
+  assert_string_equal(err, expected);
+  free(expected);
+  free(err);
+  /* exactly 4 MiB is read (and the NULs of the hole are a syntax error) */
+  assert_int_equal(truncate(big, 4 * 1024 * 1024), 0);
+  assert_int_equal(pipeline_load(big, fake_lookup, NULL, &p, &err), -1);
+  assert_non_null(strstr(err, "YAML syntax error"));
+  free(err);
+  unlink(big);
+  free(big);
+  rmdir(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_full_pipeline),
@@ -730,6 +923,10 @@ int main(void) {
       cmocka_unit_test(test_parse_duration),
       cmocka_unit_test(test_parse_bool),
       cmocka_unit_test(test_yaml_tree_positions),
+      cmocka_unit_test(test_alias_bomb_bytes),
+      cmocka_unit_test(test_merge_keeps_anchors),
+      cmocka_unit_test(test_wide_mapping),
+      cmocka_unit_test(test_load_file_kinds),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
