@@ -12,6 +12,7 @@
 #include "net/http.h"
 #include "plugin/host.h"
 #include "util/log.h"
+#include "util/secret.h"
 
 const struct cli_command cli_commands[] = {
     {"run",
@@ -188,6 +189,7 @@ static int usage_error(const char *fmt, const char *arg) {
 }
 
 int main(int argc, char **argv) {
+  secret_protect_process(); /* before any passphrase or key is read */
   struct cli_globals g = {0};
   const char **dirs = calloc((size_t)argc + 1, sizeof(char *));
   int i = 1;

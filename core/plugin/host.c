@@ -40,6 +40,10 @@ extern char **environ;
 /* Size of struct engine_spawn_opts as ABI 1.0 defined it. */
 #define SPAWN_OPTS_V1_0_SIZE                                                                       \
   (offsetof(struct engine_spawn_opts, stderr_mode) + sizeof(enum engine_stdio))
+/* ... and as ABI 1.2 extended it (pass_fds). */
+#define SPAWN_OPTS_V1_2_SIZE (offsetof(struct engine_spawn_opts, n_pass_fds) + sizeof(size_t))
+/* More descriptors than this for one child is a plugin bug. */
+#define SPAWN_PASS_FDS_MAX 64
 
 struct host_ctx {
   struct engine_host table;
@@ -425,9 +429,30 @@ static size_t env_name_len(const char *entry) {
   return eq ? (size_t)(eq - entry) : 0;
 }
 
-/* The current environment with the spawn's entries overriding variables of
- * the same name (a later spawn entry overrides an earlier one). Only the
- * pointer array is allocated; the strings stay the caller's. */
+/* What a child gets of the engine's own environment: what programs need to
+ * find things, speak the user's language and write temporary files. The
+ * engine's environment also holds secrets (the repository passphrase and
+ * sink credentials as env: references, PGPASSWORD, tokens); none of it goes
+ * to a child unless the plugin passes it in the spawn's env. */
+static const char *const env_allowed[] = {"PATH",   "HOME", "USER",     "LOGNAME", "LANG",
+                                          "TMPDIR", "TZ",   "LANGUAGE", NULL};
+
+static int env_is_allowed(const char *entry) {
+  size_t nl = env_name_len(entry);
+  if (nl == 0)
+    return 0;
+  if (nl > 3 && strncmp(entry, "LC_", 3) == 0)
+    return 1;
+  for (size_t i = 0; env_allowed[i]; i++)
+    if (strlen(env_allowed[i]) == nl && strncmp(entry, env_allowed[i], nl) == 0)
+      return 1;
+  return 0;
+}
+
+/* The allowed part of the current environment with the spawn's entries
+ * overriding variables of the same name (a later spawn entry overrides an
+ * earlier one). Only the pointer array is allocated; the strings stay the
+ * caller's. */
 static char **build_env(const char *const *extra) {
   size_t n_env = 0, n_extra = 0;
   while (environ && environ[n_env])
@@ -437,10 +462,12 @@ static char **build_env(const char *const *extra) {
   char **env = xcalloc(n_env + n_extra + 1, sizeof *env);
   size_t k = 0;
   for (size_t i = 0; i < n_env; i++) {
+    if (!env_is_allowed(environ[i]))
+      continue;
     size_t nl = env_name_len(environ[i]);
     int overridden = 0;
     for (size_t j = 0; j < n_extra && !overridden; j++)
-      overridden = nl && env_name_len(extra[j]) == nl && strncmp(extra[j], environ[i], nl) == 0;
+      overridden = env_name_len(extra[j]) == nl && strncmp(extra[j], environ[i], nl) == 0;
     if (!overridden)
       env[k++] = environ[i];
   }
@@ -475,6 +502,64 @@ static int setup_stdio(posix_spawn_file_actions_t *fa, int fd, enum engine_stdio
   return posix_spawn_file_actions_adddup2(fa, fd == 0 ? pipefd[0] : pipefd[1], fd);
 }
 
+/* Hands pass_fds[i] to the child as descriptor 3 + i and closes every
+ * other descriptor above 2 there (with a glibc older than 2.34, only those
+ * with FD_CLOEXEC are). The descriptors are first copied above both every
+ * source and every target, so that no dup2 overwrites a source still to be
+ * moved; the copies are closed again. */
+static int setup_pass_fds(posix_spawn_file_actions_t *fa, const int *fds, size_t n) {
+  int base = 3 + (int)n;
+  for (size_t i = 0; i < n; i++)
+    if (fds[i] >= base)
+      base = fds[i] + 1;
+  int rc = 0;
+  for (size_t i = 0; i < n && !rc; i++)
+    rc = posix_spawn_file_actions_adddup2(fa, fds[i], base + (int)i);
+  for (size_t i = 0; i < n && !rc; i++)
+    rc = posix_spawn_file_actions_adddup2(fa, base + (int)i, 3 + (int)i);
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 34)
+  if (!rc)
+    rc = posix_spawn_file_actions_addclosefrom_np(fa, 3 + (int)n);
+#else
+  for (size_t i = 0; i < n && !rc; i++)
+    rc = posix_spawn_file_actions_addclose(fa, base + (int)i);
+#endif
+  return rc;
+}
+
+/* pass_fds as the plugin filled them, or NULL/0 for a pre-1.2 structure.
+ * Returns -1 (with the error set) when they are unusable. */
+static int pass_fds_of(const struct engine_host *h, const struct engine_spawn_opts *o,
+                       const int **fds, size_t *n) {
+  *fds = NULL;
+  *n = 0;
+  if (o->struct_size < SPAWN_OPTS_V1_2_SIZE || o->n_pass_fds == 0)
+    return 0;
+  if (!o->pass_fds || o->n_pass_fds > SPAWN_PASS_FDS_MAX) {
+    host_set_error(h, "spawn of '%s': pass_fds must list between 1 and %d descriptors (got %zu%s)",
+                   o->file, SPAWN_PASS_FDS_MAX, o->n_pass_fds, o->pass_fds ? "" : " and no array");
+    return -1;
+  }
+  for (size_t i = 0; i < o->n_pass_fds; i++) {
+    int fd = o->pass_fds[i];
+    if (fd < 3) {
+      host_set_error(h,
+                     "spawn of '%s': pass_fds[%zu] is %d; standard streams are set with the "
+                     "stdio modes, pass_fds takes descriptors above 2",
+                     o->file, i, fd);
+      return -1;
+    }
+    if (fcntl(fd, F_GETFD) < 0) {
+      host_set_error(h, "spawn of '%s': pass_fds[%zu] (descriptor %d) is not open: %s", o->file, i,
+                     fd, strerror(errno));
+      return -1;
+    }
+  }
+  *fds = o->pass_fds;
+  *n = o->n_pass_fds;
+  return 0;
+}
+
 static int host_spawn(const struct engine_host *h, const struct engine_spawn_opts *o,
                       struct engine_child **out) {
   if (out)
@@ -505,6 +590,13 @@ static int host_spawn(const struct engine_host *h, const struct engine_spawn_opt
                      o->file, i);
       return ENGINE_ERROR;
     }
+  const int *pass_fds;
+  size_t n_pass_fds;
+  if (pass_fds_of(h, o, &pass_fds, &n_pass_fds) != 0)
+    return ENGINE_ERROR;
+  /* A plugin that knows ABI 1.2 knows that only pass_fds reach the child;
+   * an older one may rely on inheriting descriptors without FD_CLOEXEC. */
+  int close_others = o->struct_size >= SPAWN_OPTS_V1_2_SIZE;
 
   struct host_child *c = xcalloc(1, sizeof *c);
   c->pub.pid = -1;
@@ -537,6 +629,10 @@ static int host_spawn(const struct engine_host *h, const struct engine_spawn_opt
   if (!rc) {
     step = "setting up standard error";
     rc = setup_stdio(&fa, 2, o->stderr_mode, err_p);
+  }
+  if (!rc && close_others) {
+    step = "handing descriptors to the child";
+    rc = setup_pass_fds(&fa, pass_fds, n_pass_fds);
   }
   if (!rc && o->stderr_mode == ENGINE_STDIO_PIPE) {
     step = "creating the stderr capture";

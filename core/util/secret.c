@@ -1,5 +1,6 @@
 /* Secret references (env:NAME, file:/path) shared by the core and the host
- * table. Values are kept in malloc'd buffers wiped on release. */
+ * table. Values are kept in malloc'd buffers wiped on release; the process
+ * itself is kept out of core files and other processes' reach. */
 #include "util/secret.h"
 
 #include <errno.h>
@@ -7,6 +8,8 @@
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -85,4 +88,14 @@ void secret_wipe_free(char *buf, size_t len) {
     return;
   OPENSSL_cleanse(buf, len);
   free(buf);
+}
+
+void secret_protect_process(void) {
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+    log_warn("unable to mark the process non-dumpable (prctl PR_SET_DUMPABLE): %s; a core file "
+             "could hold secrets",
+             strerror(errno));
+  struct rlimit none = {0, 0};
+  if (setrlimit(RLIMIT_CORE, &none) != 0)
+    log_warn("unable to set the core file size limit to 0: %s", strerror(errno));
 }

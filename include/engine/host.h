@@ -38,9 +38,17 @@ struct engine_spawn_opts {
   uint32_t struct_size;
   const char *file;        /* program; searched in PATH if it has no '/' */
   const char *const *argv; /* NULL-terminated; never put secrets here */
-  const char *const
-      *env; /* NULL-terminated "NAME=VALUE" added to the environment (secrets go here) */
+  /* NULL-terminated "NAME=VALUE". The child's environment is these plus a
+   * short allow-list of the engine's (PATH, HOME, LANG, LC_*, TZ, TMPDIR,
+   * USER, LOGNAME; docs/PLUGINS.md 4.1), nothing else of the engine's. */
+  const char *const *env;
   enum engine_stdio stdin_mode, stdout_mode, stderr_mode; /* stderr PIPE is captured for messages */
+  /* ---- ABI 1.2 (the host reads these only if struct_size covers them) ---- */
+  /* Descriptors handed to the child: pass_fds[i] is descriptor 3 + i in the
+   * child (e.g. a memfd holding a secret, read as /proc/self/fd/3). The
+   * child gets no other descriptor of the engine's above 2. */
+  const int *pass_fds;
+  size_t n_pass_fds;
 };
 
 struct engine_child {

@@ -27,19 +27,20 @@ EOF
 SOCK_DSN="host=$PG_DIR port=$PG_PORT user=postgres dbname=app"
 TCP="host=127.0.0.1 port=$PG_PORT dbname=app"
 
-# a pg_dump that records its argv and password environment
-cat >"$T/spy_pg_dump" <<'EOF'
+# a pg_dump that records its argv and password environment (the log's
+# path is written into it: children get none of the engine's variables)
+SPY_LOG=$T/spy.log
+cat >"$T/spy_pg_dump" <<EOF
 #!/bin/bash
 {
-  printf 'ARG %s\n' "$@"
-  echo "PGPASSWORD=${PGPASSWORD:-}"
-  echo "PGPASSFILE=${PGPASSFILE:-}"
-  [ -z "${PGPASSFILE:-}" ] || echo "MODE $(stat -c %a "$PGPASSFILE")"
-} >>"$SPY_LOG"
-exec pg_dump "$@"
+  printf 'ARG %s\\n' "\$@"
+  echo "PGPASSWORD=\${PGPASSWORD:-}"
+  echo "PGPASSFILE=\${PGPASSFILE:-}"
+  [ -z "\${PGPASSFILE:-}" ] || echo "MODE \$(stat -L -c %a "\$PGPASSFILE")"
+} >>$(printf %q "$SPY_LOG")
+exec pg_dump "\$@"
 EOF
 chmod +x "$T/spy_pg_dump"
-export SPY_LOG=$T/spy.log
 SPY="pg_dump: $(yq "$T/spy_pg_dump")"
 
 # ---- passwords ---------------------------------------------------------------------
@@ -50,14 +51,14 @@ grep -q '^ARG --snapshot=' "$SPY_LOG" || { show "$SPY_LOG"; fail "the spy pg_dum
 assert_not_contains "$SPY_LOG" "Right:pw" "password in pg_dump's argv or PGPASSWORD"
 grep -q '^PGPASSFILE=/' "$SPY_LOG" || { show "$SPY_LOG"; fail "pg_dump got no PGPASSFILE"; }
 assert_contains "$SPY_LOG" "MODE 600" "passfile mode"
-pf=$(sed -n 's/^PGPASSFILE=//p' "$SPY_LOG" | head -1)
-[ ! -e "$pf" ] || fail "the passfile $pf was left behind"
+pf=$(sed -n 's/^PGPASSFILE=\(.\+\)/\1/p' "$SPY_LOG" | head -1)
+assert_eq /proc/self/fd/3 "$pf" "the passfile (a descriptor of pg_dump, no file on disk)"
 : >"$SPY_LOG"
 pg_write_pipeline "$T/pw2.yml" pw2 "$T/repo-pw2" "postgresql://app:Right%3Apw%5C1@127.0.0.1:$PG_PORT/app" \
   'schemas: [tenant_a]' "$SPY"
 run_ok "$T/pw2.json" "$T/pw2.err" run "$T/pw2.yml" --json
 assert_not_contains "$SPY_LOG" "Right" "password from the dsn in pg_dump's argv"
-note "passwords from the option and from the dsn reach pg_dump through a 0600 passfile only"
+note "passwords from the option and from the dsn reach pg_dump through an in-memory 0600 passfile only"
 
 export APP_PW='wrong-secret-value'
 run_engine "$T/pw3.out" "$T/pw3.err" run "$T/pw.yml"

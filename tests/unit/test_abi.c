@@ -658,6 +658,132 @@ static void test_spawn_pipes_env_stderr(void **state) {
   host_free(h);
 }
 
+/* Runs `sh -c script` with env and pass_fds (struct_size as given) and
+ * returns its stdout (static buffer). */
+static const char *spawn_output(struct engine_host *h, uint32_t struct_size, const char *script,
+                                const char *const *env, const int *fds, size_t n_fds) {
+  static char out[1024];
+  const char *argv[] = {"sh", "-c", script, NULL};
+  struct engine_spawn_opts o = {.struct_size = struct_size,
+                                .file = "sh",
+                                .argv = argv,
+                                .env = env,
+                                .stdin_mode = ENGINE_STDIO_NULL,
+                                .stdout_mode = ENGINE_STDIO_PIPE,
+                                .stderr_mode = ENGINE_STDIO_PIPE,
+                                .pass_fds = fds,
+                                .n_pass_fds = n_fds};
+  struct engine_child *c = NULL;
+  assert_int_equal(h->spawn(h, &o, &c), ENGINE_OK);
+  size_t got = 0;
+  ssize_t r;
+  while ((r = read(c->stdout_fd, out + got, sizeof out - 1 - got)) > 0)
+    got += (size_t)r;
+  out[got] = '\0';
+  int status = -1;
+  assert_int_equal(h->child_wait(h, c, &status), ENGINE_OK);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    fail_msg("sh -c '%s' failed: %s", script, h->child_stderr(h, c));
+  h->child_free(h, c);
+  return out;
+}
+
+/* The child's environment is the allow-list plus what the plugin passes:
+ * the engine's secrets (an env: passphrase, PGPASSWORD, cloud keys) stay
+ * behind. */
+static void test_spawn_env_allow_list(void **state) {
+  (void)state;
+  setenv("ENGINE_T_PASSPHRASE", "repo-secret", 1);
+  setenv("PGPASSWORD", "pg-secret", 1);
+  setenv("AWS_SECRET_ACCESS_KEY", "aws-secret", 1);
+  setenv("LC_ENGINE_T", "locale-kept", 1);
+  setenv("TZ", "UTC", 1);
+  struct engine_host *h = host_new("source spawn", NULL);
+  const char *env[] = {"ENGINE_T_GIVEN=given", "TZ=Europe/Paris", NULL};
+  const char *out = spawn_output(
+      h, sizeof(struct engine_spawn_opts),
+      "echo \"${ENGINE_T_PASSPHRASE-}|${PGPASSWORD-}|${AWS_SECRET_ACCESS_KEY-}|$LC_ENGINE_T|"
+      "$ENGINE_T_GIVEN|$TZ|${PATH:+path}\"",
+      env, NULL, 0);
+  assert_string_equal(out, "|||locale-kept|given|Europe/Paris|path\n");
+  /* the same for a plugin built against ABI 1.0 */
+  out =
+      spawn_output(h, (uint32_t)offsetof(struct engine_spawn_opts, pass_fds),
+                   "echo \"${ENGINE_T_PASSPHRASE-}|${PGPASSWORD-}|$ENGINE_T_GIVEN\"", env, NULL, 0);
+  assert_string_equal(out, "||given\n");
+  unsetenv("ENGINE_T_PASSPHRASE");
+  unsetenv("PGPASSWORD");
+  unsetenv("AWS_SECRET_ACCESS_KEY");
+  unsetenv("LC_ENGINE_T");
+  unsetenv("TZ");
+  host_free(h);
+}
+
+/* A pipe holding `text`, read end returned (close-on-exec). */
+static int pipe_with(const char *text) {
+  int p[2];
+  assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+  assert_int_equal(write(p[1], text, strlen(text)), (ssize_t)strlen(text));
+  close(p[1]);
+  return p[0];
+}
+
+/* pass_fds[i] is descriptor 3 + i in the child, whatever the numbers in
+ * the engine (here the second source is a low number, so moving the first
+ * one to 3 first would clobber it); no other descriptor of the engine's
+ * reaches the child, even one without FD_CLOEXEC, unless the plugin was
+ * built before ABI 1.2. */
+static void test_spawn_pass_fds(void **state) {
+  (void)state;
+  struct engine_host *h = host_new("source spawn", NULL);
+  int a = pipe_with("first");
+  int b = pipe_with("second");
+  int high_a = fcntl(a, F_DUPFD_CLOEXEC, 40);
+  assert_true(high_a >= 40);
+  int leaked = fcntl(b, F_DUPFD, 50); /* no FD_CLOEXEC */
+  assert_true(leaked >= 50);
+  char script[256];
+  snprintf(script, sizeof script,
+           "cat <&3; echo; cat <&4; echo; [ -e /proc/self/fd/%d ] && echo leaked; "
+           "[ -e /proc/self/fd/5 ] && echo extra; exit 0",
+           leaked);
+  int fds[] = {high_a, b};
+  const char *out = spawn_output(h, sizeof(struct engine_spawn_opts), script, NULL, fds, 2);
+  assert_string_equal(out, "first\nsecond\n");
+  /* the engine's own descriptors are untouched */
+  assert_true(fcntl(high_a, F_GETFD) & FD_CLOEXEC);
+  assert_true(fcntl(b, F_GETFD) & FD_CLOEXEC);
+
+  /* an ABI 1.0 plugin keeps inheriting descriptors without FD_CLOEXEC */
+  snprintf(script, sizeof script, "[ -e /proc/self/fd/%d ] && echo inherited; exit 0", leaked);
+  out = spawn_output(h, (uint32_t)offsetof(struct engine_spawn_opts, pass_fds), script, NULL, NULL,
+                     0);
+  assert_string_equal(out, "inherited\n");
+
+  /* unusable descriptors are refused with a sentence */
+  const char *argv[] = {"true", NULL};
+  struct engine_child *c = NULL;
+  int bad_low[] = {1};
+  struct engine_spawn_opts o = {
+      .struct_size = sizeof o, .file = "true", .argv = argv, .pass_fds = bad_low, .n_pass_fds = 1};
+  assert_int_equal(h->spawn(h, &o, &c), ENGINE_ERROR);
+  assert_null(c);
+  assert_contains(host_last_error(h), "pass_fds[0] is 1");
+  int closed[] = {a, 200};
+  o.pass_fds = closed;
+  o.n_pass_fds = 2;
+  assert_int_equal(h->spawn(h, &o, &c), ENGINE_ERROR);
+  assert_contains(host_last_error(h), "pass_fds[1] (descriptor 200) is not open");
+  o.pass_fds = NULL;
+  assert_int_equal(h->spawn(h, &o, &c), ENGINE_ERROR);
+  assert_contains(host_last_error(h), "pass_fds must list");
+  close(a);
+  close(b);
+  close(high_a);
+  close(leaked);
+  host_free(h);
+}
+
 /* A child writing far more than the capture buffer to stderr must not block,
  * and the tail (where the real error usually is) is what is kept. */
 static void test_spawn_large_stderr(void **state) {
@@ -854,6 +980,8 @@ int main(void) {
       cmocka_unit_test(test_secret_literal_never_echoed),
       cmocka_unit_test(test_secret_file),
       cmocka_unit_test(test_spawn_pipes_env_stderr),
+      cmocka_unit_test(test_spawn_env_allow_list),
+      cmocka_unit_test(test_spawn_pass_fds),
       cmocka_unit_test(test_spawn_large_stderr),
       cmocka_unit_test(test_spawn_failures),
       cmocka_unit_test(test_instance_new),

@@ -368,15 +368,13 @@ static int dump_schema(struct bk *b, const char *oid, const char *schema) {
   }
   free(meta_text);
 
-  const char *env[2];
-  pgs_target_env(&b->t, env);
   struct engine_spawn_opts o = {.struct_size = sizeof(o),
                                 .file = b->dump.path,
                                 .argv = (const char *const *)argv,
-                                .env = env,
                                 .stdin_mode = ENGINE_STDIO_NULL,
                                 .stdout_mode = ENGINE_STDIO_PIPE,
                                 .stderr_mode = ENGINE_STDIO_PIPE};
+  pgs_target_spawn_opts(&b->t, &o);
   struct engine_child *child = NULL;
   int64_t t0 = h->now_ms(h);
   if (h->spawn(h, &o, &child) != ENGINE_OK) {

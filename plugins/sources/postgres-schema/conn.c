@@ -1,14 +1,17 @@
 /* Connection targets and child-process helpers of the postgres-schema
  * plugin. The configured dsn is parsed with libpq and re-serialised without
  * its password, so argv of pg_dump / pg_restore / psql never holds one; the
- * password reaches them through a private 0600 passfile named by PGPASSFILE
- * in their environment, and reaches libpq connections as a parameter. */
+ * password reaches them through a passfile that is never on disk (a sealed
+ * memfd handed to the child as descriptor 3, PGPASSFILE=/proc/self/fd/3),
+ * and reaches libpq connections as a parameter. The children's environment
+ * is the host's allow-list plus libpq's non-secret variables (below). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -195,28 +198,36 @@ static int merge_conninfo(struct pgs_inst *in, struct pgs_target *t, const char 
   return rc;
 }
 
-/* A passfile line matching any host, port, database and user. */
+/* The passfile as libpq reads it in the child: the first descriptor
+ * handed over by the host (pass_fds[0] is descriptor 3 there). */
+#define PGS_PASSFILE "/proc/self/fd/3"
+
+/* A passfile line matching any host, port, database and user, in a memfd:
+ * no file on disk to survive a SIGKILL. libpq stat()s the path (a regular
+ * file, no group or world access: fchmod 0600, memfds start as 0777) and
+ * opens it anew for each connection, so every connection of a child reads
+ * it from the start. Sealed against writing and growing; shrinking stays
+ * allowed so pgs_target_free can drop the pages holding the password. */
 static int write_passfile(struct pgs_inst *in, struct pgs_target *t) {
-  const char *dir = getenv("TMPDIR");
-  if (dir == NULL || dir[0] == '\0')
-    dir = "/tmp";
-  if (asprintf(&t->passfile, "%s/engine-pgpass-XXXXXX", dir) < 0) {
-    t->passfile = NULL;
-    in->host->set_error(in->host, "unable to create a passfile: out of memory");
+  const struct engine_host *h = in->host;
+  if (h->abi_minor < 2) {
+    h->set_error(h,
+                 "this engine provides plugin ABI %u.%u, which cannot hand pg_dump a password "
+                 "without writing it to a file; the postgres-schema plugin needs ABI 1.2 or "
+                 "later (upgrade the engine)",
+                 h->abi_major, h->abi_minor);
     return ENGINE_ERROR;
   }
-  int fd = mkstemp(t->passfile);
+  int fd = memfd_create("engine-pgpass", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) {
-    in->host->set_error(in->host, "unable to create a passfile in '%s': %s", dir, strerror(errno));
-    free(t->passfile);
-    t->passfile = NULL;
+    h->set_error(h, "unable to create the in-memory passfile (memfd_create): %s", strerror(errno));
     return ENGINE_ERROR;
   }
   size_t pl = strlen(t->password);
   char *line = malloc(pl * 2 + 16);
   if (line == NULL) {
     close(fd);
-    in->host->set_error(in->host, "unable to write the passfile: out of memory");
+    h->set_error(h, "unable to write the in-memory passfile: out of memory");
     return ENGINE_ERROR;
   }
   size_t n = 0;
@@ -228,21 +239,97 @@ static int write_passfile(struct pgs_inst *in, struct pgs_target *t) {
     line[n++] = t->password[i];
   }
   line[n++] = '\n';
-  int werr = fchmod(fd, 0600) != 0 || pgs_write_all(fd, line, n) != 0 ? errno : 0;
+  const char *step = "fchmod";
+  int werr = fchmod(fd, 0600) != 0 ? errno : 0;
+  if (werr == 0) {
+    step = "write";
+    werr = pgs_write_all(fd, line, n) != 0 ? errno : 0;
+  }
+  if (werr == 0) {
+    step = "sealing";
+    werr = fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SEAL) != 0 ? errno : 0;
+  }
   explicit_bzero(line, n);
   free(line);
-  if (close(fd) != 0 && werr == 0)
-    werr = errno;
   if (werr != 0) {
-    in->host->set_error(in->host, "unable to write the passfile '%s': %s", t->passfile,
-                        strerror(werr));
+    int trunc_rc = ftruncate(fd, 0);
+    (void)trunc_rc;
+    close(fd);
+    h->set_error(h, "unable to prepare the in-memory passfile (%s): %s", step, strerror(werr));
     return ENGINE_ERROR;
   }
-  if (asprintf(&t->passfile_env, "PGPASSFILE=%s", t->passfile) < 0) {
-    t->passfile_env = NULL;
-    in->host->set_error(in->host, "unable to create a passfile: out of memory");
+  t->passfd = fd;
+  return ENGINE_OK;
+}
+
+/* libpq reads these besides its connection keywords (service files, session
+ * defaults, GSSAPI and TLS trust stores); none holds a secret. */
+static const char *const pgs_env_extra[] = {
+    "PGSYSCONFDIR",  "PGSERVICEFILE", "PGLOCALEDIR", "PGDATESTYLE", "PGTZ",
+    "PGGEQO",        "PG_COLOR",      "PG_COLORS",   "KRB5CCNAME",  "KRB5_CONFIG",
+    "SSL_CERT_FILE", "SSL_CERT_DIR",  NULL};
+
+static int env_has(char **env, size_t n, const char *name) {
+  size_t nl = strlen(name);
+  for (size_t i = 0; i < n; i++)
+    if (strncmp(env[i], name, nl) == 0 && env[i][nl] == '=')
+      return 1;
+  return 0;
+}
+
+static int env_add(char ***env, size_t *n, size_t *cap, const char *name, const char *val) {
+  if (*n + 2 > *cap) {
+    size_t nc = *cap ? *cap * 2 : 16;
+    char **ne = realloc(*env, nc * sizeof(*ne));
+    if (ne == NULL)
+      return -1;
+    *env = ne;
+    *cap = nc;
+  }
+  char *e = NULL;
+  if (asprintf(&e, "%s=%s", name, val) < 0)
+    return -1;
+  (*env)[(*n)++] = e;
+  (*env)[*n] = NULL;
+  return 0;
+}
+
+/* What the children get on purpose: the engine's values of libpq's
+ * environment variables (the envvar of every connection keyword libpq
+ * knows, so a newer libpq's new ones come along) except PGPASSWORD, those
+ * of pgs_env_extra, and PGPASSFILE naming the memfd when there is a
+ * password (then an operator's own PGPASSFILE is not passed). */
+static int build_child_env(struct pgs_inst *in, struct pgs_target *t) {
+  char **env = NULL;
+  size_t n = 0, cap = 0;
+  int rc = 0;
+  PQconninfoOption *opts = PQconninfoParse("", NULL);
+  if (opts == NULL)
+    rc = -1;
+  for (PQconninfoOption *o = opts; rc == 0 && o->keyword != NULL; o++) {
+    if (o->envvar == NULL || strcmp(o->envvar, "PGPASSWORD") == 0 ||
+        (t->passfd >= 0 && strcmp(o->envvar, "PGPASSFILE") == 0) || env_has(env, n, o->envvar))
+      continue;
+    const char *v = getenv(o->envvar);
+    if (v != NULL)
+      rc = env_add(&env, &n, &cap, o->envvar, v);
+  }
+  PQconninfoFree(opts);
+  for (size_t i = 0; rc == 0 && pgs_env_extra[i] != NULL; i++) {
+    const char *v = getenv(pgs_env_extra[i]);
+    if (v != NULL && !env_has(env, n, pgs_env_extra[i]))
+      rc = env_add(&env, &n, &cap, pgs_env_extra[i], v);
+  }
+  if (rc == 0 && t->passfd >= 0)
+    rc = env_add(&env, &n, &cap, "PGPASSFILE", PGS_PASSFILE);
+  if (rc != 0) {
+    for (size_t i = 0; i < n; i++)
+      free(env[i]);
+    free(env);
+    in->host->set_error(in->host, "unable to prepare the environment of pg_dump: out of memory");
     return ENGINE_ERROR;
   }
+  t->env = env;
   return ENGINE_OK;
 }
 
@@ -269,6 +356,7 @@ static int build_describe(struct pgs_target *t) {
 int pgs_target_init(struct pgs_inst *in, const char *override, struct pgs_target *t) {
   const struct engine_host *h = in->host;
   memset(t, 0, sizeof(*t));
+  t->passfd = -1;
   char *dsn_pw = NULL, *over_pw = NULL;
   if (merge_conninfo(in, t, in->dsn, "option 'dsn'", &dsn_pw) != ENGINE_OK)
     goto fail;
@@ -296,12 +384,22 @@ int pgs_target_init(struct pgs_inst *in, const char *override, struct pgs_target
       h->set_error(h, "unable to read option 'password': out of memory");
       goto fail;
     }
+  } else if (getenv("PGPASSWORD") != NULL && getenv("PGPASSWORD")[0] != '\0') {
+    /* libpq would use it in the engine; the children get it the same way
+     * as any other password, never as PGPASSWORD in their environment */
+    t->password = strdup(getenv("PGPASSWORD"));
+    if (t->password == NULL) {
+      h->set_error(h, "unable to read PGPASSWORD: out of memory");
+      goto fail;
+    }
   }
   if (build_describe(t) != 0) {
     h->set_error(h, "unable to describe the connection: out of memory");
     goto fail;
   }
   if (t->password != NULL && write_passfile(in, t) != ENGINE_OK)
+    goto fail;
+  if (build_child_env(in, t) != ENGINE_OK)
     goto fail;
   wipe_free(dsn_pw);
   wipe_free(over_pw);
@@ -320,36 +418,27 @@ void pgs_target_free(struct pgs_target *t) {
   }
   free(t->keys);
   free(t->vals);
-  if (t->passfile != NULL) {
-    /* overwrite before unlinking: the file system may keep the blocks */
-    int fd = open(t->passfile, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd >= 0) {
-      struct stat st;
-      if (fstat(fd, &st) == 0 && st.st_size > 0) {
-        char zero[256] = {0};
-        off_t left = st.st_size;
-        while (left > 0) {
-          size_t n = left > (off_t)sizeof(zero) ? sizeof(zero) : (size_t)left;
-          if (pgs_write_all(fd, zero, n) != 0)
-            break;
-          left -= (off_t)n;
-        }
-        (void)fdatasync(fd);
-      }
-      close(fd);
-    }
-    unlink(t->passfile);
-    free(t->passfile);
+  if (t->passfd >= 0) {
+    /* drop the pages holding the password now, even if a child that
+     * outlives us still holds the descriptor (should that fail, they go
+     * with the last descriptor) */
+    int trunc_rc = ftruncate(t->passfd, 0);
+    (void)trunc_rc;
+    close(t->passfd);
   }
-  free(t->passfile_env);
+  for (size_t i = 0; t->env != NULL && t->env[i] != NULL; i++)
+    free(t->env[i]);
+  free(t->env);
   wipe_free(t->password);
   free(t->describe);
   memset(t, 0, sizeof(*t));
+  t->passfd = -1;
 }
 
-void pgs_target_env(const struct pgs_target *t, const char *env[2]) {
-  env[0] = t->passfile_env;
-  env[1] = NULL;
+void pgs_target_spawn_opts(const struct pgs_target *t, struct engine_spawn_opts *o) {
+  o->env = (const char *const *)t->env;
+  o->pass_fds = t->passfd >= 0 ? &t->passfd : NULL;
+  o->n_pass_fds = t->passfd >= 0 ? 1 : 0;
 }
 
 /* key='value' with \ and ' escaped, as libpq's conninfo syntax wants. */

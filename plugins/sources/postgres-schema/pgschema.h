@@ -1,6 +1,6 @@
 /* Internal interface of the `postgres-schema` source plugin: the instance
  * configuration, connection targets (libpq conninfo without the password,
- * which travels to child processes through a private passfile), the helpers
+ * which travels to child processes through an in-memory passfile), the helpers
  * that run pg_dump / pg_restore / psql, and the backup and restore entry
  * points. */
 #ifndef PGSCHEMA_PGSCHEMA_H
@@ -47,10 +47,10 @@ struct pgs_target {
   char **keys;
   char **vals;
   size_t n;
-  char *password;     /* NULL when none; wiped when freed */
-  char *passfile;     /* private 0600 file holding the password for children, or NULL */
-  char *passfile_env; /* "PGPASSFILE=<passfile>", or NULL */
-  char *describe;     /* "database 'x' on host 'h' port 'p' as user 'u'" for messages */
+  char *password; /* NULL when none; wiped when freed */
+  int passfd;     /* sealed 0600 memfd holding a passfile line for children, or -1 */
+  char **env;     /* children's environment on purpose (libpq's variables, PGPASSFILE) */
+  char *describe; /* "database 'x' on host 'h' port 'p' as user 'u'" for messages */
 };
 
 /* ---- conn.c ---- */
@@ -58,7 +58,8 @@ struct pgs_target {
 /* Parse the configured dsn, then (if override is non-NULL) the --target DSN
  * on top of it: keywords missing from the override keep the configured
  * value. The password comes from the override, else the dsn, else the
- * `password` option. A passfile is written when there is a password. */
+ * `password` option, else PGPASSWORD. An in-memory passfile is made when
+ * there is a password. */
 int pgs_target_init(struct pgs_inst *in, const char *override, struct pgs_target *t);
 void pgs_target_free(struct pgs_target *t);
 /* The value of a conninfo keyword, or NULL. */
@@ -69,8 +70,10 @@ char *pgs_target_conninfo(const struct pgs_target *t, const char *dbname);
 /* Connect (dbname as above). On failure sets a classified error message
  * (unreachable, password required, authentication failed) and returns NULL. */
 PGconn *pgs_connect(struct pgs_inst *in, const struct pgs_target *t, const char *dbname);
-/* Environment for children: { passfile_env, NULL } or { NULL }. */
-void pgs_target_env(const struct pgs_target *t, const char *env[2]);
+/* Sets env and pass_fds of a spawn of pg_dump / pg_restore / psql: libpq's
+ * non-secret environment variables, and the password (if any) as the
+ * passfile PGPASSFILE=/proc/self/fd/3 (no file on disk). */
+void pgs_target_spawn_opts(const struct pgs_target *t, struct engine_spawn_opts *o);
 
 /* Run a statement that returns no rows; on failure sets an error naming what. */
 int pgs_exec(struct pgs_inst *in, PGconn *c, const char *sql, const char *what);

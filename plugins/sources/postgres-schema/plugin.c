@@ -16,8 +16,8 @@ static const struct engine_option pgs_options[] = {
                     "passed on a command line."},
     {.name = "password",
      .type = ENGINE_OPT_SECRET,
-     .description = "Password for the dsn's user (env:NAME or file:PATH), when neither the dsn nor "
-                    "a passfile gives one."},
+     .description = "Password for the dsn's user (env:NAME or file:PATH), when the dsn gives none "
+                    "(without either, PGPASSWORD or a passfile is used)."},
     {.name = "schemas",
      .type = ENGINE_OPT_STRING_LIST,
      .required = 1,
@@ -68,6 +68,8 @@ static void pgs_destroy(void *p) {
   struct pgs_inst *in = p;
   if (in == NULL)
     return;
+  if (in->dsn != NULL) /* may hold a password */
+    explicit_bzero(in->dsn, strlen(in->dsn));
   free(in->dsn);
   engine_strv_free(in->schemas, in->n_schemas);
   engine_strv_free(in->exclude, in->n_exclude);
@@ -126,6 +128,9 @@ static int pgs_create(const struct engine_host *host, void **out) {
     pgs_destroy(in);
     return ENGINE_ERROR;
   }
+  for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
+    if (o->val != NULL) /* a password among them */
+      explicit_bzero(o->val, strlen(o->val));
   PQconninfoFree(opts);
   const char *ext = host->cfg_string(host, "extensions");
   in->extensions_auto = ext == NULL || strcmp(ext, "none") != 0;

@@ -397,15 +397,13 @@ static void *pump_main(void *arg) {
 
 static struct engine_child *spawn_child(struct rs *r, const char *file, const char *const *argv,
                                         int out_pipe) {
-  const char *env[2];
-  pgs_target_env(&r->t, env);
   struct engine_spawn_opts o = {.struct_size = sizeof(o),
                                 .file = file,
                                 .argv = argv,
-                                .env = env,
                                 .stdin_mode = ENGINE_STDIO_PIPE,
                                 .stdout_mode = out_pipe ? ENGINE_STDIO_PIPE : ENGINE_STDIO_NULL,
                                 .stderr_mode = ENGINE_STDIO_PIPE};
+  pgs_target_spawn_opts(&r->t, &o);
   struct engine_child *c = NULL;
   if (r->h->spawn(r->h, &o, &c) != ENGINE_OK)
     return NULL;
