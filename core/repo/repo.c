@@ -9,6 +9,7 @@
 #ifdef ENGINE_HAVE_SODIUM
 #include <sodium.h>
 #endif
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -522,30 +523,79 @@ int repo_key_make(const struct repo *r, const char *pass, size_t pass_len, char 
   return rc;
 }
 
-/* Try to unwrap one key object. 0 = opened, 1 = wrong passphrase, -1 = broken. */
+/* "key object 'keys/ID' is damaged: WHY", malloc'd. */
+static char *key_damaged(const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static char *key_damaged(const char *name, const char *fmt, ...) {
+  char *why = NULL;
+  va_list ap;
+  va_start(ap, fmt);
+  if (vasprintf(&why, fmt, ap) < 0)
+    why = NULL;
+  va_end(ap);
+  char *msg = xasprintf("key object '%s' is damaged: %s", name, why ? why : "(no detail)");
+  free(why);
+  return msg;
+}
+
+/* A key object is named after the SHA-256 of its bytes (docs/FORMAT.md). */
+static int key_name_matches(const char *name, const char *text, size_t len) {
+  char hex[65];
+  sha256_hex(text, len, hex);
+  return strncmp(name, "keys/", 5) == 0 && strcmp(name + 5, hex) == 0;
+}
+
+/* Try to unwrap one key object. 0 = opened, 1 = intact but the passphrase
+ * does not open it, -1 = damaged or unusable with this pipeline (*err names
+ * the object and says why). A failed tag on an object whose bytes no longer
+ * match its name is damage, not a wrong passphrase. */
 static int open_key_object(struct repo *r, const char *name, const char *text, size_t len,
                            const char *pass, size_t pass_len, char **err) {
   json_error_t je;
   json_t *k = json_loadb(text, len, 0, &je);
   if (!k) {
-    *err = xasprintf("key '%s': invalid JSON: %s", name, je.text);
+    *err =
+        key_damaged(name, "not valid JSON (%s, at line %d column %d)", je.text, je.line, je.column);
     return -1;
   }
   int rc = -1;
-  const char *kdf = json_string_value(json_object_get(json_object_get(k, "kdf"), "algorithm"));
-  const char *data = json_string_value(json_object_get(k, "data"));
+  json_t *kdfo = json_object_get(k, "kdf");
+  const char *kdf = json_string_value(json_object_get(kdfo, "algorithm"));
+  json_t *dataj = json_object_get(k, "data");
+  const char *data = json_string_value(dataj);
   const char *enc = json_string_value(json_object_get(k, "encryption"));
   unsigned char *blob = NULL, *salt = NULL;
   size_t blob_len = 0, salt_len = 0;
   char *plain = NULL;
   size_t pl = 0;
-  if (!kdf || !data || !enc || b64_decode(data, &blob, &blob_len) != 0) {
-    *err = xasprintf("key '%s': malformed key object", name);
+  if (!json_is_object(k)) {
+    *err = key_damaged(name, "expected a JSON object");
+    goto out;
+  }
+  if (!enc) {
+    *err = key_damaged(name, "'encryption' is %s, expected a string",
+                       json_object_get(k, "encryption") ? "not a string" : "missing");
+    goto out;
+  }
+  if (!json_is_object(kdfo) || !kdf) {
+    *err = key_damaged(name, "'kdf' is %s, expected an object with a string 'algorithm'",
+                       !kdfo                   ? "missing"
+                       : !json_is_object(kdfo) ? "not an object"
+                                               : "without a string 'algorithm'");
+    goto out;
+  }
+  if (!data) {
+    *err = key_damaged(name, "'data' is %s, expected a base64 string",
+                       dataj ? "not a string" : "missing");
+    goto out;
+  }
+  if (b64_decode(data, &blob, &blob_len) != 0) {
+    *err = key_damaged(name, "'data' is not valid base64");
     goto out;
   }
   if (strcmp(enc, r->crypto ? r->crypto->name : "none") != 0) {
-    *err = xasprintf("key '%s' is for encryption '%s' but the pipeline configures '%s'", name, enc,
-                     r->crypto ? r->crypto->name : "none");
+    *err = xasprintf("key object '%s' is for encryption '%s' but the pipeline configures '%s'",
+                     name, enc, r->crypto ? r->crypto->name : "none");
     goto out;
   }
   if (strcmp(kdf, "none") == 0) {
@@ -553,32 +603,46 @@ static int open_key_object(struct repo *r, const char *name, const char *text, s
     memcpy(plain, blob, blob_len);
     pl = blob_len;
   } else if (strcmp(kdf, "scrypt") == 0 && r->crypto) {
-    json_t *kp = json_object_get(k, "kdf");
-    json_int_t N = json_integer_value(json_object_get(kp, "N"));
-    json_int_t rr = json_integer_value(json_object_get(kp, "r"));
-    json_int_t p = json_integer_value(json_object_get(kp, "p"));
-    const char *s64 = json_string_value(json_object_get(kp, "salt"));
+    json_t *Nj = json_object_get(kdfo, "N"), *rj = json_object_get(kdfo, "r"),
+           *pj = json_object_get(kdfo, "p");
+    json_int_t N = json_integer_value(Nj), rr = json_integer_value(rj), p = json_integer_value(pj);
+    const char *s64 = json_string_value(json_object_get(kdfo, "salt"));
     unsigned char kek[64];
     size_t kek_len = r->crypto->crypto->key_len;
-    if (!s64 || b64_decode(s64, &salt, &salt_len) != 0 || N < 2 || N > (1 << 22) || rr < 1 ||
-        rr > 64 || p < 1 || p > 16 || kek_len > sizeof(kek)) {
-      *err = xasprintf("key '%s': invalid scrypt parameters", name);
+    if (!json_is_integer(Nj) || !json_is_integer(rj) || !json_is_integer(pj) || N < 2 ||
+        N > (1 << 22) || rr < 1 || rr > 64 || p < 1 || p > 16) {
+      *err =
+          key_damaged(name, "the scrypt parameters are not integers with 2 <= N <= 4194304, 1 <= r "
+                            "<= 64, 1 <= p <= 16");
       goto out;
     }
-    if (repo_derive_kek(pass, pass_len, salt, salt_len, (uint64_t)N, (uint64_t)rr, (uint64_t)p, kek,
-                        kek_len) != 0) {
-      *err = xasprintf("key '%s': key derivation failed", name);
+    if (!s64 || b64_decode(s64, &salt, &salt_len) != 0) {
+      *err = key_damaged(name, "'kdf.salt' is not a base64 string");
+      goto out;
+    }
+    if (kek_len > sizeof(kek) || repo_derive_kek(pass, pass_len, salt, salt_len, (uint64_t)N,
+                                                 (uint64_t)rr, (uint64_t)p, kek, kek_len) != 0) {
+      *err = key_damaged(name, "key derivation failed with its scrypt parameters (N must be a "
+                               "power of two)");
       goto out;
     }
     plain = xmalloc(blob_len + 1);
     int ok = unseal_with(r->crypto, kek, KEY_AAD, strlen(KEY_AAD), blob, blob_len, plain, &pl);
     OPENSSL_cleanse(kek, sizeof(kek));
     if (ok != 0) {
-      rc = 1;
+      if (key_name_matches(name, text, len)) {
+        rc = 1;
+      } else {
+        *err = key_damaged(name, "its bytes no longer match its name (the SHA-256 of the "
+                                 "object), so it was changed or truncated, and it does not open");
+      }
       goto out;
     }
+  } else if (strcmp(kdf, "scrypt") == 0) {
+    *err = xasprintf("key object '%s' uses scrypt but the pipeline configures no encryption", name);
+    goto out;
   } else {
-    *err = xasprintf("key '%s': unsupported key derivation '%s'", name, kdf);
+    *err = xasprintf("key object '%s' uses an unsupported key derivation '%s'", name, kdf);
     goto out;
   }
   json_t *m = json_loadb(plain, pl, 0, &je);
@@ -591,10 +655,11 @@ static int open_key_object(struct repo *r, const char *name, const char *text, s
   if (!rid || !ek || !mk || !seed || strlen(seed) != 16 || strspn(seed, "0123456789abcdef") != 16 ||
       b64_decode(ek, &ekb, &ekl) != 0 || b64_decode(mk, &mkb, &mkl) != 0 || ekl != REPO_KEY_LEN ||
       mkl != REPO_KEY_LEN) {
-    *err = xasprintf("key '%s': malformed master key", name);
+    *err = key_damaged(name, "the master key inside is malformed");
   } else if (strcmp(rid, r->id) != 0) {
-    *err = xasprintf("key '%s' belongs to repository %s, not %s (the config object was replaced?)",
-                     name, rid, r->id);
+    *err = xasprintf(
+        "key object '%s' belongs to repository %s, not %s (the config object was replaced?)", name,
+        rid, r->id);
   } else {
     memcpy(r->enc_key, ekb, REPO_KEY_LEN);
     memcpy(r->mac_key, mkb, REPO_KEY_LEN);
@@ -621,6 +686,10 @@ out:
   return rc;
 }
 
+/* Try every key object until one opens. Damaged ones are skipped (and
+ * named in a warning when another key opens); if none opens, the error is
+ * "wrong passphrase" only when every key object was intact, otherwise it
+ * names each damaged one. */
 static int open_keys(struct repo *r, const char *pass, size_t pass_len, char **err) {
   json_t *keys;
   if (repo_list(r, "keys/", &keys, err) != 0)
@@ -631,47 +700,76 @@ static int open_keys(struct repo *r, const char *pass, size_t pass_len, char **e
     *err = xstrdup("the repository has no keys (keys/ is empty): it cannot be opened");
     return -1;
   }
-  int rc = -1, wrong = 0;
+  int rc = -1;
+  size_t wrong = 0, bad = 0;
+  char *bad_msgs = NULL; /* "; "-joined */
   for (size_t i = 0; i < n && rc != 0; i++) {
     const char *name = json_string_value(json_object_get(json_array_get(keys, i), "name"));
     void *buf;
     size_t len;
     char *e = NULL;
+    int k;
     if (repo_get(r, name, 0, 0, &buf, &len, &e) != 0) {
-      log_warn("%s", e);
+      char *m = xasprintf("key object '%s' cannot be read: %s", name, e ? e : "unknown error");
       free(e);
-      continue;
+      e = m;
+      k = -1;
+    } else {
+      k = open_key_object(r, name, buf, len, pass, pass_len, &e);
+      free(buf);
     }
-    int k = open_key_object(r, name, buf, len, pass, pass_len, &e);
-    free(buf);
     if (k == 0) {
       rc = 0;
       snprintf(r->key_id, sizeof(r->key_id), "%s", name + 5);
     } else if (k == 1) {
       wrong++;
     } else {
-      /* A key for another algorithm or a malformed one: report, keep trying. */
-      if (!*err)
-        *err = e;
-      else
-        free(e);
+      bad++;
+      char *joined = bad_msgs ? xasprintf("%s; %s", bad_msgs, e) : xstrdup(e);
+      free(bad_msgs);
+      bad_msgs = joined;
     }
+    free(e);
   }
   json_decref(keys);
-  if (rc == 0) { /* an unreadable key listed before the good one is not an error */
-    free(*err);
-    *err = NULL;
-  }
-  if (rc != 0 && wrong > 0) {
-    free(*err);
+  if (rc == 0) {
+    if (bad_msgs)
+      log_warn("%s; the repository was opened with key %.8s", bad_msgs, r->key_id);
+  } else if (bad == 0) {
     *err = xasprintf(
         "wrong passphrase or key file: none of the repository's %zu key(s) can be opened with it",
         n);
+  } else if (wrong == 0) {
+    *err = xasprintf("no key of the repository can be opened: %s", bad_msgs);
+  } else {
+    *err = xasprintf("no key of the repository can be opened: %s; the passphrase does not open "
+                     "the other %zu key(s), which are intact (wrong passphrase or key file, "
+                     "unless it is the passphrase of a damaged key)",
+                     bad_msgs, wrong);
   }
+  free(bad_msgs);
   return rc;
 }
 
 /* ---- config ----------------------------------------------------------- */
+
+/* A size field of the config object: an integer from min to max, reported
+ * as written otherwise (a negative number is not wrapped to a huge one). */
+static int config_size(json_t *obj, const char *label, const char *key, uint64_t min, uint64_t max,
+                       uint64_t *out, const char *where, char **err) {
+  json_t *v = json_object_get(obj, key);
+  if (json_is_integer(v) && json_integer_value(v) >= 0 && (uint64_t)json_integer_value(v) >= min &&
+      (uint64_t)json_integer_value(v) <= max) {
+    *out = (uint64_t)json_integer_value(v);
+    return 0;
+  }
+  char *got = v ? json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+  *err =
+      xasprintf("%s: %s in config is %s; expected a whole number of bytes from %llu to %llu", where,
+                label, got ? got : "missing", (unsigned long long)min, (unsigned long long)max);
+  free(got);
+  return -1;
+}
 
 static int parse_config(struct repo *r, const char *text, size_t len, const char *where,
                         char **err) {
@@ -699,25 +797,28 @@ static int parse_config(struct repo *r, const char *text, size_t len, const char
     return -1;
   }
   snprintf(r->id, sizeof(r->id), "%s", id);
-  r->chunker.min_size = (uint32_t)json_integer_value(json_object_get(ch, "min"));
-  r->chunker.avg_size = (uint32_t)json_integer_value(json_object_get(ch, "avg"));
-  r->chunker.max_size = (uint32_t)json_integer_value(json_object_get(ch, "max"));
-  r->pack_size = (uint64_t)json_integer_value(json_object_get(c, "pack_size"));
   const char *want = r->crypto ? r->crypto->name : "none";
   int rc = 0;
   const char *cerr = NULL;
+  uint64_t cmin = 0, cavg = 0, cmax = 0;
   if (strcmp(enc, want) != 0) {
     *err = xasprintf("%s: the repository is encrypted with '%s' but the pipeline configures '%s'",
                      where, enc, want);
     rc = -1;
-  } else if (chunker_params_check(&r->chunker, &cerr) != 0) {
-    *err = xasprintf("%s: invalid chunker parameters in config: %s", where, cerr);
+  } else if (config_size(ch, "chunker.min", "min", 1, UINT32_MAX, &cmin, where, err) != 0 ||
+             config_size(ch, "chunker.avg", "avg", 1, UINT32_MAX, &cavg, where, err) != 0 ||
+             config_size(ch, "chunker.max", "max", 1, UINT32_MAX, &cmax, where, err) != 0 ||
+             config_size(c, "pack_size", "pack_size", REPO_MIN_PACK_SIZE, REPO_MAX_PACK_SIZE,
+                         &r->pack_size, where, err) != 0) {
     rc = -1;
-  }
-  if (rc == 0 && (r->pack_size < REPO_MIN_PACK_SIZE || r->pack_size > REPO_MAX_PACK_SIZE)) {
-    *err = xasprintf("%s: pack_size %llu in config is outside %u..%u bytes", where,
-                     (unsigned long long)r->pack_size, REPO_MIN_PACK_SIZE, REPO_MAX_PACK_SIZE);
-    rc = -1;
+  } else {
+    r->chunker.min_size = (uint32_t)cmin;
+    r->chunker.avg_size = (uint32_t)cavg;
+    r->chunker.max_size = (uint32_t)cmax;
+    if (chunker_params_check(&r->chunker, &cerr) != 0) {
+      *err = xasprintf("%s: invalid chunker parameters in config: %s", where, cerr);
+      rc = -1;
+    }
   }
   json_decref(c);
   return rc;

@@ -48,4 +48,80 @@ fi
 export ENGINE_PASSPHRASE=$TEST_PASSPHRASE
 run_ok "$T/snap.out" "$T/snap.err" snapshots "$T/p.yml"
 assert_contains "$T/snap.out" "1 snapshot(s)" "snapshot list with the right passphrase"
+
+# ---- a damaged key object is named as damaged, never as a wrong passphrase ----
+# With every key object intact, a wrong passphrase says so:
+ENGINE_PASSPHRASE="definitely-not-the-passphrase" run_engine "$T/w1.out" "$T/w1.err" snapshots "$T/p.yml"
+assert_rc 1 "snapshots with a wrong passphrase" "$T/w1.out" "$T/w1.err"
+assert_contains "$T/w1.err" "wrong passphrase or key file: none of the repository's 1 key(s) can be opened with it" \
+  "a wrong passphrase with one intact key"
+
+ka=$(cd "$T/repo/keys" && ls)
+[[ "$ka" =~ ^[0-9a-f]{64}$ ]] || fail "expected exactly one key object, found '$ka'"
+cp "$T/repo/keys/$ka" "$T/key-a.good"
+# damage KEYFILE PYTHON: rewrite KEYFILE with PYTHON applied to its text `t`
+# (the JSON document is `j` where the statement uses it)
+damage() {
+  "$PYTHON" - "$1" "$2" <<'PY'
+import json, sys
+path, stmt = sys.argv[1], sys.argv[2]
+t = open(path).read()
+j = json.loads(t)
+exec(stmt)
+open(path, "w").write(t)
+PY
+}
+# the right passphrase, one key, damaged in each way: named, not "wrong passphrase"
+cases=(
+  "broken JSON|t = t[:len(t) // 2]|not valid JSON"
+  "bad base64|j['data'] = '!!' + j['data'][2:]; t = json.dumps(j)|'data' is not valid base64"
+  "data not a string|j['data'] = 42; t = json.dumps(j)|'data' is not a string"
+  "kdf not an object|j['kdf'] = 'scrypt'; t = json.dumps(j)|'kdf' is not an object"
+  "N not an integer|j['kdf']['N'] = str(j['kdf']['N']); t = json.dumps(j)|scrypt parameters"
+  "truncated data|j['data'] = j['data'][:-8]; t = json.dumps(j, indent=2, sort_keys=True)|no longer match its name"
+  "one byte of data changed|d = j['data']; j['data'] = d[:20] + ('B' if d[20] == 'A' else 'A') + d[21:]; t = json.dumps(j, indent=2, sort_keys=True)|no longer match its name"
+)
+i=0
+for c in "${cases[@]}"; do
+  IFS='|' read -r what stmt needle <<<"$c"
+  i=$((i + 1))
+  cp "$T/key-a.good" "$T/repo/keys/$ka"
+  damage "$T/repo/keys/$ka" "$stmt"
+  cmp -s "$T/key-a.good" "$T/repo/keys/$ka" && fail "the case '$what' did not change the key object"
+  run_engine "$T/d$i.out" "$T/d$i.err" snapshots "$T/p.yml"
+  assert_rc 1 "snapshots with a key object damaged ($what)" "$T/d$i.out" "$T/d$i.err"
+  assert_contains "$T/d$i.err" "no key of the repository can be opened: key object 'keys/$ka' is damaged: " \
+    "the error for a key object damaged ($what)"
+  assert_contains "$T/d$i.err" "$needle" "the error for a key object damaged ($what)"
+  assert_not_contains "$T/d$i.err" "wrong passphrase" "the error for a key object damaged ($what)"
+  note "ok: $what: $(cat "$T/d$i.err")"
+done
+cp "$T/key-a.good" "$T/repo/keys/$ka"
+
+# Two keys, the first damaged: the other key is still tried and opens (with a
+# warning naming the damaged object); if none opens, the damaged one is named
+# and the message tells the passphrase may be its.
+export PASS_B="the second passphrase of this repository"
+run_ok "$T/add.out" "$T/add.err" key add "$T/p.yml" --new-passphrase env:PASS_B
+sed "s|passphrase: 'env:ENGINE_PASSPHRASE'|passphrase: 'env:PASS_B'|" "$T/p.yml" >"$T/b.yml"
+damage "$T/repo/keys/$ka" "j['data'] = j['data'][:-8]; t = json.dumps(j, indent=2, sort_keys=True)"
+run_ok "$T/b.out" "$T/b.err" snapshots "$T/b.yml"
+assert_contains "$T/b.out" "1 snapshot(s)" "the intact key opens while another key object is damaged"
+assert_contains "$T/b.err" "key object 'keys/$ka' is damaged" "the warning about the damaged key object"
+for pass in "$TEST_PASSPHRASE" "definitely-not-the-passphrase"; do
+  ENGINE_PASSPHRASE=$pass run_engine "$T/n.out" "$T/n.err" snapshots "$T/p.yml"
+  assert_rc 1 "snapshots with one key damaged and the other not opening" "$T/n.out" "$T/n.err"
+  assert_contains "$T/n.err" "no key of the repository can be opened: key object 'keys/$ka' is damaged: " \
+    "the error with one key damaged and the other not opening"
+  assert_contains "$T/n.err" "the passphrase does not open the other 1 key(s), which are intact" \
+    "the error with one key damaged and the other not opening"
+  assert_not_contains "$T/n.err" "$pass" "the error with one key damaged"
+done
+# repaired: a wrong passphrase is a wrong passphrase again
+cp "$T/key-a.good" "$T/repo/keys/$ka"
+ENGINE_PASSPHRASE="definitely-not-the-passphrase" run_engine "$T/w2.out" "$T/w2.err" snapshots "$T/p.yml"
+assert_rc 1 "snapshots with a wrong passphrase and two intact keys" "$T/w2.out" "$T/w2.err"
+assert_contains "$T/w2.err" "wrong passphrase or key file: none of the repository's 2 key(s) can be opened with it" \
+  "a wrong passphrase with two intact keys"
+run_ok "$T/snap2.out" "$T/snap2.err" snapshots "$T/p.yml"
 note "PASS"
