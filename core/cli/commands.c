@@ -129,8 +129,13 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
     printf("  new       %s in %llu of %llu chunks (after dedup, before compression)\n",
            format_bytes(r.new_bytes, b2, sizeof(b2)), (unsigned long long)r.new_chunks,
            (unsigned long long)r.chunks);
-    printf("  stored    %s in %llu pack(s) (compressed and encrypted)\n",
-           format_bytes(r.stored_bytes, b3, sizeof(b3)), (unsigned long long)r.packs);
+    const char *zalg = c.p->compress_algorithm ? c.p->compress_algorithm : "zstd";
+    int zip = strcmp(zalg, "none") != 0;
+    printf("  stored    %s in %llu pack(s) (%s%s, %s%s)\n",
+           format_bytes(r.stored_bytes, b3, sizeof(b3)), (unsigned long long)r.packs,
+           zip ? "compressed with " : "not compressed", zip ? zalg : "",
+           c.repo->crypto ? "encrypted with " : "not encrypted",
+           c.repo->crypto ? c.repo->crypto->name : "");
     printf("  duration  %.2f s (%s/s)\n", r.seconds, format_bytes((uint64_t)rate, b4, sizeof(b4)));
     if (r.partial)
       printf("  warnings  %zu (the snapshot is partial; see the messages above)\n",
