@@ -641,6 +641,11 @@ static int do_prune(const struct cli_globals *g, const struct cli_args *a, struc
 }
 
 int cmd_forget(const struct cli_globals *g, const struct cli_args *a) {
+  if (a->n_pos > 1 && a->n_forget_unreadable) {
+    fprintf(stderr, "engine: forget: name snapshots either as arguments (readable ones) or with "
+                    "--forget-unreadable (unreadable ones), not both in one run\n");
+    return EXIT_USAGE;
+  }
   struct cli_ctx c;
   /* forget reads manifests only; with --prune the blobs too */
   int rc =
@@ -654,8 +659,11 @@ int cmd_forget(const struct cli_globals *g, const struct cli_args *a) {
   }
   json_t *report, *named = forget_unreadable_ids(a);
   char *err = NULL;
-  if (forget_run(c.repo, &c.p->retention, c.p->name, NULL, a->dry_run, named, &report, &err) !=
-      0) {
+  /* snapshots named on the command line are removed whatever the policy */
+  int frc = a->n_pos > 1 ? forget_ids(c.repo, a->pos + 1, a->n_pos - 1, a->dry_run, &report, &err)
+                         : forget_run(c.repo, &c.p->retention, c.p->name, NULL, a->dry_run, named,
+                                      &report, &err);
+  if (frc != 0) {
     json_decref(named);
     cli_close(&c);
     return fail(err);
@@ -684,6 +692,12 @@ int cmd_forget(const struct cli_globals *g, const struct cli_args *a) {
     long long would = 0;
     json_array_foreach(json_object_get(report, "groups"), i, gr) would +=
         (long long)json_array_size(json_object_get(gr, "remove"));
+    json_array_foreach(json_object_get(report, "forgotten"), i, gr) {
+      printf("%s %.8s  %s\n", a->dry_run ? "would remove" : "remove",
+             json_string_value(json_object_get(gr, "id")),
+             json_string_value(json_object_get(gr, "time")));
+      would++;
+    }
     json_array_foreach(json_object_get(report, "unreadable_forgotten"), i, gr) {
       printf("%s unreadable snapshot %s\n", a->dry_run ? "would remove" : "removed",
              json_string_value(gr));
@@ -862,7 +876,7 @@ int cmd_repair(const struct cli_globals *g, const struct cli_args *a) {
         printf(" (%lld item(s) kept, %lld lost%s)",
                (long long)json_integer_value(json_object_get(s, "items_kept")),
                (long long)json_integer_value(json_object_get(s, "items_lost")),
-               json_integer_value(json_object_get(s, "tree_bytes_lost"))
+               json_integer_value(json_object_get(s, "tree_blobs_lost"))
                    ? ", part of the item tree lost"
                    : "");
       if (json_object_get(s, "error"))

@@ -66,9 +66,10 @@ const struct cli_command cli_commands[] = {
      "Exit status: 0 sound, 1 problems found or the check could not run.",
      1, 1, cmd_check},
     {"forget",
-     "engine forget PIPELINE [--prune] [--dry-run] [--json] [--lock-wait D] [--forget-unreadable "
-     "ID]...",
-     "Apply the pipeline's retention policy (retention: keep_last, keep_hourly, keep_daily, "
+     "engine forget PIPELINE [SNAPSHOT]... [--prune] [--dry-run] [--json] [--lock-wait D]\n"
+     "              [--forget-unreadable ID]...",
+     "With SNAPSHOT ids (or prefixes of at least 8 hex digits): remove those snapshots. Without:\n"
+     "apply the pipeline's retention policy (retention: keep_last, keep_hourly, keep_daily, "
      "keep_weekly,\n"
      "keep_monthly, keep_yearly, keep_within, keep_tags; restic's semantics, UTC calendar) to each "
      "group of\n"
@@ -80,7 +81,7 @@ const struct cli_command cli_commands[] = {
      "  --lock-wait D wait up to D (e.g. 10m) for other processes' locks instead of failing\n"
      "  --forget-unreadable ID  drop snapshot ID, which exists but cannot be read (see check);\n"
      "                without it forget refuses to run while any snapshot is unreadable",
-     1, 1, cmd_forget},
+     1, 64, cmd_forget},
     {"prune",
      "engine prune PIPELINE [--dry-run] [--repack-threshold F] [--json] [--lock-wait D] "
      "[--forget-unreadable ID]...",

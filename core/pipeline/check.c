@@ -304,7 +304,10 @@ int check_run(struct repo *r, int read_data_too, int quiet, struct check_result 
     char hex[65];
     hex_encode(r->index->packs[k], 32, hex);
     if (!json_object_get(c.packs_present, hex)) {
-      char *m = xasprintf("pack %s is listed in the index but missing from the repository", hex);
+      char *m = xasprintf("pack %s is listed in the index but missing from the repository; run "
+                          "'engine repair index' (until then new backups take its blobs as "
+                          "stored) and 'engine repair snapshots'",
+                          hex);
       object_problem(&c, hex, m);
       free(m);
     }

@@ -14,10 +14,6 @@
 int forget_run(struct repo *r, const struct pipeline_retention *pol, const char *pipeline,
                const char *hostname, int dry_run, json_t *forget_unreadable, json_t **report,
                char **err) {
-  if (!pol || !pol->set) {
-    *err = xstrdup("the pipeline has no retention block: nothing says which snapshots to keep");
-    return -1;
-  }
   json_t *all, *unreadable, *dropped = json_array();
   if (snapshot_list(r, &all, &unreadable, err) != 0) {
     json_decref(dropped);
@@ -31,6 +27,17 @@ int forget_run(struct repo *r, const struct pipeline_retention *pol, const char 
   if (urc != 0) {
     json_decref(all);
     json_decref(dropped);
+    return -1;
+  }
+  if (!pol || !pol->set) {
+    json_decref(all);
+    if (json_array_size(forget_unreadable) > 0) { /* only the unreadable ones were asked for */
+      *report = json_pack("{s:[], s:I, s:b, s:o}", "groups", "removed", (json_int_t)0, "dry_run",
+                          dry_run, "unreadable_forgotten", dropped);
+      return 0;
+    }
+    json_decref(dropped);
+    *err = xstrdup("the pipeline has no retention block: nothing says which snapshots to keep");
     return -1;
   }
   struct retention_policy rp = {pol->keep_last,
@@ -139,5 +146,41 @@ int forget_run(struct repo *r, const struct pipeline_retention *pol, const char 
   }
   *report = json_pack("{s:o, s:I, s:b, s:o}", "groups", out_groups, "removed", (json_int_t)removed,
                       "dry_run", dry_run, "unreadable_forgotten", dropped);
+  return 0;
+}
+
+int forget_ids(struct repo *r, const char *const *ids, size_t n, int dry_run, json_t **report,
+               char **err) {
+  json_t *found = json_array();
+  for (size_t i = 0; i < n; i++) {
+    json_t *m;
+    char *e = NULL;
+    if (strlen(ids[i]) < 8 || snapshot_find(r, ids[i], &m, &e) != 0) {
+      *err = e ? xasprintf("forget %s: %s", ids[i], e)
+               : xasprintf("forget %s: give at least 8 hex digits of a snapshot id", ids[i]);
+      free(e);
+      json_decref(found);
+      return -1;
+    }
+    json_array_append_new(found, json_pack("{s:O, s:O}", "id", json_object_get(m, "id"), "time",
+                                           json_object_get(m, "time")));
+    json_decref(m);
+  }
+  size_t i, removed = 0;
+  json_t *v;
+  json_array_foreach(found, i, v) {
+    if (dry_run)
+      continue;
+    char *name = xasprintf("snapshots/%s", json_string_value(json_object_get(v, "id")));
+    int d = repo_delete(r, name, err);
+    free(name);
+    if (d != 0) {
+      json_decref(found);
+      return -1;
+    }
+    removed++;
+  }
+  *report = json_pack("{s:[], s:I, s:b, s:[], s:o}", "groups", "removed", (json_int_t)removed,
+                      "dry_run", dry_run, "unreadable_forgotten", "forgotten", found);
   return 0;
 }

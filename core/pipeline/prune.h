@@ -37,4 +37,10 @@ int forget_run(struct repo *r, const struct pipeline_retention *pol, const char 
                const char *hostname, int dry_run, json_t *forget_unreadable, json_t **report,
                char **err);
 
+/* Remove the named snapshots (ids or unique prefixes of at least 8 hex
+ * digits) regardless of retention. *report as forget_run's, plus
+ * "forgotten":[{"id","time"}]. Caller holds the exclusive lock. */
+int forget_ids(struct repo *r, const char *const *ids, size_t n, int dry_run, json_t **report,
+               char **err);
+
 #endif

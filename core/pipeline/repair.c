@@ -55,12 +55,24 @@ static struct pack_entry *entries_of(struct index *ix, uint32_t num, size_t *n) 
   return es;
 }
 
-/* Does the loaded index already locate every blob of this header? */
-static int header_indexed(struct index *ix, const struct pack_entry *es, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (!index_get(ix, es[i].id, NULL))
+/* Does the loaded index place every blob of this header where the header
+ * does, and nothing else in this pack (n_in_pack: index entries naming the
+ * pack)? A blob the index places in another pack is fine if that pack's
+ * own header agrees (checked when it is read). */
+static int header_indexed(struct index *ix, uint32_t num, const struct pack_entry *es, size_t n,
+                          size_t n_in_pack) {
+  size_t matched = 0;
+  for (size_t i = 0; i < n; i++) {
+    struct index_entry e;
+    if (!index_get(ix, es[i].id, &e))
       return 0;
-  return 1;
+    if (e.pack == num) {
+      if (e.offset != es[i].offset || e.length != es[i].length || e.type != es[i].type)
+        return 0;
+      matched++;
+    }
+  }
+  return matched == n_in_pack;
 }
 
 int repair_index(struct repo *r, const struct repair_opts *o, json_t **report, char **err) {
@@ -76,6 +88,10 @@ int repair_index(struct repo *r, const struct repair_opts *o, json_t **report, c
   json_t *v;
   rb = xcalloc(np ? np : 1, sizeof(*rb));
   unsigned char *present = xcalloc(ix->n_packs ? ix->n_packs : 1, 1);
+  size_t *in_pack = xcalloc(ix->n_packs ? ix->n_packs : 1, sizeof(size_t));
+  for (size_t k = 0; k < ix->n_slots; k++)
+    if (ix->slots[k].used && ix->slots[k].pack != UINT32_MAX)
+      in_pack[ix->slots[k].pack]++;
   json_array_foreach(packs, i, v) {
     const char *name = json_string_value(json_object_get(v, "name"));
     const char *hex = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
@@ -107,7 +123,7 @@ int repair_index(struct repo *r, const struct repair_opts *o, json_t **report, c
         free(es);
         continue;
       }
-    } else if (!indexed || !header_indexed(ix, es, n)) {
+    } else if (!indexed || !header_indexed(ix, num, es, n, in_pack[num])) {
       unindexed++;
       changed = 1;
     }
@@ -130,6 +146,7 @@ int repair_index(struct repo *r, const struct repair_opts *o, json_t **report, c
                      hex));
     }
   free(present);
+  free(in_pack);
   if (changed && !o->dry_run) {
     /* new objects first, then the old ones: killed in between, the union
      * of both is a valid index */
@@ -288,7 +305,7 @@ struct salvage {
   json_t *packs_there; /* pack hex -> true */
   FILE *spool;         /* surviving lines */
   json_t *lost;        /* [{"item"|"item_b64", "reason"}] */
-  uint64_t kept, kept_bytes, lost_unnamed_bytes, lost_count;
+  uint64_t kept, kept_bytes, lost_unnamed_bytes, lost_count, tree_blobs_lost;
 };
 
 /* NULL when a restore can read the blob, else why not (malloc'd). */
@@ -403,6 +420,7 @@ static int salvage_tree(struct salvage *s, json_t *tree, char **err) {
     if (why) {
       log_warn("tree blob %.16s cannot be read (%s); the items it described are lost", hex, why);
       free(why);
+      s->tree_blobs_lost++;
       s->lost_unnamed_bytes += cur_len;
       cur_len = 0;
       after_gap = 1;
@@ -474,9 +492,9 @@ static int write_repaired(struct repo *r, json_t *m, json_t *new_trees, json_t *
                         json_integer(json_integer_value(json_object_get(s, "failed_items")) +
                                      (json_int_t)json_array_size(lost)));
     json_object_set(s, "lost_items", lost);
-    json_int_t unnamed = json_integer_value(json_object_get(c, "lost_unnamed_bytes"));
+    json_int_t unnamed = json_integer_value(json_object_get(c, "tree_blobs_lost"));
     if (unnamed)
-      json_object_set_new(s, "lost_tree_bytes", json_integer(unnamed));
+      json_object_set_new(s, "lost_tree_blobs", json_integer(unnamed));
     json_t *sw = json_object_get(s, "warnings");
     if (!json_is_array(sw)) {
       sw = json_array();
@@ -528,7 +546,7 @@ static int repair_one(struct repo *r, const struct repair_opts *o, json_t *m, st
   json_t *srcs = json_object_get(m, "sources");
   json_t *lost_by_source = json_array(), *counts = json_array(), *trees = json_array();
   FILE **spools = xcalloc(json_array_size(srcs) + 1, sizeof(FILE *));
-  uint64_t lost_total = 0, kept_total = 0, unnamed_total = 0;
+  uint64_t lost_total = 0, kept_total = 0, unnamed_total = 0, tree_lost = 0;
   int rc = -1;
   size_t i;
   json_t *s;
@@ -540,25 +558,27 @@ static int repair_one(struct repo *r, const struct repair_opts *o, json_t *m, st
     }
     sv->spool = spools[i];
     sv->lost = json_array();
-    sv->kept = sv->kept_bytes = sv->lost_unnamed_bytes = sv->lost_count = 0;
+    sv->kept = sv->kept_bytes = sv->lost_unnamed_bytes = sv->lost_count = sv->tree_blobs_lost = 0;
     if (salvage_tree(sv, json_object_get(s, "tree"), err) != 0) {
       json_decref(sv->lost);
       goto out;
     }
     json_array_append_new(lost_by_source, sv->lost);
-    json_array_append_new(counts, json_pack("{s:I, s:I, s:I}", "kept", (json_int_t)sv->kept,
-                                            "kept_bytes", (json_int_t)sv->kept_bytes,
-                                            "lost_unnamed_bytes",
-                                            (json_int_t)sv->lost_unnamed_bytes));
+    json_array_append_new(
+        counts, json_pack("{s:I, s:I, s:I, s:I}", "kept", (json_int_t)sv->kept, "kept_bytes",
+                          (json_int_t)sv->kept_bytes, "lost_unnamed_bytes",
+                          (json_int_t)sv->lost_unnamed_bytes, "tree_blobs_lost",
+                          (json_int_t)sv->tree_blobs_lost));
     lost_total += sv->lost_count;
     kept_total += sv->kept;
     unnamed_total += sv->lost_unnamed_bytes;
+    tree_lost += sv->tree_blobs_lost;
   }
   json_object_set_new(entry, "items_lost", json_integer((json_int_t)lost_total));
   json_object_set_new(entry, "items_kept", json_integer((json_int_t)kept_total));
-  json_object_set_new(entry, "tree_bytes_lost", json_integer((json_int_t)unnamed_total));
+  json_object_set_new(entry, "tree_blobs_lost", json_integer((json_int_t)tree_lost));
   json_object_set(entry, "lost", lost_by_source);
-  if (lost_total == 0 && unnamed_total == 0) {
+  if (lost_total == 0 && tree_lost == 0 && unnamed_total == 0) {
     json_object_set_new(entry, "result", json_string("sound"));
     rc = 0;
     goto out;

@@ -100,7 +100,8 @@ struct prefetch *prefetch_start(struct repo *r, const unsigned char (*ids)[32], 
   p->budget = budget ? budget : DEFAULT_BUDGET;
   p->want = SIZE_MAX;
   p->ids = xcalloc(n ? n : 1, 32);
-  memcpy(p->ids, ids, n * 32);
+  if (n > 0)
+    memcpy(p->ids, ids, n * 32);
   p->sizes = xcalloc(n ? n : 1, sizeof(*p->sizes));
   for (size_t i = 0; i < n; i++) {
     struct index_entry e;

@@ -98,8 +98,8 @@ char *snapshot_unreadable_text(json_t *unreadable) {
   size_t i;
   json_t *u;
   json_array_foreach(unreadable, i, u) {
-    char *t = xasprintf("%s%ssnapshot %s: %s", text, i ? "\n" : "",
-                        json_string_value(json_object_get(u, "id")),
+    /* the error names the object (snapshots/<id>) */
+    char *t = xasprintf("%s%s  %s", text, i ? "\n" : "",
                         json_string_value(json_object_get(u, "error")));
     free(text);
     text = t;
