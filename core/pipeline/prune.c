@@ -11,6 +11,7 @@
  *     unindexed by killed backups).
  * The caller holds the exclusive lock, so no backup can be about to
  * reference data this deletes. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,6 +99,23 @@ static int write_pack(struct pr *p, struct packer *pk, json_t *new_packs, struct
   packer_free(pk);
   packer_init(pk);
   return 0;
+}
+
+/* The sinks' own housekeeping (engine_sink_ops.cleanup, ABI 1.3): a failure
+ * is a warning, prune's result stands. */
+static void sink_cleanup(struct repo *r, int dry_run) {
+  for (size_t i = 0; i < r->n_sinks; i++) {
+    struct repo_sink *s = &r->sinks[i];
+    const struct engine_sink_ops *ops = s->pi->plugin->sink;
+    if (s->failed ||
+        ops->struct_size < offsetof(struct engine_sink_ops, cleanup) + sizeof(ops->cleanup) ||
+        ops->cleanup == NULL)
+      continue;
+    host_clear_error(s->pi->host);
+    if (ops->cleanup(s->pi->inst, dry_run ? ENGINE_CLEANUP_DRY_RUN : 0) != ENGINE_OK)
+      log_warn("sink '%s' (%s): cleanup after prune failed: %s", s->pi->name,
+               ops->describe(s->pi->inst), host_last_error(s->pi->host));
+  }
 }
 
 int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *res, char **err) {
@@ -223,6 +241,7 @@ int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *r
     for (size_t k = 0; k < p.n_pk; k++)
       if (p.pk[k].action == 2)
         res->bytes_after += p.pk[k].used;
+    sink_cleanup(r, 1);
     rc = 0;
     goto out;
   }
@@ -335,6 +354,7 @@ int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *r
     if (d != 0)
       goto out;
   }
+  sink_cleanup(r, 0);
   rc = 0;
 out:
   if (loaded) {

@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define ENGINE_ABI_MAJOR 1
-#define ENGINE_ABI_MINOR 2
+#define ENGINE_ABI_MINOR 3
 
 #define ENGINE_PLUGIN_QUERY_SYMBOL "engine_plugin_query"
 
@@ -137,7 +137,19 @@ struct engine_sink_ops {
    * Objects already absent are not an error. NULL: the host calls del for
    * each. */
   int (*del_many)(void *inst, const char *const *names, size_t n);
+
+  /* ---- ABI 1.3 ---- */
+  /* Optional: remove what the sink itself left outside the repository's
+   * objects (the s3 sink: incomplete multipart uploads under its prefix older
+   * than its `stale_upload_age`). Called by `engine prune` under the
+   * exclusive lock once it has finished (also with --dry-run, flags then
+   * holding ENGINE_CLEANUP_DRY_RUN: report, change nothing); report what was
+   * done through host->log. A failure (after host->set_error) is a warning:
+   * prune's own result stands. NULL: nothing to clean. */
+  int (*cleanup)(void *inst, unsigned flags);
 };
+
+#define ENGINE_CLEANUP_DRY_RUN 0x1u /* say what cleanup would remove, remove nothing */
 
 /* ---- crypto plugins --------------------------------------------------- */
 
