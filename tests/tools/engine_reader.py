@@ -14,7 +14,9 @@ Usage:
   engine_reader.py REPO_DIR [--passphrase-env VAR | --passphrase-file PATH] COMMAND ...
   commands:
     list                          snapshots: id, time, status
-    ls SNAPSHOT [SOURCE]          items: type, size, name
+    ls SNAPSHOT [SOURCE] [--meta] items: type, size, name (--meta: and the
+                                  item's metadata as JSON, its "xattrs" and
+                                  "flags" checked against section 11)
     cat SNAPSHOT SOURCE NAME      item content to stdout
     verify                        check every object; exit 1 on any failure
     rechunk SNAPSHOT SOURCE NAME  re-chunk the content and the source's tree
@@ -396,7 +398,9 @@ class Repo:
             m = self.load_json("snapshot", sid)
             m["id"] = sid
             out.append(m)
-        out.sort(key=lambda m: (m.get("time") if isinstance(m.get("time"), str) else "", m["id"]))
+        # section 9: by time, then created_ns
+        out.sort(key=lambda m: (m.get("time") if isinstance(m.get("time"), str) else "",
+                                m.get("created_ns") if isinstance(m.get("created_ns"), int) else 0, m["id"]))
         return out
 
     def find_snapshot(self, ref):
@@ -534,8 +538,40 @@ def cmd_ls(repo, args):
             name = get_bytes(it, "name", "item")
             if name is None:
                 raise FormatError("an item of source '%s' has no name" % src.get("name"))
-            out(b"%s\t%d\t%s\n" % (str(it.get("type")).encode(), int(it.get("size", 0)), printable(name)))
+            line = b"%s\t%d\t%s" % (str(it.get("type")).encode(), int(it.get("size", 0)), printable(name))
+            if args.meta:
+                meta = it.get("meta", {})
+                check_files_meta(meta, printable(name))
+                line += b"\t" + json.dumps(meta, sort_keys=True).encode()
+            out(line + b"\n")
     return 0
+
+
+FLAG_LETTERS = "suSDiadAcjtTCP"  # section 11: the chattr letters, in this order
+
+
+def check_files_meta(meta, where):
+    """The "xattrs" and "flags" fields of files metadata, as section 11 defines them."""
+    xattrs = meta.get("xattrs")
+    if xattrs is not None:
+        if not isinstance(xattrs, list) or not xattrs:
+            raise FormatError("%s: 'xattrs' is not a non-empty array" % where)
+        names = []
+        for i, x in enumerate(xattrs):
+            what = "%s: xattrs[%d]" % (where, i)
+            name = get_bytes(x, "name", what)
+            value = get_bytes(x, "value", what)
+            if not name or value is None or b"\0" in name:
+                raise FormatError("%s has no valid name and value" % what)
+            names.append(name)
+        if names != sorted(names) or len(set(names)) != len(names):
+            raise FormatError("%s: 'xattrs' is not sorted by name without repeats" % where)
+    flags = meta.get("flags")
+    if flags is not None:
+        if not isinstance(flags, str) or not flags or any(c not in FLAG_LETTERS for c in flags) \
+                or "".join(c for c in FLAG_LETTERS if c in flags) != flags:
+            raise FormatError("%s: 'flags' %r is not a list of letters of %s in that order"
+                              % (where, flags, FLAG_LETTERS))
 
 
 def cmd_cat(repo, args):
@@ -723,6 +759,7 @@ def main(argv):
     p = sub.add_parser("ls", help="list the items of a snapshot: type, size, name")
     p.add_argument("snapshot")
     p.add_argument("source", nargs="?")
+    p.add_argument("--meta", action="store_true", help="also print each item's metadata as JSON")
     p = sub.add_parser("cat", help="write an item's content to stdout")
     p.add_argument("snapshot")
     p.add_argument("source")

@@ -23,6 +23,17 @@ static const struct engine_option files_options[] = {
      .default_value = "false",
      .description = "Do not descend into directories on another file system than the "
                     "configured path they were reached from."},
+    {.name = "xattrs",
+     .type = ENGINE_OPT_BOOL,
+     .default_value = "true",
+     .description = "Back up and restore extended attributes (user.*, trusted.*, security.*, "
+                    "system.*), which hold POSIX ACLs and file capabilities; false: none are read "
+                    "or restored."},
+    {.name = "file_flags",
+     .type = ENGINE_OPT_BOOL,
+     .default_value = "true",
+     .description = "Back up and restore inode flags (chattr: append-only, immutable, nodump, "
+                    "noatime, ...); false: none are read or restored."},
     {.name = NULL},
 };
 
@@ -105,6 +116,8 @@ static int files_create(const struct engine_host *host, void **out) {
     }
   }
   in->one_file_system = host->cfg_bool(host, "one_file_system", 0);
+  in->xattrs = host->cfg_bool(host, "xattrs", 1);
+  in->file_flags = host->cfg_bool(host, "file_flags", 1);
   *out = in;
   return ENGINE_OK;
 }
@@ -125,7 +138,8 @@ static const struct engine_plugin files_plugin = {
     .version = "1.0.0",
     .license = "MIT",
     .description = "Files, directories, symlinks, hard links and special files, with ownership, "
-                   "modes, timestamps and sparse files.",
+                   "modes, timestamps, sparse files, extended attributes (ACLs, capabilities) "
+                   "and inode flags.",
     .options = files_options,
     .create = files_create,
     .destroy = files_destroy,

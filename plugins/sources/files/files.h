@@ -34,6 +34,8 @@ struct files_inst {
   struct files_exclude *exclude;
   size_t n_exclude;
   int one_file_system;
+  int xattrs;     /* back up and restore extended attributes (ACLs, capabilities) */
+  int file_flags; /* back up and restore inode flags (chattr) */
 };
 
 /* backup (walk.c) */
@@ -101,5 +103,77 @@ int64_t files_ts_ns(const struct timespec *ts, int *ok);
 
 /* Serialise compactly with the insertion order of keys. malloc'd, or NULL. */
 char *files_meta_dump(json_t *obj);
+
+/* ---- xattr.c: extended attributes and inode flags ---- */
+
+/* Devices found without support for one kind: not asked again. */
+struct files_devset {
+  dev_t *v;
+  size_t n, cap;
+};
+
+/* Buffers and per-device knowledge for one backup run. */
+struct files_xread {
+  char *list, *val;
+  size_t list_cap, val_cap;
+  struct files_devset no_xattrs, no_flags;
+};
+void files_xread_free(struct files_xread *x);
+
+/* Read the extended attributes of an item through fd, or (fd < 0) at path
+ * without following a symlink. Returns 0 with *out a new JSON array of
+ * {"name"|"name_b64", "value"|"value_b64"} sorted by name, or NULL when
+ * there are none or the file system (device dev) has no extended
+ * attributes; 1 when reading failed (*err is the errno); -1 on OOM. */
+int files_xattrs_read(struct files_xread *x, dev_t dev, int fd, const char *path, json_t **out,
+                      int *err);
+/* Read the kept inode flags (files_flags_mask) of an open regular file or
+ * directory. 0 (flags 0 when the file system has none), 1 on failure. */
+int files_flags_read(struct files_xread *x, dev_t dev, int fd, unsigned *flags, int *err);
+
+/* The inode flags kept, and their chattr letters (at most FILES_FLAGS_MAX). */
+#define FILES_FLAGS_MAX 16
+unsigned files_flags_mask(void);
+void files_flags_letters(unsigned flags, char out[FILES_FLAGS_MAX + 1]);
+/* Letters to flags; -1 (with the first unknown letter in *unknown) when a
+ * letter is not one of ours. The known ones are in *out either way. */
+int files_flags_parse(const char *letters, unsigned *out, char *unknown);
+
+/* What a restore could not set is reported once per kind. */
+enum files_xkind {
+  FILES_XK_USER,
+  FILES_XK_TRUSTED,
+  FILES_XK_SECURITY,
+  FILES_XK_CAPS,
+  FILES_XK_ACL,
+  FILES_XK_OTHER,
+  FILES_XK_FLAGS,
+  FILES_XK_N
+};
+enum files_xkind files_xattr_kind(const char *name);
+const char *files_xkind_word(enum files_xkind k);
+
+struct files_xattr {
+  char *name;
+  char *value;
+  size_t len;
+};
+struct files_xattrs {
+  struct files_xattr *v;
+  size_t n;
+};
+/* Parse an item's "xattrs" array. 0 with *out (NULL for an empty array),
+ * or -1 with a reason in why. */
+int files_xattrs_parse(json_t *arr, struct files_xattrs **out, char *why, size_t why_len);
+void files_xattrs_free(struct files_xattrs *x);
+/* Set every attribute through fd, or (fd < 0) at path without following a
+ * symlink; failed() is called once per kind that failed on this item.
+ * Returns the number of attributes not set. */
+int files_xattrs_set(const struct files_xattrs *x, int fd, const char *path,
+                     void (*failed)(void *ud, enum files_xkind kind, const char *xname, int err),
+                     void *ud);
+/* Replace the kept flags of an open file with `flags` (the others stay).
+ * 0, or -1 with *err. */
+int files_flags_set(int fd, unsigned flags, int *err);
 
 #endif

@@ -52,6 +52,15 @@ struct rmeta {
   int has_times;
   struct timespec ts[2]; /* atime, mtime; UTIME_OMIT when unknown */
   int sparse;
+  struct files_xattrs *xattrs; /* owned; NULL when none (or the option is off) */
+  unsigned flags;              /* inode flags to set last; 0 when none */
+};
+
+/* A file whose inode flags are set in restore_end, once nothing else will
+ * touch it (immutable and append-only forbid renames, links and times). */
+struct flag_fixup {
+  char *name;
+  unsigned flags;
 };
 
 struct dir_fixup {
@@ -138,6 +147,14 @@ struct rctx {
   struct dref *cache_dir;
   char *buf;             /* FILES_IO_BLOCK */
   char last_error[1536]; /* the message of the latest fail() */
+  struct flag_fixup *flagged;
+  size_t n_flagged, cap_flagged;
+  /* metadata the target refused, per kind (xattr.c), reported once each in
+   * restore_end; writers count too, hence the mutex */
+  pthread_mutex_t xmu;
+  size_t xfailed[FILES_XK_N];
+  int xerr[FILES_XK_N];
+  char xfirst[FILES_XK_N][512];
 };
 
 /* ---- messages ---- */
@@ -316,7 +333,9 @@ static struct timespec ns_to_ts(json_int_t ns) {
   return ts;
 }
 
-static void parse_meta(json_t *m, struct rmeta *out) {
+/* Returns 0, or -1 with a reason in why for invalid "xattrs" / "flags". */
+static int parse_meta(const struct rctx *r, json_t *m, struct rmeta *out, char *why,
+                      size_t why_len) {
   memset(out, 0, sizeof(*out));
   json_t *v = json_object_get(m, "mode");
   if (json_is_integer(v)) {
@@ -344,6 +363,93 @@ static void parse_meta(json_t *m, struct rmeta *out) {
     out->has_times = 1;
   }
   out->sparse = json_is_true(json_object_get(m, "sparse"));
+  if (r->in->xattrs && (v = json_object_get(m, "xattrs")) != NULL &&
+      files_xattrs_parse(v, &out->xattrs, why, why_len) != 0)
+    return -1;
+  if (r->in->file_flags && (v = json_object_get(m, "flags")) != NULL) {
+    char unknown;
+    if (!json_is_string(v)) {
+      snprintf(why, why_len, "'flags' is not a string");
+      files_xattrs_free(out->xattrs);
+      out->xattrs = NULL;
+      return -1;
+    }
+    /* letters of a later version are left out; the ones known are set */
+    if (files_flags_parse(json_string_value(v), &out->flags, &unknown) != 0)
+      r->h->log(r->h, ENGINE_LOG_WARN,
+                "unknown file flag letter '%c' in the metadata; it is not restored", unknown);
+  }
+  return 0;
+}
+
+/* ---- extended attributes and flags the target refused ---- */
+
+struct xfail_ctx {
+  struct rctx *r;
+  const char *name;
+};
+
+/* Count an item whose metadata of `kind` could not be set (any thread). */
+static void note_xfail(struct rctx *r, const char *name, enum files_xkind kind, const char *what,
+                       int err) {
+  pthread_mutex_lock(&r->xmu);
+  if (r->xfailed[kind]++ == 0) {
+    char *d = files_display(name, strlen(name));
+    snprintf(r->xfirst[kind], sizeof(r->xfirst[kind]), "'%s'%s%s", d, what ? ", " : "",
+             what ? what : "");
+    files_display_free(d);
+    r->xerr[kind] = err;
+  }
+  pthread_mutex_unlock(&r->xmu);
+}
+
+static void xattr_failed(void *ud, enum files_xkind kind, const char *xname, int err) {
+  struct xfail_ctx *c = ud;
+  note_xfail(c->r, c->name, kind, xname, err);
+}
+
+/* Set the item's extended attributes through fd, or (fd < 0) at dirfd/base
+ * without following a symlink. What fails is counted, not an error. */
+static void set_xattrs(struct rctx *r, const char *name, int fd, int dirfd, const char *base,
+                       const struct rmeta *m) {
+  if (m->xattrs == NULL)
+    return;
+  char path[64 + NAME_MAX];
+  if (fd < 0)
+    snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", dirfd, base);
+  struct xfail_ctx c = {r, name};
+  files_xattrs_set(m->xattrs, fd, fd >= 0 ? NULL : path, xattr_failed, &c);
+}
+
+/* Set the flags of an open file or directory (counted when refused). */
+static void set_flags(struct rctx *r, const char *name, int fd, unsigned flags) {
+  int err;
+  if (files_flags_set(fd, flags, &err) != 0) {
+    char letters[FILES_FLAGS_MAX + 1];
+    char what[64];
+    files_flags_letters(flags, letters);
+    snprintf(what, sizeof(what), "flags '%s'", letters);
+    note_xfail(r, name, FILES_XK_FLAGS, what, err);
+  }
+}
+
+/* One warning per kind of metadata the target refused. */
+static void report_xfail(struct rctx *r) {
+  for (int k = 0; k < FILES_XK_N; k++) {
+    if (r->xfailed[k] == 0)
+      continue;
+    int err = r->xerr[k];
+    const char *hint = "";
+    if (err == ENOTSUP || err == EOPNOTSUPP || err == ENOTTY)
+      hint = "; the target file system does not support them";
+    else if (err == EPERM && !r->is_root)
+      hint = "; setting them needs root";
+    r->h->log(r->h, ENGINE_LOG_WARN,
+              "%s could not be set on %zu item(s) (restored without them): %s (the first: "
+              "%s)%s",
+              files_xkind_word((enum files_xkind)k), r->xfailed[k],
+              err ? strerror(err) : "invalid value", r->xfirst[k], hint);
+  }
 }
 
 /* Apply owner, mode and times to an open file or directory. Ownership
@@ -354,6 +460,9 @@ static int apply_meta_fd(struct rctx *r, const char *name, int fd, const struct 
                 strerror(errno));
   if (m->has_mode && fchmod(fd, m->mode) != 0)
     return fail(r, name, "unable to set mode %04o: %s", (unsigned)m->mode, strerror(errno));
+  /* after fchown, which drops security.capability, and fchmod, which
+   * rewrites an ACL's mask */
+  set_xattrs(r, name, fd, -1, NULL, m);
   if (m->has_times && futimens(fd, m->ts) != 0)
     return fail(r, name, "unable to set timestamps: %s", strerror(errno));
   return ENGINE_OK;
@@ -373,6 +482,7 @@ static int apply_meta_at(struct rctx *r, const char *name, int dirfd, const char
     if (rc != 0)
       return fail(r, name, "unable to set mode %04o: %s", (unsigned)m->mode, strerror(errno));
   }
+  set_xattrs(r, name, -1, dirfd, base, m);
   if (m->has_times && utimensat(dirfd, base, m->ts, AT_SYMLINK_NOFOLLOW) != 0)
     return fail(r, name, "unable to set timestamps: %s", strerror(errno));
   return ENGINE_OK;
@@ -844,7 +954,7 @@ static int restore_special(struct rctx *r, const char *name, int dirfd, const ch
 }
 
 static int restore_dir(struct rctx *r, const char *name, int dirfd, const char *base,
-                       const struct rmeta *m) {
+                       struct rmeta *m) {
   struct stat st;
   if (fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0) {
     if (!S_ISDIR(st.st_mode)) {
@@ -872,6 +982,23 @@ static int restore_dir(struct rctx *r, const char *name, int dirfd, const char *
   if (copy == NULL)
     return fail(r, name, "out of memory");
   r->dirs[r->n_dirs++] = (struct dir_fixup){.name = copy, .depth = name_depth(name), .meta = *m};
+  m->xattrs = NULL; /* the fixup owns them now */
+  return ENGINE_OK;
+}
+
+static int add_flag_fixup(struct rctx *r, const char *name, unsigned flags) {
+  if (r->n_flagged == r->cap_flagged) {
+    size_t ncap = r->cap_flagged ? r->cap_flagged * 2 : 16;
+    struct flag_fixup *nf = realloc(r->flagged, ncap * sizeof(*nf));
+    if (nf == NULL)
+      return fail(r, name, "out of memory");
+    r->flagged = nf;
+    r->cap_flagged = ncap;
+  }
+  char *copy = strdup(name);
+  if (copy == NULL)
+    return fail(r, name, "out of memory");
+  r->flagged[r->n_flagged++] = (struct flag_fixup){copy, flags};
   return ENGINE_OK;
 }
 
@@ -1010,6 +1137,7 @@ int files_restore_begin(void *inst, const struct engine_restore_opts *opts, void
   pthread_cond_init(&r->dcv, NULL);
   pthread_mutex_init(&r->fmu, NULL);
   pthread_cond_init(&r->fcv, NULL);
+  pthread_mutex_init(&r->xmu, NULL);
   r->in = in;
   r->h = h;
   r->dry_run = dry;
@@ -1048,6 +1176,7 @@ fail:
 /* ---- small-file writers ---- */
 
 static void wjob_free(struct wjob *j) {
+  files_xattrs_free(j->meta.xattrs);
   dref_put(j->dir);
   free(j->name);
   free(j->base);
@@ -1099,7 +1228,9 @@ static void write_job(struct rctx *r, struct wjob *j) {
     what = "unable to set the owner", err = errno;
   else if (j->meta.has_mode && !mode_set && fchmod(fd, j->meta.mode) != 0)
     what = "unable to set the mode", err = errno;
-  else if (j->meta.has_times && futimens(fd, j->meta.ts) != 0)
+  if (what == NULL)
+    set_xattrs(r, j->name, fd, -1, NULL, &j->meta);
+  if (what == NULL && j->meta.has_times && futimens(fd, j->meta.ts) != 0)
     what = "unable to set timestamps", err = errno;
   if (close(fd) != 0 && what == NULL)
     what = "unable to close the temporary file", err = errno;
@@ -1217,7 +1348,7 @@ static void writers_stop(struct rctx *r) {
 /* Read a small file's whole content and queue it for a writer. Returns
  * ENGINE_OK when queued (errors of the writing itself come at restore_end). */
 static int queue_file(struct rctx *r, const char *name, int dirfd, const char *base,
-                      const struct rmeta *m, const struct engine_reader *data) {
+                      struct rmeta *m, const struct engine_reader *data) {
   size_t len = (size_t)data->size;
   struct wjob *j = calloc(1, sizeof(*j));
   if (j == NULL)
@@ -1227,6 +1358,7 @@ static int queue_file(struct rctx *r, const char *name, int dirfd, const char *b
   j->data = malloc(len ? len : 1);
   j->len = len;
   j->meta = *m;
+  m->xattrs = NULL; /* the job owns them now */
   if (j->name == NULL || j->base == NULL || j->data == NULL) {
     wjob_free(j);
     return fail(r, name, "out of memory");
@@ -1316,14 +1448,18 @@ int files_restore_item(void *rctx, const struct engine_item *item,
   name[item->name_len] = '\0';
 
   int rc = ENGINE_ERROR;
+  struct rmeta m = {0};
   json_error_t jerr;
   json_t *meta = item->meta_json != NULL ? json_loads(item->meta_json, 0, &jerr) : json_object();
   if (!json_is_object(meta)) {
     fail(r, name, "invalid metadata: %s", meta == NULL ? jerr.text : "not a JSON object");
     goto out;
   }
-  struct rmeta m;
-  parse_meta(meta, &m);
+  char bad[256];
+  if (parse_meta(r, meta, &m, bad, sizeof(bad)) != 0) {
+    fail(r, name, "invalid metadata: %s", bad);
+    goto out;
+  }
 
   if (r->dry_run) {
     char *d = files_display(name, item->name_len);
@@ -1351,6 +1487,8 @@ int files_restore_item(void *rctx, const struct engine_item *item,
       writers_kick(r);
       rc = restore_file(r, name, dirfd, base, &m, item, data);
     }
+    if (rc == ENGINE_OK && m.flags != 0)
+      rc = add_flag_fixup(r, name, m.flags);
     break;
   case ENGINE_ITEM_DIR:
     rc = restore_dir(r, name, dirfd, base, &m);
@@ -1370,9 +1508,42 @@ int files_restore_item(void *rctx, const struct engine_item *item,
     break;
   }
 out:
+  files_xattrs_free(m.xattrs);
   json_decref(meta);
   free(name);
   return rc;
+}
+
+/* Inode flags of the restored files, last: an immutable or append-only
+ * file can no longer be renamed, linked or have its times set. A file that
+ * is not there failed earlier and was reported then. */
+static void apply_file_flags(struct rctx *r) {
+  for (size_t i = 0; i < r->n_flagged; i++) {
+    struct flag_fixup *f = &r->flagged[i];
+    char *slash = strrchr(f->name, '/');
+    const char *base = f->name;
+    int dirfd = r->rootfd;
+    if (slash != NULL) {
+      *slash = '\0';
+      dirfd = open_dir_path(r, f->name, f->name, 0);
+      *slash = '/';
+      base = slash + 1;
+      if (dirfd < 0) {
+        r->h->log(r->h, ENGINE_LOG_ERROR, "%s", r->last_error);
+        continue;
+      }
+    }
+    int fd = openat(dirfd, base, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+      set_flags(r, f->name, fd, f->flags);
+    else if (fd < 0 && errno != ENOENT)
+      note_xfail(r, f->name, FILES_XK_FLAGS, NULL, errno);
+    if (fd >= 0)
+      close(fd);
+    if (dirfd != r->rootfd)
+      close(dirfd);
+  }
 }
 
 static int cmp_depth_desc(const void *a, const void *b) {
@@ -1395,6 +1566,8 @@ int files_restore_end(void *rctx, int status) {
   cache_drop(r);
   char first[sizeof(r->last_error)] = "";
   size_t failures = 0;
+  if (!r->dry_run)
+    apply_file_flags(r);
   if (!r->dry_run) {
     /* Deepest first: setting a parent's mode could lock us out of a child,
      * and creating children changes a parent's mtime. */
@@ -1404,6 +1577,8 @@ int files_restore_end(void *rctx, int status) {
       struct dir_fixup *d = &r->dirs[i];
       int fd = open_dir_path(r, d->name, d->name, 0);
       int one = fd < 0 ? ENGINE_ERROR : apply_meta_fd(r, d->name, fd, &d->meta);
+      if (one == ENGINE_OK && d->meta.flags != 0)
+        set_flags(r, d->name, fd, d->meta.flags);
       if (fd >= 0)
         close(fd);
       /* Keep going: one directory's failure must not leave the others
@@ -1430,9 +1605,16 @@ int files_restore_end(void *rctx, int status) {
       rc = ENGINE_ERROR;
     }
   }
-  for (size_t i = 0; i < r->n_dirs; i++)
+  if (!r->dry_run)
+    report_xfail(r);
+  for (size_t i = 0; i < r->n_dirs; i++) {
     free(r->dirs[i].name);
+    files_xattrs_free(r->dirs[i].meta.xattrs);
+  }
   free(r->dirs);
+  for (size_t i = 0; i < r->n_flagged; i++)
+    free(r->flagged[i].name);
+  free(r->flagged);
   if (r->rootfd >= 0)
     close(r->rootfd);
   free(r->buf);
@@ -1442,6 +1624,7 @@ int files_restore_end(void *rctx, int status) {
   pthread_cond_destroy(&r->dcv);
   pthread_mutex_destroy(&r->fmu);
   pthread_cond_destroy(&r->fcv);
+  pthread_mutex_destroy(&r->xmu);
   free(r);
   return rc;
 }

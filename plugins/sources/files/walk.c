@@ -32,7 +32,28 @@ struct walk {
   char *buf;              /* FILES_IO_BLOCK bytes of file content */
   struct pathbuf path;
   dev_t top_dev; /* st_dev of the configured path being walked */
+  struct files_xread xr;
+  int parent_xattrs; /* the parent snapshot read extended attributes (its marks) */
+  int parent_flags;  /* ... and inode flags */
+  int use_proc;      /* /proc/self/fd works: entries are named through their directory's fd */
+  char xpath[64 + NAME_MAX];
 };
+
+/* What the metadata holds besides the stat fields (xattr.c). */
+struct xmeta {
+  json_t *xattrs; /* owned; NULL when none */
+  unsigned flags;
+  int incomplete; /* something could not be read (with a warning) */
+};
+
+static void xmeta_clear(struct xmeta *x) {
+  json_decref(x->xattrs);
+  *x = (struct xmeta){0};
+}
+
+static int xmeta_empty(const struct xmeta *x) {
+  return x->xattrs == NULL && x->flags == 0 && !x->incomplete;
+}
 
 static int path_push(struct walk *w, const char *comp) {
   size_t n = strlen(comp);
@@ -100,6 +121,79 @@ static int refused(struct walk *w, const char *what) {
   return -1;
 }
 
+/* ---- extended attributes and flags ---- */
+
+/* The path of entry `base` of dirfd for the path-based xattr calls: through
+ * /proc/self/fd, so neither the length of the whole path nor a symlink
+ * swapped into a parent matters; the absolute path where /proc is absent. */
+static const char *entry_path(struct walk *w, int dirfd, const char *base) {
+  if (!w->use_proc || dirfd < 0)
+    return w->path.p;
+  snprintf(w->xpath, sizeof(w->xpath), "/proc/self/fd/%d/%s", dirfd, base);
+  return w->xpath;
+}
+
+/* Read what the options ask for. fd: the item opened (a regular file or a
+ * directory), or -1 to read extended attributes at path (then no flags:
+ * they need an open file). A failure is a warning on the item, which is
+ * stored without that part and marked incomplete. -1 only on OOM. */
+static int read_xmeta(struct walk *w, const struct stat *st, int fd, const char *path,
+                      int want_xattrs, int want_flags, struct xmeta *out) {
+  int err;
+  if (want_xattrs && w->in->xattrs) {
+    int rc = files_xattrs_read(&w->xr, st->st_dev, fd, path, &out->xattrs, &err);
+    if (rc < 0)
+      return oom(w);
+    if (rc > 0 && err != ENOENT) { /* ENOENT: vanished; the caller sees it too */
+      warn_errno(w, "unable to read extended attributes (stored without them)", err);
+      out->incomplete = 1;
+    }
+  }
+  if (want_flags && w->in->file_flags && fd >= 0 &&
+      (S_ISREG(st->st_mode) || S_ISDIR(st->st_mode))) {
+    if (files_flags_read(&w->xr, st->st_dev, fd, &out->flags, &err) != 0) {
+      warn_errno(w, "unable to read the inode flags (stored without them)", err);
+      out->incomplete = 1;
+    }
+  }
+  return 0;
+}
+
+/* Add "xattrs", "flags" and "meta_incomplete" to item metadata. */
+static int add_xmeta(json_t *m, const struct xmeta *x) {
+  if (x == NULL)
+    return 0;
+  if (x->xattrs != NULL && json_object_set(m, "xattrs", x->xattrs) != 0)
+    return -1;
+  if (x->flags != 0) {
+    char letters[FILES_FLAGS_MAX + 1];
+    files_flags_letters(x->flags, letters);
+    if (json_object_set_new(m, "flags", json_string(letters)) != 0)
+      return -1;
+  }
+  if (x->incomplete && json_object_set_new(m, "meta_incomplete", json_true()) != 0)
+    return -1;
+  return 0;
+}
+
+/* files_meta_from_stat plus the extended attributes and flags of the item:
+ * fd is the item opened, or -1 (path-based attributes of dirfd/base). */
+static json_t *stat_meta_x(struct walk *w, const struct stat *st, int fd, int dirfd,
+                           const char *base) {
+  json_t *m = files_meta_from_stat(&w->ids, st);
+  if (m == NULL)
+    return NULL;
+  struct xmeta x = {0};
+  const char *path = fd >= 0 ? NULL : entry_path(w, dirfd, base);
+  if (read_xmeta(w, st, fd, path, 1, 1, &x) != 0 || add_xmeta(m, &x) != 0) {
+    xmeta_clear(&x);
+    json_decref(m);
+    return NULL;
+  }
+  xmeta_clear(&x);
+  return m;
+}
+
 /* ---- exclusion ---- */
 
 static int excluded(const struct walk *w, const char *base, int is_dir) {
@@ -155,12 +249,14 @@ static int sparse_stat(const struct stat *st) {
   return st->st_size > 0 && (uint64_t)st->st_blocks * 512u < (uint64_t)st->st_size;
 }
 
-static json_t *file_meta(struct walk *w, const struct stat *st, uint64_t size) {
+static json_t *file_meta(struct walk *w, const struct stat *st, uint64_t size,
+                         const struct xmeta *x) {
   json_t *m = files_meta_from_stat(&w->ids, st);
   if (m == NULL)
     return NULL;
   if (json_object_set_new(m, "size", json_integer((json_int_t)size)) != 0 ||
-      (sparse_stat(st) && json_object_set_new(m, "sparse", json_true()) != 0)) {
+      (sparse_stat(st) && json_object_set_new(m, "sparse", json_true()) != 0) ||
+      add_xmeta(m, x) != 0) {
     json_decref(m);
     return NULL;
   }
@@ -203,13 +299,20 @@ static int open_file(int dirfd, const char *base) {
 
 /* Incremental backups (ABI 1.1 emitters): is the parent snapshot's item of
  * this name the same file, unchanged? Same test as restic: size, mtime,
- * ctime and inode all equal. ctime catches writes that restore the mtime.
+ * ctime and inode all equal. ctime catches writes that restore the mtime,
+ * and every change of extended attributes (setfattr, setfacl, setcap) or
+ * inode flags (chattr), so those of an unchanged file are the parent's and
+ * are taken from its metadata without a system call -- when the parent read
+ * them (its marks "xattrs" and "file_flags") and nothing failed there
+ * ("meta_incomplete"); otherwise they are read again here.
  * *text is the metadata text of st when it was built (the caller frees it;
  * for a changed file it serves item_begin if the file's stat after opening
  * is the same). Usually the text is the parent's, byte for byte (it holds
  * all four), and then the parent's is not parsed: a re-run over an
- * unchanged tree spent ~5 us per file in that parse on its critical thread. */
-static int unchanged_since_parent(struct walk *w, const struct stat *st, char **text) {
+ * unchanged tree spent ~5 us per file in that parse on its critical thread.
+ * Returns 1 (unchanged), 0, or -1 on OOM. */
+static int unchanged_since_parent(struct walk *w, int dirfd, const char *base,
+                                  const struct stat *st, char **text) {
   const struct engine_emitter *em = w->em;
   *text = NULL;
   if (em->struct_size < offsetof(struct engine_emitter, item_reuse) + sizeof(em->item_reuse) ||
@@ -218,7 +321,7 @@ static int unchanged_since_parent(struct walk *w, const struct stat *st, char **
   const char *prev = NULL;
   if (em->previous(em, item_name(w), w->path.len - 1, &prev) != ENGINE_OK || prev == NULL)
     return 0;
-  json_t *pm = file_meta(w, st, (uint64_t)st->st_size);
+  json_t *pm = file_meta(w, st, (uint64_t)st->st_size, NULL);
   char *mine = pm != NULL ? files_meta_dump(pm) : NULL;
   json_decref(pm);
   if (mine == NULL)
@@ -228,16 +331,61 @@ static int unchanged_since_parent(struct walk *w, const struct stat *st, char **
   int64_t ctime_ns = files_ts_ns(&st->st_ctim, &ctime_ok);
   /* times beyond 64-bit nanoseconds are not compared: such files are read */
   int same = mtime_ok && ctime_ok && strcmp(mine, prev) == 0;
+  json_t *m = NULL; /* the parent's metadata, when parsed */
   if (!same && mtime_ok && ctime_ok) {
     json_error_t je;
-    json_t *m = json_loads(prev, 0, &je);
+    m = json_loads(prev, 0, &je);
     same = m != NULL && json_object_get(m, "size") != NULL &&
            json_integer_value(json_object_get(m, "size")) == (json_int_t)st->st_size &&
            json_integer_value(json_object_get(m, "mtime_ns")) == (json_int_t)mtime_ns &&
            json_integer_value(json_object_get(m, "ctime_ns")) == (json_int_t)ctime_ns &&
            json_integer_value(json_object_get(m, "ino")) == (json_int_t)st->st_ino;
-    json_decref(m);
   }
+  if (same) {
+    int incomplete = m != NULL && json_is_true(json_object_get(m, "meta_incomplete"));
+    int fresh_x = w->in->xattrs && (!w->parent_xattrs || incomplete);
+    int fresh_f = w->in->file_flags && (!w->parent_flags || incomplete);
+    struct xmeta x = {0};
+    int rc = 0;
+    if (m != NULL && w->in->xattrs && !fresh_x) {
+      json_t *px = json_object_get(m, "xattrs");
+      if (json_is_array(px))
+        x.xattrs = json_incref(px);
+    }
+    if (m != NULL && w->in->file_flags && !fresh_f) {
+      char unknown;
+      const char *pf = json_string_value(json_object_get(m, "flags"));
+      if (pf != NULL)
+        files_flags_parse(pf, &x.flags, &unknown);
+    }
+    if (fresh_x)
+      rc = read_xmeta(w, st, -1, entry_path(w, dirfd, base), 1, 0, &x);
+    if (rc == 0 && fresh_f) {
+      int fd = open_file(dirfd, base);
+      struct stat fst;
+      if (fd >= 0 && fstat(fd, &fst) == 0 && fst.st_ino == st->st_ino && fst.st_dev == st->st_dev)
+        rc = read_xmeta(w, st, fd, NULL, 0, 1, &x);
+      else
+        same = 0; /* replaced since the walk's stat: read it as a changed file */
+      if (fd >= 0)
+        close(fd);
+    }
+    if (rc == 0 && same && !xmeta_empty(&x)) {
+      free(mine);
+      pm = file_meta(w, st, (uint64_t)st->st_size, &x);
+      mine = pm != NULL ? files_meta_dump(pm) : NULL;
+      json_decref(pm);
+      if (mine == NULL)
+        rc = -1;
+    }
+    xmeta_clear(&x);
+    if (rc != 0) {
+      json_decref(m);
+      free(mine);
+      return oom(w);
+    }
+  }
+  json_decref(m);
   *text = mine;
   return same;
 }
@@ -261,7 +409,10 @@ static int backup_file(struct walk *w, int dirfd, const char *base, const struct
   /* Unchanged since the parent snapshot (by the stat the walk already has):
    * take the parent's content without even opening the file. */
   char *stext; /* st's metadata text, if unchanged_since_parent built it */
-  if (unchanged_since_parent(w, st, &stext)) {
+  int same = unchanged_since_parent(w, dirfd, base, st, &stext);
+  if (same < 0)
+    return -1;
+  if (same) {
     struct engine_item pitem = {.name = item_name(w),
                                 .name_len = w->path.len - 1,
                                 .type = ENGINE_ITEM_FILE,
@@ -312,16 +463,27 @@ static int backup_file(struct walk *w, int dirfd, const char *base, const struct
     warn_item(w, msg);
     return 0;
   }
+  /* extended attributes and flags through the descriptor: one system call
+   * each, which a file without any answers with an empty result */
+  struct xmeta x = {0};
+  if (read_xmeta(w, &before, fd, NULL, 1, 1, &x) != 0) {
+    close(fd);
+    free(stext);
+    if (begun)
+      w->em->item_end(w->em, ENGINE_ERROR, NULL, "out of memory");
+    return -1;
+  }
   if (!begun) {
     char *text = stext; /* built from the walk's stat: the same if the stat is */
-    if (text == NULL || !same_meta_stat(st, &before)) {
+    if (text == NULL || !same_meta_stat(st, &before) || !xmeta_empty(&x)) {
       free(text);
-      json_t *m = file_meta(w, &before, (uint64_t)before.st_size);
+      json_t *m = file_meta(w, &before, (uint64_t)before.st_size, &x);
       text = m != NULL ? files_meta_dump(m) : NULL;
       json_decref(m);
     }
     if (text == NULL) {
       close(fd);
+      xmeta_clear(&x);
       return oom(w);
     }
     struct engine_item item = {.name = item_name(w),
@@ -333,6 +495,7 @@ static int backup_file(struct walk *w, int dirfd, const char *base, const struct
     free(text);
     if (rc != ENGINE_OK) {
       close(fd);
+      xmeta_clear(&x);
       return refused(w, "the start");
     }
   }
@@ -342,6 +505,7 @@ static int backup_file(struct walk *w, int dirfd, const char *base, const struct
     if (cancelled(w)) {
       w->em->item_end(w->em, ENGINE_ERROR, NULL, "backup cancelled");
       close(fd);
+      xmeta_clear(&x);
       return -1;
     }
     ssize_t n = read_full_block(fd, w->buf, FILES_IO_BLOCK);
@@ -350,6 +514,7 @@ static int backup_file(struct walk *w, int dirfd, const char *base, const struct
       snprintf(msg, sizeof(msg), "unable to read at offset %llu: %s", (unsigned long long)total,
                strerror(errno));
       close(fd);
+      xmeta_clear(&x);
       if (w->em->item_end(w->em, ENGINE_ERROR, NULL, msg) != ENGINE_OK)
         return refused(w, "the end");
       return 0;
@@ -358,6 +523,7 @@ static int backup_file(struct walk *w, int dirfd, const char *base, const struct
       break;
     if (w->em->item_write(w->em, w->buf, (size_t)n) != ENGINE_OK) {
       close(fd);
+      xmeta_clear(&x);
       return refused(w, "content");
     }
     total += (uint64_t)n;
@@ -365,8 +531,21 @@ static int backup_file(struct walk *w, int dirfd, const char *base, const struct
 
   int st_rc = fstat(fd, &after);
   int st_err = errno;
+  int x_rc = 0;
+  if (st_rc == 0 && (after.st_ctim.tv_sec != before.st_ctim.tv_sec ||
+                     after.st_ctim.tv_nsec != before.st_ctim.tv_nsec)) {
+    /* the inode changed while it was read: its attributes may have too */
+    xmeta_clear(&x);
+    x_rc = read_xmeta(w, &after, fd, NULL, 1, 1, &x);
+  }
   close(fd);
+  if (x_rc != 0) {
+    w->em->item_end(w->em, ENGINE_ERROR, NULL, "out of memory");
+    xmeta_clear(&x);
+    return -1;
+  }
   if (st_rc != 0) {
+    xmeta_clear(&x);
     char msg[256];
     snprintf(msg, sizeof(msg), "unable to stat after reading: %s", strerror(st_err));
     if (w->em->item_end(w->em, ENGINE_ERROR, NULL, msg) != ENGINE_OK)
@@ -379,11 +558,13 @@ static int backup_file(struct walk *w, int dirfd, const char *base, const struct
      * emitter keeps it (no second build here, no second parse in the core;
      * both were on the walk's thread, the one a tree of small files waits
      * for) */
+    xmeta_clear(&x);
     if (w->em->item_end(w->em, ENGINE_OK, NULL, NULL) != ENGINE_OK)
       return refused(w, "the end");
     return remember_hardlink(w, &before);
   }
-  json_t *m = file_meta(w, &after, total);
+  json_t *m = file_meta(w, &after, total, &x);
+  xmeta_clear(&x);
   char *text = m != NULL ? files_meta_dump(m) : NULL;
   json_decref(m);
   if (text == NULL) {
@@ -435,7 +616,7 @@ static int backup_symlink(struct walk *w, int dirfd, const char *base, const str
       warn_errno(w, "unable to read symlink", err);
     return 0;
   }
-  json_t *m = files_meta_from_stat(&w->ids, st);
+  json_t *m = stat_meta_x(w, st, -1, dirfd, base);
   if (m == NULL || files_meta_set_bytes(m, "target", target, (size_t)n) != 0) {
     json_decref(m);
     free(target);
@@ -445,12 +626,12 @@ static int backup_symlink(struct walk *w, int dirfd, const char *base, const str
   return emit_simple(w, ENGINE_ITEM_SYMLINK, m);
 }
 
-static int backup_special(struct walk *w, const struct stat *st) {
+static int backup_special(struct walk *w, int dirfd, const char *base, const struct stat *st) {
   const char *kind = S_ISFIFO(st->st_mode)  ? "fifo"
                      : S_ISCHR(st->st_mode) ? "char"
                      : S_ISBLK(st->st_mode) ? "block"
                                             : "socket";
-  json_t *m = files_meta_from_stat(&w->ids, st);
+  json_t *m = stat_meta_x(w, st, -1, dirfd, base);
   if (m == NULL || json_object_set_new(m, "kind", json_string(kind)) != 0 ||
       json_object_set_new(m, "rdev", json_integer((json_int_t)st->st_rdev)) != 0 ||
       json_object_set_new(m, "rdev_major", json_integer(major(st->st_rdev))) != 0 ||
@@ -569,8 +750,20 @@ static int backup_dir(struct walk *w, int dirfd, const char *base, const struct 
     }
   }
   /* The directory is stored even when it cannot be read: its metadata is
-   * known and restore needs it to recreate the tree. */
-  json_t *m = files_meta_from_stat(&w->ids, &st);
+   * known and restore needs it to recreate the tree. Not descended into
+   * (another file system): opened for its flags only. */
+  int xfd = dfd;
+  if (xfd < 0 && open_err == 0 && (w->in->xattrs || w->in->file_flags)) {
+    xfd = openat(dirfd, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    struct stat xst;
+    if (xfd >= 0 && (fstat(xfd, &xst) != 0 || xst.st_ino != st.st_ino || xst.st_dev != st.st_dev)) {
+      close(xfd);
+      xfd = -1;
+    }
+  }
+  json_t *m = stat_meta_x(w, &st, xfd, dirfd, base);
+  if (xfd >= 0 && xfd != dfd)
+    close(xfd);
   if (m == NULL) {
     if (dfd >= 0)
       close(dfd);
@@ -618,7 +811,7 @@ static int backup_entry(struct walk *w, int dirfd, const char *base, int top) {
       return backup_hardlink(w, &st, first->value);
     return backup_file(w, dirfd, base, &st);
   }
-  return backup_special(w, &st);
+  return backup_special(w, dirfd, base, &st);
 }
 
 /* ---- configured paths ---- */
@@ -792,7 +985,19 @@ static int backup_configured(struct walk *w, const char *given, const char *abs,
       break;
     if (emitted_has(done, w->path.p))
       continue;
-    json_t *m = files_meta_from_stat(&w->ids, &sts[i]);
+    int afd = -1;
+    if (w->in->xattrs || w->in->file_flags) {
+      struct stat ast;
+      afd = open(w->path.p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+      if (afd >= 0 &&
+          (fstat(afd, &ast) != 0 || ast.st_ino != sts[i].st_ino || ast.st_dev != sts[i].st_dev)) {
+        close(afd);
+        afd = -1;
+      }
+    }
+    json_t *m = stat_meta_x(w, &sts[i], afd, -1, NULL);
+    if (afd >= 0)
+      close(afd);
     if (m == NULL || emitted_add(done, w->path.p) != 0) {
       json_decref(m);
       result = oom(w);
@@ -811,6 +1016,34 @@ out:
   free(copy);
   close(fd);
   return result;
+}
+
+/* Record in the manifest which metadata this run reads (marks "xattrs" and
+ * "file_flags"), learn what the parent snapshot's run read, and say once
+ * what a run without root cannot see. */
+static int note_meta_options(struct walk *w) {
+  const struct engine_emitter *em = w->em;
+  if (em->mark(em, "xattrs", w->in->xattrs ? "true" : "false") != ENGINE_OK ||
+      em->mark(em, "file_flags", w->in->file_flags ? "true" : "false") != ENGINE_OK) {
+    w->h->set_error(w->h, "backup of files: the pipeline refused the marks 'xattrs'/'file_flags'");
+    return -1;
+  }
+  if (em->struct_size >=
+          offsetof(struct engine_emitter, previous_mark) + sizeof(em->previous_mark) &&
+      em->previous_mark != NULL) {
+    const char *v = NULL;
+    w->parent_xattrs =
+        em->previous_mark(em, "xattrs", &v) == ENGINE_OK && v != NULL && strcmp(v, "true") == 0;
+    v = NULL;
+    w->parent_flags =
+        em->previous_mark(em, "file_flags", &v) == ENGINE_OK && v != NULL && strcmp(v, "true") == 0;
+  }
+  w->use_proc = access("/proc/self/fd", X_OK) == 0;
+  if (w->in->xattrs && geteuid() != 0)
+    w->h->log(w->h, ENGINE_LOG_WARN,
+              "not running as root: extended attributes trusted.* are invisible to this user and "
+              "are not backed up; run as root to keep them");
+  return 0;
 }
 
 struct configured {
@@ -842,6 +1075,8 @@ int files_backup(void *inst, const struct engine_emitter *em) {
     h->set_error(h, "backup of files: out of memory");
     goto out;
   }
+  if (note_meta_options(&w) != 0)
+    goto out;
 
   for (size_t i = 0; i < in->n_paths; i++) {
     char *p = normalise_path(in->paths[i]);
@@ -901,6 +1136,7 @@ out:
   free(done.v);
   free(w.buf);
   free(w.path.p);
+  files_xread_free(&w.xr);
   files_map_free(&w.links, free);
   files_idcache_free(&w.ids);
   return rc;
