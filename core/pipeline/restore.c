@@ -313,6 +313,40 @@ static struct plugin_instance *find_instance(const struct restore_opts *o, const
   return NULL;
 }
 
+/* How a restore reads: from a local disk a read costs little, so ranges stay
+ * small (a blob or a few) and the cores decode in parallel; from an object
+ * store every request costs latency (and money), so neighbouring blobs are
+ * read in ranges of up to 16 MiB, several at once, whatever the number of
+ * cores. ENGINE_RESTORE_THREADS / _RANGE_MAX / _BUDGET override (bench/). */
+struct read_plan {
+  int threads;
+  size_t budget, range_max;
+};
+
+static size_t env_size(const char *name, size_t dflt) {
+  const char *e = getenv(name);
+  return e && *e ? (size_t)strtoull(e, NULL, 10) : dflt;
+}
+
+static struct read_plan restore_read_plan(const struct repo *r) {
+  int local = 1; /* reads go to the first sink that answers */
+  for (size_t i = 0; i < r->n_sinks; i++)
+    if (!r->sinks[i].failed) {
+      local = strcmp(r->sinks[i].pi->plugin->name, "local") == 0;
+      break;
+    }
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  struct read_plan p;
+  if (local)
+    p = (struct read_plan){(int)(ncpu < 1 ? 1 : ncpu > 8 ? 8 : ncpu), 24u << 20, 2u << 20};
+  else
+    p = (struct read_plan){8, 96u << 20, 16u << 20};
+  p.threads = (int)env_size("ENGINE_RESTORE_THREADS", (size_t)p.threads);
+  p.budget = env_size("ENGINE_RESTORE_BUDGET", p.budget);
+  p.range_max = env_size("ENGINE_RESTORE_RANGE_MAX", p.range_max);
+  return p;
+}
+
 int restore_run(const struct restore_opts *o, struct restore_result *res, char **err) {
   memset(res, 0, sizeof(*res));
   json_t *srcs = json_object_get(o->manifest, "sources");
@@ -421,13 +455,9 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     int r = 0;
     if (!o->dry_run) {
       /* read ahead: decrypt and decompress on all cores while the plugin writes */
-      long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+      struct read_plan rp = restore_read_plan(o->repo);
       pc.pf = prefetch_start(o->repo, (const unsigned char(*)[32])ids_of[i].ids, ids_of[i].n_ids,
-                             BLOB_DATA,
-                             (int)(ncpu < 1   ? 1
-                                   : ncpu > 8 ? 8
-                                              : ncpu),
-                             0);
+                             BLOB_DATA, rp.threads, rp.budget, rp.range_max);
     }
     if (ids_of[i].keep) { /* the items as pass 1 found them */
       log_debug("restore: source '%s': %zu items kept from the validation pass", sn,
