@@ -7,13 +7,18 @@ tests of the object-store sinks.
 Requests are forwarded to 127.0.0.1:UPSTREAM_PORT with the Host header
 unchanged, so SigV4 signatures stay valid. Faults are armed over HTTP:
 
-    POST /__fault/<mode>/<count>[?method=PUT&every=K]
+    POST /__fault/<mode>/<count>[?method=PUT&every=K&path=SUBSTRING]
         the next <count> matching requests fail with <mode>; with `method`
-        only requests of that method match; with `every=K` only every K-th
-        matching request is faulted (spreads the faults over a run)
+        only requests of that method match; with `path` only requests whose
+        path (query string included, e.g. "/prefix/snapshots/ab12" or
+        "?uploads") contains SUBSTRING match; with `every=K` only every K-th
+        matching request is faulted (spreads the faults over a run). A large
+        count (e.g. 1000000000) keeps the fault armed until it is disarmed:
+        a persistent fault.
     POST /__fault/off/0        disarm
     GET  /__stats              JSON: requests seen, faults injected per mode,
-                               faults still armed
+                               faults still armed, the armed mode, and the
+                               last paths faulted (at most 20)
 
 modes: a 3-digit status (500, 503 "SlowDown", 429 ...: an S3-style XML error,
        the request body is read and dropped, nothing reaches the upstream);
@@ -38,15 +43,17 @@ CODES = {500: "InternalError", 502: "BadGateway", 503: "SlowDown", 504: "Gateway
          429: "TooManyRequests", 408: "RequestTimeout"}
 
 lock = threading.Lock()
-state = {"mode": None, "left": 0, "method": None, "every": 1, "seen": 0,
-         "requests": 0, "injected": {}}
+state = {"mode": None, "left": 0, "method": None, "path": None, "every": 1, "seen": 0,
+         "requests": 0, "injected": {}, "faulted": []}
 
 
-def take_fault(method):
+def take_fault(method, path):
     """The fault to apply to this request, or None."""
     with lock:
         state["requests"] += 1
         if state["left"] <= 0 or (state["method"] and state["method"] != method):
+            return None
+        if state["path"] and state["path"] not in path:
             return None
         state["seen"] += 1
         if state["seen"] % state["every"] != 0:
@@ -54,6 +61,7 @@ def take_fault(method):
         state["left"] -= 1
         mode = state["mode"]
         state["injected"][mode] = state["injected"].get(mode, 0) + 1
+        state["faulted"] = (state["faulted"] + ["%s %s" % (method, path)])[-20:]
         return mode
 
 
@@ -68,7 +76,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if url.path == "/__stats":
             with lock:
                 body = json.dumps({"requests": state["requests"], "injected": state["injected"],
-                                   "armed": state["left"], "mode": state["mode"]}).encode()
+                                   "armed": state["left"], "mode": state["mode"],
+                                   "faulted": state["faulted"]}).encode()
             self.reply(200, body, "application/json")
             return
         parts = url.path.split("/")
@@ -76,17 +85,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
             mode, count = parts[2], int(parts[3])
             q = urllib.parse.parse_qs(url.query)
             method = q.get("method", [None])[0]
+            path = q.get("path", [None])[0]
             every = max(1, int(q.get("every", ["1"])[0]))
             if mode not in ("reset", "drop", "truncate", "slow", "off") and not (mode.isdigit() and len(mode) == 3):
                 raise ValueError(mode)
         except (IndexError, ValueError):
-            self.reply(400, b"usage: POST /__fault/<mode>/<count>[?method=M&every=K]\n", "text/plain")
+            self.reply(400, b"usage: POST /__fault/<mode>/<count>[?method=M&every=K&path=S]\n",
+                       "text/plain")
             return
         n = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(n)
         with lock:
             state.update(mode=None if mode == "off" else mode, left=0 if mode == "off" else count,
-                         method=method.upper() if method else None, every=every, seen=0)
+                         method=method.upper() if method else None, path=path or None,
+                         every=every, seen=0)
         self.reply(200, b"", "text/plain")
 
     def reply(self, status, body, ctype):
@@ -101,7 +113,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/__fault/") or self.path == "/__stats":
             self.control()
             return
-        mode = take_fault(self.command)
+        mode = take_fault(self.command, self.path)
         n = int(self.headers.get("Content-Length") or 0)
         if mode == "reset":
             self.close_connection = True

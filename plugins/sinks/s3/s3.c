@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine/plugin.h"
@@ -60,7 +61,8 @@ struct s3 {
   uint64_t part_size, threshold;
   int max_retries;
   int64_t timeout_ms;
-  char *where; /* describe() */
+  int64_t stale_upload_ms; /* cleanup aborts incomplete multipart uploads this old */
+  char *where;             /* describe() */
 };
 
 #define SET_ERROR(s, ...) (s)->host->set_error((s)->host, __VA_ARGS__)
@@ -492,6 +494,304 @@ static void abort_upload(const struct s3 *s, const char *key, const char *upload
   free(q);
 }
 
+/* ---- multipart uploads in progress ------------------------------------ */
+
+struct upload_list {
+  const char *exact; /* keep only entries of this key (NULL: every entry) */
+  char **keys, **ids;
+  int64_t *initiated; /* Unix seconds, -1 if unknown */
+  size_t n, cap;
+  int oom;
+};
+
+static void upload_list_free(struct upload_list *l) {
+  for (size_t i = 0; i < l->n; i++) {
+    free(l->keys[i]);
+    free(l->ids[i]);
+  }
+  free(l->keys);
+  free(l->ids);
+  free(l->initiated);
+  l->keys = l->ids = NULL;
+  l->initiated = NULL;
+  l->n = l->cap = 0;
+}
+
+/* "2024-12-07T04:42:00.000Z" (ISO 8601 in UTC, as S3 writes <Initiated>) to
+ * Unix seconds; -1 if it is not such a time. */
+static int64_t parse_initiated(const char *t) {
+  struct tm tm;
+  memset(&tm, 0, sizeof tm);
+  int n = 0;
+  if (sscanf(t, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+             &tm.tm_min, &tm.tm_sec, &n) != 6 ||
+      n == 0)
+    return -1;
+  const char *rest = t + n;
+  if (*rest == '.')
+    for (rest++; *rest >= '0' && *rest <= '9'; rest++)
+      ;
+  if (strcmp(rest, "Z") != 0 && strcmp(rest, "+00:00") != 0 && *rest != '\0')
+    return -1;
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  time_t v = timegm(&tm);
+  return v == (time_t)-1 ? -1 : (int64_t)v;
+}
+
+static int upload_cb(void *ud, const char *key, const char *id, const char *initiated) {
+  struct upload_list *l = ud;
+  if (l->exact != NULL && strcmp(key, l->exact) != 0)
+    return 0;
+  if (l->n == l->cap) {
+    size_t nc = l->cap ? l->cap * 2 : 16;
+    char **nk = realloc(l->keys, nc * sizeof *nk);
+    if (nk != NULL)
+      l->keys = nk;
+    char **ni = realloc(l->ids, nc * sizeof *ni);
+    if (ni != NULL)
+      l->ids = ni;
+    int64_t *nt = realloc(l->initiated, nc * sizeof *nt);
+    if (nt != NULL)
+      l->initiated = nt;
+    if (nk == NULL || ni == NULL || nt == NULL) {
+      l->oom = 1;
+      return 1;
+    }
+    l->cap = nc;
+  }
+  char *k = strdup(key), *i = strdup(id);
+  if (k == NULL || i == NULL) {
+    free(k);
+    free(i);
+    l->oom = 1;
+    return 1;
+  }
+  l->keys[l->n] = k;
+  l->ids[l->n] = i;
+  l->initiated[l->n] = parse_initiated(initiated);
+  l->n++;
+  return 0;
+}
+
+/* The multipart uploads in progress whose keys start with prefix, every page
+ * of ListMultipartUploads, into l (entries of l->exact only, if set).
+ * ENGINE_OK, or ENGINE_ERROR with the reason in why and, unless quiet (a
+ * clean-up after another failure, whose message must stay), the message set. */
+static int list_uploads(const struct s3 *s, const char *prefix, struct upload_list *l, int quiet,
+                        char *why, size_t why_len) {
+  const struct engine_host *h = s->host;
+  char what[S3_MAX_KEY + 96];
+  snprintf(what, sizeof what, "s3://%s/%s (list multipart uploads)", s->bucket, prefix);
+  char *key_marker = NULL, *id_marker = NULL, *q = NULL;
+  int rc = ENGINE_ERROR;
+  why[0] = '\0';
+  for (;;) {
+    const char *kv[8] = {"uploads", "", "prefix", prefix};
+    size_t np = 2;
+    if (key_marker != NULL) {
+      kv[2 * np] = "key-marker";
+      kv[2 * np + 1] = key_marker;
+      np++;
+    }
+    if (id_marker != NULL) {
+      kv[2 * np] = "upload-id-marker";
+      kv[2 * np + 1] = id_marker;
+      np++;
+    }
+    /* "uploads=", not a bare "uploads": see delete_batch */
+    q = s3_query(kv, np);
+    if (q == NULL) {
+      snprintf(why, why_len, "out of memory");
+      break;
+    }
+    struct call c = {.method = "GET", .key = NULL, .what = what, .query = q, .quiet = quiet};
+    struct engine_http_response r;
+    if (do_call(s, &c, &r) != ENGINE_OK) {
+      snprintf(why, why_len, "no response after %d attempt%s: %s", r.attempts,
+               r.attempts == 1 ? "" : "s", r.error[0] ? r.error : "unknown transport error");
+      h->http_response_free(&r);
+      break;
+    }
+    if (r.status != 200) {
+      struct s3_error_doc e;
+      error_code(&c, &r, &e);
+      snprintf(why, why_len, "HTTP %ld%s%s", r.status, e.code[0] ? " " : "", e.code);
+      if (!quiet)
+        fail_status(s, &c, &r);
+      h->http_response_free(&r);
+      break;
+    }
+    free(key_marker);
+    free(id_marker);
+    key_marker = id_marker = NULL;
+    int lr =
+        s3_xml_uploads(r.body, r.body_len, upload_cb, l, &key_marker, &id_marker, why, why_len);
+    h->http_response_free(&r);
+    free(q);
+    q = NULL;
+    if (l->oom) {
+      snprintf(why, why_len, "out of memory");
+      break;
+    }
+    if (lr < 0) {
+      if (!quiet)
+        SET_ERROR(s, "GET %s: unexpected response: %s", what, why);
+      break;
+    }
+    if (key_marker == NULL) {
+      rc = ENGINE_OK;
+      break;
+    }
+    if (h->cancelled(h)) {
+      snprintf(why, why_len, "interrupted (the run is being cancelled)");
+      break;
+    }
+  }
+  if (rc != ENGINE_OK && !quiet && (l->oom || q == NULL || h->cancelled(h)))
+    SET_ERROR(s, "GET %s: %s", what, why);
+  free(q);
+  free(key_marker);
+  free(id_marker);
+  return rc;
+}
+
+/* After a multipart upload of key has ended (completed, failed or aborted):
+ * abort every upload of that key still in progress. A CreateMultipartUpload
+ * whose reply was lost or truncated is sent again (by the HTTP client's
+ * retries, or by libcurl itself on a reused connection that died, which no
+ * attempt count shows), and each request the server received started an
+ * upload of its own: only the last one was completed or aborted. Object
+ * names are content addresses of sealed bytes, so no other writer uploads
+ * this key: every upload of it still open is an orphan of ours. uncertain:
+ * the creation's outcome was unknown (no usable reply, or retried), so an
+ * orphan is likely and a failure to look is worth a warning. */
+static void sweep_orphans(const struct s3 *s, const char *key, int uncertain) {
+  const struct engine_host *h = s->host;
+  struct upload_list l = {.exact = key};
+  char why[512];
+  if (list_uploads(s, key, &l, 1, why, sizeof why) != ENGINE_OK) {
+    h->log(h, uncertain ? ENGINE_LOG_WARN : ENGINE_LOG_DEBUG,
+           "unable to look for multipart uploads of '%s' left open by a retried request (%s); "
+           "prune aborts those older than stale_upload_age (%" PRId64 " s)",
+           key, why, s->stale_upload_ms / 1000);
+    upload_list_free(&l);
+    return;
+  }
+  for (size_t i = 0; i < l.n; i++)
+    abort_upload(s, key, l.ids[i]);
+  if (l.n > 0)
+    h->log(h, ENGINE_LOG_INFO,
+           "aborted %zu multipart upload%s of '%s' left open by a retried "
+           "CreateMultipartUpload",
+           l.n, l.n == 1 ? "" : "s", key);
+  upload_list_free(&l);
+}
+
+/* Whether name (without the prefix) is one of the repository's objects:
+ * cleanup never touches anything else that shares the bucket. */
+static int repository_name(const char *name) {
+  static const char *const dirs[] = {"data/", "index/", "snapshots/", "keys/", "locks/"};
+  if (strcmp(name, "config") == 0)
+    return 1;
+  for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
+    if (strncmp(name, dirs[i], strlen(dirs[i])) == 0)
+      return 1;
+  return 0;
+}
+
+/* engine_sink_ops.cleanup (prune, under the exclusive lock): abort the
+ * incomplete multipart uploads of repository objects older than
+ * stale_upload_age, left by runs that were killed or lost the server before
+ * they could abort them. */
+static int s3_cleanup(void *inst, unsigned flags) {
+  struct s3 *s = inst;
+  const struct engine_host *h = s->host;
+  int dry_run = (flags & ENGINE_CLEANUP_DRY_RUN) != 0;
+  struct upload_list l = {0};
+  char why[512];
+  if (list_uploads(s, s->prefix, &l, 0, why, sizeof why) != ENGINE_OK) {
+    upload_list_free(&l);
+    return ENGINE_ERROR;
+  }
+  time_t now = time(NULL);
+  size_t stale = 0, young = 0, unknown = 0, failed = 0;
+  for (size_t i = 0; i < l.n; i++) {
+    const char *name = l.keys[i] + s->prefix_len;
+    if (strncmp(l.keys[i], s->prefix, s->prefix_len) != 0 || !repository_name(name))
+      continue;
+    if (l.initiated[i] < 0) {
+      unknown++;
+      continue;
+    }
+    int64_t age_ms = ((int64_t)now - l.initiated[i]) * 1000;
+    if (age_ms < s->stale_upload_ms) {
+      young++;
+      continue;
+    }
+    stale++;
+    char when[32];
+    time_t t = (time_t)l.initiated[i];
+    struct tm tm;
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+    if (dry_run) {
+      h->log(h, ENGINE_LOG_WARN,
+             "would abort the incomplete multipart upload of '%s' started %s (upload id %s)",
+             l.keys[i], when, l.ids[i]);
+      continue;
+    }
+    const char *kv[] = {"uploadId", l.ids[i]};
+    char *q = s3_query(kv, 1);
+    if (q == NULL) {
+      upload_list_free(&l);
+      return fail_oom(s, "cleanup");
+    }
+    struct call c = {
+        .method = "DELETE", .key = l.keys[i], .what = l.keys[i], .query = q, .quiet = 1};
+    struct engine_http_response r;
+    int rc = do_call(s, &c, &r);
+    if (rc != ENGINE_OK) {
+      snprintf(why, sizeof why, "no response after %d attempt%s: %s", r.attempts,
+               r.attempts == 1 ? "" : "s", r.error[0] ? r.error : "unknown transport error");
+    } else if (r.status != 204 && r.status != 200 && r.status != 404) {
+      struct s3_error_doc e;
+      error_code(&c, &r, &e);
+      snprintf(why, sizeof why, "HTTP %ld%s%s", r.status, e.code[0] ? " " : "", e.code);
+      rc = ENGINE_ERROR;
+    }
+    h->http_response_free(&r);
+    free(q);
+    if (rc != ENGINE_OK) {
+      failed++;
+      h->log(h, ENGINE_LOG_WARN, "unable to abort the multipart upload of '%s' (upload id %s): %s",
+             l.keys[i], l.ids[i], why);
+      continue;
+    }
+    h->log(h, ENGINE_LOG_WARN,
+           "aborted the incomplete multipart upload of '%s' started %s (upload id %s), left by an "
+           "interrupted upload",
+           l.keys[i], when, l.ids[i]);
+  }
+  upload_list_free(&l);
+  if (unknown > 0)
+    h->log(h, ENGINE_LOG_WARN,
+           "%zu incomplete multipart upload%s under s3://%s/%s %s no readable start time; left "
+           "alone",
+           unknown, unknown == 1 ? "" : "s", s->bucket, s->prefix, unknown == 1 ? "has" : "have");
+  h->log(h, ENGINE_LOG_DEBUG,
+         "multipart uploads under s3://%s/%s: %zu older than %" PRId64 " s%s, %zu younger",
+         s->bucket, s->prefix, stale, s->stale_upload_ms / 1000, dry_run ? " (dry run)" : "",
+         young);
+  if (failed > 0) {
+    SET_ERROR(s,
+              "%zu of %zu stale multipart upload%s under s3://%s/%s could not be aborted (see "
+              "the warnings above)",
+              failed, stale, stale == 1 ? "" : "s", s->bucket, s->prefix);
+    return ENGINE_ERROR;
+  }
+  return ENGINE_OK;
+}
+
 /* A growing string for the CompleteMultipartUpload document. */
 struct sbuf {
   char *p;
@@ -581,6 +881,7 @@ static int put_multipart(const struct s3 *s, const char *key, const void *buf, s
   struct engine_http_response r;
   memset(&r, 0, sizeof r);
   int rc = ENGINE_ERROR;
+  int sent = 0, uncertain = 0; /* CreateMultipartUpload sent; its outcome unknown */
   if (etags == NULL)
     return fail_oom(s, key);
 
@@ -601,8 +902,14 @@ static int put_multipart(const struct s3 *s, const char *key, const void *buf, s
       c.headers[nh++] = s->storage_class_hdr;
     snprintf(what, sizeof what, "%s (start multipart upload)", key);
     c.what = what;
-    if (do_call(s, &c, &r) != ENGINE_OK)
+    sent = 1;
+    if (do_call(s, &c, &r) != ENGINE_OK) {
+      uncertain = 1; /* some attempt may have reached the server */
       goto out;
+    }
+    /* an attempt before the last may have started an upload whose reply
+     * was lost (sweep_orphans) */
+    uncertain = r.attempts > 1;
     if (r.status != 200) {
       fail_status(s, &c, &r);
       goto out;
@@ -610,6 +917,7 @@ static int put_multipart(const struct s3 *s, const char *key, const void *buf, s
     upload_id = s3_xml_root_child(r.body, r.body_len, "InitiateMultipartUploadResult", "UploadId");
     if (upload_id == NULL || upload_id[0] == '\0') {
       SET_ERROR(s, "POST %s: the response has no <UploadId>", what);
+      uncertain = 1;
       goto out;
     }
     h->http_response_free(&r);
@@ -718,6 +1026,8 @@ abort:
   abort_upload(s, key, upload_id);
 out:
   h->http_response_free(&r);
+  if (sent)
+    sweep_orphans(s, key, uncertain);
   for (size_t i = 0; i < nparts; i++)
     free(etags[i]);
   free(etags);
@@ -1492,6 +1802,12 @@ static int s3_create(const struct engine_host *host, void **out) {
     h->set_error(h, "option 'timeout' must be at least 1s, got %" PRId64 " ms", s->timeout_ms);
     goto fail;
   }
+  s->stale_upload_ms = h->cfg_int(h, "stale_upload_age", (int64_t)24 * 3600 * 1000);
+  if (s->stale_upload_ms < 0) {
+    h->set_error(h, "option 'stale_upload_age' must not be negative, got %" PRId64 " ms",
+                 s->stale_upload_ms);
+    goto fail;
+  }
 
   /* credentials last: nothing else may fail while they are held */
   if (s3_creds_load(h, &s->creds) != ENGINE_OK)
@@ -1589,6 +1905,11 @@ static const struct engine_option s3_options[] = {
      .type = ENGINE_OPT_DURATION,
      .default_value = "10m",
      .description = "Time limit of one request (each attempt)."},
+    {.name = "stale_upload_age",
+     .type = ENGINE_OPT_DURATION,
+     .default_value = "24h",
+     .description = "prune aborts the incomplete multipart uploads of repository objects under "
+                    "the prefix that are at least this old (left by killed runs)."},
     {.name = NULL},
 };
 
@@ -1601,6 +1922,7 @@ static const struct engine_sink_ops s3_ops = {
     .del = s3_del,
     .describe = s3_describe,
     .del_many = s3_del_many,
+    .cleanup = s3_cleanup,
 };
 
 static const struct engine_plugin s3_plugin = {

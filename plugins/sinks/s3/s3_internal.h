@@ -79,6 +79,17 @@ int s3_xml_delete_errors(const char *body, size_t len,
                                    const char *message),
                          void *ud, char *why, size_t why_len);
 
+/* One page of ListMultipartUploads: calls cb for each <Upload> entry in
+ * document order with its key, upload id and <Initiated> text ("" if
+ * absent). Returns 0 on success, 1 when cb asked to stop, -1 if the document
+ * is not a ListMultipartUploadsResult (why says why). When IsTruncated is
+ * true, *next_key and *next_upload_id are the malloc'd NextKeyMarker and
+ * NextUploadIdMarker (the latter may be NULL), else both NULL. */
+int s3_xml_uploads(const char *body, size_t len,
+                   int (*cb)(void *ud, const char *key, const char *upload_id,
+                             const char *initiated),
+                   void *ud, char **next_key, char **next_upload_id, char *why, size_t why_len);
+
 /* ---- credentials (s3_creds.c) ---- */
 
 struct s3_creds {

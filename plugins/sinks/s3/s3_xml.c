@@ -240,3 +240,63 @@ out:
   xmlFreeDoc(doc);
   return rc;
 }
+
+int s3_xml_uploads(const char *body, size_t len,
+                   int (*cb)(void *ud, const char *key, const char *upload_id,
+                             const char *initiated),
+                   void *ud, char **next_key, char **next_upload_id, char *why, size_t why_len) {
+  *next_key = *next_upload_id = NULL;
+  xmlDocPtr doc = parse(body, len);
+  if (doc == NULL) {
+    snprintf(why, why_len, "the response is %s", len ? "not well-formed XML" : "empty");
+    return -1;
+  }
+  int rc = 0;
+  xmlNode *root = xmlDocGetRootElement(doc);
+  if (!named(root, "ListMultipartUploadsResult")) {
+    snprintf(why, why_len, "the response is <%s>, not <ListMultipartUploadsResult>",
+             root && root->name ? (const char *)root->name : "(nothing)");
+    rc = -1;
+    goto out;
+  }
+  for (xmlNode *c = root->children; c != NULL; c = c->next) {
+    if (!named(c, "Upload"))
+      continue;
+    char *key = text_of(child(c, "Key"));
+    char *id = text_of(child(c, "UploadId"));
+    char initiated[64];
+    copy_child_text(c, "Initiated", initiated, sizeof initiated);
+    if (key == NULL || id == NULL || id[0] == '\0') {
+      snprintf(why, why_len, "an <Upload> entry lacks its <Key> or <UploadId>%s%.200s%s",
+               key ? " (key '" : "", key ? key : "", key ? "')" : "");
+      free(key);
+      free(id);
+      rc = -1;
+      goto out;
+    }
+    int stop = cb(ud, key, id, initiated);
+    free(key);
+    free(id);
+    if (stop) {
+      rc = 1;
+      goto out;
+    }
+  }
+  char *truncated = text_of(child(root, "IsTruncated"));
+  int more = truncated != NULL && strcmp(truncated, "true") == 0;
+  free(truncated);
+  if (more) {
+    *next_key = text_of(child(root, "NextKeyMarker"));
+    *next_upload_id = text_of(child(root, "NextUploadIdMarker"));
+    if (*next_key == NULL || (*next_key)[0] == '\0') {
+      free(*next_key);
+      free(*next_upload_id);
+      *next_key = *next_upload_id = NULL;
+      snprintf(why, why_len, "the listing is truncated but has no <NextKeyMarker>");
+      rc = -1;
+    }
+  }
+out:
+  xmlFreeDoc(doc);
+  return rc;
+}
