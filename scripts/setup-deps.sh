@@ -19,6 +19,8 @@ packages=(
   time procps coreutils findutils diffutils
   # fincore: the direct-I/O test checks what the local sink left in the page cache
   util-linux-extra
+  # test_xattrs: getfattr/setfattr, getfacl/setfacl, getcap/setcap, chattr/lsattr/mkfs.ext4
+  attr acl libcap2-bin e2fsprogs
   # postgres-schema source: libpq, and a real PostgreSQL 15 for its tests
   libpq-dev postgresql-15 postgresql-client-15
   # s3 sink: XML responses; a real Ceph radosgw and an independent client for its tests

@@ -2,7 +2,7 @@
 """Compare a source tree with its restored copy, byte for byte and metadata.
 
     compare_trees.py SRC DST [--mtime-resolution ns|s] [--sparse REL]...
-                             [--no-owner] [--no-root-meta]
+                             [--no-owner] [--no-root-meta] [--xattrs] [--flags]
 
 Both trees are walked with os.lstat (names as bytes, so any byte sequence is
 handled). For every entry it compares: presence, file type, permission bits
@@ -10,10 +10,16 @@ handled). For every entry it compares: presence, file type, permission bits
 second), size and content of regular files, symlink targets, fifo-ness, and
 hardlink identity (names that share an inode in SRC must share one in DST,
 and names that do not must not). --sparse REL additionally requires DST/REL
-to occupy far fewer blocks than its size. Every difference is printed; the
-exit status is 1 if there was any, 0 otherwise.
+to occupy far fewer blocks than its size. --xattrs also compares every
+extended attribute (names and values, symlinks included: ACLs and
+capabilities are among them); --flags the inode flags (chattr) of regular
+files and directories that a restore can set (docs/FORMAT.md section 11).
+Every difference is printed; the exit status is 1 if there was any, 0
+otherwise.
 """
 import argparse
+import array
+import fcntl
 import os
 import stat
 import sys
@@ -45,6 +51,40 @@ def type_name(mode):
     return "unknown"
 
 
+# chattr letters and bits (linux/fs.h) of the flags the files source keeps
+KEPT_FLAGS = (("s", 0x1), ("u", 0x2), ("S", 0x8), ("D", 0x10000), ("i", 0x10), ("a", 0x20),
+              ("d", 0x40), ("A", 0x80), ("c", 0x4), ("j", 0x4000), ("t", 0x8000), ("T", 0x20000),
+              ("C", 0x800000), ("P", 0x20000000))
+FS_IOC_GETFLAGS = 0x80086601
+
+
+def xattrs_of(path):
+    """{name: value} of every extended attribute, not following a symlink."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in (95, 61):  # EOPNOTSUPP, ENODATA
+            return {}
+        raise
+    return {n: os.getxattr(path, n, follow_symlinks=False) for n in names}
+
+
+def flags_of(path):
+    """The kept chattr letters of a regular file or directory ('' when none)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        buf = array.array("i", [0])
+        try:
+            fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf, True)
+        except OSError as e:
+            if e.errno in (25, 95):  # ENOTTY, EOPNOTSUPP: no flags on this file system
+                return ""
+            raise
+        return "".join(letter for letter, bit in KEPT_FLAGS if buf[0] & bit)
+    finally:
+        os.close(fd)
+
+
 def same_content(a, b):
     """None when equal, else a description of the first difference."""
     with open(a, "rb") as fa, open(b, "rb") as fb:
@@ -71,6 +111,10 @@ def main():
     ap.add_argument("--no-owner", action="store_true", help="do not compare uid/gid")
     ap.add_argument("--no-root-meta", action="store_true",
                     help="do not compare the metadata of the roots themselves")
+    ap.add_argument("--xattrs", action="store_true",
+                    help="compare extended attributes (ACLs and capabilities among them)")
+    ap.add_argument("--flags", action="store_true",
+                    help="compare the inode flags (chattr) of files and directories")
     args = ap.parse_args()
     src = os.fsencode(args.src)
     dst = os.fsencode(args.dst)
@@ -122,6 +166,19 @@ def main():
                 ma, mb = sa.st_mtime_ns // 10**9, sb.st_mtime_ns // 10**9
             if ma != mb:
                 diff(rel, "mtime %d, restored as %d (%s)" % (ma, mb, args.mtime_resolution))
+        if meta and args.xattrs:
+            xa, xb = xattrs_of(a), xattrs_of(b)
+            for n in sorted(set(xa) | set(xb)):
+                if n not in xb:
+                    diff(rel, "extended attribute %s missing in the restored tree" % n)
+                elif n not in xa:
+                    diff(rel, "extended attribute %s present in the restored tree only" % n)
+                elif xa[n] != xb[n]:
+                    diff(rel, "extended attribute %s is %r, restored as %r" % (n, xa[n], xb[n]))
+        if meta and args.flags and ta in ("file", "dir"):
+            fa, fb = flags_of(a), flags_of(b)
+            if fa != fb:
+                diff(rel, "flags '%s', restored as '%s'" % (fa, fb))
         if ta == "symlink":
             la, lb = os.readlink(a), os.readlink(b)
             if la != lb:

@@ -135,7 +135,7 @@ static const struct engine_plugin files_plugin = {
     ENGINE_PLUGIN_HEADER,
     .kind = ENGINE_PLUGIN_SOURCE,
     .name = "files",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .license = "MIT",
     .description = "Files, directories, symlinks, hard links and special files, with ownership, "
                    "modes, timestamps, sparse files, extended attributes (ACLs, capabilities) "

@@ -433,6 +433,27 @@ static void set_flags(struct rctx *r, const char *name, int fd, unsigned flags) 
   }
 }
 
+/* Why EPERM, for the warning. */
+static const char *xfail_perm_hint(enum files_xkind k, int is_root) {
+  switch (k) {
+  case FILES_XK_USER:
+    return "; user.* attributes cannot be set on symlinks and special files, and only by the "
+           "file's owner or root";
+  case FILES_XK_TRUSTED:
+  case FILES_XK_SECURITY:
+    return is_root ? "; setting them needs CAP_SYS_ADMIN, which this process does not have"
+                   : "; setting them needs root (CAP_SYS_ADMIN)";
+  case FILES_XK_CAPS:
+    return is_root ? "; setting them needs CAP_SETFCAP, which this process does not have"
+                   : "; setting them needs root (CAP_SETFCAP)";
+  case FILES_XK_FLAGS:
+    return is_root ? "; flags i and a need CAP_LINUX_IMMUTABLE, which this process does not have"
+                   : "; flags i and a need root (CAP_LINUX_IMMUTABLE), the others the file's owner";
+  default:
+    return is_root ? "" : "; setting them may need root";
+  }
+}
+
 /* One warning per kind of metadata the target refused. */
 static void report_xfail(struct rctx *r) {
   for (int k = 0; k < FILES_XK_N; k++) {
@@ -442,8 +463,8 @@ static void report_xfail(struct rctx *r) {
     const char *hint = "";
     if (err == ENOTSUP || err == EOPNOTSUPP || err == ENOTTY)
       hint = "; the target file system does not support them";
-    else if (err == EPERM && !r->is_root)
-      hint = "; setting them needs root";
+    else if (err == EPERM)
+      hint = xfail_perm_hint((enum files_xkind)k, r->is_root);
     r->h->log(r->h, ENGINE_LOG_WARN,
               "%s could not be set on %zu item(s) (restored without them): %s (the first: "
               "%s)%s",
