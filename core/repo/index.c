@@ -161,47 +161,100 @@ int index_claim(struct index *ix, const unsigned char id[32], uint8_t type) {
   return claimed;
 }
 
+/* A 32-bit field of a blob entry: an integer from 0 to 2^32 - 1 (a pack
+ * offset or length beyond that would wrap). */
+static int u32_field(json_t *b, const char *key, uint32_t *out) {
+  json_t *v = json_object_get(b, key);
+  if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+      (uint64_t)json_integer_value(v) > UINT32_MAX)
+    return -1;
+  *out = (uint32_t)json_integer_value(v);
+  return 0;
+}
+
+/* Every field of blob entry b, or why not ("packs[1].blobs[4].offset ..."). */
+static char *blob_problem(json_t *b, size_t i, size_t j, unsigned char bid[32], uint32_t v[3],
+                          uint8_t *type) {
+  static const char *const fields[3] = {"offset", "length", "raw_length"};
+  if (!json_is_object(b))
+    return xasprintf("packs[%zu].blobs[%zu] is not an object", i, j);
+  const char *bh = json_string_value(json_object_get(b, "id"));
+  if (!bh || hex_decode(bh, bid, 32) != 0)
+    return xasprintf("packs[%zu].blobs[%zu].id is not 64 hex digits", i, j);
+  const char *t = json_string_value(json_object_get(b, "type"));
+  if (!t || (strcmp(t, "tree") != 0 && strcmp(t, "data") != 0))
+    return xasprintf("packs[%zu].blobs[%zu].type is not \"data\" or \"tree\"", i, j);
+  *type = strcmp(t, "tree") == 0 ? BLOB_TREE : BLOB_DATA;
+  for (int f = 0; f < 3; f++)
+    if (u32_field(b, fields[f], &v[f]) != 0)
+      return xasprintf("packs[%zu].blobs[%zu].%s is not a whole number from 0 to 4294967295", i, j,
+                       fields[f]);
+  return NULL;
+}
+
+int index_parse(struct index *ix, json_t *obj, char **err) {
+  json_t *ver = json_object_get(obj, "version");
+  if (!json_is_object(obj)) {
+    *err = xstrdup("not a JSON object");
+    return -1;
+  }
+  if (!json_is_integer(ver) || json_integer_value(ver) != 1) {
+    *err = json_is_integer(ver) ? xasprintf("format version %lld; this engine reads version 1",
+                                            (long long)json_integer_value(ver))
+                                : xstrdup("no format version; this engine reads version 1");
+    return -1;
+  }
+  json_t *packs = json_object_get(obj, "packs");
+  if (!json_is_array(packs)) {
+    *err = xstrdup("'packs' is not an array");
+    return -1;
+  }
+  size_t i, j;
+  json_t *p, *b;
+  unsigned char id[32];
+  uint32_t v[3];
+  uint8_t type;
+  /* check everything first: a malformed object adds nothing to the index */
+  json_array_foreach(packs, i, p) {
+    const char *ph = json_string_value(json_object_get(p, "id"));
+    if (!ph || hex_decode(ph, id, 32) != 0) {
+      *err = xasprintf("packs[%zu].id is not 64 hex digits", i);
+      return -1;
+    }
+    json_t *blobs = json_object_get(p, "blobs");
+    if (!json_is_array(blobs)) {
+      *err = xasprintf("packs[%zu].blobs is not an array", i);
+      return -1;
+    }
+    json_array_foreach(blobs, j, b) {
+      if ((*err = blob_problem(b, i, j, id, v, &type)) != NULL)
+        return -1;
+    }
+  }
+  json_array_foreach(packs, i, p) {
+    hex_decode(json_string_value(json_object_get(p, "id")), id, 32);
+    uint32_t pk = index_add_pack(ix, id);
+    json_array_foreach(json_object_get(p, "blobs"), j, b) {
+      char *e = blob_problem(b, i, j, id, v, &type);
+      free(e); /* checked above: NULL */
+      index_put(ix, id, pk, v[0], v[1], v[2], type);
+    }
+  }
+  return 0;
+}
+
 static int load_one(struct repo *r, const char *id_hex, char **err) {
   json_t *obj;
   if (repo_load_json(r, "index", id_hex, &obj, err) != 0)
     return -1;
-  if (json_integer_value(json_object_get(obj, "version")) != 1) {
-    json_decref(obj);
-    *err = xasprintf("index '%s' has format version %lld; this engine reads version 1", id_hex,
-                     (long long)json_integer_value(json_object_get(obj, "version")));
-    return -1;
-  }
-  json_t *packs = json_object_get(obj, "packs");
-  size_t i, j;
-  json_t *p, *b;
-  json_array_foreach(packs, i, p) {
-    unsigned char pid[32];
-    const char *ph = json_string_value(json_object_get(p, "id"));
-    if (!ph || hex_decode(ph, pid, 32) != 0)
-      goto bad;
-    uint32_t pk = index_add_pack(r->index, pid);
-    json_array_foreach(json_object_get(p, "blobs"), j, b) {
-      unsigned char bid[32];
-      const char *bh = json_string_value(json_object_get(b, "id"));
-      const char *t = json_string_value(json_object_get(b, "type"));
-      json_t *off = json_object_get(b, "offset"), *len = json_object_get(b, "length"),
-             *raw = json_object_get(b, "raw_length");
-      if (!bh || !t || hex_decode(bh, bid, 32) != 0 || !json_is_integer(off) ||
-          !json_is_integer(len) || !json_is_integer(raw) ||
-          (strcmp(t, "tree") != 0 && strcmp(t, "data") != 0))
-        goto bad;
-      index_put(r->index, bid, pk, (uint32_t)json_integer_value(json_object_get(b, "offset")),
-                (uint32_t)json_integer_value(json_object_get(b, "length")),
-                (uint32_t)json_integer_value(json_object_get(b, "raw_length")),
-                strcmp(t, "tree") == 0 ? BLOB_TREE : BLOB_DATA);
-    }
-  }
+  char *why = NULL;
+  int rc = index_parse(r->index, obj, &why);
   json_decref(obj);
-  return 0;
-bad:
-  json_decref(obj);
-  *err = xasprintf("index '%s' is malformed", id_hex);
-  return -1;
+  if (rc != 0) {
+    *err = xasprintf("index 'index/%s': %s", id_hex, why);
+    free(why);
+  }
+  return rc;
 }
 
 int index_load(struct repo *r, char **err) {

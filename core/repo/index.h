@@ -51,6 +51,12 @@ int index_get(struct index *ix, const unsigned char id[32], struct index_entry *
  * it); if present (stored or pending), return 0. */
 int index_claim(struct index *ix, const unsigned char id[32], uint8_t type);
 
+/* Add the packs and blobs of one index object (its parsed JSON, see
+ * docs/FORMAT.md) to ix. The whole object is checked first: on a problem
+ * nothing is added and *err (malloc'd) names the field, e.g.
+ * "packs[0].blobs[3].offset is not a whole number from 0 to 4294967295". */
+int index_parse(struct index *ix, json_t *obj, char **err);
+
 /* Load every index/ object of the repository (decrypting each). An object
  * that cannot be read does not stop the load: it is listed in ix->damaged
  * for the caller to judge. Returns -1 only when index/ cannot be listed. */

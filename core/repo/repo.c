@@ -359,7 +359,12 @@ int repo_save_json(struct repo *r, const char *kind, json_t *obj, char id_hex[65
   object_name(kind, id_hex, name);
   rc = repo_put(r, name, sealed, sl, ENGINE_PUT_NO_OVERWRITE, err);
   free(sealed);
-  return rc == ENGINE_EXISTS ? 0 : rc; /* same content, same name: already durable */
+  if (rc == ENGINE_EXISTS) { /* same content, same name: already durable */
+    free(*err);
+    *err = NULL;
+    return 0;
+  }
+  return rc;
 }
 
 int repo_load_json(struct repo *r, const char *kind, const char *id_hex, json_t **out, char **err) {
@@ -437,10 +442,14 @@ int repo_read_blob(struct repo *r, const unsigned char id[32], enum blob_type ty
  * faster here (76 vs 116 ms for the defaults), and every command that opens
  * a repository waits for it. */
 #define KDF_MAX_MEM (256ull * 1024 * 1024)
+static int kdf_params_ok(uint64_t N, uint64_t rr, uint64_t p) {
+  return N >= 2 && (N & (N - 1)) == 0 && rr != 0 && p != 0 && rr <= UINT32_MAX && p <= UINT32_MAX &&
+         N <= KDF_MAX_MEM / 128 / rr && 128 * rr * (N + p + 2) <= KDF_MAX_MEM;
+}
+
 int repo_derive_kek(const char *pass, size_t pass_len, const unsigned char *salt, size_t salt_len,
                     uint64_t N, uint64_t rr, uint64_t p, unsigned char *kek, size_t kek_len) {
-  if (N < 2 || (N & (N - 1)) != 0 || rr == 0 || p == 0 || rr > UINT32_MAX || p > UINT32_MAX ||
-      N > KDF_MAX_MEM / 128 / rr || 128 * rr * (N + p + 2) > KDF_MAX_MEM)
+  if (!kdf_params_ok(N, rr, p))
     return -1;
 #ifdef ENGINE_HAVE_SODIUM
   if (sodium_init() >= 0)
@@ -545,12 +554,12 @@ static int key_name_matches(const char *name, const char *text, size_t len) {
   return strncmp(name, "keys/", 5) == 0 && strcmp(name + 5, hex) == 0;
 }
 
-/* Try to unwrap one key object. 0 = opened, 1 = intact but the passphrase
- * does not open it, -1 = damaged or unusable with this pipeline (*err names
- * the object and says why). A failed tag on an object whose bytes no longer
- * match its name is damage, not a wrong passphrase. */
-static int open_key_object(struct repo *r, const char *name, const char *text, size_t len,
-                           const char *pass, size_t pass_len, char **err) {
+/* repo_key_object_open, or with check_only repo_key_object_check (see
+ * repo.h). A failed tag on an object whose bytes no longer match its name is
+ * damage, not a wrong passphrase. */
+static int key_object(struct repo *r, const char *name, const char *text, size_t len,
+                      const char *pass, size_t pass_len, uint64_t max_n, int check_only,
+                      char **err) {
   json_error_t je;
   json_t *k = json_loadb(text, len, 0, &je);
   if (!k) {
@@ -598,7 +607,15 @@ static int open_key_object(struct repo *r, const char *name, const char *text, s
                      name, enc, r->crypto ? r->crypto->name : "none");
     goto out;
   }
-  if (strcmp(kdf, "none") == 0) {
+  if (strcmp(kdf, "none") == 0 && r->crypto) {
+    /* a master key in the clear in an encrypted repository would open it
+     * with any passphrase, under keys whoever wrote the object knows */
+    *err = key_damaged(name,
+                       "its 'kdf' is 'none' (an unwrapped master key), but the repository "
+                       "is encrypted with '%s'",
+                       enc);
+    goto out;
+  } else if (strcmp(kdf, "none") == 0) {
     plain = xmalloc(blob_len + 1);
     memcpy(plain, blob, blob_len);
     pl = blob_len;
@@ -610,14 +627,29 @@ static int open_key_object(struct repo *r, const char *name, const char *text, s
     unsigned char kek[64];
     size_t kek_len = r->crypto->crypto->key_len;
     if (!json_is_integer(Nj) || !json_is_integer(rj) || !json_is_integer(pj) || N < 2 ||
-        N > (1 << 22) || rr < 1 || rr > 64 || p < 1 || p > 16) {
-      *err =
-          key_damaged(name, "the scrypt parameters are not integers with 2 <= N <= 4194304, 1 <= r "
-                            "<= 64, 1 <= p <= 16");
+        (uint64_t)N > max_n || rr < 1 || rr > 64 || p < 1 || p > 16) {
+      *err = key_damaged(name,
+                         "the scrypt parameters are not integers with 2 <= N <= %llu, 1 <= r "
+                         "<= 64, 1 <= p <= 16",
+                         (unsigned long long)max_n);
       goto out;
     }
     if (!s64 || b64_decode(s64, &salt, &salt_len) != 0) {
       *err = key_damaged(name, "'kdf.salt' is not a base64 string");
+      goto out;
+    }
+    if (!kdf_params_ok((uint64_t)N, (uint64_t)rr, (uint64_t)p)) {
+      *err = key_damaged(name, "its scrypt parameters are unusable (N must be a power of two, and "
+                               "128 * r * (N + p + 2) bytes at most 256 MiB)");
+      goto out;
+    }
+    if (check_only) {
+      /* sound unless its bytes no longer match its name */
+      if (key_name_matches(name, text, len))
+        rc = 0;
+      else
+        *err = key_damaged(name, "its bytes no longer match its name (the SHA-256 of the "
+                                 "object), so it was changed or truncated");
       goto out;
     }
     if (kek_len > sizeof(kek) || repo_derive_kek(pass, pass_len, salt, salt_len, (uint64_t)N,
@@ -661,9 +693,11 @@ static int open_key_object(struct repo *r, const char *name, const char *text, s
         "key object '%s' belongs to repository %s, not %s (the config object was replaced?)", name,
         rid, r->id);
   } else {
-    memcpy(r->enc_key, ekb, REPO_KEY_LEN);
-    memcpy(r->mac_key, mkb, REPO_KEY_LEN);
-    r->chunker_seed = strtoull(seed, NULL, 16);
+    if (!check_only) {
+      memcpy(r->enc_key, ekb, REPO_KEY_LEN);
+      memcpy(r->mac_key, mkb, REPO_KEY_LEN);
+      r->chunker_seed = strtoull(seed, NULL, 16);
+    }
     rc = 0;
   }
   if (ekb) {
@@ -686,6 +720,16 @@ out:
   return rc;
 }
 
+int repo_key_object_open(struct repo *r, const char *name, const char *text, size_t len,
+                         const char *pass, size_t pass_len, uint64_t max_n, char **err) {
+  return key_object(r, name, text, len, pass, pass_len, max_n, 0, err);
+}
+
+int repo_key_object_check(struct repo *r, const char *name, const char *text, size_t len,
+                          char **err) {
+  return key_object(r, name, text, len, NULL, 0, REPO_KDF_MAX_N, 1, err);
+}
+
 /* Try every key object until one opens. Damaged ones are skipped (and
  * named in a warning when another key opens); if none opens, the error is
  * "wrong passphrase" only when every key object was intact, otherwise it
@@ -703,7 +747,9 @@ static int open_keys(struct repo *r, const char *pass, size_t pass_len, char **e
   int rc = -1;
   size_t wrong = 0, bad = 0;
   char *bad_msgs = NULL; /* "; "-joined */
-  for (size_t i = 0; i < n && rc != 0; i++) {
+  /* once one opens, the others are only checked (no key derivation), so a
+   * damaged one is reported whatever the order of their names */
+  for (size_t i = 0; i < n; i++) {
     const char *name = json_string_value(json_object_get(json_array_get(keys, i), "name"));
     void *buf;
     size_t len;
@@ -715,10 +761,13 @@ static int open_keys(struct repo *r, const char *pass, size_t pass_len, char **e
       e = m;
       k = -1;
     } else {
-      k = open_key_object(r, name, buf, len, pass, pass_len, &e);
+      k = rc == 0 ? repo_key_object_check(r, name, buf, len, &e)
+                  : repo_key_object_open(r, name, buf, len, pass, pass_len, REPO_KDF_MAX_N, &e);
       free(buf);
     }
-    if (k == 0) {
+    if (k == 0 && rc == 0) {
+      /* checked: sound */
+    } else if (k == 0) {
       rc = 0;
       snprintf(r->key_id, sizeof(r->key_id), "%s", name + 5);
     } else if (k == 1) {

@@ -94,6 +94,21 @@ void repo_close(struct repo *r);
  * key under a new passphrase and returns the keys/ object text. */
 int repo_key_make(const struct repo *r, const char *pass, size_t pass_len, char **text_out,
                   char **err);
+/* Unwrap one key object: text is the content of keys/NAME (name is
+ * "keys/<id>"), which is untrusted input. 0: opened, r's master keys and
+ * chunker seed are now the object's; 1: intact, but the passphrase does not
+ * open it; -1: damaged or unusable with this pipeline (*err, malloc'd, names
+ * the object and says why). scrypt's N must be at most max_n
+ * (REPO_KDF_MAX_N when a repository is opened). */
+#define REPO_KDF_MAX_N (1u << 22)
+int repo_key_object_open(struct repo *r, const char *name, const char *text, size_t len,
+                         const char *pass, size_t pass_len, uint64_t max_n, char **err);
+/* Check a key object without a passphrase (no key derivation, r unchanged):
+ * 0 when it is sound as far as that can tell (fields, base64, scrypt
+ * parameters, its bytes match its name; with kdf none, the master key
+ * inside), -1 with *err when it is damaged or unusable with this pipeline. */
+int repo_key_object_check(struct repo *r, const char *name, const char *text, size_t len,
+                          char **err);
 /* Store a new key object; id_out gets its id. */
 int repo_key_add(struct repo *r, const char *pass, size_t pass_len, char id_out[65], char **err);
 /* Array of {"id","created","user","host","current"} */

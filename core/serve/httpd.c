@@ -713,12 +713,8 @@ static int make_room(struct httpd *h, struct httpd_conn *nc) {
   return h->n_open > HTTPD_MAX_CONNS ? -1 : 0;
 }
 
-static void on_connection(uv_stream_t *server, int status) {
-  struct httpd *h = server->data;
-  if (status < 0) {
-    log_warn("serve: accepting a connection failed: %s", uv_strerror(status));
-    return;
-  }
+/* A new connection in the server's list, its handles initialised. */
+static struct httpd_conn *conn_new(struct httpd *h) {
   struct httpd_conn *c = xcalloc(1, sizeof(*c));
   c->srv = h;
   uv_tcp_init(h->loop, &c->tcp);
@@ -733,12 +729,11 @@ static void on_connection(uv_stream_t *server, int status) {
   h->conns = c;
   h->n_conns++;
   h->n_open++;
-  int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
-  if (rc < 0) {
-    log_warn("serve: accepting a connection failed: %s", uv_strerror(rc));
-    conn_close(c);
-    return;
-  }
+  return c;
+}
+
+/* Serve connection c, whose socket is open: make room for it, then read. */
+static void conn_start(struct httpd *h, struct httpd_conn *c) {
   if (h->closing) {
     conn_close(c);
     return;
@@ -755,11 +750,39 @@ static void on_connection(uv_stream_t *server, int status) {
   c->parser.data = c;
   touch(c);
   start_head_timer(c);
-  rc = start_reading(c);
+  int rc = start_reading(c);
   if (rc < 0) {
     log_warn("serve: reading from a connection failed: %s", uv_strerror(rc));
     conn_close(c);
   }
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  struct httpd *h = server->data;
+  if (status < 0) {
+    log_warn("serve: accepting a connection failed: %s", uv_strerror(status));
+    return;
+  }
+  struct httpd_conn *c = conn_new(h);
+  int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
+  if (rc < 0) {
+    log_warn("serve: accepting a connection failed: %s", uv_strerror(rc));
+    conn_close(c);
+    return;
+  }
+  conn_start(h, c);
+}
+
+int httpd_serve_fd(struct httpd *h, int fd, char **err) {
+  struct httpd_conn *c = conn_new(h);
+  int rc = uv_tcp_open(&c->tcp, fd);
+  if (rc < 0) {
+    *err = xasprintf("unable to serve descriptor %d: %s", fd, uv_strerror(rc));
+    conn_close(c);
+    return -1;
+  }
+  conn_start(h, c);
+  return 0;
 }
 
 static void settings_init(void) {
@@ -785,8 +808,7 @@ static void on_warn_timer_closed(uv_handle_t *handle) {
   maybe_free_server(h);
 }
 
-int httpd_listen(uv_loop_t *loop, const struct sockaddr *addr, httpd_handler_fn handler, void *ud,
-                 struct httpd **out, char **err) {
+static struct httpd *server_new(uv_loop_t *loop, httpd_handler_fn handler, void *ud) {
   settings_init();
   struct httpd *h = xcalloc(1, sizeof(*h));
   h->loop = loop;
@@ -798,6 +820,16 @@ int httpd_listen(uv_loop_t *loop, const struct sockaddr *addr, httpd_handler_fn 
   uv_timer_init(loop, &h->warn_timer);
   h->warn_timer.data = h;
   h->warn_timer_open = 1;
+  return h;
+}
+
+struct httpd *httpd_new_unbound(uv_loop_t *loop, httpd_handler_fn handler, void *ud) {
+  return server_new(loop, handler, ud);
+}
+
+int httpd_listen(uv_loop_t *loop, const struct sockaddr *addr, httpd_handler_fn handler, void *ud,
+                 struct httpd **out, char **err) {
+  struct httpd *h = server_new(loop, handler, ud);
   char name[INET6_ADDRSTRLEN + 8] = "?";
   if (addr->sa_family == AF_INET6)
     uv_ip6_name((const struct sockaddr_in6 *)addr, name, sizeof(name));

@@ -50,6 +50,11 @@ typedef void (*httpd_handler_fn)(void *ud, struct httpd_req *req);
 /* Bind and listen on addr. Returns 0, or -1 with *err (malloc'd). */
 int httpd_listen(uv_loop_t *loop, const struct sockaddr *addr, httpd_handler_fn handler, void *ud,
                  struct httpd **out, char **err);
+/* A server that listens nowhere, and a connection on a connected stream
+ * socket (e.g. one end of a socketpair) served exactly as an accepted one:
+ * for tests (tests/fuzz/fuzz_http.c feeds requests through them). */
+struct httpd *httpd_new_unbound(uv_loop_t *loop, httpd_handler_fn handler, void *ud);
+int httpd_serve_fd(struct httpd *h, int fd, char **err);
 /* The bound address as "ADDR:PORT" ("[::1]:PORT" for IPv6). */
 void httpd_address(const struct httpd *h, char *buf, size_t size);
 
