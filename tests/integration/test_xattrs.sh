@@ -263,7 +263,7 @@ assert_contains "$T/r5.err" "needs CAP_SETFCAP" "the hint in the capability warn
 assert_not_contains "$T/r5.err" "extended attributes user.*" "warnings without capabilities"
 assert_not_contains "$T/r5.err" "POSIX ACLs" "warnings without capabilities"
 r5=$(restored_path "$B/out5" "$src")
-[ "$(getfattr --only-values -n user.color "$r5/user-text")" = red ] || fail "user.* not restored without capabilities"
+[ "$(getfattr --absolute-names --only-values -n user.color "$r5/user-text")" = red ] || fail "user.* not restored without capabilities"
 getfacl -p "$r5/dir-default" | grep -q '^default:user:1234:r-x' || fail "default ACL not restored without capabilities"
 [ "$(lsattr -d "$r5/nodump" | cut -c1-22 | tr -d -- '-e')" = A ] || fail "flag A not restored without capabilities"
 
@@ -294,5 +294,15 @@ for p in off off-main; do
   flagged=$(find "$r" \( -type f -o -type d \) -print0 | xargs -0 lsattr -d | cut -c1-22 | tr -d -- '-e\n')
   [ -z "$flagged" ] || fail "file_flags: false restored flags ($p): $flagged"
 done
+
+note "a run with xattrs: false between two with true: the next run reads them again"
+run_ok "$T/run7.json" "$T/run7.err" run "$T/off-main.yml" --json
+"$READER" "$T/repo" --passphrase-env ENGINE_PASSPHRASE ls latest --meta >"$T/ls7.txt"
+! grep -qE '"(xattrs|flags)":' "$T/ls7.txt" || fail "a run with xattrs: false kept the parent's attributes"
+run_ok "$T/run8.json" "$T/run8.err" run "$T/p.yml" --json
+assert_lt 5 "$(json_get "$T/run8.json" 'j["reused_items"]')" "reused items after the run with xattrs: false"
+readers "$src" "$T/readers-src.txt"
+run_ok "$T/r8.out" "$T/r8.err" restore "$T/p.yml" latest --target "$B/out8"
+check_restored "$B/out8" "restore after a run with xattrs: false"
 
 note "PASS"
