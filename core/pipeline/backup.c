@@ -47,6 +47,9 @@
 #define DEFAULT_INFLIGHT (16u * 1024u * 1024u)
 /* Finished packs being written to the sinks at once, per run. */
 #define MAX_UPLOADS 2
+/* The run's index is saved as an object whenever its text passes this
+ * (~25,000 blobs): memory stays flat however many blobs a run stores. */
+#define INDEX_BATCH_BYTES (4u * 1024 * 1024)
 /* Chunk buffers kept for reuse: allocating a fresh max-size buffer per chunk
  * costs page faults on every chunk. */
 #define SPARE_BUFFERS 4
@@ -145,8 +148,10 @@ struct bk {
 
   pthread_mutex_t pack_mu;   /* guards `filling` and every pack's writers/closed/failed */
   struct bk_upload *filling; /* the pack taking blobs, NULL until the next one */
-  uint32_t *run_packs;       /* index numbers of packs written by this run */
-  size_t n_run_packs;
+  /* the index of this run's packs, written as they are stored; saved as an
+   * index object whenever it grows past INDEX_BATCH_BYTES (loop thread) */
+  struct index_text itext;
+  json_t *index_ids; /* index objects saved by this run, in order (loop thread) */
 
   struct bk_source *sources;
   size_t n_sources;
@@ -273,6 +278,50 @@ static void upload_work(void *arg) {
   }
 }
 
+/* An index object of this run's packs so far, saved on the pool so that
+ * memory stays bounded whatever the number of blobs (docs/FORMAT.md §14:
+ * an index object may name packs of a run that never made a snapshot). */
+struct bk_index_job {
+  struct bk *bk;
+  char *text;
+  size_t len;
+  char id[65];
+  char *err;
+};
+
+static void index_work(void *arg) {
+  struct bk_index_job *j = arg;
+  if (repo_save_text(j->bk->repo, "index", j->text, j->len, j->id, &j->err) != 0 && !j->err)
+    j->err = xstrdup("unable to save an index object");
+}
+
+static void index_done(void *arg) {
+  struct bk_index_job *j = arg;
+  struct bk *b = j->bk;
+  if (j->err) {
+    set_fatal(b, j->err);
+  } else {
+    json_array_append_new(b->index_ids, json_string(j->id));
+    index_note_saved(b->repo, j->id);
+  }
+  free(j->text);
+  free(j);
+  pthread_mutex_lock(&b->lock);
+  b->uploads_outstanding--;
+  pthread_cond_broadcast(&b->cond);
+  pthread_mutex_unlock(&b->lock);
+}
+
+static void save_index_batch(struct bk *b) {
+  struct bk_index_job *j = xcalloc(1, sizeof(*j));
+  j->bk = b;
+  j->text = index_text_finish(&b->itext, &j->len);
+  pthread_mutex_lock(&b->lock);
+  b->uploads_outstanding++;
+  pthread_mutex_unlock(&b->lock);
+  pool_submit(index_work, index_done, j);
+}
+
 static void upload_done(void *arg) {
   struct bk_upload *u = arg;
   struct bk *b = u->bk;
@@ -285,8 +334,9 @@ static void upload_done(void *arg) {
       struct pack_entry *e = &u->pk.entries[i];
       index_put(b->repo->index, e->id, pk, e->offset, e->length, e->raw_length, e->type);
     }
-    b->run_packs = xrealloc(b->run_packs, (b->n_run_packs + 1) * sizeof(uint32_t));
-    b->run_packs[b->n_run_packs++] = pk;
+    index_text_add_pack(&b->itext, u->pack_id, u->pk.entries, u->pk.n);
+    if (b->itext.len >= INDEX_BATCH_BYTES)
+      save_index_batch(b);
   }
   pthread_mutex_lock(&b->lock);
   if (!u->err) {
@@ -891,6 +941,7 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
   if (b->limit < 2ull * o->repo->chunker.max_size)
     b->limit = 2ull * o->repo->chunker.max_size;
   pthread_mutex_init(&b->lock, NULL);
+  b->index_ids = json_array();
   pthread_cond_init(&b->cond, NULL);
   pthread_mutex_init(&b->pack_mu, NULL);
   b->n_sources = o->pipeline->n_sources;
@@ -998,14 +1049,24 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
 
   if (!o->dry_run) {
     char index_id[65] = "";
-    if (b->n_run_packs > 0 &&
-        index_save_packs(o->repo, b->run_packs, b->n_run_packs, index_id, err) != 0) {
-      json_decref(warnings);
-      json_decref(srcs);
-      goto out;
-    }
-    if (index_id[0])
+    if (b->itext.packs > 0) { /* the rest of the run's index, after every pack */
+      size_t len;
+      char *text = index_text_finish(&b->itext, &len);
+      int irc = repo_save_text(o->repo, "index", text, len, index_id, err);
+      free(text);
+      if (irc != 0) {
+        json_decref(warnings);
+        json_decref(srcs);
+        goto out;
+      }
+      json_array_append_new(b->index_ids, json_string(index_id));
       index_note_saved(o->repo, index_id);
+    }
+    index_cache_refresh(o->repo);
+    size_t n_ids = json_array_size(b->index_ids);
+    if (n_ids > 0)
+      snprintf(index_id, sizeof(index_id), "%s",
+               json_string_value(json_array_get(b->index_ids, n_ids - 1)));
     char host[SYS_NAME_MAX], user[SYS_NAME_MAX];
     sys_hostname(host);
     sys_username(user);
@@ -1045,6 +1106,7 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
     clock_gettime(CLOCK_REALTIME, &now);
     json_object_set_new(m, "created_ns",
                         json_integer((json_int_t)now.tv_sec * 1000000000 + now.tv_nsec));
+    json_object_set(m, "indexes", b->index_ids);
     int src = repo_save_json(o->repo, "snapshot", m, res->snapshot_id, err);
     json_decref(m);
     if (src != 0) {
@@ -1093,7 +1155,8 @@ out:
     packer_free(&b->filling->pk);
     free(b->filling);
   }
-  free(b->run_packs);
+  free(b->itext.p);
+  json_decref(b->index_ids);
   free(b->fatal);
   progress_free(b->progress);
   pthread_mutex_destroy(&b->lock);

@@ -299,8 +299,56 @@ void index_note_saved(struct repo *r, const char *id_hex) {
     ix->files[at] = name;
     ix->n_files++;
   }
+}
+
+void index_cache_refresh(struct repo *r) {
   if (r->use_index_cache)
-    index_cache_save(r, ix->files, ix->n_files);
+    index_cache_save(r, r->index->files, r->index->n_files);
+}
+
+static void text_reserve(struct index_text *t, size_t more) {
+  if (t->len + more + 1 <= t->cap)
+    return;
+  size_t c = t->cap ? t->cap : 64 * 1024;
+  while (c < t->len + more + 1)
+    c *= 2;
+  t->p = xrealloc(t->p, c);
+  t->cap = c;
+}
+
+/* Compact JSON with sorted keys, as FORMAT.md §8 writes it: a pack is
+ * {"blobs":[{"id","length","offset","raw_length","type"}...],"id"}. */
+void index_text_add_pack(struct index_text *t, const unsigned char pack_id[32],
+                         const struct pack_entry *entries, size_t n) {
+  char hex[65];
+  text_reserve(t, 32 + n * 180 + 80);
+  if (t->len == 0)
+    t->len += (size_t)sprintf(t->p, "{\"packs\":[");
+  else
+    t->p[t->len++] = ',';
+  t->len += (size_t)sprintf(t->p + t->len, "{\"blobs\":[");
+  for (size_t i = 0; i < n; i++) {
+    const struct pack_entry *e = &entries[i];
+    hex_encode(e->id, 32, hex);
+    t->len += (size_t)sprintf(t->p + t->len,
+                              "%s{\"id\":\"%s\",\"length\":%u,\"offset\":%u,\"raw_length\":%u,"
+                              "\"type\":\"%s\"}",
+                              i ? "," : "", hex, e->length, e->offset, e->raw_length,
+                              e->type == BLOB_TREE ? "tree" : "data");
+  }
+  hex_encode(pack_id, 32, hex);
+  t->len += (size_t)sprintf(t->p + t->len, "],\"id\":\"%s\"}", hex);
+  t->packs++;
+  t->blobs += n;
+}
+
+char *index_text_finish(struct index_text *t, size_t *len) {
+  text_reserve(t, 32);
+  t->len += (size_t)sprintf(t->p + t->len, "%s],\"version\":1}", t->len ? "" : "{\"packs\":[");
+  char *out = t->p;
+  *len = t->len;
+  memset(t, 0, sizeof(*t));
+  return out;
 }
 
 static json_t *blob_json(const unsigned char id[32], uint8_t type, uint32_t offset, uint32_t length,

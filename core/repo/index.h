@@ -75,9 +75,23 @@ struct index_pack_entries {
 };
 int index_save_entries(struct repo *r, const struct index_pack_entries *packs, size_t n,
                        char id_hex[65], char **err);
+/* An index object's JSON text written pack by pack, without a JSON tree
+ * (a backup's index grows with its packs; the text is what is stored). */
+struct index_text {
+  char *p;
+  size_t len, cap;
+  size_t packs, blobs;
+};
+void index_text_add_pack(struct index_text *t, const unsigned char pack_id[32],
+                         const struct pack_entry *entries, size_t n);
+/* The complete object text (malloc'd, *len bytes); t is empty again. */
+char *index_text_finish(struct index_text *t, size_t *len);
+
 /* After a backup saved index object id_hex for the packs it wrote (and put
- * their blobs into the index): the index now stands for one more object, and
- * the local index cache, if used, is written for the new set. */
+ * their blobs into the index): the index now stands for one more object
+ * (index_cache_refresh writes the cache for the new set). */
 void index_note_saved(struct repo *r, const char *id_hex);
+/* Write the local index cache (if used) for the objects noted so far. */
+void index_cache_refresh(struct repo *r);
 
 #endif

@@ -344,11 +344,17 @@ int repo_save_json(struct repo *r, const char *kind, json_t *obj, char id_hex[65
     return -1;
   }
   size_t n = strlen(text);
+  int rc = repo_save_text(r, kind, text, n, id_hex, err);
+  OPENSSL_cleanse(text, n);
+  free(text);
+  return rc;
+}
+
+int repo_save_text(struct repo *r, const char *kind, const char *text, size_t n, char id_hex[65],
+                   char **err) {
   size_t sl = repo_sealed_len(r, n);
   unsigned char *sealed = xmalloc(sl);
   int rc = repo_seal(r, kind, strlen(kind), text, n, sealed);
-  OPENSSL_cleanse(text, n);
-  free(text);
   if (rc != 0) {
     free(sealed);
     *err = xasprintf("unable to encrypt %s", kind);

@@ -165,6 +165,10 @@ int repo_blob_decode(const struct repo *r, const unsigned char id[32], enum blob
  * name = <kind>s/<sha256 of stored bytes>. */
 int repo_save_json(struct repo *r, const char *kind, json_t *obj, char id_hex[65], char **err);
 int repo_load_json(struct repo *r, const char *kind, const char *id_hex, json_t **out, char **err);
+/* The same for an object whose JSON text the caller wrote (compact, sorted
+ * keys): seal and store it. */
+int repo_save_text(struct repo *r, const char *kind, const char *text, size_t n, char id_hex[65],
+                   char **err);
 
 /* scrypt(pass, salt, N, r, p) into kek[kek_len]; -1 for parameters that are
  * invalid or need more than 256 MiB. */
