@@ -61,9 +61,9 @@ char *s3_xml_root_child(const char *body, size_t len, const char *root, const ch
 int s3_xml_list(const char *body, size_t len, int (*cb)(void *ud, const char *key, uint64_t size),
                 void *ud, char **next_token, char *why, size_t why_len);
 
-/* Whether a key can be carried in an XML 1.0 document: valid UTF-8 without
- * the control characters XML forbids (anything below 0x20 but tab, LF and
- * CR). Other keys must be addressed through the URL alone. */
+/* Whether a key can be carried in an XML 1.0 document: strictly valid UTF-8
+ * of characters XML allows (not below 0x20 but tab, LF and CR; not U+FFFE or
+ * U+FFFF). Other keys must be addressed through the URL alone. */
 int s3_xml_key_ok(const char *key);
 
 /* The body of a DeleteObjects request in quiet mode for n keys (each must

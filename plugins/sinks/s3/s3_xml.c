@@ -155,12 +155,43 @@ out:
   return rc;
 }
 
+/* Strict UTF-8 (no overlong forms, surrogates or code points past
+ * U+10FFFF: xmlCheckUTF8 lets overlong forms such as C1 86 through, and the
+ * request document is then not well-formed) of characters XML 1.0 allows:
+ * tab, LF, CR, U+0020-U+D7FF, U+E000-U+FFFD, U+10000-U+10FFFF. */
 int s3_xml_key_ok(const char *key) {
-  if (key == NULL || xmlCheckUTF8((const xmlChar *)key) == 0)
+  static const uint32_t least[5] = {0, 0, 0x80, 0x800, 0x10000}; /* by sequence length */
+  if (key == NULL)
     return 0;
-  for (const unsigned char *p = (const unsigned char *)key; *p; p++)
-    if (*p < 0x20 && *p != '\t' && *p != '\n' && *p != '\r')
+  for (const unsigned char *p = (const unsigned char *)key; *p;) {
+    uint32_t c;
+    size_t n;
+    if (*p < 0x80) {
+      c = *p;
+      n = 1;
+    } else if ((*p & 0xe0) == 0xc0) {
+      c = *p & 0x1fu;
+      n = 2;
+    } else if ((*p & 0xf0) == 0xe0) {
+      c = *p & 0x0fu;
+      n = 3;
+    } else if ((*p & 0xf8) == 0xf0) {
+      c = *p & 0x07u;
+      n = 4;
+    } else {
       return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+      if ((p[i] & 0xc0) != 0x80) /* also stops at the terminating NUL */
+        return 0;
+      c = (c << 6) | (p[i] & 0x3fu);
+    }
+    if (c < least[n] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+      return 0;
+    if (c < 0x20 ? (c != '\t' && c != '\n' && c != '\r') : (c == 0xfffe || c == 0xffff))
+      return 0;
+    p += n;
+  }
   return 1;
 }
 
