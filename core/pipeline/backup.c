@@ -63,6 +63,10 @@
  * buffer cost memory too): a tree of tiny files cannot queue more than
  * limit / 4 KiB jobs. */
 #define JOB_MIN_CHARGE 4096u
+/* A pack also closes at this many blobs: tiny, well-compressed files would
+ * otherwise put 100,000+ blobs in one 16 MiB pack, and its header and index
+ * text (45 and ~150 bytes a blob) grow with that. */
+#define PACK_MAX_BLOBS 20000u
 
 struct bk;
 
@@ -397,7 +401,7 @@ static int store_blob(struct bk *b, struct bk_job *j) {
   /* a pack takes blobs while below pack_size and was sized for one more */
   unsigned char *slot = packer_reserve_blob(&u->pk, j->id, j->type, sl, (uint32_t)j->len);
   u->writers++;
-  if (u->pk.len >= r->pack_size)
+  if (u->pk.len >= r->pack_size || u->pk.n >= PACK_MAX_BLOBS)
     close_pack(b, u);
   pthread_mutex_unlock(&b->pack_mu);
   int rc = slot ? repo_blob_seal(r, j->id, j->type, plain, plain_len, slot) : -1;
@@ -460,7 +464,10 @@ static int submit_chunk(struct bk *b) {
   /* chunks being processed are bounded by the limit; finished packs by
    * MAX_UPLOADS (one uploading while the next fills is enough to keep the
    * sink busy; more would only hold more packs in memory) */
-  size_t charge = len < JOB_MIN_CHARGE ? JOB_MIN_CHARGE : len;
+  /* a chunk counts for the memory it holds: small ones are copied into a
+   * buffer of their own size, larger ones keep the max-size chunk buffer */
+  size_t charge = len <= SMALL_CHUNK_COPY ? (len < JOB_MIN_CHARGE ? JOB_MIN_CHARGE : len)
+                                          : b->repo->chunker.max_size;
   while (((b->inflight > 0 && b->inflight + charge > b->limit) ||
           b->uploads_outstanding >= MAX_UPLOADS) &&
          !b->fatal && !host_is_cancelled())
