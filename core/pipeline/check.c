@@ -147,20 +147,22 @@ struct by_pack {
   size_t *first;
 };
 
+static void count_in_pack(void *ud, const struct index_entry *e) {
+  ((struct by_pack *)ud)->first[e->pack + 2]++;
+}
+
+static void place_in_pack(void *ud, const struct index_entry *e) {
+  struct by_pack *g = ud;
+  g->e[g->first[e->pack + 1]++] = *e;
+}
+
 static void group_by_pack(struct index *ix, struct by_pack *g) {
   g->first = xcalloc(ix->n_packs + 2, sizeof(size_t));
-  size_t n = 0;
-  for (size_t i = 0; i < ix->n_slots; i++)
-    if (ix->slots[i].used && ix->slots[i].pack != UINT32_MAX) {
-      g->first[ix->slots[i].pack + 2]++;
-      n++;
-    }
+  index_foreach(ix, count_in_pack, g);
   for (size_t p = 2; p < ix->n_packs + 2; p++)
     g->first[p] += g->first[p - 1];
-  g->e = xcalloc(n ? n : 1, sizeof(*g->e));
-  for (size_t i = 0; i < ix->n_slots; i++)
-    if (ix->slots[i].used && ix->slots[i].pack != UINT32_MAX)
-      g->e[g->first[ix->slots[i].pack + 1]++] = ix->slots[i];
+  g->e = xcalloc(g->first[ix->n_packs + 1] ? g->first[ix->n_packs + 1] : 1, sizeof(*g->e));
+  index_foreach(ix, place_in_pack, g);
 }
 
 static int find_pack(struct index *ix, const char *hex, uint32_t *num) {

@@ -33,26 +33,33 @@ static void note(json_t *problems, int quiet, char *msg) {
 
 /* Entries the loaded index places in pack number num (a pack whose header
  * is damaged keeps them: its blobs may still decode). */
-static struct pack_entry *entries_of(struct index *ix, uint32_t num, size_t *n) {
-  size_t cap = 16, k = 0;
-  struct pack_entry *es = xcalloc(cap, sizeof(*es));
-  for (size_t i = 0; i < ix->n_slots; i++) {
-    const struct index_entry *e = &ix->slots[i];
-    if (!e->used || e->pack != num)
-      continue;
-    if (k == cap) {
-      cap *= 2;
-      es = xrealloc(es, cap * sizeof(*es));
-    }
-    es[k].type = e->type;
-    memcpy(es[k].id, e->id, 32);
-    es[k].offset = e->offset;
-    es[k].length = e->length;
-    es[k].raw_length = e->raw_length;
-    k++;
+struct of_pack {
+  uint32_t num;
+  struct pack_entry *es;
+  size_t n, cap;
+};
+
+static void take_of_pack(void *ud, const struct index_entry *e) {
+  struct of_pack *o = ud;
+  if (e->pack != o->num)
+    return;
+  if (o->n == o->cap) {
+    o->cap = o->cap ? o->cap * 2 : 16;
+    o->es = xrealloc(o->es, o->cap * sizeof(*o->es));
   }
-  *n = k;
-  return es;
+  o->es[o->n] = (struct pack_entry){e->type, {0}, e->offset, e->length, e->raw_length};
+  memcpy(o->es[o->n++].id, e->id, 32);
+}
+
+static struct pack_entry *entries_of(struct index *ix, uint32_t num, size_t *n) {
+  struct of_pack o = {num, NULL, 0, 0};
+  index_foreach(ix, take_of_pack, &o);
+  *n = o.n;
+  return o.es;
+}
+
+static void count_per_pack(void *ud, const struct index_entry *e) {
+  ((size_t *)ud)[e->pack]++;
 }
 
 /* Does the loaded index place every blob of this header where the header
@@ -89,9 +96,7 @@ int repair_index(struct repo *r, const struct repair_opts *o, json_t **report, c
   rb = xcalloc(np ? np : 1, sizeof(*rb));
   unsigned char *present = xcalloc(ix->n_packs ? ix->n_packs : 1, 1);
   size_t *in_pack = xcalloc(ix->n_packs ? ix->n_packs : 1, sizeof(size_t));
-  for (size_t k = 0; k < ix->n_slots; k++)
-    if (ix->slots[k].used && ix->slots[k].pack != UINT32_MAX)
-      in_pack[ix->slots[k].pack]++;
+  index_foreach(ix, count_per_pack, in_pack);
   json_array_foreach(packs, i, v) {
     const char *name = json_string_value(json_object_get(v, "name"));
     const char *hex = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;

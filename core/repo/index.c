@@ -18,8 +18,8 @@ struct index *index_new(void) {
   struct index *ix = xcalloc(1, sizeof(*ix));
   pthread_mutex_init(&ix->lock, NULL);
   ix->damaged = json_array();
-  ix->n_slots = 1024;
-  ix->slots = xcalloc(ix->n_slots, sizeof(*ix->slots));
+  ix->n_table = 1024;
+  ix->table = xcalloc(ix->n_table, sizeof(*ix->table));
   return ix;
 }
 
@@ -27,7 +27,8 @@ void index_free(struct index *ix) {
   if (!ix)
     return;
   pthread_mutex_destroy(&ix->lock);
-  free(ix->slots);
+  free(ix->table);
+  free(ix->entries);
   free(ix->packs);
   free(ix->pack_slots);
   for (size_t i = 0; i < ix->n_files; i++)
@@ -43,26 +44,26 @@ static uint64_t slot_hash(const unsigned char id[32]) {
   return h;
 }
 
-static struct index_entry *find_slot(struct index_entry *slots, size_t n,
-                                     const unsigned char id[32]) {
+/* The table holds entry numbers + 1 (0: empty), open addressing on the
+ * first bytes of the (uniformly random) keyed id; entries sit densely in
+ * their own array, so the table costs 4 bytes a slot and growing it moves
+ * no entry (docs/internals/index.md). */
+static uint32_t *find_slot(const struct index *ix, uint32_t *table, size_t n,
+                           const unsigned char id[32]) {
   size_t mask = n - 1, i = (size_t)slot_hash(id) & mask;
-  for (;;) {
-    struct index_entry *e = &slots[i];
-    if (!e->used || memcmp(e->id, id, 32) == 0)
-      return e;
+  while (table[i] != 0 && memcmp(ix->entries[table[i] - 1].id, id, 32) != 0)
     i = (i + 1) & mask;
-  }
+  return &table[i];
 }
 
 static void grow(struct index *ix) {
-  size_t n = ix->n_slots * 2;
-  struct index_entry *s = xcalloc(n, sizeof(*s));
-  for (size_t i = 0; i < ix->n_slots; i++)
-    if (ix->slots[i].used)
-      *find_slot(s, n, ix->slots[i].id) = ix->slots[i];
-  free(ix->slots);
-  ix->slots = s;
-  ix->n_slots = n;
+  size_t n = ix->n_table * 2;
+  uint32_t *t = xcalloc(n, sizeof(*t));
+  for (size_t i = 0; i < ix->n_entries; i++)
+    *find_slot(ix, t, n, ix->entries[i].id) = (uint32_t)i + 1;
+  free(ix->table);
+  ix->table = t;
+  ix->n_table = n;
 }
 
 /* The pack table's lookup: open addressing over pack numbers + 1 (0 =
@@ -117,13 +118,20 @@ int index_find_pack(struct index *ix, const unsigned char pack_id[32], uint32_t 
 
 static void put_locked(struct index *ix, const unsigned char id[32], uint32_t pack, uint32_t offset,
                        uint32_t length, uint32_t raw_length, uint8_t type) {
-  if ((ix->n_used + 1) * 4 > ix->n_slots * 3)
+  if ((ix->n_entries + 1) * 4 > ix->n_table * 3)
     grow(ix);
-  struct index_entry *e = find_slot(ix->slots, ix->n_slots, id);
-  if (!e->used) {
-    ix->n_used++;
+  uint32_t *slot = find_slot(ix, ix->table, ix->n_table, id);
+  struct index_entry *e;
+  if (*slot == 0) {
+    if (ix->n_entries == ix->cap_entries) {
+      ix->cap_entries = ix->cap_entries ? ix->cap_entries + ix->cap_entries / 2 : 1024;
+      ix->entries = xrealloc(ix->entries, ix->cap_entries * sizeof(*ix->entries));
+    }
+    e = &ix->entries[ix->n_entries++];
     memcpy(e->id, id, 32);
-    e->used = 1;
+    *slot = (uint32_t)ix->n_entries;
+  } else {
+    e = &ix->entries[*slot - 1];
   }
   e->pack = pack;
   e->offset = offset;
@@ -141,24 +149,35 @@ void index_put(struct index *ix, const unsigned char id[32], uint32_t pack, uint
 
 int index_get(struct index *ix, const unsigned char id[32], struct index_entry *out) {
   pthread_mutex_lock(&ix->lock);
-  struct index_entry *e = find_slot(ix->slots, ix->n_slots, id);
-  int found = e->used;
-  if (found && out)
-    *out = *e;
+  uint32_t slot = *find_slot(ix, ix->table, ix->n_table, id);
+  if (slot && out)
+    *out = ix->entries[slot - 1];
   pthread_mutex_unlock(&ix->lock);
-  return found;
+  return slot != 0;
 }
 
 int index_claim(struct index *ix, const unsigned char id[32], uint8_t type) {
   pthread_mutex_lock(&ix->lock);
-  struct index_entry *e = find_slot(ix->slots, ix->n_slots, id);
-  int claimed = 0;
-  if (!e->used) {
+  int claimed = *find_slot(ix, ix->table, ix->n_table, id) == 0;
+  if (claimed)
     put_locked(ix, id, UINT32_MAX, 0, 0, 0, type);
-    claimed = 1;
-  }
   pthread_mutex_unlock(&ix->lock);
   return claimed;
+}
+
+size_t index_size(struct index *ix) {
+  pthread_mutex_lock(&ix->lock);
+  size_t n = ix->n_entries;
+  pthread_mutex_unlock(&ix->lock);
+  return n;
+}
+
+void index_foreach(struct index *ix, void (*cb)(void *ud, const struct index_entry *e), void *ud) {
+  pthread_mutex_lock(&ix->lock);
+  for (size_t i = 0; i < ix->n_entries; i++)
+    if (ix->entries[i].pack != UINT32_MAX)
+      cb(ud, &ix->entries[i]);
+  pthread_mutex_unlock(&ix->lock);
 }
 
 /* A 32-bit field of a blob entry: an integer from 0 to 2^32 - 1 (a pack
@@ -351,37 +370,46 @@ char *index_text_finish(struct index_text *t, size_t *len) {
   return out;
 }
 
-static json_t *blob_json(const unsigned char id[32], uint8_t type, uint32_t offset, uint32_t length,
-                         uint32_t raw_length);
+
+struct collect {
+  size_t *pos; /* pack number -> position in the caller's list + 1 */
+  struct index_pack_entries *out;
+  size_t *cap;
+};
+
+static void collect_entry(void *ud, const struct index_entry *e) {
+  struct collect *c = ud;
+  size_t k = e->pack < c->cap[0] ? c->pos[e->pack] : 0;
+  if (!k--)
+    return;
+  struct index_pack_entries *p = &c->out[k];
+  struct pack_entry *es = (struct pack_entry *)p->entries;
+  if (p->n == c->cap[k + 1]) {
+    c->cap[k + 1] = c->cap[k + 1] ? c->cap[k + 1] * 2 : 64;
+    es = xrealloc(es, c->cap[k + 1] * sizeof(*es));
+    p->entries = es;
+  }
+  es[p->n++] = (struct pack_entry){e->type, {0}, e->offset, e->length, e->raw_length};
+  memcpy(es[p->n - 1].id, e->id, 32);
+}
 
 int index_save_packs(struct repo *r, const uint32_t *packs, size_t n, char id_hex[65], char **err) {
   struct index *ix = r->index;
-  json_t *arr = json_array();
-  json_t **blobs = xcalloc(n ? n : 1, sizeof(*blobs));
+  size_t n_packs = ix->n_packs;
+  struct collect c = {xcalloc(n_packs ? n_packs : 1, sizeof(size_t)),
+                      xcalloc(n ? n : 1, sizeof(*c.out)), xcalloc(n + 1, sizeof(size_t))};
+  c.cap[0] = n_packs; /* cap[0]: size of pos; cap[k + 1]: room in out[k] */
   for (size_t k = 0; k < n; k++) {
-    char hex[65];
-    hex_encode(ix->packs[packs[k]], 32, hex);
-    blobs[k] = json_array();
-    json_array_append_new(arr, json_pack("{s:s, s:o}", "id", hex, "blobs", blobs[k]));
+    c.pos[packs[k]] = k + 1;
+    memcpy(c.out[k].pack_id, ix->packs[packs[k]], 32);
   }
-  pthread_mutex_lock(&ix->lock);
-  /* pack number -> position in `packs` + 1, so one pass over the table suffices */
-  size_t *pos = xcalloc(ix->n_packs ? ix->n_packs : 1, sizeof(*pos));
+  index_foreach(ix, collect_entry, &c);
+  int rc = index_save_entries(r, c.out, n, id_hex, err);
   for (size_t k = 0; k < n; k++)
-    pos[packs[k]] = k + 1;
-  for (size_t i = 0; i < ix->n_slots; i++) {
-    struct index_entry *e = &ix->slots[i];
-    if (!e->used || e->pack == UINT32_MAX || !pos[e->pack])
-      continue;
-    json_array_append_new(blobs[pos[e->pack] - 1],
-                          blob_json(e->id, e->type, e->offset, e->length, e->raw_length));
-  }
-  pthread_mutex_unlock(&ix->lock);
-  free(pos);
-  free(blobs);
-  json_t *obj = json_pack("{s:i, s:o}", "version", 1, "packs", arr);
-  int rc = repo_save_json(r, "index", obj, id_hex, err);
-  json_decref(obj);
+    free((void *)c.out[k].entries);
+  free(c.out);
+  free(c.pos);
+  free(c.cap);
   return rc;
 }
 

@@ -20,13 +20,14 @@ struct index_entry {
   uint32_t length;     /* stored (sealed) length */
   uint32_t raw_length; /* decoded length */
   uint8_t type;        /* enum blob_type */
-  uint8_t used;
 };
 
 struct index {
   pthread_mutex_t lock;
-  struct index_entry *slots;
-  size_t n_slots, n_used;
+  struct index_entry *entries; /* dense, in insertion order */
+  size_t n_entries, cap_entries;
+  uint32_t *table; /* entry number + 1 (0: empty), open addressing on the id */
+  size_t n_table;
   unsigned char (*packs)[32]; /* pack ids */
   size_t n_packs, cap_packs;
   uint32_t *pack_slots; /* pack id -> number + 1 (open addressing) */
@@ -56,6 +57,12 @@ int index_claim(struct index *ix, const unsigned char id[32], uint8_t type);
  * nothing is added and *err (malloc'd) names the field, e.g.
  * "packs[0].blobs[3].offset is not a whole number from 0 to 4294967295". */
 int index_parse(struct index *ix, json_t *obj, char **err);
+
+/* Number of entries (stored and pending). */
+size_t index_size(struct index *ix);
+/* Calls cb for every stored entry (pending ones are skipped), in insertion
+ * order, holding the index's lock: cb must not call back into the index. */
+void index_foreach(struct index *ix, void (*cb)(void *ud, const struct index_entry *e), void *ud);
 
 /* Load every index/ object of the repository (decrypting each). An object
  * that cannot be read does not stop the load: it is listed in ix->damaged

@@ -201,7 +201,7 @@ int index_cache_load(struct repo *r, char *const *names, size_t n_names) {
     index_free(r->index);
     r->index = index_new();
   } else {
-    log_debug("index: %zu blobs in %zu packs from the cache %s", r->index->n_used,
+    log_debug("index: %zu blobs in %zu packs from the cache %s", index_size(r->index),
               r->index->n_packs, path);
   }
   free(buf);
@@ -222,15 +222,29 @@ static int mkdir_p(char *path, mode_t mode) {
   return mkdir(path, mode) == 0 || errno == EEXIST ? 0 : -1;
 }
 
+static void count_entry(void *ud, const struct index_entry *e) {
+  (void)e;
+  (*(size_t *)ud)++;
+}
+
+static void write_entry(void *ud, const struct index_entry *e) {
+  unsigned char **pp = ud, *p = *pp;
+  memcpy(p, e->id, 32);
+  le32_put(p + 32, e->pack);
+  le32_put(p + 36, e->offset);
+  le32_put(p + 40, e->length);
+  le32_put(p + 44, e->raw_length);
+  p[48] = e->type;
+  *pp = p + BLOB_REC;
+}
+
 void index_cache_save(struct repo *r, char *const *names, size_t n_names) {
   char *dir = cache_dir(r);
   if (!dir)
     return;
   struct index *ix = r->index;
   size_t stored = 0;
-  for (size_t i = 0; i < ix->n_slots; i++)
-    if (ix->slots[i].used && ix->slots[i].pack != UINT32_MAX)
-      stored++;
+  index_foreach(ix, count_entry, &stored);
   size_t n = HEAD_LEN + 4 + 4 + ix->n_packs * 32 + 4 + stored * BLOB_REC;
   for (size_t i = 0; i < n_names; i++)
     n += 2 + strlen(names[i]);
@@ -250,18 +264,8 @@ void index_cache_save(struct repo *r, char *const *names, size_t n_names) {
   p += ix->n_packs * 32;
   le32_put(p, (uint32_t)stored);
   p += 4;
-  for (size_t i = 0; i < ix->n_slots; i++) {
-    const struct index_entry *e = &ix->slots[i];
-    if (!e->used || e->pack == UINT32_MAX)
-      continue;
-    memcpy(p, e->id, 32);
-    le32_put(p + 32, e->pack);
-    le32_put(p + 36, e->offset);
-    le32_put(p + 40, e->length);
-    le32_put(p + 44, e->raw_length);
-    p[48] = e->type;
-    p += BLOB_REC;
-  }
+  index_foreach(ix, write_entry, &p);
+
   memcpy(buf, MAGIC, MAGIC_LEN);
   body_mac(r, buf + HEAD_LEN, n - HEAD_LEN, buf + MAGIC_LEN);
 

@@ -102,7 +102,7 @@ static void test_index_bounds(void **state) {
     assert_non_null(strstr(err, "packs[0].blobs[0]."));
     assert_non_null(strstr(err, "is not a whole number from 0 to 4294967295"));
     free(err);
-    assert_int_equal(ix->n_used, 0);
+    assert_int_equal(index_size(ix), 0);
     assert_int_equal(ix->n_packs, 0);
     json_decref(o);
     index_free(ix);
