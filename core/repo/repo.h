@@ -23,6 +23,7 @@
 #include "chunker/fastcdc.h"
 #include "engine/plugin.h"
 #include "plugin/host.h"
+#include "util/encoding.h"
 
 #define REPO_FORMAT_VERSION 1
 #define REPO_ID_LEN 32
@@ -178,16 +179,5 @@ int repo_derive_kek(const char *pass, size_t pass_len, const unsigned char *salt
 /* Read one blob by id through the index. */
 int repo_read_blob(struct repo *r, const unsigned char id[32], enum blob_type type, void **out,
                    size_t *n, char **err);
-
-/* Helpers */
-void le32_put(unsigned char *p, uint32_t v); /* little-endian, as in packs */
-uint32_t le32_get(const unsigned char *p);
-void hex_encode(const unsigned char *in, size_t n, char *out); /* out: 2n+1 */
-int hex_decode(const char *in, unsigned char *out, size_t n);  /* exactly 2n hex chars */
-void sha256_hex(const void *data, size_t n, char out[65]);
-char *b64_encode(const void *data, size_t n);
-int b64_decode(const char *s, unsigned char **out, size_t *n);
-char *iso_time(int64_t unix_s); /* "2026-11-22T23:58:30Z", malloc'd */
-int parse_iso_time(const char *s, int64_t *unix_s);
 
 #endif

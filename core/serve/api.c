@@ -11,7 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "repo/repo.h"
+#include "util/encoding.h"
 #include "serve/serve_int.h"
 #include "util/log.h"
 

@@ -1,5 +1,5 @@
-/* Small encoding helpers shared by the repository code: hex, base64,
- * SHA-256, ISO-8601 times, little-endian integers. */
+/* Small encoding helpers: hex, base64, SHA-256, ISO-8601 times,
+ * little-endian integers (util/encoding.h). */
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "repo/repo.h"
+#include "util/encoding.h"
 #include "util/log.h"
 
 void le32_put(unsigned char *p, uint32_t v) {
