@@ -11,6 +11,8 @@ packages=(
   # scrypt for repository keys (faster than libcrypto's, same result)
   libsodium-dev
   libcmocka-dev
+  # fuzzing (tests/fuzz): clang and its libFuzzer/sanitizer runtimes
+  clang libclang-rt-14-dev
   # engine serve: HTTP request parsing (and curl, which its tests and others use)
   libhttp-parser-dev curl
   # the GCS fake test generates a throwaway service-account key

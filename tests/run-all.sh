@@ -2,7 +2,8 @@
 # The whole test suite, the one command CI and developers run:
 #
 #   bash tests/run-all.sh                 # everything
-#   bash tests/run-all.sh kill corruption # only the integration tests whose
+#   bash tests/run-all.sh kill corruption # only the integration tests (and
+#                                         # fuzz targets, fuzz_NAME) whose
 #                                         # names contain one of the words
 #
 # 1. installs the dependencies (scripts/setup-deps.sh; skip with
@@ -10,15 +11,18 @@
 # 2. builds with AddressSanitizer + UndefinedBehaviorSanitizer into
 #    build-asan/ and a plain Release build into build/ (for the memory test,
 #    whose RSS figures ASan would distort, and the SDK test),
-# 3. runs the cmocka unit tests (ctest), tests/sdk-example/test-sdk.sh and
-#    every tests/integration/test_*.sh, each in a fresh scratch directory
-#    under $ENGINE_TEST_TMPDIR (default /var/tmp) with a timeout
-#    ($ENGINE_TEST_TIMEOUT seconds, default 600),
+# 3. runs the cmocka unit tests (ctest), the fuzz targets of tests/fuzz for
+#    $ENGINE_FUZZ_SECONDS each (default 30, 0 skips; a clang build in
+#    build-fuzz/, skipped when clang is not installed),
+#    tests/sdk-example/test-sdk.sh and every tests/integration/test_*.sh,
+#    each in a fresh scratch directory under $ENGINE_TEST_TMPDIR (default
+#    /var/tmp) with a timeout ($ENGINE_TEST_TIMEOUT seconds, default 600),
 # 4. prints "N passed, N failed" and exits 1 if anything failed.
 #
 # Environment: ENGINE_SKIP_DEPS=1, ENGINE_TEST_TMPDIR, ENGINE_TEST_TIMEOUT,
-# ENGINE_ASAN_BUILD_DIR / ENGINE_RELEASE_BUILD_DIR (build directories,
-# default build-asan and build),
+# ENGINE_ASAN_BUILD_DIR / ENGINE_RELEASE_BUILD_DIR / ENGINE_FUZZ_BUILD_DIR
+# (build directories, default build-asan, build and build-fuzz),
+# ENGINE_FUZZ_SECONDS,
 # KEEP_TMP=1 (keep every scratch directory) or KEEP_TMP=fail (only those of
 # failed tests), JOBS (build parallelism, default nproc).
 set -uo pipefail
@@ -137,7 +141,60 @@ else
   record_fail ctest "ctest found no unit tests"
 fi
 
-# ---- 3b. SDK example -----------------------------------------------------
+# ---- 3b. fuzzing ---------------------------------------------------------
+# The libFuzzer targets (tests/fuzz, docs/TESTING.md), built with clang into
+# their own build directory, each run for ENGINE_FUZZ_SECONDS (default 30;
+# 0 skips them) from its seed corpus; a crash, sanitizer report, leak, hang or
+# failed invariant fails the target. With words on the command line, only the
+# targets whose names (fuzz_pipeline, fuzz_http, ...) contain one run.
+fuzz_dir=${ENGINE_FUZZ_BUILD_DIR:-build-fuzz}
+case "$fuzz_dir" in /*) ;; *) fuzz_dir=$root/$fuzz_dir ;; esac
+fuzz_seconds=${ENGINE_FUZZ_SECONDS:-30}
+fuzz_want=()
+for t in pipeline manifest index pack key http s3xml; do
+  if [ $# -gt 0 ]; then
+    want=0
+    for w in "$@"; do case "fuzz_$t" in *"$w"*) want=1 ;; esac; done
+    [ "$want" = 1 ] || continue
+  fi
+  fuzz_want+=("$t")
+done
+if [ ${#fuzz_want[@]} -eq 0 ]; then
+  : # the words select no fuzz target
+elif [ "$fuzz_seconds" = 0 ]; then
+  section "fuzzing: skipped (ENGINE_FUZZ_SECONDS=0)"
+elif ! command -v clang >/dev/null 2>&1; then
+  section "fuzzing: skipped: clang is not installed (scripts/setup-deps.sh installs clang-14 and libclang-rt-14-dev)"
+else
+  section "fuzzing (tests/fuzz: ${fuzz_seconds}s per target, clang build in $fuzz_dir)"
+  if build "$fuzz_dir" fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DENGINE_FUZZ=ON \
+    -DENGINE_BUILD_TESTS=OFF; then
+    fuzz_log="$logdir/fuzz.log"
+    fuzz_rc=0
+    ENGINE_FUZZ_BUILD_DIR="$fuzz_dir" ENGINE_FUZZ_SECONDS="$fuzz_seconds" ENGINE_FUZZ_JOBS="$jobs" \
+      ENGINE_TEST_TMPDIR="$tmpbase" timeout --kill-after=10 $((fuzz_seconds * ${#fuzz_want[@]} + 300)) \
+      bash tests/fuzz/run.sh "${fuzz_want[@]}" </dev/null >"$fuzz_log" 2>&1 || fuzz_rc=$?
+    grep -qv '^PASS  ' "$fuzz_log" && grep -v '^PASS  \|^FAIL  ' "$fuzz_log"
+    n_verdicts=0
+    while read -r verdict name detail; do
+      n_verdicts=$((n_verdicts + 1))
+      detail=${detail#(}
+      if [ "$verdict" = PASS ]; then
+        record_pass "$name" "${detail%)}"
+      else
+        record_fail "$name" "${detail%)}"
+      fi
+    done < <(grep -E '^(PASS|FAIL)  fuzz_' "$fuzz_log")
+    if [ "$n_verdicts" -ne ${#fuzz_want[@]} ]; then
+      show_tail "$fuzz_log"
+      record_fail fuzz "tests/fuzz/run.sh exited with $fuzz_rc after $n_verdicts of ${#fuzz_want[@]} targets"
+    fi
+  else
+    record_fail "build-fuzz" "the clang fuzz build failed"
+  fi
+fi
+
+# ---- 3c. SDK example -----------------------------------------------------
 if [ -f tests/sdk-example/test-sdk.sh ]; then
   section "SDK example (tests/sdk-example/test-sdk.sh)"
   log="$logdir/test-sdk.log"
@@ -152,7 +209,7 @@ if [ -f tests/sdk-example/test-sdk.sh ]; then
   fi
 fi
 
-# ---- 3c. integration tests ----------------------------------------------
+# ---- 3d. integration tests ----------------------------------------------
 section "integration tests (tests/integration, engine from $asan_dir)"
 export ENGINE_BIN="$asan_dir/engine"
 if [ "$plain_ok" = 1 ]; then
