@@ -1,8 +1,8 @@
 /* engine schedule PIPELINE [--install] [--unit-dir DIR]: turn the pipeline's
  * `schedule:` (a 5-field cron expression) into a systemd .service + .timer
  * pair, printed or installed. The cron fields are translated to systemd's
- * OnCalendar syntax (lists, ranges and steps of each field, parsed by
- * util/cron.c); `@daily`-style shortcuts are accepted too. */
+ * OnCalendar syntax by util/cron.c (cron_to_oncalendar); `@daily`-style
+ * shortcuts are accepted too. */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -14,58 +14,6 @@
 #include "cli/commands.h"
 #include "util/cron.h"
 #include "util/log.h"
-
-static const char *const dow_names[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-
-/* One parsed cron field as the OnCalendar form of the same field: "*" when the
- * expression said "*", else the explicit list of values (systemd's own step
- * syntax differs per field, so steps and ranges are expanded). */
-static char *calendar_field(uint64_t bits, int lo, int hi, int any, int is_dow, int width) {
-  if (any)
-    return xstrdup(is_dow ? "" : "*"); /* any weekday: the day-of-week part is left out */
-  char out[512] = "";
-  for (int v = lo; v <= hi; v++) {
-    if (!((bits >> v) & 1))
-      continue;
-    char piece[16];
-    if (is_dow)
-      snprintf(piece, sizeof(piece), "%s", dow_names[v]);
-    else
-      snprintf(piece, sizeof(piece), "%0*d", width, v);
-    if (out[0])
-      strncat(out, ",", sizeof(out) - strlen(out) - 1);
-    strncat(out, piece, sizeof(out) - strlen(out) - 1);
-  }
-  return xstrdup(out);
-}
-
-/* cron "m h dom mon dow" -> OnCalendar "DOW *-MON-DOM HH:MM:00" */
-int schedule_to_oncalendar(const char *cron, char **out, char **err) {
-  struct cron_expr c;
-  if (cron_parse(cron, &c, err) != 0)
-    return -1;
-  if (!c.mday_star && !c.wday_star) {
-    /* cron ORs day-of-month and day-of-week; OnCalendar ANDs them */
-    *err = xasprintf(
-        "schedule '%s': restricting both day-of-month and day-of-week is not supported (cron and "
-        "systemd combine them differently); use one of them",
-        cron);
-    return -1;
-  }
-  /* with a '*'-led day field (such as "*\/2") cron ANDs the two, as systemd does */
-  char *mi = calendar_field(c.minutes, 0, 59, c.any[CRON_MINUTE], 0, 2);
-  char *hr = calendar_field(c.hours, 0, 23, c.any[CRON_HOUR], 0, 2);
-  char *dm = calendar_field(c.mdays, 1, 31, c.any[CRON_MDAY], 0, 2);
-  char *mo = calendar_field(c.months, 1, 12, c.any[CRON_MONTH], 0, 2);
-  char *dw = calendar_field(c.wdays, 0, 6, c.any[CRON_WDAY] || c.wdays == 0x7f, 1, 0);
-  *out = xasprintf("%s%s*-%s-%s %s:%s:00", dw, dw[0] ? " " : "", mo, dm, hr, mi);
-  free(mi);
-  free(hr);
-  free(dm);
-  free(mo);
-  free(dw);
-  return 0;
-}
 
 static int write_file(const char *path, const char *text, char **err) {
   char tmp[PATH_MAX];
@@ -103,7 +51,7 @@ int cmd_schedule(const struct cli_globals *g, const struct cli_args *a) {
             a->pos[0]);
     goto out;
   }
-  if (schedule_to_oncalendar(c.p->schedule, &cal, &err) != 0) {
+  if (cron_to_oncalendar(c.p->schedule, &cal, &err) != 0) {
     fprintf(stderr, "engine: error: %s: %s\n", a->pos[0], err);
     free(err);
     goto out;

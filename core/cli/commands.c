@@ -15,7 +15,9 @@
 #include "pipeline/restore.h"
 #include "repo/snapshot.h"
 #include "repo/tree.h"
+#include "util/cron.h"
 #include "util/log.h"
+#include "util/cancel.h"
 #include "util/sysinfo.h"
 #include "util/progress.h"
 
@@ -70,10 +72,10 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
      * recovery point is what a damaged repository needs most) but says so */
     size_t k;
     json_t *u;
-    json_array_foreach(unreadable, k, u) log_warn(
-        "snapshot %s cannot be read (%s); it is not used as a parent. Run 'engine check'",
-        json_string_value(json_object_get(u, "id")),
-        json_string_value(json_object_get(u, "error")));
+    json_array_foreach(unreadable, k, u)
+        log_warn("snapshot %s cannot be read (%s); it is not used as a parent. Run 'engine check'",
+                 json_string_value(json_object_get(u, "id")),
+                 json_string_value(json_object_get(u, "error")));
     json_decref(unreadable);
     char host[SYS_NAME_MAX];
     sys_hostname(host);
@@ -97,7 +99,7 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
   json_decref(parent);
   if (rc != 0) {
     cli_close(&c);
-    if (host_is_cancelled()) {
+    if (cancel_requested()) {
       fprintf(stderr, "engine: %s\n", err ? err : "interrupted");
       free(err);
       return EXIT_INTERRUPTED;
@@ -190,7 +192,7 @@ int cmd_validate(const struct cli_globals *g, const struct cli_args *a) {
   }
   if (c.p->schedule) {
     char *cal = NULL;
-    if (schedule_to_oncalendar(c.p->schedule, &cal, &err) != 0) {
+    if (cron_to_oncalendar(c.p->schedule, &cal, &err) != 0) {
       fprintf(stderr, "%s: %s\n", a->pos[0], err);
       free(err);
       cli_close(&c);
@@ -277,9 +279,9 @@ int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a) {
                     json_object_get(m, "tags")));
     }
     json_array_foreach(unreadable, i, m) {
-      json_array_append_new(out, json_pack("{s:O, s:s, s:O}", "id", json_object_get(m, "id"),
-                                           "status", "unreadable", "error",
-                                           json_object_get(m, "error")));
+      json_array_append_new(out,
+                            json_pack("{s:O, s:s, s:O}", "id", json_object_get(m, "id"), "status",
+                                      "unreadable", "error", json_object_get(m, "error")));
     }
     print_json(out);
     json_decref(out);
@@ -821,7 +823,8 @@ int cmd_repair(const struct cli_globals *g, const struct cli_args *a) {
     return EXIT_USAGE;
   }
   if (is_index && (a->n_pos > 2 || a->read_data)) {
-    fprintf(stderr, "engine: repair index takes only the pipeline (no snapshots, no --read-data)\n");
+    fprintf(stderr,
+            "engine: repair index takes only the pipeline (no snapshots, no --read-data)\n");
     return EXIT_USAGE;
   }
   struct cli_ctx c;

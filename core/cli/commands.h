@@ -45,7 +45,6 @@ int cmd_forget(const struct cli_globals *g, const struct cli_args *a);
 int cmd_prune(const struct cli_globals *g, const struct cli_args *a);
 int cmd_sync(const struct cli_globals *g, const struct cli_args *a);
 int cmd_schedule(const struct cli_globals *g, const struct cli_args *a);
-int schedule_to_oncalendar(const char *cron, char **out, char **err);
 int cmd_serve(const struct cli_globals *g, const struct cli_args *a);
 int cmd_plugins(const struct cli_globals *g, const struct cli_args *a);
 int cmd_repair(const struct cli_globals *g, const struct cli_args *a);

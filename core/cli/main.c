@@ -12,6 +12,7 @@
 #include "net/http.h"
 #include "plugin/host.h"
 #include "util/log.h"
+#include "util/cancel.h"
 #include "util/secret.h"
 
 const struct cli_command cli_commands[] = {
@@ -179,7 +180,7 @@ static void on_signal(int sig) {
     signal(sig, SIG_DFL);
     raise(sig);
   }
-  host_request_cancel();
+  cancel_request();
 }
 
 static int usage_error(const char *fmt, const char *arg) {

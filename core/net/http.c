@@ -18,8 +18,8 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "plugin/host.h"
 #include "util/log.h"
+#include "util/cancel.h"
 
 #define DEFAULT_MAX_BODY (256ull * 1024 * 1024)
 
@@ -416,9 +416,9 @@ int http_request(const struct engine_http_request *req, struct engine_http_respo
     uint32_t rnd = 0;
     RAND_bytes((unsigned char *)&rnd, sizeof(rnd));
     int64_t sleep_ms = backoff / 2 + (int64_t)(rnd % (uint32_t)(backoff / 2 + 1));
-    for (int64_t slept = 0; slept < sleep_ms && !host_is_cancelled(); slept += 50)
+    for (int64_t slept = 0; slept < sleep_ms && !cancel_requested(); slept += 50)
       usleep(50 * 1000);
-    if (host_is_cancelled()) {
+    if (cancel_requested()) {
       snprintf(resp->error, sizeof(resp->error), "cancelled");
       return ENGINE_ERROR;
     }

@@ -38,6 +38,7 @@
 #include "pipeline/tree_feed.h"
 #include "stage/compress.h"
 #include "util/log.h"
+#include "util/cancel.h"
 #include "util/pool.h"
 #include "util/sysinfo.h"
 #include "util/progress.h"
@@ -194,7 +195,7 @@ static int is_stopping(struct bk *b) {
   pthread_mutex_lock(&b->lock);
   int s = b->fatal != NULL;
   pthread_mutex_unlock(&b->lock);
-  return s || host_is_cancelled();
+  return s || cancel_requested();
 }
 
 /* ---- item finalisation (called with b->lock held) --------------------- */
@@ -470,9 +471,9 @@ static int submit_chunk(struct bk *b) {
                                           : b->repo->chunker.max_size;
   while (((b->inflight > 0 && b->inflight + charge > b->limit) ||
           b->uploads_outstanding >= MAX_UPLOADS) &&
-         !b->fatal && !host_is_cancelled())
+         !b->fatal && !cancel_requested())
     pthread_cond_wait(&b->cond, &b->lock);
-  if (b->fatal || host_is_cancelled()) {
+  if (b->fatal || cancel_requested()) {
     pthread_mutex_unlock(&b->lock);
     return -1;
   }
@@ -1017,7 +1018,7 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
   int64_t t1 = (int64_t)time(NULL);
 
   res->seconds = ((double)((int64_t)uv_hrtime() / 1000000 - b->started_ms)) / 1000.0;
-  if (b->fatal || host_is_cancelled()) {
+  if (b->fatal || cancel_requested()) {
     *err = b->fatal ? xstrdup(b->fatal)
                     : xstrdup("interrupted; no snapshot was written (the repository is unchanged "
                               "apart from unreferenced data)");

@@ -25,6 +25,7 @@
 #include "plugin/host_progress.h"
 #include "plugin/loader.h"
 #include "util/log.h"
+#include "util/cancel.h"
 #include "util/pool.h"
 #include "util/secret.h"
 
@@ -56,7 +57,6 @@ struct host_ctx {
 };
 
 /* Process-wide: written from signal handlers, read from any thread. */
-static volatile sig_atomic_t g_cancelled;
 
 static struct host_ctx *ctx_of(const struct engine_host *h) {
   return (struct host_ctx *)h->ctx;
@@ -846,24 +846,16 @@ static int64_t host_now_ms(const struct engine_host *h) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void host_request_cancel(void) {
-  __atomic_store_n(&g_cancelled, 1, __ATOMIC_SEQ_CST);
-}
-
-int host_is_cancelled(void) {
-  return __atomic_load_n(&g_cancelled, __ATOMIC_SEQ_CST) != 0;
-}
-
 static int host_cancelled(const struct engine_host *h) {
   (void)h;
-  return host_is_cancelled();
+  return cancel_requested();
 }
 
 /* Sleeps in short slices so a cancellation is noticed within 100 ms. */
 static int host_sleep_ms(const struct engine_host *h, int64_t ms) {
   int64_t deadline = host_now_ms(h) + (ms > 0 ? ms : 0);
   for (;;) {
-    if (host_is_cancelled()) {
+    if (cancel_requested()) {
       host_set_error(h, "interrupted: the run is being cancelled");
       return ENGINE_ERROR;
     }

@@ -30,9 +30,6 @@ int plugin_instance_new(const struct engine_plugin *p, const char *name, json_t 
                         struct plugin_instance **out, char **err);
 void plugin_instance_free(struct plugin_instance *pi);
 
-/* Process-wide: request cancellation (signal handler safe) / query it. */
-void host_request_cancel(void);
-int host_is_cancelled(void);
 
 /* Global log verbosity for log lines from plugins and the core. */
 void host_set_log_level(int lvl);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "util/log.h"
+#include "util/cancel.h"
 #include "util/sysinfo.h"
 
 struct repo_lock {
@@ -209,7 +210,7 @@ int repo_lock_acquire(struct repo *r, int exclusive, int64_t wait_ms, struct rep
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     int64_t waited = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
-    if (waited >= wait_ms || host_is_cancelled()) {
+    if (waited >= wait_ms || cancel_requested()) {
       *err = xasprintf("the repository is locked: %s%s", conflict,
                        wait_ms > 0 ? " (gave up waiting; see --lock-wait)"
                                    : " (use --lock-wait DURATION to wait)");

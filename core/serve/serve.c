@@ -17,9 +17,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli/commands.h"
 #include "config/pipeline.h"
 #include "plugin/loader.h"
+#include "util/cron.h"
 #include "util/log.h"
 #include "util/secret.h"
 
@@ -133,7 +133,7 @@ static void load_one(struct plugin_registry *reg, const char *dir, const char *f
     if (p->schedule) {
       char *cal = NULL, *e = NULL;
       out->schedule = xstrdup(p->schedule);
-      if (schedule_to_oncalendar(p->schedule, &cal, &e) != 0 ||
+      if (cron_to_oncalendar(p->schedule, &cal, &e) != 0 ||
           cron_parse(p->schedule, &out->cron, &e) != 0) {
         err = xasprintf("%s: %s", out->path, e);
         free(e);

@@ -39,4 +39,9 @@ int cron_matches(const struct cron_expr *c, const struct tm *t);
  * the next 28 years. */
 int cron_next(const struct cron_expr *c, time_t after, time_t *next);
 
+/* The systemd OnCalendar= form of a cron expression ("m h dom mon dow" ->
+ * "DOW *-MON-DOM HH:MM:00"): 0, or -1 with *err for expressions systemd
+ * cannot express (both day-of-month and day-of-week restricted). */
+int cron_to_oncalendar(const char *cron, char **out, char **err);
+
 #endif

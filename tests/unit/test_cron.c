@@ -11,9 +11,8 @@
 
 #include <cmocka.h>
 
-#include "cli/commands.h"
-#include "repo/repo.h"
 #include "util/cron.h"
+#include "repo/repo.h"
 
 static int set_utc(void **state) {
   (void)state;
@@ -174,13 +173,13 @@ static void test_oncalendar(void **state) {
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     char *out = NULL, *err = NULL;
-    if (schedule_to_oncalendar(cases[i][0], &out, &err) != 0)
-      fail_msg("schedule_to_oncalendar('%s'): %s", cases[i][0], err);
+    if (cron_to_oncalendar(cases[i][0], &out, &err) != 0)
+      fail_msg("cron_to_oncalendar('%s'): %s", cases[i][0], err);
     assert_string_equal(out, cases[i][1]);
     free(out);
   }
   char *out = NULL, *err = NULL;
-  assert_int_not_equal(schedule_to_oncalendar("0 3 1 * 1", &out, &err), 0);
+  assert_int_not_equal(cron_to_oncalendar("0 3 1 * 1", &out, &err), 0);
   assert_non_null(strstr(err, "day-of-month and day-of-week"));
   free(err);
 }
