@@ -10,6 +10,7 @@
  * items a restore would fail on are among the items check names. */
 #include "pipeline/check.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include "repo/pack.h"
 #include "repo/snapshot.h"
 #include "repo/tree.h"
+#include "util/cancel.h"
 #include "util/log.h"
 
 struct ck {
@@ -29,9 +31,13 @@ struct ck {
   json_t *snap;          /* current snapshot */
   const char *source;
   uint64_t items_affected; /* in the current snapshot */
+  /* --read-data reads packs on several threads: problems, bad_blobs and
+   * the counters are shared */
+  pthread_mutex_t mu;
 };
 
 static void problem(struct ck *c, json_t *p) {
+  pthread_mutex_lock(&c->mu);
   c->res->errors++;
   if (!c->quiet) {
     const char *snap = json_string_value(json_object_get(p, "snapshot"));
@@ -42,6 +48,7 @@ static void problem(struct ck *c, json_t *p) {
             item ? item : "", item ? ": " : "", json_string_value(json_object_get(p, "message")));
   }
   json_array_append_new(c->res->problems, p);
+  pthread_mutex_unlock(&c->mu);
 }
 
 static void object_problem(struct ck *c, const char *object, const char *msg) {
@@ -173,7 +180,15 @@ static int find_pack(struct index *ix, const char *hex, uint32_t *num) {
 static void bad_blob(struct ck *c, const unsigned char id[32], const char *why) {
   char bh[65];
   hex_encode(id, 32, bh);
+  pthread_mutex_lock(&c->mu);
   json_object_set_new(c->bad_blobs, bh, json_string(why));
+  pthread_mutex_unlock(&c->mu);
+}
+
+static void count_blob(struct ck *c) {
+  pthread_mutex_lock(&c->mu);
+  c->res->blobs++;
+  pthread_mutex_unlock(&c->mu);
 }
 
 /* Decode every blob the index places in this pack, where the index places
@@ -205,7 +220,7 @@ static void read_pack(struct ck *c, const struct by_pack *g, uint32_t num, int i
   }
   for (size_t i = from; i < to; i++) {
     const struct index_entry *e = &g->e[i];
-    c->res->blobs++;
+    count_blob(c);
     if ((uint64_t)e->offset + e->length > data_end) {
       bad_blob(c, e->id, "the index places it beyond the pack's data");
       continue;
@@ -241,7 +256,7 @@ static void read_pack(struct ck *c, const struct by_pack *g, uint32_t num, int i
       seen = g->e[k].offset == es[i].offset && memcmp(g->e[k].id, es[i].id, 32) == 0;
     if (seen)
       continue;
-    c->res->blobs++;
+    count_blob(c);
     void *raw;
     size_t rl;
     char *de = NULL;
@@ -259,20 +274,49 @@ static void read_pack(struct ck *c, const struct by_pack *g, uint32_t num, int i
   free(buf);
 }
 
-static void read_data(struct ck *c, json_t *packs) {
-  struct index *ix = c->r->index;
-  struct by_pack g;
-  group_by_pack(ix, &g);
-  size_t i;
-  json_t *p;
-  json_array_foreach(packs, i, p) {
+/* Packs are read by a few threads at once: from an object store each is a
+ * request whose latency the others hide; locally the decoding runs on the
+ * cores. Each pack is read whole, one request. */
+#define CHECK_READERS 4
+
+struct reader_ctx {
+  struct ck *c;
+  const struct by_pack *g;
+  json_t *packs;
+  size_t next;
+};
+
+static void *reader(void *arg) {
+  struct reader_ctx *x = arg;
+  for (;;) {
+    pthread_mutex_lock(&x->c->mu);
+    size_t i = x->next++;
+    pthread_mutex_unlock(&x->c->mu);
+    if (i >= json_array_size(x->packs) || cancel_requested())
+      return NULL;
+    json_t *p = json_array_get(x->packs, i);
     const char *name = json_string_value(json_object_get(p, "name"));
     const char *slash = strrchr(name, '/');
     const char *hex = slash ? slash + 1 : name;
     uint32_t num = 0;
-    int indexed = find_pack(ix, hex, &num);
-    read_pack(c, &g, num, indexed, name, hex);
+    int indexed = find_pack(x->c->r->index, hex, &num);
+    read_pack(x->c, x->g, num, indexed, name, hex);
   }
+}
+
+static void read_data(struct ck *c, json_t *packs) {
+  struct by_pack g;
+  group_by_pack(c->r->index, &g);
+  struct reader_ctx x = {c, &g, packs, 0};
+  pthread_t th[CHECK_READERS];
+  int started = 0;
+  for (; started < CHECK_READERS; started++)
+    if (pthread_create(&th[started], NULL, reader, &x) != 0)
+      break;
+  if (started == 0)
+    reader(&x);
+  for (int i = 0; i < started; i++)
+    pthread_join(th[i], NULL);
   free(g.e);
   free(g.first);
 }
@@ -280,7 +324,8 @@ static void read_data(struct ck *c, json_t *packs) {
 int check_run(struct repo *r, int read_data_too, int quiet, struct check_result *res, char **err) {
   memset(res, 0, sizeof(*res));
   res->problems = json_array();
-  struct ck c = {r, res, quiet, json_object(), json_object(), NULL, NULL, 0};
+  struct ck c = {r, res, quiet, json_object(), json_object(), NULL, NULL, 0,
+                 PTHREAD_MUTEX_INITIALIZER};
   int rc = -1;
   json_t *snaps = NULL, *packs = NULL, *unreadable = NULL;
   if (repo_list(r, "data/", &packs, err) != 0)
@@ -338,5 +383,6 @@ out:
   json_decref(packs);
   json_decref(c.packs_present);
   json_decref(c.bad_blobs);
+  pthread_mutex_destroy(&c.mu);
   return rc;
 }
