@@ -25,6 +25,22 @@ struct prune_result {
 /* Caller holds the exclusive lock. Returns 0 or -1 with *err. */
 int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *res, char **err);
 
+/* One pack as prune sees it. */
+enum pack_action { PACK_KEEP, PACK_DELETE, PACK_REPACK };
+struct prune_pack {
+  unsigned char id[32];
+  uint64_t size; /* stored object size (0 if missing) */
+  int exists;    /* listed in data/ */
+  int fresh;     /* written by this prune (repacked data) */
+  uint64_t used; /* bytes of the canonical copies of used blobs it holds */
+  enum pack_action action;
+};
+/* The plan, for each pack that exists: delete it when nothing in it is
+ * used, repack it when more than `threshold` of its bytes are unused
+ * (header and trailer count as unused), else keep it. Adds to
+ * res->packs_deleted, packs_repacked and bytes_after (kept packs). */
+void prune_decide(struct prune_pack *packs, size_t n, double threshold, struct prune_result *res);
+
 /* Decide, per group of (hostname, pipeline), which snapshots the retention
  * policy keeps — only among the snapshots of `pipeline` (a pipeline's policy
  * never touches another pipeline's history in a shared repository) and, if

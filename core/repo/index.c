@@ -211,7 +211,10 @@ static char *blob_problem(json_t *b, size_t i, size_t j, unsigned char bid[32], 
   return NULL;
 }
 
-int index_parse(struct index *ix, json_t *obj, char **err) {
+int index_parse_each(json_t *obj,
+                     void (*cb)(void *ud, const unsigned char pack_id[32],
+                                const struct pack_entry *e),
+                     void *ud, char **err) {
   json_t *ver = json_object_get(obj, "version");
   if (!json_is_object(obj)) {
     *err = xstrdup("not a JSON object");
@@ -250,30 +253,48 @@ int index_parse(struct index *ix, json_t *obj, char **err) {
         return -1;
     }
   }
+  unsigned char pid[32];
   json_array_foreach(packs, i, p) {
-    hex_decode(json_string_value(json_object_get(p, "id")), id, 32);
-    uint32_t pk = index_add_pack(ix, id);
+    hex_decode(json_string_value(json_object_get(p, "id")), pid, 32);
     json_array_foreach(json_object_get(p, "blobs"), j, b) {
       char *e = blob_problem(b, i, j, id, v, &type);
       free(e); /* checked above: NULL */
-      index_put(ix, id, pk, v[0], v[1], v[2], type);
+      struct pack_entry pe = {type, {0}, v[0], v[1], v[2]};
+      memcpy(pe.id, id, 32);
+      cb(ud, pid, &pe);
     }
   }
   return 0;
 }
 
-static int load_one(struct repo *r, const char *id_hex, char **err) {
+static void put_entry(void *ud, const unsigned char pack_id[32], const struct pack_entry *e) {
+  struct index *ix = ud;
+  index_put(ix, e->id, index_add_pack(ix, pack_id), e->offset, e->length, e->raw_length, e->type);
+}
+
+int index_parse(struct index *ix, json_t *obj, char **err) {
+  return index_parse_each(obj, put_entry, ix, err);
+}
+
+int index_read_object(struct repo *r, const char *id_hex,
+                      void (*cb)(void *ud, const unsigned char pack_id[32],
+                                 const struct pack_entry *e),
+                      void *ud, char **err) {
   json_t *obj;
   if (repo_load_json(r, "index", id_hex, &obj, err) != 0)
     return -1;
   char *why = NULL;
-  int rc = index_parse(r->index, obj, &why);
+  int rc = index_parse_each(obj, cb, ud, &why);
   json_decref(obj);
   if (rc != 0) {
     *err = xasprintf("index 'index/%s': %s", id_hex, why);
     free(why);
   }
   return rc;
+}
+
+static int load_one(struct repo *r, const char *id_hex, char **err) {
+  return index_read_object(r, id_hex, put_entry, r->index, err);
 }
 
 int index_load(struct repo *r, char **err) {
@@ -369,7 +390,6 @@ char *index_text_finish(struct index_text *t, size_t *len) {
   memset(t, 0, sizeof(*t));
   return out;
 }
-
 
 struct collect {
   size_t *pos; /* pack number -> position in the caller's list + 1 */

@@ -57,6 +57,19 @@ int index_claim(struct index *ix, const unsigned char id[32], uint8_t type);
  * nothing is added and *err (malloc'd) names the field, e.g.
  * "packs[0].blobs[3].offset is not a whole number from 0 to 4294967295". */
 int index_parse(struct index *ix, json_t *obj, char **err);
+/* The same check, then cb for every blob entry (with its pack's id) instead
+ * of adding it: for readers that need every location (prune). */
+struct pack_entry;
+int index_parse_each(json_t *obj,
+                     void (*cb)(void *ud, const unsigned char pack_id[32],
+                                const struct pack_entry *e),
+                     void *ud, char **err);
+/* Read, authenticate and parse index/<id_hex>, calling cb for each entry. */
+struct repo;
+int index_read_object(struct repo *r, const char *id_hex,
+                      void (*cb)(void *ud, const unsigned char pack_id[32],
+                                 const struct pack_entry *e),
+                      void *ud, char **err);
 
 /* Number of entries (stored and pending). */
 size_t index_size(struct index *ix);
