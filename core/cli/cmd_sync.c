@@ -162,11 +162,25 @@ int cmd_sync(const struct cli_globals *g, const struct cli_args *a) {
   {
     void *cf = NULL, *ct = NULL;
     size_t nf = 0, nt = 0;
-    int hf = from->plugin->sink->get(from->inst, "config", 0, 0, &cf, &nf) == ENGINE_OK;
-    int ht = to->plugin->sink->get(to->inst, "config", 0, 0, &ct, &nt) == ENGINE_OK;
+    int rf = from->plugin->sink->get(from->inst, "config", 0, 0, &cf, &nf);
+    int rt = to->plugin->sink->get(to->inst, "config", 0, 0, &ct, &nt);
+    int hf = rf == ENGINE_OK, ht = rt == ENGINE_OK;
     int same = hf && (!ht || (nf == nt && memcmp(cf, ct, nf) == 0));
     free(cf);
     free(ct);
+    /* only an absent config means "no repository": a sink that cannot be
+     * read says why (and a target that cannot be read is never taken for
+     * an empty one) */
+    if (rf != ENGINE_OK && rf != ENGINE_NOT_FOUND) {
+      fprintf(stderr, "engine: error: sink '%s': unable to read 'config': %s\n", from->name,
+              host_last_error(from->host));
+      goto out;
+    }
+    if (rt != ENGINE_OK && rt != ENGINE_NOT_FOUND) {
+      fprintf(stderr, "engine: error: sink '%s': unable to read 'config': %s\n", to->name,
+              host_last_error(to->host));
+      goto out;
+    }
     if (!hf) {
       fprintf(stderr, "engine: error: sink '%s' holds no repository (no config)\n", from->name);
       goto out;

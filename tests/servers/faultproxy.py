@@ -7,7 +7,7 @@ tests of the object-store sinks.
 Requests are forwarded to 127.0.0.1:UPSTREAM_PORT with the Host header
 unchanged, so SigV4 signatures stay valid. Faults are armed over HTTP:
 
-    POST /__fault/<mode>/<count>[?method=PUT&every=K&path=SUBSTRING]
+    POST /__fault/<mode>/<count>[?method=PUT&every=K&path=SUBSTRING&delay=S]
         the next <count> matching requests fail with <mode>; with `method`
         only requests of that method match; with `path` only requests whose
         path (query string included, e.g. "/prefix/snapshots/ab12" or
@@ -25,11 +25,15 @@ modes: a 3-digit status (500, 503 "SlowDown", 429 ...: an S3-style XML error,
        reset (close the connection without answering; nothing reaches the
        upstream); drop (forward, then close without answering: the request
        took effect but its reply is lost); truncate (forward, then send the
-       headers and half of the body and close); slow (wait 3 s, then forward).
+       headers and half of the body and close); slow (wait `delay` seconds,
+       default 3, then forward); stop (close the connection without
+       answering and end the proxy process: the server has stopped, every
+       later connection is refused until the proxy is started again).
 """
 import http.client
 import http.server
 import json
+import os
 import socketserver
 import sys
 import threading
@@ -43,7 +47,7 @@ CODES = {500: "InternalError", 502: "BadGateway", 503: "SlowDown", 504: "Gateway
          429: "TooManyRequests", 408: "RequestTimeout"}
 
 lock = threading.Lock()
-state = {"mode": None, "left": 0, "method": None, "path": None, "every": 1, "seen": 0,
+state = {"mode": None, "left": 0, "method": None, "path": None, "every": 1, "delay": 3.0, "seen": 0,
          "requests": 0, "injected": {}, "faulted": []}
 
 
@@ -86,11 +90,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             q = urllib.parse.parse_qs(url.query)
             method = q.get("method", [None])[0]
             path = q.get("path", [None])[0]
+            delay = float(q.get("delay", ["3"])[0])
             every = max(1, int(q.get("every", ["1"])[0]))
-            if mode not in ("reset", "drop", "truncate", "slow", "off") and not (mode.isdigit() and len(mode) == 3):
+            if mode not in ("reset", "drop", "truncate", "slow", "stop", "off") and \
+                    not (mode.isdigit() and len(mode) == 3):
                 raise ValueError(mode)
         except (IndexError, ValueError):
-            self.reply(400, b"usage: POST /__fault/<mode>/<count>[?method=M&every=K&path=S]\n",
+            self.reply(400, b"usage: POST /__fault/<mode>/<count>[?method=M&every=K&path=S&delay=D]\n",
                        "text/plain")
             return
         n = int(self.headers.get("Content-Length") or 0)
@@ -98,7 +104,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with lock:
             state.update(mode=None if mode == "off" else mode, left=0 if mode == "off" else count,
                          method=method.upper() if method else None, path=path or None,
-                         every=every, seen=0)
+                         every=every, delay=delay, seen=0)
         self.reply(200, b"", "text/plain")
 
     def reply(self, status, body, ctype):
@@ -119,6 +125,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.close()
             return
+        if mode == "stop":
+            sys.stdout.flush()
+            os._exit(0)
         if mode and mode.isdigit():
             self.rfile.read(n)
             status = int(mode)
@@ -128,7 +137,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.reply(status, body, "application/xml")
             return
         if mode == "slow":
-            time.sleep(3)
+            with lock:
+                delay = state["delay"]
+            time.sleep(delay)
         up = http.client.HTTPConnection("127.0.0.1", UP, timeout=120)
         try:
             up.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
