@@ -216,8 +216,7 @@ static int item_cb(void *ud, json_t *item) {
   int sel = name ? selected(&pc->sel, name) : pc->sel.glob == NULL;
   if (why) {
     if (pc->validate_only && sel) {
-      log_error("restore of %s/%s failed: the snapshot's item is damaged: %s", pc->source, pn,
-                why);
+      log_error("restore of %s/%s failed: the snapshot's item is damaged: %s", pc->source, pn, why);
       pc->failed++;
     }
     free(why);
@@ -315,20 +314,16 @@ static struct plugin_instance *find_instance(const struct restore_opts *o, const
 
 /* How a restore reads: from a local disk a read costs little, so ranges stay
  * small (a blob or a few) and the cores decode in parallel; from an object
- * store every request costs latency (and money), so neighbouring blobs are
- * read in ranges of up to 16 MiB, several at once, whatever the number of
- * cores. ENGINE_RESTORE_THREADS / _RANGE_MAX / _BUDGET override (bench/). */
-struct read_plan {
-  int threads;
-  size_t budget, range_max;
-};
-
+ * store every request costs latency (and money), so the blobs of each pack
+ * that the next ~48 MiB of the restore needs are read in ranges of up to
+ * 16 MiB, several at once, whatever the number of cores.
+ * ENGINE_RESTORE_THREADS / _RANGE_MAX / _BUDGET override (bench/). */
 static size_t env_size(const char *name, size_t dflt) {
   const char *e = getenv(name);
   return e && *e ? (size_t)strtoull(e, NULL, 10) : dflt;
 }
 
-static struct read_plan restore_read_plan(const struct repo *r) {
+static struct prefetch_opts restore_read_plan(const struct repo *r) {
   int local = 1; /* reads go to the first sink that answers */
   for (size_t i = 0; i < r->n_sinks; i++)
     if (!r->sinks[i].failed) {
@@ -336,14 +331,18 @@ static struct read_plan restore_read_plan(const struct repo *r) {
       break;
     }
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-  struct read_plan p;
+  struct prefetch_opts p;
   if (local)
-    p = (struct read_plan){(int)(ncpu < 1 ? 1 : ncpu > 8 ? 8 : ncpu), 24u << 20, 2u << 20};
+    p = (struct prefetch_opts){(int)(ncpu < 1   ? 1
+                                     : ncpu > 8 ? 8
+                                                : ncpu),
+                               24u << 20, 2u << 20, 256, 16u << 20};
   else
-    p = (struct read_plan){8, 96u << 20, 16u << 20};
+    p = (struct prefetch_opts){8, 96u << 20, 16u << 20, 8192, 64u << 20};
   p.threads = (int)env_size("ENGINE_RESTORE_THREADS", (size_t)p.threads);
   p.budget = env_size("ENGINE_RESTORE_BUDGET", p.budget);
   p.range_max = env_size("ENGINE_RESTORE_RANGE_MAX", p.range_max);
+  p.keep_budget = env_size("ENGINE_RESTORE_KEEP", p.keep_budget);
   return p;
 }
 
@@ -455,9 +454,9 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     int r = 0;
     if (!o->dry_run) {
       /* read ahead: decrypt and decompress on all cores while the plugin writes */
-      struct read_plan rp = restore_read_plan(o->repo);
+      struct prefetch_opts rp = restore_read_plan(o->repo);
       pc.pf = prefetch_start(o->repo, (const unsigned char(*)[32])ids_of[i].ids, ids_of[i].n_ids,
-                             BLOB_DATA, rp.threads, rp.budget, rp.range_max);
+                             BLOB_DATA, &rp);
     }
     if (ids_of[i].keep) { /* the items as pass 1 found them */
       log_debug("restore: source '%s': %zu items kept from the validation pass", sn,

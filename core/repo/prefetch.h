@@ -13,13 +13,20 @@
 
 struct prefetch;
 
-/* ids: n blob ids (copied) in the order they will be consumed; budget:
- * decoded bytes ahead (0: 24 MiB; the unit holding the next blob is always
- * fetched); range_max: the largest range of a pack read with one request
- * (blobs close together in one pack are read at once). */
+struct prefetch_opts {
+  int threads;      /* workers (each reads and decodes one unit at a time) */
+  size_t budget;    /* decoded bytes ahead of the consumer (0: 24 MiB) */
+  size_t range_max; /* the largest range of a pack read with one request */
+  size_t max_ahead; /* blobs ahead of the consumer (0: 256) */
+  /* decoded bytes of blobs kept for a later slot that wants the same blob
+   * (0: every occurrence is read) */
+  size_t keep_budget;
+};
+
+/* ids: n blob ids (copied) in the order they will be consumed. The unit
+ * holding the consumer's next blob is always fetched, whatever the budget. */
 struct prefetch *prefetch_start(struct repo *r, const unsigned char (*ids)[32], size_t n,
-                                enum blob_type type, int threads, size_t budget,
-                                size_t range_max);
+                                enum blob_type type, const struct prefetch_opts *o);
 /* Take blob `id`: the next one in sequence, skipping (and dropping) blobs
  * the consumer did not ask for. 1: *out set (malloc'd); 0: id not ahead in
  * the sequence (caller reads it directly); -1: error (*err). */
