@@ -333,16 +333,24 @@ static struct prefetch_opts restore_read_plan(const struct repo *r) {
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   struct prefetch_opts p;
   if (local)
-    p = (struct prefetch_opts){(int)(ncpu < 1   ? 1
-                                     : ncpu > 8 ? 8
-                                                : ncpu),
-                               24u << 20, 2u << 20, 256, 16u << 20};
+    p = (struct prefetch_opts){.threads = (int)(ncpu < 1 ? 1 : ncpu > 8 ? 8 : ncpu),
+                               .budget = 24u << 20,
+                               .range_max = 2u << 20,
+                               .max_ahead = 256,
+                               .keep_budget = 16u << 20,
+                               .stream = 0};
   else
-    p = (struct prefetch_opts){8, 96u << 20, 16u << 20, 8192, 64u << 20};
+    p = (struct prefetch_opts){.threads = 8,
+                               .budget = 96u << 20,
+                               .range_max = 16u << 20,
+                               .max_ahead = 8192,
+                               .keep_budget = 64u << 20,
+                               .stream = 1};
   p.threads = (int)env_size("ENGINE_RESTORE_THREADS", (size_t)p.threads);
   p.budget = env_size("ENGINE_RESTORE_BUDGET", p.budget);
   p.range_max = env_size("ENGINE_RESTORE_RANGE_MAX", p.range_max);
   p.keep_budget = env_size("ENGINE_RESTORE_KEEP", p.keep_budget);
+  p.stream = (int)env_size("ENGINE_RESTORE_STREAM", (size_t)p.stream);
   return p;
 }
 

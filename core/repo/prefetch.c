@@ -74,6 +74,7 @@ struct prefetch {
   size_t n, next_take;
   size_t budget, max_ahead, ahead_bytes; /* decoded bytes of claimed, untaken slots */
   size_t keep_budget;                    /* decoded bytes kept for later slots */
+  int stream;                            /* read ranges with repo_get_stream */
   struct slot *slots;
   pthread_mutex_t mu;
   pthread_cond_t cv;    /* the consumer waits for slot `want` */
@@ -116,66 +117,169 @@ static int by_offset(const void *a, const void *b, void *ud) {
   return i < j ? -1 : i > j;
 }
 
-/* Read a unit's range and decode its blobs, each distinct one once,
- * publishing each slot as it is ready. A range that cannot be read is read
- * again blob by blob, so each blob gets its own result (and the sinks'
+/* A unit's range as it arrives (streamed reads). Bytes below `got` are
+ * never written again: after a restart the bytes already held are skipped
+ * (objects are immutable, so they come again unchanged), which lets the
+ * decoder read them without the lock. */
+struct stream {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  unsigned char *buf;
+  size_t cap, got, skip;
+  int done, rc;
+  char *err;
+  struct prefetch *p;
+  const struct unit *u;
+};
+
+static int stream_data(void *ud, const void *data, size_t n) {
+  struct stream *st = ud;
+  pthread_mutex_lock(&st->mu);
+  if (data == NULL) {
+    st->skip = st->got;
+  } else {
+    size_t drop = n < st->skip ? n : st->skip;
+    st->skip -= drop;
+    n -= drop;
+    data = (const char *)data + drop;
+    if (n > st->cap - st->got)
+      n = st->cap - st->got;
+    memcpy(st->buf + st->got, data, n);
+    st->got += n;
+    pthread_cond_signal(&st->cv);
+  }
+  pthread_mutex_unlock(&st->mu);
+  return 0;
+}
+
+static void *stream_main(void *arg) {
+  struct stream *st = arg;
+  char hex[65], name[80], *err = NULL;
+  hex_encode(st->p->r->index->packs[st->u->pack], 32, hex);
+  snprintf(name, sizeof(name), "data/%.2s/%s", hex, hex);
+  int rc =
+      repo_get_stream(st->p->r, name, st->u->off, st->u->end - st->u->off, stream_data, st, &err);
+  pthread_mutex_lock(&st->mu);
+  st->rc = rc;
+  st->err = err;
+  st->done = 1;
+  pthread_cond_signal(&st->cv);
+  pthread_mutex_unlock(&st->mu);
+  return NULL;
+}
+
+/* Wait until [0, need) of the range has arrived: 1, or 0 if it never will. */
+static int stream_wait(struct stream *st, size_t need) {
+  pthread_mutex_lock(&st->mu);
+  while (st->got < need && !st->done)
+    pthread_cond_wait(&st->cv, &st->mu);
+  int ok = st->got >= need;
+  pthread_mutex_unlock(&st->mu);
+  return ok;
+}
+
+/* Publish slot i and its duplicates order[1..same) (copies first: the
+ * consumer may take and free `data` at once). */
+static void publish_group(struct prefetch *p, const size_t *order, size_t same, void *data,
+                          size_t len, char *e) {
+  for (size_t c = 1; c < same; c++) {
+    void *copy = NULL;
+    if (!e) {
+      copy = xmalloc(len ? len : 1);
+      memcpy(copy, data, len);
+    }
+    publish(p, order[c], copy, len, e ? xstrdup(e) : NULL);
+  }
+  publish(p, order[0], data, len, e);
+}
+
+/* Read a unit's range and decode its blobs, each distinct one once, in
+ * offset order, publishing each slot as it is ready; with streaming, a blob
+ * is decoded as soon as its bytes have arrived. A blob the range does not
+ * give (the read failed or ended early, or it does not decode) is read
+ * again on its own, so each blob gets its own result (and the sinks'
  * fallback its chance). */
 static void fetch_unit(struct prefetch *p, const struct unit *u) {
-  void *buf = NULL;
+  const unsigned char *buf = NULL;
+  void *whole = NULL;
   size_t got = 0;
   char *err = NULL;
-  const size_t *slots = p->list + u->first_pos;
+  struct stream st = {.p = p, .u = u};
+  pthread_t th;
+  int streaming = 0;
   if (u->pack != UINT32_MAX && u->count > 1) {
-    char hex[65], name[80];
-    hex_encode(p->r->index->packs[u->pack], 32, hex);
-    snprintf(name, sizeof(name), "data/%.2s/%s", hex, hex);
-    if (repo_get(p->r, name, u->off, u->end - u->off, &buf, &got, &err) != 0) {
-      log_debug("restore: reading %llu bytes of pack %.16s failed (%s); reading its blobs one "
-                "by one",
-                (unsigned long long)(u->end - u->off), hex, err);
-      free(err);
-      buf = NULL;
+    if (p->stream) {
+      pthread_mutex_init(&st.mu, NULL);
+      pthread_cond_init(&st.cv, NULL);
+      st.cap = (size_t)(u->end - u->off);
+      st.buf = xmalloc(st.cap);
+      streaming = pthread_create(&th, NULL, stream_main, &st) == 0;
+      if (!streaming) {
+        free(st.buf);
+        pthread_mutex_destroy(&st.mu);
+        pthread_cond_destroy(&st.cv);
+      }
+    }
+    if (!streaming) {
+      char hex[65], name[80];
+      hex_encode(p->r->index->packs[u->pack], 32, hex);
+      snprintf(name, sizeof(name), "data/%.2s/%s", hex, hex);
+      if (repo_get(p->r, name, u->off, u->end - u->off, &whole, &got, &err) != 0) {
+        log_debug("restore: reading %llu bytes of pack %.16s failed (%s); reading its blobs one "
+                  "by one",
+                  (unsigned long long)(u->end - u->off), hex, err);
+        free(err);
+        whole = NULL;
+      }
+      buf = whole;
     }
   }
-  /* the same blob twice in a unit sits at the same offset: decode in
-   * offset order and copy for its other slots */
   size_t *order = xmalloc(u->count * sizeof(*order));
-  memcpy(order, slots, u->count * sizeof(*order));
+  memcpy(order, p->list + u->first_pos, u->count * sizeof(*order));
   qsort_r(order, u->count, sizeof(*order), by_offset, p->loc);
+  size_t *retry = xmalloc(u->count * sizeof(*retry)), n_retry = 0;
   for (size_t k = 0; k < u->count;) {
     size_t i = order[k], same = 1;
     while (k + same < u->count && p->loc[order[k + same]].offset == p->loc[i].offset &&
            memcmp(p->ids[order[k + same]], p->ids[i], 32) == 0)
       same++;
+    const struct index_entry *l = &p->loc[i];
+    size_t from = (size_t)(l->offset - u->off), to = from + l->length;
+    int have = streaming ? stream_wait(&st, to) : buf && to <= got;
+    const unsigned char *src = streaming ? st.buf : buf;
+    void *data = NULL;
+    size_t len = 0;
+    if (have &&
+        repo_blob_decode(p->r, p->ids[i], p->type, src + from, l->length, &data, &len, &err) == 0) {
+      publish_group(p, order + k, same, data, len, NULL);
+    } else {
+      free(err);
+      err = NULL;
+      for (size_t c = 0; c < same; c++)
+        retry[n_retry++] = order[k + c];
+    }
+    k += same;
+  }
+  if (streaming) {
+    pthread_join(th, NULL);
+    if (st.rc != 0 && n_retry > 0)
+      log_debug("restore: streamed read failed (%s); reading %zu blob(s) one by one", st.err,
+                n_retry);
+    free(st.err);
+    free(st.buf);
+    pthread_mutex_destroy(&st.mu);
+    pthread_cond_destroy(&st.cv);
+  }
+  for (size_t k = 0; k < n_retry; k++) {
     void *data = NULL;
     size_t len = 0;
     char *e = NULL;
-    const struct index_entry *l = &p->loc[i];
-    if (buf && (uint64_t)l->offset + l->length <= u->off + got) {
-      char *de = NULL;
-      if (repo_blob_decode(p->r, p->ids[i], p->type, (char *)buf + (l->offset - u->off), l->length,
-                           &data, &len, &de) != 0) {
-        char hex[65];
-        hex_encode(p->r->index->packs[u->pack], 32, hex);
-        e = xasprintf("pack %s: %s", hex, de);
-        free(de);
-      }
-    } else {
-      repo_read_blob(p->r, p->ids[i], p->type, &data, &len, &e);
-    }
-    for (size_t c = 1; c < same; c++) { /* copies first: the consumer may free `data` */
-      void *copy = NULL;
-      if (!e) {
-        copy = xmalloc(len ? len : 1);
-        memcpy(copy, data, len);
-      }
-      publish(p, order[k + c], copy, len, e ? xstrdup(e) : NULL);
-    }
-    publish(p, i, data, len, e);
-    k += same;
+    repo_read_blob(p->r, p->ids[retry[k]], p->type, &data, &len, &e);
+    publish(p, retry[k], data, len, e);
   }
+  free(retry);
   free(order);
-  free(buf);
+  free(whole);
 }
 
 static void *worker(void *arg) {
@@ -330,6 +434,7 @@ struct prefetch *prefetch_start(struct repo *r, const unsigned char (*ids)[32], 
   }
   p->slots = xcalloc(n ? n : 1, sizeof(*p->slots));
   p->keep_budget = o ? o->keep_budget : 0;
+  p->stream = o ? o->stream : 0;
   plan_keep(p);
   plan(p, o && o->range_max ? o->range_max : 1);
   if (log_get_level() >= ENGINE_LOG_DEBUG) {

@@ -21,6 +21,9 @@ struct prefetch_opts {
   /* decoded bytes of blobs kept for a later slot that wants the same blob
    * (0: every occurrence is read) */
   size_t keep_budget;
+  /* read ranges streamed (repo_get_stream): a blob is decoded as soon as its
+   * bytes have arrived, not when the whole range has */
+  int stream;
 };
 
 /* ids: n blob ids (copied) in the order they will be consumed. The unit

@@ -98,6 +98,48 @@ int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, void 
   return not_found == (int)r->n_sinks ? ENGINE_NOT_FOUND : -1;
 }
 
+int repo_get_stream(struct repo *r, const char *name, uint64_t off, uint64_t len,
+                    int (*on_data)(void *ud, const void *buf, size_t n), void *ud, char **err) {
+  char *first_err = NULL;
+  int not_found = 0, tried = 0;
+  for (size_t i = 0; i < r->n_sinks; i++) {
+    struct repo_sink *s = &r->sinks[i];
+    if (s->failed)
+      continue;
+    if (tried++)
+      on_data(ud, NULL, 0); /* the next sink starts from the beginning */
+    const struct engine_sink_ops *ops = s->pi->plugin->sink;
+    host_clear_error(s->pi->host);
+    int rc;
+    if (ops->struct_size >=
+            offsetof(struct engine_sink_ops, get_stream) + sizeof(ops->get_stream) &&
+        ops->get_stream) {
+      rc = ops->get_stream(s->pi->inst, name, off, len, on_data, ud);
+    } else {
+      void *buf = NULL;
+      size_t n = 0;
+      rc = ops->get(s->pi->inst, name, off, len, &buf, &n);
+      if (rc == ENGINE_OK && on_data(ud, buf, n) != 0)
+        rc = ENGINE_ERROR;
+      free(buf);
+    }
+    if (rc == ENGINE_OK) {
+      if (i > 0 && first_err)
+        log_warn("%s; read it from sink '%s' instead", first_err, sink_name(s));
+      free(first_err);
+      return 0;
+    }
+    if (rc == ENGINE_NOT_FOUND)
+      not_found++;
+    if (!first_err)
+      first_err = rc == ENGINE_NOT_FOUND ? xasprintf("sink '%s' (%s): object '%s' not found",
+                                                     sink_name(s), sink_where(s), name)
+                                         : sink_error(s, "unable to read", name);
+  }
+  *err = first_err ? first_err : xasprintf("unable to read '%s': no sink configured", name);
+  return not_found == (int)r->n_sinks ? ENGINE_NOT_FOUND : -1;
+}
+
 int repo_delete(struct repo *r, const char *name, char **err) {
   for (size_t i = 0; i < r->n_sinks; i++) {
     struct repo_sink *s = &r->sinks[i];

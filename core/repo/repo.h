@@ -125,6 +125,10 @@ int repo_put(struct repo *r, const char *name, const void *buf, size_t len, unsi
              char **err);
 int repo_get(struct repo *r, const char *name, uint64_t off, uint64_t len, void **buf, size_t *n,
              char **err);
+/* repo_get with the bytes handed to on_data as they arrive (see
+ * engine_sink_ops.get_stream); on_data(ud, NULL, 0): start over. */
+int repo_get_stream(struct repo *r, const char *name, uint64_t off, uint64_t len,
+                    int (*on_data)(void *ud, const void *buf, size_t n), void *ud, char **err);
 /* Delete an object from every sink (absent is fine). */
 int repo_delete(struct repo *r, const char *name, char **err);
 /* Delete many objects, in batches where a sink supports it (del_many). */

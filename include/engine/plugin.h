@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define ENGINE_ABI_MAJOR 1
-#define ENGINE_ABI_MINOR 3
+#define ENGINE_ABI_MINOR 4
 
 #define ENGINE_PLUGIN_QUERY_SYMBOL "engine_plugin_query"
 
@@ -147,6 +147,17 @@ struct engine_sink_ops {
    * done through host->log. A failure (after host->set_error) is a warning:
    * prune's own result stands. NULL: nothing to clean. */
   int (*cleanup)(void *inst, unsigned flags);
+
+  /* ---- ABI 1.4 ---- */
+  /* Optional: get, with the bytes handed to on_data in order as they
+   * arrive instead of collected (a restore decodes the first blobs of a
+   * large range while the rest is on its way). on_data(ud, NULL, 0) means
+   * the transfer starts over (a retry): forget what was handed so far. A
+   * non-zero return from on_data aborts (ENGINE_ERROR). Returns like get;
+   * only ENGINE_OK means every requested byte was handed over. NULL: the
+   * host calls get and hands the whole buffer at once. */
+  int (*get_stream)(void *inst, const char *name, uint64_t off, uint64_t len,
+                    int (*on_data)(void *ud, const void *buf, size_t n), void *ud);
 };
 
 #define ENGINE_CLEANUP_DRY_RUN 0x1u /* say what cleanup would remove, remove nothing */

@@ -79,6 +79,11 @@ struct rbuf {
   unsigned char *p;
   size_t len, cap, limit;
   int overflow, oom;
+  /* streamed reads: every byte goes to fwd as it arrives; p keeps only the
+   * first `limit` bytes (an error document) */
+  int (*fwd)(void *ud, const void *buf, size_t n);
+  void *fwd_ud;
+  uint64_t fwd_total;
 };
 
 static int rbuf_cb(void *ud, const void *data, size_t n) {
@@ -86,7 +91,24 @@ static int rbuf_cb(void *ud, const void *data, size_t n) {
   if (data == NULL) { /* the request is being retried: start over */
     b->len = 0;
     b->overflow = b->oom = 0;
-    return 0;
+    b->fwd_total = 0;
+    return b->fwd ? b->fwd(b->fwd_ud, NULL, 0) : 0;
+  }
+  if (b->fwd) {
+    b->fwd_total += n;
+    size_t keep = n < b->limit - b->len ? n : b->limit - b->len;
+    if (keep > b->cap - b->len) {
+      unsigned char *np = realloc(b->p, b->limit);
+      if (np == NULL) {
+        b->oom = 1;
+        return 1;
+      }
+      b->p = np;
+      b->cap = b->limit;
+    }
+    memcpy(b->p + b->len, data, keep);
+    b->len += keep;
+    return b->fwd(b->fwd_ud, data, n) != 0;
   }
   if (n > b->limit - b->len) {
     b->overflow = 1;
@@ -1913,6 +1935,69 @@ static const struct engine_option s3_options[] = {
     {.name = NULL},
 };
 
+/* ABI 1.4: a ranged read handed to on_data as it arrives (a restore
+ * decodes the first blobs of a range while the rest is on its way). The
+ * same decisions as s3_get; a server that ignores Range is an error here
+ * (the host then reads the blobs one by one through s3_get, which copes). */
+static int s3_get_stream(void *inst, const char *name, uint64_t off, uint64_t len,
+                         int (*on_data)(void *ud, const void *buf, size_t n), void *ud) {
+  struct s3 *s = inst;
+  if (len == 0) { /* to the end: no size to check the stream against */
+    void *buf = NULL;
+    size_t n = 0;
+    int rc = s3_get(inst, name, off, len, &buf, &n);
+    if (rc == ENGINE_OK && on_data(ud, buf, n) != 0)
+      rc = ENGINE_ERROR;
+    free(buf);
+    return rc;
+  }
+  const struct engine_host *h = s->host;
+  char *key = object_key(s, name);
+  if (key == NULL)
+    return ENGINE_ERROR;
+  int rc = ENGINE_ERROR;
+  char range[96], what[S3_MAX_KEY + 96];
+  struct rbuf rb = {.limit = ERR_SLACK, .fwd = on_data, .fwd_ud = ud};
+  struct engine_http_response r;
+  memset(&r, 0, sizeof r);
+  if (off > UINT64_MAX - len) {
+    SET_ERROR(s, "GET %s: the range [%" PRIu64 ", +%" PRIu64 ") is out of range", key, off, len);
+    goto out;
+  }
+  snprintf(range, sizeof range, "Range: bytes=%" PRIu64 "-%" PRIu64, off, off + len - 1);
+  snprintf(what, sizeof what, "%s (bytes %" PRIu64 "-%" PRIu64 ")", key, off, off + len - 1);
+  struct call c = {.method = "GET", .key = key, .what = what, .rb = &rb};
+  c.headers[0] = range;
+  if (do_call(s, &c, &r) != ENGINE_OK)
+    goto out;
+  if (r.status == 206) {
+    if (rb.fwd_total < len) {
+      SET_ERROR(s, "GET %s: the object ends early: %" PRIu64 " of %" PRIu64 " bytes received", what,
+                rb.fwd_total, len);
+      goto out;
+    }
+    rc = ENGINE_OK;
+    goto out;
+  }
+  if (r.status == 200) {
+    SET_ERROR(s, "GET %s: the server ignored the Range header", what);
+    goto out;
+  }
+  struct s3_error_doc e;
+  error_code(&c, &r, &e);
+  if (r.status == 404 && strcmp(e.code, "NoSuchBucket") != 0) {
+    SET_ERROR(s, "GET %s: not found (HTTP 404%s%s)", key, e.code[0] ? " " : "", e.code);
+    rc = ENGINE_NOT_FOUND;
+    goto out;
+  }
+  rc = fail_status(s, &c, &r);
+out:
+  h->http_response_free(&r);
+  free(rb.p);
+  free(key);
+  return rc;
+}
+
 static const struct engine_sink_ops s3_ops = {
     .struct_size = sizeof(struct engine_sink_ops),
     .put = s3_put,
@@ -1923,6 +2008,7 @@ static const struct engine_sink_ops s3_ops = {
     .describe = s3_describe,
     .del_many = s3_del_many,
     .cleanup = s3_cleanup,
+    .get_stream = s3_get_stream,
 };
 
 static const struct engine_plugin s3_plugin = {
