@@ -93,8 +93,15 @@ fi
 
 if [ "$PART" = s3 ]; then
 note "starting Ceph + radosgw on 127.0.0.1:$PORT"
-MINPART=65536 MONPORT=$MONPORT bash "$CEPH_SH" start "$CEPH_DIR" "$PORT" >"$T/ceph-start.log" 2>&1 ||
-  { cat "$T/ceph-start.log" >&2; fail "unable to start Ceph"; }
+# a second attempt when the first fails (the monitor sometimes refuses
+# 'osd new' while it settles)
+if ! MINPART=65536 MONPORT=$MONPORT bash "$CEPH_SH" start "$CEPH_DIR" "$PORT" >"$T/ceph-start.log" 2>&1; then
+  note "Ceph did not start ($(grep -m1 'error:' "$T/ceph-start.log" || echo 'see the log')); once more"
+  bash "$CEPH_SH" stop "$CEPH_DIR" >/dev/null 2>&1 || true
+  MONPORT=$(free_port)
+  MINPART=65536 MONPORT=$MONPORT bash "$CEPH_SH" start "$CEPH_DIR" "$PORT" >"$T/ceph-start.log" 2>&1 ||
+    { cat "$T/ceph-start.log" >&2; fail "unable to start Ceph"; }
+fi
 export AWS_ACCESS_KEY_ID=TESTACCESSKEY AWS_SECRET_ACCESS_KEY=TESTSECRETKEY AWS_DEFAULT_REGION=us-east-1
 unset AWS_SESSION_TOKEN AWS_PROFILE AWS_CA_BUNDLE
 awsc() { "$AWS" --endpoint-url "http://127.0.0.1:$PORT" "$@"; }
@@ -240,9 +247,16 @@ adopt() {
     [ -n "${EXPECT[$id]:-}" ] || EXPECT[$id]=$1
   done
 }
+# snapshot times have whole seconds: a new snapshot must be newer than the
+# last one for `restore latest` to have one answer
+next_second() {
+  local now=$EPOCHSECONDS
+  while [ "$EPOCHSECONDS" -eq "$now" ]; do sleep 0.1; done
+}
 # backup PIPELINE: an unfaulted run; its snapshot is expected from now on
 backup() {
   copy_src
+  next_second
   ok run "$1"
   list_snaps "$1"
   adopt "$COPY"
@@ -351,6 +365,7 @@ row() {
   before=$SNAP_IDS
   copy_src
   copy=$COPY
+  next_second
   fault_on run
   fx run "$p"
   fault_off run
