@@ -316,8 +316,10 @@ static struct plugin_instance *find_instance(const struct restore_opts *o, const
  * small (a blob or a few) and the cores decode in parallel; from an object
  * store every request costs latency (and money), so the blobs of each pack
  * that the next ~48 MiB of the restore needs are read in ranges of up to
- * 16 MiB, several at once, whatever the number of cores.
- * ENGINE_RESTORE_THREADS / _RANGE_MAX / _BUDGET override (bench/). */
+ * 16 MiB (at least half of each wanted), 8 at once whatever the number of
+ * cores, streamed so that each blob is decoded as soon as it is in.
+ * ENGINE_RESTORE_THREADS / _BUDGET / _RANGE_MAX / _KEEP / _STREAM / _DENSITY
+ * override (bench/). */
 static size_t env_size(const char *name, size_t dflt) {
   const char *e = getenv(name);
   return e && *e ? (size_t)strtoull(e, NULL, 10) : dflt;
@@ -333,24 +335,29 @@ static struct prefetch_opts restore_read_plan(const struct repo *r) {
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   struct prefetch_opts p;
   if (local)
-    p = (struct prefetch_opts){.threads = (int)(ncpu < 1 ? 1 : ncpu > 8 ? 8 : ncpu),
+    p = (struct prefetch_opts){.threads = (int)(ncpu < 1   ? 1
+                                                : ncpu > 8 ? 8
+                                                           : ncpu),
                                .budget = 24u << 20,
                                .range_max = 2u << 20,
                                .max_ahead = 256,
                                .keep_budget = 16u << 20,
-                               .stream = 0};
+                               .stream = 0,
+                               .density = 75};
   else
     p = (struct prefetch_opts){.threads = 8,
                                .budget = 96u << 20,
                                .range_max = 16u << 20,
                                .max_ahead = 8192,
                                .keep_budget = 64u << 20,
-                               .stream = 1};
+                               .stream = 1,
+                               .density = 50};
   p.threads = (int)env_size("ENGINE_RESTORE_THREADS", (size_t)p.threads);
   p.budget = env_size("ENGINE_RESTORE_BUDGET", p.budget);
   p.range_max = env_size("ENGINE_RESTORE_RANGE_MAX", p.range_max);
   p.keep_budget = env_size("ENGINE_RESTORE_KEEP", p.keep_budget);
   p.stream = (int)env_size("ENGINE_RESTORE_STREAM", (size_t)p.stream);
+  p.density = (unsigned)env_size("ENGINE_RESTORE_DENSITY", p.density);
   return p;
 }
 

@@ -3,7 +3,7 @@
  * Reads are planned per pack. Walking the sequence, each blob joins the
  * unit already open for its pack when that unit began less than a window
  * ago (in blobs and in decoded bytes) and the unit's range of the pack
- * stays within range_max and mostly made of wanted blobs; otherwise it
+ * stays within range_max and at least `density` % wanted blobs; otherwise it
  * opens a new unit. A unit is read with one ranged request and decoded by
  * the worker that read it; a blob wanted several times in one unit (a
  * duplicate file, a repeated chunk) is read and decoded once and copied.
@@ -75,6 +75,7 @@ struct prefetch {
   size_t budget, max_ahead, ahead_bytes; /* decoded bytes of claimed, untaken slots */
   size_t keep_budget;                    /* decoded bytes kept for later slots */
   int stream;                            /* read ranges with repo_get_stream */
+  unsigned density;                      /* a unit's range is at least this % wanted blobs */
   struct slot *slots;
   pthread_mutex_t mu;
   pthread_cond_t cv;    /* the consumer waits for slot `want` */
@@ -350,7 +351,7 @@ static void plan_keep(struct prefetch *p) {
 /* Build the units (see the top of the file). A unit stays open for its
  * pack while it began less than max_ahead / 2 blobs and budget / 2 decoded
  * bytes ago; a blob joins it when the range stays within range_max and at
- * least three quarters of it are blobs the restore wants. */
+ * least `density` % of it are blobs the restore wants. */
 static void plan(struct prefetch *p, size_t range_max) {
   size_t *unit_of = xcalloc(p->n ? p->n : 1, sizeof(size_t));
   size_t n_packs = p->r->index->n_packs;
@@ -371,7 +372,7 @@ static void plan(struct prefetch *p, size_t range_max) {
       uint64_t no = off < u->off ? off : u->off, ne = end > u->end ? end : u->end;
       uint64_t wanted = u->wanted + l->length;
       if (i - u->first < p->max_ahead / 2 && cum - start_raw[ui] < p->budget / 2 &&
-          ne - no <= range_max && wanted * 4 >= (ne - no) * 3) {
+          ne - no <= range_max && wanted * 100 >= (ne - no) * p->density) {
         u->off = no;
         u->end = ne;
         u->wanted = wanted;
@@ -435,6 +436,7 @@ struct prefetch *prefetch_start(struct repo *r, const unsigned char (*ids)[32], 
   p->slots = xcalloc(n ? n : 1, sizeof(*p->slots));
   p->keep_budget = o ? o->keep_budget : 0;
   p->stream = o ? o->stream : 0;
+  p->density = o && o->density ? o->density : 75;
   plan_keep(p);
   plan(p, o && o->range_max ? o->range_max : 1);
   if (log_get_level() >= ENGINE_LOG_DEBUG) {

@@ -24,6 +24,9 @@ struct prefetch_opts {
   /* read ranges streamed (repo_get_stream): a blob is decoded as soon as its
    * bytes have arrived, not when the whole range has */
   int stream;
+  /* a range holds at least this % of wanted blob bytes (0: 75); lower means
+   * fewer, larger requests that read more bytes nobody asked for */
+  unsigned density;
 };
 
 /* ids: n blob ids (copied) in the order they will be consumed. The unit
