@@ -69,24 +69,39 @@ static void delete_object(struct repo *r, const char *name) {
   }
 }
 
-static json_t *read_lock(struct repo *r, const char *name) {
+/* 1: *out is the lock; 0: it is gone (removed meanwhile); -1: it exists but
+ * cannot be read (*why) -- it may belong to a running command, so it is
+ * never taken for absent: a prune that skipped the lock of a backup could
+ * delete the data that backup is writing. */
+static int read_lock(struct repo *r, const char *name, json_t **out, char **why) {
   void *buf;
   size_t n;
   char *err = NULL;
-  if (repo_get(r, name, 0, 0, &buf, &n, &err) != 0) {
-    free(err); /* removed meanwhile */
-    return NULL;
+  *out = NULL;
+  int rc = repo_get(r, name, 0, 0, &buf, &n, &err);
+  if (rc == ENGINE_NOT_FOUND) {
+    free(err);
+    return 0;
+  }
+  if (rc != 0) {
+    *why = err;
+    return -1;
   }
   char *plain = xmalloc(n + 1);
   size_t pl;
-  json_t *o = NULL;
   if (repo_unseal(r, "lock", 4, buf, n, plain, &pl) == 0) {
     json_error_t je;
-    o = json_loadb(plain, pl, 0, &je);
+    *out = json_loadb(plain, pl, 0, &je);
   }
   free(plain);
   free(buf);
-  return o;
+  if (!json_is_object(*out)) {
+    json_decref(*out);
+    *out = NULL;
+    *why = xstrdup("it does not authenticate with the repository key or is not a lock");
+    return -1;
+  }
+  return 1;
 }
 
 static int is_stale(json_t *l, char **why) {
@@ -134,10 +149,19 @@ static char *find_conflict(struct repo *r, int exclusive, const char *mine, char
     const char *name = json_string_value(json_object_get(e, "name"));
     if (mine && strcmp(name, mine) == 0)
       continue;
-    json_t *l = read_lock(r, name);
-    if (!l)
-      continue;
+    json_t *l;
     char *why = NULL;
+    int got = read_lock(r, name, &l, &why);
+    if (got == 0)
+      continue;
+    if (got < 0) {
+      if (!conflict)
+        conflict = xasprintf("lock '%s' cannot be read (%s); it may be held by a running command. "
+                             "If no engine uses this repository, delete that object and try again",
+                             name, why);
+      free(why);
+      continue;
+    }
     if (is_stale(l, &why)) {
       char *d = describe(l);
       log_warn("removing stale lock %s: %s; %s", name + 6, d, why);
