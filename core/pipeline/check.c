@@ -324,8 +324,8 @@ static void read_data(struct ck *c, json_t *packs) {
 int check_run(struct repo *r, int read_data_too, int quiet, struct check_result *res, char **err) {
   memset(res, 0, sizeof(*res));
   res->problems = json_array();
-  struct ck c = {r, res, quiet, json_object(), json_object(), NULL, NULL, 0,
-                 PTHREAD_MUTEX_INITIALIZER};
+  struct ck c = {
+      r, res, quiet, json_object(), json_object(), NULL, NULL, 0, PTHREAD_MUTEX_INITIALIZER};
   int rc = -1;
   json_t *snaps = NULL, *packs = NULL, *unreadable = NULL;
   if (repo_list(r, "data/", &packs, err) != 0)

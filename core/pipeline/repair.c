@@ -110,8 +110,8 @@ int repair_index(struct repo *r, const struct repair_opts *o, json_t **report, c
     struct pack_entry *es = NULL;
     size_t n = 0;
     char *e = NULL;
-    if (pack_read_header(r, name, (uint64_t)json_integer_value(json_object_get(v, "size")), &es,
-                         &n, &e) != 0) {
+    if (pack_read_header(r, name, (uint64_t)json_integer_value(json_object_get(v, "size")), &es, &n,
+                         &e) != 0) {
       header_damaged++;
       size_t kept = 0;
       if (indexed)
@@ -180,8 +180,8 @@ int repair_index(struct repo *r, const struct repair_opts *o, json_t **report, c
       size_t k;
       json_t *w;
       int keep = 0;
-      json_array_foreach(written, k, w) keep |= strcmp(name + strlen("index/"),
-                                                       json_string_value(w)) == 0;
+      json_array_foreach(written, k, w) keep |=
+          strcmp(name + strlen("index/"), json_string_value(w)) == 0;
       if (keep)
         continue;
       if (repo_delete(r, name, err) != 0)
@@ -189,12 +189,11 @@ int repair_index(struct repo *r, const struct repair_opts *o, json_t **report, c
       deleted++;
     }
   }
-  *report = json_pack("{s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:O}", "changed",
-                      changed, "dry_run", o->dry_run, "packs", (json_int_t)n_rb, "blobs",
-                      (json_int_t)blobs, "packs_unindexed", (json_int_t)unindexed,
-                      "packs_missing", (json_int_t)missing, "packs_header_damaged",
-                      (json_int_t)header_damaged, "index_damaged",
-                      (json_int_t)json_array_size(ix->damaged), "index_written",
+  *report = json_pack("{s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:O}", "changed", changed,
+                      "dry_run", o->dry_run, "packs", (json_int_t)n_rb, "blobs", (json_int_t)blobs,
+                      "packs_unindexed", (json_int_t)unindexed, "packs_missing",
+                      (json_int_t)missing, "packs_header_damaged", (json_int_t)header_damaged,
+                      "index_damaged", (json_int_t)json_array_size(ix->damaged), "index_written",
                       (json_int_t)json_array_size(written), "index_deleted", (json_int_t)deleted,
                       "problems", problems);
   rc = 0;
@@ -569,11 +568,11 @@ static int repair_one(struct repo *r, const struct repair_opts *o, json_t *m, st
       goto out;
     }
     json_array_append_new(lost_by_source, sv->lost);
-    json_array_append_new(
-        counts, json_pack("{s:I, s:I, s:I, s:I}", "kept", (json_int_t)sv->kept, "kept_bytes",
-                          (json_int_t)sv->kept_bytes, "lost_unnamed_bytes",
-                          (json_int_t)sv->lost_unnamed_bytes, "tree_blobs_lost",
-                          (json_int_t)sv->tree_blobs_lost));
+    json_array_append_new(counts,
+                          json_pack("{s:I, s:I, s:I, s:I}", "kept", (json_int_t)sv->kept,
+                                    "kept_bytes", (json_int_t)sv->kept_bytes, "lost_unnamed_bytes",
+                                    (json_int_t)sv->lost_unnamed_bytes, "tree_blobs_lost",
+                                    (json_int_t)sv->tree_blobs_lost));
     lost_total += sv->lost_count;
     kept_total += sv->kept;
     unnamed_total += sv->lost_unnamed_bytes;
@@ -660,13 +659,13 @@ int repair_snapshots(struct repo *r, const struct repair_opts *o, json_t **repor
   size_t i;
   json_t *v;
   if (json_array_size(r->index->damaged) > 0) {
-    *err = xasprintf("%zu index object(s) cannot be read, so blobs they list look lost; run 'engine "
-                     "repair index' first",
-                     json_array_size(r->index->damaged));
+    *err =
+        xasprintf("%zu index object(s) cannot be read, so blobs they list look lost; run 'engine "
+                  "repair index' first",
+                  json_array_size(r->index->damaged));
     goto done;
   }
-  if (repo_list(r, "data/", &packs, err) != 0 ||
-      snapshot_list(r, &all, &unreadable, err) != 0)
+  if (repo_list(r, "data/", &packs, err) != 0 || snapshot_list(r, &all, &unreadable, err) != 0)
     goto done;
   json_array_foreach(packs, i, v) {
     const char *name = json_string_value(json_object_get(v, "name"));
@@ -676,9 +675,9 @@ int repair_snapshots(struct repo *r, const struct repair_opts *o, json_t **repor
   json_array_foreach(unreadable, i, v) {
     if (!selected(o, json_string_value(json_object_get(v, "id"))))
       continue;
-    json_array_append_new(out, json_pack("{s:O, s:s, s:O}", "id", json_object_get(v, "id"),
-                                         "result", "unreadable", "error",
-                                         json_object_get(v, "error")));
+    json_array_append_new(out,
+                          json_pack("{s:O, s:s, s:O}", "id", json_object_get(v, "id"), "result",
+                                    "unreadable", "error", json_object_get(v, "error")));
     if (!o->quiet)
       log_warn("snapshot %s: its manifest cannot be read (%s); nothing of it can be salvaged",
                json_string_value(json_object_get(v, "id")),

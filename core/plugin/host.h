@@ -30,7 +30,6 @@ int plugin_instance_new(const struct engine_plugin *p, const char *name, json_t 
                         struct plugin_instance **out, char **err);
 void plugin_instance_free(struct plugin_instance *pi);
 
-
 /* Global log verbosity for log lines from plugins and the core. */
 void host_set_log_level(int lvl);
 int host_get_log_level(void);

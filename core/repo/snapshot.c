@@ -99,8 +99,8 @@ char *snapshot_unreadable_text(json_t *unreadable) {
   json_t *u;
   json_array_foreach(unreadable, i, u) {
     /* the error names the object (snapshots/<id>) */
-    char *t = xasprintf("%s%s  %s", text, i ? "\n" : "",
-                        json_string_value(json_object_get(u, "error")));
+    char *t =
+        xasprintf("%s%s  %s", text, i ? "\n" : "", json_string_value(json_object_get(u, "error")));
     free(text);
     text = t;
   }

@@ -31,7 +31,7 @@ struct codec_tls {
   ZSTD_CCtx *cctx;
   void *cctx_ws;
   size_t cctx_ws_size;
-  int cctx_level;  /* level cctx_ws was sized for */
+  int cctx_level;   /* level cctx_ws was sized for */
   ZSTD_CCtx *dcctx; /* zstd-managed context, if a fixed workspace is refused */
   ZSTD_DCtx *dctx;
   z_stream deflate;
@@ -374,7 +374,8 @@ static int encode_into(enum compress_algo a, int level, const void *in, size_t i
                        size_t *out_len) {
   size_t clen = 0;
   int fits = 0;
-  if (a != COMPRESS_NONE && in_len > 1 && !looks_incompressible(in, in_len, a == COMPRESS_ZSTD ? level : 1)) {
+  if (a != COMPRESS_NONE && in_len > 1 &&
+      !looks_incompressible(in, in_len, a == COMPRESS_ZSTD ? level : 1)) {
     if (a == COMPRESS_ZSTD)
       fits = zstd_encode(level, in, in_len, buf + 1, in_len - 1, &clen);
     else

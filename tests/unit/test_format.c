@@ -331,7 +331,6 @@ static void test_encoding_helpers(void **state) {
   free(s);
 }
 
-
 /* The local sink keeps the descriptors of recently read packs open (see
  * "open packs" in plugins/sinks/local/local.c). What must hold: content read
  * through a kept descriptor is the pack's, from many threads at once and

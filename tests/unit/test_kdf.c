@@ -24,8 +24,8 @@ static void expect_vector(const char *pass, const char *salt, uint64_t N, uint64
                           const char *want) {
   unsigned char out[64];
   char got[129];
-  assert_int_equal(repo_derive_kek(pass, strlen(pass), (const unsigned char *)salt, strlen(salt),
-                                   N, r, p, out, sizeof(out)),
+  assert_int_equal(repo_derive_kek(pass, strlen(pass), (const unsigned char *)salt, strlen(salt), N,
+                                   r, p, out, sizeof(out)),
                    0);
   hex(out, sizeof(out), got);
   assert_string_equal(got, want);
