@@ -60,9 +60,10 @@ int repo_put(struct repo *r, const char *name, const void *buf, size_t len, unsi
       *err = msg;
       return rc == ENGINE_EXISTS ? ENGINE_EXISTS : -1;
     }
-    log_warn("%s; sink '%s' is not required, it will miss this snapshot", msg, sink_name(s));
+    /* concurrent puts may fail on the same sink: the first one warns */
+    if (atomic_exchange(&s->failed, 1) == 0)
+      log_warn("%s; sink '%s' is not required, it will miss this snapshot", msg, sink_name(s));
     free(msg);
-    s->failed = 1;
   }
   if (!ok) {
     *err = xasprintf("unable to write '%s': no sink accepted it", name);

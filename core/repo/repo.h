@@ -17,6 +17,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,7 +40,9 @@ enum blob_type { BLOB_DATA = 0, BLOB_TREE = 1 };
 struct repo_sink {
   struct plugin_instance *pi;
   int required;
-  int failed; /* a non-required sink that failed during this run */
+  /* A non-required sink that failed during this run. Atomic: repo_put runs
+   * on the backup's pool threads, which set it while others read it. */
+  atomic_int failed;
 };
 
 struct index; /* core/repo/index.h */
