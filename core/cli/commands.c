@@ -21,12 +21,6 @@
 #include "util/sysinfo.h"
 #include "util/progress.h"
 
-static int fail(char *err) {
-  fprintf(stderr, "engine: error: %s\n", err ? err : "failed");
-  free(err);
-  return EXIT_ERROR;
-}
-
 static void print_json(json_t *j) {
   char *t = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
   printf("%s\n", t);
@@ -40,18 +34,16 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
   char *err = NULL;
   int64_t when = 0;
   if (a->time && parse_iso_time(a->time, &when) != 0) {
-    fprintf(stderr,
-            "engine: error: --time '%s': expected an ISO 8601 time such as 2026-01-31T03:00:00Z\n",
-            a->time);
+    log_error("--time '%s': expected an ISO 8601 time such as 2026-01-31T03:00:00Z", a->time);
     return EXIT_USAGE;
   }
   if (cli_load_pipeline(g, a->pos[0], &c, &err) != 0) {
     cli_close(&c);
-    return fail(err);
+    return cli_fail(err);
   }
   if (cli_open(&c, 1, 1, a->dry_run, &err) != 0) {
     cli_close(&c);
-    return fail(err);
+    return cli_fail(err);
   }
   if (c.repo->created && !a->dry_run && !g->quiet)
     fprintf(stderr, "engine: initialised a new repository %.8s on %zu sink(s)\n", c.repo->id,
@@ -59,7 +51,7 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
   c.repo->use_index_cache = 1;
   if (a->dry_run ? cli_load_index(&c, &err) != 0 : cli_lock(&c, 0, a->lock_wait_ms, 1, &err) != 0) {
     cli_close(&c);
-    return fail(err);
+    return cli_fail(err);
   }
   int progress = a->progress && strcmp(a->progress, "always") == 0 ? 1
                  : a->progress && strcmp(a->progress, "never") == 0
@@ -104,7 +96,7 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
       free(err);
       return EXIT_INTERRUPTED;
     }
-    return fail(err);
+    return cli_fail(err);
   }
   double rate = r.seconds > 0 ? (double)r.bytes_read / r.seconds : 0;
   const char *status = a->dry_run ? "dry-run" : r.partial ? "partial" : "complete";
@@ -165,8 +157,7 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
     sys_hostname(host);
     if (cli_lock(&c, 1, a->lock_wait_ms, 0, &err) != 0 ||
         forget_run(c.repo, &c.p->retention, c.p->name, host, 0, NULL, &report, &err) != 0) {
-      fprintf(stderr, "engine: error: the snapshot was saved, but applying retention failed: %s\n",
-              err);
+      log_error("the snapshot was saved, but applying retention failed: %s", err);
       free(err);
       exit_code = EXIT_ERROR;
     } else if (!g->quiet && !a->json) {
@@ -225,7 +216,7 @@ static int open_existing(const struct cli_globals *g, const char *path, struct c
   c->read_only = read_only;
   if (lrc != 0 || cli_open(c, with_sources, 0, 0, &err) != 0) {
     cli_close(c);
-    return fail(err);
+    return cli_fail(err);
   }
   return EXIT_OK;
 }
@@ -240,7 +231,7 @@ static int open_locked(const struct cli_globals *g, const struct cli_args *a, st
   char *err = NULL;
   if (cli_lock(c, lock == 2, a->lock_wait_ms, load_index, &err) != 0) {
     cli_close(c);
-    return fail(err);
+    return cli_fail(err);
   }
   return EXIT_OK;
 }
@@ -254,7 +245,7 @@ int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a) {
   char *err = NULL;
   if (snapshot_list(c.repo, &all, &unreadable, &err) != 0) {
     cli_close(&c);
-    return fail(err);
+    return cli_fail(err);
   }
   size_t n_bad = json_array_size(unreadable);
   if (a->json) {
@@ -339,7 +330,7 @@ int cmd_show(const struct cli_globals *g, const struct cli_args *a) {
   char *err = NULL;
   if (snapshot_find(c.repo, a->pos[1], &m, &err) != 0) {
     cli_close(&c);
-    return fail(err);
+    return cli_fail(err);
   }
   if (a->json) {
     print_json(m);
@@ -435,7 +426,7 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
     json_decref(m);
     free(irc != 0 ? fj.err : ierr);
     cli_close(&c);
-    return fail(irc != 0 ? ierr : fj.err);
+    return cli_fail(irc != 0 ? ierr : fj.err);
   }
   const char *extra[5];
   size_t ne = 0;
@@ -451,9 +442,8 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
     free(as_flag);
     json_decref(m);
     cli_close(&c);
-    fprintf(stderr,
-            "engine: restore: --as and --to-stdout act on one item: give --only SOURCE/ITEM\n");
-    return EXIT_USAGE;
+    return cli_usage_error("restore",
+                           "--as and --to-stdout act on one item: give --only SOURCE/ITEM");
   }
   c.repo->trust_aead_ids = 1;
   struct restore_opts ro = {c.repo,         m,       c.sources,
@@ -469,7 +459,7 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
   if (rc < 0) {
     json_decref(m);
     cli_close(&c);
-    return fail(err);
+    return cli_fail(err);
   }
   if (!g->quiet) {
     if (a->dry_run)
@@ -506,7 +496,7 @@ static int restore_test(struct cli_ctx *c, int json, json_t *report) {
   char *err = NULL;
   if (snapshot_find(c->repo, "latest", &m, &err) != 0) {
     json_array_append_new(report, json_pack("{s:s, s:s}", "source", "", "error", err));
-    fprintf(stderr, "engine: error: restore test: %s\n", err);
+    log_error("restore test: %s", err);
     free(err);
     return 1;
   }
@@ -535,8 +525,8 @@ static int restore_test(struct cli_ctx *c, int json, json_t *report) {
       json_array_append_new(report,
                             json_pack("{s:s, s:s, s:I, s:s?}", "source", sn, "result", "failed",
                                       "items", (json_int_t)res.items, "error", err));
-      fprintf(stderr, "engine: error: restore test of source '%s' FAILED: %s\n", sn,
-              err ? err : "some items failed verification (see above)");
+      log_error("restore test of source '%s' FAILED: %s", sn,
+                err ? err : "some items failed verification (see above)");
     } else {
       json_array_append_new(report, json_pack("{s:s, s:s, s:I}", "source", sn, "result", "ok",
                                               "items", (json_int_t)res.items));
@@ -562,7 +552,7 @@ int cmd_check(const struct cli_globals *g, const struct cli_args *a) {
   if (rc < 0) {
     json_decref(res.problems);
     cli_close(&c);
-    return fail(err);
+    return cli_fail(err);
   }
   json_t *rt = json_array();
   int rt_failed = a->restore_test ? restore_test(&c, a->json, rt) : 0;
@@ -620,7 +610,7 @@ static int do_prune(const struct cli_globals *g, const struct cli_args *a, struc
   struct prune_result r;
   char *err = NULL;
   if (prune_run(c->repo, &po, &r, &err) != 0)
-    return fail(err);
+    return cli_fail(err);
   if (out) {
     json_object_set_new(out, "prune",
                         json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "dry_run",
@@ -644,9 +634,8 @@ static int do_prune(const struct cli_globals *g, const struct cli_args *a, struc
 
 int cmd_forget(const struct cli_globals *g, const struct cli_args *a) {
   if (a->n_pos > 1 && a->n_forget_unreadable) {
-    fprintf(stderr, "engine: forget: name snapshots either as arguments (readable ones) or with "
-                    "--forget-unreadable (unreadable ones), not both in one run\n");
-    return EXIT_USAGE;
+    return cli_usage_error("forget", "name snapshots either as arguments (readable ones) or with "
+                                     "--forget-unreadable (unreadable ones), not both in one run");
   }
   struct cli_ctx c;
   /* forget reads manifests only; with --prune the blobs too */
@@ -657,7 +646,7 @@ int cmd_forget(const struct cli_globals *g, const struct cli_args *a) {
   char *ierr = NULL;
   if (a->dry_run && a->prune && cli_load_index(&c, &ierr) != 0) {
     cli_close(&c);
-    return fail(ierr);
+    return cli_fail(ierr);
   }
   json_t *report, *named = forget_unreadable_ids(a);
   char *err = NULL;
@@ -668,7 +657,7 @@ int cmd_forget(const struct cli_globals *g, const struct cli_args *a) {
   if (frc != 0) {
     json_decref(named);
     cli_close(&c);
-    return fail(err);
+    return cli_fail(err);
   }
   if (!a->json && !g->quiet) {
     size_t i;
@@ -760,7 +749,7 @@ static const char *opt_type_name(enum engine_opt_type t) {
 int cmd_plugins(const struct cli_globals *g, const struct cli_args *a) {
   struct plugin_registry *reg;
   if (cli_registry(g, &reg) != 0)
-    return fail(xstrdup("unable to scan the plugin search path"));
+    return cli_fail(xstrdup("unable to scan the plugin search path"));
   if (a->json) {
     json_t *arr = json_array();
     for (size_t i = 0; i < reg->n_entries; i++) {
@@ -834,7 +823,7 @@ int cmd_repair(const struct cli_globals *g, const struct cli_args *a) {
   char *err = NULL;
   if (cli_lock(&c, 1, a->lock_wait_ms, 1, &err) != 0) {
     cli_close(&c);
-    return fail(err);
+    return cli_fail(err);
   }
   json_t *targets = json_array();
   for (size_t i = 2; i < a->n_pos; i++)
@@ -846,7 +835,7 @@ int cmd_repair(const struct cli_globals *g, const struct cli_args *a) {
   json_decref(targets);
   if (r < 0) {
     cli_close(&c);
-    return fail(err);
+    return cli_fail(err);
   }
   if (a->json) {
     print_json(report);

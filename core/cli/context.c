@@ -1,6 +1,8 @@
 /* Opening a pipeline's repository for the CLI commands. */
 #include "cli/context.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,6 +10,25 @@
 #include "stage/compress.h"
 #include "util/log.h"
 #include "util/secret.h"
+
+int cli_fail(char *err) {
+  log_error("%s", err ? err : "failed");
+  free(err);
+  return EXIT_ERROR;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+  char *msg = NULL;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vasprintf(&msg, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "engine: %s%s%s\n(see 'engine help%s%s')\n", cmd ? cmd : "", cmd ? ": " : "",
+          n >= 0 ? msg : fmt, cmd ? " " : "", cmd ? cmd : "");
+  if (n >= 0)
+    free(msg);
+  return EXIT_USAGE;
+}
 
 int cli_registry(const struct cli_globals *g, struct plugin_registry **out) {
   return registry_load(g->plugin_dirs, g->n_plugin_dirs, out);

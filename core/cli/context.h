@@ -34,6 +34,14 @@ struct cli_ctx {
 #define EXIT_PARTIAL 3
 #define EXIT_INTERRUPTED 130
 
+/* Errors. A command's failure is printed through the logger
+ * ("engine: error: MESSAGE"); a usage error says which command it is about
+ * and where its help is ("engine: CMD: MESSAGE", "(see 'engine help CMD')"). */
+/* Prints err (malloc'd; NULL: "failed") and frees it. Returns EXIT_ERROR. */
+int cli_fail(char *err);
+/* cmd may be NULL (no command). Returns EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 int cli_registry(const struct cli_globals *g, struct plugin_registry **out);
 /* Load and validate the pipeline. */
 int cli_load_pipeline(const struct cli_globals *g, const char *path, struct cli_ctx *c, char **err);
