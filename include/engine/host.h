@@ -16,6 +16,15 @@
 extern "C" {
 #endif
 
+/* Where `field` of `type` ends: the smallest struct_size that covers it. */
+#define ENGINE_FIELD_END(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
+/* Whether a versioned structure (one with a uint32_t struct_size: the host
+ * table, the ops tables, the emitter ...) was built with `field`: check it
+ * before reading a field appended after ABI 1.0, e.g.
+ * ENGINE_HAS_FIELD(host, struct engine_host, http_request). */
+#define ENGINE_HAS_FIELD(ptr, type, field)                                                         \
+  ((size_t)(ptr)->struct_size >= ENGINE_FIELD_END(type, field))
+
 /* Return codes shared by every callback. */
 enum engine_rc {
   ENGINE_OK = 0,

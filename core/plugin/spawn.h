@@ -1,0 +1,17 @@
+/* Child processes for plugins (core/plugin/spawn.c): the host table's
+ * spawn, child_wait, child_stderr, child_kill and child_free, as
+ * docs/PLUGINS.md 4.1 describes them. Errors and warnings go through the
+ * calling instance's table (h->set_error, h->log). */
+#ifndef CORE_PLUGIN_SPAWN_H
+#define CORE_PLUGIN_SPAWN_H
+
+#include "engine/host.h"
+
+int spawn_child(const struct engine_host *h, const struct engine_spawn_opts *o,
+                struct engine_child **child);
+int spawn_wait(const struct engine_host *h, struct engine_child *child, int *status);
+const char *spawn_stderr(const struct engine_host *h, struct engine_child *child);
+void spawn_kill(const struct engine_host *h, struct engine_child *child, int sig);
+void spawn_free(const struct engine_host *h, struct engine_child *child);
+
+#endif
