@@ -9,9 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "repo/index_cache.h"
 #include "repo/pack.h"
-#include "repo/repo.h"
+#include "repo/objects.h"
 #include "util/log.h"
 
 struct index *index_new(void) {
@@ -249,7 +248,8 @@ int index_parse_each(json_t *obj,
       return -1;
     }
     json_array_foreach(blobs, j, b) {
-      if ((*err = blob_problem(b, i, j, id, v, &type)) != NULL)
+      *err = blob_problem(b, i, j, id, v, &type);
+      if (*err != NULL)
         return -1;
     }
   }
@@ -293,57 +293,8 @@ int index_read_object(struct repo *r, const char *id_hex,
   return rc;
 }
 
-static int load_one(struct repo *r, const char *id_hex, char **err) {
-  return index_read_object(r, id_hex, put_entry, r->index, err);
-}
-
-int index_load(struct repo *r, char **err) {
-  json_t *list;
-  if (repo_list(r, "index/", &list, err) != 0)
-    return -1;
-  size_t n = json_array_size(list); /* sorted by name */
-  char **names = xcalloc(n ? n : 1, sizeof(char *));
-  for (size_t i = 0; i < n; i++)
-    names[i] = xstrdup(json_string_value(json_object_get(json_array_get(list, i), "name")));
-  json_decref(list);
-  int cached = r->use_index_cache && n > 0 && index_cache_load(r, names, n) == 0;
-  struct index *ix = r->index; /* the cache's load replaces it */
-  for (size_t i = 0; i < n && !cached; i++) {
-    char *e = NULL;
-    if (load_one(r, names[i] + strlen("index/"), &e) != 0) {
-      /* the blobs it lists are unknown now; the caller decides what that
-       * means (check reports it, prune refuses, restore and run go on) */
-      json_array_append_new(ix->damaged, json_pack("{s:s, s:s}", "name", names[i], "error", e));
-      free(e);
-    }
-  }
-  /* a cache must never stand for an index that could not be read whole */
-  if (r->use_index_cache && n > 0 && !cached && json_array_size(ix->damaged) == 0)
-    index_cache_save(r, names, n);
-  ix->files = names;
-  ix->n_files = n;
-  return 0;
-}
-
-void index_note_saved(struct repo *r, const char *id_hex) {
-  struct index *ix = r->index;
-  char *name = xasprintf("index/%s", id_hex);
-  size_t at = 0;
-  while (at < ix->n_files && strcmp(ix->files[at], name) < 0)
-    at++;
-  if (at < ix->n_files && strcmp(ix->files[at], name) == 0) {
-    free(name); /* the same content was already there */
-  } else {
-    ix->files = xrealloc(ix->files, (ix->n_files + 1) * sizeof(char *));
-    memmove(ix->files + at + 1, ix->files + at, (ix->n_files - at) * sizeof(char *));
-    ix->files[at] = name;
-    ix->n_files++;
-  }
-}
-
-void index_cache_refresh(struct repo *r) {
-  if (r->use_index_cache)
-    index_cache_save(r, r->index->files, r->index->n_files);
+int index_load_object(struct repo *r, const char *id_hex, struct index *ix, char **err) {
+  return index_read_object(r, id_hex, put_entry, ix, err);
 }
 
 static void text_reserve(struct index_text *t, size_t more) {
@@ -356,6 +307,21 @@ static void text_reserve(struct index_text *t, size_t more) {
   t->cap = c;
 }
 
+/* Append printf-style text within the room text_reserve made. */
+static void text_printf(struct index_text *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void text_printf(struct index_text *t, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= t->cap - t->len) {
+    log_error("internal error: index text reserved too little room");
+    abort();
+  }
+  t->len += (size_t)n;
+}
+
 /* Compact JSON with sorted keys, as FORMAT.md §8 writes it: a pack is
  * {"blobs":[{"id","length","offset","raw_length","type"}...],"id"}. */
 void index_text_add_pack(struct index_text *t, const unsigned char pack_id[32],
@@ -363,28 +329,28 @@ void index_text_add_pack(struct index_text *t, const unsigned char pack_id[32],
   char hex[65];
   text_reserve(t, 32 + n * 180 + 80);
   if (t->len == 0)
-    t->len += (size_t)sprintf(t->p, "{\"packs\":[");
+    text_printf(t, "{\"packs\":[");
   else
     t->p[t->len++] = ',';
-  t->len += (size_t)sprintf(t->p + t->len, "{\"blobs\":[");
+  text_printf(t, "{\"blobs\":[");
   for (size_t i = 0; i < n; i++) {
     const struct pack_entry *e = &entries[i];
     hex_encode(e->id, 32, hex);
-    t->len += (size_t)sprintf(t->p + t->len,
-                              "%s{\"id\":\"%s\",\"length\":%u,\"offset\":%u,\"raw_length\":%u,"
-                              "\"type\":\"%s\"}",
-                              i ? "," : "", hex, e->length, e->offset, e->raw_length,
-                              e->type == BLOB_TREE ? "tree" : "data");
+    text_printf(t,
+                "%s{\"id\":\"%s\",\"length\":%u,\"offset\":%u,\"raw_length\":%u,"
+                "\"type\":\"%s\"}",
+                i ? "," : "", hex, e->length, e->offset, e->raw_length,
+                e->type == BLOB_TREE ? "tree" : "data");
   }
   hex_encode(pack_id, 32, hex);
-  t->len += (size_t)sprintf(t->p + t->len, "],\"id\":\"%s\"}", hex);
+  text_printf(t, "],\"id\":\"%s\"}", hex);
   t->packs++;
   t->blobs += n;
 }
 
 char *index_text_finish(struct index_text *t, size_t *len) {
   text_reserve(t, 32);
-  t->len += (size_t)sprintf(t->p + t->len, "%s],\"version\":1}", t->len ? "" : "{\"packs\":[");
+  text_printf(t, "%s],\"version\":1}", t->len ? "" : "{\"packs\":[");
   char *out = t->p;
   *len = t->len;
   memset(t, 0, sizeof(*t));

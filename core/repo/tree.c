@@ -148,7 +148,7 @@ char *printable_name(const char *bytes, size_t len) {
       out[o++] = 'n';
     } else if (c < 0x20 || c == 0x7f || c >= 0x80) {
       /* every non-ASCII byte is escaped: unambiguous in logs and terminals */
-      o += (size_t)sprintf(out + o, "\\x%02x", c);
+      o += (size_t)snprintf(out + o, len * 4 + 1 - o, "\\x%02x", c);
     } else {
       out[o++] = (char)c;
     }

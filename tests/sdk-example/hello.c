@@ -128,7 +128,9 @@ static int hello_restore_begin(void *inst, const struct engine_restore_opts *opt
     }
   }
   struct hello_restore *r = calloc(1, sizeof *r);
-  if (!r || !(r->target = strdup(opts->target))) {
+  if (r)
+    r->target = strdup(opts->target);
+  if (!r || !r->target) {
     free(r);
     host->set_error(host, "out of memory");
     return ENGINE_ERROR;

@@ -102,16 +102,20 @@ __attribute__((constructor)) static void faultfs_init(void) {
       q += n + (q[n] == ',');
     }
   }
-  const char *s;
-  if ((s = getenv("FAULTFS_AFTER")) != NULL)
+  const char *s = getenv("FAULTFS_AFTER");
+  if (s != NULL)
     g_after = atol(s);
-  if ((s = getenv("FAULTFS_COUNT")) != NULL && s[0] != '\0')
+  s = getenv("FAULTFS_COUNT");
+  if (s != NULL && s[0] != '\0')
     g_count = atol(s);
-  if ((s = getenv("FAULTFS_ERRNO")) != NULL && s[0] != '\0')
+  s = getenv("FAULTFS_ERRNO");
+  if (s != NULL && s[0] != '\0')
     g_errno = parse_errno(s);
-  if ((s = getenv("FAULTFS_LOG")) != NULL && s[0] != '\0')
+  s = getenv("FAULTFS_LOG");
+  if (s != NULL && s[0] != '\0')
     g_log = strdup(s);
-  if ((s = getenv("FAULTFS_TRACE")) != NULL && s[0] != '\0')
+  s = getenv("FAULTFS_TRACE");
+  if (s != NULL && s[0] != '\0')
     g_trace = strdup(s);
   g_path = strdup(p);
 }

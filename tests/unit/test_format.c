@@ -49,7 +49,7 @@ static int open_repo(struct fixture *f, const char *pass, int create, struct rep
 
 static int setup(void **state) {
   struct fixture *f = calloc(1, sizeof(*f));
-  strcpy(f->dir, "/tmp/engine-test-format-XXXXXX");
+  snprintf(f->dir, sizeof(f->dir), "%s", "/tmp/engine-test-format-XXXXXX");
   assert_non_null(mkdtemp(f->dir));
   const char *dirs[] = {ENGINE_TEST_PLUGIN_DIR};
   assert_int_equal(registry_load(dirs, 1, &f->reg), 0);

@@ -17,7 +17,7 @@
 
 static void hex(const unsigned char *b, size_t n, char *out) {
   for (size_t i = 0; i < n; i++)
-    sprintf(out + 2 * i, "%02x", b[i]);
+    snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
 static void expect_vector(const char *pass, const char *salt, uint64_t N, uint64_t r, uint64_t p,

@@ -31,7 +31,7 @@ struct fixture {
 
 static int setup(void **state) {
   struct fixture *f = calloc(1, sizeof(*f));
-  strcpy(f->dir, "/tmp/engine-test-untrusted-XXXXXX");
+  snprintf(f->dir, sizeof(f->dir), "%s", "/tmp/engine-test-untrusted-XXXXXX");
   assert_non_null(mkdtemp(f->dir));
   const char *dirs[] = {ENGINE_TEST_PLUGIN_DIR};
   assert_int_equal(registry_load(dirs, 1, &f->reg), 0);

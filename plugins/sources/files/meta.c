@@ -193,7 +193,11 @@ char *files_display(const char *s, size_t len) {
       *o++ = '\\';
       *o++ = 't';
     } else if (n == 0 || c < 0x20 || c == 0x7f) {
-      o += sprintf(o, "\\x%02x", c);
+      static const char hexd[] = "0123456789abcdef";
+      *o++ = '\\';
+      *o++ = 'x';
+      *o++ = hexd[c >> 4];
+      *o++ = hexd[c & 15];
     } else {
       memcpy(o, u + i, n);
       o += n;

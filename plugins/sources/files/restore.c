@@ -350,23 +350,27 @@ static int parse_meta(const struct rctx *r, json_t *m, struct rmeta *out, char *
   }
   out->ts[0].tv_nsec = UTIME_OMIT;
   out->ts[1].tv_nsec = UTIME_OMIT;
-  if (json_is_integer(v = json_object_get(m, "atime_ns"))) {
+  v = json_object_get(m, "atime_ns");
+  if (json_is_integer(v)) {
     out->ts[0] = ns_to_ts(json_integer_value(v));
     out->has_times = 1;
   }
-  if (json_is_integer(v = json_object_get(m, "mtime_ns"))) {
+  v = json_object_get(m, "mtime_ns");
+  json_t *mtime_s = json_object_get(m, "mtime");
+  if (json_is_integer(v)) {
     out->ts[1] = ns_to_ts(json_integer_value(v));
     out->has_times = 1;
-  } else if (json_is_integer(v = json_object_get(m, "mtime"))) {
-    out->ts[1].tv_sec = (time_t)json_integer_value(v);
+  } else if (json_is_integer(mtime_s)) {
+    out->ts[1].tv_sec = (time_t)json_integer_value(mtime_s);
     out->ts[1].tv_nsec = 0;
     out->has_times = 1;
   }
   out->sparse = json_is_true(json_object_get(m, "sparse"));
-  if (r->in->xattrs && (v = json_object_get(m, "xattrs")) != NULL &&
-      files_xattrs_parse(v, &out->xattrs, why, why_len) != 0)
+  v = r->in->xattrs ? json_object_get(m, "xattrs") : NULL;
+  if (v != NULL && files_xattrs_parse(v, &out->xattrs, why, why_len) != 0)
     return -1;
-  if (r->in->file_flags && (v = json_object_get(m, "flags")) != NULL) {
+  v = r->in->file_flags ? json_object_get(m, "flags") : NULL;
+  if (v != NULL) {
     char unknown;
     if (!json_is_string(v)) {
       snprintf(why, why_len, "'flags' is not a string");
@@ -1148,7 +1152,9 @@ int files_restore_begin(void *inst, const struct engine_restore_opts *opts, void
   }
 
   struct rctx *r = calloc(1, sizeof(*r));
-  if (r == NULL || (r->root = strdup(target)) == NULL) {
+  if (r != NULL)
+    r->root = strdup(target);
+  if (r == NULL || r->root == NULL) {
     free(r);
     h->set_error(h, "restore of files: out of memory");
     return ENGINE_ERROR;

@@ -263,7 +263,9 @@ int files_xattrs_parse(json_t *arr, struct files_xattrs **out, char *why, size_t
   if (n == 0)
     return 0;
   struct files_xattrs *x = calloc(1, sizeof(*x));
-  if (x == NULL || (x->v = calloc(n, sizeof(*x->v))) == NULL) {
+  if (x != NULL)
+    x->v = calloc(n, sizeof(*x->v));
+  if (x == NULL || x->v == NULL) {
     free(x);
     snprintf(why, why_len, "out of memory");
     return -1;

@@ -66,8 +66,15 @@ char *pgs_printable(const char *s) {
   char *o = out;
   for (size_t i = 0; i < n; i++) {
     unsigned char ch = (unsigned char)s[i];
-    if (ch < 0x20 || ch == 0x7f || ch == '\\') {
-      o += sprintf(o, ch == '\\' ? "\\\\" : "\\x%02x", ch);
+    if (ch == '\\') {
+      *o++ = '\\';
+      *o++ = '\\';
+    } else if (ch < 0x20 || ch == 0x7f) {
+      static const char hexd[] = "0123456789abcdef";
+      *o++ = '\\';
+      *o++ = 'x';
+      *o++ = hexd[ch >> 4];
+      *o++ = hexd[ch & 15];
     } else {
       *o++ = (char)ch;
     }
