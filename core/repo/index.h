@@ -77,11 +77,8 @@ size_t index_size(struct index *ix);
  * order, holding the index's lock: cb must not call back into the index. */
 void index_foreach(struct index *ix, void (*cb)(void *ud, const struct index_entry *e), void *ud);
 
-/* Load every index/ object of the repository (decrypting each). An object
- * that cannot be read does not stop the load: it is listed in ix->damaged
- * for the caller to judge. Returns -1 only when index/ cannot be listed. */
-struct repo;
-int index_load(struct repo *r, char **err);
+/* Read, authenticate and parse index/<id_hex> into ix. */
+int index_load_object(struct repo *r, const char *id_hex, struct index *ix, char **err);
 /* Serialise the given packs (with their blobs from the index) as one index
  * object and save it; id_hex receives its id. */
 int index_save_packs(struct repo *r, const uint32_t *packs, size_t n, char id_hex[65], char **err);
@@ -107,6 +104,14 @@ void index_text_add_pack(struct index_text *t, const unsigned char pack_id[32],
 /* The complete object text (malloc'd, *len bytes); t is empty again. */
 char *index_text_finish(struct index_text *t, size_t *len);
 
+/* ---- the repository's index, loaded (index_cache.c) ---- */
+
+/* Load every index/ object of the repository into r->index (decrypting
+ * each), or the local cache built from exactly those objects. An object
+ * that cannot be read does not stop the load: it is listed in
+ * r->index->damaged for the caller to judge. Returns -1 only when index/
+ * cannot be listed. */
+int index_load(struct repo *r, char **err);
 /* After a backup saved index object id_hex for the packs it wrote (and put
  * their blobs into the index): the index now stands for one more object
  * (index_cache_refresh writes the cache for the new set). */

@@ -1,4 +1,6 @@
-/* Local cache of the decoded index (docs/internals/index-cache.md).
+/* Loading a repository's index (index_load, index_note_saved,
+ * index_cache_refresh: declared in index.h), and the local cache of the
+ * decoded index that makes it fast (docs/internals/index-cache.md).
  *
  * Loading the index means reading, decrypting and parsing every index/
  * object: ~50 ms of JSON for 11,000 blobs here, more for large or remote
@@ -19,8 +21,6 @@
  *   u32 number of blobs, then per blob: id (32), pack (u32), offset (u32),
  *       length (u32), raw length (u32), type (u8)
  */
-#include "repo/index_cache.h"
-
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
@@ -33,7 +33,7 @@
 #include <unistd.h>
 
 #include "repo/index.h"
-#include "repo/repo.h"
+#include "repo/objects.h"
 #include "util/log.h"
 
 #define MAGIC "ENGIXC01"
@@ -167,7 +167,7 @@ static const char *load_body(struct index *ix, struct rd *d, char *const *names,
   return NULL;
 }
 
-int index_cache_load(struct repo *r, char *const *names, size_t n_names) {
+static int index_cache_load(struct repo *r, char *const *names, size_t n_names) {
   char *dir = cache_dir(r);
   if (!dir)
     return -1;
@@ -238,7 +238,7 @@ static void write_entry(void *ud, const struct index_entry *e) {
   *pp = p + BLOB_REC;
 }
 
-void index_cache_save(struct repo *r, char *const *names, size_t n_names) {
+static void index_cache_save(struct repo *r, char *const *names, size_t n_names) {
   char *dir = cache_dir(r);
   if (!dir)
     return;
@@ -305,4 +305,55 @@ void index_cache_save(struct repo *r, char *const *names, size_t n_names) {
   free(path);
   free(buf);
   free(dir);
+}
+
+/* ---- loading the index ------------------------------------------------ */
+
+int index_load(struct repo *r, char **err) {
+  json_t *list;
+  if (repo_list(r, "index/", &list, err) != 0)
+    return -1;
+  size_t n = json_array_size(list); /* sorted by name */
+  char **names = xcalloc(n ? n : 1, sizeof(char *));
+  for (size_t i = 0; i < n; i++)
+    names[i] = xstrdup(json_string_value(json_object_get(json_array_get(list, i), "name")));
+  json_decref(list);
+  int cached = r->use_index_cache && n > 0 && index_cache_load(r, names, n) == 0;
+  struct index *ix = r->index; /* the cache's load replaces it */
+  for (size_t i = 0; i < n && !cached; i++) {
+    char *e = NULL;
+    if (index_load_object(r, names[i] + strlen("index/"), ix, &e) != 0) {
+      /* the blobs it lists are unknown now; the caller decides what that
+       * means (check reports it, prune refuses, restore and run go on) */
+      json_array_append_new(ix->damaged, json_pack("{s:s, s:s}", "name", names[i], "error", e));
+      free(e);
+    }
+  }
+  /* a cache must never stand for an index that could not be read whole */
+  if (r->use_index_cache && n > 0 && !cached && json_array_size(ix->damaged) == 0)
+    index_cache_save(r, names, n);
+  ix->files = names;
+  ix->n_files = n;
+  return 0;
+}
+
+void index_note_saved(struct repo *r, const char *id_hex) {
+  struct index *ix = r->index;
+  char *name = xasprintf("index/%s", id_hex);
+  size_t at = 0;
+  while (at < ix->n_files && strcmp(ix->files[at], name) < 0)
+    at++;
+  if (at < ix->n_files && strcmp(ix->files[at], name) == 0) {
+    free(name); /* the same content was already there */
+  } else {
+    ix->files = xrealloc(ix->files, (ix->n_files + 1) * sizeof(char *));
+    memmove(ix->files + at + 1, ix->files + at, (ix->n_files - at) * sizeof(char *));
+    ix->files[at] = name;
+    ix->n_files++;
+  }
+}
+
+void index_cache_refresh(struct repo *r) {
+  if (r->use_index_cache)
+    index_cache_save(r, r->index->files, r->index->n_files);
 }

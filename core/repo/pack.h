@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "repo/repo.h"
+#include "repo/objects.h"
 
 #define PACK_MAGIC "EPK1"
 #define PACK_HEADER_MAGIC "EPH1"

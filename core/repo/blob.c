@@ -1,0 +1,123 @@
+/* Blob ids, encoding and decoding, and reading a blob through the index
+ * (blob.h). */
+#include "repo/blob.h"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "repo/index.h"
+#include "stage/compress.h"
+#include "util/log.h"
+
+void repo_blob_id(const struct repo *r, const void *data, size_t n, unsigned char id[32]) {
+  unsigned int len = 32;
+  HMAC(EVP_sha256(), r->mac_key, REPO_KEY_LEN, data, n, id, &len);
+}
+
+static void blob_aad(const unsigned char id[32], enum blob_type type, unsigned char aad[33]) {
+  memcpy(aad, id, 32);
+  aad[32] = (unsigned char)type;
+}
+
+int repo_blob_compress(const struct repo *r, const void *data, size_t n, const void **plain,
+                       size_t *plain_len) {
+  return compress_encode_scratch(r->compress_algo, r->compress_level, data, n, plain, plain_len);
+}
+
+int repo_blob_seal(const struct repo *r, const unsigned char id[32], enum blob_type type,
+                   const void *plain, size_t plain_len, void *out) {
+  unsigned char aad[33];
+  blob_aad(id, type, aad);
+  return repo_seal(r, aad, sizeof(aad), plain, plain_len, out);
+}
+
+int repo_blob_encode(const struct repo *r, const unsigned char id[32], enum blob_type type,
+                     const void *data, size_t n, void **out, size_t *out_len) {
+  const void *plain;
+  size_t plain_len;
+  if (repo_blob_compress(r, data, n, &plain, &plain_len) != 0)
+    return -1;
+  size_t sl = repo_sealed_len(r, plain_len);
+  void *sealed = xmalloc(sl);
+  int rc = repo_blob_seal(r, id, type, plain, plain_len, sealed);
+  if (rc != 0) {
+    free(sealed);
+    return -1;
+  }
+  *out = sealed;
+  *out_len = sl;
+  return 0;
+}
+
+int repo_blob_decode(const struct repo *r, const unsigned char id[32], enum blob_type type,
+                     const void *enc, size_t enc_len, void **out, size_t *out_len, char **err) {
+  char hex[65];
+  hex_encode(id, 32, hex);
+  unsigned char aad[33];
+  blob_aad(id, type, aad);
+  void *plain = xmalloc(enc_len ? enc_len : 1);
+  size_t plain_len;
+  if (repo_unseal(r, aad, sizeof(aad), enc, enc_len, plain, &plain_len) != 0) {
+    free(plain);
+    *err = xasprintf("blob %s: authentication failed (data corrupted or tampered with)", hex);
+    return -1;
+  }
+  const char *cerr = NULL;
+  void *raw;
+  size_t raw_len;
+  int trusted = r->trust_aead_ids && r->crypto;
+  int rc =
+      compress_decode_owned(plain, plain_len, REPO_MAX_BLOB,
+                            trusted ? COMPRESS_DECODE_AUTHENTICATED : 0, &raw, &raw_len, &cerr);
+  if (rc != 0) {
+    *err = xasprintf("blob %s: unable to decompress: %s", hex, cerr ? cerr : "corrupt data");
+    return -1;
+  }
+  unsigned char check[32];
+  if (!trusted)
+    repo_blob_id(r, raw, raw_len, check);
+  else
+    memcpy(check, id, 32);
+  if (memcmp(check, id, 32) != 0) {
+    free(raw);
+    *err = xasprintf("blob %s: content does not match its id", hex);
+    return -1;
+  }
+  *out = raw;
+  *out_len = raw_len;
+  return 0;
+}
+
+int repo_read_blob(struct repo *r, const unsigned char id[32], enum blob_type type, void **out,
+                   size_t *n, char **err) {
+  struct index_entry e;
+  char hex[65];
+  hex_encode(id, 32, hex);
+  if (!index_get(r->index, id, &e) || e.pack == UINT32_MAX) {
+    *err = xasprintf("blob %s is not in the index (missing data)", hex);
+    return -1;
+  }
+  char pack_hex[65], name[128];
+  hex_encode(r->index->packs[e.pack], 32, pack_hex);
+  snprintf(name, sizeof(name), "data/%.2s/%s", pack_hex, pack_hex);
+  void *enc;
+  size_t enc_len;
+  if (repo_get(r, name, e.offset, e.length, &enc, &enc_len, err) != 0)
+    return -1;
+  if (enc_len != e.length) {
+    free(enc);
+    *err = xasprintf("pack %s: short read of blob %s", pack_hex, hex);
+    return -1;
+  }
+  char *derr = NULL;
+  int rc = repo_blob_decode(r, id, type, enc, enc_len, out, n, &derr);
+  free(enc);
+  if (rc != 0) {
+    *err = xasprintf("pack %s: %s", pack_hex, derr);
+    free(derr);
+  }
+  return rc;
+}
