@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "repo/tree.h"
 #include "util/log.h"
 
 static int is_hex64(const char *s) {
@@ -46,10 +47,27 @@ static const char *manifest_problem(const struct repo *r, json_t *m) {
   return NULL;
 }
 
+/* A message that ends up in JSON (the lists of damaged objects, --json
+ * output) must be UTF-8, but one quoting the bytes of a damaged object (the
+ * JSON parser's does) may not be: then its bytes are escaped. A JSON string
+ * that cannot be made would drop the damage from those lists silently. */
+static void make_utf8(char **msg) {
+  json_t *s = *msg ? json_string(*msg) : NULL;
+  if (s || !*msg) {
+    json_decref(s);
+    return;
+  }
+  char *p = printable_name(*msg, strlen(*msg));
+  free(*msg);
+  *msg = p;
+}
+
 int snapshot_load(struct repo *r, const char *id, json_t **out, char **err) {
   json_t *m;
-  if (repo_load_json(r, "snapshot", id, &m, err) != 0)
+  if (repo_load_json(r, "snapshot", id, &m, err) != 0) {
+    make_utf8(err);
     return -1;
+  }
   const char *why = manifest_problem(r, m);
   if (why) {
     json_decref(m);
