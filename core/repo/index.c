@@ -11,10 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "repo/index_cache.h"
 #include "repo/pack.h"
 #include "repo/tree.h"
-#include "repo/repo.h"
+#include "repo/objects.h"
 #include "util/log.h"
 
 struct index *index_new(void) {
@@ -314,57 +313,8 @@ int index_read_object(struct repo *r, const char *id_hex,
   return rc;
 }
 
-static int load_one(struct repo *r, const char *id_hex, char **err) {
-  return index_read_object(r, id_hex, put_entry, r->index, err);
-}
-
-int index_load(struct repo *r, char **err) {
-  json_t *list;
-  if (repo_list(r, "index/", &list, err) != 0)
-    return -1;
-  size_t n = json_array_size(list); /* sorted by name */
-  char **names = xcalloc(n ? n : 1, sizeof(char *));
-  for (size_t i = 0; i < n; i++)
-    names[i] = xstrdup(json_string_value(json_object_get(json_array_get(list, i), "name")));
-  json_decref(list);
-  int cached = r->use_index_cache && n > 0 && index_cache_load(r, names, n) == 0;
-  struct index *ix = r->index; /* the cache's load replaces it */
-  for (size_t i = 0; i < n && !cached; i++) {
-    char *e = NULL;
-    if (load_one(r, names[i] + strlen("index/"), &e) != 0) {
-      /* the blobs it lists are unknown now; the caller decides what that
-       * means (check reports it, prune refuses, restore and run go on) */
-      json_array_append_new(ix->damaged, json_pack("{s:s, s:s}", "name", names[i], "error", e));
-      free(e);
-    }
-  }
-  /* a cache must never stand for an index that could not be read whole */
-  if (r->use_index_cache && n > 0 && !cached && json_array_size(ix->damaged) == 0)
-    index_cache_save(r, names, n);
-  ix->files = names;
-  ix->n_files = n;
-  return 0;
-}
-
-void index_note_saved(struct repo *r, const char *id_hex) {
-  struct index *ix = r->index;
-  char *name = xasprintf("index/%s", id_hex);
-  size_t at = 0;
-  while (at < ix->n_files && strcmp(ix->files[at], name) < 0)
-    at++;
-  if (at < ix->n_files && strcmp(ix->files[at], name) == 0) {
-    free(name); /* the same content was already there */
-  } else {
-    ix->files = xrealloc(ix->files, (ix->n_files + 1) * sizeof(char *));
-    memmove(ix->files + at + 1, ix->files + at, (ix->n_files - at) * sizeof(char *));
-    ix->files[at] = name;
-    ix->n_files++;
-  }
-}
-
-void index_cache_refresh(struct repo *r) {
-  if (r->use_index_cache)
-    index_cache_save(r, r->index->files, r->index->n_files);
+int index_load_object(struct repo *r, const char *id_hex, struct index *ix, char **err) {
+  return index_read_object(r, id_hex, put_entry, ix, err);
 }
 
 static void text_reserve(struct index_text *t, size_t more) {
