@@ -11,9 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "repo/pack.h"
-#include "repo/tree.h"
 #include "repo/objects.h"
+#include "repo/pack.h"
 #include "util/log.h"
 
 struct index *index_new(void) {

@@ -138,25 +138,6 @@ char *tree_item_problem(json_t *item, struct index *ix, char **name_out) {
   return chunks_problem(item, ix);
 }
 
-char *printable_name(const char *bytes, size_t len) {
-  char *out = xmalloc(len * 4 + 1);
-  size_t o = 0;
-  for (size_t i = 0; i < len; i++) {
-    unsigned char c = (unsigned char)bytes[i];
-    if (c == '\n') {
-      out[o++] = '\\';
-      out[o++] = 'n';
-    } else if (c < 0x20 || c == 0x7f || c >= 0x80) {
-      /* every non-ASCII byte is escaped: unambiguous in logs and terminals */
-      o += (size_t)snprintf(out + o, len * 4 + 1 - o, "\\x%02x", c);
-    } else {
-      out[o++] = (char)c;
-    }
-  }
-  out[o] = '\0';
-  return out;
-}
-
 void blob_stream_init(struct blob_stream *s, struct repo *r, json_t *ids, enum blob_type type) {
   memset(s, 0, sizeof(*s));
   s->repo = r;

@@ -21,8 +21,6 @@ int item_type_from_name(const char *s); /* -1 if unknown */
 void json_set_bytes(json_t *obj, const char *key, const char *bytes, size_t len);
 /* Get bytes set by json_set_bytes; malloc'd, NUL-terminated; NULL if absent. */
 char *json_get_bytes(json_t *obj, const char *key, size_t *len);
-/* A printable rendering of a byte string for messages (\xNN escapes, \n). */
-char *printable_name(const char *bytes, size_t len);
 
 /* Reject item names that could escape a restore target: empty, absolute,
  * "." / ".." / empty components, NUL bytes. Returns NULL if fine, else a

@@ -121,3 +121,22 @@ int parse_iso_time(const char *s, int64_t *unix_s) {
   *unix_s = (int64_t)timegm(&tm) - off;
   return 0;
 }
+
+char *printable_name(const char *bytes, size_t len) {
+  char *out = xmalloc(len * 4 + 1);
+  size_t o = 0;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)bytes[i];
+    if (c == '\n') {
+      out[o++] = '\\';
+      out[o++] = 'n';
+    } else if (c < 0x20 || c == 0x7f || c >= 0x80) {
+      /* every non-ASCII byte is escaped: unambiguous in logs and terminals */
+      o += (size_t)snprintf(out + o, len * 4 + 1 - o, "\\x%02x", c);
+    } else {
+      out[o++] = (char)c;
+    }
+  }
+  out[o] = '\0';
+  return out;
+}
