@@ -363,10 +363,6 @@ static void perform(struct xfer *x) {
   pthread_mutex_unlock(&x->mu);
 }
 
-static int retryable_status(long s) {
-  return s == 408 || s == 429 || s == 500 || s == 502 || s == 503 || s == 504;
-}
-
 int http_request(const struct engine_http_request *req, struct engine_http_response *resp) {
   memset(resp, 0, sizeof(*resp));
   int64_t backoff = req->retry_base_ms > 0 ? req->retry_base_ms : 200;
@@ -386,7 +382,7 @@ int http_request(const struct engine_http_request *req, struct engine_http_respo
       xfer_free(x);
       return ENGINE_ERROR;
     }
-    int again = attempt < req->max_retries && (transport || retryable_status(x->status));
+    int again = attempt < req->max_retries && (transport || engine_http_retryable(x->status));
     if (!again) {
       if (transport) {
         snprintf(resp->error, sizeof(resp->error), "%s", curl_easy_strerror(x->result));

@@ -25,6 +25,10 @@
 #define HOST_ERR_MAX 4096
 #define SLEEP_SLICE_MS 100
 
+/* engine_http_request and engine_http_response as ABI 1.1 defined them. */
+#define HTTP_REQUEST_V1_1_SIZE ENGINE_FIELD_END(struct engine_http_request, max_body)
+#define HTTP_RESPONSE_V1_1_SIZE ENGINE_FIELD_END(struct engine_http_response, error)
+
 struct host_ctx {
   struct engine_host table;
   char *name;
@@ -32,7 +36,8 @@ struct host_ctx {
   pthread_mutex_t err_lock;
   uint64_t serial; /* unique per host, see tl_err_serial */
   char err[HOST_ERR_MAX];
-  uint64_t progress_total; /* accessed with __atomic builtins */
+  uint64_t progress_total;   /* accessed with __atomic builtins */
+  uint32_t plugin_abi_minor; /* the instance's plugin's: the layout of what it hands over */
 };
 
 /* Process-wide: written from signal handlers, read from any thread. */
@@ -320,10 +325,39 @@ static int host_sleep_ms(const struct engine_host *h, int64_t ms) {
 
 /* ---- HTTP: the shared client in core/net ---- */
 
+/* The request must be at least the 1.1 structure. The response is filled
+ * as far as both sides know it: a plugin of ABI 1.5 or later says how far in
+ * resp->struct_size, an older one has exactly the 1.1 fields. */
 static int host_http_request(const struct engine_host *h, const struct engine_http_request *req,
                              struct engine_http_response *resp) {
-  (void)h;
-  return http_request(req, resp);
+  size_t size = HTTP_RESPONSE_V1_1_SIZE;
+  if (ctx_of(h)->plugin_abi_minor >= 5) {
+    if (resp->struct_size < ENGINE_FIELD_END(struct engine_http_response, struct_size)) {
+      host_set_error(h,
+                     "http_request: the response's struct_size (%u) is not set; set it to "
+                     "sizeof(struct engine_http_response)",
+                     resp->struct_size);
+      memset(resp, 0, HTTP_RESPONSE_V1_1_SIZE);
+      snprintf(resp->error, sizeof resp->error, "the response's struct_size is not set");
+      return ENGINE_ERROR;
+    }
+    size = resp->struct_size < sizeof *resp ? resp->struct_size : sizeof *resp;
+  }
+  struct engine_http_response full;
+  int rc;
+  if (req == NULL || req->struct_size < HTTP_REQUEST_V1_1_SIZE) {
+    memset(&full, 0, sizeof full);
+    snprintf(full.error, sizeof full.error,
+             "the request structure (%u bytes) is smaller than the %zu bytes of ABI 1.1",
+             req != NULL ? req->struct_size : 0, (size_t)HTTP_REQUEST_V1_1_SIZE);
+    host_set_error(h, "http_request: %s", full.error);
+    rc = ENGINE_ERROR;
+  } else {
+    rc = http_request(req, &full);
+  }
+  full.struct_size = (uint32_t)size;
+  memcpy(resp, &full, size);
+  return rc;
 }
 
 static void host_http_response_free(struct engine_http_response *resp) {
@@ -356,6 +390,7 @@ struct engine_host *host_new(const char *instance_name, json_t *config) {
     abort();
   }
   pthread_mutex_init(&c->err_lock, NULL);
+  c->plugin_abi_minor = ENGINE_ABI_MINOR;
   struct engine_host *t = &c->table;
   t->abi_major = ENGINE_ABI_MAJOR;
   t->abi_minor = ENGINE_ABI_MINOR;
@@ -408,6 +443,7 @@ int plugin_instance_new(const struct engine_plugin *p, const char *name, json_t 
   char *label = xasprintf("%s %s", kind, name);
   struct engine_host *h = host_new(label, config);
   free(label);
+  ctx_of(h)->plugin_abi_minor = p->abi_minor;
   void *inst = NULL;
   int rc = p->create(h, &inst);
   if (rc != ENGINE_OK) {

@@ -28,7 +28,7 @@ extern "C" {
 /* Return codes shared by every callback. */
 enum engine_rc {
   ENGINE_OK = 0,
-  ENGINE_RETRY = 1,      /* transient failure; the caller may retry */
+  ENGINE_RETRY = 1,      /* reserved: no caller retries on it; treated as ENGINE_ERROR */
   ENGINE_ERROR = -1,     /* failure; message set through host->set_error */
   ENGINE_NOT_FOUND = -2, /* object / item does not exist */
   ENGINE_EXISTS = -3     /* would overwrite existing data */
@@ -92,8 +92,8 @@ struct engine_http_request {
   int64_t timeout_ms;         /* whole transfer; 0: 600000 */
   int64_t connect_timeout_ms; /* 0: 30000 */
   /* Retries with exponential backoff and jitter on transport errors,
-   * timeouts and HTTP 408, 429, 500, 502, 503, 504; never on other 4xx.
-   * max_retries 0: no retry. */
+   * timeouts and the statuses engine_http_retryable() names; never on other
+   * 4xx. max_retries 0: no retry. */
   int max_retries;
   int64_t retry_base_ms; /* first backoff, doubled each time (0: 200 ms), capped at 30 s */
   /* Optional: receive the body as it arrives instead of collecting it.
@@ -104,6 +104,9 @@ struct engine_http_request {
   uint64_t max_body; /* cap on a collected body; 0: 256 MiB */
 };
 
+/* Filled by http_request. Set struct_size to sizeof before the call (ABI
+ * 1.5): the host fills what both sides know and sets struct_size to that. A
+ * plugin of ABI 1.1-1.4 has none; the host then fills the 1.1 fields. */
 struct engine_http_response {
   long status; /* final HTTP status, 0 when no response arrived */
   char *body;  /* collected body (NUL-terminated), or NULL with on_body */
@@ -111,7 +114,17 @@ struct engine_http_response {
   char *headers;   /* the final response's header block, NUL-terminated */
   int attempts;    /* how many times the request was sent */
   char error[256]; /* transport error of the last attempt ("" if a response arrived) */
+  /* ---- ABI 1.5 ---- */
+  uint32_t struct_size;
 };
+
+/* The HTTP statuses http_request retries (when max_retries allows): 408,
+ * 429, 500, 502, 503 and 504. For plugins that retry on their own (a
+ * resumable upload that must ask where to resume first). */
+static inline int engine_http_retryable(long status) {
+  return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 ||
+         status == 504;
+}
 
 struct engine_host {
   uint32_t abi_major;

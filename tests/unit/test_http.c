@@ -1,6 +1,9 @@
 /* The shared HTTP client against a tiny in-test HTTP/1.1 server: bodies in
  * both directions, headers, retries with backoff on 503 and on dropped
- * connections, no retry on 404, and parallel requests from many threads. */
+ * connections, no retry on 404, and parallel requests from many threads;
+ * and host->http_request's struct_size rules (ABI 1.5): a request smaller
+ * than ABI 1.1's is refused, a 1.5 plugin's response is filled as far as its
+ * struct_size says, an older plugin's only up to the 1.1 fields. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +20,7 @@
 #include <unistd.h>
 
 #include "net/http.h"
+#include "plugin/host.h"
 
 static int g_listen;
 static int g_port;
@@ -248,11 +252,79 @@ static void test_parallel(void **state) {
   }
 }
 
+/* ---- host->http_request: struct_size -------------------------------- */
+
+static int t_create(const struct engine_host *h, void **inst) {
+  *inst = (void *)h;
+  return ENGINE_OK;
+}
+
+/* A host table as plugin_instance_new makes it for a plugin of ABI 1.minor. */
+static struct plugin_instance *instance_of_minor(uint32_t minor) {
+  static struct engine_sink_ops ops; /* never called */
+  static struct engine_plugin p;
+  p = (struct engine_plugin){ENGINE_PLUGIN_HEADER, .kind = ENGINE_PLUGIN_SINK, .name = "t",
+                             .version = "1",       .create = t_create,         .sink = &ops};
+  p.abi_minor = minor;
+  struct plugin_instance *pi = NULL;
+  char *err = NULL;
+  assert_int_equal(plugin_instance_new(&p, "t", NULL, &pi, &err), 0);
+  return pi;
+}
+
+static void test_host_response_struct_size(void **state) {
+  (void)state;
+  char u[128];
+  url(u, sizeof(u), "/x");
+  struct engine_http_request r = {.struct_size = sizeof(r), .method = "GET", .url = u};
+
+  /* ABI 1.5: the plugin says how large its response is; the host says how
+   * much it filled */
+  struct plugin_instance *pi = instance_of_minor(ENGINE_ABI_MINOR);
+  const struct engine_host *h = pi->host;
+  struct engine_http_response resp = {.struct_size = sizeof resp};
+  assert_int_equal(h->http_request(h, &r, &resp), ENGINE_OK);
+  assert_int_equal(resp.status, 200);
+  assert_string_equal(resp.body, "hello");
+  assert_int_equal(resp.struct_size, sizeof resp);
+  assert_true(ENGINE_HAS_FIELD(&resp, struct engine_http_response, struct_size));
+  h->http_response_free(&resp);
+
+  /* ... and one that forgot to set it is told so, with nothing sent */
+  memset(&resp, 0, sizeof resp);
+  assert_int_equal(h->http_request(h, &r, &resp), ENGINE_ERROR);
+  assert_non_null(strstr(resp.error, "struct_size"));
+  assert_non_null(strstr(host_last_error(h), "sizeof(struct engine_http_response)"));
+  h->http_response_free(&resp);
+
+  /* a request smaller than ABI 1.1's is refused */
+  struct engine_http_request small = r;
+  small.struct_size = (uint32_t)offsetof(struct engine_http_request, max_body);
+  resp = (struct engine_http_response){.struct_size = sizeof resp};
+  assert_int_equal(h->http_request(h, &small, &resp), ENGINE_ERROR);
+  assert_non_null(strstr(resp.error, "smaller than"));
+  assert_int_equal(resp.status, 0);
+  h->http_response_free(&resp);
+  plugin_instance_free(pi);
+
+  /* a plugin of ABI 1.4 has the 1.1 response: nothing past it is written */
+  pi = instance_of_minor(4);
+  h = pi->host;
+  memset(&resp, 0, sizeof resp);
+  resp.struct_size = 0xdeadbeef; /* stands for whatever follows the 1.1 structure */
+  assert_int_equal(h->http_request(h, &r, &resp), ENGINE_OK);
+  assert_int_equal(resp.status, 200);
+  assert_int_equal(resp.struct_size, 0xdeadbeef);
+  h->http_response_free(&resp);
+  plugin_instance_free(pi);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_get_and_headers),       cmocka_unit_test(test_put_body),
-      cmocka_unit_test(test_retry_on_503_and_drop), cmocka_unit_test(test_no_retry_on_404),
-      cmocka_unit_test(test_connection_refused),    cmocka_unit_test(test_parallel),
+      cmocka_unit_test(test_get_and_headers),           cmocka_unit_test(test_put_body),
+      cmocka_unit_test(test_retry_on_503_and_drop),     cmocka_unit_test(test_no_retry_on_404),
+      cmocka_unit_test(test_connection_refused),        cmocka_unit_test(test_parallel),
+      cmocka_unit_test(test_host_response_struct_size),
   };
   int rc = cmocka_run_group_tests(tests, setup, NULL);
   http_shutdown();

@@ -285,7 +285,7 @@ static int fetch_token(struct gcs_auth *a) {
       .max_retries = a->max_retries,
       .max_body = 1024 * 1024,
   };
-  struct engine_http_response resp;
+  struct engine_http_response resp = {.struct_size = sizeof resp};
   int64_t asked_ms = a->host->now_ms(a->host);
   int hrc = a->host->http_request(a->host, &req, &resp);
   gcs_wipe_free(body);

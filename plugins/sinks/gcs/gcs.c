@@ -69,6 +69,8 @@ static int send_call(struct gcs_sink *s, const struct call *c, const char *verb,
         .ud = c->ud,
         .max_body = c->max_body,
     };
+    memset(resp, 0, sizeof *resp);
+    resp->struct_size = sizeof *resp;
     int rc = h->http_request(h, &req, resp);
     gcs_wipe_free(token);
     if (rc != ENGINE_OK) {

@@ -169,6 +169,7 @@ static char *make_url(const struct s3 *s, const char *key, const char *query) {
  * did. Free resp with host->http_response_free in both cases. */
 static int do_call(const struct s3 *s, struct call *c, struct engine_http_response *resp) {
   memset(resp, 0, sizeof *resp);
+  resp->struct_size = sizeof *resp;
   const struct engine_host *h = s->host;
   int with_body = strcmp(c->method, "PUT") == 0 || strcmp(c->method, "POST") == 0;
   char sha[S3_SHA256_HEX_LEN + 1], md5_b64[S3_MD5_B64_LEN + 1];
