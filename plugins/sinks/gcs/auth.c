@@ -177,7 +177,7 @@ out:
 void gcs_auth_destroy(struct gcs_auth *a) {
   if (a == NULL)
     return;
-  gcs_wipe_free(a->token);
+  objstore_wipe_free(a->token);
   EVP_PKEY_free(a->key);
   free(a->email);
   free(a->token_uri);
@@ -206,8 +206,8 @@ static char *make_jwt(struct gcs_auth *a) {
   json_decref(c);
   if (claims_json == NULL)
     goto out;
-  header = gcs_base64url((const unsigned char *)hdr, strlen(hdr));
-  claims = gcs_base64url((const unsigned char *)claims_json, strlen(claims_json));
+  header = objstore_base64url(hdr, strlen(hdr));
+  claims = objstore_base64url(claims_json, strlen(claims_json));
   if (header == NULL || claims == NULL || asprintf(&input, "%s.%s", header, claims) < 0) {
     input = NULL;
     goto out;
@@ -230,7 +230,7 @@ static char *make_jwt(struct gcs_auth *a) {
   if (EVP_DigestSign(md, sig, &sig_len, (const unsigned char *)input, strlen(input)) != 1)
     goto out;
   why = "out of memory";
-  sig64 = gcs_base64url(sig, sig_len);
+  sig64 = objstore_base64url(sig, sig_len);
   if (sig64 == NULL || asprintf(&jwt, "%s.%s", input, sig64) < 0) {
     jwt = NULL;
     goto out;
@@ -265,11 +265,11 @@ static int fetch_token(struct gcs_auth *a) {
   if (asprintf(&body,
                "grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Ajwt-bearer&assertion=%s",
                jwt) < 0) {
-    gcs_wipe_free(jwt);
+    objstore_wipe_free(jwt);
     AUTH_ERROR(a, "out of memory while requesting an OAuth2 token for '%s'", a->email);
     return ENGINE_ERROR;
   }
-  gcs_wipe_free(jwt);
+  objstore_wipe_free(jwt);
 
   static const char *const headers[] = {"Content-Type: application/x-www-form-urlencoded",
                                         "Accept: application/json", NULL};
@@ -288,7 +288,7 @@ static int fetch_token(struct gcs_auth *a) {
   struct engine_http_response resp = {.struct_size = sizeof resp};
   int64_t asked_ms = a->host->now_ms(a->host);
   int hrc = a->host->http_request(a->host, &req, &resp);
-  gcs_wipe_free(body);
+  objstore_wipe_free(body);
   if (hrc != ENGINE_OK) {
     AUTH_ERROR(a,
                "unable to obtain an OAuth2 access token for '%s' from %s: no response after %d "
@@ -349,7 +349,7 @@ static int fetch_token(struct gcs_auth *a) {
   }
   int64_t lifetime_ms = lifetime_s * 1000;
   int64_t margin = lifetime_ms / 4 < REFRESH_MARGIN_MS ? lifetime_ms / 4 : REFRESH_MARGIN_MS;
-  gcs_wipe_free(a->token);
+  objstore_wipe_free(a->token);
   a->token = copy;
   /* measured from when the request was sent, so network time only shortens it */
   a->refresh_at_ms = asked_ms + lifetime_ms - margin;
@@ -390,7 +390,7 @@ int gcs_auth_token(struct gcs_auth *a, char **token, uint64_t *generation) {
 void gcs_auth_invalidate(struct gcs_auth *a, uint64_t generation) {
   pthread_mutex_lock(&a->mu);
   if (a->generation == generation && a->token != NULL) {
-    gcs_wipe_free(a->token);
+    objstore_wipe_free(a->token);
     a->token = NULL;
   }
   pthread_mutex_unlock(&a->mu);

@@ -8,7 +8,6 @@
  * emulators. */
 #include <inttypes.h>
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +21,6 @@
 #define CHUNK_GRANULE (256 * KIB) /* resumable chunks must be multiples of this */
 #define MAX_OBJECT_NAME 1024      /* bytes, GCS limit */
 #define LIST_PAGE 1000
-#define ERR_BODY_ROOM (64 * KIB) /* room for an error body when a small range was asked for */
 #define SESSION_BACKOFF_MS 500
 #define SESSION_BACKOFF_MAX_MS 30000
 #define MAX_SESSION_RESTARTS 3
@@ -72,7 +70,7 @@ static int send_call(struct gcs_sink *s, const struct call *c, const char *verb,
     memset(resp, 0, sizeof *resp);
     resp->struct_size = sizeof *resp;
     int rc = h->http_request(h, &req, resp);
-    gcs_wipe_free(token);
+    objstore_wipe_free(token);
     if (rc != ENGINE_OK) {
       GCS_ERROR(s, "%s gs://%s%s%s: no response after %d attempt(s): %s", verb, s->bucket,
                 object != NULL ? "/" : "", object != NULL ? object : "", resp->attempts,
@@ -116,42 +114,6 @@ static int fail_oom(struct gcs_sink *s, const char *what, const char *name) {
   return ENGINE_ERROR;
 }
 
-/* A growing buffer fed by on_body, so the result is ours to hand to the
- * caller without another copy and error bodies land in the same place. */
-struct collect {
-  unsigned char *p;
-  size_t len, cap;
-  uint64_t limit;
-  int over, oom;
-};
-
-static int collect_cb(void *ud, const void *data, size_t len) {
-  struct collect *b = ud;
-  if (data == NULL) { /* the client retries: start over */
-    b->len = 0;
-    return 0;
-  }
-  if ((uint64_t)b->len + len > b->limit) {
-    b->over = 1;
-    return 1;
-  }
-  if (b->len + len > b->cap) {
-    size_t cap = b->cap ? b->cap : 64 * 1024;
-    while (cap < b->len + len)
-      cap = cap > SIZE_MAX / 2 ? b->len + len : cap * 2;
-    unsigned char *np = realloc(b->p, cap);
-    if (np == NULL) {
-      b->oom = 1;
-      return 1;
-    }
-    b->p = np;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->len, data, len);
-  b->len += len;
-  return 0;
-}
-
 /* ---- names and URLs --------------------------------------------------- */
 
 /* The full object name (prefix + name), malloc'd; NULL with the error set
@@ -184,7 +146,7 @@ static char *full_name(struct gcs_sink *s, const char *name, int allow_empty) {
 
 /* {endpoint}/storage/v1/b/{bucket}/o/{object}[?query] */
 static char *object_url(struct gcs_sink *s, const char *full, const char *query) {
-  char *enc = gcs_urlencode(full, strlen(full));
+  char *enc = objstore_uri_encode(full, strlen(full), 0);
   if (enc == NULL)
     return NULL;
   char *url = NULL;
@@ -197,7 +159,7 @@ static char *object_url(struct gcs_sink *s, const char *full, const char *query)
 
 /* {endpoint}/upload/storage/v1/b/{bucket}/o?uploadType=T&name=N[&ifGenerationMatch=0] */
 static char *upload_url(struct gcs_sink *s, const char *full, const char *type, int no_overwrite) {
-  char *enc = gcs_urlencode(full, strlen(full));
+  char *enc = objstore_uri_encode(full, strlen(full), 0);
   if (enc == NULL)
     return NULL;
   char *url = NULL;
@@ -221,18 +183,7 @@ static int parse_size(json_t *v, uint64_t *out) {
     *out = (uint64_t)json_integer_value(v);
     return 0;
   }
-  if (json_is_string(v)) {
-    const char *t = json_string_value(v);
-    char *end = NULL;
-    if (t[0] < '0' || t[0] > '9')
-      return -1;
-    unsigned long long n = strtoull(t, &end, 10);
-    if (*end != '\0')
-      return -1;
-    *out = (uint64_t)n;
-    return 0;
-  }
-  return -1;
+  return json_is_string(v) ? objstore_parse_u64(json_string_value(v), out) : -1;
 }
 
 /* Reads size and md5Hash from an object resource. */
@@ -244,7 +195,7 @@ static int parse_meta(const char *body, size_t len, struct meta *m) {
   int rc = parse_size(json_object_get(root, "size"), &m->size);
   const char *md5 = json_string_value(json_object_get(root, "md5Hash"));
   if (md5 != NULL && strlen(md5) < sizeof m->md5)
-    strcpy(m->md5, md5);
+    snprintf(m->md5, sizeof m->md5, "%s", md5);
   json_decref(root);
   return rc;
 }
@@ -274,18 +225,6 @@ static int get_meta(struct gcs_sink *s, const char *full, struct meta *m) {
   }
   s->host->http_response_free(&resp);
   return rc;
-}
-
-static void md5_base64(const void *buf, size_t len, char out[32]) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int mdlen = 0;
-  out[0] = '\0';
-  if (EVP_Digest(buf, len, md, &mdlen, EVP_md5(), NULL) != 1)
-    return;
-  char *b = gcs_base64(md, mdlen);
-  if (b != NULL && strlen(b) < 32)
-    strcpy(out, b);
-  free(b);
 }
 
 /* After an upload: the stored object must be what we sent. GCS reports the
@@ -465,7 +404,7 @@ static enum chunk_outcome chunk_answer(struct gcs_sink *s, const char *full,
   }
   if (r->status == 404 || r->status == 410)
     return CHUNK_RESTART; /* the session expired or was cancelled */
-  if (gcs_retryable_status(r->status))
+  if (engine_http_retryable(r->status))
     return CHUNK_RETRY;
   *rc = fail_http(s, "upload", full, r->status, r->body, r->body_len);
   return CHUNK_FAIL;
@@ -618,8 +557,9 @@ static int gcs_put(void *inst, const char *name, const void *buf, size_t len, un
     return ENGINE_ERROR;
   int no_overwrite = (flags & ENGINE_PUT_NO_OVERWRITE) != 0;
   int rc = ENGINE_OK;
-  char md5[32];
-  md5_base64(buf != NULL ? buf : "", len, md5);
+  char md5[OBJSTORE_MD5_B64_LEN + 1];
+  if (objstore_md5(buf, len, NULL, md5) != 0)
+    md5[0] = '\0'; /* then only the size is compared */
   if (no_overwrite) {
     /* ifGenerationMatch=0 makes the upload itself conditional on GCS, but
      * emulators ignore it: an explicit check keeps them honest too. */
@@ -644,118 +584,70 @@ static int gcs_put(void *inst, const char *name, const void *buf, size_t len, un
 
 /* ---- get / stat ------------------------------------------------------- */
 
+/* One ranged download (alt=media); what the answer means is the sinks'
+ * shared decision (objstore_read_answer). */
 static int gcs_get(void *inst, const char *name, uint64_t off, uint64_t len, void **buf,
                    size_t *out_len) {
   struct gcs_sink *s = inst;
   *buf = NULL;
   *out_len = 0;
-  if (len > 0 && (off + len < off || (uint64_t)(size_t)len != len)) {
-    GCS_ERROR(s, "unable to read object '%s': the range [%" PRIu64 ", +%" PRIu64 ") is too large",
-              name != NULL ? name : "", off, len);
+  char why[256];
+  struct objstore_read rd;
+  if (objstore_read_init(&rd, off, len, NULL, NULL, why, sizeof why) != 0) {
+    GCS_ERROR(s, "unable to read object '%s': %s", name != NULL ? name : "", why);
     return ENGINE_ERROR;
   }
   char *full = full_name(s, name, 0);
+  char *url = full != NULL ? object_url(s, full, "alt=media") : NULL;
+  int rc = ENGINE_ERROR;
   if (full == NULL)
-    return ENGINE_ERROR;
-  char *url = object_url(s, full, "alt=media");
-  char *range = NULL;
-  int ok = url != NULL;
-  if (ok && len > 0)
-    ok = asprintf(&range, "Range: bytes=%" PRIu64 "-%" PRIu64, off, off + len - 1) >= 0;
-  else if (ok && off > 0)
-    ok = asprintf(&range, "Range: bytes=%" PRIu64 "-", off) >= 0;
-  if (!ok) {
-    free(url);
-    int rc = fail_oom(s, "reading", full);
-    free(full);
-    return rc;
-  }
-  const char *headers[] = {range, NULL};
-  struct collect b = {.limit = len > 0 ? (len > ERR_BODY_ROOM ? len : ERR_BODY_ROOM) : UINT64_MAX};
-  if (len > 0) {
-    b.p = malloc((size_t)len);
-    b.cap = b.p != NULL ? (size_t)len : 0;
-  }
-  struct call c = {.method = "GET",
-                   .url = url,
-                   .headers = range != NULL ? headers : NULL,
-                   .on_body = collect_cb,
-                   .ud = &b};
-  struct engine_http_response resp;
-  int rc = send_call(s, &c, "download", full, &resp);
-  free(url);
-  free(range);
-  if (rc != ENGINE_OK) {
-    if (b.over)
-      GCS_ERROR(s, "download gs://%s/%s: the server sent more than the %" PRIu64 " bytes asked for",
-                s->bucket, full, len);
-    else if (b.oom)
-      fail_oom(s, "reading", full);
+    goto out;
+  if (url == NULL) {
+    rc = fail_oom(s, "reading", full);
     goto out;
   }
-
-  if (resp.status == 200 || resp.status == 206) {
-    size_t skip = 0;
-    /* a server that ignores Range answers 200 with the whole object */
-    if (resp.status == 200 && off > 0) {
-      if (off > b.len) {
-        GCS_ERROR(s,
-                  "unable to read object gs://%s/%s: it is %zu bytes, but reading from offset "
-                  "%" PRIu64 " was requested",
-                  s->bucket, full, b.len, off);
-        rc = ENGINE_ERROR;
-        goto done;
-      }
-      skip = (size_t)off;
-    }
-    size_t got = b.len - skip;
-    if (len > 0 && got < len) {
-      GCS_ERROR(s,
-                "unable to read object gs://%s/%s: the range [%" PRIu64 ", +%" PRIu64 ") was "
-                "requested but only %zu bytes exist there",
-                s->bucket, full, off, len, got);
-      rc = ENGINE_ERROR;
-      goto done;
-    }
-    if (len > 0)
-      got = (size_t)len;
-    if (skip > 0)
-      memmove(b.p, b.p + skip, got);
-    if (got == 0 && b.p == NULL)
-      b.p = malloc(1);
-    if (b.p == NULL) {
-      rc = fail_oom(s, "reading", full);
-      goto done;
-    }
-    *buf = b.p;
-    *out_len = got;
-    b.p = NULL;
-  } else if (resp.status == 404) {
+  const char *headers[] = {rd.range, NULL};
+  struct call c = {.method = "GET",
+                   .url = url,
+                   .headers = rd.range[0] ? headers : NULL,
+                   .on_body = objstore_body_cb,
+                   .ud = &rd.body};
+  struct engine_http_response resp;
+  if (send_call(s, &c, "download", full, &resp) != ENGINE_OK) {
+    if (objstore_body_stopped(&rd.body, why, sizeof why))
+      GCS_ERROR(s, "download gs://%s/%s: %s", s->bucket, full, why);
+    goto out;
+  }
+  enum objstore_verdict v = objstore_read_answer(&rd, resp.status, why, sizeof why);
+  if (v == OBJSTORE_NEED_SIZE) {
+    struct meta m;
+    rc = get_meta(s, full, &m);
+    if (rc == ENGINE_OK)
+      v = objstore_read_sized(&rd, m.size, why, sizeof why);
+    rc = rc == ENGINE_OK ? ENGINE_ERROR : rc;
+  }
+  switch (v) {
+  case OBJSTORE_DATA:
+    *buf = objstore_read_take(&rd, out_len);
+    rc = *buf != NULL ? ENGINE_OK : fail_oom(s, "reading", full);
+    break;
+  case OBJSTORE_ABSENT:
     GCS_ERROR(s, "object gs://%s/%s not found", s->bucket, full);
     rc = ENGINE_NOT_FOUND;
-  } else if (resp.status == 416) {
-    /* reading from the very end of an object is an empty read, not an error */
-    struct meta m;
-    int mrc = get_meta(s, full, &m);
-    if (mrc != ENGINE_OK) {
-      rc = mrc;
-    } else if (len == 0 && off == m.size) {
-      *buf = malloc(1);
-      rc = *buf != NULL ? ENGINE_OK : fail_oom(s, "reading", full);
-    } else {
-      GCS_ERROR(s,
-                "unable to read object gs://%s/%s: it is %" PRIu64 " bytes, but the range "
-                "starting at %" PRIu64 " was requested",
-                s->bucket, full, m.size, off);
-      rc = ENGINE_ERROR;
-    }
-  } else {
-    rc = fail_http(s, "download", full, resp.status, (const char *)b.p, b.len);
+    break;
+  case OBJSTORE_FAILED:
+    GCS_ERROR(s, "unable to read object gs://%s/%s: %s", s->bucket, full, why);
+    break;
+  case OBJSTORE_STATUS:
+    rc = fail_http(s, "download", full, resp.status, (const char *)rd.body.p, rd.body.len);
+    break;
+  case OBJSTORE_NEED_SIZE:
+    break; /* get_meta's message stands */
   }
-done:
   s->host->http_response_free(&resp);
 out:
-  free(b.p);
+  objstore_read_free(&rd);
+  free(url);
   free(full);
   return rc;
 }
@@ -781,8 +673,8 @@ static int list_page(struct gcs_sink *s, const char *full_prefix, const char *to
                      int (*cb)(void *ud, const char *name, uint64_t size), void *ud, char **next,
                      int *stopped) {
   *next = NULL;
-  char *penc = gcs_urlencode(full_prefix, strlen(full_prefix));
-  char *tenc = token != NULL ? gcs_urlencode(token, strlen(token)) : NULL;
+  char *penc = objstore_uri_encode(full_prefix, strlen(full_prefix), 0);
+  char *tenc = token != NULL ? objstore_uri_encode(token, strlen(token), 0) : NULL;
   char *url = NULL;
   if (penc == NULL || (token != NULL && tenc == NULL) ||
       asprintf(&url,
@@ -983,7 +875,7 @@ static int configure(struct gcs_sink *s) {
   }
   s->endpoint = strdup(endpoint);
   s->bucket = strdup(bucket);
-  s->bucket_enc = gcs_urlencode(bucket, strlen(bucket));
+  s->bucket_enc = objstore_uri_encode(bucket, strlen(bucket), 0);
   s->ca_bundle = ca != NULL && ca[0] != '\0' ? strdup(ca) : NULL;
   if (s->prefix == NULL || s->endpoint == NULL || s->bucket == NULL || s->bucket_enc == NULL ||
       (ca != NULL && ca[0] != '\0' && s->ca_bundle == NULL) ||
@@ -1056,13 +948,8 @@ static int configure(struct gcs_sink *s) {
 
 static int gcs_create(const struct engine_host *host, void **out) {
   *out = NULL;
-  if (host->abi_minor < 1 ||
-      host->struct_size < offsetof(struct engine_host, http_header) + sizeof host->http_header ||
-      host->http_request == NULL || host->http_response_free == NULL || host->http_header == NULL) {
-    host->set_error(host, "this engine does not provide the HTTP client (plugin ABI 1.1) that the "
-                          "gcs sink needs; upgrade the engine");
+  if (objstore_need_http(host, "gcs") != ENGINE_OK)
     return ENGINE_ERROR;
-  }
   struct gcs_sink *s = calloc(1, sizeof *s);
   if (s == NULL) {
     host->set_error(host, "out of memory while creating the gcs sink");

@@ -1,6 +1,7 @@
 /* Internal interface of the "gcs" sink plugin: the instance, the OAuth2
- * service-account token source (auth.c) and the small helpers the two share
- * (util.c). Nothing here is part of the plugin ABI. */
+ * service-account token source (auth.c) and the reading of GCS error bodies
+ * (errors.c); encodings, digests and the meaning of ranged reads are the
+ * sinks' shared ones (objstore.h). Nothing here is part of the plugin ABI. */
 #ifndef GCS_SINK_H
 #define GCS_SINK_H
 
@@ -8,6 +9,7 @@
 #include <stdint.h>
 
 #include "engine/plugin.h"
+#include "objstore.h"
 
 #define GCS_DEFAULT_ENDPOINT "https://storage.googleapis.com"
 #define GCS_SCOPE "https://www.googleapis.com/auth/devstorage.read_write"
@@ -30,22 +32,11 @@ struct gcs_sink {
 
 #define GCS_ERROR(s, ...) (s)->host->set_error((s)->host, __VA_ARGS__)
 
-/* ---- util.c ---- */
+/* ---- errors.c ---- */
 
-/* Percent-encodes everything but RFC 3986 unreserved characters, so '/'
- * becomes %2F as GCS wants for object names in paths. malloc'd or NULL. */
-char *gcs_urlencode(const char *s, size_t len);
-/* Base64url without padding (RFC 7515). malloc'd or NULL. */
-char *gcs_base64url(const unsigned char *data, size_t len);
-/* Standard base64 with padding, as GCS reports md5Hash. malloc'd or NULL. */
-char *gcs_base64(const unsigned char *data, size_t len);
 /* The "error.message" of a GCS JSON error body, else a short, printable
  * excerpt of the body; "" when there is none. Written into buf. */
 const char *gcs_error_text(const char *body, size_t len, char *buf, size_t buflen);
-/* Whether a status is one the shared HTTP client retries. */
-int gcs_retryable_status(long status);
-/* Wipes and frees a string that held a secret (token, key). */
-void gcs_wipe_free(char *s);
 
 /* ---- auth.c ---- */
 
@@ -57,7 +48,7 @@ int gcs_auth_create(const struct engine_host *host, const char *key_json, size_t
                     const char *token_uri_override, const char *ca_bundle, int max_retries,
                     struct gcs_auth **out);
 void gcs_auth_destroy(struct gcs_auth *a);
-/* A valid access token (malloc'd; release with gcs_wipe_free) and the
+/* A valid access token (malloc'd; release with objstore_wipe_free) and the
  * generation it belongs to; fetches a new one when the cached token is
  * missing or about to expire. Thread-safe. */
 int gcs_auth_token(struct gcs_auth *a, char **token, uint64_t *generation);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "engine/plugin.h"
+#include "objstore.h"
 
 /* Temporary files are "<base>.tmp-<pid>-<16 hex digits>"; list skips them and
  * object names may not contain the marker, so the two never collide. */
@@ -604,18 +605,11 @@ static int local_get(void *inst, const char *name, uint64_t off, uint64_t len, v
       kept = open_keep(s, name, fd, size);
   }
 
-  uint64_t want = len == 0 && off <= size ? size - off : len;
-  if (off > size || want > size - off) {
-    if (len == 0)
-      SET_ERROR(s,
-                "unable to read object '%s' ('%s'): it is %" PRIu64 " bytes, but reading from "
-                "offset %" PRIu64 " to the end was requested",
-                name, path, size, off);
-    else
-      SET_ERROR(s,
-                "unable to read object '%s' ('%s'): it is %" PRIu64 " bytes, but the range "
-                "[%" PRIu64 ", +%" PRIu64 ") was requested",
-                name, path, size, off, len);
+  uint64_t want = 0;
+  if (objstore_range_want(size, off, len, &want) != 0) {
+    char why[160];
+    objstore_range_why(size, off, len, why, sizeof why);
+    SET_ERROR(s, "unable to read object '%s' ('%s'): %s", name, path, why);
     rc = ENGINE_ERROR;
     goto out;
   }

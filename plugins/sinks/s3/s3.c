@@ -39,7 +39,6 @@
 #define S3_MAX_KEY 1024
 #define PART_FLOOR (64 * 1024) /* below this, multipart is pointless overhead */
 #define COLLECT_MAX (64 * MIB) /* listings, error documents */
-#define ERR_SLACK (1 * MIB)    /* room for an error document in a ranged read */
 #define CONFLICT_TRIES 3
 
 struct s3 {
@@ -74,65 +73,6 @@ static int fail_oom(const struct s3 *s, const char *what) {
 
 /* ---- requests --------------------------------------------------------- */
 
-/* A receive buffer for response bodies (see rbuf_cb). */
-struct rbuf {
-  unsigned char *p;
-  size_t len, cap, limit;
-  int overflow, oom;
-  /* streamed reads: every byte goes to fwd as it arrives; p keeps only the
-   * first `limit` bytes (an error document) */
-  int (*fwd)(void *ud, const void *buf, size_t n);
-  void *fwd_ud;
-  uint64_t fwd_total;
-};
-
-static int rbuf_cb(void *ud, const void *data, size_t n) {
-  struct rbuf *b = ud;
-  if (data == NULL) { /* the request is being retried: start over */
-    b->len = 0;
-    b->overflow = b->oom = 0;
-    b->fwd_total = 0;
-    return b->fwd ? b->fwd(b->fwd_ud, NULL, 0) : 0;
-  }
-  if (b->fwd) {
-    b->fwd_total += n;
-    size_t keep = n < b->limit - b->len ? n : b->limit - b->len;
-    if (keep > b->cap - b->len) {
-      unsigned char *np = realloc(b->p, b->limit);
-      if (np == NULL) {
-        b->oom = 1;
-        return 1;
-      }
-      b->p = np;
-      b->cap = b->limit;
-    }
-    memcpy(b->p + b->len, data, keep);
-    b->len += keep;
-    return b->fwd(b->fwd_ud, data, n) != 0;
-  }
-  if (n > b->limit - b->len) {
-    b->overflow = 1;
-    return 1;
-  }
-  if (n > b->cap - b->len) {
-    size_t nc = b->cap ? b->cap : 64 * 1024;
-    while (nc - b->len < n)
-      nc = nc > SIZE_MAX / 2 ? SIZE_MAX : nc * 2;
-    if (nc > b->limit)
-      nc = b->limit;
-    unsigned char *np = realloc(b->p, nc);
-    if (np == NULL) {
-      b->oom = 1;
-      return 1;
-    }
-    b->p = np;
-    b->cap = nc;
-  }
-  memcpy(b->p + b->len, data, n);
-  b->len += n;
-  return 0;
-}
-
 struct call {
   const char *method;
   const char *key;   /* full object key (prefix included); NULL: the bucket */
@@ -140,16 +80,16 @@ struct call {
   const char *query; /* canonical query string, or NULL */
   const void *body;
   size_t body_len;
-  const char *headers[6]; /* extra header lines, NULL-terminated */
-  struct rbuf *rb;        /* receive the body here instead of in the response */
-  int quiet;              /* leave the error message alone (cleanup after a failure) */
+  const char *headers[6];   /* extra header lines, NULL-terminated */
+  struct objstore_body *rb; /* receive the body here instead of in the response */
+  int quiet;                /* leave the error message alone (cleanup after a failure) */
   /* out */
-  char md5_hex[S3_MD5_HEX_LEN + 1]; /* of the body, for PUT and POST */
+  char md5_hex[OBJSTORE_MD5_HEX_LEN + 1]; /* of the body, for PUT and POST */
 };
 
 static char *make_url(const struct s3 *s, const char *key, const char *query) {
-  char *ekey = NULL;
-  if (key != NULL && (ekey = s3_uri_encode(key, strlen(key), 1)) == NULL)
+  char *ekey = key != NULL ? objstore_uri_encode(key, strlen(key), 1) : NULL;
+  if (key != NULL && ekey == NULL)
     return NULL;
   char *url = NULL;
   int n;
@@ -172,15 +112,15 @@ static int do_call(const struct s3 *s, struct call *c, struct engine_http_respon
   resp->struct_size = sizeof *resp;
   const struct engine_host *h = s->host;
   int with_body = strcmp(c->method, "PUT") == 0 || strcmp(c->method, "POST") == 0;
-  char sha[S3_SHA256_HEX_LEN + 1], md5_b64[S3_MD5_B64_LEN + 1];
-  char sha_hdr[32 + S3_SHA256_HEX_LEN], md5_hdr[16 + S3_MD5_B64_LEN];
+  char sha[OBJSTORE_SHA256_HEX_LEN + 1], md5_b64[OBJSTORE_MD5_B64_LEN + 1];
+  char sha_hdr[32 + OBJSTORE_SHA256_HEX_LEN], md5_hdr[16 + OBJSTORE_MD5_B64_LEN];
   const char *hdrs[16];
   size_t nh = 0;
 
   c->md5_hex[0] = '\0';
   if (with_body) {
-    if (s3_sha256_hex(c->body, c->body_len, sha) != 0 ||
-        s3_md5(c->body, c->body_len, c->md5_hex, md5_b64) != 0) {
+    if (objstore_sha256_hex(c->body, c->body_len, sha) != 0 ||
+        objstore_md5(c->body, c->body_len, c->md5_hex, md5_b64) != 0) {
       SET_ERROR(s, "%s %s: unable to compute the payload digests (OpenSSL failed)", c->method,
                 c->what);
       return ENGINE_ERROR;
@@ -216,7 +156,7 @@ static int do_call(const struct s3 *s, struct call *c, struct engine_http_respon
       .ca_bundle = s->ca_bundle,
       .timeout_ms = s->timeout_ms,
       .max_retries = s->max_retries,
-      .on_body = c->rb ? rbuf_cb : NULL,
+      .on_body = c->rb ? objstore_body_cb : NULL,
       .ud = c->rb,
       .max_body = COLLECT_MAX,
   };
@@ -225,11 +165,9 @@ static int do_call(const struct s3 *s, struct call *c, struct engine_http_respon
   if (rc != ENGINE_OK && c->quiet)
     return ENGINE_ERROR;
   if (rc != ENGINE_OK) {
-    if (c->rb != NULL && c->rb->oom)
-      return fail_oom(s, c->what);
-    if (c->rb != NULL && c->rb->overflow)
-      SET_ERROR(s, "%s %s: the response from %s is larger than the %zu bytes expected", c->method,
-                c->what, s->endpoint, c->rb->limit);
+    char why[128];
+    if (c->rb != NULL && objstore_body_stopped(c->rb, why, sizeof why))
+      SET_ERROR(s, "%s %s: %s (from %s)", c->method, c->what, why, s->endpoint);
     else
       SET_ERROR(s, "%s %s: no response from %s after %d attempt%s: %s", c->method, c->what,
                 s->endpoint, resp->attempts, resp->attempts == 1 ? "" : "s",
@@ -403,7 +341,7 @@ static int head_object(const struct s3 *s, const char *key, uint64_t *size, char
   }
   char *cl = s->host->http_header(&r, "Content-Length");
   uint64_t n = 0;
-  if (cl == NULL || s3_parse_u64(cl, &n) != 0) {
+  if (cl == NULL || objstore_parse_u64(cl, &n) != 0) {
     SET_ERROR(s, "HEAD %s: the response has %s Content-Length", key, cl ? "an invalid" : "no");
     free(cl);
     rc = ENGINE_ERROR;
@@ -488,7 +426,7 @@ static int put_single(const struct s3 *s, const char *key, const void *buf, size
 
 static void abort_upload(const struct s3 *s, const char *key, const char *upload_id) {
   const char *kv[] = {"uploadId", upload_id};
-  char *q = s3_query(kv, 1);
+  char *q = objstore_query(kv, 1);
   if (q == NULL) {
     s->host->log(s->host, ENGINE_LOG_WARN,
                  "out of memory: unable to abort the multipart upload '%s' of '%s'; its parts "
@@ -623,7 +561,7 @@ static int list_uploads(const struct s3 *s, const char *prefix, struct upload_li
       np++;
     }
     /* "uploads=", not a bare "uploads": see delete_batch */
-    q = s3_query(kv, np);
+    q = objstore_query(kv, np);
     if (q == NULL) {
       snprintf(why, why_len, "out of memory");
       break;
@@ -764,7 +702,7 @@ static int s3_cleanup(void *inst, unsigned flags) {
       continue;
     }
     const char *kv[] = {"uploadId", l.ids[i]};
-    char *q = s3_query(kv, 1);
+    char *q = objstore_query(kv, 1);
     if (q == NULL) {
       upload_list_free(&l);
       return fail_oom(s, "cleanup");
@@ -911,7 +849,7 @@ static int put_multipart(const struct s3 *s, const char *key, const void *buf, s
   /* 1. CreateMultipartUpload */
   {
     const char *kv[] = {"uploads", ""};
-    q = s3_query(kv, 1);
+    q = objstore_query(kv, 1);
     if (q == NULL) {
       rc = fail_oom(s, key);
       goto out;
@@ -957,7 +895,7 @@ static int put_multipart(const struct s3 *s, const char *key, const void *buf, s
     char num[32];
     snprintf(num, sizeof num, "%zu", i + 1);
     const char *kv[] = {"partNumber", num, "uploadId", upload_id};
-    q = s3_query(kv, 2);
+    q = objstore_query(kv, 2);
     if (q == NULL) {
       fail_oom(s, key);
       goto abort;
@@ -992,7 +930,7 @@ static int put_multipart(const struct s3 *s, const char *key, const void *buf, s
     size_t xml_len = 0;
     xml = complete_xml(etags, nparts, &xml_len);
     const char *kv[] = {"uploadId", upload_id};
-    q = s3_query(kv, 1);
+    q = objstore_query(kv, 1);
     if (xml == NULL || q == NULL) {
       fail_oom(s, key);
       goto abort;
@@ -1088,117 +1026,88 @@ out:
 
 /* ---- get -------------------------------------------------------------- */
 
-static int s3_get(void *inst, const char *name, uint64_t off, uint64_t len, void **buf,
-                  size_t *out_len) {
-  struct s3 *s = inst;
-  const struct engine_host *h = s->host;
-  *buf = NULL;
-  *out_len = 0;
+/* One ranged GET, collected into *buf (fwd NULL) or streamed to fwd. What
+ * the answer means is the sinks' shared decision (objstore_read_answer). */
+static int read_object(struct s3 *s, const char *name, uint64_t off, uint64_t len,
+                       int (*fwd)(void *ud, const void *buf, size_t n), void *ud, void **buf,
+                       size_t *out_len) {
   char *key = object_key(s, name);
   if (key == NULL)
     return ENGINE_ERROR;
   int rc = ENGINE_ERROR;
-  char range[96] = "", what[S3_MAX_KEY + 96];
-  struct rbuf rb = {.limit = SIZE_MAX};
-  struct engine_http_response r;
-  memset(&r, 0, sizeof r);
-
-  if (len > 0 && (len > SIZE_MAX - ERR_SLACK || off > UINT64_MAX - len)) {
-    SET_ERROR(s, "GET %s: the range [%" PRIu64 ", +%" PRIu64 ") does not fit in memory", key, off,
-              len);
+  char what[S3_MAX_KEY + 96], why[256];
+  if (len > 0)
+    snprintf(what, sizeof what, "%s (bytes %" PRIu64 "-%" PRIu64 ")", key, off, off + len - 1);
+  else if (off > 0)
+    snprintf(what, sizeof what, "%s (from byte %" PRIu64 ")", key, off);
+  else
+    snprintf(what, sizeof what, "%s", key);
+  struct objstore_read rd;
+  struct engine_http_response r = {.struct_size = sizeof r};
+  if (objstore_read_init(&rd, off, len, fwd, ud, why, sizeof why) != 0) {
+    SET_ERROR(s, "GET %s: %s", key, why);
     goto out;
   }
-  if (len > 0) {
-    snprintf(range, sizeof range, "Range: bytes=%" PRIu64 "-%" PRIu64, off, off + len - 1);
-    snprintf(what, sizeof what, "%s (bytes %" PRIu64 "-%" PRIu64 ")", key, off, off + len - 1);
-    /* exactly the range, plus room for an error document */
-    rb.p = malloc((size_t)len);
-    if (rb.p == NULL) {
-      rc = fail_oom(s, key);
-      goto out;
-    }
-    rb.cap = (size_t)len;
-    rb.limit = (size_t)len + ERR_SLACK;
-  } else if (off > 0) {
-    snprintf(range, sizeof range, "Range: bytes=%" PRIu64 "-", off);
-    snprintf(what, sizeof what, "%s (from byte %" PRIu64 ")", key, off);
-  } else {
-    snprintf(what, sizeof what, "%s", key);
-  }
-
-  struct call c = {.method = "GET", .key = key, .what = what, .rb = &rb};
-  if (range[0])
-    c.headers[0] = range;
+  struct call c = {.method = "GET", .key = key, .what = what, .rb = &rd.body};
+  if (rd.range[0])
+    c.headers[0] = rd.range;
   if (do_call(s, &c, &r) != ENGINE_OK)
     goto out;
-
-  if (r.status == 200 || r.status == 206) {
-    size_t start = 0;
-    if (r.status == 200 && range[0]) {
-      /* the server ignored Range and sent the whole object */
-      if (off > rb.len) {
-        SET_ERROR(s, "GET %s: the object is %zu bytes, shorter than the requested offset", what,
-                  rb.len);
-        goto out;
-      }
-      start = (size_t)off;
-    }
-    size_t got = rb.len - start;
-    if (len > 0 && got < len) {
-      char *cr = h->http_header(&r, "Content-Range");
-      SET_ERROR(s, "GET %s: the object ends early: %zu of %" PRIu64 " bytes received%s%s%s", what,
-                got, len, cr ? " (Content-Range " : "", cr ? cr : "", cr ? ")" : "");
-      free(cr);
+  enum objstore_verdict v = objstore_read_answer(&rd, r.status, why, sizeof why);
+  struct s3_error_doc e = {.code = ""};
+  if (v == OBJSTORE_ABSENT || v == OBJSTORE_STATUS)
+    error_code(&c, &r, &e);
+  if (v == OBJSTORE_ABSENT && strcmp(e.code, "NoSuchBucket") == 0)
+    v = OBJSTORE_STATUS;
+  if (v == OBJSTORE_NEED_SIZE) {
+    uint64_t size = 0;
+    rc = head_object(s, key, &size, NULL);
+    if (rc != ENGINE_OK)
       goto out;
-    }
-    if (len > 0)
-      got = (size_t)len;
-    if (start > 0)
-      memmove(rb.p, rb.p + start, got);
-    if (rb.p == NULL && (rb.p = malloc(1)) == NULL) { /* an empty object */
-      rc = fail_oom(s, key);
-      goto out;
-    }
-    *buf = rb.p;
-    *out_len = got;
-    rb.p = NULL;
-    rc = ENGINE_OK;
-    goto out;
+    v = objstore_read_sized(&rd, size, why, sizeof why);
+    rc = ENGINE_ERROR;
   }
-
-  struct s3_error_doc e;
-  error_code(&c, &r, &e);
-  if (r.status == 404 && strcmp(e.code, "NoSuchBucket") != 0) {
+  switch (v) {
+  case OBJSTORE_DATA:
+    rc = ENGINE_OK;
+    if (buf != NULL) {
+      *buf = objstore_read_take(&rd, out_len);
+      if (*buf == NULL)
+        rc = fail_oom(s, key);
+    }
+    break;
+  case OBJSTORE_ABSENT:
     SET_ERROR(s, "GET %s: not found (HTTP 404%s%s)", key, e.code[0] ? " " : "", e.code);
     rc = ENGINE_NOT_FOUND;
-    goto out;
+    break;
+  case OBJSTORE_FAILED:
+    SET_ERROR(s, "GET %s: %s", what, why);
+    break;
+  default:
+    rc = fail_status(s, &c, &r);
+    break;
   }
-  if (r.status == 416 && len == 0) {
-    /* reading from the very end of an object gives nothing, not an error */
-    uint64_t size = 0;
-    int src = head_object(s, key, &size, NULL);
-    if (src == ENGINE_OK && size == off) {
-      if ((*buf = malloc(1)) == NULL) {
-        rc = fail_oom(s, key);
-        goto out;
-      }
-      rc = ENGINE_OK;
-      goto out;
-    }
-    if (src == ENGINE_OK)
-      SET_ERROR(s,
-                "GET %s: the object is %" PRIu64 " bytes, the offset %" PRIu64 " is past its end",
-                what, size, off);
-    rc = src == ENGINE_NOT_FOUND ? ENGINE_NOT_FOUND : ENGINE_ERROR;
-    goto out;
-  }
-  rc = fail_status(s, &c, &r);
-
 out:
-  h->http_response_free(&r);
-  free(rb.p);
+  s->host->http_response_free(&r);
+  objstore_read_free(&rd);
   free(key);
   return rc;
+}
+
+static int s3_get(void *inst, const char *name, uint64_t off, uint64_t len, void **buf,
+                  size_t *out_len) {
+  *buf = NULL;
+  *out_len = 0;
+  return read_object(inst, name, off, len, NULL, NULL, buf, out_len);
+}
+
+/* ABI 1.4: a ranged read handed to on_data as it arrives (a restore
+ * decodes the first blobs of a range while the rest is on its way). A
+ * server that ignores Range is an error here (the host then reads the blobs
+ * one by one through s3_get, which copes). */
+static int s3_get_stream(void *inst, const char *name, uint64_t off, uint64_t len,
+                         int (*on_data)(void *ud, const void *buf, size_t n), void *ud) {
+  return read_object(inst, name, off, len, on_data, ud, NULL, NULL);
 }
 
 /* ---- list ------------------------------------------------------------- */
@@ -1233,7 +1142,7 @@ static int s3_list(void *inst, const char *prefix,
   for (;;) {
     const char *kv[] = {"list-type", "2",  "max-keys",           "1000",
                         "prefix",    full, "continuation-token", token};
-    q = s3_query(kv, token ? 4 : 3);
+    q = objstore_query(kv, token ? 4 : 3);
     if (q == NULL) {
       rc = fail_oom(s, what);
       break;
@@ -1370,8 +1279,8 @@ static int delete_batch(const struct s3 *s, char *const *keys, size_t n) {
   size_t body_len = 0;
   const char *kv[] = {"delete", ""};
   /* "delete=", not a bare "delete": libcurl's SigV4 signer mishandles a
-   * value-less subresource (s3_query writes it so) */
-  char *q = s3_query(kv, 1);
+   * value-less subresource (objstore_query writes it so) */
+  char *q = objstore_query(kv, 1);
   char *body = s3_xml_delete_doc((const char *const *)keys, n, &body_len);
   if (q == NULL || body == NULL) {
     free(q);
@@ -1498,7 +1407,7 @@ static void s3_destroy(void *inst) {
   if (s == NULL)
     return;
   s3_creds_free(&s->creds);
-  s3_wipe_free(s->token_hdr);
+  objstore_wipe_free(s->token_hdr);
   free(s->scheme);
   free(s->authority);
   free(s->endpoint);
@@ -1588,7 +1497,7 @@ static int parse_endpoint(struct s3 *s, const char *ep, int *ip_host) {
   }
   if (port != NULL) {
     uint64_t pn = 0;
-    if (s3_parse_u64(port, &pn) != 0 || pn == 0 || pn > 65535) {
+    if (objstore_parse_u64(port, &pn) != 0 || pn == 0 || pn > 65535) {
       h->set_error(h, "option 'endpoint' ('%s'): invalid port", ep);
       return ENGINE_ERROR;
     }
@@ -1642,14 +1551,8 @@ static int check_bucket(struct s3 *s, const char *b) {
 
 static int s3_create(const struct engine_host *host, void **out) {
   *out = NULL;
-  if (host->struct_size < offsetof(struct engine_host, http_header) + sizeof host->http_header ||
-      host->http_request == NULL) {
-    host->set_error(host,
-                    "this engine does not provide the HTTP client (plugin ABI 1.1) that "
-                    "the %s sink needs; upgrade the engine",
-                    PLUGIN_NAME);
+  if (objstore_need_http(host, PLUGIN_NAME) != ENGINE_OK)
     return ENGINE_ERROR;
-  }
   s3_xml_init();
   struct s3 *s = calloc(1, sizeof *s);
   if (s == NULL) {
@@ -1727,7 +1630,7 @@ static int s3_create(const struct engine_host *host, void **out) {
   if (check_bucket(s, bucket) != ENGINE_OK)
     goto fail;
   s->bucket = strdup(bucket);
-  s->bucket_enc = s3_uri_encode(bucket, strlen(bucket), 0);
+  s->bucket_enc = objstore_uri_encode(bucket, strlen(bucket), 0);
   if (s->bucket == NULL || s->bucket_enc == NULL) {
     fail_oom(s, "bucket");
     goto fail;
@@ -1935,69 +1838,6 @@ static const struct engine_option s3_options[] = {
                     "the prefix that are at least this old (left by killed runs)."},
     {.name = NULL},
 };
-
-/* ABI 1.4: a ranged read handed to on_data as it arrives (a restore
- * decodes the first blobs of a range while the rest is on its way). The
- * same decisions as s3_get; a server that ignores Range is an error here
- * (the host then reads the blobs one by one through s3_get, which copes). */
-static int s3_get_stream(void *inst, const char *name, uint64_t off, uint64_t len,
-                         int (*on_data)(void *ud, const void *buf, size_t n), void *ud) {
-  struct s3 *s = inst;
-  if (len == 0) { /* to the end: no size to check the stream against */
-    void *buf = NULL;
-    size_t n = 0;
-    int rc = s3_get(inst, name, off, len, &buf, &n);
-    if (rc == ENGINE_OK && on_data(ud, buf, n) != 0)
-      rc = ENGINE_ERROR;
-    free(buf);
-    return rc;
-  }
-  const struct engine_host *h = s->host;
-  char *key = object_key(s, name);
-  if (key == NULL)
-    return ENGINE_ERROR;
-  int rc = ENGINE_ERROR;
-  char range[96], what[S3_MAX_KEY + 96];
-  struct rbuf rb = {.limit = ERR_SLACK, .fwd = on_data, .fwd_ud = ud};
-  struct engine_http_response r;
-  memset(&r, 0, sizeof r);
-  if (off > UINT64_MAX - len) {
-    SET_ERROR(s, "GET %s: the range [%" PRIu64 ", +%" PRIu64 ") is out of range", key, off, len);
-    goto out;
-  }
-  snprintf(range, sizeof range, "Range: bytes=%" PRIu64 "-%" PRIu64, off, off + len - 1);
-  snprintf(what, sizeof what, "%s (bytes %" PRIu64 "-%" PRIu64 ")", key, off, off + len - 1);
-  struct call c = {.method = "GET", .key = key, .what = what, .rb = &rb};
-  c.headers[0] = range;
-  if (do_call(s, &c, &r) != ENGINE_OK)
-    goto out;
-  if (r.status == 206) {
-    if (rb.fwd_total < len) {
-      SET_ERROR(s, "GET %s: the object ends early: %" PRIu64 " of %" PRIu64 " bytes received", what,
-                rb.fwd_total, len);
-      goto out;
-    }
-    rc = ENGINE_OK;
-    goto out;
-  }
-  if (r.status == 200) {
-    SET_ERROR(s, "GET %s: the server ignored the Range header", what);
-    goto out;
-  }
-  struct s3_error_doc e;
-  error_code(&c, &r, &e);
-  if (r.status == 404 && strcmp(e.code, "NoSuchBucket") != 0) {
-    SET_ERROR(s, "GET %s: not found (HTTP 404%s%s)", key, e.code[0] ? " " : "", e.code);
-    rc = ENGINE_NOT_FOUND;
-    goto out;
-  }
-  rc = fail_status(s, &c, &r);
-out:
-  h->http_response_free(&r);
-  free(rb.p);
-  free(key);
-  return rc;
-}
 
 static const struct engine_sink_ops s3_ops = {
     .struct_size = sizeof(struct engine_sink_ops),

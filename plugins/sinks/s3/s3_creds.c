@@ -17,9 +17,9 @@
 #define CREDS_FILE_MAX (1024 * 1024)
 
 void s3_creds_free(struct s3_creds *c) {
-  s3_wipe_free(c->access_key);
-  s3_wipe_free(c->secret_key);
-  s3_wipe_free(c->token);
+  objstore_wipe_free(c->access_key);
+  objstore_wipe_free(c->secret_key);
+  objstore_wipe_free(c->token);
   c->access_key = c->secret_key = c->token = NULL;
 }
 
@@ -149,7 +149,7 @@ static int parse_creds(char *text, const char *profile, struct s3_creds *c, int 
       slot = &c->token;
     if (slot == NULL || *value == '\0')
       continue;
-    s3_wipe_free(*slot);
+    objstore_wipe_free(*slot);
     *slot = strdup(value);
     if (*slot == NULL) {
       snprintf(why, why_len, "out of memory");

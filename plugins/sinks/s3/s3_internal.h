@@ -1,5 +1,6 @@
-/* Internal interface of the s3/minio sink plugins: encoding, hashing, XML
- * and credential helpers shared by s3.c (the sink itself). Nothing here is
+/* Internal interface of the s3/minio sink plugins: the XML and credential
+ * helpers of s3.c (the sink itself); encodings, digests and the meaning of
+ * ranged reads are the sinks' shared ones (objstore.h). Nothing here is
  * exported from the plugin. */
 #ifndef ENGINE_S3_INTERNAL_H
 #define ENGINE_S3_INTERNAL_H
@@ -8,33 +9,10 @@
 #include <stdint.h>
 
 #include "engine/host.h"
-
-/* ---- encoding and hashing (s3_util.c) ---- */
-
-/* SigV4 URI encoding: every byte but A-Z a-z 0-9 - . _ ~ becomes %XX
- * (upper-case hex); '/' is kept when keep_slash. malloc'd, NULL on OOM. */
-char *s3_uri_encode(const char *s, size_t n, int keep_slash);
-
-/* A canonical SigV4 query string from npairs name/value pairs (kv[2i],
- * kv[2i+1]; a NULL or empty value gives "name="), each encoded and the
- * pairs sorted by name then value. malloc'd, NULL on OOM. */
-char *s3_query(const char *const *kv, size_t npairs);
-
-#define S3_SHA256_HEX_LEN 64
-#define S3_MD5_HEX_LEN 32
-#define S3_MD5_B64_LEN 24
-/* Hex SHA-256, hex MD5 and base64 MD5 of a buffer; 0 on success. */
-int s3_sha256_hex(const void *p, size_t n, char out[S3_SHA256_HEX_LEN + 1]);
-int s3_md5(const void *p, size_t n, char hex[S3_MD5_HEX_LEN + 1], char b64[S3_MD5_B64_LEN + 1]);
+#include "objstore.h"
 
 /* The hex SHA-256 of the empty string: the payload hash of body-less requests. */
 #define S3_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-
-/* Parse a decimal unsigned 64-bit number that makes up the whole string. */
-int s3_parse_u64(const char *s, uint64_t *out);
-
-/* Wipe and free a buffer that held a secret (NULL is fine). */
-void s3_wipe_free(char *p);
 
 /* ---- XML (s3_xml.c, libxml2) ---- */
 

@@ -122,7 +122,7 @@ int s3_xml_list(const char *body, size_t len, int (*cb)(void *ud, const char *ke
     char *key = text_of(child(c, "Key"));
     char *size_text = text_of(child(c, "Size"));
     uint64_t size = 0;
-    if (key == NULL || size_text == NULL || s3_parse_u64(size_text, &size) != 0) {
+    if (key == NULL || size_text == NULL || objstore_parse_u64(size_text, &size) != 0) {
       snprintf(why, why_len, "an entry of the listing lacks a valid <Key> or <Size>%s%.200s%s",
                key ? " (key '" : "", key ? key : "", key ? "')" : "");
       free(key);

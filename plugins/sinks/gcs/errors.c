@@ -1,62 +1,11 @@
-/* Small helpers of the gcs sink: URL and base64 encodings, GCS error bodies,
- * wiping secrets. */
+/* GCS error bodies: the message of a JSON API or OAuth2 error document, or
+ * a printable excerpt of whatever else the server sent. */
 #include <jansson.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gcs.h"
-
-char *gcs_urlencode(const char *s, size_t len) {
-  static const char hex[] = "0123456789ABCDEF";
-  if (len > (SIZE_MAX - 1) / 3)
-    return NULL;
-  char *out = malloc(len * 3 + 1);
-  if (out == NULL)
-    return NULL;
-  char *o = out;
-  for (size_t i = 0; i < len; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-        c == '.' || c == '_' || c == '~') {
-      *o++ = (char)c;
-    } else {
-      *o++ = '%';
-      *o++ = hex[c >> 4];
-      *o++ = hex[c & 15];
-    }
-  }
-  *o = '\0';
-  return out;
-}
-
-char *gcs_base64(const unsigned char *data, size_t len) {
-  if (len > (size_t)INT32_MAX / 2)
-    return NULL;
-  char *out = malloc(4 * ((len + 2) / 3) + 1);
-  if (out == NULL)
-    return NULL;
-  EVP_EncodeBlock((unsigned char *)out, data, (int)len);
-  return out;
-}
-
-char *gcs_base64url(const unsigned char *data, size_t len) {
-  char *out = gcs_base64(data, len);
-  if (out == NULL)
-    return NULL;
-  size_t n = strlen(out);
-  while (n > 0 && out[n - 1] == '=')
-    out[--n] = '\0';
-  for (size_t i = 0; i < n; i++) {
-    if (out[i] == '+')
-      out[i] = '-';
-    else if (out[i] == '/')
-      out[i] = '_';
-  }
-  return out;
-}
 
 /* Copies a printable, single-line excerpt of text into buf. */
 static void excerpt(const char *text, size_t len, char *buf, size_t buflen) {
@@ -113,16 +62,4 @@ const char *gcs_error_text(const char *body, size_t len, char *buf, size_t bufle
   }
   excerpt(body, len, buf, buflen < 200 ? buflen : 200);
   return buf;
-}
-
-int gcs_retryable_status(long status) {
-  return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 ||
-         status == 504;
-}
-
-void gcs_wipe_free(char *s) {
-  if (s == NULL)
-    return;
-  OPENSSL_cleanse(s, strlen(s));
-  free(s);
 }
