@@ -484,7 +484,7 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
 
 static uint32_t source_caps(const struct engine_plugin *p) {
   const struct engine_source_ops *ops = p->source;
-  if (ops->struct_size < offsetof(struct engine_source_ops, capabilities) + sizeof(uint32_t))
+  if (!ENGINE_HAS_FIELD(ops, struct engine_source_ops, capabilities))
     return 0;
   return ops->capabilities;
 }

@@ -373,8 +373,7 @@ static void sink_cleanup(struct repo *r, int dry_run) {
   for (size_t i = 0; i < r->n_sinks; i++) {
     struct repo_sink *s = &r->sinks[i];
     const struct engine_sink_ops *ops = s->pi->plugin->sink;
-    if (s->failed ||
-        ops->struct_size < offsetof(struct engine_sink_ops, cleanup) + sizeof(ops->cleanup) ||
+    if (s->failed || !ENGINE_HAS_FIELD(ops, struct engine_sink_ops, cleanup) ||
         ops->cleanup == NULL)
       continue;
     host_clear_error(s->pi->host);

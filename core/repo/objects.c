@@ -114,8 +114,7 @@ static int stream_attempt(struct repo_sink *s, void *ctx) {
   if (q->tried++)
     q->on_data(q->ud, NULL, 0); /* the next sink starts from the beginning */
   const struct engine_sink_ops *ops = s->pi->plugin->sink;
-  if (ops->struct_size >= offsetof(struct engine_sink_ops, get_stream) + sizeof(ops->get_stream) &&
-      ops->get_stream)
+  if (ENGINE_HAS_FIELD(ops, struct engine_sink_ops, get_stream) && ops->get_stream)
     return ops->get_stream(s->pi->inst, q->name, q->off, q->len, q->on_data, q->ud);
   void *buf = NULL;
   size_t n = 0;
@@ -153,9 +152,7 @@ int repo_delete_many(struct repo *r, const char *const *names, size_t n, char **
     if (s->failed)
       continue;
     const struct engine_sink_ops *ops = s->pi->plugin->sink;
-    int batch =
-        ops->struct_size >= offsetof(struct engine_sink_ops, del_many) + sizeof(ops->del_many) &&
-        ops->del_many != NULL;
+    int batch = ENGINE_HAS_FIELD(ops, struct engine_sink_ops, del_many) && ops->del_many != NULL;
     for (size_t k = 0; k < n;) {
       size_t m = batch ? (n - k > 1000 ? 1000 : n - k) : 1; /* S3 allows 1000 keys per request */
       host_clear_error(s->pi->host);

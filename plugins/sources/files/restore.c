@@ -1109,8 +1109,7 @@ static int make_target(const struct engine_host *h, const char *target) {
 int files_restore_begin(void *inst, const struct engine_restore_opts *opts, void **out) {
   struct files_inst *in = inst;
   const struct engine_host *h = in->host;
-  if (opts == NULL ||
-      opts->struct_size < offsetof(struct engine_restore_opts, yes) + sizeof(opts->yes)) {
+  if (opts == NULL || !ENGINE_HAS_FIELD(opts, struct engine_restore_opts, yes)) {
     h->set_error(h, "restore of files: the restore options are missing or too old");
     return ENGINE_ERROR;
   }

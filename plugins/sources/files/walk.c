@@ -354,8 +354,8 @@ static int unchanged_since_parent(struct walk *w, int dirfd, const char *base,
                                   const struct stat *st, char **text) {
   const struct engine_emitter *em = w->em;
   *text = NULL;
-  if (em->struct_size < offsetof(struct engine_emitter, item_reuse) + sizeof(em->item_reuse) ||
-      em->previous == NULL || em->item_reuse == NULL)
+  if (!ENGINE_HAS_FIELD(em, struct engine_emitter, item_reuse) || em->previous == NULL ||
+      em->item_reuse == NULL)
     return 0;
   const char *prev = NULL;
   if (em->previous(em, item_name(w), w->path.len - 1, &prev) != ENGINE_OK || prev == NULL)
@@ -1081,9 +1081,7 @@ static int note_meta_options(struct walk *w) {
     w->h->set_error(w->h, "backup of files: the pipeline refused the marks 'xattrs'/'file_flags'");
     return -1;
   }
-  if (em->struct_size >=
-          offsetof(struct engine_emitter, previous_mark) + sizeof(em->previous_mark) &&
-      em->previous_mark != NULL) {
+  if (ENGINE_HAS_FIELD(em, struct engine_emitter, previous_mark) && em->previous_mark != NULL) {
     const char *v = NULL;
     w->parent_xattrs =
         em->previous_mark(em, "xattrs", &v) == ENGINE_OK && v != NULL && strcmp(v, "true") == 0;

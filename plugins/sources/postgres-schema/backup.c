@@ -536,9 +536,8 @@ static int start_snapshot(struct bk *b) {
  * news, not a failure: the snapshot does not become partial for it. */
 static void report_vanished(struct bk *b, json_t *names) {
   const struct engine_emitter *em = b->em;
-  if (em->struct_size <
-          offsetof(struct engine_emitter, previous_mark) + sizeof(em->previous_mark) ||
-      em->previous_mark == NULL || names == NULL)
+  if (!ENGINE_HAS_FIELD(em, struct engine_emitter, previous_mark) || em->previous_mark == NULL ||
+      names == NULL)
     return;
   const char *prev = NULL;
   if (em->previous_mark(em, "schemas", &prev) != ENGINE_OK || prev == NULL)
@@ -572,8 +571,7 @@ static void report_vanished(struct bk *b, json_t *names) {
 
 static void note_new_schema(struct bk *b, const char *name) {
   const struct engine_emitter *em = b->em;
-  if (em->struct_size < offsetof(struct engine_emitter, previous) + sizeof(em->previous) ||
-      em->previous == NULL)
+  if (!ENGINE_HAS_FIELD(em, struct engine_emitter, previous) || em->previous == NULL)
     return;
   const char *pm = NULL;
   if (em->previous(em, name, strlen(name), &pm) == ENGINE_NOT_FOUND)
@@ -677,8 +675,7 @@ static int run_backup(struct bk *b) {
     return ENGINE_ERROR;
   }
   free(names_text);
-  if (h->struct_size >= offsetof(struct engine_host, progress_total) + sizeof(h->progress_total) &&
-      h->progress_total != NULL)
+  if (ENGINE_HAS_FIELD(h, struct engine_host, progress_total) && h->progress_total != NULL)
     h->progress_total(h, estimate);
 
   int rc = ENGINE_OK;
