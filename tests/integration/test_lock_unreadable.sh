@@ -23,12 +23,14 @@ seeded_file "$src/b.bin" 3 2
 # a backup that holds its lock: stopped right after taking it
 ENGINE_PLUGIN_PATH="$ENGINE_PLUGIN_DIR" "$ENGINE_BIN" run "$T/p.yml" >"$T/r2.out" 2>"$T/r2.err" &
 bpid=$!
-for _ in $(seq 1 200); do
-  [ -n "$(find "$T/repo/locks" -type f 2>/dev/null | head -n 1)" ] && break
-  sleep 0.02
+# (a lock being written is a temporary file first: wait for the real one)
+lockfile() { find "$T/repo/locks" -type f ! -name '*.tmp-*' 2>/dev/null | head -n 1; }
+for _ in $(seq 1 500); do
+  [ -n "$(lockfile)" ] && break
+  sleep 0.01
 done
 kill -STOP "$bpid"
-lock=$(find "$T/repo/locks" -type f | head -n 1)
+lock=$(lockfile)
 [ -n "$lock" ] || { kill -CONT "$bpid"; fail "the backup took no lock"; }
 find "$T/repo" -type f | sort | xargs sha256sum >"$T/before"
 
