@@ -33,12 +33,9 @@
 #define SOURCE_OPS_V1_0_SIZE ENGINE_FIELD_END(struct engine_source_ops, restore_end)
 #define SINK_OPS_V1_0_SIZE ENGINE_FIELD_END(struct engine_sink_ops, describe)
 #define CRYPTO_OPS_V1_0_SIZE ENGINE_FIELD_END(struct engine_crypto_ops, open)
-#define OPTION_V1_0_SIZE ENGINE_FIELD_END(struct engine_option, description)
 /* The prefix every major version keeps, so a refusal can still name the
  * plugin (documented in docs/PLUGINS.md). */
 #define PLUGIN_FROZEN_PREFIX_SIZE ENGINE_FIELD_END(struct engine_plugin, name)
-/* The first minor whose descriptor has option_size (and options min/max). */
-#define OPTION_SIZE_MINOR 5
 
 #define MAX_PLUGIN_NAME 64
 #define MAX_OPTIONS 256
@@ -105,64 +102,11 @@ static int refuse(char **err, const char *path, const struct engine_plugin *p, c
   return -1;
 }
 
-/* The size of one entry of p->options: the 1.0 size before ABI 1.5, then
- * what the descriptor's option_size says (0: not set). */
-static size_t option_stride(const struct engine_plugin *p) {
-  if (p->abi_minor < OPTION_SIZE_MINOR || !ENGINE_HAS_FIELD(p, struct engine_plugin, option_size))
-    return OPTION_V1_0_SIZE;
-  return p->option_size;
-}
-
-/* Entry i of p->options; fields past `stride` bytes are not the plugin's. */
-static const struct engine_option *option_at(const struct engine_plugin *p, size_t stride,
-                                             size_t i) {
-  return (const struct engine_option *)((const char *)p->options + i * stride);
-}
-
-static int bounded_type(enum engine_opt_type t) {
-  return t == ENGINE_OPT_INT || t == ENGINE_OPT_SIZE || t == ENGINE_OPT_DURATION;
-}
-
-/* One option's own declaration (not its name's uniqueness). */
-static int check_option(const char *path, const struct engine_plugin *p,
-                        const struct engine_option *o, size_t stride, size_t i, char **err) {
-  if (!o->name[0])
-    return refuse(err, path, p, "has an option (index %zu) with an empty name", i);
-  if (!opt_type_valid(o->type))
-    return refuse(err, path, p, "declares option '%s' with unknown type %d (valid types are 1..8)",
-                  o->name, (int)o->type);
-  if (o->type == ENGINE_OPT_ENUM && (!o->enum_values || !o->enum_values[0]))
-    return refuse(err, path, p,
-                  "declares enum option '%s' without enum_values (expected \"a|b|c\")", o->name);
-  if (stride < ENGINE_FIELD_END(struct engine_option, max) || (!o->min && !o->max))
-    return 0;
-  /* the values themselves are parsed where the pipeline's are (config) */
-  if (!bounded_type(o->type))
-    return refuse(err, path, p,
-                  "declares a minimum or maximum for option '%s', which is not an INT, SIZE or "
-                  "DURATION option",
-                  o->name);
-  if ((o->min && !o->min[0]) || (o->max && !o->max[0]))
-    return refuse(err, path, p, "declares an empty minimum or maximum for option '%s'", o->name);
-  return 0;
-}
-
 static int check_options(const char *path, const struct engine_plugin *p, char **err) {
   if (!p->options)
     return 0;
-  size_t stride = option_stride(p);
-  if (p->abi_minor >= OPTION_SIZE_MINOR && !ENGINE_HAS_FIELD(p, struct engine_plugin, option_size))
-    return refuse(err, path, p,
-                  "claims ABI %u.%u but its descriptor (%u bytes) ends before option_size",
-                  p->abi_major, p->abi_minor, p->struct_size);
-  if (stride < OPTION_V1_0_SIZE)
-    return refuse(
-        err, path, p,
-        "declares options of %zu bytes (option_size), smaller than the %zu bytes of ABI "
-        "1.0; set option_size to sizeof(struct engine_option) (ENGINE_PLUGIN_HEADER does)",
-        stride, (size_t)OPTION_V1_0_SIZE);
   for (size_t i = 0;; i++) {
-    const struct engine_option *o = option_at(p, stride, i);
+    const struct engine_option *o = &p->options[i];
     if (i >= MAX_OPTIONS)
       return refuse(err, path, p,
                     "declares more than %d options; is its options array terminated by an entry "
@@ -170,12 +114,71 @@ static int check_options(const char *path, const struct engine_plugin *p, char *
                     MAX_OPTIONS);
     if (!o->name)
       return 0;
-    if (check_option(path, p, o, stride, i, err))
-      return -1;
+    if (!o->name[0])
+      return refuse(err, path, p, "has an option (index %zu) with an empty name", i);
+    if (!opt_type_valid(o->type))
+      return refuse(err, path, p,
+                    "declares option '%s' with unknown type %d (valid types are 1..8)", o->name,
+                    (int)o->type);
+    if (o->type == ENGINE_OPT_ENUM && (!o->enum_values || !o->enum_values[0]))
+      return refuse(err, path, p,
+                    "declares enum option '%s' without enum_values (expected \"a|b|c\")", o->name);
     for (size_t j = 0; j < i; j++)
-      if (strcmp(option_at(p, stride, j)->name, o->name) == 0)
+      if (strcmp(p->options[j].name, o->name) == 0)
         return refuse(err, path, p, "declares option '%s' twice", o->name);
   }
+}
+
+/* The bounds table (ABI 1.5), or NULL: a descriptor that ends before it has none. */
+static const struct engine_option_bounds *bounds_of(const struct engine_plugin *p) {
+  return ENGINE_HAS_FIELD(p, struct engine_plugin, option_bounds) ? p->option_bounds : NULL;
+}
+
+static const struct engine_option *option_named(const struct engine_plugin *p, const char *name) {
+  for (const struct engine_option *o = p->options; o && o->name; o++)
+    if (strcmp(o->name, name) == 0)
+      return o;
+  return NULL;
+}
+
+/* Each entry bounds a declared INT, SIZE or DURATION option, once, with a
+ * non-empty min or max. The values themselves are parsed where the
+ * pipeline's are (config), which reports a bad one as the plugin's bug. */
+static int check_bounds(const char *path, const struct engine_plugin *p, char **err) {
+  const struct engine_option_bounds *b = bounds_of(p);
+  for (size_t i = 0; b && b[i].name; i++) {
+    if (i >= MAX_OPTIONS)
+      return refuse(err, path, p,
+                    "declares more than %d option bounds; is its option_bounds array terminated "
+                    "by an entry whose name is NULL?",
+                    MAX_OPTIONS);
+    const struct engine_option *o = option_named(p, b[i].name);
+    if (!o)
+      return refuse(err, path, p, "declares bounds for option '%s', which it does not have",
+                    b[i].name);
+    if (o->type != ENGINE_OPT_INT && o->type != ENGINE_OPT_SIZE && o->type != ENGINE_OPT_DURATION)
+      return refuse(err, path, p,
+                    "declares bounds for option '%s', which is not an INT, SIZE or DURATION option",
+                    o->name);
+    if ((!b[i].min && !b[i].max) || (b[i].min && !b[i].min[0]) || (b[i].max && !b[i].max[0]))
+      return refuse(err, path, p, "declares empty bounds for option '%s'", o->name);
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(b[j].name, b[i].name) == 0)
+        return refuse(err, path, p, "declares bounds for option '%s' twice", o->name);
+  }
+  return 0;
+}
+
+int plugin_option_bounds(const struct engine_plugin *p, const char *name, const char **min,
+                         const char **max) {
+  *min = *max = NULL;
+  for (const struct engine_option_bounds *b = bounds_of(p); b && b->name; b++)
+    if (strcmp(b->name, name) == 0) {
+      *min = b->min;
+      *max = b->max;
+      return 1;
+    }
+  return 0;
 }
 
 static int check_source_ops(const char *path, const struct engine_plugin *p, char **err) {
@@ -288,35 +291,9 @@ int plugin_check_descriptor(const char *path, const struct engine_plugin *p, cha
   }
   if (rc)
     return rc;
-  return check_options(path, p, err);
-}
-
-/* A checked descriptor as this engine's headers lay it out. One whose
- * options entries have another size (a plugin of ABI < 1.5, or a newer one
- * whose entries grew) is copied once, entries re-laid and fields it lacks
- * zeroed, so the rest of the engine walks p->options with its own sizeof.
- * *owned is the copy to free, or NULL when p itself is used. */
-const struct engine_plugin *plugin_normalize(const struct engine_plugin *p, void **owned) {
-  *owned = NULL;
-  size_t stride = option_stride(p);
-  if (!p->options || stride == sizeof(struct engine_option))
-    return p;
-  size_t n = 0;
-  while (option_at(p, stride, n)->name)
-    n++;
-  struct copy {
-    struct engine_plugin desc;
-    struct engine_option opts[];
-  } *c = xcalloc(1, sizeof *c + (n + 1) * sizeof(struct engine_option));
-  memcpy(&c->desc, p, p->struct_size < sizeof c->desc ? p->struct_size : sizeof c->desc);
-  size_t keep = stride < sizeof(struct engine_option) ? stride : sizeof(struct engine_option);
-  for (size_t i = 0; i < n; i++)
-    memcpy(&c->opts[i], option_at(p, stride, i), keep);
-  c->desc.struct_size = sizeof c->desc;
-  c->desc.option_size = sizeof(struct engine_option);
-  c->desc.options = c->opts;
-  *owned = c;
-  return &c->desc;
+  if (check_options(path, p, err))
+    return -1;
+  return check_bounds(path, p, err);
 }
 
 /* dlopen + dlsym + query, without the descriptor checks. Returns the raw
@@ -375,7 +352,7 @@ int plugin_load_file(const char *path, struct plugin_entry *out) {
     out->error = err;
     return -1;
   }
-  out->plugin = plugin_normalize(p, &out->owned);
+  out->plugin = p;
   return 0;
 }
 
@@ -580,7 +557,6 @@ void registry_free(struct plugin_registry *r) {
     struct plugin_entry *e = &r->entries[i];
     if (e->handle)
       dlclose(e->handle);
-    free(e->owned);
     free(e->path);
     free(e->error);
   }

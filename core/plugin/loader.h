@@ -24,7 +24,6 @@ struct plugin_entry {
   char *error;                        /* why it was refused, or NULL */
   int shadowed;                       /* another plugin of the same kind+name came first */
   void *handle;                       /* dlopen handle */
-  void *owned;                        /* plugin is this engine's copy of the descriptor (freed) */
 };
 
 struct plugin_registry {
@@ -50,10 +49,11 @@ const struct engine_plugin *registry_find(struct plugin_registry *r, enum engine
  *    provides ABI 1.0; rebuild the plugin against engine 1.x headers" */
 int plugin_check_descriptor(const char *path, const struct engine_plugin *p, char **err);
 
-/* A checked descriptor as this engine lays it out: p itself, or (options
- * of another entry size: ABI < 1.5) a copy whose options entries are
- * re-laid, returned with *owned set to what to free. */
-const struct engine_plugin *plugin_normalize(const struct engine_plugin *p, void **owned);
+/* The bounds a checked descriptor declares for option `name` (ABI 1.5
+ * option_bounds): 1 with *min / *max (either may be NULL), or 0 when it
+ * declares none (a plugin of an older ABI never does). */
+int plugin_option_bounds(const struct engine_plugin *p, const char *name, const char **min,
+                         const char **max);
 
 /* Load one .so: dlopen, dlsym, query, check. */
 int plugin_load_file(const char *path, struct plugin_entry *out);

@@ -62,14 +62,21 @@ struct engine_option {
   const char *default_value; /* textual default, as it would be written in YAML, or NULL */
   const char *enum_values;   /* for ENGINE_OPT_ENUM: "a|b|c" */
   const char *description;   /* one sentence for `engine plugins` */
-  /* ---- ABI 1.5 (the descriptor's option_size says the array has them) ---- */
-  /* Bounds of an INT, SIZE or DURATION option, written as its values are
-   * ("0", "64KiB", "1s"), or NULL for none. The host refuses a value outside
-   * them when it checks the pipeline, so create() need not. */
+};
+/* An options array ends with an entry whose name is NULL. */
+
+/* ABI 1.5: the bounds of an INT, SIZE or DURATION option, each written as
+ * its values are ("0", "64KiB", "1s"), or NULL for none. The engine refuses
+ * a value outside them when it checks the pipeline, so create() need not.
+ * A table apart from `options`, so that engines of ABI 1.0-1.4 (which walk
+ * `options` with their own entry size) still read those; they do not
+ * enforce bounds (see host->abi_minor). Ends with an entry whose name is
+ * NULL. */
+struct engine_option_bounds {
+  const char *name; /* an option of `options` */
   const char *min;
   const char *max;
 };
-/* An options array ends with an entry whose name is NULL. */
 
 /* ---- source plugins --------------------------------------------------- */
 
@@ -207,27 +214,16 @@ struct engine_plugin {
   const struct engine_sink_ops *sink;
   const struct engine_crypto_ops *crypto;
 
-  /* ---- ABI 1.5 ---- */
-  /* sizeof(struct engine_option) as the plugin was built: the stride of
-   * `options`, so that option entries can grow (ENGINE_PLUGIN_HEADER sets it;
-   * a 1.5 plugin must). Before 1.5 the entries had the 1.0 size. */
-  uint32_t option_size;
+  /* ---- ABI 1.5 (the host reads these only if struct_size covers them) ---- */
+  const struct engine_option_bounds *option_bounds; /* may be NULL */
 };
 
 typedef const struct engine_plugin *(*engine_plugin_query_fn)(uint32_t host_abi_major);
 
-/* Convenience for plugin authors: fill the fixed header fields (and, in C,
- * the option entries' size; C++ keeps designators in declaration order, so
- * a C++ plugin with options sets .option_size last itself). */
-#ifdef __cplusplus
+/* Convenience for plugin authors: fill the fixed header fields. */
 #define ENGINE_PLUGIN_HEADER                                                                       \
   .abi_major = ENGINE_ABI_MAJOR, .abi_minor = ENGINE_ABI_MINOR,                                    \
   .struct_size = sizeof(struct engine_plugin)
-#else
-#define ENGINE_PLUGIN_HEADER                                                                       \
-  .abi_major = ENGINE_ABI_MAJOR, .abi_minor = ENGINE_ABI_MINOR,                                    \
-  .struct_size = sizeof(struct engine_plugin), .option_size = sizeof(struct engine_option)
-#endif
 
 #ifdef __cplusplus
 }

@@ -18,6 +18,7 @@
 struct hello {
   const struct engine_host *host;
   char *greeting;
+  int repeat; /* lines of hello.txt */
 };
 
 struct hello_restore {
@@ -36,7 +37,16 @@ static int hello_create(const struct engine_host *host, void **inst) {
     return ENGINE_ERROR;
   }
   h->host = host;
-  /* The host applied the schema default, so the option is always there. */
+  /* The host applied the schema's defaults, so the options are always
+   * there; an engine of ABI 1.5 or later also kept repeat within its bounds,
+   * an older one did not. */
+  int64_t repeat = host->cfg_int(host, "repeat", 1);
+  if (host->abi_minor < 5 && (repeat < 1 || repeat > 10)) {
+    free(h);
+    host->set_error(host, "option 'repeat' must be from 1 to 10, got %lld", (long long)repeat);
+    return ENGINE_ERROR;
+  }
+  h->repeat = (int)repeat;
   const char *g = host->cfg_string(host, "greeting");
   h->greeting = strdup(g ? g : "hello");
   if (!h->greeting) {
@@ -58,24 +68,27 @@ static void hello_destroy(void *inst) {
 
 /* ---- backup ----------------------------------------------------------- */
 
+/* One STREAM item: `content` written `times` times. */
 static int emit_stream(struct hello *h, const struct engine_emitter *em, const char *name,
-                       const char *content, size_t len) {
+                       const char *content, size_t len, int times) {
   struct engine_item item = {
       .name = name,
       .name_len = strlen(name),
       .type = ENGINE_ITEM_STREAM,
       .meta_json = "{\"media_type\":\"text/plain\"}",
-      .size = len,
+      .size = len * (size_t)times,
   };
   if (em->item_begin(em, &item) != ENGINE_OK) {
     /* The run is being cancelled: stop emitting. */
     h->host->set_error(h->host, "interrupted while emitting '%s'", name);
     return ENGINE_ERROR;
   }
-  if (em->item_write(em, content, len) != ENGINE_OK) {
-    em->item_end(em, ENGINE_ERROR, NULL, "interrupted while writing");
-    h->host->set_error(h->host, "interrupted while writing '%s'", name);
-    return ENGINE_ERROR;
+  for (int i = 0; i < times; i++) {
+    if (em->item_write(em, content, len) != ENGINE_OK) {
+      em->item_end(em, ENGINE_ERROR, NULL, "interrupted while writing");
+      h->host->set_error(h->host, "interrupted while writing '%s'", name);
+      return ENGINE_ERROR;
+    }
   }
   return em->item_end(em, ENGINE_OK, NULL, NULL);
 }
@@ -88,14 +101,14 @@ static int hello_backup(void *inst, const struct engine_emitter *em) {
     h->host->set_error(h->host, "option 'greeting' is longer than %zu bytes", sizeof greeting - 9);
     return ENGINE_ERROR;
   }
-  h->host->progress_total(h->host, (uint64_t)n + sizeof about_text - 1);
+  h->host->progress_total(h->host, (uint64_t)n * (uint64_t)h->repeat + sizeof about_text - 1);
   if (em->mark(em, "hello_version", "\"" HELLO_VERSION "\"") != ENGINE_OK) {
     h->host->set_error(h->host, "unable to record the consistency mark");
     return ENGINE_ERROR;
   }
-  if (emit_stream(h, em, "hello.txt", greeting, (size_t)n) != ENGINE_OK)
+  if (emit_stream(h, em, "hello.txt", greeting, (size_t)n, h->repeat) != ENGINE_OK)
     return ENGINE_ERROR;
-  if (emit_stream(h, em, "about.txt", about_text, sizeof about_text - 1) != ENGINE_OK)
+  if (emit_stream(h, em, "about.txt", about_text, sizeof about_text - 1, 1) != ENGINE_OK)
     return ENGINE_ERROR;
   h->host->log(h->host, ENGINE_LOG_DEBUG, "emitted 2 items");
   return ENGINE_OK;
@@ -222,6 +235,16 @@ static const struct engine_option hello_options[] = {
      .type = ENGINE_OPT_STRING,
      .default_value = "hello",
      .description = "Word that starts the first item, hello.txt."},
+    {.name = "repeat",
+     .type = ENGINE_OPT_INT,
+     .default_value = "1",
+     .description = "How many times hello.txt says it (1 to 10)."},
+    {.name = NULL},
+};
+
+/* ABI 1.5: the engine refuses a pipeline whose value is outside these. */
+static const struct engine_option_bounds hello_bounds[] = {
+    {.name = "repeat", .min = "1", .max = "10"},
     {.name = NULL},
 };
 
@@ -237,8 +260,9 @@ static const struct engine_plugin hello_plugin = {
     ENGINE_PLUGIN_HEADER,     .kind = ENGINE_PLUGIN_SOURCE,
     .name = "hello",          .version = HELLO_VERSION,
     .license = "MIT",         .description = "Example source: two fixed text items (SDK example).",
-    .options = hello_options, .create = hello_create,
-    .destroy = hello_destroy, .source = &hello_ops,
+    .options = hello_options, .option_bounds = hello_bounds,
+    .create = hello_create,   .destroy = hello_destroy,
+    .source = &hello_ops,
 };
 
 ENGINE_PLUGIN_EXPORT const struct engine_plugin *engine_plugin_query(uint32_t host_abi_major) {

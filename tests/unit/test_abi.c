@@ -348,110 +348,45 @@ static void test_has_field(void **state) {
   assert_false(ENGINE_HAS_FIELD(&ops, struct engine_sink_ops, cleanup));
 }
 
-/* struct engine_option as ABI 1.0 to 1.4 laid it out. */
-struct option_v1_0 {
-  const char *name;
-  enum engine_opt_type type;
-  int required;
-  const char *default_value;
-  const char *enum_values;
-  const char *description;
-};
-
-static void test_options_of_older_plugin(void **state) {
+static void test_option_bounds(void **state) {
   (void)state;
-  static const struct option_v1_0 old[] = {
-      {.name = "path", .type = ENGINE_OPT_STRING, .required = 1},
-      {.name = "mode", .type = ENGINE_OPT_ENUM, .enum_values = "a|b", .default_value = "a"},
-      {.name = "retries", .type = ENGINE_OPT_INT, .default_value = "3"},
-      {.name = NULL}};
   struct engine_plugin p = make_source();
-  p.abi_minor = 4;
-  p.struct_size = (uint32_t)offsetof(struct engine_plugin, option_size); /* the 1.4 descriptor */
-  p.option_size = 12345; /* past its descriptor: must not be read */
-  p.options = (const struct engine_option *)(const void *)old;
+  g_opts[2] = (struct engine_option){.name = "retries", .type = ENGINE_OPT_INT};
+  g_opts[3] = (struct engine_option){.name = NULL};
+  static struct engine_option_bounds bounds[3];
+  bounds[0] = (struct engine_option_bounds){.name = "retries", .min = "0", .max = "100"};
+  bounds[1] = (struct engine_option_bounds){.name = NULL};
+  p.option_bounds = bounds;
   char *err = NULL;
   assert_int_equal(plugin_check_descriptor("/x/test.so", &p, &err), 0);
   assert_null(err);
+  const char *min = "x", *max = "x";
+  assert_int_equal(plugin_option_bounds(&p, "retries", &min, &max), 1);
+  assert_string_equal(min, "0");
+  assert_string_equal(max, "100");
+  assert_int_equal(plugin_option_bounds(&p, "path", &min, &max), 0);
+  assert_null(min);
+  assert_null(max);
 
-  void *owned = NULL;
-  const struct engine_plugin *n = plugin_normalize(&p, &owned);
-  assert_non_null(owned);
-  assert_ptr_not_equal(n, &p);
-  assert_int_equal(n->struct_size, sizeof(struct engine_plugin));
-  assert_int_equal(n->option_size, sizeof(struct engine_option));
-  assert_string_equal(n->name, "test-src");
-  assert_ptr_equal(n->source, p.source);
-  assert_string_equal(n->options[0].name, "path");
-  assert_int_equal(n->options[0].required, 1);
-  assert_string_equal(n->options[1].name, "mode");
-  assert_string_equal(n->options[1].enum_values, "a|b");
-  assert_string_equal(n->options[2].name, "retries");
-  assert_string_equal(n->options[2].default_value, "3");
-  assert_null(n->options[2].min);
-  assert_null(n->options[2].max);
-  assert_null(n->options[3].name);
-  free(owned);
-
-  /* a plugin of this ABI is used as it is */
-  struct engine_plugin cur = make_source();
-  assert_ptr_equal(plugin_normalize(&cur, &owned), &cur);
-  assert_null(owned);
-}
-
-/* An option entry as a later minor might grow it. */
-struct option_future {
-  struct engine_option o;
-  const char *appended_later;
-};
-
-static void test_options_of_newer_plugin(void **state) {
-  (void)state;
-  static const struct option_future grown[] = {
-      {.o = {.name = "size", .type = ENGINE_OPT_SIZE, .min = "1KiB", .max = "1GiB"}},
-      {.o = {.name = "path", .type = ENGINE_OPT_STRING}, .appended_later = "x"},
-      {.o = {.name = NULL}}};
-  struct future_plugin f = {.base = make_source()};
-  f.base.abi_minor = ENGINE_ABI_MINOR + 1;
-  f.base.struct_size = sizeof f;
-  f.base.option_size = sizeof grown[0];
-  f.base.options = &grown[0].o;
-  char *err = NULL;
-  assert_int_equal(plugin_check_descriptor("/x/test.so", &f.base, &err), 0);
-  void *owned = NULL;
-  const struct engine_plugin *n = plugin_normalize(&f.base, &owned);
-  assert_non_null(owned);
-  assert_string_equal(n->options[0].name, "size");
-  assert_string_equal(n->options[0].min, "1KiB");
-  assert_string_equal(n->options[0].max, "1GiB");
-  assert_string_equal(n->options[1].name, "path");
-  assert_null(n->options[2].name);
-  free(owned);
-}
-
-static void test_options_size_and_bounds(void **state) {
-  (void)state;
-  /* a 1.5 plugin with options must say how large its entries are */
-  struct engine_plugin p = make_source();
-  p.option_size = 0;
-  expect_refused(&p, "option_size");
-  p = make_source();
-  p.option_size = 8;
-  expect_refused(&p, "smaller than");
-  /* bounds are for numbers, and not empty */
-  p = make_source();
-  g_opts[0].min = "1";
+  /* bounds name a numeric option of the plugin's, once, and say something */
+  bounds[0].name = "nope";
+  expect_refused(&p, "bounds for option 'nope', which it does not have");
+  bounds[0].name = "path";
   expect_refused(&p, "not an INT, SIZE or DURATION option");
-  p = make_source();
-  g_opts[2] = (struct engine_option){.name = "n", .type = ENGINE_OPT_INT, .min = ""};
-  g_opts[3] = (struct engine_option){.name = NULL};
-  expect_refused(&p, "empty minimum or maximum");
-  p = make_source();
-  g_opts[2] = (struct engine_option){.name = "n", .type = ENGINE_OPT_INT, .min = "0", .max = "9"};
-  g_opts[3] = (struct engine_option){.name = NULL};
-  char *err = NULL;
+  bounds[0] = (struct engine_option_bounds){.name = "retries"};
+  expect_refused(&p, "empty bounds for option 'retries'");
+  bounds[0].max = "";
+  expect_refused(&p, "empty bounds");
+  bounds[0] = (struct engine_option_bounds){.name = "retries", .min = "1"};
+  bounds[1] = (struct engine_option_bounds){.name = "retries", .max = "2"};
+  bounds[2] = (struct engine_option_bounds){.name = NULL};
+  expect_refused(&p, "bounds for option 'retries' twice");
+
+  /* a descriptor of ABI 1.4 ends before option_bounds: nothing there is read */
+  p.abi_minor = 4;
+  p.struct_size = (uint32_t)offsetof(struct engine_plugin, option_bounds);
   assert_int_equal(plugin_check_descriptor("/x/test.so", &p, &err), 0);
-  assert_null(err);
+  assert_int_equal(plugin_option_bounds(&p, "retries", &min, &max), 0);
 }
 
 /* ---- the registry ----------------------------------------------------- */
@@ -1099,9 +1034,7 @@ int main(void) {
       cmocka_unit_test(test_descriptor_bad_name_version),
       cmocka_unit_test(test_descriptor_newer_minor),
       cmocka_unit_test(test_has_field),
-      cmocka_unit_test(test_options_of_older_plugin),
-      cmocka_unit_test(test_options_of_newer_plugin),
-      cmocka_unit_test(test_options_size_and_bounds),
+      cmocka_unit_test(test_option_bounds),
       cmocka_unit_test(test_registry_lists_refused),
       cmocka_unit_test(test_registry_search_path_env),
       cmocka_unit_test(test_registry_shadowing),
