@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config/values.h" /* config_parse_size/_duration/_bool */
 #include "engine/plugin.h"
 
 struct pipeline_plugin_cfg {
@@ -96,11 +97,5 @@ int pipeline_load(const char *path, pipeline_lookup_fn lookup, void *ud, struct 
 int pipeline_load_string(const char *path, const char *text, size_t len, pipeline_lookup_fn lookup,
                          void *ud, struct pipeline **out, char **err);
 void pipeline_free(struct pipeline *p);
-
-/* Value parsers shared with the CLI. Return 0 or -1. */
-int config_parse_size(const char *s, uint64_t *bytes); /* "512", "64KiB", "16MiB", "1G", "2GB" */
-int config_parse_duration(const char *s,
-                          int64_t *ms);       /* "500ms", "30s", "5m", "2h", "7d", "2w", "1y" */
-int config_parse_bool(const char *s, int *b); /* true/false/yes/no/on/off */
 
 #endif
