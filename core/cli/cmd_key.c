@@ -13,12 +13,6 @@
 #include "util/log.h"
 #include "util/secret.h"
 
-static int fail(char *err) {
-  fprintf(stderr, "engine: error: %s\n", err ? err : "failed");
-  free(err);
-  return EXIT_ERROR;
-}
-
 /* Read a line from the terminal without echo. */
 static char *ask_hidden(const char *prompt) {
   FILE *tty = fopen("/dev/tty", "r+");
@@ -118,24 +112,16 @@ int cmd_key(const struct cli_globals *g, const struct cli_args *a) {
   const char *sub = a->pos[0];
   int is_add = strcmp(sub, "add") == 0, is_list = strcmp(sub, "list") == 0;
   int is_remove = strcmp(sub, "remove") == 0, is_passwd = strcmp(sub, "passwd") == 0;
-  if (!is_add && !is_list && !is_remove && !is_passwd) {
-    fprintf(stderr, "engine: key: unknown action '%s' (expected add, list, remove or passwd)\n",
-            sub);
-    return EXIT_USAGE;
-  }
-  if ((is_remove && a->n_pos != 3) || (!is_remove && a->n_pos != 2)) {
-    fprintf(stderr, "engine: key %s: wrong number of arguments\n", sub);
-    return EXIT_USAGE;
-  }
+  /* the parser checked the action, its arguments and its options */
   struct cli_ctx c;
   char *err = NULL;
   if (cli_load_pipeline(g, a->pos[1], &c, &err) != 0 || cli_open(&c, 0, 0, 0, &err) != 0) {
     cli_close(&c);
-    return fail(err);
+    return cli_fail(err);
   }
   if (!c.repo->crypto && (is_add || is_passwd)) {
     cli_close(&c);
-    return fail(xstrdup(
+    return cli_fail(xstrdup(
         "the repository is not encrypted (encryption none): keys have no passphrase to change"));
   }
   int rc = EXIT_OK;
@@ -143,7 +129,7 @@ int cmd_key(const struct cli_globals *g, const struct cli_args *a) {
     json_t *keys;
     if (repo_key_list(c.repo, &keys, &err) != 0) {
       cli_close(&c);
-      return fail(err);
+      return cli_fail(err);
     }
     if (a->json) {
       char *t = json_dumps(keys, JSON_INDENT(2) | JSON_SORT_KEYS);
@@ -163,7 +149,7 @@ int cmd_key(const struct cli_globals *g, const struct cli_args *a) {
     json_decref(keys);
   } else if (is_remove) {
     if (repo_key_remove(c.repo, a->pos[2], 0, &err) != 0)
-      rc = fail(err);
+      rc = cli_fail(err);
     else if (!g->quiet)
       printf("removed key %s\n", a->pos[2]);
   } else {
@@ -171,12 +157,12 @@ int cmd_key(const struct cli_globals *g, const struct cli_args *a) {
     size_t len = 0;
     char id[65];
     if (new_secret(a, &secret, &len, &err) != 0) {
-      rc = fail(err);
+      rc = cli_fail(err);
     } else {
       int r = repo_key_add(c.repo, secret, len, id, &err);
       secret_wipe_free(secret, len);
       if (r != 0) {
-        rc = fail(err);
+        rc = cli_fail(err);
       } else if (is_add) {
         if (!g->quiet)
           printf("added key %.8s\n", id);
@@ -184,10 +170,9 @@ int cmd_key(const struct cli_globals *g, const struct cli_args *a) {
         char old[65];
         snprintf(old, sizeof(old), "%s", c.repo->key_id);
         if (repo_key_remove(c.repo, old, 1, &err) != 0) {
-          fprintf(stderr,
-                  "engine: error: the new key %.8s was added but the old key %.8s could not be "
-                  "removed: %s\n",
-                  id, old, err);
+          log_error("the new key %.8s was added but the old key %.8s could not be "
+                    "removed: %s",
+                    id, old, err);
           free(err);
           rc = EXIT_ERROR;
         } else if (!g->quiet) {

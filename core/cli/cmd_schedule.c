@@ -37,27 +37,23 @@ int cmd_schedule(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
   char *err = NULL;
   if (cli_load_pipeline(g, a->pos[0], &c, &err) != 0) {
-    fprintf(stderr, "engine: error: %s\n", err);
-    free(err);
     cli_close(&c);
-    return EXIT_ERROR;
+    return cli_fail(err);
   }
   int rc = EXIT_ERROR;
   char *cal = NULL, *svc = NULL, *tmr = NULL;
   char pipeline_abs[PATH_MAX], exe[PATH_MAX];
   if (!c.p->schedule) {
-    fprintf(stderr,
-            "engine: error: %s has no 'schedule:' (a cron expression such as \"0 3 * * *\")\n",
-            a->pos[0]);
+    log_error("%s has no 'schedule:' (a cron expression such as \"0 3 * * *\")", a->pos[0]);
     goto out;
   }
   if (cron_to_oncalendar(c.p->schedule, &cal, &err) != 0) {
-    fprintf(stderr, "engine: error: %s: %s\n", a->pos[0], err);
+    log_error("%s: %s", a->pos[0], err);
     free(err);
     goto out;
   }
   if (!realpath(a->pos[0], pipeline_abs)) {
-    fprintf(stderr, "engine: error: %s: %s\n", a->pos[0], strerror(errno));
+    log_error("%s: %s", a->pos[0], strerror(errno));
     goto out;
   }
   ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
@@ -114,8 +110,7 @@ int cmd_schedule(const struct cli_globals *g, const struct cli_args *a) {
     rc = EXIT_OK;
     goto out;
   werr:
-    fprintf(stderr, "engine: error: %s\n", err);
-    free(err);
+    cli_fail(err);
   }
 out:
   free(cal);

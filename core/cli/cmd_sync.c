@@ -112,46 +112,52 @@ static struct plugin_instance *sink_by_name(struct cli_ctx *c, const char *name)
   return NULL;
 }
 
-int cmd_sync(const struct cli_globals *g, const struct cli_args *a) {
-  if (!a->from || !a->to) {
-    fprintf(stderr, "engine: sync: give --from SINK and --to SINK\n");
-    return EXIT_USAGE;
+/* "a, b": the pipeline's sink names, for messages */
+static char *sink_names(struct cli_ctx *c) {
+  char *out = xstrdup("");
+  for (size_t i = 0; i < c->p->n_sinks; i++) {
+    char *next = xasprintf("%s%s%s", out, i ? ", " : "", c->p->sinks[i].name);
+    free(out);
+    out = next;
   }
+  return out;
+}
+
+int cmd_sync(const struct cli_globals *g, const struct cli_args *a) {
+  /* --from and --to are required (cli/table.c) */
   struct cli_ctx c;
   char *err = NULL;
   if (cli_load_pipeline(g, a->pos[0], &c, &err) != 0) {
     cli_close(&c);
-    fprintf(stderr, "engine: error: %s\n", err);
-    free(err);
-    return EXIT_ERROR;
+    return cli_fail(err);
   }
   c.sink_insts = xcalloc(c.p->n_sinks, sizeof(*c.sink_insts));
   for (size_t i = 0; i < c.p->n_sinks; i++)
     if (plugin_instance_new(c.p->sinks[i].plugin, c.p->sinks[i].name, c.p->sinks[i].with,
                             &c.sink_insts[i], &err) != 0) {
       cli_close(&c);
-      fprintf(stderr, "engine: error: %s\n", err);
-      free(err);
-      return EXIT_ERROR;
+      return cli_fail(err);
     }
   struct plugin_instance *from = sink_by_name(&c, a->from), *to = sink_by_name(&c, a->to);
   if (!from || !to || from == to) {
-    fprintf(stderr, "engine: sync: %s\n",
-            from == to && from ? "--from and --to name the same sink"
-                               : "no sink of that name in the pipeline");
+    char *names = sink_names(&c);
+    if (from && from == to)
+      cli_usage_error("sync", "--from and --to name the same sink '%s'", a->from);
+    else
+      cli_usage_error("sync", "%s '%s': no sink of that name in the pipeline (its sinks: %s)",
+                      from ? "--to" : "--from", from ? a->to : a->from, names);
+    free(names);
     cli_close(&c);
     return EXIT_USAGE;
   }
   struct listing lf = {0}, lt = {0};
   int rc = EXIT_ERROR;
   if (from->plugin->sink->list(from->inst, "", list_cb, &lf) != ENGINE_OK) {
-    fprintf(stderr, "engine: error: sink '%s': unable to list: %s\n", from->name,
-            host_last_error(from->host));
+    log_error("sink '%s': unable to list: %s", from->name, host_last_error(from->host));
     goto out;
   }
   if (to->plugin->sink->list(to->inst, "", list_cb, &lt) != ENGINE_OK) {
-    fprintf(stderr, "engine: error: sink '%s': unable to list: %s\n", to->name,
-            host_last_error(to->host));
+    log_error("sink '%s': unable to list: %s", to->name, host_last_error(to->host));
     goto out;
   }
   if (lf.n) /* qsort(NULL, 0, ...) is undefined behaviour (UBSan) */
@@ -172,31 +178,26 @@ int cmd_sync(const struct cli_globals *g, const struct cli_args *a) {
      * read says why (and a target that cannot be read is never taken for
      * an empty one) */
     if (rf != ENGINE_OK && rf != ENGINE_NOT_FOUND) {
-      fprintf(stderr, "engine: error: sink '%s': unable to read 'config': %s\n", from->name,
-              host_last_error(from->host));
+      log_error("sink '%s': unable to read 'config': %s", from->name, host_last_error(from->host));
       goto out;
     }
     if (rt != ENGINE_OK && rt != ENGINE_NOT_FOUND) {
-      fprintf(stderr, "engine: error: sink '%s': unable to read 'config': %s\n", to->name,
-              host_last_error(to->host));
+      log_error("sink '%s': unable to read 'config': %s", to->name, host_last_error(to->host));
       goto out;
     }
     if (!hf) {
-      fprintf(stderr, "engine: error: sink '%s' holds no repository (no config)\n", from->name);
+      log_error("sink '%s' holds no repository (no config)", from->name);
       goto out;
     }
     if (!same) {
-      fprintf(
-          stderr,
-          "engine: error: sinks '%s' and '%s' hold different repositories; refusing to mix them\n",
-          from->name, to->name);
+      log_error("sinks '%s' and '%s' hold different repositories; refusing to mix them", from->name,
+                to->name);
       goto out;
     }
     if (!ht && lt.n > 0) {
-      fprintf(stderr,
-              "engine: error: sink '%s' holds '%s' but no engine repository; refusing to write "
-              "into it\n",
-              to->name, lt.v[0].name);
+      log_error("sink '%s' holds '%s' but no engine repository; refusing to write "
+                "into it",
+                to->name, lt.v[0].name);
       goto out;
     }
   }
@@ -237,10 +238,9 @@ int cmd_sync(const struct cli_globals *g, const struct cli_args *a) {
         progress_finish(j.prog);
         progress_free(j.prog);
         if (j.err) {
-          fprintf(stderr,
-                  "engine: error: %s; the target holds a consistent but incomplete copy, run sync "
-                  "again\n",
-                  j.err);
+          log_error("%s; the target holds a consistent but incomplete copy, run sync "
+                    "again",
+                    j.err);
           free(j.err);
           free(todo);
           goto out;

@@ -32,11 +32,7 @@ static void print_json(json_t *j) {
 int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
   char *err = NULL;
-  int64_t when = 0;
-  if (a->time && parse_iso_time(a->time, &when) != 0) {
-    log_error("--time '%s': expected an ISO 8601 time such as 2026-01-31T03:00:00Z", a->time);
-    return EXIT_USAGE;
-  }
+  int64_t when = a->time ? a->time_s : 0; /* checked by the parser */
   if (cli_load_pipeline(g, a->pos[0], &c, &err) != 0) {
     cli_close(&c);
     return cli_fail(err);
@@ -597,16 +593,9 @@ static json_t *forget_unreadable_ids(const struct cli_args *a) {
 
 static int do_prune(const struct cli_globals *g, const struct cli_args *a, struct cli_ctx *c,
                     json_t *forget_unreadable, json_t *out) {
-  struct prune_opts po = {a->dry_run, 0.5, g->quiet, forget_unreadable};
-  if (a->repack_threshold) {
-    char *end;
-    po.repack_threshold = strtod(a->repack_threshold, &end);
-    if (*end || po.repack_threshold < 0 || po.repack_threshold > 1) {
-      fprintf(stderr, "engine: --repack-threshold '%s': expected a fraction between 0 and 1\n",
-              a->repack_threshold);
-      return EXIT_USAGE;
-    }
-  }
+  /* --repack-threshold was checked by the parser */
+  struct prune_opts po = {a->dry_run, a->repack_threshold ? a->repack_fraction : 0.5, g->quiet,
+                          forget_unreadable};
   struct prune_result r;
   char *err = NULL;
   if (prune_run(c->repo, &po, &r, &err) != 0)
@@ -805,17 +794,8 @@ int cmd_plugins(const struct cli_globals *g, const struct cli_args *a) {
 /* ---- repair ------------------------------------------------------------------ */
 
 int cmd_repair(const struct cli_globals *g, const struct cli_args *a) {
-  const char *what = a->pos[0];
-  int is_index = strcmp(what, "index") == 0;
-  if (!is_index && strcmp(what, "snapshots") != 0) {
-    fprintf(stderr, "engine: repair: '%s': expected 'index' or 'snapshots'\n", what);
-    return EXIT_USAGE;
-  }
-  if (is_index && (a->n_pos > 2 || a->read_data)) {
-    fprintf(stderr,
-            "engine: repair index takes only the pipeline (no snapshots, no --read-data)\n");
-    return EXIT_USAGE;
-  }
+  /* the parser checked the action (index|snapshots) and what it takes */
+  int is_index = strcmp(a->pos[0], "index") == 0;
   struct cli_ctx c;
   int rc = open_existing(g, a->pos[1], &c, 0, 0);
   if (rc)
