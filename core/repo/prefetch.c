@@ -230,6 +230,7 @@ static void fetch_unit(struct prefetch *p, const struct unit *u) {
                   "by one",
                   (unsigned long long)(u->end - u->off), hex, err);
         free(err);
+        err = NULL;
         whole = NULL;
       }
       buf = whole;
