@@ -29,6 +29,37 @@ static void print_json(json_t *j) {
 
 /* ---- run ------------------------------------------------------------------ */
 
+/* The parent of a run: the newest snapshot of this pipeline from this host
+ * (NULL: every item is read in full). An unreadable snapshot cannot be a
+ * parent; the run goes on (a new recovery point is what a damaged
+ * repository needs most) but says so. */
+static struct snapshot *find_parent(struct repo *r, const char *pipeline) {
+  struct snapshot_list all;
+  json_t *unreadable;
+  char *err = NULL;
+  if (snapshot_list(r, &all, &unreadable, &err) != 0) {
+    free(err);
+    return NULL;
+  }
+  size_t k;
+  json_t *u;
+  json_array_foreach(unreadable, k, u) log_warn(
+      "snapshot %s cannot be read (%s); it is not used as a parent. Run 'engine check'",
+      json_string_value(json_object_get(u, "id")), json_string_value(json_object_get(u, "error")));
+  json_decref(unreadable);
+  char host[SYS_NAME_MAX];
+  sys_hostname(host);
+  struct snapshot *parent = NULL;
+  for (size_t i = all.n; i-- > 0 && !parent;) {
+    const struct snapshot *m = all.v[i];
+    if (m->pipeline && m->hostname && strcmp(m->pipeline, pipeline) == 0 &&
+        strcmp(m->hostname, host) == 0)
+      parent = snapshot_list_take(&all, i);
+  }
+  snapshot_list_free(&all);
+  return parent;
+}
+
 int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
   char *err = NULL;
@@ -54,37 +85,13 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
                      ? 0
                      : isatty(STDERR_FILENO) && !g->quiet;
   /* the parent: the newest snapshot of this pipeline from this host */
-  json_t *parent = NULL, *all = NULL, *unreadable = NULL;
-  if (!c.repo->created && snapshot_list(c.repo, &all, &unreadable, &err) == 0) {
-    /* an unreadable snapshot cannot be a parent; the run goes on (a new
-     * recovery point is what a damaged repository needs most) but says so */
-    size_t k;
-    json_t *u;
-    json_array_foreach(unreadable, k, u)
-        log_warn("snapshot %s cannot be read (%s); it is not used as a parent. Run 'engine check'",
-                 json_string_value(json_object_get(u, "id")),
-                 json_string_value(json_object_get(u, "error")));
-    json_decref(unreadable);
-    char host[SYS_NAME_MAX];
-    sys_hostname(host);
-    for (size_t i = json_array_size(all); i-- > 0 && !parent;) {
-      json_t *m = json_array_get(all, i);
-      const char *pn = json_string_value(json_object_get(m, "pipeline"));
-      const char *hn = json_string_value(json_object_get(m, "hostname"));
-      if (pn && hn && strcmp(pn, c.p->name) == 0 && strcmp(hn, host) == 0)
-        parent = json_incref(m);
-    }
-  } else {
-    free(err); /* no parent: every item is read in full */
-    err = NULL;
-  }
-  json_decref(all);
+  struct snapshot *parent = c.repo->created ? NULL : find_parent(c.repo, c.p->name);
   struct backup_opts bo = {
       c.p,    c.repo,         c.sources, a->dry_run, progress, when, c.p->max_inflight,
       parent, c.skipped_sinks};
   struct backup_result r;
   int rc = backup_run(&bo, &r, &err);
-  json_decref(parent);
+  snapshot_free(parent);
   if (rc != 0) {
     cli_close(&c);
     if (cancel_requested()) {
@@ -232,89 +239,130 @@ static int open_locked(const struct cli_globals *g, const struct cli_args *a, st
   return EXIT_OK;
 }
 
+static json_t *strings_array(char *const *v, size_t n) {
+  json_t *a = json_array();
+  for (size_t i = 0; i < n; i++)
+    json_array_append_new(a, json_string(v[i]));
+  return a;
+}
+
+/* engine snapshots --json: one object per snapshot, then the unreadable. */
+static void print_snapshots_json(const struct snapshot_list *all, json_t *unreadable) {
+  json_t *out = json_array();
+  for (size_t i = 0; i < all->n; i++) {
+    const struct snapshot *m = all->v[i];
+    json_t *names = json_array();
+    for (size_t k = 0; k < m->n_sources; k++)
+      json_array_append_new(names, json_string(m->sources[k].name));
+    char *t = iso_time(m->time);
+    json_array_append_new(out, json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:I, s:I, s:I, s:o, s:o}",
+                                         "id", m->id, "time", t, "hostname", m->hostname,
+                                         "username", m->username, "status", m->status, "items",
+                                         (json_int_t)m->stats.items, "bytes_read",
+                                         (json_int_t)m->stats.bytes_read, "stored_bytes",
+                                         (json_int_t)m->stats.stored_bytes, "sources", names,
+                                         "tags", strings_array(m->tags, m->n_tags)));
+    free(t);
+  }
+  size_t i;
+  json_t *u;
+  json_array_foreach(unreadable, i, u) {
+    json_array_append_new(out,
+                          json_pack("{s:O, s:s, s:O}", "id", json_object_get(u, "id"), "status",
+                                    "unreadable", "error", json_object_get(u, "error")));
+  }
+  print_json(out);
+  json_decref(out);
+}
+
+/* engine snapshots: a table, then the unreadable ones, then the count. */
+static void print_snapshots_table(const struct snapshot_list *all, json_t *unreadable) {
+  printf("%-10s %-20s %-16s %-9s %8s %12s  %s\n", "ID", "TIME", "HOST", "STATUS", "ITEMS", "SIZE",
+         "SOURCES");
+  for (size_t i = 0; i < all->n; i++) {
+    const struct snapshot *m = all->v[i];
+    char b[32], srcs[256] = "";
+    uint64_t total = 0;
+    for (size_t k = 0; k < m->n_sources; k++) {
+      total += m->sources[k].bytes;
+      if (k)
+        strncat(srcs, ",", sizeof(srcs) - strlen(srcs) - 1);
+      strncat(srcs, m->sources[k].name, sizeof(srcs) - strlen(srcs) - 1);
+    }
+    char *t = iso_time(m->time);
+    printf("%-10.8s %-20s %-16.16s %-9s %8lld %12s  %s\n", m->id, t,
+           m->hostname ? m->hostname : "?", m->status ? m->status : "?", (long long)m->stats.items,
+           format_bytes(total, b, sizeof(b)), srcs);
+    free(t);
+  }
+  size_t i;
+  json_t *u;
+  json_array_foreach(unreadable, i, u) {
+    printf("%-10.8s %-20s %-16s %-9s  %s\n", json_string_value(json_object_get(u, "id")), "?", "?",
+           "UNREADABLE", json_string_value(json_object_get(u, "error")));
+  }
+  printf("%zu snapshot(s)", all->n + json_array_size(unreadable));
+  if (json_array_size(unreadable))
+    printf(", %zu UNREADABLE (run 'engine check')", json_array_size(unreadable));
+  printf("\n");
+}
+
 int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
   int rc = open_existing(g, a->pos[0], &c, 0, 1);
   if (rc)
     return rc;
-  json_t *all, *unreadable;
+  struct snapshot_list all;
+  json_t *unreadable;
   char *err = NULL;
   if (snapshot_list(c.repo, &all, &unreadable, &err) != 0) {
     cli_close(&c);
     return cli_fail(err);
   }
   size_t n_bad = json_array_size(unreadable);
-  if (a->json) {
-    json_t *out = json_array();
-    size_t i;
-    json_t *m;
-    json_array_foreach(all, i, m) {
-      json_t *st = json_object_get(m, "stats");
-      json_t *names = json_array();
-      size_t k;
-      json_t *s;
-      json_array_foreach(json_object_get(m, "sources"), k, s)
-          json_array_append(names, json_object_get(s, "name"));
-      json_array_append_new(
-          out,
-          json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:o, s:O}", "id",
-                    json_object_get(m, "id"), "time", json_object_get(m, "time"), "hostname",
-                    json_object_get(m, "hostname"), "username", json_object_get(m, "username"),
-                    "status", json_object_get(m, "status"), "items", json_object_get(st, "items"),
-                    "bytes_read", json_object_get(st, "bytes_read"), "stored_bytes",
-                    json_object_get(st, "stored_bytes"), "sources", names, "tags",
-                    json_object_get(m, "tags")));
-    }
-    json_array_foreach(unreadable, i, m) {
-      json_array_append_new(out,
-                            json_pack("{s:O, s:s, s:O}", "id", json_object_get(m, "id"), "status",
-                                      "unreadable", "error", json_object_get(m, "error")));
-    }
-    print_json(out);
-    json_decref(out);
-  } else {
-    printf("%-10s %-20s %-16s %-9s %8s %12s  %s\n", "ID", "TIME", "HOST", "STATUS", "ITEMS", "SIZE",
-           "SOURCES");
-    size_t i;
-    json_t *m;
-    json_array_foreach(all, i, m) {
-      json_t *st = json_object_get(m, "stats");
-      char b[32], srcs[256] = "";
-      size_t k;
-      json_t *s;
-      uint64_t total = 0;
-      json_array_foreach(json_object_get(m, "sources"), k, s) {
-        total += (uint64_t)json_integer_value(json_object_get(s, "bytes"));
-        if (k)
-          strncat(srcs, ",", sizeof(srcs) - strlen(srcs) - 1);
-        strncat(srcs, json_string_value(json_object_get(s, "name")),
-                sizeof(srcs) - strlen(srcs) - 1);
-      }
-      printf("%-10.8s %-20s %-16.16s %-9s %8lld %12s  %s\n",
-             json_string_value(json_object_get(m, "id")),
-             json_string_value(json_object_get(m, "time")),
-             json_string_value(json_object_get(m, "hostname")),
-             json_string_value(json_object_get(m, "status")),
-             (long long)json_integer_value(json_object_get(st, "items")),
-             format_bytes(total, b, sizeof(b)), srcs);
-    }
-    json_array_foreach(unreadable, i, m) {
-      printf("%-10.8s %-20s %-16s %-9s  %s\n", json_string_value(json_object_get(m, "id")), "?",
-             "?", "UNREADABLE", json_string_value(json_object_get(m, "error")));
-    }
-    printf("%zu snapshot(s)", json_array_size(all) + n_bad);
-    if (n_bad)
-      printf(", %zu UNREADABLE (run 'engine check')", n_bad);
-    printf("\n");
-  }
+  if (a->json)
+    print_snapshots_json(&all, unreadable);
+  else
+    print_snapshots_table(&all, unreadable);
   if (n_bad)
     log_error("%zu snapshot(s) exist but cannot be read; the repository is damaged or a sink is "
               "failing (run 'engine check')",
               n_bad);
-  json_decref(all);
+  snapshot_list_free(&all);
   json_decref(unreadable);
   cli_close(&c);
   return n_bad ? EXIT_ERROR : EXIT_OK;
+}
+
+/* engine show: the manifest in words. */
+static void print_snapshot(const struct snapshot *m) {
+  char b1[32], b2[32];
+  char *t0 = iso_time(m->time), *t1 = m->time_end ? iso_time(m->time_end) : xstrdup("?");
+  printf("snapshot   %s\n", m->id);
+  printf("pipeline   %s\n", m->pipeline ? m->pipeline : "?");
+  printf("time       %s .. %s\n", t0, t1);
+  printf("host/user  %s / %s\n", m->hostname ? m->hostname : "?", m->username ? m->username : "?");
+  printf("status     %s\n", m->status ? m->status : "?");
+  printf("engine     %s\n", m->engine_version ? m->engine_version : "?");
+  printf("items      %lld, %s read, %s stored\n", (long long)m->stats.items,
+         format_bytes(m->stats.bytes_read, b1, sizeof(b1)),
+         format_bytes(m->stats.stored_bytes, b2, sizeof(b2)));
+  free(t0);
+  free(t1);
+  for (size_t i = 0; i < m->n_sources; i++) {
+    const struct snapshot_source *s = &m->sources[i];
+    printf("source     %s (%s %s): %lld items, %lld failed\n", s->name, s->type,
+           s->plugin_version ? s->plugin_version : "?", (long long)s->items,
+           (long long)s->failed_items);
+    for (size_t k = 0; k < s->n_warnings; k++) {
+      const struct snapshot_note *w = &s->warnings[k];
+      /* only a name stored as "item" (UTF-8), not as "item_b64" */
+      json_t *probe = w->item ? json_stringn(w->item, w->item_len) : NULL;
+      const char *item = probe ? w->item : NULL;
+      printf("  warning  %s%s%s\n", item ? item : "", item ? ": " : "", w->text ? w->text : "");
+      json_decref(probe);
+    }
+  }
 }
 
 int cmd_show(const struct cli_globals *g, const struct cli_args *a) {
@@ -322,50 +370,17 @@ int cmd_show(const struct cli_globals *g, const struct cli_args *a) {
   int rc = open_existing(g, a->pos[0], &c, 0, 1);
   if (rc)
     return rc;
-  json_t *m;
+  struct snapshot *m;
   char *err = NULL;
   if (snapshot_find(c.repo, a->pos[1], &m, &err) != 0) {
     cli_close(&c);
     return cli_fail(err);
   }
-  if (a->json) {
-    print_json(m);
-  } else {
-    json_t *st = json_object_get(m, "stats");
-    char b1[32], b2[32];
-    printf("snapshot   %s\n", json_string_value(json_object_get(m, "id")));
-    printf("pipeline   %s\n", json_string_value(json_object_get(m, "pipeline")));
-    printf("time       %s .. %s\n", json_string_value(json_object_get(m, "time")),
-           json_string_value(json_object_get(m, "time_end")));
-    printf("host/user  %s / %s\n", json_string_value(json_object_get(m, "hostname")),
-           json_string_value(json_object_get(m, "username")));
-    printf("status     %s\n", json_string_value(json_object_get(m, "status")));
-    printf("engine     %s\n", json_string_value(json_object_get(m, "engine_version")));
-    printf("items      %lld, %s read, %s stored\n",
-           (long long)json_integer_value(json_object_get(st, "items")),
-           format_bytes((uint64_t)json_integer_value(json_object_get(st, "bytes_read")), b1,
-                        sizeof(b1)),
-           format_bytes((uint64_t)json_integer_value(json_object_get(st, "stored_bytes")), b2,
-                        sizeof(b2)));
-    size_t i;
-    json_t *s;
-    json_array_foreach(json_object_get(m, "sources"), i, s) {
-      printf("source     %s (%s %s): %lld items, %lld failed\n",
-             json_string_value(json_object_get(s, "name")),
-             json_string_value(json_object_get(s, "type")),
-             json_string_value(json_object_get(s, "plugin_version")),
-             (long long)json_integer_value(json_object_get(s, "items")),
-             (long long)json_integer_value(json_object_get(s, "failed_items")));
-      size_t k;
-      json_t *w;
-      json_array_foreach(json_object_get(s, "warnings"), k, w) {
-        const char *item = json_string_value(json_object_get(w, "item"));
-        printf("  warning  %s%s%s\n", item ? item : "", item ? ": " : "",
-               json_string_value(json_object_get(w, "message")));
-      }
-    }
-  }
-  json_decref(m);
+  if (a->json)
+    print_json(m->raw);
+  else
+    print_snapshot(m);
+  snapshot_free(m);
   cli_close(&c);
   return EXIT_OK;
 }
@@ -386,7 +401,7 @@ int cmd_show(const struct cli_globals *g, const struct cli_args *a) {
 struct find_job {
   struct repo *repo;
   const char *ref;
-  json_t *m;
+  struct snapshot *m;
   char *err;
   int rc;
 };
@@ -416,10 +431,10 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
     pthread_join(th, NULL);
   else
     find_snapshot_thread(&fj);
-  json_t *m = fj.m;
+  struct snapshot *m = fj.m;
   char *err = NULL;
   if (irc != 0 || fj.rc != 0) {
-    json_decref(m);
+    snapshot_free(m);
     free(irc != 0 ? fj.err : ierr);
     cli_close(&c);
     return cli_fail(irc != 0 ? ierr : fj.err);
@@ -436,7 +451,7 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
   extra[ne] = NULL;
   if ((a->as_name || a->to_stdout) && (!a->only || !strchr(a->only, '/'))) {
     free(as_flag);
-    json_decref(m);
+    snapshot_free(m);
     cli_close(&c);
     return cli_usage_error("restore",
                            "--as and --to-stdout act on one item: give --only SOURCE/ITEM");
@@ -453,7 +468,7 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
   FILE *out = a->to_stdout || a->json ? stderr : stdout;
   char b[32];
   if (rc < 0) {
-    json_decref(m);
+    snapshot_free(m);
     cli_close(&c);
     return cli_fail(err);
   }
@@ -469,9 +484,9 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
               (unsigned long long)res.items, (unsigned long long)res.failed);
     else
       fprintf(out, "restored %llu item(s), %s from snapshot %.8s\n", (unsigned long long)res.items,
-              format_bytes(res.bytes, b, sizeof(b)), json_string_value(json_object_get(m, "id")));
+              format_bytes(res.bytes, b, sizeof(b)), m->id);
   }
-  json_decref(m);
+  snapshot_free(m);
   cli_close(&c);
   return rc == 3 ? EXIT_PARTIAL : EXIT_OK;
 }
@@ -488,7 +503,7 @@ static uint32_t source_caps(const struct engine_plugin *p) {
 /* check --restore-test: every source of the latest snapshot whose plugin can
  * restore into a scratch location of its own and verify it. */
 static int restore_test(struct cli_ctx *c, int json, json_t *report) {
-  json_t *m;
+  struct snapshot *m;
   char *err = NULL;
   if (snapshot_find(c->repo, "latest", &m, &err) != 0) {
     json_array_append_new(report, json_pack("{s:s, s:s}", "source", "", "error", err));
@@ -497,10 +512,8 @@ static int restore_test(struct cli_ctx *c, int json, json_t *report) {
     return 1;
   }
   int failures = 0;
-  size_t i;
-  json_t *s;
-  json_array_foreach(json_object_get(m, "sources"), i, s) {
-    const char *sn = json_string_value(json_object_get(s, "name"));
+  for (size_t i = 0; i < m->n_sources; i++) {
+    const char *sn = m->sources[i].name;
     struct plugin_instance *pi = NULL;
     for (size_t k = 0; k < c->p->n_sources; k++)
       if (strcmp(c->sources[k]->name, sn) == 0)
@@ -533,7 +546,7 @@ static int restore_test(struct cli_ctx *c, int json, json_t *report) {
     free(err);
     err = NULL;
   }
-  json_decref(m);
+  snapshot_free(m);
   return failures ? 1 : 0;
 }
 

@@ -31,17 +31,14 @@
 #include <uv.h>
 
 #include "chunker/fastcdc.h"
+#include "pipeline/backup_int.h"
 #include "plugin/host_progress.h"
-#include "repo/index.h"
-#include "repo/pack.h"
 #include "repo/tree.h"
-#include "pipeline/tree_feed.h"
 #include "stage/compress.h"
-#include "util/log.h"
 #include "util/cancel.h"
+#include "util/log.h"
 #include "util/pool.h"
 #include "util/sysinfo.h"
-#include "util/progress.h"
 
 /* Raw bytes of chunks being processed. A few chunks per worker keep every
  * core busy; more only costs memory. */
@@ -51,9 +48,6 @@
 /* The run's index is saved as an object whenever its text passes this
  * (~25,000 blobs): memory stays flat however many blobs a run stores. */
 #define INDEX_BATCH_BYTES (4u * 1024 * 1024)
-/* Chunk buffers kept for reuse: allocating a fresh max-size buffer per chunk
- * costs page faults on every chunk. */
-#define SPARE_BUFFERS 4
 /* A chunk up to this size (a small file, a file's tail) is copied into a
  * buffer of its own size, and the max-size chunk buffer stays with the
  * emitter: a tree of small files would otherwise keep a max-size buffer
@@ -69,47 +63,6 @@
  * text (45 and ~150 bytes a blob) grow with that. */
 #define PACK_MAX_BLOBS 20000u
 
-struct bk;
-
-struct bk_item {
-  struct bk_item *next;
-  char *name;
-  size_t name_len;
-  int type;
-  json_t *meta;
-  uint64_t size;
-  unsigned char (*ids)[32];
-  size_t ids_cap;
-  size_t n_submitted; /* chunks handed to the pool */
-  size_t n_done;      /* chunks whose job finished */
-  int closed;
-  int failed;
-  int is_tree;
-  int source;
-  int meta_from_parent; /* meta is the parent item's (same text) */
-  char *line;           /* reused unchanged: the parent's tree line, written verbatim */
-};
-
-struct bk_source {
-  struct plugin_instance *pi;
-  FILE *tree;
-  struct bk_item *head, *tail;
-  json_t *warnings;
-  json_t *marks;
-  json_t *tree_ids;
-  uint64_t tree_size;
-  uint64_t items, bytes, failed_items;
-  int source_error;
-  char *error;
-  /* the parent snapshot's tree of this source, read in step with the walk */
-  int has_parent, parent_done;
-  uint64_t parent_bytes; /* size of this source in the parent snapshot (progress estimate) */
-  json_t *parent_marks;  /* marks of this source in the parent snapshot (borrowed) */
-  char *pmark;
-  struct tree_feed *parent;
-  struct tree_entry pe; /* the parent's item at the cursor (pe.item NULL: none) */
-};
-
 struct bk_job {
   struct bk *bk;
   struct bk_item *item;
@@ -124,64 +77,7 @@ struct bk_job {
   size_t charge; /* counted in bk.inflight */
 };
 
-/* A pack: filled by the pool threads, each sealing its blob straight into
- * the place it reserved, then stored by an upload job. */
-struct bk_upload {
-  struct bk *bk;
-  struct packer pk;
-  size_t writers; /* blobs being sealed into pk (under pack_mu) */
-  int closed;     /* full: no more reservations; stored once writers is 0 */
-  int failed;     /* a blob could not be sealed: the pack is not stored */
-  unsigned char pack_id[32];
-  char *err;
-};
-
-struct bk {
-  const struct backup_opts *o;
-  struct repo *repo;
-  uv_loop_t loop;
-  uv_async_t finish;
-  uv_timer_t timer;
-  int timer_on;
-
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
-  uint64_t inflight, limit;
-  size_t jobs_outstanding, uploads_outstanding;
-  int flushed;
-  char *fatal;
-
-  pthread_mutex_t pack_mu;   /* guards `filling` and every pack's writers/closed/failed */
-  struct bk_upload *filling; /* the pack taking blobs, NULL until the next one */
-  /* the index of this run's packs, written as they are stored; saved as an
-   * index object whenever it grows past INDEX_BATCH_BYTES (loop thread) */
-  struct index_text itext;
-  json_t *index_ids; /* index objects saved by this run, in order (loop thread) */
-
-  struct bk_source *sources;
-  size_t n_sources;
-
-  /* emitter state (source thread only) */
-  struct chunker *chunker;
-  unsigned char *chunk_buf;
-  unsigned char *spare[SPARE_BUFFERS]; /* reusable chunk buffers (under lock) */
-  size_t n_spare;
-  size_t chunk_len;
-  struct bk_item *cur;
-  /* the plugin's current item was refused (invalid name or type): its
-   * content is discarded and its end accepted, so the source goes on with
-   * the next item */
-  int refusing;
-  size_t cur_source;
-
-  /* statistics (under lock) */
-  uint64_t items, bytes_read, chunks, new_chunks, new_bytes, stored_bytes, packs;
-  uint64_t reused_items, reused_bytes;
-  int64_t started_ms;
-  struct progress *progress;
-};
-
-static void set_fatal(struct bk *b, char *msg) {
+void bk_set_fatal(struct bk *b, char *msg) {
   pthread_mutex_lock(&b->lock);
   if (!b->fatal)
     b->fatal = msg;
@@ -191,7 +87,7 @@ static void set_fatal(struct bk *b, char *msg) {
   pthread_mutex_unlock(&b->lock);
 }
 
-static int is_stopping(struct bk *b) {
+int bk_is_stopping(struct bk *b) {
   pthread_mutex_lock(&b->lock);
   int s = b->fatal != NULL;
   pthread_mutex_unlock(&b->lock);
@@ -228,27 +124,16 @@ static void write_tree_line(struct bk *b, struct bk_source *s, struct bk_item *i
     free(line);
 }
 
-static void item_free(struct bk_item *it) {
-  free(it->name);
-  free(it->line);
-  json_decref(it->meta);
-  free(it->ids);
-  free(it);
-}
-
-static void finalize_ready(struct bk *b, struct bk_source *s) {
+void bk_finalize_ready(struct bk *b, struct bk_source *s) {
   while (s->head && s->head->closed && s->head->n_done == s->head->n_submitted) {
     struct bk_item *it = s->head;
     s->head = it->next;
     if (!s->head)
       s->tail = NULL;
     if (it->is_tree) {
-      s->tree_ids = json_array();
-      for (size_t i = 0; i < it->n_submitted; i++) {
-        char hex[65];
-        hex_encode(it->ids[i], 32, hex);
-        json_array_append_new(s->tree_ids, json_string(hex));
-      }
+      s->tree_ids = it->ids;
+      s->n_tree_ids = it->n_submitted;
+      it->ids = NULL;
       s->tree_size = it->size;
     } else if (!it->failed) {
       write_tree_line(b, s, it);
@@ -256,7 +141,7 @@ static void finalize_ready(struct bk *b, struct bk_source *s) {
       s->bytes += it->size;
       b->items++;
     }
-    item_free(it);
+    bk_item_free(it);
   }
   pthread_cond_broadcast(&b->cond);
 }
@@ -304,7 +189,7 @@ static void index_done(void *arg) {
   struct bk_index_job *j = arg;
   struct bk *b = j->bk;
   if (j->err) {
-    set_fatal(b, j->err);
+    bk_set_fatal(b, j->err);
   } else {
     json_array_append_new(b->index_ids, json_string(j->id));
     index_note_saved(b->repo, j->id);
@@ -331,7 +216,7 @@ static void upload_done(void *arg) {
   struct bk_upload *u = arg;
   struct bk *b = u->bk;
   if (u->err) {
-    set_fatal(b, u->err);
+    bk_set_fatal(b, u->err);
     u->err = NULL;
   } else {
     uint32_t pk = index_add_pack(b->repo->index, u->pack_id);
@@ -429,7 +314,7 @@ static void job_done(void *arg) {
   struct bk_job *j = arg;
   struct bk *b = j->bk;
   if (j->failed)
-    set_fatal(b, xstrdup("unable to compress or encrypt a chunk"));
+    bk_set_fatal(b, xstrdup("unable to compress or encrypt a chunk"));
   pthread_mutex_lock(&b->lock);
   struct bk_item *it = j->item;
   memcpy(it->ids[j->idx], j->id, 32);
@@ -450,13 +335,13 @@ static void job_done(void *arg) {
   else
     free(j->data);
   j->data = NULL;
-  finalize_ready(b, &b->sources[it->source]);
+  bk_finalize_ready(b, &b->sources[it->source]);
   pthread_mutex_unlock(&b->lock);
   free(j);
 }
 
 /* Source thread: hand the buffered chunk to the pool. */
-static int submit_chunk(struct bk *b) {
+int bk_submit_chunk(struct bk *b) {
   struct bk_item *it = b->cur;
   size_t len = b->chunk_len;
   if (len == 0)
@@ -510,289 +395,6 @@ static int submit_chunk(struct bk *b) {
   return 0;
 }
 
-/* ---- the emitter -------------------------------------------------------- */
-
-static struct bk *em_bk(const struct engine_emitter *em) {
-  return em->ctx;
-}
-
-static void add_warning(struct bk *b, struct bk_source *s, const char *name, size_t name_len,
-                        const char *msg) {
-  json_t *w = json_object();
-  if (name)
-    json_set_bytes(w, "item", name, name_len);
-  json_object_set_new(w, "message", json_string(msg ? msg : "failed"));
-  char *pn = name ? printable_name(name, name_len) : xstrdup("");
-  log_warn("source '%s': %s%s%s", s->pi->name, pn, name ? ": " : "", msg ? msg : "failed");
-  free(pn);
-  pthread_mutex_lock(&b->lock);
-  json_array_append_new(s->warnings, w);
-  pthread_mutex_unlock(&b->lock);
-}
-
-static struct bk_item *new_item(struct bk *b, const char *name, size_t name_len, int type) {
-  struct bk_item *it = xcalloc(1, sizeof(*it));
-  it->name = xmalloc(name_len + 1);
-  memcpy(it->name, name, name_len);
-  it->name[name_len] = '\0';
-  it->name_len = name_len;
-  it->type = type;
-  it->source = (int)b->cur_source;
-  return it;
-}
-
-static void enqueue_item(struct bk *b, struct bk_item *it) {
-  struct bk_source *s = &b->sources[b->cur_source];
-  pthread_mutex_lock(&b->lock);
-  if (s->tail)
-    s->tail->next = it;
-  else
-    s->head = it;
-  s->tail = it;
-  pthread_mutex_unlock(&b->lock);
-  b->cur = it;
-  chunker_reset(b->chunker);
-  b->chunk_len = 0;
-}
-
-static int em_item_begin(const struct engine_emitter *em, const struct engine_item *item) {
-  struct bk *b = em_bk(em);
-  struct bk_source *s = &b->sources[b->cur_source];
-  if (is_stopping(b))
-    return ENGINE_ERROR;
-  if (b->cur) {
-    add_warning(b, s, b->cur->name, b->cur->name_len,
-                "item_begin before item_end (plugin bug); item dropped");
-    return ENGINE_ERROR;
-  }
-  b->refusing = 0;
-  const char *why = !item->name ? "no name"
-                    : item_type_name(item->type)[0] == 'u'
-                        ? "unknown item type"
-                        : item_name_problem(item->name, item->name_len);
-  if (why) {
-    /* a name a restore could not place safely ('..', absolute, ...) would
-     * make the item unrestorable: it fails here, where it can be fixed */
-    char *msg = xasprintf("plugin '%s' gave an invalid item (%s); the item is not stored",
-                          s->pi->plugin->name, why);
-    add_warning(b, s, item->name, item->name ? item->name_len : 0, msg);
-    free(msg);
-    pthread_mutex_lock(&b->lock);
-    s->failed_items++;
-    pthread_mutex_unlock(&b->lock);
-    b->refusing = 1;
-    return ENGINE_OK;
-  }
-  json_t *meta = NULL;
-  int from_parent = 0;
-  if (item->meta_json && s->pe.item && strcmp(item->meta_json, s->pe.meta_text) == 0 &&
-      tree_name_cmp(s->pe.name, s->pe.name_len, item->name, item->name_len) == 0) {
-    /* the same text as the parent item's metadata (an unchanged item of an
-     * incremental run): share the parent's parsed object */
-    meta = json_incref(json_object_get(s->pe.item, "meta"));
-    from_parent = meta != NULL;
-  }
-  if (item->meta_json && !meta) {
-    json_error_t je;
-    meta = json_loads(item->meta_json, 0, &je);
-    if (!json_is_object(meta)) {
-      json_decref(meta);
-      add_warning(b, s, item->name, item->name_len,
-                  "plugin gave metadata that is not a JSON object");
-      return ENGINE_ERROR;
-    }
-  }
-  struct bk_item *it = new_item(b, item->name, item->name_len, item->type);
-  it->meta = meta;
-  it->meta_from_parent = from_parent;
-  enqueue_item(b, it);
-  return ENGINE_OK;
-}
-
-static int em_item_write(const struct engine_emitter *em, const void *buf, size_t len) {
-  struct bk *b = em_bk(em);
-  if (!b->cur)
-    return b->refusing && !is_stopping(b) ? ENGINE_OK : ENGINE_ERROR;
-  const unsigned char *p = buf;
-  size_t max = b->repo->chunker.max_size;
-  b->cur->size += len;
-  if (!b->cur->is_tree) {
-    pthread_mutex_lock(&b->lock);
-    b->bytes_read += len;
-    pthread_mutex_unlock(&b->lock);
-  }
-  while (len > 0) {
-    size_t room = max - b->chunk_len;
-    size_t take = len < room ? len : room;
-    int boundary = 0;
-    size_t used = chunker_scan(b->chunker, p, take, &boundary);
-    memcpy(b->chunk_buf + b->chunk_len, p, used);
-    b->chunk_len += used;
-    p += used;
-    len -= used;
-    if (boundary || b->chunk_len == max) {
-      if (!boundary)
-        chunker_reset(b->chunker);
-      if (submit_chunk(b) != 0)
-        return ENGINE_ERROR;
-    }
-  }
-  return is_stopping(b) ? ENGINE_ERROR : ENGINE_OK;
-}
-
-static int em_item_end(const struct engine_emitter *em, int status, const char *final_meta,
-                       const char *message) {
-  struct bk *b = em_bk(em);
-  struct bk_item *it = b->cur;
-  struct bk_source *s = &b->sources[b->cur_source];
-  if (!it) {
-    int refused = b->refusing;
-    b->refusing = 0;
-    return refused && !is_stopping(b) ? ENGINE_OK : ENGINE_ERROR;
-  }
-  int rc = ENGINE_OK;
-  if (status == ENGINE_OK && submit_chunk(b) != 0)
-    rc = ENGINE_ERROR;
-  if (final_meta && status == ENGINE_OK) {
-    json_error_t je;
-    json_t *m = json_loads(final_meta, 0, &je);
-    if (json_is_object(m)) {
-      json_decref(it->meta);
-      it->meta = m;
-      it->meta_from_parent = 0;
-      free(it->line);
-      it->line = NULL;
-    } else {
-      json_decref(m);
-    }
-  }
-  if (status != ENGINE_OK || rc != ENGINE_OK) {
-    if (!is_stopping(b)) {
-      add_warning(b, s, it->name, it->name_len, message ? message : "failed");
-      pthread_mutex_lock(&b->lock);
-      s->failed_items++;
-      pthread_mutex_unlock(&b->lock);
-    }
-    b->chunk_len = 0;
-  }
-  pthread_mutex_lock(&b->lock);
-  it->failed = status != ENGINE_OK || rc != ENGINE_OK;
-  it->closed = 1;
-  b->cur = NULL;
-  finalize_ready(b, s);
-  pthread_mutex_unlock(&b->lock);
-  return is_stopping(b) ? ENGINE_ERROR : rc;
-}
-
-static void em_warn(const struct engine_emitter *em, const char *name, const char *message) {
-  struct bk *b = em_bk(em);
-  add_warning(b, &b->sources[b->cur_source], name, name ? strlen(name) : 0, message);
-}
-
-static int em_mark(const struct engine_emitter *em, const char *key, const char *json_value) {
-  struct bk *b = em_bk(em);
-  json_error_t je;
-  json_t *v = json_loads(json_value ? json_value : "null", JSON_DECODE_ANY, &je);
-  if (!v || !key)
-    return ENGINE_ERROR;
-  pthread_mutex_lock(&b->lock);
-  json_object_set_new(b->sources[b->cur_source].marks, key, v);
-  pthread_mutex_unlock(&b->lock);
-  return ENGINE_OK;
-}
-
-/* ---- incremental: the parent snapshot ---------------------------------- */
-
-static void parent_drop_cur(struct bk_source *s) {
-  if (s->parent)
-    tree_feed_release(s->parent, &s->pe);
-  else
-    tree_entry_clear(&s->pe);
-}
-
-static int em_previous(const struct engine_emitter *em, const char *name, size_t name_len,
-                       const char **meta_json) {
-  struct bk *b = em_bk(em);
-  struct bk_source *s = &b->sources[b->cur_source];
-  *meta_json = NULL;
-  while (s->has_parent && !s->parent_done) {
-    if (!s->pe.item) {
-      char *err = NULL;
-      int rc = tree_feed_next(s->parent, &s->pe, &err);
-      if (rc <= 0) {
-        if (rc < 0) {
-          log_warn("source '%s': the parent snapshot's tree is unreadable (%s); reading every item "
-                   "in full",
-                   s->pi->name, err);
-          free(err);
-        }
-        s->parent_done = 1;
-        break;
-      }
-    }
-    int c = tree_name_cmp(s->pe.name, s->pe.name_len, name, name_len);
-    if (c < 0) {
-      parent_drop_cur(s);
-      continue;
-    }
-    if (c > 0)
-      return ENGINE_NOT_FOUND; /* the parent's cursor is ahead: keep it */
-    *meta_json = s->pe.meta_text;
-    return ENGINE_OK;
-  }
-  return ENGINE_NOT_FOUND;
-}
-
-static int em_item_reuse(const struct engine_emitter *em) {
-  struct bk *b = em_bk(em);
-  struct bk_source *s = &b->sources[b->cur_source];
-  struct bk_item *it = b->cur;
-  if (!it || !s->pe.item || it->n_submitted > 0 || b->chunk_len > 0 ||
-      tree_name_cmp(s->pe.name, s->pe.name_len, it->name, it->name_len) != 0)
-    return ENGINE_NOT_FOUND;
-  json_t *chunks = json_object_get(s->pe.item, "chunks");
-  size_t n = json_array_size(chunks);
-  unsigned char(*ids)[32] = xcalloc(n ? n : 1, 32);
-  for (size_t i = 0; i < n; i++) {
-    const char *hex = json_string_value(json_array_get(chunks, i));
-    struct index_entry e;
-    /* every chunk must still be in the repository, or the item is read again */
-    if (!hex || hex_decode(hex, ids[i], 32) != 0 || !index_get(b->repo->index, ids[i], &e)) {
-      free(ids);
-      return ENGINE_NOT_FOUND;
-    }
-  }
-  uint64_t size = (uint64_t)json_integer_value(json_object_get(s->pe.item, "size"));
-  pthread_mutex_lock(&b->lock);
-  free(it->ids);
-  it->ids = ids;
-  it->ids_cap = n;
-  it->n_submitted = it->n_done = n;
-  it->size = size;
-  const char *ptype = json_string_value(json_object_get(s->pe.item, "type"));
-  if (it->meta_from_parent && ptype && strcmp(ptype, item_type_name(it->type)) == 0)
-    it->line = xstrdup(s->pe.line);
-  b->chunks += n;
-  b->reused_items++;
-  b->reused_bytes += size;
-  pthread_mutex_unlock(&b->lock);
-  return ENGINE_OK;
-}
-
-static int em_previous_mark(const struct engine_emitter *em, const char *key,
-                            const char **json_value) {
-  struct bk *b = em_bk(em);
-  struct bk_source *s = &b->sources[b->cur_source];
-  *json_value = NULL;
-  json_t *v = key ? json_object_get(s->parent_marks, key) : NULL;
-  if (!v)
-    return ENGINE_NOT_FOUND;
-  free(s->pmark);
-  s->pmark = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-  *json_value = s->pmark;
-  return s->pmark ? ENGINE_OK : ENGINE_ERROR;
-}
-
 /* ---- the source thread -------------------------------------------------- */
 
 static void wait_until(struct bk *b, int (*pred)(struct bk *, void *), void *arg) {
@@ -816,33 +418,30 @@ static int uploads_drained(struct bk *b, void *arg) {
 
 static int spool_tree(struct bk *b, struct bk_source *s) {
   if (fflush(s->tree) != 0 || fseek(s->tree, 0, SEEK_SET) != 0) {
-    set_fatal(b, xasprintf("unable to read back the item tree spool file: %s", strerror(errno)));
+    bk_set_fatal(b, xasprintf("unable to read back the item tree spool file: %s", strerror(errno)));
     return -1;
   }
-  struct bk_item *it = new_item(b, "(tree)", 6, ENGINE_ITEM_STREAM);
-  it->is_tree = 1;
-  enqueue_item(b, it);
-  struct engine_emitter em = {sizeof(em), b, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+  struct bk_item *it = bk_item_begin(b, "(tree)", 6, ENGINE_ITEM_STREAM, 1);
   static const size_t bufsz = 1024 * 1024;
   unsigned char *buf = xmalloc(bufsz);
   size_t n;
   int rc = 0;
   while ((n = fread(buf, 1, bufsz, s->tree)) > 0)
-    if (em_item_write(&em, buf, n) != ENGINE_OK) {
+    if (bk_item_write(b, buf, n) != ENGINE_OK) {
       rc = -1;
       break;
     }
   free(buf);
   if (rc == 0 && ferror(s->tree)) {
-    set_fatal(b, xasprintf("unable to read the item tree spool file: %s", strerror(errno)));
+    bk_set_fatal(b, xasprintf("unable to read the item tree spool file: %s", strerror(errno)));
     rc = -1;
   }
-  if (rc == 0 && submit_chunk(b) != 0)
+  if (rc == 0 && bk_submit_chunk(b) != 0)
     rc = -1;
   pthread_mutex_lock(&b->lock);
   it->closed = 1;
   b->cur = NULL;
-  finalize_ready(b, s);
+  bk_finalize_ready(b, s);
   pthread_mutex_unlock(&b->lock);
   return rc;
 }
@@ -876,24 +475,24 @@ static void flush_done(void *arg) {
 
 static void source_thread(void *arg) {
   struct bk *b = arg;
-  struct engine_emitter em = {sizeof(em), b,       em_item_begin, em_item_write, em_item_end,
-                              em_warn,    em_mark, em_previous,   em_item_reuse, em_previous_mark};
-  for (size_t i = 0; i < b->n_sources && !is_stopping(b); i++) {
+  struct engine_emitter em;
+  bk_emitter(b, &em);
+  for (size_t i = 0; i < b->n_sources && !bk_is_stopping(b); i++) {
     struct bk_source *s = &b->sources[i];
     b->cur_source = i;
     host_clear_error(s->pi->host);
     int rc = s->pi->plugin->source->backup(s->pi->inst, &em);
     if (b->cur) { /* the plugin returned in the middle of an item */
-      em_item_end(&em, ENGINE_ERROR, NULL, "source returned without ending the item");
+      em.item_end(&em, ENGINE_ERROR, NULL, "source returned without ending the item");
     }
-    if (rc != ENGINE_OK && !is_stopping(b)) {
+    if (rc != ENGINE_OK && !bk_is_stopping(b)) {
       const char *msg = host_last_error(s->pi->host);
       s->source_error = 1;
       s->error = xstrdup(msg[0] ? msg : "the source failed");
       log_error("source '%s' failed: %s", s->pi->name, s->error);
     }
     wait_until(b, source_drained, s);
-    if (is_stopping(b))
+    if (bk_is_stopping(b))
       break;
     spool_tree(b, s);
     wait_until(b, source_drained, s);
@@ -930,227 +529,40 @@ static void on_timer(uv_timer_t *t) {
   progress_update(b->progress, done, total, items, newb);
 }
 
-static json_t *source_manifest(struct bk_source *s) {
-  const struct engine_plugin *p = s->pi->plugin;
-  return json_pack("{s:s, s:s, s:s, s:o, s:I, s:I, s:I, s:I, s:O, s:O, s:s?}", "name", s->pi->name,
-                   "type", p->name, "plugin_version", p->version, "tree",
-                   s->tree_ids ? json_incref(s->tree_ids) : json_array(), "tree_size",
-                   (json_int_t)s->tree_size, "items", (json_int_t)s->items, "bytes",
-                   (json_int_t)s->bytes, "failed_items", (json_int_t)s->failed_items, "marks",
-                   s->marks, "warnings", s->warnings, "error", s->error);
+/* ---- setup and teardown -------------------------------------------------- */
+
+/* The parent snapshot's tree of source s, to be read in step with the walk
+ * (a source of the same name and plugin with a tree). */
+static void find_parent_tree(struct bk_source *s, const struct snapshot *parent, struct repo *r) {
+  for (size_t k = 0; parent && k < parent->n_sources; k++) {
+    const struct snapshot_source *ps = &parent->sources[k];
+    if (strcmp(ps->name, s->pi->name) != 0 || strcmp(ps->type, s->pi->plugin->name) != 0 ||
+        ps->n_tree == 0)
+      continue;
+    s->parent =
+        tree_feed_start(r, (const unsigned char(*)[32])ps->tree, ps->n_tree, TREE_FEED_FULL);
+    s->has_parent = 1;
+    s->parent_bytes = ps->bytes;
+    s->parent_marks = ps->marks;
+    return;
+  }
 }
 
-int backup_run(const struct backup_opts *o, struct backup_result *res, char **err) {
-  memset(res, 0, sizeof(*res));
-  struct bk *b = xcalloc(1, sizeof(*b));
-  b->o = o;
-  b->repo = o->repo;
-  b->limit = o->max_inflight ? o->max_inflight : DEFAULT_INFLIGHT;
-  if (b->limit < 2ull * o->repo->chunker.max_size)
-    b->limit = 2ull * o->repo->chunker.max_size;
-  pthread_mutex_init(&b->lock, NULL);
-  b->index_ids = json_array();
-  pthread_cond_init(&b->cond, NULL);
-  pthread_mutex_init(&b->pack_mu, NULL);
-  b->n_sources = o->pipeline->n_sources;
-  b->sources = xcalloc(b->n_sources, sizeof(*b->sources));
-  int rc = -1;
-  for (size_t i = 0; i < b->n_sources; i++) {
-    b->sources[i].pi = o->sources[i];
-    b->sources[i].warnings = json_array();
-    b->sources[i].marks = json_object();
-    b->sources[i].tree = tmpfile();
-    size_t k;
-    json_t *ps;
-    json_array_foreach(o->parent ? json_object_get(o->parent, "sources") : NULL, k, ps) {
-      if (strcmp(json_string_value(json_object_get(ps, "name")), o->sources[i]->name) == 0 &&
-          strcmp(json_string_value(json_object_get(ps, "type")), o->sources[i]->plugin->name) ==
-              0 &&
-          json_array_size(json_object_get(ps, "tree")) > 0) {
-        b->sources[i].parent =
-            tree_feed_start(o->repo, json_object_get(ps, "tree"), TREE_FEED_FULL);
-        b->sources[i].has_parent = 1;
-        b->sources[i].parent_bytes = (uint64_t)json_integer_value(json_object_get(ps, "bytes"));
-        b->sources[i].parent_marks = json_object_get(ps, "marks");
-      }
-    }
-    if (!b->sources[i].tree) {
-      *err = xasprintf("unable to create a temporary file for the item tree: %s", strerror(errno));
-      goto out;
-    }
-  }
-  if (chunker_new(&o->repo->chunker, &b->chunker) != 0) {
-    *err = xstrdup("invalid chunker parameters");
-    goto out;
-  }
-  {
-    struct chunker_params cp = o->repo->chunker;
-    cp.seed = o->repo->chunker_seed;
-    chunker_free(b->chunker);
-    b->chunker = NULL;
-    if (chunker_new(&cp, &b->chunker) != 0) {
-      *err = xstrdup("invalid chunker parameters");
-      goto out;
-    }
-  }
-  b->chunk_buf = xmalloc(o->repo->chunker.max_size);
-
-  int64_t t0 = (int64_t)time(NULL);
-  b->started_ms = (int64_t)uv_hrtime() / 1000000;
-  uv_loop_init(&b->loop);
-  pool_init(&b->loop);
-  uv_async_init(&b->loop, &b->finish, on_finish);
-  b->finish.data = b;
-  b->progress = progress_new(o->progress);
-  if (o->progress) {
-    uv_timer_init(&b->loop, &b->timer);
-    b->timer.data = b;
-    uv_timer_start(&b->timer, on_timer, 250, 250);
-    b->timer_on = 1;
-  }
-  uv_thread_t th;
-  uv_thread_create(&th, source_thread, b);
-  uv_run(&b->loop, UV_RUN_DEFAULT);
-  uv_thread_join(&th);
-  uv_loop_close(&b->loop);
-  pool_thread_cleanup();
-  progress_finish(b->progress);
-  int64_t t1 = (int64_t)time(NULL);
-
-  res->seconds = ((double)((int64_t)uv_hrtime() / 1000000 - b->started_ms)) / 1000.0;
-  if (b->fatal || cancel_requested()) {
-    *err = b->fatal ? xstrdup(b->fatal)
-                    : xstrdup("interrupted; no snapshot was written (the repository is unchanged "
-                              "apart from unreferenced data)");
-    goto out;
-  }
-  /* Every source failed as a whole: nothing worth a snapshot. */
-  size_t failed_sources = 0;
-  for (size_t i = 0; i < b->n_sources; i++)
-    failed_sources += b->sources[i].source_error;
-  if (failed_sources == b->n_sources) {
-    *err = xasprintf("every source failed (%s); no snapshot was written", b->sources[0].error);
-    goto out;
-  }
-
-  int partial = 0;
-  json_t *warnings = json_array();
-  json_t *srcs = json_array();
-  for (size_t i = 0; i < b->n_sources; i++) {
-    struct bk_source *s = &b->sources[i];
-    if (json_array_size(s->warnings) > 0 || s->source_error || s->failed_items)
-      partial = 1;
-    size_t k;
-    json_t *w;
-    json_array_foreach(s->warnings, k, w) {
-      json_t *c = json_deep_copy(w);
-      json_object_set_new(c, "source", json_string(s->pi->name));
-      json_array_append_new(warnings, c);
-    }
-    json_array_append_new(srcs, source_manifest(s));
-  }
-  for (size_t i = 0; i < o->repo->n_sinks; i++)
-    if (o->repo->sinks[i].failed)
-      partial = 1;
-  if (json_array_size(o->skipped_sinks) > 0)
-    partial = 1;
-
-  if (!o->dry_run) {
-    char index_id[65] = "";
-    if (b->itext.packs > 0) { /* the rest of the run's index, after every pack */
-      size_t len;
-      char *text = index_text_finish(&b->itext, &len);
-      int irc = repo_save_text(o->repo, "index", text, len, index_id, err);
-      free(text);
-      if (irc != 0) {
-        json_decref(warnings);
-        json_decref(srcs);
-        goto out;
-      }
-      json_array_append_new(b->index_ids, json_string(index_id));
-      index_note_saved(o->repo, index_id);
-    }
-    index_cache_refresh(o->repo);
-    size_t n_ids = json_array_size(b->index_ids);
-    if (n_ids > 0)
-      snprintf(index_id, sizeof(index_id), "%s",
-               json_string_value(json_array_get(b->index_ids, n_ids - 1)));
-    char host[SYS_NAME_MAX], user[SYS_NAME_MAX];
-    sys_hostname(host);
-    sys_username(user);
-    char *ts = iso_time(o->time_override ? o->time_override : t0);
-    char *te = iso_time(o->time_override ? o->time_override + (t1 - t0) : t1);
-    json_t *tags = json_array();
-    for (size_t i = 0; i < o->pipeline->n_tags; i++)
-      json_array_append_new(tags, json_string(o->pipeline->tags[i]));
-    json_t *missed = o->skipped_sinks ? json_deep_copy(o->skipped_sinks) : json_array();
-    for (size_t i = 0; i < o->repo->n_sinks; i++)
-      if (o->repo->sinks[i].failed)
-        json_array_append_new(missed, json_string(o->repo->sinks[i].pi->name));
-    json_t *m = json_pack(
-        "{s:i, s:s, s:s, s:s, s:s, s:s, s:f, s:s, s:s, s:s, s:o, s:o, s:{s:s, s:i}, s:o, s:{s:I, "
-        "s:I, s:I, s:I, "
-        "s:I, s:I, s:I, s:I, s:I}, s:O, s:o, s:s?}",
-        "version", 1, "pipeline", o->pipeline->name, "hostname", host, "username", user, "time", ts,
-        "time_end", te, "duration_seconds", res->seconds, "engine_version", ENGINE_VERSION,
-        "status", partial ? "partial" : "complete", "repository", o->repo->id, "tags", tags,
-        "sources", srcs, "compression", "algorithm", compress_algo_name(o->repo->compress_algo),
-        "level", o->repo->compress_level, "index", json_string(index_id), "stats", "items",
-        (json_int_t)b->items, "bytes_read", (json_int_t)b->bytes_read, "chunks",
-        (json_int_t)b->chunks, "new_chunks", (json_int_t)b->new_chunks, "new_bytes",
-        (json_int_t)b->new_bytes, "stored_bytes", (json_int_t)b->stored_bytes, "packs",
-        (json_int_t)b->packs, "reused_items", (json_int_t)b->reused_items, "reused_bytes",
-        (json_int_t)b->reused_bytes, "warnings", warnings, "sinks_missed", missed, "parent",
-        o->parent ? json_string_value(json_object_get(o->parent, "id")) : NULL);
-    free(ts);
-    free(te);
-    if (!m) {
-      *err = xstrdup("unable to build the snapshot manifest");
-      json_decref(warnings);
-      goto out;
-    }
-    /* wall-clock creation time in ns: orders snapshots made within one second */
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    json_object_set_new(m, "created_ns",
-                        json_integer((json_int_t)now.tv_sec * 1000000000 + now.tv_nsec));
-    json_object_set(m, "indexes", b->index_ids);
-    int src = repo_save_json(o->repo, "snapshot", m, res->snapshot_id, err);
-    json_decref(m);
-    if (src != 0) {
-      json_decref(warnings);
-      goto out;
-    }
-  } else {
-    json_decref(srcs);
-  }
-  res->partial = partial;
-  res->warnings = warnings;
-  res->items = b->items;
-  res->bytes_read = b->bytes_read;
-  res->chunks = b->chunks;
-  res->new_chunks = b->new_chunks;
-  res->new_bytes = b->new_bytes;
-  res->stored_bytes = b->stored_bytes;
-  res->packs = b->packs;
-  res->reused_items = b->reused_items;
-  res->reused_bytes = b->reused_bytes;
-  rc = 0;
-out:
+static void bk_free(struct bk *b) {
   for (size_t i = 0; i < b->n_sources; i++) {
     struct bk_source *s = &b->sources[i];
     if (s->tree)
       fclose(s->tree);
     while (s->head) {
       struct bk_item *n = s->head->next;
-      item_free(s->head);
+      bk_item_free(s->head);
       s->head = n;
     }
-    json_decref(s->warnings);
+    snapshot_notes_free(s->warnings, s->n_warnings);
     json_decref(s->marks);
-    json_decref(s->tree_ids);
+    free(s->tree_ids);
     free(s->error);
-    parent_drop_cur(s);
+    bk_parent_drop(s);
     tree_feed_free(s->parent);
     free(s->pmark);
   }
@@ -1171,5 +583,224 @@ out:
   pthread_mutex_destroy(&b->pack_mu);
   pthread_cond_destroy(&b->cond);
   free(b);
+}
+
+static struct bk *bk_new(const struct backup_opts *o, char **err) {
+  struct bk *b = xcalloc(1, sizeof(*b));
+  b->o = o;
+  b->repo = o->repo;
+  b->limit = o->max_inflight ? o->max_inflight : DEFAULT_INFLIGHT;
+  if (b->limit < 2ull * o->repo->chunker.max_size)
+    b->limit = 2ull * o->repo->chunker.max_size;
+  pthread_mutex_init(&b->lock, NULL);
+  pthread_cond_init(&b->cond, NULL);
+  pthread_mutex_init(&b->pack_mu, NULL);
+  b->index_ids = json_array();
+  b->n_sources = o->pipeline->n_sources;
+  b->sources = xcalloc(b->n_sources, sizeof(*b->sources));
+  for (size_t i = 0; i < b->n_sources; i++) {
+    struct bk_source *s = &b->sources[i];
+    s->pi = o->sources[i];
+    s->marks = json_object();
+    s->tree = tmpfile();
+    find_parent_tree(s, o->parent, o->repo);
+    if (!s->tree) {
+      *err = xasprintf("unable to create a temporary file for the item tree: %s", strerror(errno));
+      bk_free(b);
+      return NULL;
+    }
+  }
+  struct chunker_params cp = o->repo->chunker;
+  cp.seed = o->repo->chunker_seed;
+  if (chunker_new(&cp, &b->chunker) != 0) {
+    *err = xstrdup("invalid chunker parameters");
+    bk_free(b);
+    return NULL;
+  }
+  b->chunk_buf = xmalloc(o->repo->chunker.max_size);
+  return b;
+}
+
+/* ---- the run ------------------------------------------------------------- */
+
+/* Run the sources through the pipeline: the source thread, the pool and the
+ * loop, until every source is done or the run stops. */
+static void bk_run(struct bk *b) {
+  b->started_ms = (int64_t)uv_hrtime() / 1000000;
+  uv_loop_init(&b->loop);
+  pool_init(&b->loop);
+  uv_async_init(&b->loop, &b->finish, on_finish);
+  b->finish.data = b;
+  b->progress = progress_new(b->o->progress);
+  if (b->o->progress) {
+    uv_timer_init(&b->loop, &b->timer);
+    b->timer.data = b;
+    uv_timer_start(&b->timer, on_timer, 250, 250);
+    b->timer_on = 1;
+  }
+  uv_thread_t th;
+  uv_thread_create(&th, source_thread, b);
+  uv_run(&b->loop, UV_RUN_DEFAULT);
+  uv_thread_join(&th);
+  uv_loop_close(&b->loop);
+  pool_thread_cleanup();
+  progress_finish(b->progress);
+}
+
+/* ---- the snapshot -------------------------------------------------------- */
+
+/* Partial: a source warned, lost items or failed, or a sink missed data. */
+static int bk_partial(const struct bk *b) {
+  for (size_t i = 0; i < b->n_sources; i++) {
+    const struct bk_source *s = &b->sources[i];
+    if (s->n_warnings > 0 || s->source_error || s->failed_items)
+      return 1;
+  }
+  for (size_t i = 0; i < b->repo->n_sinks; i++)
+    if (b->repo->sinks[i].failed)
+      return 1;
+  return json_array_size(b->o->skipped_sinks) > 0;
+}
+
+/* Source s's part of the manifest; its warnings move there. */
+static void manifest_source(struct snapshot *m, struct bk_source *s) {
+  const struct engine_plugin *p = s->pi->plugin;
+  struct snapshot_source *ms = snapshot_add_source(m);
+  ms->name = xstrdup(s->pi->name);
+  ms->type = xstrdup(p->name);
+  ms->plugin_version = xstrdup(p->version);
+  ms->tree = s->tree_ids;
+  ms->n_tree = s->n_tree_ids;
+  s->tree_ids = NULL;
+  ms->tree_size = s->tree_size;
+  ms->items = s->items;
+  ms->bytes = s->bytes;
+  ms->failed_items = s->failed_items;
+  ms->marks = json_incref(s->marks);
+  ms->error = s->error ? xstrdup(s->error) : NULL;
+  for (size_t k = 0; k < s->n_warnings; k++) {
+    const struct snapshot_note *w = &s->warnings[k];
+    snapshot_note_add(&m->warnings, &m->n_warnings, s->pi->name, w->item, w->item_len, w->text);
+  }
+  ms->warnings = s->warnings;
+  ms->n_warnings = s->n_warnings;
+  s->warnings = NULL;
+  s->n_warnings = 0;
+}
+
+/* The manifest of this run (everything but the index objects and
+ * created_ns, which are known once the index is saved). t0, t1: when the
+ * run started and ended. */
+static struct snapshot *bk_manifest(struct bk *b, int64_t t0, int64_t t1, double seconds) {
+  const struct backup_opts *o = b->o;
+  struct snapshot *m = snapshot_new();
+  char host[SYS_NAME_MAX], user[SYS_NAME_MAX];
+  sys_hostname(host);
+  sys_username(user);
+  m->repository = xstrdup(o->repo->id);
+  m->pipeline = xstrdup(o->pipeline->name);
+  m->hostname = xstrdup(host);
+  m->username = xstrdup(user);
+  m->time = o->time_override ? o->time_override : t0;
+  m->time_end = o->time_override ? o->time_override + (t1 - t0) : t1;
+  m->duration = seconds;
+  m->engine_version = xstrdup(ENGINE_VERSION);
+  m->status = xstrdup(bk_partial(b) ? "partial" : "complete");
+  m->parent = o->parent ? xstrdup(o->parent->id) : NULL;
+  m->tags = xcalloc(o->pipeline->n_tags + 1, sizeof(char *));
+  for (size_t i = 0; i < o->pipeline->n_tags; i++)
+    m->tags[m->n_tags++] = xstrdup(o->pipeline->tags[i]);
+  m->compression = xstrdup(compress_algo_name(o->repo->compress_algo));
+  m->compression_level = o->repo->compress_level;
+  m->stats = (struct snapshot_stats){b->items,      b->bytes_read,   b->chunks,
+                                     b->new_chunks, b->new_bytes,    b->stored_bytes,
+                                     b->packs,      b->reused_items, b->reused_bytes};
+  size_t n_skipped = json_array_size(o->skipped_sinks);
+  m->sinks_missed = xcalloc(n_skipped + o->repo->n_sinks + 1, sizeof(char *));
+  for (size_t i = 0; i < n_skipped; i++)
+    m->sinks_missed[m->n_sinks_missed++] =
+        xstrdup(json_string_value(json_array_get(o->skipped_sinks, i)));
+  for (size_t i = 0; i < o->repo->n_sinks; i++)
+    if (o->repo->sinks[i].failed)
+      m->sinks_missed[m->n_sinks_missed++] = xstrdup(o->repo->sinks[i].pi->name);
+  for (size_t i = 0; i < b->n_sources; i++)
+    manifest_source(m, &b->sources[i]);
+  return m;
+}
+
+/* After every pack: the rest of the run's index, then the manifest, which
+ * names every index object of the run (a snapshot never references data
+ * that is not durable). */
+static int bk_write_snapshot(struct bk *b, struct snapshot *m, char **err) {
+  struct repo *r = b->repo;
+  if (b->itext.packs > 0) {
+    size_t len;
+    char id[65];
+    char *text = index_text_finish(&b->itext, &len);
+    int rc = repo_save_text(r, "index", text, len, id, err);
+    free(text);
+    if (rc != 0)
+      return -1;
+    json_array_append_new(b->index_ids, json_string(id));
+    index_note_saved(r, id);
+  }
+  index_cache_refresh(r);
+  size_t n = json_array_size(b->index_ids);
+  m->has_indexes = 1;
+  m->indexes = xcalloc(n + 1, sizeof(char *));
+  for (size_t i = 0; i < n; i++)
+    m->indexes[m->n_indexes++] = xstrdup(json_string_value(json_array_get(b->index_ids, i)));
+  m->index = xstrdup(n ? m->indexes[n - 1] : "");
+  /* wall-clock creation time in ns: orders snapshots made within one second */
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  m->created_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+  return snapshot_save(r, m, err);
+}
+
+static void bk_result(const struct bk *b, const struct snapshot *m, struct backup_result *res) {
+  res->partial = strcmp(m->status, "partial") == 0;
+  res->warnings = snapshot_warnings_json(m);
+  res->items = b->items;
+  res->bytes_read = b->bytes_read;
+  res->chunks = b->chunks;
+  res->new_chunks = b->new_chunks;
+  res->new_bytes = b->new_bytes;
+  res->stored_bytes = b->stored_bytes;
+  res->packs = b->packs;
+  res->reused_items = b->reused_items;
+  res->reused_bytes = b->reused_bytes;
+  memcpy(res->snapshot_id, m->id, sizeof(res->snapshot_id));
+}
+
+int backup_run(const struct backup_opts *o, struct backup_result *res, char **err) {
+  memset(res, 0, sizeof(*res));
+  struct bk *b = bk_new(o, err);
+  if (!b)
+    return -1;
+  int64_t t0 = (int64_t)time(NULL);
+  bk_run(b);
+  int64_t t1 = (int64_t)time(NULL);
+  res->seconds = ((double)((int64_t)uv_hrtime() / 1000000 - b->started_ms)) / 1000.0;
+  int rc = -1;
+  size_t failed_sources = 0;
+  for (size_t i = 0; i < b->n_sources; i++)
+    failed_sources += b->sources[i].source_error;
+  if (b->fatal || cancel_requested()) {
+    *err = b->fatal ? xstrdup(b->fatal)
+                    : xstrdup("interrupted; no snapshot was written (the repository is unchanged "
+                              "apart from unreferenced data)");
+  } else if (failed_sources == b->n_sources) {
+    /* every source failed as a whole: nothing worth a snapshot */
+    *err = xasprintf("every source failed (%s); no snapshot was written", b->sources[0].error);
+  } else {
+    struct snapshot *m = bk_manifest(b, t0, t1, res->seconds);
+    if (o->dry_run || bk_write_snapshot(b, m, err) == 0) {
+      bk_result(b, m, res);
+      rc = 0;
+    }
+    snapshot_free(m);
+  }
+  bk_free(b);
   return rc;
 }

@@ -10,6 +10,7 @@
 #include "config/pipeline.h"
 #include "plugin/host.h"
 #include "repo/repo.h"
+#include "repo/snapshot.h"
 
 struct backup_opts {
   const struct pipeline *pipeline;
@@ -19,7 +20,7 @@ struct backup_opts {
   int progress;                     /* draw progress on stderr */
   int64_t time_override;            /* unix seconds, 0 = now */
   uint64_t max_inflight;            /* bytes; 0 = default */
-  json_t *parent;                   /* manifest of the parent snapshot (incremental), or NULL */
+  const struct snapshot *parent;    /* the parent snapshot (incremental), or NULL */
   json_t *skipped_sinks;            /* optional sinks left out of this run (names), or NULL */
 };
 

@@ -26,9 +26,9 @@ struct ck {
   struct repo *r;
   struct check_result *res;
   int quiet;
-  json_t *packs_present; /* object: pack hex -> size */
-  json_t *bad_blobs;     /* object: blob hex -> reason (read-data) */
-  json_t *snap;          /* current snapshot */
+  json_t *packs_present;       /* object: pack hex -> size */
+  json_t *bad_blobs;           /* object: blob hex -> reason (read-data) */
+  const struct snapshot *snap; /* current snapshot */
   const char *source;
   uint64_t items_affected; /* in the current snapshot */
   /* --read-data reads packs on several threads: problems, bad_blobs and
@@ -82,9 +82,8 @@ static char *blob_problem(struct ck *c, const char *hex, enum blob_type want) {
 
 static void item_problem(struct ck *c, const char *item, const char *msg) {
   c->items_affected++;
-  problem(c, json_pack("{s:s, s:s, s:s, s:s}", "snapshot",
-                       json_string_value(json_object_get(c->snap, "id")), "source", c->source,
-                       "item", item, "message", msg));
+  problem(c, json_pack("{s:s, s:s, s:s, s:s}", "snapshot", c->snap->id, "source", c->source, "item",
+                       item, "message", msg));
 }
 
 static int item_cb(void *ud, json_t *item) {
@@ -108,26 +107,30 @@ static int item_cb(void *ud, json_t *item) {
 }
 
 static void source_problem(struct ck *c, const char *msg) {
-  problem(c, json_pack("{s:s, s:s, s:s}", "snapshot",
-                       json_string_value(json_object_get(c->snap, "id")), "source", c->source,
-                       "message", msg));
+  problem(c, json_pack("{s:s, s:s, s:s}", "snapshot", c->snap->id, "source", c->source, "message",
+                       msg));
 }
 
-static void walk_snapshots(struct ck *c, json_t *snaps) {
-  size_t i, j, k;
-  json_t *m, *s, *v;
-  json_array_foreach(snaps, i, m) {
-    c->snap = m;
+/* The first tree blob of src a restore could not read, or NULL. */
+static char *tree_blob_problem(struct ck *c, const struct snapshot_source *src) {
+  for (size_t k = 0; k < src->n_tree; k++) {
+    char hex[65];
+    hex_encode(src->tree[k], 32, hex);
+    char *msg = blob_problem(c, hex, BLOB_TREE);
+    if (msg)
+      return msg;
+  }
+  return NULL;
+}
+
+static void walk_snapshots(struct ck *c, const struct snapshot_list *snaps) {
+  for (size_t i = 0; i < snaps->n; i++) {
+    c->snap = snaps->v[i];
     c->items_affected = 0;
-    json_array_foreach(json_object_get(m, "sources"), j, s) {
-      c->source = json_string_value(json_object_get(s, "name"));
-      json_t *tree = json_object_get(s, "tree");
-      char *msg = NULL;
-      json_array_foreach(tree, k, v) {
-        msg = blob_problem(c, json_string_value(v), BLOB_TREE);
-        if (msg)
-          break;
-      }
+    for (size_t j = 0; j < c->snap->n_sources; j++) {
+      const struct snapshot_source *src = &c->snap->sources[j];
+      c->source = src->name;
+      char *msg = tree_blob_problem(c, src);
       if (msg) {
         char *full = xasprintf("item tree unreadable (%s): every item of this source is affected "
                                "('engine repair snapshots' salvages what is left)",
@@ -138,7 +141,8 @@ static void walk_snapshots(struct ck *c, json_t *snaps) {
         continue;
       }
       char *err = NULL;
-      if (tree_foreach(c->r, tree, item_cb, c, &err) != 0) {
+      if (tree_foreach_ids(c->r, (const unsigned char(*)[32])src->tree, src->n_tree, item_cb, c,
+                           &err) != 0) {
         char *full = xasprintf("item tree unreadable: %s", err);
         source_problem(c, full);
         free(full);
@@ -327,7 +331,8 @@ int check_run(struct repo *r, int read_data_too, int quiet, struct check_result 
   struct ck c = {
       r, res, quiet, json_object(), json_object(), NULL, NULL, 0, PTHREAD_MUTEX_INITIALIZER};
   int rc = -1;
-  json_t *snaps = NULL, *packs = NULL, *unreadable = NULL;
+  struct snapshot_list snaps = {NULL, 0};
+  json_t *packs = NULL, *unreadable = NULL;
   if (repo_list(r, "data/", &packs, err) != 0)
     goto out;
   size_t i;
@@ -361,7 +366,7 @@ int check_run(struct repo *r, int read_data_too, int quiet, struct check_result 
   }
   if (snapshot_list(r, &snaps, &unreadable, err) != 0)
     goto out;
-  res->snapshots = json_array_size(snaps) + json_array_size(unreadable);
+  res->snapshots = snaps.n + json_array_size(unreadable);
   json_array_foreach(unreadable, i, p) {
     char *obj = xasprintf("snapshots/%s", json_string_value(json_object_get(p, "id")));
     char *m = xasprintf("%s; this recovery point cannot be listed or restored (once it is known to "
@@ -375,10 +380,10 @@ int check_run(struct repo *r, int read_data_too, int quiet, struct check_result 
   }
   if (read_data_too)
     read_data(&c, packs);
-  walk_snapshots(&c, snaps);
+  walk_snapshots(&c, &snaps);
   rc = res->errors ? 1 : 0;
 out:
-  json_decref(snaps);
+  snapshot_list_free(&snaps);
   json_decref(unreadable);
   json_decref(packs);
   json_decref(c.packs_present);

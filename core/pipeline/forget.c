@@ -11,10 +11,98 @@
 #include "repo/snapshot.h"
 #include "util/log.h"
 
+/* The snapshots of one host and pipeline, oldest first. */
+struct group {
+  const char *hostname, *pipeline;
+  const struct snapshot **v;
+  size_t n;
+};
+
+/* Group the snapshots of pipeline (and of hostname, unless NULL) by host
+ * and pipeline, in the order their groups first appear. */
+static struct group *group_snapshots(const struct snapshot_list *all, const char *pipeline,
+                                     const char *hostname, size_t *n_groups) {
+  struct group *g = xcalloc(all->n + 1, sizeof(*g));
+  *n_groups = 0;
+  for (size_t i = 0; i < all->n; i++) {
+    const struct snapshot *m = all->v[i];
+    const char *mh = m->hostname ? m->hostname : "";
+    if (!m->pipeline || strcmp(m->pipeline, pipeline) != 0 ||
+        (hostname && (!m->hostname || strcmp(m->hostname, hostname) != 0)))
+      continue;
+    size_t k = 0;
+    while (k < *n_groups && strcmp(g[k].hostname, mh) != 0)
+      k++;
+    if (k == *n_groups) {
+      g[k] = (struct group){mh, m->pipeline, xcalloc(all->n, sizeof(*g[k].v)), 0};
+      (*n_groups)++;
+    }
+    g[k].v[g[k].n++] = m;
+  }
+  return g;
+}
+
+static json_t *id_time(const struct snapshot *m) {
+  char *t = iso_time(m->time);
+  json_t *o = json_pack("{s:s, s:s}", "id", m->id, "time", t);
+  free(t);
+  return o;
+}
+
+/* Apply the policy to one group and delete what it does not keep (unless
+ * dry_run); its report goes to out_groups, *removed counts deletions. */
+static int forget_group(struct repo *r, const struct retention_policy *rp, const struct group *g,
+                        int dry_run, json_t *out_groups, size_t *removed, char **err) {
+  size_t n = g->n;
+  struct retention_snapshot *rs = xcalloc(n ? n : 1, sizeof(*rs));
+  for (size_t k = 0; k < n; k++)
+    rs[k] =
+        (struct retention_snapshot){g->v[k]->id, g->v[k]->time, (const char *const *)g->v[k]->tags,
+                                    g->v[k]->n_tags, g->v[k]->created_ns};
+  struct retention_decision *d = xcalloc(n ? n : 1, sizeof(*d));
+  int rc = retention_apply(rp, rs, n, d, err);
+  free(rs);
+  if (rc != 0) {
+    free(d);
+    return -1;
+  }
+  json_t *keep = json_array(), *remove = json_array();
+  for (size_t k = 0; k < n; k++) {
+    json_t *e = id_time(g->v[k]);
+    if (d[k].keep) {
+      json_t *reasons = json_array();
+      for (size_t x = 0; x < d[k].n_reasons; x++)
+        json_array_append_new(reasons, json_string(d[k].reasons[x]));
+      json_object_set_new(e, "reasons", reasons);
+      json_array_append_new(keep, e);
+      continue;
+    }
+    json_array_append_new(remove, e);
+  }
+  json_array_append_new(out_groups,
+                        json_pack("{s:s, s:s, s:o, s:o}", "hostname", g->hostname, "pipeline",
+                                  g->pipeline, "keep", keep, "remove", remove));
+  for (size_t k = 0; k < n && !dry_run; k++) {
+    if (d[k].keep)
+      continue;
+    char name[128];
+    snprintf(name, sizeof(name), "snapshots/%s", g->v[k]->id);
+    if (repo_delete(r, name, err) != 0) {
+      rc = -1;
+      break;
+    }
+    (*removed)++;
+  }
+  retention_decisions_free(d, n);
+  free(d);
+  return rc;
+}
+
 int forget_run(struct repo *r, const struct pipeline_retention *pol, const char *pipeline,
                const char *hostname, int dry_run, json_t *forget_unreadable, json_t **report,
                char **err) {
-  json_t *all, *unreadable, *dropped = json_array();
+  struct snapshot_list all;
+  json_t *unreadable, *dropped = json_array();
   if (snapshot_list(r, &all, &unreadable, err) != 0) {
     json_decref(dropped);
     return -1;
@@ -24,20 +112,17 @@ int forget_run(struct repo *r, const struct pipeline_retention *pol, const char 
   int urc =
       snapshot_forget_unreadable(r, unreadable, forget_unreadable, dry_run, "forget", dropped, err);
   json_decref(unreadable);
-  if (urc != 0) {
-    json_decref(all);
-    json_decref(dropped);
-    return -1;
-  }
-  if (!pol || !pol->set) {
-    json_decref(all);
-    if (json_array_size(forget_unreadable) > 0) { /* only the unreadable ones were asked for */
+  if (urc != 0 || !pol || !pol->set) {
+    snapshot_list_free(&all);
+    if (urc == 0 && json_array_size(forget_unreadable) > 0) {
+      /* only the unreadable ones were asked for */
       *report = json_pack("{s:[], s:I, s:b, s:o}", "groups", "removed", (json_int_t)0, "dry_run",
                           dry_run, "unreadable_forgotten", dropped);
       return 0;
     }
     json_decref(dropped);
-    *err = xstrdup("the pipeline has no retention block: nothing says which snapshots to keep");
+    if (urc == 0)
+      *err = xstrdup("the pipeline has no retention block: nothing says which snapshots to keep");
     return -1;
   }
   struct retention_policy rp = {pol->keep_last,
@@ -49,96 +134,16 @@ int forget_run(struct repo *r, const struct pipeline_retention *pol, const char 
                                 pol->keep_within_ms / 1000,
                                 (const char *const *)pol->keep_tags,
                                 pol->n_keep_tags};
-  /* group by host + pipeline */
-  json_t *groups = json_object();
-  size_t i;
-  json_t *m;
-  json_array_foreach(all, i, m) {
-    const char *mp = json_string_value(json_object_get(m, "pipeline"));
-    const char *mh = json_string_value(json_object_get(m, "hostname"));
-    if (!mp || strcmp(mp, pipeline) != 0 || (hostname && (!mh || strcmp(mh, hostname) != 0)))
-      continue;
-    char *key = xasprintf("%s\n%s", json_string_value(json_object_get(m, "hostname")),
-                          json_string_value(json_object_get(m, "pipeline")));
-    json_t *g = json_object_get(groups, key);
-    if (!g) {
-      g = json_array();
-      json_object_set_new(groups, key, g);
-    }
-    json_array_append(g, m);
-    free(key);
-  }
+  size_t n_groups, removed = 0;
+  struct group *groups = group_snapshots(&all, pipeline, hostname, &n_groups);
   json_t *out_groups = json_array();
-  size_t removed = 0;
   int rc = 0;
-  const char *key;
-  json_t *g;
-  json_object_foreach(groups, key, g) {
-    size_t n = json_array_size(g);
-    struct retention_snapshot *rs = xcalloc(n, sizeof(*rs));
-    const char ***tags = xcalloc(n, sizeof(*tags));
-    for (size_t k = 0; k < n; k++) {
-      json_t *s = json_array_get(g, k);
-      rs[k].id = json_string_value(json_object_get(s, "id"));
-      int64_t t = 0;
-      parse_iso_time(json_string_value(json_object_get(s, "time")), &t);
-      rs[k].time = t;
-      rs[k].created_ns = (int64_t)json_integer_value(json_object_get(s, "created_ns"));
-      json_t *tg = json_object_get(s, "tags");
-      tags[k] = xcalloc(json_array_size(tg) + 1, sizeof(char *));
-      for (size_t x = 0; x < json_array_size(tg); x++)
-        tags[k][x] = json_string_value(json_array_get(tg, x));
-      rs[k].tags = tags[k];
-      rs[k].n_tags = json_array_size(tg);
-    }
-    struct retention_decision *d = xcalloc(n, sizeof(*d));
-    if (retention_apply(&rp, rs, n, d, err) != 0) {
-      rc = -1;
-    } else {
-      json_t *keep = json_array(), *remove = json_array();
-      const char *nl = strchr(key, '\n');
-      for (size_t k = 0; k < n; k++) {
-        json_t *s = json_array_get(g, k);
-        if (d[k].keep) {
-          json_t *reasons = json_array();
-          for (size_t x = 0; x < d[k].n_reasons; x++)
-            json_array_append_new(reasons, json_string(d[k].reasons[x]));
-          json_array_append_new(keep,
-                                json_pack("{s:O, s:O, s:o}", "id", json_object_get(s, "id"), "time",
-                                          json_object_get(s, "time"), "reasons", reasons));
-        } else {
-          json_array_append_new(remove, json_pack("{s:O, s:O}", "id", json_object_get(s, "id"),
-                                                  "time", json_object_get(s, "time")));
-        }
-      }
-      json_array_append_new(out_groups,
-                            json_pack("{s:s%, s:s, s:o, s:o}", "hostname", key, (size_t)(nl - key),
-                                      "pipeline", nl + 1, "keep", keep, "remove", remove));
-      if (!dry_run) {
-        size_t x;
-        json_t *s;
-        json_array_foreach(remove, x, s) {
-          char name[128];
-          snprintf(name, sizeof(name), "snapshots/%s", json_string_value(json_object_get(s, "id")));
-          if (repo_delete(r, name, err) != 0) {
-            rc = -1;
-            break;
-          }
-          removed++;
-        }
-      }
-      retention_decisions_free(d, n);
-    }
-    free(d);
-    for (size_t k = 0; k < n; k++)
-      free(tags[k]);
-    free(tags);
-    free(rs);
-    if (rc != 0)
-      break;
-  }
-  json_decref(groups);
-  json_decref(all);
+  for (size_t k = 0; k < n_groups && rc == 0; k++)
+    rc = forget_group(r, &rp, &groups[k], dry_run, out_groups, &removed, err);
+  for (size_t k = 0; k < n_groups; k++)
+    free(groups[k].v);
+  free(groups);
+  snapshot_list_free(&all);
   if (rc != 0) {
     json_decref(out_groups);
     json_decref(dropped);
@@ -153,7 +158,7 @@ int forget_ids(struct repo *r, const char *const *ids, size_t n, int dry_run, js
                char **err) {
   json_t *found = json_array();
   for (size_t i = 0; i < n; i++) {
-    json_t *m;
+    struct snapshot *m;
     char *e = NULL;
     if (strlen(ids[i]) < 8 || snapshot_find(r, ids[i], &m, &e) != 0) {
       *err = e ? xasprintf("forget %s: %s", ids[i], e)
@@ -162,9 +167,8 @@ int forget_ids(struct repo *r, const char *const *ids, size_t n, int dry_run, js
       json_decref(found);
       return -1;
     }
-    json_array_append_new(found, json_pack("{s:O, s:O}", "id", json_object_get(m, "id"), "time",
-                                           json_object_get(m, "time")));
-    json_decref(m);
+    json_array_append_new(found, id_time(m));
+    snapshot_free(m);
   }
   size_t i, removed = 0;
   json_t *v;

@@ -93,6 +93,25 @@ static int mark_item(void *ud, json_t *item) {
   return 0;
 }
 
+/* Every blob snapshot m uses: its tree blobs and its items' chunks. */
+static int mark_snapshot(struct plan *p, const struct snapshot *m, char **err) {
+  for (size_t k = 0; k < m->n_sources; k++) {
+    const struct snapshot_source *src = &m->sources[k];
+    for (size_t t = 0; t < src->n_tree; t++)
+      index_put(p->used, src->tree[t], 0, 0, 0, 0, BLOB_TREE);
+    if (tree_foreach_ids(p->r, (const unsigned char(*)[32])src->tree, src->n_tree, mark_item, p,
+                         err) != 0) {
+      char *e = *err;
+      *err = xasprintf("snapshot %.8s: %s; prune stops without deleting anything (run 'engine "
+                       "check')",
+                       m->id, e);
+      free(e);
+      return -1;
+    }
+  }
+  return 0;
+}
+
 static void take_entry(void *ud, const unsigned char pack_id[32], const struct pack_entry *e) {
   struct plan *p = ud;
   uint32_t num = pack_num(p, pack_id);
@@ -118,7 +137,8 @@ static void find_homeless(void *ud, const struct index_entry *e) {
 
 static int plan_load(struct plan *p, const struct prune_opts *o, json_t *dropped, char **err) {
   struct repo *r = p->r;
-  json_t *data = NULL, *snaps = NULL, *unreadable = NULL;
+  json_t *data = NULL, *unreadable = NULL;
+  struct snapshot_list snaps = {NULL, 0};
   int rc = -1;
   size_t i;
   json_t *v;
@@ -143,22 +163,9 @@ static int plan_load(struct plan *p, const struct prune_opts *o, json_t *dropped
     p->res->packs_before++;
   }
   p->res->index_before = json_array_size(p->index_names);
-  json_array_foreach(snaps, i, v) {
-    size_t k, t;
-    json_t *s, *tid;
-    json_array_foreach(json_object_get(v, "sources"), k, s) {
-      json_array_foreach(json_object_get(s, "tree"), t, tid)
-          mark(p, json_string_value(tid), BLOB_TREE);
-      if (tree_foreach(r, json_object_get(s, "tree"), mark_item, p, err) != 0) {
-        char *e = *err;
-        *err = xasprintf("snapshot %.8s: %s; prune stops without deleting anything (run 'engine "
-                         "check')",
-                         json_string_value(json_object_get(v, "id")), e);
-        free(e);
-        goto out;
-      }
-    }
-  }
+  for (size_t k = 0; k < snaps.n; k++)
+    if (mark_snapshot(p, snaps.v[k], err) != 0)
+      goto out;
   json_array_foreach(p->index_names, i, v) {
     const char *name = json_string_value(json_object_get(v, "name"));
     char *e = NULL;
@@ -183,7 +190,7 @@ static int plan_load(struct plan *p, const struct prune_opts *o, json_t *dropped
   rc = 0;
 out:
   json_decref(data);
-  json_decref(snaps);
+  snapshot_list_free(&snaps);
   json_decref(unreadable);
   return rc;
 }

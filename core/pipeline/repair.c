@@ -82,6 +82,48 @@ static int header_indexed(struct index *ix, uint32_t num, const struct pack_entr
   return matched == n_in_pack;
 }
 
+/* Write the rebuilt index in batches of REPAIR_INDEX_BATCH blobs, then
+ * delete the index objects (names) it replaces: new objects first, then the
+ * old ones, so a repair killed in between leaves a valid index (the union
+ * of both). */
+static int write_index(struct repo *r, const struct rebuilt_pack *rb, size_t n_rb, json_t *names,
+                       json_t *written, size_t *deleted, char **err) {
+  size_t from = 0, count = 0;
+  for (size_t k = 0; k <= n_rb; k++) {
+    if (k < n_rb && (count == 0 || count + rb[k].p.n <= REPAIR_INDEX_BATCH)) {
+      count += rb[k].p.n;
+      continue;
+    }
+    if (k > from) {
+      struct index_pack_entries *batch = xcalloc(k - from, sizeof(*batch));
+      for (size_t x = from; x < k; x++)
+        batch[x - from] = rb[x].p;
+      char id[65];
+      int s = index_save_entries(r, batch, k - from, id, err);
+      free(batch);
+      if (s != 0)
+        return -1;
+      json_array_append_new(written, json_string(id));
+    }
+    from = k;
+    count = k < n_rb ? rb[k].p.n : 0;
+  }
+  size_t i, k;
+  json_t *v, *w;
+  json_array_foreach(names, i, v) {
+    const char *name = json_string_value(json_object_get(v, "name"));
+    int keep = 0;
+    json_array_foreach(written, k, w) keep |=
+        strcmp(name + strlen("index/"), json_string_value(w)) == 0;
+    if (keep)
+      continue;
+    if (repo_delete(r, name, err) != 0)
+      return -1;
+    (*deleted)++;
+  }
+  return 0;
+}
+
 int repair_index(struct repo *r, const struct repair_opts *o, json_t **report, char **err) {
   struct index *ix = r->index;
   json_t *packs = NULL, *names = NULL, *problems = json_array(), *written = json_array();
@@ -152,43 +194,8 @@ int repair_index(struct repo *r, const struct repair_opts *o, json_t **report, c
     }
   free(present);
   free(in_pack);
-  if (changed && !o->dry_run) {
-    /* new objects first, then the old ones: killed in between, the union
-     * of both is a valid index */
-    size_t from = 0, count = 0;
-    for (size_t k = 0; k <= n_rb; k++) {
-      if (k < n_rb && (count == 0 || count + rb[k].p.n <= REPAIR_INDEX_BATCH)) {
-        count += rb[k].p.n;
-        continue;
-      }
-      if (k > from) {
-        struct index_pack_entries *batch = xcalloc(k - from, sizeof(*batch));
-        for (size_t x = from; x < k; x++)
-          batch[x - from] = rb[x].p;
-        char id[65];
-        int s = index_save_entries(r, batch, k - from, id, err);
-        free(batch);
-        if (s != 0)
-          goto out;
-        json_array_append_new(written, json_string(id));
-      }
-      from = k;
-      count = k < n_rb ? rb[k].p.n : 0;
-    }
-    json_array_foreach(names, i, v) {
-      const char *name = json_string_value(json_object_get(v, "name"));
-      size_t k;
-      json_t *w;
-      int keep = 0;
-      json_array_foreach(written, k, w) keep |=
-          strcmp(name + strlen("index/"), json_string_value(w)) == 0;
-      if (keep)
-        continue;
-      if (repo_delete(r, name, err) != 0)
-        goto out;
-      deleted++;
-    }
-  }
+  if (changed && !o->dry_run && write_index(r, rb, n_rb, names, written, &deleted, err) != 0)
+    goto out;
   *report = json_pack("{s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:O}", "changed", changed,
                       "dry_run", o->dry_run, "packs", (json_int_t)n_rb, "blobs", (json_int_t)blobs,
                       "packs_unindexed", (json_int_t)unindexed, "packs_missing",
@@ -218,7 +225,8 @@ struct tree_writer {
   struct packer pk;
   uint32_t *packs; /* pack numbers written */
   size_t n_packs;
-  json_t *ids; /* tree blob ids of the current stream */
+  unsigned char (*ids)[32]; /* tree blob ids of the current stream */
+  size_t n_ids, cap_ids;
   uint64_t size;
 };
 
@@ -255,10 +263,12 @@ static int tw_emit_chunk(struct tree_writer *w, char **err) {
   if (w->chunk_len == 0)
     return 0;
   unsigned char id[32];
-  char hex[65];
   repo_blob_id(w->r, w->chunk, w->chunk_len, id);
-  hex_encode(id, 32, hex);
-  json_array_append_new(w->ids, json_string(hex));
+  if (w->n_ids == w->cap_ids) {
+    w->cap_ids = w->cap_ids ? 2 * w->cap_ids : 8;
+    w->ids = xrealloc(w->ids, w->cap_ids * 32);
+  }
+  memcpy(w->ids[w->n_ids++], id, 32);
   struct index_entry e;
   int have = index_get(w->r->index, id, &e) && e.pack != UINT32_MAX && e.type == BLOB_TREE;
   if (!have) {
@@ -401,22 +411,19 @@ static int salvage_line(struct salvage *s, const char *line, size_t len, int fir
 
 /* Read a source's tree blob by blob; a blob that cannot be read loses the
  * lines it held (and the partial lines around it), the rest is kept. */
-static int salvage_tree(struct salvage *s, json_t *tree, char **err) {
+static int salvage_tree(struct salvage *s, const struct snapshot_source *src, char **err) {
   char *cur = NULL;
   size_t cur_len = 0, cur_cap = 0;
   int after_gap = 0, rc = 0;
-  size_t i;
-  json_t *v;
-  json_array_foreach(tree, i, v) {
-    const char *hex = json_string_value(v);
+  for (size_t i = 0; i < src->n_tree; i++) {
+    char hex[65];
+    hex_encode(src->tree[i], 32, hex);
     char *why = blob_lost(s, hex, BLOB_TREE);
     void *data = NULL;
     size_t n = 0;
     if (!why) {
-      unsigned char id[32];
-      hex_decode(hex, id, 32);
       char *e = NULL;
-      if (repo_read_blob(s->r, id, BLOB_TREE, &data, &n, &e) != 0) {
+      if (repo_read_blob(s->r, src->tree[i], BLOB_TREE, &data, &n, &e) != 0) {
         why = e;
         json_object_set_new(s->blob_state, hex, json_string(why));
       }
@@ -473,115 +480,180 @@ static int selected(const struct repair_opts *o, const char *id) {
   return 0;
 }
 
-static int write_repaired(struct repo *r, json_t *m, json_t *new_trees, json_t *lost_by_source,
-                          json_t *counts, char out_id[65], char **err) {
-  json_t *nm = json_deep_copy(m);
-  json_object_del(nm, "id");
-  json_t *srcs = json_object_get(nm, "sources"), *warnings = json_object_get(nm, "warnings");
-  if (!json_is_array(warnings)) {
-    warnings = json_array();
-    json_object_set_new(nm, "warnings", warnings);
+/* What salvaging one source kept and lost, and its new tree. */
+struct salvaged {
+  json_t *lost; /* [{"item"|"item_b64", "reason"}] */
+  uint64_t kept, kept_bytes, lost_unnamed_bytes, tree_blobs_lost;
+  unsigned char (*tree)[32];
+  size_t n_tree;
+  uint64_t tree_size;
+};
+
+/* A source warning and a snapshot warning about something repair lost. */
+static void warn_lost(struct snapshot *nm, struct snapshot_source *ns, const char *item,
+                      size_t item_len, const char *msg) {
+  snapshot_note_add(&ns->warnings, &ns->n_warnings, NULL, item, item_len, msg);
+  snapshot_note_add(&nm->warnings, &nm->n_warnings, ns->name, item, item_len, msg);
+}
+
+/* The salvaged source i of nm: its new tree, what it kept and lost. */
+static void repaired_source(struct snapshot *nm, size_t i, struct salvaged *sv) {
+  struct snapshot_source *ns = &nm->sources[i];
+  free(ns->tree);
+  ns->tree = sv->tree;
+  ns->n_tree = sv->n_tree;
+  sv->tree = NULL;
+  ns->tree_size = sv->tree_size;
+  ns->items = sv->kept;
+  ns->bytes = sv->kept_bytes;
+  ns->failed_items += json_array_size(sv->lost);
+  snapshot_notes_free(ns->lost_items, ns->n_lost_items);
+  ns->lost_items = NULL;
+  ns->n_lost_items = 0;
+  if (sv->tree_blobs_lost)
+    ns->lost_tree_blobs = sv->tree_blobs_lost;
+  size_t k;
+  json_t *l;
+  json_array_foreach(sv->lost, k, l) {
+    size_t len = 0;
+    char *item = json_get_bytes(l, "item", &len);
+    const char *reason = json_string_value(json_object_get(l, "reason"));
+    snapshot_note_add(&ns->lost_items, &ns->n_lost_items, NULL, item, len, reason);
+    char *msg = xasprintf("lost, removed by repair: %s", reason);
+    warn_lost(nm, ns, item, len, msg);
+    free(msg);
+    free(item);
   }
+  if (sv->tree_blobs_lost)
+    warn_lost(nm, ns, NULL, 0,
+              "part of the item tree was lost: the items it described cannot be named");
+}
+
+/* A new snapshot of what survives of m, with the same time: a later
+ * created_ns, status partial, tag repaired, repaired_from m (docs/FORMAT.md
+ * §9). */
+static int write_repaired(struct repo *r, const struct snapshot *m, const char *index_id,
+                          struct salvaged *sv, char out_id[65], char **err) {
+  struct snapshot *nm = snapshot_dup(m);
+  if (!nm) {
+    *err = xasprintf("snapshot %.8s: unable to copy its manifest", m->id);
+    return -1;
+  }
+  free(nm->index);
+  nm->index = xstrdup(index_id);
   uint64_t items = 0;
-  size_t i, k;
-  json_t *s, *l;
-  json_array_foreach(srcs, i, s) {
-    json_t *c = json_array_get(counts, i);
-    json_object_set(s, "tree", json_object_get(json_array_get(new_trees, i), "ids"));
-    json_object_set(s, "tree_size", json_object_get(json_array_get(new_trees, i), "size"));
-    json_object_set(s, "items", json_object_get(c, "kept"));
-    json_object_set(s, "bytes", json_object_get(c, "kept_bytes"));
-    json_t *lost = json_array_get(lost_by_source, i);
-    json_object_set_new(s, "failed_items",
-                        json_integer(json_integer_value(json_object_get(s, "failed_items")) +
-                                     (json_int_t)json_array_size(lost)));
-    json_object_set(s, "lost_items", lost);
-    json_int_t unnamed = json_integer_value(json_object_get(c, "tree_blobs_lost"));
-    if (unnamed)
-      json_object_set_new(s, "lost_tree_blobs", json_integer(unnamed));
-    json_t *sw = json_object_get(s, "warnings");
-    if (!json_is_array(sw)) {
-      sw = json_array();
-      json_object_set_new(s, "warnings", sw);
-    }
-    const char *sn = json_string_value(json_object_get(s, "name"));
-    json_array_foreach(lost, k, l) {
-      json_t *w = json_deep_copy(l);
-      json_object_set_new(w, "message",
-                          json_sprintf("lost, removed by repair: %s",
-                                       json_string_value(json_object_get(l, "reason"))));
-      json_object_del(w, "reason");
-      json_t *top = json_deep_copy(w);
-      json_object_set_new(top, "source", json_string(sn));
-      json_array_append_new(sw, w);
-      json_array_append_new(warnings, top);
-    }
-    if (unnamed) {
-      const char *msg = "part of the item tree was lost: the items it described cannot be named";
-      json_array_append_new(sw, json_pack("{s:s}", "message", msg));
-      json_array_append_new(warnings, json_pack("{s:s, s:s}", "source", sn, "message", msg));
-    }
-    items += (uint64_t)json_integer_value(json_object_get(c, "kept"));
+  for (size_t i = 0; i < nm->n_sources; i++) {
+    repaired_source(nm, i, &sv[i]);
+    items += sv[i].kept;
   }
-  json_t *st = json_object_get(nm, "stats");
-  if (json_is_object(st))
-    json_object_set_new(st, "items", json_integer((json_int_t)items));
-  json_object_set_new(nm, "status", json_string("partial"));
-  json_object_set(nm, "repaired_from", json_object_get(m, "id"));
-  json_t *tags = json_object_get(nm, "tags");
-  if (!json_is_array(tags)) {
-    tags = json_array();
-    json_object_set_new(nm, "tags", tags);
-  }
-  json_array_append_new(tags, json_string("repaired"));
-  json_object_set_new(nm, "engine_version", json_string(ENGINE_VERSION));
+  nm->stats.items = items;
+  free(nm->status);
+  nm->status = xstrdup("partial");
+  free(nm->repaired_from);
+  nm->repaired_from = xstrdup(m->id);
+  nm->tags = xrealloc(nm->tags, (nm->n_tags + 1) * sizeof(char *));
+  nm->tags[nm->n_tags++] = xstrdup("repaired");
+  free(nm->engine_version);
+  nm->engine_version = xstrdup(ENGINE_VERSION);
   struct timespec now;
   clock_gettime(CLOCK_REALTIME, &now);
-  json_object_set_new(nm, "created_ns",
-                      json_integer((json_int_t)now.tv_sec * 1000000000 + now.tv_nsec));
-  int rc = repo_save_json(r, "snapshot", nm, out_id, err);
-  json_decref(nm);
+  nm->created_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+  int rc = snapshot_save(r, nm, err);
+  memcpy(out_id, nm->id, 65);
+  snapshot_free(nm);
   return rc;
 }
 
-/* Salvage every source of one snapshot; 1 when something is lost. */
-static int repair_one(struct repo *r, const struct repair_opts *o, json_t *m, struct salvage *sv,
-                      json_t *entry, char **err) {
-  json_t *srcs = json_object_get(m, "sources");
-  json_t *lost_by_source = json_array(), *counts = json_array(), *trees = json_array();
-  FILE **spools = xcalloc(json_array_size(srcs) + 1, sizeof(FILE *));
-  uint64_t lost_total = 0, kept_total = 0, unnamed_total = 0, tree_lost = 0;
-  int rc = -1;
-  size_t i;
-  json_t *s;
-  json_array_foreach(srcs, i, s) {
+/* Salvage the tree of every source of m into sv[] (the surviving lines in
+ * spools[]). */
+static int salvage_sources(const struct snapshot *m, struct salvage *s, FILE **spools,
+                           struct salvaged *sv, char **err) {
+  for (size_t i = 0; i < m->n_sources; i++) {
     spools[i] = tmpfile();
     if (!spools[i]) {
       *err = xstrdup("unable to create a spool file for the repair");
-      goto out;
+      return -1;
     }
-    sv->spool = spools[i];
-    sv->lost = json_array();
-    sv->kept = sv->kept_bytes = sv->lost_unnamed_bytes = sv->lost_count = sv->tree_blobs_lost = 0;
-    if (salvage_tree(sv, json_object_get(s, "tree"), err) != 0) {
-      json_decref(sv->lost);
-      goto out;
-    }
-    json_array_append_new(lost_by_source, sv->lost);
-    json_array_append_new(counts,
-                          json_pack("{s:I, s:I, s:I, s:I}", "kept", (json_int_t)sv->kept,
-                                    "kept_bytes", (json_int_t)sv->kept_bytes, "lost_unnamed_bytes",
-                                    (json_int_t)sv->lost_unnamed_bytes, "tree_blobs_lost",
-                                    (json_int_t)sv->tree_blobs_lost));
-    lost_total += sv->lost_count;
-    kept_total += sv->kept;
-    unnamed_total += sv->lost_unnamed_bytes;
-    tree_lost += sv->tree_blobs_lost;
+    s->spool = spools[i];
+    s->lost = json_array();
+    s->kept = s->kept_bytes = s->lost_unnamed_bytes = s->lost_count = s->tree_blobs_lost = 0;
+    int rc = salvage_tree(s, &m->sources[i], err);
+    sv[i].lost = s->lost;
+    sv[i].kept = s->kept;
+    sv[i].kept_bytes = s->kept_bytes;
+    sv[i].lost_unnamed_bytes = s->lost_unnamed_bytes;
+    sv[i].tree_blobs_lost = s->tree_blobs_lost;
+    if (rc != 0)
+      return -1;
+  }
+  return 0;
+}
+
+/* Write each source's surviving tree (from spools[]) as tree blobs, then
+ * the index of the new packs (index_id, "" when no pack was needed). */
+static int write_trees(struct repo *r, size_t n, FILE **spools, struct salvaged *sv,
+                       char index_id[65], char **err) {
+  struct tree_writer w = {.r = r};
+  struct chunker_params cp = r->chunker;
+  cp.seed = r->chunker_seed;
+  if (chunker_new(&cp, &w.ck) != 0) {
+    *err = xstrdup("unable to set up the chunker");
+    return -1;
+  }
+  w.chunk = xmalloc(r->chunker.max_size);
+  packer_init(&w.pk);
+  int wrc = 0;
+  for (size_t i = 0; i < n && wrc == 0; i++) {
+    w.ids = NULL;
+    w.n_ids = w.cap_ids = 0;
+    w.size = 0;
+    chunker_reset(w.ck);
+    w.chunk_len = 0;
+    rewind(spools[i]);
+    unsigned char buf[65536];
+    size_t got;
+    while (wrc == 0 && (got = fread(buf, 1, sizeof(buf), spools[i])) > 0)
+      wrc = tw_write(&w, buf, got, err);
+    if (wrc == 0)
+      wrc = tw_emit_chunk(&w, err);
+    sv[i].tree = w.ids;
+    sv[i].n_tree = w.n_ids;
+    sv[i].tree_size = w.size;
+  }
+  if (wrc == 0)
+    wrc = tw_flush_pack(&w, err);
+  index_id[0] = '\0';
+  if (wrc == 0 && w.n_packs > 0)
+    wrc = index_save_packs(r, w.packs, w.n_packs, index_id, err);
+  packer_free(&w.pk);
+  free(w.chunk);
+  free(w.packs);
+  chunker_free(w.ck);
+  return wrc;
+}
+
+/* Salvage every source of one snapshot; 1 when something is lost. */
+static int repair_one(struct repo *r, const struct repair_opts *o, const struct snapshot *m,
+                      struct salvage *s, json_t *entry, char **err) {
+  size_t n = m->n_sources;
+  FILE **spools = xcalloc(n + 1, sizeof(FILE *));
+  struct salvaged *sv = xcalloc(n + 1, sizeof(*sv));
+  uint64_t lost_total = 0, kept_total = 0, unnamed_total = 0, tree_lost = 0;
+  int rc = -1;
+  if (salvage_sources(m, s, spools, sv, err) != 0)
+    goto out;
+  json_t *lost_by_source = json_array();
+  for (size_t i = 0; i < n; i++) {
+    json_array_append(lost_by_source, sv[i].lost);
+    lost_total += json_array_size(sv[i].lost);
+    kept_total += sv[i].kept;
+    unnamed_total += sv[i].lost_unnamed_bytes;
+    tree_lost += sv[i].tree_blobs_lost;
   }
   json_object_set_new(entry, "items_lost", json_integer((json_int_t)lost_total));
   json_object_set_new(entry, "items_kept", json_integer((json_int_t)kept_total));
   json_object_set_new(entry, "tree_blobs_lost", json_integer((json_int_t)tree_lost));
-  json_object_set(entry, "lost", lost_by_source);
+  json_object_set_new(entry, "lost", lost_by_source);
   if (lost_total == 0 && tree_lost == 0 && unnamed_total == 0) {
     json_object_set_new(entry, "result", json_string("sound"));
     rc = 0;
@@ -594,66 +666,28 @@ static int repair_one(struct repo *r, const struct repair_opts *o, json_t *m, st
   }
   /* write each surviving tree, then the index of the new packs, then the
    * manifest: killed before the manifest, nothing refers to the new packs */
-  struct tree_writer w = {.r = r, .ids = NULL};
-  struct chunker_params cp = r->chunker;
-  cp.seed = r->chunker_seed;
-  if (chunker_new(&cp, &w.ck) != 0) {
-    *err = xstrdup("unable to set up the chunker");
-    goto out;
-  }
-  w.chunk = xmalloc(r->chunker.max_size);
-  packer_init(&w.pk);
-  int wrc = 0;
-  json_array_foreach(srcs, i, s) {
-    w.ids = json_array();
-    w.size = 0;
-    chunker_reset(w.ck);
-    w.chunk_len = 0;
-    rewind(spools[i]);
-    unsigned char buf[65536];
-    size_t n;
-    while (wrc == 0 && (n = fread(buf, 1, sizeof(buf), spools[i])) > 0)
-      wrc = tw_write(&w, buf, n, err);
-    if (wrc == 0)
-      wrc = tw_emit_chunk(&w, err);
-    json_array_append_new(trees, json_pack("{s:o, s:I}", "ids", w.ids, "size", (json_int_t)w.size));
-    if (wrc != 0)
-      break;
-  }
-  if (wrc == 0)
-    wrc = tw_flush_pack(&w, err);
-  char index_id[65] = "";
-  if (wrc == 0 && w.n_packs > 0)
-    wrc = index_save_packs(r, w.packs, w.n_packs, index_id, err);
-  packer_free(&w.pk);
-  free(w.chunk);
-  free(w.packs);
-  chunker_free(w.ck);
-  if (wrc != 0)
-    goto out;
-  json_t *mm = json_deep_copy(m);
-  json_object_set_new(mm, "index", json_string(index_id));
-  char new_id[65];
-  wrc = write_repaired(r, mm, trees, lost_by_source, counts, new_id, err);
-  json_decref(mm);
-  if (wrc != 0)
+  char index_id[65], new_id[65];
+  if (write_trees(r, n, spools, sv, index_id, err) != 0 ||
+      write_repaired(r, m, index_id, sv, new_id, err) != 0)
     goto out;
   json_object_set_new(entry, "result", json_string("repaired"));
   json_object_set_new(entry, "repaired_as", json_string(new_id));
   rc = 1;
 out:
-  for (size_t k = 0; k < json_array_size(srcs); k++)
+  for (size_t k = 0; k < n; k++) {
     if (spools[k])
       fclose(spools[k]);
+    json_decref(sv[k].lost);
+    free(sv[k].tree);
+  }
   free(spools);
-  json_decref(lost_by_source);
-  json_decref(counts);
-  json_decref(trees);
+  free(sv);
   return rc;
 }
 
 int repair_snapshots(struct repo *r, const struct repair_opts *o, json_t **report, char **err) {
-  json_t *all = NULL, *unreadable = NULL, *packs = NULL, *out = json_array();
+  json_t *unreadable = NULL, *packs = NULL, *out = json_array();
+  struct snapshot_list all = {NULL, 0};
   struct salvage sv = {.r = r, .o = o, .blob_state = json_object(), .packs_there = json_object()};
   int rc = -1, any = 0;
   size_t i;
@@ -685,13 +719,11 @@ int repair_snapshots(struct repo *r, const struct repair_opts *o, json_t **repor
   }
   /* already repaired: a readable snapshot names it in repaired_from */
   json_t *done_from = json_object();
-  json_array_foreach(all, i, v) {
-    const char *from = json_string_value(json_object_get(v, "repaired_from"));
-    if (from)
-      json_object_set(done_from, from, json_object_get(v, "id"));
-  }
-  json_array_foreach(all, i, v) {
-    const char *id = json_string_value(json_object_get(v, "id"));
+  for (size_t k = 0; k < all.n; k++)
+    if (all.v[k]->repaired_from)
+      json_object_set_new(done_from, all.v[k]->repaired_from, json_string(all.v[k]->id));
+  for (size_t k = 0; k < all.n; k++) {
+    const char *id = all.v[k]->id;
     if (!selected(o, id))
       continue;
     json_t *entry = json_pack("{s:s}", "id", id);
@@ -702,7 +734,7 @@ int repair_snapshots(struct repo *r, const struct repair_opts *o, json_t **repor
       json_object_set(entry, "repaired_as", as);
       continue;
     }
-    int one = repair_one(r, o, v, &sv, entry, err);
+    int one = repair_one(r, o, all.v[k], &sv, entry, err);
     if (one < 0) {
       json_decref(done_from);
       goto done;
@@ -715,7 +747,7 @@ done:
   if (rc >= 0)
     *report = json_pack("{s:O, s:b}", "snapshots", out, "dry_run", o->dry_run);
   json_decref(out);
-  json_decref(all);
+  snapshot_list_free(&all);
   json_decref(unreadable);
   json_decref(packs);
   json_decref(sv.blob_state);

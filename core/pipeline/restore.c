@@ -361,29 +361,129 @@ static struct prefetch_opts restore_read_plan(const struct repo *r) {
   return p;
 }
 
-int restore_run(const struct restore_opts *o, struct restore_result *res, char **err) {
-  memset(res, 0, sizeof(*res));
-  json_t *srcs = json_object_get(o->manifest, "sources");
-  char *only_src = NULL;
-  const char *glob = NULL;
-  if (o->only) {
-    only_src = xstrdup(o->only);
-    char *slash = strchr(only_src, '/');
-    if (slash) {
-      *slash = '\0';
-      glob = slash + 1;
-      if (!*glob)
-        glob = NULL;
+/* Pass 1 over source src: validate every name, and gather the chunk ids of
+ * the selected items for the read-ahead of pass 2. */
+static int validate_source(const struct restore_opts *o, const struct snapshot_source *src,
+                           const char *glob, struct pass_ctx *pc, char **err) {
+  const char *sn = src->name;
+  *pc = (struct pass_ctx){.o = o,
+                          .source = sn,
+                          .sel = {glob},
+                          .validate_only = 1,
+                          .collect = !o->dry_run,
+                          .keep = !o->dry_run,
+                          .keep_budget = keep_budget()};
+  if (tree_foreach_ids(o->repo, (const unsigned char(*)[32])src->tree, src->n_tree, item_cb, pc,
+                       err) < 0)
+    return -1;
+  if (glob && pc->n_selected == 0 && pc->failed == 0) {
+    /* a typo in --only must not end in "restored 0 items" and exit 0 */
+    *err = pc->first_name
+               ? xasprintf("--only %s/%s: no item of source '%s' matches '%s' (item names are "
+                           "relative paths as stored, e.g. '%s')",
+                           sn, glob, sn, glob, pc->first_name)
+               : xasprintf("--only %s/%s: source '%s' has no items in this snapshot", sn, glob, sn);
+    return -1;
+  }
+  return 0;
+}
+
+/* The source plugin's restore_begin for pc->source, asking before it
+ * overwrites what the target holds (or refusing without --yes). */
+static int begin_source(const struct restore_opts *o, struct pass_ctx *pc, char **err) {
+  const char *sn = pc->source;
+  struct engine_restore_opts ro = {sizeof(ro), o->target, 0, o->yes, o->extra};
+  host_clear_error(pc->pi->host);
+  int b = pc->pi->plugin->source->restore_begin(pc->pi->inst, &ro, &pc->rctx);
+  if (b == ENGINE_EXISTS) {
+    const char *why = host_last_error(pc->pi->host);
+    char *q = xasprintf("source '%s': %s. Overwrite?", sn, why[0] ? why : "the target holds data");
+    int yes = o->interactive && ask_yes(q);
+    free(q);
+    if (!yes) {
+      *err = o->interactive ? xasprintf("source '%s': not confirmed; nothing was written", sn)
+                            : xasprintf("source '%s': %s; pass --yes to confirm (nothing was "
+                                        "written)",
+                                        sn, why[0] ? why : "the target holds data");
+      return -1;
+    }
+    ro.yes = 1;
+    host_clear_error(pc->pi->host);
+    b = pc->pi->plugin->source->restore_begin(pc->pi->inst, &ro, &pc->rctx);
+  }
+  if (b != ENGINE_OK) {
+    const char *why = host_last_error(pc->pi->host);
+    *err = xasprintf("source '%s': unable to start the restore: %s", sn, why[0] ? why : "failed");
+    return -1;
+  }
+  return 0;
+}
+
+/* Pass 2 over source src: hand its selected items to the plugin. p1 is what
+ * pass 1 found. -1: the restore stops (*err); otherwise the counts are in
+ * res. */
+static int restore_source(const struct restore_opts *o, const struct snapshot_source *src,
+                          const char *glob, struct pass_ctx *p1, struct progress *prog,
+                          struct restore_result *res, char **err) {
+  const char *sn = src->name;
+  struct pass_ctx pc = {.o = o, .source = sn, .sel = {glob}, .progress = prog};
+  if (!o->dry_run) {
+    pc.pi = find_instance(o, sn, src->type, err);
+    if (!pc.pi || begin_source(o, &pc, err) != 0)
+      return -1;
+    /* read ahead: decrypt and decompress on all cores while the plugin writes */
+    struct prefetch_opts rp = restore_read_plan(o->repo);
+    pc.pf = prefetch_start(o->repo, (const unsigned char(*)[32])p1->ids, p1->n_ids, BLOB_DATA, &rp);
+  }
+  int r;
+  if (p1->keep) { /* the items as pass 1 found them */
+    log_debug("restore: source '%s': %zu items kept from the validation pass", sn, p1->n_kept);
+    r = restore_kept(&pc, p1);
+  } else { /* the tree is parsed again, ahead on another thread while items are written */
+    log_debug("restore: source '%s': reading the tree again", sn);
+    r = tree_feed_foreach(o->repo, (const unsigned char(*)[32])src->tree, src->n_tree, item_cb, &pc,
+                          err);
+  }
+  drop_kept(p1);
+  prefetch_stop(pc.pf);
+  if (!o->dry_run) {
+    int st = (r == 0 && pc.failed == 0) ? ENGINE_OK : ENGINE_ERROR;
+    host_clear_error(pc.pi->host);
+    if (pc.pi->plugin->source->restore_end(pc.rctx, st) != ENGINE_OK) {
+      const char *why = host_last_error(pc.pi->host);
+      log_error("source '%s': finishing the restore failed: %s", sn, why[0] ? why : "failed");
+      pc.failed++;
     }
   }
-  /* which sources */
-  size_t n = json_array_size(srcs);
-  int any = 0;
-  for (size_t i = 0; i < n; i++) {
-    const char *sn = json_string_value(json_object_get(json_array_get(srcs, i), "name"));
-    if (!only_src || strcmp(sn, only_src) == 0)
-      any = 1;
+  res->items += pc.count;
+  res->bytes += pc.bytes;
+  res->failed += pc.failed + p1->failed;
+  if (r < 0) {
+    char *e = *err;
+    *err = xasprintf(
+        "%s; the restore stopped part-way: %llu items were restored and the target is incomplete",
+        e, (unsigned long long)res->items);
+    free(e);
+    return -1;
   }
+  return 0;
+}
+
+int restore_run(const struct restore_opts *o, struct restore_result *res, char **err) {
+  memset(res, 0, sizeof(*res));
+  const struct snapshot *snap = o->snapshot;
+  /* --only SOURCE[/GLOB] */
+  char *only_src = o->only ? xstrdup(o->only) : NULL;
+  const char *glob = NULL;
+  char *slash = only_src ? strchr(only_src, '/') : NULL;
+  if (slash) {
+    *slash = '\0';
+    glob = slash[1] ? slash + 1 : NULL;
+  }
+  size_t n = snap->n_sources;
+  int any = 0;
+  for (size_t i = 0; i < n; i++)
+    any |= !only_src || strcmp(snap->sources[i].name, only_src) == 0;
   if (!any) {
     *err = only_src ? xasprintf("the snapshot has no source named '%s'", only_src)
                     : xstrdup("the snapshot has no sources");
@@ -391,119 +491,14 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     return -1;
   }
   int rc = 0;
-  /* pass 1: validate every name of the selected sources, and gather the
-   * chunk ids of the selected items for the read-ahead of pass 2 */
   struct pass_ctx *ids_of = xcalloc(n ? n : 1, sizeof(*ids_of));
-  for (size_t i = 0; i < n && rc == 0; i++) {
-    json_t *s = json_array_get(srcs, i);
-    const char *sn = json_string_value(json_object_get(s, "name"));
-    if (only_src && strcmp(sn, only_src) != 0)
-      continue;
-    struct pass_ctx *pc = &ids_of[i];
-    *pc = (struct pass_ctx){.o = o,
-                            .source = sn,
-                            .sel = {glob},
-                            .validate_only = 1,
-                            .collect = !o->dry_run,
-                            .keep = !o->dry_run,
-                            .keep_budget = keep_budget()};
-    int r = tree_foreach(o->repo, json_object_get(s, "tree"), item_cb, pc, err);
-    if (r < 0) {
-      rc = -1;
-    } else if (glob && pc->n_selected == 0 && pc->failed == 0) {
-      /* a typo in --only must not end in "restored 0 items" and exit 0 */
-      *err =
-          pc->first_name
-              ? xasprintf("--only %s/%s: no item of source '%s' matches '%s' (item names are "
-                          "relative paths as stored, e.g. '%s')",
-                          sn, glob, sn, glob, pc->first_name)
-              : xasprintf("--only %s/%s: source '%s' has no items in this snapshot", sn, glob, sn);
-      rc = -1;
-    }
-  }
+  for (size_t i = 0; i < n && rc == 0; i++)
+    if (!only_src || strcmp(snap->sources[i].name, only_src) == 0)
+      rc = validate_source(o, &snap->sources[i], glob, &ids_of[i], err);
   struct progress *prog = progress_new(!o->dry_run && o->interactive);
-  /* pass 2: restore */
-  for (size_t i = 0; i < n && rc == 0; i++) {
-    json_t *s = json_array_get(srcs, i);
-    const char *sn = json_string_value(json_object_get(s, "name"));
-    const char *type = json_string_value(json_object_get(s, "type"));
-    if (only_src && strcmp(sn, only_src) != 0)
-      continue;
-    struct pass_ctx pc = {.o = o, .source = sn, .sel = {glob}, .progress = prog};
-    if (!o->dry_run) {
-      pc.pi = find_instance(o, sn, type, err);
-      if (!pc.pi) {
-        rc = -1;
-        break;
-      }
-      struct engine_restore_opts ro = {sizeof(ro), o->target, 0, o->yes, o->extra};
-      host_clear_error(pc.pi->host);
-      int b = pc.pi->plugin->source->restore_begin(pc.pi->inst, &ro, &pc.rctx);
-      if (b == ENGINE_EXISTS) {
-        const char *why = host_last_error(pc.pi->host);
-        char *q =
-            xasprintf("source '%s': %s. Overwrite?", sn, why[0] ? why : "the target holds data");
-        if (o->interactive && ask_yes(q)) {
-          ro.yes = 1;
-          host_clear_error(pc.pi->host);
-          b = pc.pi->plugin->source->restore_begin(pc.pi->inst, &ro, &pc.rctx);
-        } else {
-          *err = o->interactive
-                     ? xasprintf("source '%s': not confirmed; nothing was written", sn)
-                     : xasprintf("source '%s': %s; pass --yes to confirm (nothing was written)", sn,
-                                 why[0] ? why : "the target holds data");
-          free(q);
-          rc = -1;
-          break;
-        }
-        free(q);
-      }
-      if (b != ENGINE_OK) {
-        const char *why = host_last_error(pc.pi->host);
-        *err =
-            xasprintf("source '%s': unable to start the restore: %s", sn, why[0] ? why : "failed");
-        rc = -1;
-        break;
-      }
-    }
-    int r = 0;
-    if (!o->dry_run) {
-      /* read ahead: decrypt and decompress on all cores while the plugin writes */
-      struct prefetch_opts rp = restore_read_plan(o->repo);
-      pc.pf = prefetch_start(o->repo, (const unsigned char(*)[32])ids_of[i].ids, ids_of[i].n_ids,
-                             BLOB_DATA, &rp);
-    }
-    if (ids_of[i].keep) { /* the items as pass 1 found them */
-      log_debug("restore: source '%s': %zu items kept from the validation pass", sn,
-                ids_of[i].n_kept);
-      r = restore_kept(&pc, &ids_of[i]);
-    } else { /* the tree is parsed again, ahead on another thread while items are written */
-      log_debug("restore: source '%s': reading the tree again", sn);
-      r = tree_feed_foreach(o->repo, json_object_get(s, "tree"), item_cb, &pc, err);
-    }
-    drop_kept(&ids_of[i]);
-    prefetch_stop(pc.pf);
-    if (!o->dry_run) {
-      int st = (r == 0 && pc.failed == 0) ? ENGINE_OK : ENGINE_ERROR;
-      host_clear_error(pc.pi->host);
-      if (pc.pi->plugin->source->restore_end(pc.rctx, st) != ENGINE_OK) {
-        const char *why = host_last_error(pc.pi->host);
-        log_error("source '%s': finishing the restore failed: %s", sn, why[0] ? why : "failed");
-        pc.failed++;
-      }
-    }
-    res->items += pc.count;
-    res->bytes += pc.bytes;
-    res->failed += pc.failed + ids_of[i].failed;
-    if (r < 0) {
-      char *e = *err;
-      *err = xasprintf(
-          "%s; the restore stopped part-way: %llu items were restored and the target is incomplete",
-          e, (unsigned long long)res->items);
-      free(e);
-      rc = -1;
-    }
-  }
+  for (size_t i = 0; i < n && rc == 0; i++)
+    if (!only_src || strcmp(snap->sources[i].name, only_src) == 0)
+      rc = restore_source(o, &snap->sources[i], glob, &ids_of[i], prog, res, err);
   progress_finish(prog);
   progress_free(prog);
   for (size_t i = 0; i < n; i++) {

@@ -7,10 +7,11 @@
 
 #include "plugin/host.h"
 #include "repo/repo.h"
+#include "repo/snapshot.h"
 
 struct restore_opts {
   struct repo *repo;
-  json_t *manifest;
+  const struct snapshot *snapshot;
   struct plugin_instance **sources; /* the pipeline's source instances */
   size_t n_sources;
   const char *only;   /* "SOURCE" or "SOURCE/GLOB", or NULL for everything */

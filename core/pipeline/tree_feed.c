@@ -106,12 +106,13 @@ static void *feed_thread(void *arg) {
   }
 }
 
-struct tree_feed *tree_feed_start(struct repo *r, json_t *tree_ids, int flags) {
+struct tree_feed *tree_feed_start(struct repo *r, const unsigned char (*ids)[32], size_t n,
+                                  int flags) {
   struct tree_feed *f = xcalloc(1, sizeof(*f));
   f->full = (flags & TREE_FEED_FULL) != 0;
   pthread_mutex_init(&f->mu, NULL);
   pthread_cond_init(&f->cv, NULL);
-  tree_reader_init(&f->tr, r, tree_ids);
+  tree_reader_init_ids(&f->tr, r, ids, n);
   if (pthread_create(&f->th, NULL, feed_thread, f) == 0) {
     f->started = 1;
   } else {
@@ -185,9 +186,9 @@ void tree_feed_free(struct tree_feed *f) {
   free(f);
 }
 
-int tree_feed_foreach(struct repo *r, json_t *tree_ids, int (*cb)(void *ud, json_t *item), void *ud,
-                      char **err) {
-  struct tree_feed *f = tree_feed_start(r, tree_ids, 0);
+int tree_feed_foreach(struct repo *r, const unsigned char (*ids)[32], size_t n,
+                      int (*cb)(void *ud, json_t *item), void *ud, char **err) {
+  struct tree_feed *f = tree_feed_start(r, ids, n, 0);
   int rc;
   for (;;) {
     struct tree_entry e;

@@ -29,9 +29,10 @@ struct tree_entry {
 
 struct tree_feed;
 
-/* Start reading the tree (array of hex blob ids, borrowed: must outlive the
+/* Start reading the tree (its n blob ids, borrowed: they must outlive the
  * feed). */
-struct tree_feed *tree_feed_start(struct repo *r, json_t *tree_ids, int flags);
+struct tree_feed *tree_feed_start(struct repo *r, const unsigned char (*ids)[32], size_t n,
+                                  int flags);
 /* 1: *e filled (caller owns it: give it back with tree_feed_release, or
  * free it with tree_entry_clear); 0: end of the tree; -1: the tree is
  * unreadable (*err, malloc'd). */
@@ -45,7 +46,7 @@ void tree_entry_clear(struct tree_entry *e);
 
 /* tree_foreach (repo/tree.h) with the reading and parsing done ahead on the
  * feed's thread: the callback's own work overlaps with them. */
-int tree_feed_foreach(struct repo *r, json_t *tree_ids, int (*cb)(void *ud, json_t *item), void *ud,
-                      char **err);
+int tree_feed_foreach(struct repo *r, const unsigned char (*ids)[32], size_t n,
+                      int (*cb)(void *ud, json_t *item), void *ud, char **err);
 
 #endif

@@ -278,30 +278,13 @@ int index_parse(struct index *ix, json_t *obj, char **err) {
   return index_parse_each(obj, put_entry, ix, err);
 }
 
-/* A message that ends up in JSON (the lists of damaged objects, --json
- * output) must be UTF-8, but one quoting the bytes of a damaged object (the
- * JSON parser's does) may not be: then its bytes are escaped. A JSON string
- * that cannot be made would drop the damage from those lists silently. */
-static void make_utf8(char **msg) {
-  json_t *s = *msg ? json_string(*msg) : NULL;
-  if (s || !*msg) {
-    json_decref(s);
-    return;
-  }
-  char *p = printable_name(*msg, strlen(*msg));
-  free(*msg);
-  *msg = p;
-}
-
 int index_read_object(struct repo *r, const char *id_hex,
                       void (*cb)(void *ud, const unsigned char pack_id[32],
                                  const struct pack_entry *e),
                       void *ud, char **err) {
   json_t *obj;
-  if (repo_load_json(r, "index", id_hex, &obj, err) != 0) {
-    make_utf8(err);
+  if (repo_load_json(r, "index", id_hex, &obj, err) != 0)
     return -1;
-  }
   char *why = NULL;
   int rc = index_parse_each(obj, cb, ud, &why);
   json_decref(obj);

@@ -324,7 +324,8 @@ int repo_save_text(struct repo *r, const char *kind, const char *text, size_t n,
   return rc;
 }
 
-int repo_load_json(struct repo *r, const char *kind, const char *id_hex, json_t **out, char **err) {
+static int load_json(struct repo *r, const char *kind, const char *id_hex, json_t **out,
+                     char **err) {
   char name[128];
   object_name(kind, id_hex, name);
   void *buf;
@@ -357,4 +358,26 @@ int repo_load_json(struct repo *r, const char *kind, const char *id_hex, json_t 
     return -1;
   }
   return 0;
+}
+
+/* A message that ends up in JSON (the lists of damaged objects, --json
+ * output) must be UTF-8, but one quoting the bytes of a damaged object (the
+ * JSON parser's does) may not be: then its bytes are escaped. A JSON string
+ * that cannot be made would drop the damage from those lists silently. */
+static void make_utf8(char **msg) {
+  json_t *s = *msg ? json_string(*msg) : NULL;
+  if (s || !*msg) {
+    json_decref(s);
+    return;
+  }
+  char *p = printable_name(*msg, strlen(*msg));
+  free(*msg);
+  *msg = p;
+}
+
+int repo_load_json(struct repo *r, const char *kind, const char *id_hex, json_t **out, char **err) {
+  int rc = load_json(r, kind, id_hex, out, err);
+  if (rc != 0)
+    make_utf8(err);
+  return rc;
 }

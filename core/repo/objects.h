@@ -107,6 +107,8 @@ int repo_unseal_key(const struct engine_plugin *crypto, const unsigned char *key
 /* Sealed JSON objects (index, snapshots): serialise, seal with aad = kind,
  * name = <kind>s/<sha256 of stored bytes>. */
 int repo_save_json(struct repo *r, const char *kind, json_t *obj, char id_hex[65], char **err);
+/* A message of repo_load_json is UTF-8 (bytes of a damaged object it
+ * quotes are escaped), so it can go into JSON reports. */
 int repo_load_json(struct repo *r, const char *kind, const char *id_hex, json_t **out, char **err);
 /* The same for an object whose JSON text the caller wrote (compact, sorted
  * keys): seal and store it. */

@@ -203,6 +203,14 @@ void tree_reader_init(struct tree_reader *t, struct repo *r, json_t *tree_ids) {
   t->buf = xmalloc(t->cap);
 }
 
+void tree_reader_init_ids(struct tree_reader *t, struct repo *r, const unsigned char (*ids)[32],
+                          size_t n) {
+  memset(t, 0, sizeof(*t));
+  blob_stream_init_ids(&t->bs, r, ids, n, BLOB_TREE);
+  t->cap = 256 * 1024;
+  t->buf = xmalloc(t->cap);
+}
+
 /* The next line's text in t->line / t->line_len (valid until the next
  * call). 1: a line; 0: end; -1: error (*err). */
 static int next_line(struct tree_reader *t, char **err) {
@@ -364,10 +372,10 @@ static long fill_batch(struct tree_reader *t, struct par_batch *b, char **err) {
   return (long)b->n;
 }
 
-int tree_foreach(struct repo *r, json_t *tree_ids, int (*cb)(void *ud, json_t *item), void *ud,
-                 char **err) {
-  struct tree_reader t;
-  tree_reader_init(&t, r, tree_ids);
+/* tree_foreach over a reader set up by the caller (freed here). */
+static int foreach_read(struct tree_reader *tr, int (*cb)(void *ud, json_t *item), void *ud,
+                        char **err) {
+  struct tree_reader t = *tr;
   struct par_batch *b = xcalloc(1, sizeof(*b));
   struct par_helper h = {.b = b};
   pthread_mutex_init(&h.mu, NULL);
@@ -425,4 +433,18 @@ int tree_foreach(struct repo *r, json_t *tree_ids, int (*cb)(void *ud, json_t *i
   free(b);
   tree_reader_free(&t);
   return rc;
+}
+
+int tree_foreach(struct repo *r, json_t *tree_ids, int (*cb)(void *ud, json_t *item), void *ud,
+                 char **err) {
+  struct tree_reader t;
+  tree_reader_init(&t, r, tree_ids);
+  return foreach_read(&t, cb, ud, err);
+}
+
+int tree_foreach_ids(struct repo *r, const unsigned char (*ids)[32], size_t n,
+                     int (*cb)(void *ud, json_t *item), void *ud, char **err) {
+  struct tree_reader t;
+  tree_reader_init_ids(&t, r, ids, n);
+  return foreach_read(&t, cb, ud, err);
 }

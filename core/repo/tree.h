@@ -73,6 +73,9 @@ struct tree_reader {
   size_t line_len;
 };
 void tree_reader_init(struct tree_reader *t, struct repo *r, json_t *tree_ids);
+/* The same over binary tree blob ids (a manifest's, struct snapshot_source). */
+void tree_reader_init_ids(struct tree_reader *t, struct repo *r, const unsigned char (*ids)[32],
+                          size_t n);
 /* 1: *item set (caller decrefs); 0: end; -1: error (*err). */
 int tree_reader_next(struct tree_reader *t, json_t **item, char **err);
 void tree_reader_free(struct tree_reader *t);
@@ -85,5 +88,7 @@ int tree_name_cmp(const char *a, size_t al, const char *b, size_t bl);
  * (that value is returned). Returns -1 on a read/parse error with *err. */
 int tree_foreach(struct repo *r, json_t *tree_ids, int (*cb)(void *ud, json_t *item), void *ud,
                  char **err);
+int tree_foreach_ids(struct repo *r, const unsigned char (*ids)[32], size_t n,
+                     int (*cb)(void *ud, json_t *item), void *ud, char **err);
 
 #endif

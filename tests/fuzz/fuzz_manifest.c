@@ -103,31 +103,33 @@ static void check_manifest(const unsigned char *m, size_t len) {
   snprintf(name, sizeof(name), "snapshots/%s", id);
   memsink_put(memsink_of(repo), name, m, len);
 
-  json_t *snap = NULL;
+  struct snapshot *snap = NULL;
   char *err = NULL;
   int rc = snapshot_load(repo, id, &snap, &err);
   FUZZ_CHECK(rc == 0 || err, "snapshot_load failed without a reason");
   free(err);
   err = NULL;
   if (rc == 0) {
-    json_t *srcs = json_object_get(snap, "sources");
-    FUZZ_CHECK(json_is_array(srcs), "an accepted manifest without sources");
-    json_decref(snap);
+    json_t *srcs = json_object_get(snap->raw, "sources");
+    FUZZ_CHECK(json_is_array(srcs) && json_array_size(srcs) == snap->n_sources,
+               "an accepted manifest without its sources");
+    snapshot_free(snap);
   }
 
-  json_t *all = NULL, *bad = NULL;
+  struct snapshot_list all;
+  json_t *bad = NULL;
   FUZZ_CHECK(snapshot_list(repo, &all, &bad, &err) == 0, "snapshot_list: %s", err);
   size_t expect = strcmp(id, fixed_id) == 0 ? 1 : 2;
-  FUZZ_CHECK(json_array_size(all) + json_array_size(bad) == expect,
-             "%zu snapshots listed, %zu unreadable, %zu stored", json_array_size(all),
-             json_array_size(bad), expect);
+  FUZZ_CHECK(all.n + json_array_size(bad) == expect,
+             "%zu snapshots listed, %zu unreadable, %zu stored", all.n, json_array_size(bad),
+             expect);
   FUZZ_CHECK((rc != 0) == (json_array_size(bad) == 1), "snapshot_load and snapshot_list disagree");
-  json_decref(all);
+  snapshot_list_free(&all);
   json_decref(bad);
 
-  json_t *latest = NULL;
+  struct snapshot *latest = NULL;
   if (snapshot_find(repo, "latest", &latest, &err) == 0)
-    json_decref(latest);
+    snapshot_free(latest);
   else
     FUZZ_CHECK(rc != 0, "latest is refused though every snapshot is readable: %s", err);
   free(err);
