@@ -26,14 +26,6 @@ static void add_warning(struct bk *b, struct bk_source *s, const char *name, siz
   pthread_mutex_unlock(&b->lock);
 }
 
-void bk_item_free(struct bk_item *it) {
-  free(it->name);
-  free(it->line);
-  json_decref(it->meta);
-  free(it->ids);
-  free(it);
-}
-
 struct bk_item *bk_item_begin(struct bk *b, const char *name, size_t name_len, int type,
                               int is_tree) {
   struct bk_item *it = xcalloc(1, sizeof(*it));

@@ -1,6 +1,8 @@
-/* The backup pipeline's state, shared by backup.c (setup, chunk jobs, packs,
- * the source thread, the manifest) and backup_emit.c (the emitter the
- * source plugins call). Private to core/pipeline/backup*.c. */
+/* The backup pipeline's state, shared by backup.c (setup, the source
+ * thread, the loop, the manifest), backup_emit.c (the emitter the source
+ * plugins call) and backup_store.c (chunk jobs, packs, the run's index,
+ * item finalisation). backup.c uses the other two, backup_emit.c uses
+ * backup_store.c. Private to core/pipeline/backup*.c. */
 #ifndef CORE_PIPELINE_BACKUP_INT_H
 #define CORE_PIPELINE_BACKUP_INT_H
 
@@ -121,13 +123,17 @@ struct bk {
   struct progress *progress;
 };
 
-/* backup.c */
+/* backup_store.c */
 void bk_set_fatal(struct bk *b, char *msg);
 int bk_is_stopping(struct bk *b);
 /* Hand the buffered chunk of the current item to the pool (source thread). */
 int bk_submit_chunk(struct bk *b);
 /* Write the items at the head of s that are complete (b->lock held). */
 void bk_finalize_ready(struct bk *b, struct bk_source *s);
+void bk_item_free(struct bk_item *it);
+/* Once every chunk job is done: store the last pack (unless the run
+ * failed), then set b->flushed. */
+void bk_flush(struct bk *b);
 
 /* backup_emit.c */
 /* The emitter the source plugins call, for the source b->cur_source. */
@@ -138,7 +144,6 @@ struct bk_item *bk_item_begin(struct bk *b, const char *name, size_t name_len, i
                               int is_tree);
 /* Content of b->cur through the chunker (emitter.item_write). */
 int bk_item_write(struct bk *b, const void *buf, size_t len);
-void bk_item_free(struct bk_item *it);
 /* Let go of the parent tree's item at the cursor. */
 void bk_parent_drop(struct bk_source *s);
 
