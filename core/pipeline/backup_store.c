@@ -86,13 +86,8 @@ static void write_tree_line(struct bk *b, struct bk_source *s, struct bk_item *i
     json_object_set_new(o, "type", json_string(item_type_name(it->type)));
     json_object_set_new(o, "size", json_integer((json_int_t)it->size));
     json_object_set_new(o, "meta", it->meta ? json_incref(it->meta) : json_object());
-    json_t *chunks = json_array();
-    for (size_t i = 0; i < it->n_submitted; i++) {
-      char hex[65];
-      hex_encode(it->ids[i], 32, hex);
-      json_array_append_new(chunks, json_string(hex));
-    }
-    json_object_set_new(o, "chunks", chunks);
+    json_object_set_new(o, "chunks",
+                        blob_ids_json((const unsigned char(*)[32])it->ids, it->n_submitted));
     line = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
   }

@@ -142,13 +142,7 @@ static json_t *source_json(const struct snapshot_source *src, int repaired) {
   set_string(o, "name", src->name);
   set_string(o, "type", src->type);
   set_string(o, "plugin_version", src->plugin_version);
-  json_t *tree = json_array();
-  for (size_t i = 0; i < src->n_tree; i++) {
-    char hex[65];
-    hex_encode(src->tree[i], 32, hex);
-    json_array_append_new(tree, json_string(hex));
-  }
-  json_object_set_new(o, "tree", tree);
+  json_object_set_new(o, "tree", blob_ids_json((const unsigned char(*)[32])src->tree, src->n_tree));
   set_uint(o, "tree_size", src->tree_size);
   set_uint(o, "items", src->items);
   set_uint(o, "bytes", src->bytes);

@@ -138,6 +138,16 @@ char *tree_item_problem(json_t *item, struct index *ix, char **name_out) {
   return chunks_problem(item, ix);
 }
 
+json_t *blob_ids_json(const unsigned char (*ids)[32], size_t n) {
+  json_t *a = json_array();
+  for (size_t i = 0; i < n; i++) {
+    char hex[65];
+    hex_encode(ids[i], 32, hex);
+    json_array_append_new(a, json_string(hex));
+  }
+  return a;
+}
+
 void blob_stream_init(struct blob_stream *s, struct repo *r, json_t *ids, enum blob_type type) {
   memset(s, 0, sizeof(*s));
   s->repo = r;

@@ -38,6 +38,10 @@ const char *item_name_problem(const char *name, size_t len);
 struct index;
 char *tree_item_problem(json_t *item, struct index *ix, char **name_out);
 
+/* Blob ids as a JSON array of hex strings (an item's "chunks", a source's
+ * "tree"). */
+json_t *blob_ids_json(const unsigned char (*ids)[32], size_t n);
+
 /* Sequential reader over a list of blob ids (item content or a tree). */
 struct prefetch;
 struct blob_stream {
