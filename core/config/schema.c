@@ -597,6 +597,63 @@ static json_t *convert_option(struct cfg *c, const struct engine_option *o,
   return NULL;
 }
 
+/* ---- option bounds (ABI 1.5 option_bounds) ---- */
+
+/* A bound as the plugin wrote it, parsed as the option's values are. */
+static int bound_value(const struct engine_option *o, const char *text, int64_t *out) {
+  uint64_t u;
+  switch (o->type) {
+  case ENGINE_OPT_INT:
+    return parse_int64(text, out);
+  case ENGINE_OPT_SIZE:
+    if (config_parse_size(text, &u) < 0 || u > INT64_MAX)
+      return -1;
+    *out = (int64_t)u;
+    return 0;
+  case ENGINE_OPT_DURATION:
+    return config_parse_duration(text, out) < 0 ? -1 : 0;
+  default:
+    return -1;
+  }
+}
+
+/* v (the option's converted value), or NULL when it lies outside the
+ * plugin's bounds for the option (reported at n; v released). A bound that
+ * is no value of the option's type, and a default outside the bounds, are
+ * reported as the plugin's bug. */
+static json_t *check_bounds(struct cfg *c, const struct engine_plugin *pl,
+                            const struct engine_option *o, const struct ytree_node *n,
+                            const char *opt, json_t *v, int is_default) {
+  const char *min, *max;
+  if (v == NULL || !plugin_option_bounds(pl, o->name, &min, &max))
+    return v;
+  int64_t lo = INT64_MIN, hi = INT64_MAX, x = (int64_t)json_integer_value(v);
+  const char *kind = o->type == ENGINE_OPT_INT    ? "an integer"
+                     : o->type == ENGINE_OPT_SIZE ? "a size"
+                                                  : "a duration";
+  struct cfg_got g;
+  if ((min && bound_value(o, min, &lo) < 0) || (max && bound_value(o, max, &hi) < 0))
+    cfg_error(c, n, opt,
+              "plugin '%s' declares bounds for this option that are not %s ('%s' to '%s'; a bug in "
+              "the plugin)",
+              pl->name, kind, min ? min : "", max ? max : "");
+  else if (x >= lo && x <= hi)
+    return v;
+  else if (is_default)
+    cfg_error(c, n, opt,
+              "plugin '%s' declares a default '%s' outside its bounds for this option (a bug in "
+              "the plugin)",
+              pl->name, o->default_value);
+  else if (min && max)
+    cfg_error(c, n, opt, "expected %s from %s to %s, got %s", kind, min, max, cfg_got(n, &g));
+  else if (min)
+    cfg_error(c, n, opt, "expected %s of at least %s, got %s", kind, min, cfg_got(n, &g));
+  else
+    cfg_error(c, n, opt, "expected %s of at most %s, got %s", kind, max, cfg_got(n, &g));
+  json_decref(v);
+  return NULL;
+}
+
 /* A plugin default is text "as it would be written in YAML"; a list default
  * in flow form ("[a, b]") goes through the YAML parser. An invalid default
  * is the plugin's bug, reported without the schema checker's detail. */
@@ -705,7 +762,8 @@ json_t *cfg_check_plugin_options(struct cfg *c, const struct engine_plugin *pl,
         continue;
       }
       char *opt = cfg_opt_key(opt_with, o->name);
-      json_t *v = convert_option(c, o, with->pairs[i].value, opt);
+      json_t *v = check_bounds(c, pl, o, with->pairs[i].value, opt,
+                               convert_option(c, o, with->pairs[i].value, opt), 0);
       if (v)
         json_object_set_new(obj, o->name, v);
       free(opt);
@@ -722,7 +780,7 @@ json_t *cfg_check_plugin_options(struct cfg *c, const struct engine_plugin *pl,
                 plugin_kind_name(pl->kind), pl->name, expected);
       free(expected);
     } else if (o->default_value) {
-      json_t *v = convert_default(c, o, at, opt, pl);
+      json_t *v = check_bounds(c, pl, o, at, opt, convert_default(c, o, at, opt, pl), 1);
       if (v)
         json_object_set_new(obj, o->name, v);
     }
