@@ -1,12 +1,14 @@
 /* Internal interface of the "gcs" sink plugin: the instance, the OAuth2
- * service-account token source (auth.c) and the reading of GCS error bodies
- * (errors.c); encodings, digests and the meaning of ranged reads are the
+ * service-account token source (auth.c), the reading of GCS error bodies
+ * (errors.c) and the parts of the sink; encodings, digests and the meaning of ranged reads are the
  * sinks' shared ones (objstore.h). Nothing here is part of the plugin ABI. */
 #ifndef GCS_SINK_H
 #define GCS_SINK_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include <jansson.h>
 
 #include "engine/plugin.h"
 #include "objstore.h"
@@ -56,5 +58,74 @@ int gcs_auth_token(struct gcs_auth *a, char **token, uint64_t *generation);
  * one was fetched meanwhile. */
 void gcs_auth_invalidate(struct gcs_auth *a, uint64_t generation);
 const char *gcs_auth_email(const struct gcs_auth *a);
+
+/* ---- the sink: gcs.c (get, stat, list, del), request.c (one request,
+ * its errors, object names and URLs, object metadata), upload.c (put: media
+ * and resumable uploads), config.c (the options, create, destroy) ---- */
+
+#define KIB ((uint64_t)1024)
+#define MIB (KIB * 1024)
+#define CHUNK_GRANULE (256 * KIB) /* resumable chunks must be multiples of this */
+#define MAX_OBJECT_NAME 1024      /* bytes, GCS limit */
+#define LIST_PAGE 1000
+#define SESSION_BACKOFF_MS 500
+#define SESSION_BACKOFF_MAX_MS 30000
+#define MAX_SESSION_RESTARTS 3
+
+/* One request (gcs_send). */
+struct call {
+  const char *method;
+  const char *url;
+  const char *const *headers; /* NULL-terminated, may be NULL */
+  const void *body;
+  size_t body_len;
+  int (*on_body)(void *ud, const void *data, size_t len);
+  void *ud;
+  int no_retry;       /* the caller retries itself (resumable sessions) */
+  uint64_t max_body;  /* 0: the client's default */
+  int64_t timeout_ms; /* 0: the client's default */
+};
+
+/* Sends one request (with the client's retries) and, when the access token
+ * was refused, once more with a fresh one. ENGINE_OK: a response arrived,
+ * whatever its status. ENGINE_ERROR: none did; the error names `verb` and
+ * `object` (NULL for bucket-level requests). */
+int gcs_send(struct gcs_sink *s, const struct call *c, const char *verb, const char *object,
+             struct engine_http_response *resp);
+/* Sets the error for an unexpected HTTP status (with the message of the
+ * error body) and returns ENGINE_ERROR. */
+int gcs_fail_http(struct gcs_sink *s, const char *verb, const char *object, long status,
+                  const char *body, size_t body_len);
+int gcs_fail_oom(struct gcs_sink *s, const char *what, const char *name);
+/* Sets "object gs://bucket/full not found" and returns ENGINE_NOT_FOUND. */
+int gcs_not_found(struct gcs_sink *s, const char *full);
+
+/* The full object name (prefix + name), malloc'd; NULL with the error set
+ * when the name cannot be a GCS object name. */
+char *gcs_full_name(struct gcs_sink *s, const char *name, int allow_empty);
+/* {endpoint}/storage/v1/b/{bucket}/o/{object}[?query], malloc'd. */
+char *gcs_object_url(struct gcs_sink *s, const char *full, const char *query);
+/* {endpoint}/upload/storage/v1/b/{bucket}/o?uploadType=T&name=N[&ifGenerationMatch=0] */
+char *gcs_upload_url(struct gcs_sink *s, const char *full, const char *type, int no_overwrite);
+
+struct meta {
+  uint64_t size;
+  char md5[32]; /* base64 MD5 as GCS reports it, "" when absent (composite objects) */
+};
+
+/* A uint64 field of a JSON resource (GCS writes strings, emulators numbers). */
+int gcs_parse_size(json_t *v, uint64_t *out);
+/* Reads size and md5Hash from an object resource. */
+int gcs_parse_meta(const char *body, size_t len, struct meta *m);
+/* Metadata of `full`: ENGINE_OK, ENGINE_NOT_FOUND (message set) or ENGINE_ERROR. */
+int gcs_get_meta(struct gcs_sink *s, const char *full, struct meta *m);
+
+/* engine_sink_ops.put (upload.c). */
+int gcs_put(void *inst, const char *name, const void *buf, size_t len, unsigned flags);
+
+/* The options, create and destroy (config.c). */
+extern const struct engine_option gcs_options[];
+int gcs_create(const struct engine_host *host, void **out);
+void gcs_destroy(void *inst);
 
 #endif

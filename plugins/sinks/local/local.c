@@ -20,29 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/plugin.h"
+#include "local.h"
 #include "objstore.h"
-
-/* Temporary files are "<base>.tmp-<pid>-<16 hex digits>"; list skips them and
- * object names may not contain the marker, so the two never collide. */
-#define TEMP_MARKER ".tmp-"
-#define TEMP_SUFFIX_MAX 32 /* ".tmp-" + 10-digit pid + "-" + 16 hex digits */
-#define TEMP_ATTEMPTS 16
-#define LIST_MAX_DEPTH 64 /* far deeper than any object name; stops symlink loops */
-#define IO_CHUNK ((size_t)1 << 30)
-
-struct local_sink {
-  const struct engine_host *host;
-  char *root;        /* absolute, canonical repository directory */
-  char *root_prefix; /* root with exactly one trailing '/', object paths are root_prefix + name */
-  size_t root_len;   /* strlen(root) without a trailing '/' ("/" counts as 0) */
-  int fsync;         /* 0 only for tests and benchmarks */
-  int direct_io;     /* write large aligned objects with O_DIRECT */
-  /* descriptors of recently read packs (see "open packs") */
-  pthread_mutex_t open_mu;
-  struct open_pack *open;
-  uint64_t open_tick;
-};
 
 /* ---- open packs ----------------------------------------------------------
  *
@@ -68,24 +47,22 @@ struct open_pack {
   uint64_t used; /* open_tick of the last use (LRU) */
 };
 
-static const char *errstr(int e, char *buf, size_t len) {
+const char *local_errstr(int e, char *buf, size_t len) {
   return strerror_r(e, buf, len);
 }
 
-#define SET_ERROR(s, ...) (s)->host->set_error((s)->host, __VA_ARGS__)
-
 /* Reports an errno failure; `what` is a sentence fragment like "unable to open". */
-static int fail_errno(const struct local_sink *s, int e, const char *what, const char *path,
-                      const char *name) {
+int local_fail_errno(const struct local_sink *s, int e, const char *what, const char *path,
+                     const char *name) {
   char eb[128];
   if (name != NULL)
-    SET_ERROR(s, "%s '%s' (object '%s'): %s", what, path, name, errstr(e, eb, sizeof eb));
+    SET_ERROR(s, "%s '%s' (object '%s'): %s", what, path, name, local_errstr(e, eb, sizeof eb));
   else
-    SET_ERROR(s, "%s '%s': %s", what, path, errstr(e, eb, sizeof eb));
+    SET_ERROR(s, "%s '%s': %s", what, path, local_errstr(e, eb, sizeof eb));
   return ENGINE_ERROR;
 }
 
-static int fail_oom(const struct local_sink *s, const char *name) {
+int local_fail_oom(const struct local_sink *s, const char *name) {
   SET_ERROR(s, "out of memory while handling object '%s' in '%s'", name, s->root);
   return ENGINE_ERROR;
 }
@@ -106,7 +83,7 @@ static const char *component_problem(const char *c, size_t len) {
 }
 
 /* Validates the directory part of names and prefixes: [p, p+len) split on '/'. */
-static const char *path_problem(const char *p, size_t len) {
+const char *local_path_problem(const char *p, size_t len) {
   if (len > 0 && p[0] == '/')
     return "must be relative to the repository (leading '/')";
   for (size_t i = 0; i < len; i++)
@@ -132,7 +109,7 @@ static int check_name(const struct local_sink *s, const char *name) {
     return ENGINE_ERROR;
   }
   size_t len = strlen(name);
-  const char *why = path_problem(name, len);
+  const char *why = local_path_problem(name, len);
   if (why == NULL && s->root_len + 1 + len + TEMP_SUFFIX_MAX >= PATH_MAX)
     why = "name too long";
   if (why != NULL) {
@@ -158,7 +135,7 @@ static char *checked_path(const struct local_sink *s, const char *name, int *rc)
   }
   char *path = object_path(s, name);
   if (path == NULL)
-    *rc = fail_oom(s, name);
+    *rc = local_fail_oom(s, name);
   return path;
 }
 
@@ -182,11 +159,11 @@ static char *parent_of(const char *path) {
 static int fsync_dir(const struct local_sink *s, const char *dir, const char *name) {
   int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0)
-    return fail_errno(s, errno, "unable to open directory", dir, name);
+    return local_fail_errno(s, errno, "unable to open directory", dir, name);
   if (fsync(fd) != 0) {
     int e = errno;
     close(fd);
-    return fail_errno(s, e, "unable to fsync directory", dir, name);
+    return local_fail_errno(s, e, "unable to fsync directory", dir, name);
   }
   close(fd);
   return ENGINE_OK;
@@ -198,7 +175,7 @@ static int sync_parent(const struct local_sink *s, const char *dir, const char *
     return ENGINE_OK;
   char *parent = parent_of(dir);
   if (parent == NULL)
-    return fail_oom(s, name != NULL ? name : dir);
+    return local_fail_oom(s, name != NULL ? name : dir);
   int rc = fsync_dir(s, parent, name);
   free(parent);
   return rc;
@@ -209,9 +186,9 @@ static int sync_parent(const struct local_sink *s, const char *dir, const char *
 static int existing_dir(const struct local_sink *s, const char *dir, const char *name) {
   struct stat st;
   if (stat(dir, &st) != 0)
-    return fail_errno(s, errno, "unable to stat directory", dir, name);
+    return local_fail_errno(s, errno, "unable to stat directory", dir, name);
   if (!S_ISDIR(st.st_mode))
-    return fail_errno(s, ENOTDIR, "unable to create directory", dir, name);
+    return local_fail_errno(s, ENOTDIR, "unable to create directory", dir, name);
   return sync_parent(s, dir, name);
 }
 
@@ -225,7 +202,7 @@ static int make_dirs(const struct local_sink *s, char *dir, size_t stop_len, con
   if (errno == EEXIST)
     return existing_dir(s, dir, name);
   if (errno != ENOENT)
-    return fail_errno(s, errno, "unable to create directory", dir, name);
+    return local_fail_errno(s, errno, "unable to create directory", dir, name);
 
   char *slash = strrchr(dir, '/');
   if (slash == NULL || slash == dir || (size_t)(slash - dir) <= stop_len) {
@@ -235,7 +212,7 @@ static int make_dirs(const struct local_sink *s, char *dir, size_t stop_len, con
                 s->root);
       return ENGINE_ERROR;
     }
-    return fail_errno(s, ENOENT, "unable to create directory", dir, name);
+    return local_fail_errno(s, ENOENT, "unable to create directory", dir, name);
   }
   *slash = '\0';
   int rc = make_dirs(s, dir, stop_len, name);
@@ -247,7 +224,7 @@ static int make_dirs(const struct local_sink *s, char *dir, size_t stop_len, con
     return sync_parent(s, dir, name);
   if (errno == EEXIST)
     return existing_dir(s, dir, name);
-  return fail_errno(s, errno, "unable to create directory", dir, name);
+  return local_fail_errno(s, errno, "unable to create directory", dir, name);
 }
 
 /* Splits an object path into its directory and base name and opens the
@@ -258,7 +235,7 @@ static int open_object_dir(const struct local_sink *s, const char *name, const c
   *base = slash + 1;
   *dirpath = slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
   if (*dirpath == NULL)
-    return fail_oom(s, name);
+    return local_fail_oom(s, name);
 
   *dfd = open(*dirpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (*dfd >= 0)
@@ -280,7 +257,7 @@ static int open_object_dir(const struct local_sink *s, const char *name, const c
               s->root);
     return ENGINE_ERROR;
   }
-  return fail_errno(s, e, "unable to open directory", *dirpath, name);
+  return local_fail_errno(s, e, "unable to open directory", *dirpath, name);
 }
 
 /* ---- put -------------------------------------------------------------- */
@@ -303,10 +280,10 @@ static int write_all(const struct local_sink *s, int fd, const void *buf, size_t
     if (n < 0) {
       if (errno == EINTR)
         continue;
-      return fail_errno(s, errno, "unable to write", tmppath, name);
+      return local_fail_errno(s, errno, "unable to write", tmppath, name);
     }
     if (n == 0)
-      return fail_errno(s, EIO, "unable to write (no progress)", tmppath, name);
+      return local_fail_errno(s, EIO, "unable to write (no progress)", tmppath, name);
     p += n;
     len -= (size_t)n;
   }
@@ -355,7 +332,7 @@ static int commit(const struct local_sink *s, int dfd, const char *tmpbase, cons
                   unsigned flags, const char *path, const char *name, int *tmp_gone) {
   if (!(flags & ENGINE_PUT_NO_OVERWRITE)) {
     if (renameat(dfd, tmpbase, dfd, base) != 0)
-      return fail_errno(s, errno, "unable to rename temporary file into", path, name);
+      return local_fail_errno(s, errno, "unable to rename temporary file into", path, name);
     *tmp_gone = 1;
     return ENGINE_OK;
   }
@@ -370,7 +347,7 @@ static int commit(const struct local_sink *s, int dfd, const char *tmpbase, cons
       SET_ERROR(s, "object '%s' already exists at '%s'", name, path);
       return ENGINE_EXISTS;
     }
-    return fail_errno(s, e, "unable to rename temporary file into", path, name);
+    return local_fail_errno(s, e, "unable to rename temporary file into", path, name);
   }
 
   /* The file system has no RENAME_NOREPLACE: link() refuses to replace too. */
@@ -380,14 +357,14 @@ static int commit(const struct local_sink *s, int dfd, const char *tmpbase, cons
       SET_ERROR(s, "object '%s' already exists at '%s'", name, path);
       return ENGINE_EXISTS;
     }
-    return fail_errno(s, e, "unable to link temporary file to", path, name);
+    return local_fail_errno(s, e, "unable to link temporary file to", path, name);
   }
   if (unlinkat(dfd, tmpbase, 0) != 0) {
     char eb[128];
     s->host->log(s->host, ENGINE_LOG_WARN,
                  "object '%s' stored, but its temporary file '%s' next to '%s' could not be "
                  "removed: %s",
-                 name, tmpbase, path, errstr(errno, eb, sizeof eb));
+                 name, tmpbase, path, local_errstr(errno, eb, sizeof eb));
   }
   *tmp_gone = 1;
   return ENGINE_OK;
@@ -522,28 +499,28 @@ static int local_put(void *inst, const char *name, const void *buf, size_t len, 
   }
   snprintf(tmppath, sizeof tmppath, "%s/%s", strcmp(dirpath, "/") == 0 ? "" : dirpath, tmpbase);
   if (fd < 0) {
-    rc = fail_errno(s, e, "unable to create temporary file", tmppath, name);
+    rc = local_fail_errno(s, e, "unable to create temporary file", tmppath, name);
     goto out;
   }
   tmp_gone = 0;
 
   size_t direct = write_direct(s, fd, buf, len);
   if (direct == (size_t)-1) {
-    rc = fail_errno(s, errno, "unable to switch off direct I/O for", tmppath, name);
+    rc = local_fail_errno(s, errno, "unable to switch off direct I/O for", tmppath, name);
     goto out;
   }
   rc = write_all(s, fd, (const unsigned char *)buf + direct, len - direct, tmppath, name);
   if (rc != ENGINE_OK)
     goto out;
   if (s->fsync && fsync(fd) != 0) {
-    rc = fail_errno(s, errno, "unable to fsync", tmppath, name);
+    rc = local_fail_errno(s, errno, "unable to fsync", tmppath, name);
     goto out;
   }
   int cfd = fd;
   fd = -1;
   /* close() reports delayed write errors on some file systems (NFS). */
   if (close(cfd) != 0 && errno != EINTR) {
-    rc = fail_errno(s, errno, "unable to close", tmppath, name);
+    rc = local_fail_errno(s, errno, "unable to close", tmppath, name);
     goto out;
   }
 
@@ -551,7 +528,7 @@ static int local_put(void *inst, const char *name, const void *buf, size_t len, 
   if (rc != ENGINE_OK)
     goto out;
   if (s->fsync && fsync(dfd) != 0)
-    rc = fail_errno(s, errno, "unable to fsync directory", dirpath, name);
+    rc = local_fail_errno(s, errno, "unable to fsync directory", dirpath, name);
 
 out:
   if (fd >= 0)
@@ -587,12 +564,12 @@ static int local_get(void *inst, const char *name, uint64_t off, uint64_t len, v
       if (errno == ENOENT || errno == ENOTDIR)
         rc = not_found(s, name, path);
       else
-        rc = fail_errno(s, errno, "unable to open", path, name);
+        rc = local_fail_errno(s, errno, "unable to open", path, name);
       goto out;
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
-      rc = fail_errno(s, errno, "unable to stat", path, name);
+      rc = local_fail_errno(s, errno, "unable to stat", path, name);
       goto out;
     }
     if (!S_ISREG(st.st_mode)) {
@@ -622,7 +599,7 @@ static int local_get(void *inst, const char *name, uint64_t off, uint64_t len, v
 
   data = malloc(want > 0 ? (size_t)want : 1);
   if (data == NULL) {
-    rc = fail_oom(s, name);
+    rc = local_fail_oom(s, name);
     goto out;
   }
   size_t done = 0;
@@ -632,7 +609,7 @@ static int local_get(void *inst, const char *name, uint64_t off, uint64_t len, v
     if (n < 0) {
       if (errno == EINTR)
         continue;
-      rc = fail_errno(s, errno, "unable to read", path, name);
+      rc = local_fail_errno(s, errno, "unable to read", path, name);
       goto out;
     }
     if (n == 0) {
@@ -670,7 +647,7 @@ static int local_stat(void *inst, const char *name, uint64_t *size) {
     if (errno == ENOENT || errno == ENOTDIR)
       rc = not_found(s, name, path);
     else
-      rc = fail_errno(s, errno, "unable to stat", path, name);
+      rc = local_fail_errno(s, errno, "unable to stat", path, name);
   } else if (!S_ISREG(st.st_mode)) {
     SET_ERROR(s, "object '%s': '%s' is not a regular file", name, path);
     rc = ENGINE_ERROR;
@@ -702,213 +679,16 @@ static int local_del(void *inst, const char *name) {
     if (errno == ENOENT)
       rc = not_found(s, name, path);
     else
-      rc = fail_errno(s, errno, "unable to delete", path, name);
+      rc = local_fail_errno(s, errno, "unable to delete", path, name);
     goto out;
   }
   if (s->fsync && fsync(dfd) != 0)
-    rc = fail_errno(s, errno, "unable to fsync directory", dirpath, name);
+    rc = local_fail_errno(s, errno, "unable to fsync directory", dirpath, name);
 out:
   if (dfd >= 0)
     close(dfd);
   free(dirpath);
   free(path);
-  return rc;
-}
-
-/* ---- list ------------------------------------------------------------- */
-
-struct list_walk {
-  const struct local_sink *s;
-  const char *prefix;
-  size_t prefix_len;
-  int (*cb)(void *ud, const char *name, uint64_t size);
-  void *ud;
-  int stopped;
-  char rel[PATH_MAX]; /* name of the directory being walked, relative, with trailing '/' */
-};
-
-struct list_entry {
-  char *key; /* the entry's name, plus a trailing '/' for directories */
-  uint64_t size;
-  int is_dir;
-};
-
-/* Sorting each directory by name-with-'/'-for-directories makes a depth-first
- * walk visit full names in strcmp order (e.g. "a-b" before "a/c"), so list is
- * sorted without holding the whole repository listing in memory. */
-static int entry_cmp(const void *a, const void *b) {
-  return strcmp(((const struct list_entry *)a)->key, ((const struct list_entry *)b)->key);
-}
-
-/* Whether anything named rel+name (a directory when is_dir) can match the prefix. */
-static int may_match(const struct list_walk *w, size_t rel_len, const char *name, size_t name_len,
-                     int is_dir) {
-  size_t full = rel_len + name_len;
-  size_t n = full < w->prefix_len ? full : w->prefix_len;
-  size_t from_rel = n < rel_len ? n : rel_len;
-  if (memcmp(w->rel, w->prefix, from_rel) != 0 ||
-      memcmp(name, w->prefix + from_rel, n - from_rel) != 0)
-    return 0;
-  if (full >= w->prefix_len)
-    return 1;
-  return is_dir && w->prefix[full] == '/';
-}
-
-static void free_entries(struct list_entry *v, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    free(v[i].key);
-  free(v);
-}
-
-static int walk_fail(const struct list_walk *w, int e, const char *what, size_t rel_len,
-                     const char *name) {
-  char eb[128];
-  SET_ERROR(w->s, "unable to list objects with prefix '%s': %s '%s%.*s%s': %s", w->prefix, what,
-            w->s->root_prefix, (int)rel_len, w->rel, name, errstr(e, eb, sizeof eb));
-  return ENGINE_ERROR;
-}
-
-/* Takes ownership of dfd. w->rel[0..rel_len) names the directory. */
-static int walk_dir(struct list_walk *w, int dfd, size_t rel_len, int depth) {
-  DIR *d = fdopendir(dfd);
-  if (d == NULL) {
-    int e = errno;
-    close(dfd);
-    return walk_fail(w, e, "unable to read directory", rel_len, "");
-  }
-  struct list_entry *v = NULL;
-  size_t n = 0, cap = 0;
-  int rc = ENGINE_OK;
-
-  for (;;) {
-    errno = 0;
-    struct dirent *de = readdir(d);
-    if (de == NULL) {
-      if (errno != 0)
-        rc = walk_fail(w, errno, "unable to read directory", rel_len, "");
-      break;
-    }
-    const char *nm = de->d_name;
-    if (strcmp(nm, ".") == 0 || strcmp(nm, "..") == 0 || strstr(nm, TEMP_MARKER) != NULL)
-      continue;
-    size_t nl = strlen(nm);
-    if (!may_match(w, rel_len, nm, nl, 1))
-      continue;
-    struct stat st;
-    if (fstatat(dirfd(d), nm, &st, 0) != 0) {
-      if (errno == ENOENT) /* deleted or renamed since readdir */
-        continue;
-      rc = walk_fail(w, errno, "unable to stat", rel_len, nm);
-      break;
-    }
-    int is_dir = S_ISDIR(st.st_mode);
-    if (!is_dir && (!S_ISREG(st.st_mode) || !may_match(w, rel_len, nm, nl, 0)))
-      continue;
-    if (n == cap) {
-      size_t ncap = cap ? cap * 2 : 64;
-      struct list_entry *nv = realloc(v, ncap * sizeof *nv);
-      if (nv == NULL) {
-        rc = walk_fail(w, ENOMEM, "unable to read directory", rel_len, "");
-        break;
-      }
-      v = nv;
-      cap = ncap;
-    }
-    char *key = malloc(nl + 2);
-    if (key == NULL) {
-      rc = walk_fail(w, ENOMEM, "unable to read directory", rel_len, "");
-      break;
-    }
-    memcpy(key, nm, nl);
-    key[nl] = is_dir ? '/' : '\0';
-    key[nl + 1] = '\0';
-    v[n].key = key;
-    v[n].size = (uint64_t)st.st_size;
-    v[n].is_dir = is_dir;
-    n++;
-  }
-
-  if (rc == ENGINE_OK && n > 1)
-    qsort(v, n, sizeof *v, entry_cmp);
-
-  for (size_t i = 0; rc == ENGINE_OK && !w->stopped && i < n; i++) {
-    size_t kl = strlen(v[i].key);
-    if (rel_len + kl + 1 > sizeof w->rel) {
-      rc = walk_fail(w, ENAMETOOLONG, "unable to walk", rel_len, v[i].key);
-      break;
-    }
-    memcpy(w->rel + rel_len, v[i].key, kl + 1);
-    if (!v[i].is_dir) {
-      if (w->cb(w->ud, w->rel, v[i].size) != 0)
-        w->stopped = 1;
-      continue;
-    }
-    if (depth >= LIST_MAX_DEPTH) {
-      rc = walk_fail(w, ELOOP, "unable to walk (directories nested too deeply)", rel_len, v[i].key);
-      break;
-    }
-    int cfd = openat(dirfd(d), w->rel + rel_len, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (cfd < 0) {
-      if (errno == ENOENT)
-        continue;
-      rc = walk_fail(w, errno, "unable to open directory", rel_len, v[i].key);
-      break;
-    }
-    rc = walk_dir(w, cfd, rel_len + kl, depth + 1);
-  }
-  w->rel[rel_len] = '\0';
-  free_entries(v, n);
-  closedir(d);
-  return rc;
-}
-
-static int local_list(void *inst, const char *prefix,
-                      int (*cb)(void *ud, const char *name, uint64_t size), void *ud) {
-  struct local_sink *s = inst;
-  if (prefix == NULL)
-    prefix = "";
-  struct list_walk *w = calloc(1, sizeof *w);
-  if (w == NULL)
-    return fail_oom(s, prefix);
-  w->s = s;
-  w->prefix = prefix;
-  w->prefix_len = strlen(prefix);
-  w->cb = cb;
-  w->ud = ud;
-
-  /* Only the complete directories of the prefix are walked into; its last,
-   * partial component ("data/ab") is matched as a string. */
-  const char *last = strrchr(prefix, '/');
-  size_t dir_len = last != NULL ? (size_t)(last - prefix) + 1 : 0;
-  const char *why = path_problem(prefix, dir_len > 0 ? dir_len - 1 : 0);
-  if (why == NULL && dir_len == 1)
-    why = "must be relative to the repository (leading '/')";
-  if (why == NULL && s->root_len + 1 + dir_len >= sizeof w->rel)
-    why = "too long";
-  if (why != NULL) {
-    SET_ERROR(s, "invalid object name prefix '%s': %s (repository '%s')", prefix, why, s->root);
-    free(w);
-    return ENGINE_ERROR;
-  }
-  memcpy(w->rel, prefix, dir_len);
-  w->rel[dir_len] = '\0';
-
-  int rc = ENGINE_OK;
-  char *start = NULL;
-  if (asprintf(&start, "%s%s", s->root_prefix, w->rel) < 0) {
-    free(w);
-    return fail_oom(s, prefix);
-  }
-  int dfd = open(start, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) {
-    /* A missing "data/xy/" simply holds no objects; a missing root does not. */
-    if ((errno != ENOENT && errno != ENOTDIR) || dir_len == 0)
-      rc = fail_errno(s, errno, "unable to list objects in", start, NULL);
-  } else {
-    rc = walk_dir(w, dfd, dir_len, 0);
-  }
-  free(start);
-  free(w);
   return rc;
 }
 
@@ -944,7 +724,7 @@ static int ensure_root(struct local_sink *s, const char *path) {
     return ENGINE_OK;
   }
   if (errno != ENOENT)
-    return fail_errno(s, errno, "unable to stat repository directory", path, NULL);
+    return local_fail_errno(s, errno, "unable to stat repository directory", path, NULL);
 
   char *dir = strdup(path);
   if (dir == NULL) {
@@ -986,7 +766,7 @@ static int local_create(const struct engine_host *host, void **out) {
   /* Canonical and absolute, so describe() is unambiguous and a later chdir() is harmless. */
   s->root = realpath(path, NULL);
   if (s->root == NULL) {
-    fail_errno(s, errno, "unable to resolve repository directory", path, NULL);
+    local_fail_errno(s, errno, "unable to resolve repository directory", path, NULL);
     free(s);
     return ENGINE_ERROR;
   }

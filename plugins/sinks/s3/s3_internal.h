@@ -1,5 +1,5 @@
 /* Internal interface of the s3/minio sink plugins: the XML and credential
- * helpers of s3.c (the sink itself); encodings, digests and the meaning of
+ * helpers and the parts of the sink; encodings, digests and the meaning of
  * ranged reads are the sinks' shared ones (objstore.h). Nothing here is
  * exported from the plugin. */
 #ifndef ENGINE_S3_INTERNAL_H
@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/host.h"
+#include "engine/plugin.h"
 #include "objstore.h"
 
 /* The hex SHA-256 of the empty string: the payload hash of body-less requests. */
@@ -49,6 +49,10 @@ int s3_xml_key_ok(const char *key);
  * escaped by libxml2. malloc'd, NULL on OOM. */
 char *s3_xml_delete_doc(const char *const *keys, size_t n, size_t *out_len);
 
+/* The body of a CompleteMultipartUpload request for the parts' ETags
+ * (part i + 1 has etags[i]), escaped by libxml2. malloc'd, NULL on OOM. */
+char *s3_xml_complete_doc(char *const *etags, size_t n, size_t *out_len);
+
 /* A DeleteObjects response: calls cb for each <Error> entry (key, code,
  * message; "" where absent) in document order. Returns 0 on success, 1 when
  * cb asked to stop, -1 if the document is not a DeleteResult (why says why). */
@@ -83,5 +87,102 @@ struct s3_creds {
 int s3_creds_load(const struct engine_host *h, struct s3_creds *c);
 /* Wipe and free. */
 void s3_creds_free(struct s3_creds *c);
+
+/* ---- the sink: s3.c (the sink's operations), s3_request.c (one signed
+ * request, its errors, object keys), s3_multipart.c (uploads in parts and
+ * the incomplete ones prune removes), s3_delete.c (del, del_many), s3_config.c
+ * (the options, create, destroy) ---- */
+
+#ifndef S3_MINIO
+#define S3_MINIO 0
+#endif
+
+#if S3_MINIO
+#define PLUGIN_NAME "minio"
+#define DEFAULT_ADDRESSING "path"
+#else
+#define PLUGIN_NAME "s3"
+#define DEFAULT_ADDRESSING "virtual"
+#endif
+
+#define MIB (1024ull * 1024)
+#define S3_MIN_PART (5 * MIB)        /* AWS's minimum for all parts but the last */
+#define S3_MAX_PART (5 * 1024 * MIB) /* and maximum, also of a single PUT */
+#define S3_MAX_PARTS 10000
+#define S3_MAX_KEY 1024
+#define PART_FLOOR (64 * 1024) /* below this, multipart is pointless overhead */
+#define COLLECT_MAX (64 * MIB) /* listings, error documents */
+#define CONFLICT_TRIES 3
+
+struct s3 {
+  const struct engine_host *host;
+  char *scheme;    /* "http" or "https" */
+  char *authority; /* host[:port] of the endpoint, host lower-cased */
+  char *endpoint;  /* scheme://authority, for messages */
+  char *bucket;
+  char *bucket_enc;
+  char *prefix; /* "" or ending in '/' */
+  size_t prefix_len;
+  int virtual_host;
+  char *sigv4; /* "aws:amz:REGION:s3" */
+  char *region;
+  char *storage_class_hdr; /* "x-amz-storage-class: X" or NULL */
+  char *token_hdr;         /* "x-amz-security-token: T" or NULL; wiped on destroy */
+  const char *ca_bundle;
+  struct s3_creds creds;
+  uint64_t part_size, threshold;
+  int max_retries;
+  int64_t timeout_ms;
+  int64_t stale_upload_ms; /* cleanup aborts incomplete multipart uploads this old */
+  char *where;             /* describe() */
+};
+
+#define SET_ERROR(s, ...) (s)->host->set_error((s)->host, __VA_ARGS__)
+
+/* One request to the bucket (s3_call). */
+struct call {
+  const char *method;
+  const char *key;   /* full object key (prefix included); NULL: the bucket */
+  const char *what;  /* what messages name: the key, or a description */
+  const char *query; /* canonical query string, or NULL */
+  const void *body;
+  size_t body_len;
+  const char *headers[6];   /* extra header lines, NULL-terminated */
+  struct objstore_body *rb; /* receive the body here instead of in the response */
+  int quiet;                /* leave the error message alone (cleanup after a failure) */
+  /* out */
+  char md5_hex[OBJSTORE_MD5_HEX_LEN + 1]; /* of the body, for PUT and POST */
+};
+
+int s3_fail_oom(const struct s3 *s, const char *what);
+/* Send one request (with the HTTP client's retries). ENGINE_OK when a
+ * response arrived, whatever its status; ENGINE_ERROR (message set) when none
+ * did. Free resp with host->http_response_free in both cases. */
+int s3_call(const struct s3 *s, struct call *c, struct engine_http_response *resp);
+/* The S3 error code of a response ("" if none): for status decisions. */
+void s3_error_code(const struct call *c, const struct engine_http_response *r,
+                   struct s3_error_doc *e);
+/* Set the message for an unexpected status; returns ENGINE_ERROR. */
+int s3_fail_status(const struct s3 *s, const struct call *c, const struct engine_http_response *r);
+/* The full key of an object, or NULL (message set). */
+char *s3_object_key(const struct s3 *s, const char *name);
+/* HEAD an object: ENGINE_OK (size, and the unquoted ETag if etag != NULL),
+ * ENGINE_NOT_FOUND or ENGINE_ERROR, with the message set unless OK. */
+int s3_head_object(const struct s3 *s, const char *key, uint64_t *size, char **etag);
+
+/* A PUT of more than `threshold` bytes, in parts (s3_multipart.c). */
+int s3_put_multipart(const struct s3 *s, const char *key, const void *buf, size_t len,
+                     unsigned flags);
+/* engine_sink_ops.cleanup: abort stale incomplete multipart uploads. */
+int s3_cleanup(void *inst, unsigned flags);
+
+/* engine_sink_ops.del and .del_many (s3_delete.c). */
+int s3_del(void *inst, const char *name);
+int s3_del_many(void *inst, const char *const *names, size_t n);
+
+/* The options, create and destroy (s3_config.c). */
+extern const struct engine_option s3_options[];
+int s3_create(const struct engine_host *host, void **out);
+void s3_destroy(void *inst);
 
 #endif

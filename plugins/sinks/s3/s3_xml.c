@@ -100,22 +100,41 @@ char *s3_xml_root_child(const char *body, size_t len, const char *root_name, con
   return out;
 }
 
+/* A response document whose root element must be `name`: the document
+ * (*root set), or NULL with the reason in why. */
+static xmlDocPtr result_doc(const char *body, size_t len, const char *name, xmlNode **root,
+                            char *why, size_t why_len) {
+  xmlDocPtr doc = parse(body, len);
+  if (doc == NULL) {
+    snprintf(why, why_len, "the response is %s", len ? "not well-formed XML" : "empty");
+    return NULL;
+  }
+  *root = xmlDocGetRootElement(doc);
+  if (!named(*root, name)) {
+    snprintf(why, why_len, "the response is <%s>, not <%s>",
+             *root && (*root)->name ? (const char *)(*root)->name : "(nothing)", name);
+    xmlFreeDoc(doc);
+    return NULL;
+  }
+  return doc;
+}
+
+/* Whether a listing says more pages follow (<IsTruncated>true</IsTruncated>). */
+static int truncated(xmlNode *root) {
+  char *t = text_of(child(root, "IsTruncated"));
+  int more = t != NULL && strcmp(t, "true") == 0;
+  free(t);
+  return more;
+}
+
 int s3_xml_list(const char *body, size_t len, int (*cb)(void *ud, const char *key, uint64_t size),
                 void *ud, char **next_token, char *why, size_t why_len) {
   *next_token = NULL;
-  xmlDocPtr doc = parse(body, len);
-  if (doc == NULL) {
-    snprintf(why, why_len, "the response is not well-formed XML");
+  xmlNode *root = NULL;
+  xmlDocPtr doc = result_doc(body, len, "ListBucketResult", &root, why, why_len);
+  if (doc == NULL)
     return -1;
-  }
   int rc = 0;
-  xmlNode *root = xmlDocGetRootElement(doc);
-  if (!named(root, "ListBucketResult")) {
-    snprintf(why, why_len, "the response is <%s>, not <ListBucketResult>",
-             root && root->name ? (const char *)root->name : "(nothing)");
-    rc = -1;
-    goto out;
-  }
   for (xmlNode *c = root->children; c != NULL; c = c->next) {
     if (!named(c, "Contents"))
       continue;
@@ -138,10 +157,7 @@ int s3_xml_list(const char *body, size_t len, int (*cb)(void *ud, const char *ke
       goto out;
     }
   }
-  char *truncated = text_of(child(root, "IsTruncated"));
-  int more = truncated != NULL && strcmp(truncated, "true") == 0;
-  free(truncated);
-  if (more) {
+  if (truncated(root)) {
     *next_token = text_of(child(root, "NextContinuationToken"));
     if (*next_token == NULL || (*next_token)[0] == '\0') {
       free(*next_token);
@@ -195,62 +211,96 @@ int s3_xml_key_ok(const char *key) {
   return 1;
 }
 
-char *s3_xml_delete_doc(const char *const *keys, size_t n, size_t *out_len) {
+/* A request document with a root element `name` in S3's namespace. */
+static xmlDocPtr request_doc(const char *name, xmlNodePtr *root) {
   s3_xml_init();
+  xmlDocPtr doc = xmlNewDoc((const xmlChar *)"1.0");
+  *root = doc ? xmlNewDocNode(doc, NULL, (const xmlChar *)name, NULL) : NULL;
+  if (*root == NULL) {
+    if (doc != NULL)
+      xmlFreeDoc(doc);
+    return NULL;
+  }
+  xmlDocSetRootElement(doc, *root);
+  if (xmlNewNs(*root, (const xmlChar *)"http://s3.amazonaws.com/doc/2006-03-01/", NULL) == NULL) {
+    xmlFreeDoc(doc);
+    return NULL;
+  }
+  return doc;
+}
+
+/* The document as malloc'd text (NULL on OOM); frees the document. */
+static char *request_text(xmlDocPtr doc, size_t *out_len) {
   char *out = NULL;
   xmlChar *mem = NULL;
   int size = 0;
-  xmlDocPtr doc = xmlNewDoc((const xmlChar *)"1.0");
-  xmlNodePtr root = doc ? xmlNewDocNode(doc, NULL, (const xmlChar *)"Delete", NULL) : NULL;
-  if (root == NULL)
-    goto out;
-  xmlDocSetRootElement(doc, root);
-  if (xmlNewNs(root, (const xmlChar *)"http://s3.amazonaws.com/doc/2006-03-01/", NULL) == NULL ||
-      xmlNewChild(root, NULL, (const xmlChar *)"Quiet", (const xmlChar *)"true") == NULL)
-    goto out;
-  for (size_t i = 0; i < n; i++) {
+  /* UTF-8 as is, not as character references: shorter, and what S3 expects */
+  xmlDocDumpFormatMemoryEnc(doc, &mem, &size, "UTF-8", 0);
+  if (mem != NULL && size > 0) {
+    out = malloc((size_t)size + 1);
+    if (out != NULL) {
+      memcpy(out, mem, (size_t)size);
+      out[size] = '\0';
+      *out_len = (size_t)size;
+    }
+  }
+  if (mem != NULL)
+    xmlFree(mem);
+  xmlFreeDoc(doc);
+  return out;
+}
+
+char *s3_xml_delete_doc(const char *const *keys, size_t n, size_t *out_len) {
+  xmlNodePtr root;
+  xmlDocPtr doc = request_doc("Delete", &root);
+  if (doc == NULL)
+    return NULL;
+  int ok = xmlNewChild(root, NULL, (const xmlChar *)"Quiet", (const xmlChar *)"true") != NULL;
+  for (size_t i = 0; ok && i < n; i++) {
     xmlNodePtr obj = xmlNewChild(root, NULL, (const xmlChar *)"Object", NULL);
     /* xmlNewTextChild escapes the content (&, <, >, and CR as &#13; so
      * that the server's parser does not normalise it away) */
-    if (obj == NULL ||
-        xmlNewTextChild(obj, NULL, (const xmlChar *)"Key", (const xmlChar *)keys[i]) == NULL)
-      goto out;
+    ok = obj != NULL &&
+         xmlNewTextChild(obj, NULL, (const xmlChar *)"Key", (const xmlChar *)keys[i]) != NULL;
   }
-  /* UTF-8 as is, not as character references: shorter, and what S3 expects */
-  xmlDocDumpFormatMemoryEnc(doc, &mem, &size, "UTF-8", 0);
-  if (mem == NULL || size <= 0)
-    goto out;
-  out = malloc((size_t)size + 1);
-  if (out == NULL)
-    goto out;
-  memcpy(out, mem, (size_t)size);
-  out[size] = '\0';
-  *out_len = (size_t)size;
-out:
-  if (mem != NULL)
-    xmlFree(mem);
-  if (doc != NULL)
+  if (!ok) {
     xmlFreeDoc(doc);
-  return out;
+    return NULL;
+  }
+  return request_text(doc, out_len);
+}
+
+char *s3_xml_complete_doc(char *const *etags, size_t n, size_t *out_len) {
+  xmlNodePtr root;
+  xmlDocPtr doc = request_doc("CompleteMultipartUpload", &root);
+  if (doc == NULL)
+    return NULL;
+  int ok = 1;
+  for (size_t i = 0; ok && i < n; i++) {
+    char num[32];
+    snprintf(num, sizeof num, "%zu", i + 1);
+    xmlNodePtr part = xmlNewChild(root, NULL, (const xmlChar *)"Part", NULL);
+    /* an ETag is quoted hex, but whatever a server sent is escaped */
+    ok = part != NULL &&
+         xmlNewChild(part, NULL, (const xmlChar *)"PartNumber", (const xmlChar *)num) != NULL &&
+         xmlNewTextChild(part, NULL, (const xmlChar *)"ETag", (const xmlChar *)etags[i]) != NULL;
+  }
+  if (!ok) {
+    xmlFreeDoc(doc);
+    return NULL;
+  }
+  return request_text(doc, out_len);
 }
 
 int s3_xml_delete_errors(const char *body, size_t len,
                          int (*cb)(void *ud, const char *key, const char *code,
                                    const char *message),
                          void *ud, char *why, size_t why_len) {
-  xmlDocPtr doc = parse(body, len);
-  if (doc == NULL) {
-    snprintf(why, why_len, "the response is %s", len ? "not well-formed XML" : "empty");
+  xmlNode *root = NULL;
+  xmlDocPtr doc = result_doc(body, len, "DeleteResult", &root, why, why_len);
+  if (doc == NULL)
     return -1;
-  }
   int rc = 0;
-  xmlNode *root = xmlDocGetRootElement(doc);
-  if (!named(root, "DeleteResult")) {
-    snprintf(why, why_len, "the response is <%s>, not <DeleteResult>",
-             root && root->name ? (const char *)root->name : "(nothing)");
-    rc = -1;
-    goto out;
-  }
   for (xmlNode *c = root->children; c != NULL; c = c->next) {
     if (!named(c, "Error"))
       continue;
@@ -277,19 +327,11 @@ int s3_xml_uploads(const char *body, size_t len,
                              const char *initiated),
                    void *ud, char **next_key, char **next_upload_id, char *why, size_t why_len) {
   *next_key = *next_upload_id = NULL;
-  xmlDocPtr doc = parse(body, len);
-  if (doc == NULL) {
-    snprintf(why, why_len, "the response is %s", len ? "not well-formed XML" : "empty");
+  xmlNode *root = NULL;
+  xmlDocPtr doc = result_doc(body, len, "ListMultipartUploadsResult", &root, why, why_len);
+  if (doc == NULL)
     return -1;
-  }
   int rc = 0;
-  xmlNode *root = xmlDocGetRootElement(doc);
-  if (!named(root, "ListMultipartUploadsResult")) {
-    snprintf(why, why_len, "the response is <%s>, not <ListMultipartUploadsResult>",
-             root && root->name ? (const char *)root->name : "(nothing)");
-    rc = -1;
-    goto out;
-  }
   for (xmlNode *c = root->children; c != NULL; c = c->next) {
     if (!named(c, "Upload"))
       continue;
@@ -313,10 +355,7 @@ int s3_xml_uploads(const char *body, size_t len,
       goto out;
     }
   }
-  char *truncated = text_of(child(root, "IsTruncated"));
-  int more = truncated != NULL && strcmp(truncated, "true") == 0;
-  free(truncated);
-  if (more) {
+  if (truncated(root)) {
     *next_key = text_of(child(root, "NextKeyMarker"));
     *next_upload_id = text_of(child(root, "NextUploadIdMarker"));
     if (*next_key == NULL || (*next_key)[0] == '\0') {
