@@ -195,7 +195,9 @@ static char *wrong_number(const struct cli_command *c, const struct cli_action *
   if (act) {
     fprintf(f, "%s %s: wrong number of arguments\nusage: ", c->name, act->name);
     /* the synopsis of that action alone */
-    struct cli_action one[2] = {*act, {NULL}};
+    struct cli_action one[2];
+    memset(one, 0, sizeof(one));
+    one[0] = *act;
     struct cli_command only = *c;
     only.actions = one;
     cli_print_synopsis(f, &only, 7);
