@@ -2,7 +2,8 @@
 # SDK round trip: build the engine (or use $ENGINE_BUILD), install it into a
 # temporary prefix, build the out-of-tree "hello" plugin against the
 # installed SDK through `pkg-config engine-plugin` only, and check that
-# `engine plugins --json --plugin-dir DIR` loads it without error.
+# `engine plugins --json --plugin-dir DIR` loads it without error, and that
+# `engine validate` holds its options to the bounds it declares.
 #
 #   tests/sdk-example/test-sdk.sh              # fresh configure + build
 #   ENGINE_BUILD=build tests/sdk-example/test-sdk.sh
@@ -167,5 +168,36 @@ if ! $checker; then
   echo "----" >&2
   fail "'engine plugins --json' does not list 'hello' as a source plugin, version 1.0.0, from $want_path, without error"
 fi
+
+# ---- 4. the engine checks its options against its schema ------------------
+# hello declares bounds for 'repeat' (option_bounds, ABI 1.5): the engine,
+# not the plugin, refuses a value outside them.
+installed_plugins=$(dirname "$(find "$prefix" -name 'engine-sink-local.so' -print -quit)")
+[ -d "$installed_plugins" ] || fail "cmake --install did not install the bundled plugins under $prefix"
+pipeline() { # FILE REPEAT
+  cat >"$1" <<EOF
+version: 1
+name: sdk
+sources:
+  - {name: hello, type: hello, with: {repeat: $2}}
+stages:
+  encrypt: {algorithm: aes-256-gcm, passphrase: 'env:ENGINE_PASSPHRASE'}
+sinks:
+  - {name: here, type: local, with: {path: $work/repo}}
+EOF
+}
+validate() { # FILE
+  env -u ENGINE_PLUGIN_PATH "$engine" validate --plugin-dir "$pdir" --plugin-dir "$installed_plugins" "$1"
+}
+pipeline "$work/ok.yml" 10
+validate "$work/ok.yml" >"$work/validate-ok.out" 2>&1 ||
+  { show_log "$work/validate-ok.out"; fail "'engine validate' refused repeat: 10, within hello's bounds"; }
+pipeline "$work/bad.yml" 11
+rc=0
+validate "$work/bad.yml" >"$work/validate-bad.out" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] || { show_log "$work/validate-bad.out"; fail "'engine validate' accepted repeat: 11, outside hello's bounds (1 to 10)"; }
+grep -qF "expected an integer from 1 to 10, got '11'" "$work/validate-bad.out" ||
+  { show_log "$work/validate-bad.out"; fail "'engine validate' did not name hello's bounds for repeat: 11"; }
+step "the engine enforces hello's option bounds (repeat: 10 valid, 11 refused)"
 
 step "PASS: the out-of-tree hello plugin builds from pkg-config and loads"

@@ -91,27 +91,18 @@ static int configure(struct gcs_sink *s) {
     return ENGINE_ERROR;
   }
 
-  int64_t threshold = h->cfg_int(h, "resumable_threshold", (int64_t)(32 * MIB));
+  /* within gcs_bounds: the engine checked the pipeline against them */
   int64_t chunk = h->cfg_int(h, "chunk_size", (int64_t)(16 * MIB));
-  int64_t retries = h->cfg_int(h, "max_retries", 6);
-  if (threshold < 0) {
-    h->set_error(h, "option 'resumable_threshold': must not be negative");
-    return ENGINE_ERROR;
-  }
-  if (chunk <= 0 || chunk % (int64_t)CHUNK_GRANULE != 0 || (uint64_t)chunk > 4096 * MIB) {
+  if (chunk % (int64_t)CHUNK_GRANULE != 0) {
     h->set_error(h,
-                 "option 'chunk_size': %" PRId64 " bytes is not a positive multiple of 256KiB "
-                 "(at most 4GiB), as GCS requires for resumable upload chunks",
+                 "option 'chunk_size': %" PRId64 " bytes is not a multiple of 256KiB, as GCS "
+                 "requires for resumable upload chunks",
                  chunk);
     return ENGINE_ERROR;
   }
-  if (retries < 0 || retries > 100) {
-    h->set_error(h, "option 'max_retries': %" PRId64 " is not between 0 and 100", retries);
-    return ENGINE_ERROR;
-  }
-  s->resumable_threshold = (uint64_t)threshold;
+  s->resumable_threshold = (uint64_t)h->cfg_int(h, "resumable_threshold", (int64_t)(32 * MIB));
   s->chunk_size = (uint64_t)chunk;
-  s->max_retries = (int)retries;
+  s->max_retries = (int)h->cfg_int(h, "max_retries", 6);
 
   const char *cred = h->cfg_string(h, "credentials");
   if (cred == NULL) {
@@ -170,7 +161,6 @@ const struct engine_option gcs_options[] = {
      .description = "Name of the GCS bucket that holds the repository (it must exist)."},
     {.name = "prefix",
      .type = ENGINE_OPT_STRING,
-     .default_value = "",
      .description = "Object name prefix of the repository inside the bucket, e.g. engine/ (a "
                     "trailing '/' is added if missing)."},
     {.name = "credentials",
@@ -200,5 +190,13 @@ const struct engine_option gcs_options[] = {
      .default_value = "6",
      .description = "Retries of a failed request (transport errors, 408, 429, 5xx) with "
                     "exponential backoff and jitter."},
+    {.name = NULL},
+};
+
+/* Checked by the engine against the pipeline (ABI 1.5), so create() need
+ * not; chunk sizes must also be multiples of 256 KiB (checked in create). */
+const struct engine_option_bounds gcs_bounds[] = {
+    {.name = "chunk_size", .min = "256KiB", .max = "4GiB"},
+    {.name = "max_retries", .min = "0", .max = "100"},
     {.name = NULL},
 };

@@ -257,6 +257,7 @@ static const struct engine_plugin gcs_plugin = {
     .description =
         "Repository in a Google Cloud Storage bucket (JSON API, OAuth2 service account).",
     .options = gcs_options,
+    .option_bounds = gcs_bounds,
     .create = gcs_create,
     .destroy = gcs_destroy,
     .sink = &gcs_ops,

@@ -125,6 +125,7 @@ int gcs_put(void *inst, const char *name, const void *buf, size_t len, unsigned 
 
 /* The options, create and destroy (config.c). */
 extern const struct engine_option gcs_options[];
+extern const struct engine_option_bounds gcs_bounds[];
 int gcs_create(const struct engine_host *host, void **out);
 void gcs_destroy(void *inst);
 

@@ -301,6 +301,7 @@ static const struct engine_plugin s3_plugin = {
     .description = "Repository in an Amazon S3 (or S3-compatible) bucket.",
 #endif
     .options = s3_options,
+    .option_bounds = s3_bounds,
     .create = s3_create,
     .destroy = s3_destroy,
     .sink = &s3_ops,

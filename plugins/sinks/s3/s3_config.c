@@ -305,44 +305,19 @@ int s3_create(const struct engine_host *host, void **out) {
   }
 
   /* sizes and limits */
+  /* within s3_bounds: the engine checked the pipeline against them */
   int64_t part = h->cfg_int(h, "part_size", (int64_t)(16 * MIB));
   int64_t thr = h->cfg_int(h, "multipart_threshold", (int64_t)(64 * MIB));
-  if (part < PART_FLOOR || (uint64_t)part > S3_MAX_PART) {
-    h->set_error(h, "option 'part_size' must be between 64KiB and 5GiB, got %" PRId64 " bytes",
-                 part);
-    goto fail;
-  }
   if ((uint64_t)part < S3_MIN_PART)
     h->log(h, ENGINE_LOG_WARN,
            "part_size %" PRId64 " bytes is below S3's 5 MiB minimum: only servers configured "
            "for smaller parts (radosgw's 'rgw multipart min part size') accept it",
            part);
-  if (thr < 1 || (uint64_t)thr > S3_MAX_PART) {
-    h->set_error(h,
-                 "option 'multipart_threshold' must be between 1 byte and 5GiB (the largest "
-                 "single PUT), got %" PRId64 " bytes",
-                 thr);
-    goto fail;
-  }
   s->part_size = (uint64_t)part;
   s->threshold = (uint64_t)thr;
-  int64_t retries = h->cfg_int(h, "max_retries", 6);
-  if (retries < 0 || retries > 100) {
-    h->set_error(h, "option 'max_retries' must be between 0 and 100, got %" PRId64, retries);
-    goto fail;
-  }
-  s->max_retries = (int)retries;
+  s->max_retries = (int)h->cfg_int(h, "max_retries", 6);
   s->timeout_ms = h->cfg_int(h, "timeout", 600000);
-  if (s->timeout_ms < 1000) {
-    h->set_error(h, "option 'timeout' must be at least 1s, got %" PRId64 " ms", s->timeout_ms);
-    goto fail;
-  }
   s->stale_upload_ms = h->cfg_int(h, "stale_upload_age", (int64_t)24 * 3600 * 1000);
-  if (s->stale_upload_ms < 0) {
-    h->set_error(h, "option 'stale_upload_age' must not be negative, got %" PRId64 " ms",
-                 s->stale_upload_ms);
-    goto fail;
-  }
 
   /* credentials last: nothing else may fail while they are held */
   if (s3_creds_load(h, &s->creds) != ENGINE_OK)
@@ -445,5 +420,16 @@ const struct engine_option s3_options[] = {
      .default_value = "24h",
      .description = "prune aborts the incomplete multipart uploads of repository objects under "
                     "the prefix that are at least this old (left by killed runs)."},
+    {.name = NULL},
+};
+
+/* Checked by the engine against the pipeline (ABI 1.5), so create() need
+ * not: parts from 64 KiB (S3 itself wants 5 MiB, radosgw can be configured
+ * lower) to S3's 5 GiB, which is also the largest single PUT. */
+const struct engine_option_bounds s3_bounds[] = {
+    {.name = "part_size", .min = "64KiB", .max = "5GiB"},
+    {.name = "multipart_threshold", .min = "1", .max = "5GiB"},
+    {.name = "max_retries", .min = "0", .max = "100"},
+    {.name = "timeout", .min = "1s"},
     {.name = NULL},
 };

@@ -107,10 +107,8 @@ void s3_creds_free(struct s3_creds *c);
 
 #define MIB (1024ull * 1024)
 #define S3_MIN_PART (5 * MIB)        /* AWS's minimum for all parts but the last */
-#define S3_MAX_PART (5 * 1024 * MIB) /* and maximum, also of a single PUT */
 #define S3_MAX_PARTS 10000
 #define S3_MAX_KEY 1024
-#define PART_FLOOR (64 * 1024) /* below this, multipart is pointless overhead */
 #define COLLECT_MAX (64 * MIB) /* listings, error documents */
 #define CONFLICT_TRIES 3
 
@@ -182,6 +180,7 @@ int s3_del_many(void *inst, const char *const *names, size_t n);
 
 /* The options, create and destroy (s3_config.c). */
 extern const struct engine_option s3_options[];
+extern const struct engine_option_bounds s3_bounds[];
 int s3_create(const struct engine_host *host, void **out);
 void s3_destroy(void *inst);
 
