@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "fuzz_common.h"
-#include "s3_internal.h"
+#include "s3_int.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;

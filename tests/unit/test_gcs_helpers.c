@@ -10,7 +10,7 @@
 
 #include <string.h>
 
-#include "gcs.h"
+#include "gcs_int.h"
 
 static const char *text(const char *body, char *buf, size_t n) {
   return gcs_error_text(body, body ? strlen(body) : 0, buf, n);

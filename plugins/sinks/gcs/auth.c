@@ -16,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "gcs.h"
+#include "gcs_int.h"
 
 #define DEFAULT_TOKEN_URI "https://oauth2.googleapis.com/token"
 #define JWT_LIFETIME_S 3600

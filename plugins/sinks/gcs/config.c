@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gcs.h"
+#include "gcs_int.h"
 
 void gcs_destroy(void *inst) {
   struct gcs_sink *s = inst;

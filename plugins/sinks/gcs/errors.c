@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gcs.h"
+#include "gcs_int.h"
 
 /* Copies a printable, single-line excerpt of text into buf. */
 static void excerpt(const char *text, size_t len, char *buf, size_t buflen) {

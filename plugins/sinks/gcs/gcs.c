@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gcs.h"
+#include "gcs_int.h"
 
 /* ---- get / stat ------------------------------------------------------- */
 

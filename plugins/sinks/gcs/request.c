@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gcs.h"
+#include "gcs_int.h"
 
 /* ---- requests --------------------------------------------------------- */
 

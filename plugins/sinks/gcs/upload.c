@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gcs.h"
+#include "gcs_int.h"
 
 /* After an upload: the stored object must be what we sent. GCS reports the
  * MD5 of non-composite objects; emulators may leave it out, then only the

@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "local.h"
+#include "local_int.h"
 
 /* ---- list ------------------------------------------------------------- */
 

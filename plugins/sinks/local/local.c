@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "local.h"
+#include "local_int.h"
 #include "objstore.h"
 
 /* ---- open packs ----------------------------------------------------------

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "s3_internal.h"
+#include "s3_int.h"
 
 /* ---- stat ------------------------------------------------------------- */
 

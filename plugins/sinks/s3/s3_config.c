@@ -9,7 +9,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "s3_internal.h"
+#include "s3_int.h"
 
 void s3_destroy(void *inst) {
   struct s3 *s = inst;

@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "s3_internal.h"
+#include "s3_int.h"
 
 #define CREDS_FILE_MAX (1024 * 1024)
 

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "s3_internal.h"
+#include "s3_int.h"
 
 /* A growing string for the message that names the keys not deleted. */
 struct sbuf {

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "s3_internal.h"
+#include "s3_int.h"
 
 static void abort_upload(const struct s3 *s, const char *key, const char *upload_id) {
   const char *kv[] = {"uploadId", upload_id};

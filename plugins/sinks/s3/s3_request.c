@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "s3_internal.h"
+#include "s3_int.h"
 
 int s3_fail_oom(const struct s3 *s, const char *what) {
   SET_ERROR(s, "out of memory while handling '%s'", what);

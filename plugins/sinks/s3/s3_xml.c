@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "s3_internal.h"
+#include "s3_int.h"
 
 static pthread_once_t xml_once = PTHREAD_ONCE_INIT;
 

@@ -2,8 +2,8 @@
  * helpers and the parts of the sink; encodings, digests and the meaning of
  * ranged reads are the sinks' shared ones (objstore.h). Nothing here is
  * exported from the plugin. */
-#ifndef ENGINE_S3_INTERNAL_H
-#define ENGINE_S3_INTERNAL_H
+#ifndef ENGINE_S3_INT_H
+#define ENGINE_S3_INT_H
 
 #include <stddef.h>
 #include <stdint.h>

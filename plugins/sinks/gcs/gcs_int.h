@@ -2,8 +2,8 @@
  * service-account token source (auth.c), the reading of GCS error bodies
  * (errors.c) and the parts of the sink; encodings, digests and the meaning of ranged reads are the
  * sinks' shared ones (objstore.h). Nothing here is part of the plugin ABI. */
-#ifndef GCS_SINK_H
-#define GCS_SINK_H
+#ifndef GCS_INT_H
+#define GCS_INT_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,8 +1,8 @@
 /* Internal interface of the "local" sink: the instance and what local.c
  * (names, put, get, stat, del, the instance) shares with list.c (the sorted
  * walk of the repository directory). Nothing here is exported. */
-#ifndef LOCAL_SINK_H
-#define LOCAL_SINK_H
+#ifndef LOCAL_INT_H
+#define LOCAL_INT_H
 
 #include <stddef.h>
 #include <stdint.h>
