@@ -26,6 +26,19 @@
 #                     read from FILE and print the result
 #   compare_trees A B [OPTIONS]
 #                     compare_trees.py: byte for byte and metadata
+#   at_exit CMD [ARGS...]
+#                     run CMD when the test exits (latest first, before $T is
+#                     removed; $LIB_EXIT_RC holds the test's exit status)
+#   free_port         a TCP port free on 127.0.0.1
+#   ceph_start, aws_init, awsc ARGS
+#                     a throwaway Ceph radosgw (CEPH_PORT, S3_EP) and awscli
+#                     against it (tests/servers/ceph.sh)
+#   proxy_start, proxy_stop, proxy_ensure, proxy_arm, proxy_stats
+#                     tests/servers/faultproxy.py in front of radosgw
+#                     (PROXY_PORT, PROXY_EP)
+#   use_postgres      tests/servers/pg.sh's helpers (pg_test_start, q, ...)
+#   serve_start NAME ARGS, serve_stop NAME PID
+#                     engine serve on a free port (SRV_PID, SRV_PORT, URL)
 
 TEST_NAME=$(basename "${0%.sh}")
 TESTS_INTEGRATION_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,6 +51,11 @@ fail() {
 }
 
 note() { echo "[$TEST_NAME] $*"; }
+
+# engine's plugins when only ENGINE_PLUGIN_PATH is set (its first directory)
+if [ -z "${ENGINE_PLUGIN_DIR:-}" ] && [ -n "${ENGINE_PLUGIN_PATH:-}" ] && [ -d "${ENGINE_PLUGIN_PATH%%:*}" ]; then
+  ENGINE_PLUGIN_DIR=${ENGINE_PLUGIN_PATH%%:*}
+fi
 
 if [ -z "${ENGINE_BIN:-}" ]; then
   for cand in "$REPO_ROOT/build-asan/engine" "$REPO_ROOT/build/engine"; do
@@ -70,9 +88,27 @@ TEST_FAILED=0
 # the physical path: the files source records resolved paths
 T=$(mktemp -d "${TMPDIR:-/tmp}/engine-it-$TEST_NAME.XXXXXX") || fail "unable to create a scratch directory"
 T=$(cd "$T" && pwd -P)
+# at_exit CMD [ARGS...]: run when the test exits, the latest registered
+# first, before the scratch directory is removed; LIB_EXIT_RC is the test's
+# exit status then (a server's logs are worth showing when it is not 0).
+_LIB_AT_EXIT=()
+at_exit() {
+  local cmd
+  printf -v cmd '%q ' "$@"
+  _LIB_AT_EXIT+=("$cmd")
+}
+_lib_run_at_exit() {
+  local i
+  for ((i = ${#_LIB_AT_EXIT[@]} - 1; i >= 0; i--)); do
+    eval "${_LIB_AT_EXIT[i]}" || true
+  done
+  _LIB_AT_EXIT=()
+}
 _lib_cleanup() {
   local rc=$?
   [ "$rc" -eq 0 ] || TEST_FAILED=1
+  LIB_EXIT_RC=$rc
+  _lib_run_at_exit
   if [ "${KEEP_TMP:-0}" = 1 ] || { [ "${KEEP_TMP:-0}" = fail ] && [ "$TEST_FAILED" = 1 ]; }; then
     echo "[$TEST_NAME] scratch directory kept: $T" >&2
   else
@@ -83,6 +119,8 @@ _lib_cleanup() {
   return "$rc"
 }
 trap _lib_cleanup EXIT
+# a timeout's SIGTERM ends the test through the EXIT trap (servers stopped)
+trap 'exit 143' TERM
 
 # engine's local index cache (core/repo/index_cache.c) goes to the scratch
 # directory, not to $HOME/.cache of whoever runs the tests
@@ -99,7 +137,7 @@ run_engine() {
   RC=0
   ENGINE_PLUGIN_PATH="$ENGINE_PLUGIN_DIR" "$ENGINE_BIN" "$@" >"$out" 2>"$err" </dev/null || RC=$?
   # A sanitizer report means an engine bug whatever the exit status was.
-  if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$err"; then
+  if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|WARNING: ThreadSanitizer|runtime error:' "$err"; then
     echo "---- stderr of: engine $* ----" >&2
     cat "$err" >&2
     fail "sanitizer report from 'engine $*'"
@@ -251,4 +289,160 @@ seeded_file() { # PATH MIB SEED
 # Where the files source puts an absolute path under a restore target.
 restored_path() { # TARGET ABSPATH
   printf '%s/%s' "$1" "${2#/}"
+}
+
+# ---- servers -------------------------------------------------------------
+
+# free_port: a TCP port that is free on 127.0.0.1 (nothing holds it after).
+free_port() {
+  "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# ceph_start [MINPART]: a throwaway Ceph cluster (one monitor, one OSD, one
+# radosgw; tests/servers/ceph.sh) in $T/ceph, radosgw on 127.0.0.1:CEPH_PORT
+# (S3_EP is its URL), with radosgw's minimum multipart part size MINPART
+# bytes (default: radosgw's 5 MiB). Its output goes to $T/ceph-start.log; a
+# start that fails is tried once more on new ports (the monitor sometimes
+# refuses 'osd new' while it settles). Stopped when the test exits, after
+# showing the daemons' logs if the test failed.
+ceph_start() {
+  local minpart=${1:-} attempt
+  CEPH_SH="$REPO_ROOT/tests/servers/ceph.sh"
+  CEPH_DIR=$T/ceph
+  at_exit _ceph_stop
+  for attempt in 1 2; do
+    CEPH_PORT=$(free_port)
+    CEPH_MONPORT=$(free_port)
+    note "starting Ceph + radosgw on 127.0.0.1:$CEPH_PORT"
+    if env ${minpart:+MINPART=$minpart} MONPORT="$CEPH_MONPORT" bash "$CEPH_SH" start "$CEPH_DIR" \
+      "$CEPH_PORT" >"$T/ceph-start.log" 2>&1; then
+      S3_EP=http://127.0.0.1:$CEPH_PORT
+      return 0
+    fi
+    bash "$CEPH_SH" stop "$CEPH_DIR" >/dev/null 2>&1 || true
+    if [ "$attempt" = 1 ]; then
+      note "Ceph did not start ($(grep -m1 'error:' "$T/ceph-start.log" || echo 'see the log')); once more"
+    fi
+  done
+  cat "$T/ceph-start.log" >&2
+  fail "unable to start Ceph"
+}
+_ceph_stop() {
+  [ "${LIB_EXIT_RC:-0}" -eq 0 ] || bash "$CEPH_SH" logs "$CEPH_DIR" || true
+  bash "$CEPH_SH" stop "$CEPH_DIR" >/dev/null 2>&1 || true
+}
+
+# aws_init: AWS is awscli ($AWS_CLI, else /usr/bin/aws, else on the PATH),
+# with the credentials of ceph.sh's S3 user in the environment (and nothing
+# of the caller's AWS configuration); awsc ARGS runs it against S3_EP.
+aws_init() {
+  AWS=${AWS_CLI:-/usr/bin/aws}
+  [ -x "$AWS" ] || AWS=$(command -v aws || true)
+  [ -n "$AWS" ] || fail "awscli is required (apt-get install -y --no-install-recommends awscli)"
+  export AWS_ACCESS_KEY_ID=TESTACCESSKEY AWS_SECRET_ACCESS_KEY=TESTSECRETKEY AWS_DEFAULT_REGION=us-east-1
+  unset AWS_SESSION_TOKEN AWS_PROFILE AWS_CA_BUNDLE
+}
+awsc() { "$AWS" --endpoint-url "$S3_EP" "$@"; }
+
+# proxy_start: tests/servers/faultproxy.py on 127.0.0.1:PROXY_PORT (PROXY_EP
+# its URL; the same port on every start) in front of radosgw (CEPH_PORT),
+# its output appended to $T/proxy.log; waits until it answers. Stopped when
+# the test exits.
+PROXY_PID=
+PROXY_PORT=
+proxy_up() { curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$PROXY_PORT/__stats"; }
+proxy_start() {
+  if [ -z "$PROXY_PORT" ]; then
+    PROXY_PORT=$(free_port)
+    PROXY_EP=http://127.0.0.1:$PROXY_PORT
+    at_exit proxy_stop
+  fi
+  "$PYTHON" "$REPO_ROOT/tests/servers/faultproxy.py" "$PROXY_PORT" "$CEPH_PORT" >>"$T/proxy.log" 2>&1 &
+  PROXY_PID=$!
+  local i
+  for i in $(seq 50); do
+    proxy_up && return 0
+    sleep 0.1
+  done
+  show "$T/proxy.log"
+  fail "the fault proxy did not start on 127.0.0.1:$PROXY_PORT"
+}
+proxy_stop() {
+  if [ -n "$PROXY_PID" ]; then
+    kill "$PROXY_PID" 2>/dev/null || true
+    wait "$PROXY_PID" 2>/dev/null || true
+    PROXY_PID=
+  fi
+}
+# proxy_ensure: start the proxy again if it ended (mode `stop` ends it).
+proxy_ensure() {
+  if ! proxy_up; then
+    wait "$PROXY_PID" 2>/dev/null || true
+    PROXY_PID=
+    proxy_start
+  fi
+}
+# proxy_arm MODE COUNT [KEY=VALUE...]: the next COUNT matching requests fail
+# with MODE; keys: method, every, path, delay (faultproxy.py's query).
+proxy_arm() {
+  local mode=$1 count=$2 kv
+  shift 2
+  local args=()
+  for kv in "$@"; do args+=(--data-urlencode "$kv"); done
+  curl -sf -X POST -G "http://127.0.0.1:$PROXY_PORT/__fault/$mode/$count" "${args[@]}" >/dev/null ||
+    fail "unable to arm the proxy ($mode $count $*)"
+}
+# proxy_stats EXPR: a Python expression on the proxy's /__stats document `j`.
+proxy_stats() {
+  curl -s --max-time 5 "http://127.0.0.1:$PROXY_PORT/__stats" |
+    "$PYTHON" -c "import json, sys; j = json.load(sys.stdin); print($1)"
+}
+
+# use_postgres: the throwaway PostgreSQL servers and helpers of
+# tests/servers/pg.sh (pg_test_start, q, qa, pg_ddl, pg_fingerprint,
+# pg_write_pipeline, pg_bg); servers are stopped when the test exits.
+use_postgres() {
+  # shellcheck source=../servers/pg.sh
+  . "$REPO_ROOT/tests/servers/pg.sh"
+}
+
+# serve_start NAME ARGS...: `engine serve ARGS` in the background (give it
+# --listen 127.0.0.1:0), its output in $T/NAME.out and $T/NAME.err; waits
+# until it reports its address. Sets SRV_PID, SRV_PORT and URL. Every server
+# still running when the test exits is killed.
+SERVE_PIDS=()
+serve_start() {
+  local name=$1
+  shift
+  ENGINE_PLUGIN_PATH="$ENGINE_PLUGIN_DIR" "$ENGINE_BIN" serve "$@" \
+    >"$T/$name.out" 2>"$T/$name.err" </dev/null &
+  SRV_PID=$!
+  [ ${#SERVE_PIDS[@]} -gt 0 ] || at_exit _serve_kill_all
+  SERVE_PIDS+=("$SRV_PID")
+  local i
+  SRV_PORT=""
+  for i in $(seq 1 200); do
+    SRV_PORT=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$T/$name.err" 2>/dev/null || true)
+    [ -n "$SRV_PORT" ] && break
+    kill -0 "$SRV_PID" 2>/dev/null || { show "$T/$name.err"; fail "engine serve ($name) exited at start"; }
+    sleep 0.1
+  done
+  [ -n "$SRV_PORT" ] || { show "$T/$name.err"; fail "engine serve ($name) did not report its address"; }
+  URL=http://127.0.0.1:$SRV_PORT
+}
+_serve_kill_all() {
+  local p
+  for p in "${SERVE_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+}
+# serve_stop NAME PID: SIGTERM, wait, expect exit status 0 and no sanitizer
+# report.
+serve_stop() {
+  local name=$1 pid=$2 rc=0
+  kill -TERM "$pid"
+  wait "$pid" || rc=$?
+  if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|WARNING: ThreadSanitizer|runtime error:' "$T/$name.err"; then
+    show "$T/$name.err"
+    fail "sanitizer report from engine serve ($name)"
+  fi
+  [ "$rc" -eq 0 ] || { show "$T/$name.err"; fail "engine serve ($name) exited with status $rc after SIGTERM, expected 0"; }
 }

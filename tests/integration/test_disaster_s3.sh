@@ -11,24 +11,9 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-AWS=${AWS_CLI:-/usr/bin/aws}
-[ -x "$AWS" ] || fail "awscli is required (apt-get install -y --no-install-recommends awscli)"
-CEPH_SH="$REPO_ROOT/tests/servers/ceph.sh"
-free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PORT=$(free_port)
-MONPORT=$(free_port)
-CEPH_DIR=$T/ceph
-cleanup_ceph() {
-  [ "$1" -eq 0 ] || bash "$CEPH_SH" logs "$CEPH_DIR" || true
-  bash "$CEPH_SH" stop "$CEPH_DIR" >/dev/null 2>&1 || true
-}
-trap 'rc=$?; cleanup_ceph $rc; (exit $rc); _lib_cleanup; exit $rc' EXIT
-note "starting Ceph + radosgw on 127.0.0.1:$PORT"
-MONPORT=$MONPORT bash "$CEPH_SH" start "$CEPH_DIR" "$PORT" || fail "unable to start Ceph (see above)"
-export AWS_ACCESS_KEY_ID=TESTACCESSKEY AWS_SECRET_ACCESS_KEY=TESTSECRETKEY AWS_DEFAULT_REGION=us-east-1
-unset AWS_SESSION_TOKEN AWS_PROFILE AWS_CA_BUNDLE
-EP=http://127.0.0.1:$PORT
-awsc() { "$AWS" --endpoint-url "$EP" "$@"; }
+aws_init
+ceph_start
+EP=$S3_EP
 BUCKET=engine-disaster
 awsc s3 mb "s3://$BUCKET" >/dev/null || fail "aws s3 mb failed"
 

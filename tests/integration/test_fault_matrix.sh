@@ -38,52 +38,31 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" = 0 ] || fail "must run as root (it mounts a tmpfs)"
-AWS=${AWS_CLI:-/usr/bin/aws}
-[ -x "$AWS" ] || AWS=$(command -v aws || true)
-[ -n "$AWS" ] || fail "awscli is required (apt-get install -y --no-install-recommends awscli)"
+aws_init
 FAULTFS=${ENGINE_FAULTFS:-$(dirname "$ENGINE_BIN")/tests/tools/engine-faultfs.so}
 [ -f "$FAULTFS" ] || fail "the fault-injection shim '$FAULTFS' is missing (built by tests/CMakeLists.txt; set ENGINE_FAULTFS)"
 # an ASan build needs its runtime first in the preload list
 ASAN_RT=$(ldd "$ENGINE_BIN" | awk '/libasan\.so/ {print $3; exit}')
 PRELOAD="${ASAN_RT:+$ASAN_RT }$FAULTFS"
-CEPH_SH="$REPO_ROOT/tests/servers/ceph.sh"
-PROXY_PY="$REPO_ROOT/tests/servers/faultproxy.py"
 T0=$(date +%s)
 
-free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PORT=$(free_port)
-MONPORT=$(free_port)
-PPORT=$(free_port)
-CEPH_DIR=$T/ceph
 BUCKET=engine-matrix
-FS=$T/fs # the local repositories' tmpfs
-PROXY_PID=
-stop_proxy() {
-  if [ -n "$PROXY_PID" ]; then
-    kill "$PROXY_PID" 2>/dev/null || true
-    wait "$PROXY_PID" 2>/dev/null || true
-    PROXY_PID=
-  fi
-}
+FS=$T/fs   # the local repositories' tmpfs
+PPORT=1    # the fault proxy's port (the s3 half sets it)
 # FAULT_MATRIX_ONLY=s3|local runs one half. By default the local rows, which
 # need no server, run alongside the s3 ones in a second instance of this
 # test (its output in $T/local.log, its rows merged at the end).
 PART=${FAULT_MATRIX_ONLY:-all}
 LOCAL_PID=
-cleanup_all() {
+# (Ceph and the proxy are stopped by lib.sh's helpers, after this)
+cleanup_local() {
   if [ -n "$LOCAL_PID" ]; then
     kill "$LOCAL_PID" 2>/dev/null || true
     wait "$LOCAL_PID" 2>/dev/null || true
   fi
-  stop_proxy
-  if [ "$PART" != local ]; then
-    [ "$1" -eq 0 ] || bash "$CEPH_SH" logs "$CEPH_DIR" || true
-    bash "$CEPH_SH" stop "$CEPH_DIR" >/dev/null 2>&1 || true
-  fi
   if mountpoint -q "$FS"; then umount "$FS" 2>/dev/null || umount -l "$FS" 2>/dev/null || true; fi
 }
-trap 'rc=$?; cleanup_all $rc; (exit $rc); _lib_cleanup; exit $rc' EXIT
-trap 'exit 143' TERM
+at_exit cleanup_local
 
 if [ "$PART" = all ]; then
   FAULT_MATRIX_ONLY=local FAULT_MATRIX_PART_OUT="$T/local-part" TMPDIR="$T" bash "$0" >"$T/local.log" 2>&1 &
@@ -92,53 +71,17 @@ if [ "$PART" = all ]; then
 fi
 
 if [ "$PART" = s3 ]; then
-note "starting Ceph + radosgw on 127.0.0.1:$PORT"
-# a second attempt when the first fails (the monitor sometimes refuses
-# 'osd new' while it settles)
-if ! MINPART=65536 MONPORT=$MONPORT bash "$CEPH_SH" start "$CEPH_DIR" "$PORT" >"$T/ceph-start.log" 2>&1; then
-  note "Ceph did not start ($(grep -m1 'error:' "$T/ceph-start.log" || echo 'see the log')); once more"
-  bash "$CEPH_SH" stop "$CEPH_DIR" >/dev/null 2>&1 || true
-  MONPORT=$(free_port)
-  MINPART=65536 MONPORT=$MONPORT bash "$CEPH_SH" start "$CEPH_DIR" "$PORT" >"$T/ceph-start.log" 2>&1 ||
-    { cat "$T/ceph-start.log" >&2; fail "unable to start Ceph"; }
-fi
-export AWS_ACCESS_KEY_ID=TESTACCESSKEY AWS_SECRET_ACCESS_KEY=TESTSECRETKEY AWS_DEFAULT_REGION=us-east-1
-unset AWS_SESSION_TOKEN AWS_PROFILE AWS_CA_BUNDLE
-awsc() { "$AWS" --endpoint-url "http://127.0.0.1:$PORT" "$@"; }
+ceph_start 65536
 awsc s3 mb "s3://$BUCKET" >/dev/null || fail "aws s3 mb failed"
 
-proxy_up() { curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$PPORT/__stats"; }
-start_proxy() {
-  "$PYTHON" "$PROXY_PY" "$PPORT" "$PORT" >>"$T/proxy.log" 2>&1 &
-  PROXY_PID=$!
-  for _ in $(seq 50); do
-    proxy_up && return 0
-    sleep 0.1
-  done
-  show "$T/proxy.log"
-  fail "the fault proxy did not start"
-}
-# the proxy ends itself in mode `stop`: start it again
-ensure_proxy() {
-  if ! proxy_up; then
-    wait "$PROXY_PID" 2>/dev/null || true
-    PROXY_PID=
-    start_proxy
-  fi
-}
-start_proxy
+# the proxy ends itself in mode `stop`: proxy_ensure starts it again
+proxy_start
+PPORT=$PROXY_PORT
 # arm MODE COUNT EVERY [METHOD] [PATH] [DELAY]
-arm() {
-  curl -sf -X POST -G "http://127.0.0.1:$PPORT/__fault/$1/$2" --data-urlencode "every=$3" \
-    --data-urlencode "method=${4:-}" --data-urlencode "path=${5:-}" --data-urlencode "delay=${6:-3}" \
-    >/dev/null || fail "unable to arm the proxy ($*)"
-}
+arm() { proxy_arm "$1" "$2" "every=$3" "method=${4:-}" "path=${5:-}" "delay=${6:-3}"; }
 disarm() { proxy_up && arm off 0 1 || true; }
 pstat() { # FIELD: requests, or injected (all modes)
-  curl -s --max-time 5 "http://127.0.0.1:$PPORT/__stats" | "$PYTHON" -c "
-import json, sys
-j = json.load(sys.stdin)
-print(j['requests'] if '$1' == 'requests' else sum(j['injected'].values()))" 2>/dev/null || echo 0
+  proxy_stats "j['requests'] if '$1' == 'requests' else sum(j['injected'].values())" 2>/dev/null || echo 0
 }
 
 fi # s3
@@ -443,7 +386,7 @@ S3_MODE=
 s3_req0=0
 s3_inj0=0
 s3_on() {
-  ensure_proxy
+  proxy_ensure
   s3_req0=$(pstat requests)
   s3_inj0=$(pstat injected)
   eval "$S3_ARM"
@@ -457,7 +400,7 @@ s3_off() {
     S3_HITS=1
     wait "$PROXY_PID" 2>/dev/null || true
     PROXY_PID=
-    start_proxy
+    proxy_start
   fi
 }
 s3_hits() { echo "$S3_HITS"; }

@@ -22,10 +22,10 @@ EMU="$REPO_ROOT/tests/servers/gcs-emu.sh"
 BUCKET=engine-test
 PREFIX=engine/
 
-port=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 emu_dir=$T/emu
 stop_emu() { bash "$EMU" stop "$emu_dir" || true; }
-trap 'rc=$?; stop_emu; (exit $rc); _lib_cleanup' EXIT
+at_exit stop_emu
 
 note "starting the storage emulator on 127.0.0.1:$port"
 bash "$EMU" start "$emu_dir" "$port" || fail "unable to start the GCS emulator (see the messages above)"

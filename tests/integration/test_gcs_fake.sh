@@ -40,7 +40,7 @@ stop_fake() {
     wait "$fake_pid" 2>/dev/null || true
   fi
 }
-trap 'rc=$?; stop_fake; (exit $rc); _lib_cleanup' EXIT
+at_exit stop_fake
 
 # ---- a throw-away service account ----------------------------------------
 openssl genrsa -out "$T/sa-key.pem" 2048 2>/dev/null || fail "openssl genrsa failed"

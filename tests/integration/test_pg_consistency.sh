@@ -8,12 +8,8 @@
 # pg_dumps without a shared snapshot shows the setup does tell the
 # difference.
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
-if [ -z "${ENGINE_PLUGIN_DIR:-}" ] && [ -n "${ENGINE_PLUGIN_PATH:-}" ] && [ -d "${ENGINE_PLUGIN_PATH%%:*}" ]; then
-  ENGINE_PLUGIN_DIR=${ENGINE_PLUGIN_PATH%%:*}
-fi
-. "$HERE/lib.sh"
-. "$HERE/../servers/pg.sh"
+. "$(dirname "$0")/lib.sh"
+use_postgres
 
 pg_test_start pg
 q -d postgres -c "CREATE DATABASE app" -c "CREATE DATABASE verify" -c "CREATE DATABASE control"

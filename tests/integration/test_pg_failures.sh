@@ -6,12 +6,8 @@
 # item fails, the snapshot is partial, the earlier snapshot still restores),
 # and --drop-existing refusing to cascade into other schemas.
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
-if [ -z "${ENGINE_PLUGIN_DIR:-}" ] && [ -n "${ENGINE_PLUGIN_PATH:-}" ] && [ -d "${ENGINE_PLUGIN_PATH%%:*}" ]; then
-  ENGINE_PLUGIN_DIR=${ENGINE_PLUGIN_PATH%%:*}
-fi
-. "$HERE/lib.sh"
-. "$HERE/../servers/pg.sh"
+. "$(dirname "$0")/lib.sh"
+use_postgres
 
 pg_test_start pg
 q -d postgres -c "CREATE DATABASE app" -c "CREATE DATABASE verify" \

@@ -18,12 +18,8 @@
 #     clearly when a restored table lacks a row;
 #   - an unchanged second backup stores little new data.
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
-if [ -z "${ENGINE_PLUGIN_DIR:-}" ] && [ -n "${ENGINE_PLUGIN_PATH:-}" ] && [ -d "${ENGINE_PLUGIN_PATH%%:*}" ]; then
-  ENGINE_PLUGIN_DIR=${ENGINE_PLUGIN_PATH%%:*}
-fi
-. "$HERE/lib.sh"
-. "$HERE/../servers/pg.sh"
+. "$(dirname "$0")/lib.sh"
+use_postgres
 
 pg_test_start pg
 

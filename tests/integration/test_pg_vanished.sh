@@ -4,12 +4,8 @@
 # reported (warning and the "vanished_schemas" mark in the manifest) without
 # making the snapshot partial, and the earlier snapshot still restores it.
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
-if [ -z "${ENGINE_PLUGIN_DIR:-}" ] && [ -n "${ENGINE_PLUGIN_PATH:-}" ] && [ -d "${ENGINE_PLUGIN_PATH%%:*}" ]; then
-  ENGINE_PLUGIN_DIR=${ENGINE_PLUGIN_PATH%%:*}
-fi
-. "$HERE/lib.sh"
-. "$HERE/../servers/pg.sh"
+. "$(dirname "$0")/lib.sh"
+use_postgres
 
 pg_test_start pg
 q -d postgres -c "CREATE DATABASE app"

@@ -14,63 +14,19 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-AWS=${AWS_CLI:-/usr/bin/aws}
-[ -x "$AWS" ] || AWS=$(command -v aws || true)
-[ -n "$AWS" ] || fail "awscli is required (apt-get install -y --no-install-recommends awscli)"
-CEPH_SH="$REPO_ROOT/tests/servers/ceph.sh"
-PROXY_PY="$REPO_ROOT/tests/servers/faultproxy.py"
-
-free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PORT=$(free_port)
-MONPORT=$(free_port)
-PPORT=$(free_port)
-CEPH_DIR=$T/ceph
-PROXY_PID=
-stop_proxy() {
-  if [ -n "$PROXY_PID" ]; then
-    kill "$PROXY_PID" 2>/dev/null || true
-    wait "$PROXY_PID" 2>/dev/null || true
-    PROXY_PID=
-  fi
-}
-cleanup_servers() {
-  stop_proxy
-  [ "$1" -eq 0 ] || bash "$CEPH_SH" logs "$CEPH_DIR" || true
-  bash "$CEPH_SH" stop "$CEPH_DIR" >/dev/null 2>&1 || true
-}
-trap 'rc=$?; cleanup_servers $rc; (exit $rc); _lib_cleanup; exit $rc' EXIT
-
-note "starting Ceph + radosgw on 127.0.0.1:$PORT"
-MINPART=1048576 MONPORT=$MONPORT bash "$CEPH_SH" start "$CEPH_DIR" "$PORT" ||
-  fail "unable to start Ceph (see above)"
-
-export AWS_ACCESS_KEY_ID=TESTACCESSKEY AWS_SECRET_ACCESS_KEY=TESTSECRETKEY AWS_DEFAULT_REGION=us-east-1
-unset AWS_SESSION_TOKEN AWS_PROFILE AWS_CA_BUNDLE
+aws_init
+ceph_start 1048576
 BUCKET=engine-faults
-awsc() { "$AWS" --endpoint-url "http://127.0.0.1:$PORT" "$@"; }
 awsc s3 mb "s3://$BUCKET" >/dev/null || fail "aws s3 mb failed"
 
-start_proxy() {
-  "$PYTHON" "$PROXY_PY" "$PPORT" "$PORT" >>"$T/proxy.log" 2>&1 &
-  PROXY_PID=$!
-  for _ in $(seq 50); do
-    curl -s -o /dev/null "http://127.0.0.1:$PPORT/__stats" && break
-    sleep 0.1
-  done
-  curl -s -o /dev/null "http://127.0.0.1:$PPORT/__stats" || { show "$T/proxy.log"; fail "the fault proxy did not start"; }
-}
-start_proxy
+proxy_start
+PPORT=$PROXY_PORT
 
 # arm MODE COUNT METHOD EVERY [PATH]: fault every EVERY-th METHOD request
 # (whose path, query included, contains PATH), COUNT times
-arm() {
-  curl -sf -X POST -G "http://127.0.0.1:$PPORT/__fault/$1/$2" --data-urlencode "method=$3" \
-    --data-urlencode "every=$4" --data-urlencode "path=${5:-}" >/dev/null || fail "unable to arm the proxy"
-}
-injected() { # MODE: how many faults of MODE were injected so far
-  curl -s "http://127.0.0.1:$PPORT/__stats" | "$PYTHON" -c "import json,sys; print(json.load(sys.stdin)['injected'].get('$1', 0))"
-}
-armed() { curl -s "http://127.0.0.1:$PPORT/__stats" | "$PYTHON" -c "import json,sys; print(json.load(sys.stdin)['armed'])"; }
+arm() { proxy_arm "$1" "$2" "method=$3" "every=$4" "path=${5:-}"; }
+injected() { proxy_stats "j['injected'].get('$1', 0)"; } # MODE: how many faults of MODE were injected so far
+armed() { proxy_stats "j['armed']"; }
 
 src=$T/src
 mkdir -p "$src/dir"
@@ -199,7 +155,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 [ "$(armed)" -lt 1000 ] || fail "the run never reached an upload"
-stop_proxy
+proxy_stop
 rc=0
 wait "$run_pid" || rc=$?
 if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$T/down.err"; then
@@ -215,7 +171,7 @@ assert_eq "$snaps_before" "$snaps_after" "snapshots in the bucket after the fail
 note "the uploads the dead sink kept the run from aborting are aborted by the next prune"
 left=$(uploads_open)
 [ "$left" -ge 1 ] || fail "the run against a dead sink left no multipart upload open: the test no longer covers prune's cleanup"
-start_proxy
+proxy_start
 run_ok "$T/prune-after.out" "$T/prune-after.err" prune "$T/p0.yml"
 assert_eq 0 "$(uploads_open)" "multipart uploads left after prune (the dead sink's run had left $left)"
 run_ok "$T/check-after.out" "$T/check-after.err" check "$T/p.yml" --read-data

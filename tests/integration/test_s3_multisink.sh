@@ -25,60 +25,20 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-AWS=${AWS_CLI:-/usr/bin/aws}
-[ -x "$AWS" ] || AWS=$(command -v aws || true)
-[ -n "$AWS" ] || fail "awscli is required (apt-get install -y --no-install-recommends awscli)"
-CEPH_SH="$REPO_ROOT/tests/servers/ceph.sh"
-PROXY_PY="$REPO_ROOT/tests/servers/faultproxy.py"
-
-free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PORT=$(free_port)
-MONPORT=$(free_port)
-PPORT=$(free_port)
-CEPH_DIR=$T/ceph
-PROXY_PID=
-stop_proxy() {
-  if [ -n "$PROXY_PID" ]; then
-    kill "$PROXY_PID" 2>/dev/null || true
-    wait "$PROXY_PID" 2>/dev/null || true
-    PROXY_PID=
-  fi
-}
-start_proxy() {
-  "$PYTHON" "$PROXY_PY" "$PPORT" "$PORT" >>"$T/proxy.log" 2>&1 &
-  PROXY_PID=$!
-  for _ in $(seq 50); do
-    curl -s -o /dev/null "http://127.0.0.1:$PPORT/__stats" && return 0
-    sleep 0.1
-  done
-  show "$T/proxy.log"
-  fail "the fault proxy did not start on 127.0.0.1:$PPORT"
-}
-cleanup_servers() {
-  stop_proxy
-  [ "$1" -eq 0 ] || bash "$CEPH_SH" logs "$CEPH_DIR" || true
-  bash "$CEPH_SH" stop "$CEPH_DIR" >/dev/null 2>&1 || true
-}
-trap 'rc=$?; cleanup_servers $rc; (exit $rc); _lib_cleanup; exit $rc' EXIT
-
-note "starting Ceph + radosgw on 127.0.0.1:$PORT"
-MONPORT=$MONPORT bash "$CEPH_SH" start "$CEPH_DIR" "$PORT" || fail "unable to start Ceph (see above)"
+aws_init
+ceph_start
 RGW_LOG=$CEPH_DIR/log/rgw.log
 
-export AWS_ACCESS_KEY_ID=TESTACCESSKEY AWS_SECRET_ACCESS_KEY=TESTSECRETKEY AWS_DEFAULT_REGION=us-east-1
-unset AWS_SESSION_TOKEN AWS_PROFILE AWS_CA_BUNDLE
 BUCKET=engine-multisink
 PREFIX=multi
-awsc() { "$AWS" --endpoint-url "http://127.0.0.1:$PORT" "$@"; }
 awsc s3 mb "s3://$BUCKET" >/dev/null || fail "aws s3 mb s3://$BUCKET failed"
 # count_objects SUBPREFIX: objects under s3://BUCKET/PREFIX/SUBPREFIX, by the independent client
 count_objects() { { awsc s3 ls --recursive "s3://$BUCKET/$PREFIX/$1" || true; } | wc -l; }
 
-start_proxy
-arm() { curl -sf -X POST "http://127.0.0.1:$PPORT/__fault/$1/$2?method=$3&every=$4" >/dev/null || fail "unable to arm the proxy"; }
-injected() {
-  curl -s "http://127.0.0.1:$PPORT/__stats" | "$PYTHON" -c "import json,sys; print(json.load(sys.stdin)['injected'].get('$1', 0))"
-}
+proxy_start
+PPORT=$PROXY_PORT
+arm() { proxy_arm "$1" "$2" "method=$3" "every=$4"; } # MODE COUNT METHOD EVERY
+injected() { proxy_stats "j['injected'].get('$1', 0)"; }
 
 # ---- data and pipelines ----
 src=$T/src
@@ -157,7 +117,7 @@ note "b. local repository re-seeded with sync, then the s3 sink down: restore fr
 mkdir -p "$LOCAL"
 run_ok "$T/b.sync.out" "$T/b.sync.err" sync "$P" --from offsite --to local
 [ "$(local_snapshots)" -eq 1 ] || fail "sync --from offsite --to local did not bring the snapshot back"
-stop_proxy
+proxy_stop
 restore_check b "$P"
 run_ok "$T/b.snapshots.out" "$T/b.snapshots.err" snapshots "$P"
 
@@ -175,7 +135,7 @@ snap2=$(json_get "$T/c.show.json" "j.get('id') or j['snapshot']['id']")
 [ "$(local_snapshots)" -eq 2 ] || fail "the partial run wrote no snapshot to the local sink"
 
 note "c. s3 sink back: snapshots warns, sync heals, check --read-data passes on s3 alone"
-start_proxy
+proxy_start
 [ "$(count_objects snapshots/)" -eq 1 ] || fail "the bucket already holds the partial run's snapshot"
 run_ok "$T/c.snaps1.out" "$T/c.snaps1.err" snapshots "$POPT"
 assert_contains "$T/c.snaps1.err" "sink 'offsite' lacks 1 snapshot" "snapshots warns about the behind sink"
@@ -190,7 +150,7 @@ restore_check c "$PS3"
 
 # ---- d ----
 note "d. required s3 sink down: the run fails and writes no snapshot"
-stop_proxy
+proxy_stop
 echo "third" >"$src/third.txt"
 before=$(local_snapshots)
 run_engine "$T/d.run.out" "$T/d.run.err" run "$P"
@@ -198,7 +158,7 @@ assert_rc 1 "run with the required sink down" "$T/d.run.out" "$T/d.run.err"
 assert_contains "$T/d.run.err" "sink 'offsite'" "the failed run names the sink"
 assert_contains "$T/d.run.err" "no response from http://127.0.0.1:$PPORT" "the failed run says why"
 assert_eq "$before" "$(local_snapshots)" "snapshots in the local sink after the failed run"
-start_proxy
+proxy_start
 [ "$(count_objects snapshots/)" -eq 2 ] || fail "the failed run left a snapshot in the bucket"
 
 # ---- e ----

@@ -12,12 +12,8 @@
 #   - the engine is not dumpable (its /proc files belong to root although it
 #     runs as another user) and its core size limit is 0.
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
-if [ -z "${ENGINE_PLUGIN_DIR:-}" ] && [ -n "${ENGINE_PLUGIN_PATH:-}" ] && [ -d "${ENGINE_PLUGIN_PATH%%:*}" ]; then
-  ENGINE_PLUGIN_DIR=${ENGINE_PLUGIN_PATH%%:*}
-fi
-. "$HERE/lib.sh"
-. "$HERE/../servers/pg.sh"
+. "$(dirname "$0")/lib.sh"
+use_postgres
 
 pg_test_start pg
 # unique values, so a grep can only find them where the engine put them

@@ -12,49 +12,21 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 command -v curl >/dev/null 2>&1 || fail "curl is required"
 
-SERVER_PIDS=()
 CHILD_PIDS=()
-_serve_cleanup() {
-  local rc=$? p
+# paused backup children are resumed so the servers' SIGKILL (lib.sh) does
+# not leave them stopped, then killed too
+_serve_children_cleanup() {
+  local p
   for p in "${CHILD_PIDS[@]}"; do kill -CONT "$p" 2>/dev/null || true; done
-  for p in "${SERVER_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  _serve_kill_all
   for p in "${CHILD_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  (exit "$rc")
-  _lib_cleanup
 }
-trap _serve_cleanup EXIT
+at_exit _serve_children_cleanup
 
-# start_server NAME ARGS...: engine serve on a free port (--listen ...:0 is
-# added unless given); sets SRV_PID and URL. Output in $T/NAME.out/.err.
-start_server() {
-  local name=$1
-  shift
-  ENGINE_PLUGIN_PATH="$ENGINE_PLUGIN_DIR" "$ENGINE_BIN" serve "$@" \
-    >"$T/$name.out" 2>"$T/$name.err" </dev/null &
-  SRV_PID=$!
-  SERVER_PIDS+=("$SRV_PID")
-  local i port=""
-  for i in $(seq 1 200); do
-    port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$T/$name.err" 2>/dev/null || true)
-    [ -n "$port" ] && break
-    kill -0 "$SRV_PID" 2>/dev/null || { show "$T/$name.err"; fail "engine serve ($name) exited at start"; }
-    sleep 0.1
-  done
-  [ -n "$port" ] || { show "$T/$name.err"; fail "engine serve ($name) did not report its address"; }
-  URL=http://127.0.0.1:$port
-}
-
-# stop_server NAME PID: SIGTERM, wait, expect exit status 0 and no sanitizer report.
-stop_server() {
-  local name=$1 pid=$2 rc=0
-  kill -TERM "$pid"
-  wait "$pid" || rc=$?
-  if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$T/$name.err"; then
-    show "$T/$name.err"
-    fail "sanitizer report from engine serve ($name)"
-  fi
-  [ "$rc" -eq 0 ] || { show "$T/$name.err"; fail "engine serve ($name) exited with status $rc after SIGTERM, expected 0"; }
-}
+# start_server NAME ARGS... / stop_server NAME PID: lib.sh's serve_start /
+# serve_stop (SRV_PID, URL; output in $T/NAME.out/.err)
+start_server() { serve_start "$@"; }
+stop_server() { serve_stop "$@"; }
 
 # req METHOD PATH [CURL ARGS...]: body in $T/body, status in $CODE
 req() {

@@ -19,47 +19,20 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 command -v curl >/dev/null 2>&1 || fail "curl is required"
 
-SERVER_PIDS=()
 HELPER_PIDS=()
 _hostile_cleanup() {
-  local rc=$? p
-  for p in "${HELPER_PIDS[@]}" "${SERVER_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  (exit "$rc")
-  _lib_cleanup
+  local p
+  for p in "${HELPER_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
 }
-trap _hostile_cleanup EXIT
+at_exit _hostile_cleanup
 
-# start_server NAME ARGS...: engine serve; sets SRV_PID, PORT and URL.
+# start_server NAME ARGS...: lib.sh's serve_start; sets SRV_PID, PORT and URL.
 start_server() {
-  local name=$1
-  shift
-  ENGINE_PLUGIN_PATH="$ENGINE_PLUGIN_DIR" "$ENGINE_BIN" serve "$@" \
-    >"$T/$name.out" 2>"$T/$name.err" </dev/null &
-  SRV_PID=$!
-  SERVER_PIDS+=("$SRV_PID")
-  local i
-  PORT=""
-  for i in $(seq 1 200); do
-    PORT=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$T/$name.err" 2>/dev/null || true)
-    [ -n "$PORT" ] && break
-    kill -0 "$SRV_PID" 2>/dev/null || { show "$T/$name.err"; fail "engine serve ($name) exited at start"; }
-    sleep 0.1
-  done
-  [ -n "$PORT" ] || { show "$T/$name.err"; fail "engine serve ($name) did not report its address"; }
-  URL=http://127.0.0.1:$PORT
+  serve_start "$@"
+  PORT=$SRV_PORT
 }
-
 # stop_server NAME PID: SIGTERM, wait, expect exit status 0 and no sanitizer report.
-stop_server() {
-  local name=$1 pid=$2 rc=0
-  kill -TERM "$pid"
-  wait "$pid" || rc=$?
-  if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$T/$name.err"; then
-    show "$T/$name.err"
-    fail "sanitizer report from engine serve ($name)"
-  fi
-  [ "$rc" -eq 0 ] || { show "$T/$name.err"; fail "engine serve ($name) exited with status $rc after SIGTERM, expected 0"; }
-}
+stop_server() { serve_stop "$@"; }
 
 # req METHOD PATH [CURL ARGS...]: body in $T/body, status in $CODE
 req() {

@@ -8,7 +8,7 @@
 #   pg.sh stop DIR         stop it (immediate) and remove DIR
 #   pg.sh free-port        print a TCP port that is free on 127.0.0.1
 #
-# Sourced by a test (after tests/integration/lib.sh), it defines the same
+# Sourced by a test (lib.sh's use_postgres), it defines the same
 # operations as functions (pg_server_start, pg_server_stop, pg_free_port)
 # plus the helpers the test_pg_*.sh tests share: pg_test_start, q, qa,
 # pg_ddl, pg_fingerprint, pg_write_pipeline, pg_bg.
@@ -116,8 +116,9 @@ pg_free_port() {
 PG_BG_PIDS=()
 PG_SERVERS=()
 
-_pg_test_exit() {
-  local rc=$? pid dir
+# at the test's exit (lib.sh's at_exit; LIB_EXIT_RC is its status)
+_pg_test_stop() {
+  local rc=${LIB_EXIT_RC:-0} pid dir
   for pid in "${PG_BG_PIDS[@]}"; do
     kill "$pid" 2>/dev/null || true
   done
@@ -128,8 +129,6 @@ _pg_test_exit() {
     fi
     pg_server_stop "$dir" || true
   done
-  (exit "$rc")
-  _lib_cleanup
 }
 
 # pg_test_start [NAME]: start a server in $T/NAME (default pg); sets
@@ -141,7 +140,7 @@ pg_test_start() {
   port=$(pg_free_port) || fail "unable to find a free port"
   pg_server_start "$T/$name" "$port" || fail "unable to start PostgreSQL in $T/$name"
   if [ ${#PG_SERVERS[@]} -eq 0 ]; then
-    trap _pg_test_exit EXIT
+    at_exit _pg_test_stop
     PG_DIR=$T/$name
     PG_PORT=$port
   fi
