@@ -106,7 +106,7 @@ void s3_creds_free(struct s3_creds *c);
 #endif
 
 #define MIB (1024ull * 1024)
-#define S3_MIN_PART (5 * MIB)        /* AWS's minimum for all parts but the last */
+#define S3_MIN_PART (5 * MIB) /* AWS's minimum for all parts but the last */
 #define S3_MAX_PARTS 10000
 #define S3_MAX_KEY 1024
 #define COLLECT_MAX (64 * MIB) /* listings, error documents */
