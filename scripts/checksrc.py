@@ -131,9 +131,8 @@ def tracked_files():
     root except build directories."""
     git = subprocess.run(["git", "ls-files", "*.c", "*.h"], cwd=ROOT, capture_output=True,
                          text=True)
-    if git.returncode == 0:
-        out = git.stdout.split()
-    else:
+    out = git.stdout.split() if git.returncode == 0 else []
+    if not out:
         out = []
         for d, dirs, files in os.walk(ROOT):
             dirs[:] = sorted(x for x in dirs if not x.startswith((".", "build")))

@@ -13,6 +13,9 @@ packages=(
   libcmocka-dev
   # fuzzing (tests/fuzz): clang and its libFuzzer/sanitizer runtimes
   clang libclang-rt-14-dev
+  # source checks and coverage (tests/run-all.sh): scripts/check-format.sh,
+  # scripts/coverage.py
+  clang-format gcovr
   # engine serve: HTTP request parsing (and curl, which its tests and others use)
   libhttp-parser-dev curl
   # the GCS fake test generates a throwaway service-account key
