@@ -51,8 +51,21 @@ static void problem(struct ck *c, json_t *p) {
   pthread_mutex_unlock(&c->mu);
 }
 
+/* A JSON string of any message: one that quotes a damaged object's bytes
+ * (a parser's error) may not be UTF-8, and json_pack would then give NULL
+ * and the problem would lose its text; such bytes are escaped (\xNN). */
+static json_t *text(const char *s) {
+  json_t *v = json_string(s ? s : "");
+  if (v)
+    return v;
+  char *p = printable_name(s, strlen(s));
+  v = json_string(p);
+  free(p);
+  return v;
+}
+
 static void object_problem(struct ck *c, const char *object, const char *msg) {
-  problem(c, json_pack("{s:s, s:s}", "object", object, "message", msg));
+  problem(c, json_pack("{s:o, s:o}", "object", text(object), "message", text(msg)));
 }
 
 static const char *pack_hex_of(struct ck *c, const struct index_entry *e, char hex[65]) {
@@ -82,8 +95,8 @@ static char *blob_problem(struct ck *c, const char *hex, enum blob_type want) {
 
 static void item_problem(struct ck *c, const char *item, const char *msg) {
   c->items_affected++;
-  problem(c, json_pack("{s:s, s:s, s:s, s:s}", "snapshot", c->snap->id, "source", c->source, "item",
-                       item, "message", msg));
+  problem(c, json_pack("{s:s, s:o, s:o, s:o}", "snapshot", c->snap->id, "source", text(c->source),
+                       "item", text(item), "message", text(msg)));
 }
 
 static int item_cb(void *ud, json_t *item) {
@@ -107,8 +120,8 @@ static int item_cb(void *ud, json_t *item) {
 }
 
 static void source_problem(struct ck *c, const char *msg) {
-  problem(c, json_pack("{s:s, s:s, s:s}", "snapshot", c->snap->id, "source", c->source, "message",
-                       msg));
+  problem(c, json_pack("{s:s, s:o, s:o}", "snapshot", c->snap->id, "source", text(c->source),
+                       "message", text(msg)));
 }
 
 /* The first tree blob of src a restore could not read, or NULL. */
@@ -373,8 +386,8 @@ int check_run(struct repo *r, int read_data_too, int quiet, struct check_result 
                         "be lost: 'engine forget --forget-unreadable %.8s')",
                         json_string_value(json_object_get(p, "error")),
                         json_string_value(json_object_get(p, "id")));
-    problem(&c, json_pack("{s:s, s:O, s:s}", "object", obj, "snapshot", json_object_get(p, "id"),
-                          "message", m));
+    problem(&c, json_pack("{s:s, s:O, s:o}", "object", obj, "snapshot", json_object_get(p, "id"),
+                          "message", text(m)));
     free(m);
     free(obj);
   }
