@@ -323,6 +323,12 @@ static const struct cfg_field limits_fields[] = {
      .offset = offsetof(struct pipeline, max_inflight),
      .umin = 1,
      .umax = UINT64_MAX},
+    {.key = "timeout", .type = CFG_DURATION, .offset = offsetof(struct pipeline, timeout_ms)},
+};
+
+static const struct cfg_field objectives_fields[] = {
+    {.key = "rpo", .type = CFG_DURATION, .offset = offsetof(struct pipeline, rpo_ms)},
+    {.key = "rto", .type = CFG_DURATION, .offset = offsetof(struct pipeline, rto_ms)},
 };
 
 #define KEEP_N(k)                                                                                  \
@@ -387,6 +393,27 @@ static void parse_retention(struct pctx *pc, const struct ytree_node *root,
   if (given == (ytree_map_get(n, "apply") ? 1u : 0u))
     cfg_error(c, n, "retention",
               "no keep_* rule given; a policy that keeps nothing would forget every snapshot");
+}
+
+/* objectives: { rpo: 1h, rto: 4h }; both durations above zero. */
+static void parse_objectives(struct pctx *pc, const struct ytree_node *root,
+                             const struct ytree_node *n, struct pipeline *p) {
+  (void)root;
+  struct cfg *c = &pc->cfg;
+  if (cfg_want_mapping(c, n, "objectives", "a mapping such as { rpo: 1h, rto: 4h }") < 0 ||
+      n->kind != YTREE_MAPPING)
+    return;
+  cfg_get_fields(c, n, "objectives", objectives_fields, NELEM(objectives_fields), p);
+  for (size_t i = 0; i < NELEM(objectives_fields); i++) {
+    const struct ytree_node *v = ytree_map_get(n, objectives_fields[i].key);
+    int64_t ms = -1;
+    if (v && v->kind == YTREE_SCALAR && config_parse_duration(v->text, &ms) == 0 && ms == 0) {
+      struct cfg_got g;
+      char *o = cfg_opt_key("objectives", objectives_fields[i].key);
+      cfg_error(c, v, o, "expected a duration above zero such as 1h, got %s", cfg_got(v, &g));
+      free(o);
+    }
+  }
 }
 
 static void parse_notify_entry(struct cfg *c, const struct ytree_node *n, const char *opt,
@@ -525,7 +552,8 @@ static const struct top_key {
     {"repository", NULL, NULL, 0, repository_fields, NELEM(repository_fields),
      "a mapping with chunk_min, chunk_avg, chunk_max, pack_size"},
     {"limits", NULL, NULL, 0, limits_fields, NELEM(limits_fields),
-     "a mapping such as { memory: 256MiB }"},
+     "a mapping such as { memory: 256MiB, timeout: 2h }"},
+    {"objectives", NULL, parse_objectives, 0, NULL, 0, NULL},
     {"retention", NULL, parse_retention, 0, NULL, 0, NULL},
     {"hooks", NULL, NULL, 0, hooks_fields, NELEM(hooks_fields),
      "a mapping such as { before: [cmd], after: [cmd] }"},
@@ -571,6 +599,8 @@ int pipeline_load_string(const char *path, const char *text, size_t len, pipelin
   p->path = xstrdup(path);
   parse_top(&pc, root, p);
   ytree_free(root);
+  if (p->rpo_ms == 0)
+    p->rpo_ms = PIPELINE_DEFAULT_RPO_MS;
 
   if (pc.cfg.n_errs) {
     *err = cfg_take_errors(&pc.cfg);

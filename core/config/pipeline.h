@@ -28,6 +28,8 @@ struct pipeline_plugin_cfg {
   const struct engine_plugin *plugin; /* resolved through the lookup */
 };
 
+#define PIPELINE_DEFAULT_RPO_MS (24ll * 3600 * 1000)
+
 struct pipeline_retention {
   int set; /* a retention block was given */
   int keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly; /* 0 = unset */
@@ -37,11 +39,34 @@ struct pipeline_retention {
   char *apply; /* NULL or "after-run" */
 };
 
+/* A header sent with a webhook: `headers: { Authorization: env:HOOK_TOKEN }`.
+ * value is a secret reference (env:NAME, file:/path; resolved when the
+ * webhook is called) when secret is set, else the literal text. */
+struct pipeline_notify_header {
+  char *name;
+  char *value;
+  int secret;
+};
+
+/* One `notify:` entry (docs/CONFIG.md): a webhook and the events it is
+ * called for (config/pipeline.c's notify_events; NOTIFY_EVENTS_HELP). */
 struct pipeline_notify {
   char *webhook;
   char **on;
-  size_t n_on; /* "success", "failure", "partial" */
+  size_t n_on; /* "success", "failure", "partial", "consecutive_failures", ... */
+  struct pipeline_notify_header *headers;
+  size_t n_headers;
+  int64_t timeout_ms;       /* `timeout:` the whole call, retries included (default 30 s) */
+  int retries;              /* `retries:` after the first attempt (default 3) */
+  int consecutive_failures; /* `consecutive_failures:` N failed runs in a row (default 2) */
+  int storage_threshold;    /* `storage_threshold:` percent used of a local sink (default 90) */
 };
+
+#define PIPELINE_HOOKS_TIMEOUT_MS (5 * 60 * 1000)
+#define PIPELINE_NOTIFY_TIMEOUT_MS (30 * 1000)
+#define PIPELINE_NOTIFY_RETRIES 3
+#define PIPELINE_NOTIFY_CONSECUTIVE 2
+#define PIPELINE_NOTIFY_STORAGE 90
 
 struct pipeline {
   char *path;     /* file it was read from */
@@ -73,12 +98,19 @@ struct pipeline {
   uint32_t chunk_min, chunk_avg, chunk_max; /* 0 = default */
   uint64_t pack_size;                       /* 0 = default (16 MiB) */
   uint64_t max_inflight;                    /* `limits: { memory: 256MiB }` 0 = default */
+  int64_t timeout_ms; /* `limits: { timeout: 2h }`: engine serve stops a job after it; 0 = none */
+
+  /* objectives: { rpo: 1h, rto: 4h } (milliseconds): the newest complete
+   * snapshot may be at most rpo old (default PIPELINE_DEFAULT_RPO_MS); a
+   * restore test should take at most rto (0: no objective) */
+  int64_t rpo_ms, rto_ms;
 
   struct pipeline_retention retention;
   char **hooks_before;
   size_t n_hooks_before;
   char **hooks_after;
   size_t n_hooks_after;
+  int64_t hooks_timeout_ms; /* `hooks: { timeout: }` each command's limit (default 5 min) */
   struct pipeline_notify *notify;
   size_t n_notify;
 };

@@ -312,6 +312,39 @@ static void test_alias_and_merge(void **state) {
                              "before using it; an alias cannot refer to a node that contains it)");
 }
 
+/* objectives: { rpo, rto } and limits.timeout; rpo defaults to 24 h, a zero
+ * objective is refused. */
+static void test_objectives(void **state) {
+  (void)state;
+  struct pipeline *p = load_ok("version: 1\nname: o\n" SOURCES_OK STAGES_OK SINKS_OK
+                               "objectives: { rpo: 1h, rto: 4h30m }\n"
+                               "limits: { timeout: 2h }\n");
+  assert_int_equal(p->rpo_ms, 3600ll * 1000);
+  assert_int_equal(p->rto_ms, 4.5 * 3600 * 1000);
+  assert_int_equal(p->timeout_ms, 2ll * 3600 * 1000);
+  pipeline_free(p);
+  p = load_ok("version: 1\nname: o\n" SOURCES_OK STAGES_OK SINKS_OK);
+  assert_int_equal(p->rpo_ms, PIPELINE_DEFAULT_RPO_MS);
+  assert_int_equal(p->rto_ms, 0);
+  assert_int_equal(p->timeout_ms, 0);
+  pipeline_free(p);
+  p = load_ok("version: 1\nname: o\n" SOURCES_OK STAGES_OK SINKS_OK "objectives: { rto: 1h }\n");
+  assert_int_equal(p->rpo_ms, PIPELINE_DEFAULT_RPO_MS);
+  assert_int_equal(p->rto_ms, 3600ll * 1000);
+  pipeline_free(p);
+  expect_error("version: 1\nname: x\n" SOURCES_OK STAGES_OK SINKS_OK "objectives: { rpo: 0s }\n",
+               "t.yml:11:20: objectives.rpo: expected a duration above zero such as 1h, got '0s'");
+  expect_error("version: 1\nname: x\n" SOURCES_OK STAGES_OK SINKS_OK "objectives: { rpo: soon }\n",
+               "t.yml:11:20: objectives.rpo: expected a duration such as 30s, 5m or 1h30m, got "
+               "'soon'");
+  expect_error("version: 1\nname: x\n" SOURCES_OK STAGES_OK SINKS_OK "objectives: { rp: 1h }\n",
+               "t.yml:11:15: objectives: unknown key 'rp'; did you mean 'rpo'? (expected one of: "
+               "rpo, rto)");
+  expect_error("version: 1\nname: x\n" SOURCES_OK STAGES_OK SINKS_OK "objectives: 1h\n",
+               "t.yml:11:13: objectives: expected a mapping such as { rpo: 1h, rto: 4h }, got "
+               "'1h'");
+}
+
 /* ---- exact error messages --------------------------------------------- */
 
 static void test_unknown_top_level_key(void **state) {
@@ -320,12 +353,12 @@ static void test_unknown_top_level_key(void **state) {
                "retension: { keep_last: 3 }\n",
                "t.yml:11:1: unknown key 'retension' at top level; did you mean 'retention'? "
                "(expected one of: version, name, schedule, tags, sources, stages, sinks, "
-               "repository, limits, retention, hooks, notify)");
+               "repository, limits, objectives, retention, hooks, notify)");
   /* too far from every key: no suggestion */
   expect_error("version: 1\nname: x\n" SOURCES_OK STAGES_OK SINKS_OK "colour: blue\n",
                "t.yml:11:1: unknown key 'colour' at top level (expected one of: version, name, "
-               "schedule, tags, sources, stages, sinks, repository, limits, retention, hooks, "
-               "notify)");
+               "schedule, tags, sources, stages, sinks, repository, limits, objectives, retention, "
+               "hooks, notify)");
 }
 
 static void test_wrong_type(void **state) {
@@ -927,6 +960,7 @@ int main(void) {
       cmocka_unit_test(test_merge_keeps_anchors),
       cmocka_unit_test(test_wide_mapping),
       cmocka_unit_test(test_load_file_kinds),
+      cmocka_unit_test(test_objectives),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
