@@ -1,7 +1,8 @@
 /* The emitter of the backup pipeline: what a source plugin calls for each
  * item (begin, write, end, warn, mark) and, in an incremental run, the
  * parent snapshot's tree read in step with the walk (previous, item_reuse,
- * previous_mark). Runs on the source thread. */
+ * previous_mark), and chunk cuts at the item's structure (item_cut). Runs on
+ * the source thread. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,6 +136,22 @@ int bk_item_write(struct bk *b, const void *buf, size_t len) {
 
 static int em_item_write(const struct engine_emitter *em, const void *buf, size_t len) {
   return bk_item_write(em_bk(em), buf, len);
+}
+
+/* ABI 1.6: the plugin ends the current chunk here (at a boundary of the
+ * item's structure); the chunker starts afresh with the next byte, as at the
+ * start of a stream, so what follows is cut the same way whatever came
+ * before it. */
+static int em_item_cut(const struct engine_emitter *em) {
+  struct bk *b = em_bk(em);
+  if (!b->cur)
+    return b->refusing && !bk_is_stopping(b) ? ENGINE_OK : ENGINE_ERROR;
+  if (b->chunk_len > 0) {
+    chunker_reset(b->chunker);
+    if (bk_submit_chunk(b) != 0)
+      return ENGINE_ERROR;
+  }
+  return bk_is_stopping(b) ? ENGINE_ERROR : ENGINE_OK;
 }
 
 static int em_item_end(const struct engine_emitter *em, int status, const char *final_meta,
@@ -291,7 +308,7 @@ static int em_previous_mark(const struct engine_emitter *em, const char *key,
 }
 
 void bk_emitter(struct bk *b, struct engine_emitter *em) {
-  *em =
-      (struct engine_emitter){sizeof(*em), b,       em_item_begin, em_item_write, em_item_end,
-                              em_warn,     em_mark, em_previous,   em_item_reuse, em_previous_mark};
+  *em = (struct engine_emitter){
+      sizeof(*em), b,           em_item_begin, em_item_write,    em_item_end, em_warn,
+      em_mark,     em_previous, em_item_reuse, em_previous_mark, em_item_cut};
 }

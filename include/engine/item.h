@@ -76,6 +76,19 @@ struct engine_emitter {
    * mark): ENGINE_OK and its JSON text (valid until the next call on this
    * emitter), or ENGINE_NOT_FOUND. Lets a source report what vanished since. */
   int (*previous_mark)(const struct engine_emitter *em, const char *key, const char **json_value);
+
+  /* ---- ABI 1.6: structure-following chunk boundaries ---- */
+  /* End the current chunk of the current item here: the next byte written
+   * starts a new chunk (the content-defined chunker starts afresh there, as
+   * at the start of a stream). Call it where the item's structure changes
+   * (a dump's header, table of contents, each table's data) so that an
+   * unchanged part deduplicates whatever changed before it. The bytes
+   * stored and restored are the same with or without cuts. A cut at the
+   * start of the item or right after another cut does nothing. Returns
+   * ENGINE_OK, or ENGINE_ERROR when the run is being cancelled (as
+   * item_write). Check ENGINE_HAS_FIELD(em, struct engine_emitter, item_cut)
+   * first: an older engine does not have it (then just go on writing). */
+  int (*item_cut)(const struct engine_emitter *em);
 };
 
 #define ENGINE_EMITTER_V1_0_SIZE offsetof(struct engine_emitter, previous)

@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define ENGINE_ABI_MAJOR 1
-#define ENGINE_ABI_MINOR 5
+#define ENGINE_ABI_MINOR 6
 
 #define ENGINE_PLUGIN_QUERY_SYMBOL "engine_plugin_query"
 
