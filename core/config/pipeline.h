@@ -130,4 +130,9 @@ int pipeline_load_string(const char *path, const char *text, size_t len, pipelin
                          void *ud, struct pipeline **out, char **err);
 void pipeline_free(struct pipeline *p);
 
+/* The events a `notify:` entry may name ("success, failure, ...",
+ * malloc'd), and whether event is one of them. */
+char *pipeline_notify_event_list(void);
+int pipeline_notify_event_known(const char *event);
+
 #endif

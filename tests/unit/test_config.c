@@ -345,6 +345,75 @@ static void test_objectives(void **state) {
                "'1h'");
 }
 
+/* hooks.timeout and the notify entries' headers, thresholds and events */
+static void test_hooks_notify(void **state) {
+  (void)state;
+  struct pipeline *p = load_ok("version: 1\nname: o\n" SOURCES_OK STAGES_OK SINKS_OK
+                               "hooks: { before: [a], timeout: 90s }\n"
+                               "notify:\n"
+                               "  - webhook: http://127.0.0.1:9/x\n"
+                               "    on: [failure, consecutive_failures, storage_low, stale]\n"
+                               "    headers: { Authorization: env:HOOK_TOKEN, X-Team: ops }\n"
+                               "    timeout: 10s\n"
+                               "    retries: 0\n"
+                               "    consecutive_failures: 3\n"
+                               "    storage_threshold: 85%\n"
+                               "  - { webhook: http://127.0.0.1:9/y }\n");
+  assert_int_equal(p->hooks_timeout_ms, 90000);
+  assert_int_equal(p->n_notify, 2);
+  const struct pipeline_notify *n = &p->notify[0];
+  assert_int_equal(n->n_on, 4);
+  assert_string_equal(n->on[3], "stale");
+  assert_int_equal(n->n_headers, 2);
+  assert_string_equal(n->headers[0].name, "Authorization");
+  assert_string_equal(n->headers[0].value, "env:HOOK_TOKEN");
+  assert_true(n->headers[0].secret);
+  assert_string_equal(n->headers[1].value, "ops");
+  assert_false(n->headers[1].secret);
+  assert_int_equal(n->timeout_ms, 10000);
+  assert_int_equal(n->retries, 0);
+  assert_int_equal(n->consecutive_failures, 3);
+  assert_int_equal(n->storage_threshold, 85);
+  n = &p->notify[1]; /* defaults */
+  assert_int_equal(n->n_on, 3);
+  assert_int_equal(n->timeout_ms, PIPELINE_NOTIFY_TIMEOUT_MS);
+  assert_int_equal(n->retries, PIPELINE_NOTIFY_RETRIES);
+  assert_int_equal(n->consecutive_failures, 2);
+  assert_int_equal(n->storage_threshold, 90);
+  pipeline_free(p);
+  p = load_ok("version: 1\nname: o\n" SOURCES_OK STAGES_OK SINKS_OK "hooks: { after: [b] }\n");
+  assert_int_equal(p->hooks_timeout_ms, PIPELINE_HOOKS_TIMEOUT_MS);
+  pipeline_free(p);
+  assert_true(pipeline_notify_event_known("verify_failed"));
+  assert_false(pipeline_notify_event_known("sucess"));
+
+  expect_error("version: 1\nname: x\n" SOURCES_OK STAGES_OK SINKS_OK "hooks: { timeout: 0s }\n",
+               "t.yml:11:19: hooks.timeout: expected a duration of at least 1s, got '0s'");
+  /* a literal credential is refused without being quoted back */
+  expect_error(
+      "version: 1\nname: x\n" SOURCES_OK STAGES_OK SINKS_OK
+      "notify: [ { webhook: http://h/, headers: { Authorization: Bearer-s3cr3t } } ]\n",
+      "t.yml:11:59: notify[0].headers.Authorization: a literal secret is not accepted (the "
+      "value is not shown); expected a secret reference env:NAME or file:/path, e.g. "
+      "env:ENGINE_PASSPHRASE");
+  expect_error("version: 1\nname: x\n" SOURCES_OK STAGES_OK SINKS_OK
+               "notify: [ { webhook: http://h/, headers: { Content-Type: text/plain } } ]\n",
+               "t.yml:11:44: notify[0].headers.Content-Type: the engine sets header "
+               "'Content-Type' itself; remove it");
+  expect_error("version: 1\nname: x\n" SOURCES_OK STAGES_OK SINKS_OK
+               "notify: [ { webhook: http://h/, on: [sucess] } ]\n",
+               "t.yml:11:38: notify[0].on[0]: expected one of: success, failure, partial, "
+               "consecutive_failures, storage_low, verify_failed, stale, recovered, daily_summary, "
+               "got 'sucess'; did you mean 'success'?");
+  expect_error("version: 1\nname: x\n" SOURCES_OK STAGES_OK SINKS_OK
+               "notify: [ { webhook: http://h/, storage_threshold: 120% } ]\n",
+               "t.yml:11:52: notify[0].storage_threshold: expected a percentage from 1% to 100% "
+               "such as 90%, got '120%'");
+  expect_error("version: 1\nname: x\n" SOURCES_OK STAGES_OK SINKS_OK
+               "notify: [ { webhook: http://h/, retries: 11 } ]\n",
+               "t.yml:11:42: notify[0].retries: expected an integer from 0 to 10, got '11'");
+}
+
 /* ---- exact error messages --------------------------------------------- */
 
 static void test_unknown_top_level_key(void **state) {
@@ -961,6 +1030,7 @@ int main(void) {
       cmocka_unit_test(test_wide_mapping),
       cmocka_unit_test(test_load_file_kinds),
       cmocka_unit_test(test_objectives),
+      cmocka_unit_test(test_hooks_notify),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
