@@ -30,8 +30,11 @@ packages=(
   libpq-dev postgresql-15 postgresql-client-15
   # s3 sink: XML responses; a real Ceph radosgw and an independent client for its tests
   libxml2-dev ceph-mon ceph-osd radosgw awscli
+  # mongodb source: the official C driver; pymongo is the tests' independent client
+  libmongoc-dev libbson-dev python3-pymongo
 )
-# the GCS emulator (firebase-tools, from the npm registry) needs node and npm
+# the GCS emulator (firebase-tools) and the MongoDB stand-in (CongoDB), from the npm
+# registry, need node and npm
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   packages+=(nodejs npm)
 fi
