@@ -5,7 +5,6 @@
  * restored. */
 #include "pipeline/restore.h"
 
-#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 
 #include "repo/prefetch.h"
 #include "repo/tree.h"
+#include "pipeline/selection.h"
 #include "pipeline/tree_feed.h"
 #include "util/log.h"
 #include "util/progress.h"
@@ -22,20 +22,7 @@ struct sel {
 };
 
 static int selected(const struct sel *s, const char *name) {
-  if (!s->glob)
-    return 1;
-  if (fnmatch(s->glob, name, 0) == 0)
-    return 1;
-  /* an item below a selected directory is selected too */
-  size_t gl = strlen(s->glob);
-  if (strncmp(name, s->glob, gl) == 0 && name[gl] == '/')
-    return 1;
-  /* and so are the parents of a selected path, so they are recreated with
-   * their metadata */
-  size_t nl = strlen(name);
-  if (strncmp(s->glob, name, nl) == 0 && s->glob[nl] == '/')
-    return 1;
-  return 0;
+  return selection_item(s->glob, name);
 }
 
 struct pass_ctx {

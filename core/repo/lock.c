@@ -19,7 +19,8 @@
 struct repo_lock {
   struct repo *r;
   int exclusive;
-  char name[80]; /* current locks/<id> */
+  char *pipeline; /* a backup's pipeline, or NULL */
+  char name[80];  /* current locks/<id> */
   pthread_t refresher;
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -27,7 +28,8 @@ struct repo_lock {
 };
 
 /* Write a new lock object; name receives its object name. */
-static int write_lock(struct repo *r, int exclusive, char name[80], char **err) {
+static int write_lock(struct repo *r, int exclusive, const char *pipeline, char name[80],
+                      char **err) {
   unsigned char rnd[16];
   char hex[33];
   if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
@@ -44,6 +46,8 @@ static int write_lock(struct repo *r, int exclusive, char name[80], char **err) 
                         "pid", (json_int_t)getpid(), "username", user, "time", ts, "refreshed_unix",
                         (json_int_t)now);
   free(ts);
+  if (pipeline)
+    json_object_set_new(o, "pipeline", json_string(pipeline));
   char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(o);
   size_t n = strlen(text), sl = repo_sealed_len(r, n);
@@ -124,6 +128,13 @@ static int is_stale(json_t *l, char **why) {
 }
 
 static char *describe(json_t *l) {
+  const char *p = json_string_value(json_object_get(l, "pipeline"));
+  if (p)
+    return xasprintf("a backup of pipeline '%s' by %s@%s (pid %lld) since %s", p,
+                     json_string_value(json_object_get(l, "username")),
+                     json_string_value(json_object_get(l, "hostname")),
+                     (long long)json_integer_value(json_object_get(l, "pid")),
+                     json_string_value(json_object_get(l, "time")));
   return xasprintf("%s lock held by %s@%s (pid %lld) since %s",
                    json_is_true(json_object_get(l, "exclusive")) ? "an exclusive" : "a shared",
                    json_string_value(json_object_get(l, "username")),
@@ -132,12 +143,23 @@ static char *describe(json_t *l) {
                    json_string_value(json_object_get(l, "time")));
 }
 
-/* Find a lock (other than `mine`) conflicting with the wanted mode; stale
+/* Is l the lock of a backup of `pipeline` on this host? */
+static int same_run(json_t *l, const char *pipeline) {
+  char host[SYS_NAME_MAX];
+  sys_hostname(host);
+  const char *lp = json_string_value(json_object_get(l, "pipeline"));
+  const char *lh = json_string_value(json_object_get(l, "hostname"));
+  return pipeline && lp && lh && strcmp(lp, pipeline) == 0 && strcmp(lh, host) == 0;
+}
+
+/* Find a lock (other than `mine`) conflicting with the wanted mode (and,
+ * with pipeline, a backup of that pipeline on this host: *run set); stale
  * ones are removed on the way. Returns a description or NULL. */
-static char *find_conflict(struct repo *r, int exclusive, const char *mine, char **err,
-                           int *failed) {
+static char *find_conflict(struct repo *r, int exclusive, const char *pipeline, const char *mine,
+                           char **err, int *failed, int *run) {
   json_t *list;
   *failed = 0;
+  *run = 0;
   if (repo_list(r, "locks/", &list, err) != 0) {
     *failed = 1;
     return NULL;
@@ -170,6 +192,9 @@ static char *find_conflict(struct repo *r, int exclusive, const char *mine, char
       delete_object(r, name);
     } else if (!conflict && (exclusive || json_is_true(json_object_get(l, "exclusive")))) {
       conflict = describe(l);
+    } else if (!conflict && same_run(l, pipeline)) {
+      conflict = describe(l);
+      *run = 1;
     }
     json_decref(l);
   }
@@ -188,7 +213,7 @@ static void *refresh_main(void *arg) {
     if (l->stop)
       break;
     char name[80], *err = NULL;
-    if (write_lock(l->r, l->exclusive, name, &err) == 0) {
+    if (write_lock(l->r, l->exclusive, l->pipeline, name, &err) == 0) {
       delete_object(l->r, l->name);
       memcpy(l->name, name, sizeof(name));
     } else {
@@ -200,50 +225,65 @@ static void *refresh_main(void *arg) {
   return NULL;
 }
 
-int repo_lock_acquire(struct repo *r, int exclusive, int64_t wait_ms, struct repo_lock **out,
-                      char **err) {
+static double seconds_since(const struct timespec *t0) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+int repo_lock_acquire_opts(struct repo *r, struct repo_lock_opts *o, struct repo_lock **out,
+                           char **err) {
   struct timespec t0;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   int announced = 0;
+  o->waited_s = 0;
+  o->run_conflict = 0;
   for (;;) {
-    int failed;
-    char *conflict = find_conflict(r, exclusive, NULL, err, &failed);
+    int failed, run;
+    char *conflict = find_conflict(r, o->exclusive, o->pipeline, NULL, err, &failed, &run);
     if (failed)
       return -1;
     if (!conflict) {
       char name[80];
-      if (write_lock(r, exclusive, name, err) != 0)
+      if (write_lock(r, o->exclusive, o->pipeline, name, err) != 0)
         return -1;
       /* another process may have written a conflicting lock meanwhile */
-      conflict = find_conflict(r, exclusive, name, err, &failed);
+      conflict = find_conflict(r, o->exclusive, o->pipeline, name, err, &failed, &run);
       if (!conflict && !failed) {
         struct repo_lock *l = xcalloc(1, sizeof(*l));
         l->r = r;
-        l->exclusive = exclusive;
+        l->exclusive = o->exclusive;
+        l->pipeline = o->pipeline ? xstrdup(o->pipeline) : NULL;
         memcpy(l->name, name, sizeof(name));
         pthread_mutex_init(&l->mu, NULL);
         pthread_cond_init(&l->cv, NULL);
         pthread_create(&l->refresher, NULL, refresh_main, l);
         *out = l;
+        o->waited_s = seconds_since(&t0);
         return 0;
       }
       delete_object(r, name);
       if (failed)
         return -1;
     }
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t waited = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
-    if (waited >= wait_ms || cancel_requested()) {
-      *err = xasprintf("the repository is locked: %s%s", conflict,
-                       wait_ms > 0 ? " (gave up waiting; see --lock-wait)"
+    double waited = seconds_since(&t0);
+    int64_t limit = run ? o->run_wait_ms : o->wait_ms;
+    if ((limit >= 0 && waited * 1000.0 >= (double)limit) || cancel_requested()) {
+      o->waited_s = waited;
+      o->run_conflict = run;
+      if (run)
+        *err = xasprintf("another backup of this pipeline is running on this host: %s%s", conflict,
+                         limit > 0 ? " (gave up waiting; see --lock-wait)" : "");
+      else
+        *err = xasprintf("the repository is locked: %s%s", conflict,
+                         limit > 0 ? " (gave up waiting; see --lock-wait)"
                                    : " (use --lock-wait DURATION to wait)");
       free(conflict);
       return -1;
     }
-    if (!announced) {
-      log_warn("waiting for the repository lock: %s", conflict);
-      announced = 1;
+    if (announced != 1 + run) {
+      log_warn(run ? "waiting for %s to finish" : "waiting for the repository lock: %s", conflict);
+      announced = 1 + run;
     }
     free(conflict);
     /* back off with jitter so waiting processes do not retry in step */
@@ -251,6 +291,12 @@ int repo_lock_acquire(struct repo *r, int exclusive, int64_t wait_ms, struct rep
     RAND_bytes(&j, 1);
     usleep((useconds_t)(500000 + j * 2000));
   }
+}
+
+int repo_lock_acquire(struct repo *r, int exclusive, int64_t wait_ms, struct repo_lock **out,
+                      char **err) {
+  struct repo_lock_opts o = {.exclusive = exclusive, .wait_ms = wait_ms};
+  return repo_lock_acquire_opts(r, &o, out, err);
 }
 
 void repo_lock_release(struct repo_lock *l) {
@@ -262,6 +308,7 @@ void repo_lock_release(struct repo_lock *l) {
   pthread_mutex_unlock(&l->mu);
   pthread_join(l->refresher, NULL);
   delete_object(l->r, l->name);
+  free(l->pipeline);
   pthread_mutex_destroy(&l->mu);
   pthread_cond_destroy(&l->cv);
   free(l);

@@ -283,9 +283,11 @@ int repo_unseal(const struct repo *r, const void *aad, size_t aad_len, const voi
 
 /* ---- sealed JSON objects ---------------------------------------------- */
 
-/* "index" objects live under index/, "snapshot" objects under snapshots/. */
+/* "index" objects live under index/, "verify" objects under verify/, the
+ * others ("snapshot", "run") under their kind with an s: snapshots/, runs/. */
 static void object_name(const char *kind, const char *id_hex, char name[128]) {
-  snprintf(name, 128, "%s%s/%s", kind, strcmp(kind, "index") == 0 ? "" : "s", id_hex);
+  int plural = strcmp(kind, "index") != 0 && strcmp(kind, "verify") != 0;
+  snprintf(name, 128, "%s%s/%s", kind, plural ? "s" : "", id_hex);
 }
 
 int repo_save_json(struct repo *r, const char *kind, json_t *obj, char id_hex[65], char **err) {

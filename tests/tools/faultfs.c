@@ -18,7 +18,9 @@
  *                    open    open, openat (also creating files)
  *   FAULTFS_AFTER  matching calls that succeed before the first fault (default 0)
  *   FAULTFS_COUNT  faults to inject, then calls succeed again (default: no limit)
- *   FAULTFS_ERRNO  EIO (default), ENOSPC, EDQUOT, EROFS or a number
+ *   FAULTFS_ERRNO  EIO (default), ENOSPC, EDQUOT, EROFS or a number; or
+ *                  "corrupt": a faulted write succeeds but stores its first
+ *                  byte inverted (a disk that silently damages data)
  *   FAULTFS_LOG    file that gets one line "CALL PATH" per injected fault
  *   FAULTFS_TRACE  file that gets one line "CLASS CALL PATH" per matching call,
  *                  faulted or not (to count a command's calls of each class)
@@ -51,6 +53,7 @@ static char *g_path;         /* FAULTFS_PATH, or NULL: inactive */
 static unsigned g_ops = ~0u; /* classes to fault */
 static long g_after, g_count = -1;
 static int g_errno = EIO;
+static int g_corrupt; /* FAULTFS_ERRNO=corrupt */
 static char *g_log, *g_trace;
 static atomic_long g_calls;    /* matching calls seen */
 static atomic_long g_injected; /* faults injected */
@@ -109,7 +112,9 @@ __attribute__((constructor)) static void faultfs_init(void) {
   if (s != NULL && s[0] != '\0')
     g_count = atol(s);
   s = getenv("FAULTFS_ERRNO");
-  if (s != NULL && s[0] != '\0')
+  if (s != NULL && strcmp(s, "corrupt") == 0)
+    g_corrupt = 1;
+  else if (s != NULL && s[0] != '\0')
     g_errno = parse_errno(s);
   s = getenv("FAULTFS_LOG");
   if (s != NULL && s[0] != '\0')
@@ -334,17 +339,39 @@ EXPORT ssize_t preadv(int fd, const struct iovec *iov, int cnt, off_t off) {
   return real_preadv(fd, iov, cnt, off);
 }
 
+/* FAULTFS_ERRNO=corrupt: buf with its first byte inverted (malloc'd). */
+static void *corrupted(const void *buf, size_t n) {
+  unsigned char *c = malloc(n ? n : 1);
+  if (c != NULL && n > 0) {
+    memcpy(c, buf, n);
+    c[0] = (unsigned char)~c[0];
+  }
+  return c;
+}
+
 EXPORT ssize_t write(int fd, const void *buf, size_t n) {
   REAL(write);
-  if (fd_matches(fd) && inject_fd(OP_WRITE, "write", fd))
-    return fail();
+  if (fd_matches(fd) && inject_fd(OP_WRITE, "write", fd)) {
+    if (!g_corrupt)
+      return fail();
+    void *c = corrupted(buf, n);
+    ssize_t r = c ? real_write(fd, c, n) : real_write(fd, buf, n);
+    free(c);
+    return r;
+  }
   return real_write(fd, buf, n);
 }
 
 EXPORT ssize_t pwrite(int fd, const void *buf, size_t n, off_t off) {
   REAL(pwrite);
-  if (fd_matches(fd) && inject_fd(OP_WRITE, "pwrite", fd))
-    return fail();
+  if (fd_matches(fd) && inject_fd(OP_WRITE, "pwrite", fd)) {
+    if (!g_corrupt)
+      return fail();
+    void *c = corrupted(buf, n);
+    ssize_t r = c ? real_pwrite(fd, c, n, off) : real_pwrite(fd, buf, n, off);
+    free(c);
+    return r;
+  }
   return real_pwrite(fd, buf, n, off);
 }
 

@@ -128,7 +128,7 @@ static const struct engine_source_ops files_source_ops = {
     .restore_begin = files_restore_begin,
     .restore_item = files_restore_item,
     .restore_end = files_restore_end,
-    .capabilities = ENGINE_SOURCE_CAP_INCREMENTAL,
+    .capabilities = ENGINE_SOURCE_CAP_INCREMENTAL | ENGINE_SOURCE_CAP_RESTORE_TEST,
 };
 
 static const struct engine_plugin files_plugin = {

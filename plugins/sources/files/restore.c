@@ -507,6 +507,18 @@ int files_restore_begin(void *inst, const struct engine_restore_opts *opts, void
   const char *target = opts->target;
   int dry = opts->dry_run != 0;
   int exists = 1;
+  int test = 0;
+  for (size_t i = 0; opts->extra != NULL && opts->extra[i] != NULL; i++)
+    if (strcmp(opts->extra[i], "restore_test=1") == 0)
+      test = 1;
+  char *scratch = NULL;
+  struct rctx probe = {.in = in, .h = h};
+  if (test && !dry) {
+    /* into a scratch directory of our own (restore_test.c) */
+    if (rs_test_begin(&probe, &scratch) != ENGINE_OK)
+      return ENGINE_ERROR;
+    target = scratch;
+  }
   if (target == NULL) {
     if (!opts->yes && !dry) {
       h->set_error(h, "restoring to the original location overwrites files; confirm");
@@ -547,8 +559,11 @@ int files_restore_begin(void *inst, const struct engine_restore_opts *opts, void
   if (r == NULL || r->root == NULL) {
     free(r);
     h->set_error(h, "restore of files: out of memory");
+    if (probe.test)
+      rs_test_end(&probe, 0);
     return ENGINE_ERROR;
   }
+  r->test = probe.test;
   pthread_mutex_init(&r->wmu, NULL);
   pthread_cond_init(&r->wcv, NULL);
   pthread_cond_init(&r->dcv, NULL);
@@ -584,6 +599,8 @@ int files_restore_begin(void *inst, const struct engine_restore_opts *opts, void
   *out = r;
   return ENGINE_OK;
 fail:
+  if (r->test)
+    rs_test_end(r, 0);
   free(r->buf);
   free(r->root);
   free(r);
@@ -640,6 +657,14 @@ int files_restore_item(void *rctx, const struct engine_item *item,
   int dirfd = rs_parent_fd(r, name, &base);
   if (dirfd < 0)
     goto out;
+  /* a restore test hashes the content as it streams in */
+  void *wrap = NULL;
+  struct rmeta expect = m;
+  if (r->test && data != NULL && item->type == ENGINE_ITEM_FILE &&
+      (wrap = rs_test_wrap(data, &data)) == NULL) {
+    rc = rs_fail(r, name, "restore test: out of memory");
+    goto out;
+  }
   switch (item->type) {
   case ENGINE_ITEM_FILE:
     if (data != NULL && data->size <= ASYNC_MAX_FILE && !m.sparse) {
@@ -668,6 +693,9 @@ int files_restore_item(void *rctx, const struct engine_item *item,
     rc = rs_fail(r, name, "item type %d is not produced by the files source", (int)item->type);
     break;
   }
+  if (r->test && rc == ENGINE_OK)
+    rc = rs_test_note(r, name, item, meta, &expect, wrap);
+  rs_test_unwrap(wrap);
 out:
   files_xattrs_free(m.xattrs);
   json_decref(meta);
@@ -717,7 +745,8 @@ static int cmp_depth_desc(const void *a, const void *b) {
 int files_restore_end(void *rctx, int status) {
   struct rctx *r = rctx;
   int rc = ENGINE_OK;
-  (void)status; /* directories restored so far get their metadata either way */
+  /* directories restored so far get their metadata either way; a restore
+   * test compares only after a restore without failures */
   rs_writers_drain(r);
   rs_writers_stop(r);
   rs_flusher_stop(r);
@@ -768,6 +797,8 @@ int files_restore_end(void *rctx, int status) {
   }
   if (!r->dry_run)
     rs_report_xfail(r);
+  if (r->test && rs_test_end(r, rc == ENGINE_OK && status == ENGINE_OK) != ENGINE_OK)
+    rc = ENGINE_ERROR;
   for (size_t i = 0; i < r->n_dirs; i++) {
     free(r->dirs[i].name);
     files_xattrs_free(r->dirs[i].meta.xattrs);

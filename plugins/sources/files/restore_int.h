@@ -68,8 +68,9 @@ struct dref {
   int refs;
 };
 
-struct wjob; /* restore_writers.c */
-struct fjob; /* restore_flush.c */
+struct wjob;     /* restore_writers.c */
+struct rt_state; /* restore_test.c */
+struct fjob;     /* restore_flush.c */
 
 struct rctx {
   /* small-file writers (see ASYNC_MAX_FILE) */
@@ -116,6 +117,9 @@ struct rctx {
   size_t xfailed[FILES_XK_N];
   int xerr[FILES_XK_N];
   char xfirst[FILES_XK_N][512];
+  /* restore flag restore_test=1: what each item must look like, checked in
+   * restore_end (restore_test.c); NULL for a plain restore */
+  struct rt_state *test;
 };
 
 /* ---- restore.c ---- */
@@ -165,6 +169,23 @@ int rs_queue_file(struct rctx *r, const char *name, int dirfd, const char *base,
 void rs_writers_kick(struct rctx *r);
 void rs_writers_drain(struct rctx *r);
 void rs_writers_stop(struct rctx *r);
+
+/* ---- restore_test.c ---- */
+
+/* A restore test: create the scratch directory (*target). */
+int rs_test_begin(struct rctx *r, char **target);
+/* A reader that hashes what is read through it (*out); the returned
+ * handle goes to rs_test_note and rs_test_unwrap. NULL on OOM. */
+void *rs_test_wrap(const struct engine_reader *data, const struct engine_reader **out);
+void rs_test_unwrap(void *wrap);
+/* Remember what the item must look like (wrap: its content's hash, or
+ * NULL). */
+int rs_test_note(struct rctx *r, const char *name, const struct engine_item *item, json_t *meta,
+                 const struct rmeta *m, void *wrap);
+/* After everything is restored (restored_ok: without failures): compare
+ * every item, then remove the scratch directory. ENGINE_ERROR (with the
+ * host's error set) when something differs. */
+int rs_test_end(struct rctx *r, int restored_ok);
 
 /* ---- restore_flush.c ---- */
 
