@@ -38,6 +38,7 @@ packages=(
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   packages+=(nodejs npm)
 fi
+packages+=(python3-kubernetes); command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client) # k8s-yaml tests (a kubectl already there, e.g. Google Cloud SDK's, owns /usr/bin/kubectl)
 
 if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-query >/dev/null 2>&1; then
   echo "setup-deps: apt-get/dpkg-query not found; this script supports Debian (bookworm) and derivatives." >&2
