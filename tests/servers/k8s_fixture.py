@@ -84,6 +84,7 @@ import http.server
 import json
 import os
 import re
+import socket
 import socketserver
 import ssl
 import subprocess
@@ -370,9 +371,30 @@ class Store:
         self.ip_next += 1
         return "10.96.%d.%d" % (self.ip_next // 250, self.ip_next % 250 + 2)
 
-    def server_fields(self, group, resource, obj, manager, operation, old=None):
+    def fields_v1(self, group, resource, body):
+        """The managed fields a write owns, as far as the tests need them: the
+        nodePorts a Service's request sets (a port the server assigned is owned
+        by nobody)."""
+        f = {"f:metadata": {}}
+        if group == "" and resource == "services":
+            spec = (body or {}).get("spec") or {}
+            ports = {}
+            for p in spec.get("ports") or []:
+                if p.get("nodePort"):
+                    key = "k:" + json.dumps({"port": p.get("port"), "protocol": p.get("protocol", "TCP")}, separators=(",", ":"))
+                    ports[key] = {".": {}, "f:nodePort": {}}
+            if ports or spec.get("healthCheckNodePort"):
+                f["f:spec"] = {}
+                if ports:
+                    f["f:spec"]["f:ports"] = ports
+                if spec.get("healthCheckNodePort"):
+                    f["f:spec"]["f:healthCheckNodePort"] = {}
+        return f
+
+    def server_fields(self, group, resource, obj, manager, operation, old=None, body=None):
         """What the server sets on a write: identity, version, time, managed
-        fields, defaults and status."""
+        fields, defaults and status. body: what the request sent (obj itself
+        for a create)."""
         md = obj.setdefault("metadata", {})
         info = self.resource_info(group, resource)
         if old is None:
@@ -394,7 +416,7 @@ class Store:
         mf.append({
             "apiVersion": obj.get("apiVersion", ""),
             "fieldsType": "FieldsV1",
-            "fieldsV1": {"f:metadata": {}},
+            "fieldsV1": self.fields_v1(group, resource, body if body is not None else obj),
             "manager": manager,
             "operation": operation,
             "time": now(),
@@ -857,6 +879,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "k8s-fixture/1.0"
 
+    def setup(self):
+        super().setup()
+        # as Go's net/http does: no Nagle delay between headers and body
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, fmt, *a):
         log("%s %s" % (self.address_string(), fmt % a))
 
@@ -1138,7 +1165,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if diff and last_mgr != manager and q.get("force") != "true":
                 raise ApiError(409, 'Apply failed with 1 conflict: conflict with "%s": %s' % (last_mgr, diff), reason="Conflict",
                                details={"causes": [{"reason": "FieldManagerConflict", "message": 'conflict with "%s"' % last_mgr, "field": diff}]})
-            STORE.server_fields(group, resource, new, manager, "Apply", old=old)
+            STORE.server_fields(group, resource, new, manager, "Apply", old=old, body=applied)
             if not dry:
                 STORE.put(group, resource, new)
             self.record(path, q, body, 200)
@@ -1146,7 +1173,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
             old = STORE.get(group, resource, ns or "", name)
             new = merge_patch(old, obj)
-            STORE.server_fields(group, resource, new, manager or "unknown", "Update", old=old)
+            STORE.server_fields(group, resource, new, manager or "unknown", "Update", old=old, body=obj)
             if not dry:
                 STORE.put(group, resource, new)
             self.record(path, q, body, 200)

@@ -334,7 +334,8 @@ static int select_namespaces(struct bk *b) {
   json_object_foreach(b->ns_obj, k, v) b->ns[i++] = (char *)k;
   qsort(b->ns, b->n_ns, sizeof(char *), cmp_str);
   for (size_t j = 0; j < in->n_namespaces; j++)
-    if (!has_glob(in->namespaces[j]) && !json_object_get(b->ns_obj, in->namespaces[j]))
+    if (!has_glob(in->namespaces[j]) && !json_object_get(b->ns_obj, in->namespaces[j]) &&
+        !k8s_glob_any(in->exclude_namespaces, in->n_exclude_namespaces, in->namespaces[j]))
       b->em->warn(b->em, in->namespaces[j],
                   "the namespace named in the 'namespaces' option does not exist");
   return ENGINE_OK;

@@ -60,8 +60,9 @@ static void del_if_empty(json_t *parent, const char *key) {
 }
 
 /* The Service ports whose nodePort the user chose: those in the
- * last-applied-configuration (Velero's rule); the others were assigned by the
- * server. */
+ * last-applied-configuration (Velero's rule) or owned by a field manager in
+ * managedFields (a server-side apply or an update that set it); the others
+ * were assigned by the server, which owns nobody's. */
 static json_t *applied_spec(json_t *md) {
   const char *la = str_at(json_object_get(md, "annotations"),
                           "kubectl.kubernetes.io/last-applied-configuration");
@@ -73,7 +74,37 @@ static json_t *applied_spec(json_t *md) {
   return spec;
 }
 
-static int port_chosen(json_t *aspec, json_t *port) {
+/* Does a manager own spec.ports[port].nodePort (key NULL) or spec.<key>? */
+static int owned(json_t *md, json_t *port, const char *key) {
+  size_t i;
+  json_t *mf;
+  json_array_foreach(json_object_get(md, "managedFields"), i, mf) {
+    json_t *spec = json_object_get(json_object_get(mf, "fieldsV1"), "f:spec");
+    if (key) {
+      if (json_object_get(spec, key))
+        return 1;
+      continue;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(spec, "f:ports"), k, v) {
+      if (strncmp(k, "k:", 2) != 0 || !json_object_get(v, "f:nodePort"))
+        continue;
+      json_t *id = json_loads(k + 2, 0, NULL);
+      json_t *proto = json_object_get(port, "protocol");
+      const char *pid = json_string_value(json_object_get(id, "protocol"));
+      int same = json_integer_value(json_object_get(id, "port")) ==
+                     json_integer_value(json_object_get(port, "port")) &&
+                 (!pid || !proto || strcmp(pid, json_string_value(proto)) == 0);
+      json_decref(id);
+      if (same)
+        return 1;
+    }
+  }
+  return 0;
+}
+
+static int port_chosen(json_t *md, json_t *aspec, json_t *port) {
   size_t i;
   json_t *p;
   json_array_foreach(json_object_get(aspec, "ports"), i, p) {
@@ -82,10 +113,10 @@ static int port_chosen(json_t *aspec, json_t *port) {
         json_object_get(p, "nodePort"))
       return 1;
   }
-  return 0;
+  return owned(md, port, NULL);
 }
 
-static void normalize_service(json_t *obj, json_t *aspec) {
+static void normalize_service(json_t *obj, json_t *md, json_t *aspec) {
   json_t *spec = json_object_get(obj, "spec");
   if (!spec)
     return;
@@ -97,11 +128,11 @@ static void normalize_service(json_t *obj, json_t *aspec) {
   size_t i;
   json_t *p;
   json_array_foreach(json_object_get(spec, "ports"), i, p) {
-    if (json_object_get(p, "nodePort") && !port_chosen(aspec, p))
+    if (json_object_get(p, "nodePort") && !port_chosen(md, aspec, p))
       json_object_del(p, "nodePort");
   }
   if (json_object_get(spec, "healthCheckNodePort") &&
-      !json_object_get(aspec, "healthCheckNodePort"))
+      !json_object_get(aspec, "healthCheckNodePort") && !owned(md, NULL, "f:healthCheckNodePort"))
     json_object_del(spec, "healthCheckNodePort");
 }
 
@@ -175,16 +206,18 @@ void k8s_normalize(json_t *obj, const char *group, const char *resource) {
                                          "volume.kubernetes.io/storage-provisioner",
                                          NULL};
   json_t *md = json_object_get(obj, "metadata");
-  json_t *aspec = applied_spec(md); /* before the annotation goes */
+  int core = !*group;
+  if (core && is(resource, "services")) { /* reads the annotation and managedFields */
+    json_t *aspec = applied_spec(md);
+    normalize_service(obj, md, aspec);
+    json_decref(aspec);
+  }
   json_object_del(obj, "status");
   drop_keys(md, md_drop);
   drop_keys(json_object_get(md, "annotations"), ann_drop);
   del_if_empty(md, "annotations");
   drop_null_timestamps(obj, 0);
-  int core = !*group;
-  if (core && is(resource, "services")) {
-    normalize_service(obj, aspec);
-  } else if (core && is(resource, "namespaces")) {
+  if (core && is(resource, "namespaces")) {
     json_t *labels = json_object_get(md, "labels");
     json_object_del(labels, "kubernetes.io/metadata.name");
     del_if_empty(md, "labels");
@@ -215,7 +248,6 @@ void k8s_normalize(json_t *obj, const char *group, const char *resource) {
   } else if (is(group, "batch") && is(resource, "jobs")) {
     normalize_job(obj);
   }
-  json_decref(aspec);
 }
 
 /* Any field named "namespace" whose value is `from` (metadata.namespace,
