@@ -247,7 +247,7 @@ static char *apply_options(const struct cli_command *c, const struct cli_action 
     const char *name = cli_options[gv[k].opt].name;
     if (!u || !action_in(u->actions, act ? act->name : NULL))
       return not_taken(c, act, gv[k].opt);
-    if (seen[gv[k].opt]++ && cli_options[gv[k].opt].kind != CLI_LIST)
+    if (seen[gv[k].opt]++ && (cli_options[gv[k].opt].kind != CLI_LIST || (u->flags & CLI_ONCE)))
       return usage_text(c->name, "option --%s given more than once", name);
     char *e = store(c, &gv[k], a);
     if (e)
@@ -425,7 +425,8 @@ static char *option_synopsis(const struct cli_use *u) {
   const struct cli_option *o = &cli_options[u->opt];
   int req = (u->flags & CLI_REQUIRED) != 0;
   return xasprintf("%s--%s%s%s%s%s", req ? "" : "[", o->name, o->value ? " " : "",
-                   o->value ? o->value : "", req ? "" : "]", o->kind == CLI_LIST ? "..." : "");
+                   o->value ? o->value : "", req ? "" : "]",
+                   o->kind == CLI_LIST && !(u->flags & CLI_ONCE) ? "..." : "");
 }
 
 static void synopsis_line(FILE *f, const struct cli_command *c, const struct cli_action *act,
@@ -469,7 +470,7 @@ void cli_print_usage(FILE *f) {
              "global options (before or after the command):\n"
              "  --plugin-dir DIR  look for plugins in DIR first (repeatable)\n"
              "  -v, --verbose     log more (twice: debug)\n"
-             "  -q, --quiet       print only errors\n\n"
+             "  -q, --quiet       print only warnings and errors\n\n"
              "exit status: 0 ok, 1 error, 2 usage, 3 partial, 130 interrupted\n");
 }
 

@@ -1,18 +1,23 @@
 /* engine run | validate | snapshots | show | restore | check | plugins */
 #include "cli/commands.h"
 
+#include <fnmatch.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "ops/status.h"
 #include "pipeline/backup.h"
 #include "pipeline/check.h"
 #include "pipeline/prune.h"
 #include "pipeline/repair.h"
 #include "pipeline/restore.h"
+#include "pipeline/selection.h"
+#include "repo/records.h"
 #include "repo/snapshot.h"
 #include "repo/tree.h"
 #include "util/cron.h"
@@ -52,33 +57,96 @@ static struct snapshot *find_parent(struct repo *r, const char *pipeline) {
   struct snapshot *parent = NULL;
   for (size_t i = all.n; i-- > 0 && !parent;) {
     const struct snapshot *m = all.v[i];
+    /* a snapshot of a selection (run --only) lacks the rest: never a parent */
     if (m->pipeline && m->hostname && strcmp(m->pipeline, pipeline) == 0 &&
-        strcmp(m->hostname, host) == 0)
+        strcmp(m->hostname, host) == 0 && !status_snapshot_only(m))
       parent = snapshot_list_take(&all, i);
   }
   snapshot_list_free(&all);
   return parent;
 }
 
+static double mono_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The end of a run, on every path: its runs/ record in the repository (when
+ * it was opened) and the --metrics-file (ops/status.h), then the context is
+ * closed. err (taken; NULL: none) is the failure, logged first. */
+static int run_end(struct cli_ctx *c, const struct cli_args *a, struct status_run *sr, double t0,
+                   int rc, char *err) {
+  if (err && rc != EXIT_INTERRUPTED)
+    log_error("%s", err);
+  sr->exit_code = rc;
+  sr->seconds = mono_now() - t0;
+  sr->error = err;
+  if (!sr->outcome)
+    sr->outcome = rc == EXIT_OK            ? "complete"
+                  : rc == EXIT_PARTIAL     ? "partial"
+                  : rc == EXIT_INTERRUPTED ? "interrupted"
+                                           : "failed";
+  sr->only = a->only;
+  sr->n_only = a->n_only;
+  char *e = NULL;
+  if (!a->dry_run && c->repo && c->p && status_record_run(c->repo, c->p->name, sr, &e) != 0) {
+    log_warn("the outcome of this run was not recorded in the repository: %s", e);
+    free(e);
+    e = NULL;
+  }
+  if (a->metrics_file && !a->dry_run) {
+    /* the pipeline's name, or its file's when it could not be read */
+    const char *base = strrchr(a->pos[0], '/') ? strrchr(a->pos[0], '/') + 1 : a->pos[0];
+    char *stem = xasprintf("%.*s", (int)strcspn(base, "."), base);
+    if (status_write_metrics_file(a->metrics_file, c->repo, c->p, c->p ? c->p->name : stem, sr,
+                                  &e) != 0) {
+      log_warn("%s", e);
+      free(e);
+    }
+    free(stem);
+  }
+  cli_close(c);
+  free(err);
+  return rc;
+}
+
 int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
   char *err = NULL;
   int64_t when = a->time ? a->time_s : 0; /* checked by the parser */
-  if (cli_load_pipeline(g, a->pos[0], &c, &err) != 0) {
-    cli_close(&c);
-    return cli_fail(err);
-  }
-  if (cli_open(&c, 1, 1, a->dry_run, &err) != 0) {
-    cli_close(&c);
-    return cli_fail(err);
-  }
+  double t0 = mono_now();
+  struct status_run sr = {.started = (int64_t)time(NULL)};
+  if (cli_load_pipeline(g, a->pos[0], &c, &err) != 0)
+    return run_end(&c, a, &sr, t0, cancel_requested() ? EXIT_INTERRUPTED : EXIT_ERROR, err);
+  if (cli_open(&c, 1, 1, a->dry_run, &err) != 0)
+    return run_end(&c, a, &sr, t0, EXIT_ERROR, err);
   if (c.repo->created && !a->dry_run && !g->quiet)
     fprintf(stderr, "engine: initialised a new repository %.8s on %zu sink(s)\n", c.repo->id,
             c.p->n_sinks);
   c.repo->use_index_cache = 1;
-  if (a->dry_run ? cli_load_index(&c, &err) != 0 : cli_lock(&c, 0, a->lock_wait_ms, 1, &err) != 0) {
-    cli_close(&c);
-    return cli_fail(err);
+  if (a->dry_run) {
+    if (cli_load_index(&c, &err) != 0)
+      return run_end(&c, a, &sr, t0, EXIT_ERROR, err);
+  } else {
+    /* a shared lock that also waits for another run of this pipeline on
+     * this host (engine serve's job, a timer), as long as it takes unless
+     * --lock-wait says otherwise */
+    struct repo_lock_opts lo = {.wait_ms = a->lock_wait_ms,
+                                .pipeline = c.p->name,
+                                .run_wait_ms = a->lock_wait ? a->lock_wait_ms : -1};
+    int lrc = repo_lock_acquire_opts(c.repo, &lo, &c.lock, &err);
+    sr.lock_wait_seconds = lo.waited_s;
+    if (lrc != 0 && cancel_requested())
+      return run_end(&c, a, &sr, t0, EXIT_INTERRUPTED, err);
+    if (lrc != 0) {
+      sr.outcome = lo.run_conflict ? "skipped" : NULL;
+      return run_end(&c, a, &sr, t0, EXIT_ERROR, err);
+    }
+    if (lo.waited_s >= 1.0)
+      log_info("waited %.0f s for the repository lock", lo.waited_s);
+    if (cli_load_index(&c, &err) != 0)
+      return run_end(&c, a, &sr, t0, EXIT_ERROR, err);
   }
   int progress = a->progress && strcmp(a->progress, "always") == 0 ? 1
                  : a->progress && strcmp(a->progress, "never") == 0
@@ -86,21 +154,32 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
                      : isatty(STDERR_FILENO) && !g->quiet;
   /* the parent: the newest snapshot of this pipeline from this host */
   struct snapshot *parent = c.repo->created ? NULL : find_parent(c.repo, c.p->name);
-  struct backup_opts bo = {
-      c.p,    c.repo,         c.sources, a->dry_run, progress, when, c.p->max_inflight,
-      parent, c.skipped_sinks};
+  struct backup_opts bo = {c.p,
+                           c.repo,
+                           c.sources,
+                           a->dry_run,
+                           progress,
+                           when,
+                           c.p->max_inflight,
+                           parent,
+                           c.skipped_sinks,
+                           (const char *const *)a->only,
+                           a->n_only};
   struct backup_result r;
   int rc = backup_run(&bo, &r, &err);
   snapshot_free(parent);
   if (rc != 0) {
-    cli_close(&c);
     if (cancel_requested()) {
       fprintf(stderr, "engine: %s\n", err ? err : "interrupted");
-      free(err);
-      return EXIT_INTERRUPTED;
+      return run_end(&c, a, &sr, t0, EXIT_INTERRUPTED, err);
     }
-    return cli_fail(err);
+    return run_end(&c, a, &sr, t0, EXIT_ERROR, err);
   }
+  sr.snapshot = a->dry_run ? NULL : r.snapshot_id;
+  sr.items = r.items;
+  sr.bytes_read = r.bytes_read;
+  sr.new_bytes = r.new_bytes;
+  sr.stored_bytes = r.stored_bytes;
   double rate = r.seconds > 0 ? (double)r.bytes_read / r.seconds : 0;
   const char *status = a->dry_run ? "dry-run" : r.partial ? "partial" : "complete";
   if (a->json) {
@@ -112,6 +191,13 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
         "stored_bytes", (json_int_t)r.stored_bytes, "packs", (json_int_t)r.packs, "reused_items",
         (json_int_t)r.reused_items, "reused_bytes", (json_int_t)r.reused_bytes, "duration_seconds",
         r.seconds, "bytes_per_second", rate, "warnings", r.warnings);
+    json_object_set_new(j, "lock_wait_seconds", json_real(sr.lock_wait_seconds));
+    if (a->n_only) {
+      json_t *only = json_array();
+      for (size_t i = 0; i < a->n_only; i++)
+        json_array_append_new(only, json_string(a->only[i]));
+      json_object_set_new(j, "only", only);
+    }
     print_json(j);
     json_decref(j);
   } else if (!g->quiet) {
@@ -160,17 +246,18 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
     sys_hostname(host);
     if (cli_lock(&c, 1, a->lock_wait_ms, 0, &err) != 0 ||
         forget_run(c.repo, &c.p->retention, c.p->name, host, 0, NULL, &report, &err) != 0) {
-      log_error("the snapshot was saved, but applying retention failed: %s", err);
+      char *msg = xasprintf("the snapshot was saved, but applying retention failed: %s", err);
       free(err);
+      err = msg;
       exit_code = EXIT_ERROR;
+      sr.outcome = r.partial ? "partial" : "complete";
     } else if (!g->quiet && !a->json) {
       printf("  retention removed %lld snapshot(s)\n",
              (long long)json_integer_value(json_object_get(report, "removed")));
     }
     json_decref(report);
   }
-  cli_close(&c);
-  return exit_code;
+  return run_end(&c, a, &sr, t0, exit_code, err);
 }
 
 /* ---- validate --------------------------------------------------------------- */
@@ -255,13 +342,17 @@ static void print_snapshots_json(const struct snapshot_list *all, json_t *unread
     for (size_t k = 0; k < m->n_sources; k++)
       json_array_append_new(names, json_string(m->sources[k].name));
     char *t = iso_time(m->time);
-    json_array_append_new(out, json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:I, s:I, s:I, s:o, s:o}",
-                                         "id", m->id, "time", t, "hostname", m->hostname,
-                                         "username", m->username, "status", m->status, "items",
-                                         (json_int_t)m->stats.items, "bytes_read",
-                                         (json_int_t)m->stats.bytes_read, "stored_bytes",
-                                         (json_int_t)m->stats.stored_bytes, "sources", names,
-                                         "tags", strings_array(m->tags, m->n_tags)));
+    json_t *o = json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:I, s:I, s:I, s:o, s:o, s:s?}", "id",
+                          m->id, "time", t, "hostname", m->hostname, "username", m->username,
+                          "status", m->status, "items", (json_int_t)m->stats.items, "bytes_read",
+                          (json_int_t)m->stats.bytes_read, "stored_bytes",
+                          (json_int_t)m->stats.stored_bytes, "sources", names, "tags",
+                          strings_array(m->tags, m->n_tags), "pipeline", m->pipeline);
+    /* a snapshot of a selection (run --only) says which */
+    json_t *only = status_snapshot_only(m);
+    if (only)
+      json_object_set(o, "only", only);
+    json_array_append_new(out, o);
     free(t);
   }
   size_t i;
@@ -307,6 +398,66 @@ static void print_snapshots_table(const struct snapshot_list *all, json_t *unrea
   printf("\n");
 }
 
+/* snapshots --contains SOURCE/ITEM-GLOB: does an item name match? */
+struct contains {
+  const char *glob;
+};
+
+static int contains_cb(void *ud, json_t *item) {
+  const struct contains *k = ud;
+  size_t n;
+  char *name = json_get_bytes(item, "name", &n);
+  int hit = 0;
+  if (name) {
+    size_t gl = strlen(k->glob);
+    hit = fnmatch(k->glob, name, 0) == 0 || (strncmp(name, k->glob, gl) == 0 && name[gl] == '/');
+  }
+  free(name);
+  return hit;
+}
+
+/* Keep the snapshots holding an item the selection matches (a selection
+ * without a glob: the snapshots that have the source). */
+static int filter_contains(struct cli_ctx *c, const char *spec, struct snapshot_list *all,
+                           char **err) {
+  struct selection sel;
+  if (selection_parse(spec, &sel, err) != 0)
+    return -1;
+  if (sel.glob && cli_load_index(c, err) != 0) {
+    selection_free(&sel);
+    return -1;
+  }
+  size_t kept = 0;
+  int rc = 0;
+  for (size_t i = 0; i < all->n; i++) {
+    struct snapshot *m = all->v[i];
+    int hit = 0;
+    for (size_t k = 0; k < m->n_sources && !hit && rc == 0; k++) {
+      const struct snapshot_source *ss = &m->sources[k];
+      if (strcmp(sel.source, "*") != 0 && strcmp(ss->name, sel.source) != 0)
+        continue; /* "*": any source */
+      struct contains ct = {sel.glob};
+      char *e = NULL;
+      int r = sel.glob ? tree_foreach_ids(c->repo, (const unsigned char(*)[32])ss->tree, ss->n_tree,
+                                          contains_cb, &ct, &e)
+                       : 1;
+      if (r < 0) {
+        *err = xasprintf("snapshot %.8s: %s", m->id, e);
+        free(e);
+        rc = -1;
+      }
+      hit = r > 0;
+    }
+    if (hit)
+      all->v[kept++] = m;
+    else
+      snapshot_free(m);
+  }
+  all->n = kept;
+  selection_free(&sel);
+  return rc;
+}
+
 int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
   int rc = open_existing(g, a->pos[0], &c, 0, 1);
@@ -316,6 +467,12 @@ int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a) {
   json_t *unreadable;
   char *err = NULL;
   if (snapshot_list(c.repo, &all, &unreadable, &err) != 0) {
+    cli_close(&c);
+    return cli_fail(err);
+  }
+  if (a->contains && filter_contains(&c, a->contains, &all, &err) != 0) {
+    snapshot_list_free(&all);
+    json_decref(unreadable);
     cli_close(&c);
     return cli_fail(err);
   }
@@ -387,6 +544,13 @@ int cmd_show(const struct cli_globals *g, const struct cli_args *a) {
 
 /* ---- restore ---------------------------------------------------------------- */
 
+/* --progress: 1 always, 0 never, -1 auto (on a terminal) */
+static int progress_choice(const struct cli_args *a) {
+  if (!a->progress || strcmp(a->progress, "auto") == 0)
+    return -1;
+  return strcmp(a->progress, "always") == 0;
+}
+
 /* A restore allocates and frees a decoded blob (up to a chunk, 4 MiB) per
  * chunk on the read-ahead workers and the writers. With the default 128 KiB
  * of padding, each arena gives that memory back after nearly every blob
@@ -449,7 +613,8 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
   if (a->to_stdout)
     extra[ne++] = "to_stdout=1";
   extra[ne] = NULL;
-  if ((a->as_name || a->to_stdout) && (!a->only || !strchr(a->only, '/'))) {
+  const char *only = a->n_only ? a->only[0] : NULL;
+  if ((a->as_name || a->to_stdout) && (!only || !strchr(only, '/'))) {
     free(as_flag);
     snapshot_free(m);
     cli_close(&c);
@@ -457,10 +622,10 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
                            "--as and --to-stdout act on one item: give --only SOURCE/ITEM");
   }
   c.repo->trust_aead_ids = 1;
-  struct restore_opts ro = {c.repo,         m,       c.sources,
-                            c.p->n_sources, a->only, a->target,
-                            a->dry_run,     a->yes,  isatty(STDIN_FILENO) && isatty(STDERR_FILENO),
-                            a->json,        extra};
+  struct restore_opts ro = {c.repo,         m,      c.sources,
+                            c.p->n_sources, only,   a->target,
+                            a->dry_run,     a->yes, isatty(STDIN_FILENO) && isatty(STDERR_FILENO),
+                            a->json,        extra,  progress_choice(a)};
   struct restore_result res;
   rc = restore_run(&ro, &res, &err);
   free(as_flag);
@@ -500,18 +665,66 @@ static uint32_t source_caps(const struct engine_plugin *p) {
   return ops->capabilities;
 }
 
-/* check --restore-test: every source of the latest snapshot whose plugin can
- * restore into a scratch location of its own and verify it. */
-static int restore_test(struct cli_ctx *c, int json, json_t *report) {
+/* What check --restore-test did. */
+struct rt_result {
+  const char *result; /* "ok", "failed" or "untested" */
+  int failures, tested;
+  char snapshot[65]; /* the snapshot tested ("" when none) */
+  double seconds;    /* restoring (and verifying) the sources that were tested */
+  json_t *sources;   /* [{"source","result","items","seconds","error"}] */
+  char *error;       /* why it failed as a whole, or NULL */
+};
+
+/* The pipeline's newest snapshot of everything (not of a run --only
+ * selection). */
+static int newest_of_pipeline(struct cli_ctx *c, struct snapshot **out, char **err) {
+  struct snapshot_list all;
+  json_t *bad;
+  if (snapshot_list(c->repo, &all, &bad, err) != 0)
+    return -1;
+  if (json_array_size(bad) > 0)
+    log_warn("%zu snapshot(s) cannot be read (see the problems below); the restore test takes "
+             "the newest readable one of the pipeline",
+             json_array_size(bad));
+  json_decref(bad);
+  *out = NULL;
+  for (size_t i = all.n; i-- > 0 && !*out;) {
+    const struct snapshot *m = all.v[i];
+    if (m->pipeline && strcmp(m->pipeline, c->p->name) == 0 && !status_snapshot_only(m))
+      *out = snapshot_list_take(&all, i);
+  }
+  snapshot_list_free(&all);
+  if (!*out) {
+    *err = xasprintf("the repository has no snapshot of pipeline '%s' to restore-test", c->p->name);
+    return -1;
+  }
+  return 0;
+}
+
+static double mono_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* check --restore-test: every source of the pipeline's newest snapshot
+ * whose plugin can restore into a scratch location of its own and verify
+ * it; the time the restores took is the measured recovery time. A test in
+ * which no source could take part fails, unless --allow-untested. */
+static void restore_test(struct cli_ctx *c, const struct cli_args *a, struct rt_result *out) {
+  memset(out, 0, sizeof(*out));
+  out->sources = json_array();
   struct snapshot *m;
   char *err = NULL;
-  if (snapshot_find(c->repo, "latest", &m, &err) != 0) {
-    json_array_append_new(report, json_pack("{s:s, s:s}", "source", "", "error", err));
+  if (newest_of_pipeline(c, &m, &err) != 0) {
+    out->error = err;
+    out->result = "failed";
+    out->failures = 1;
     log_error("restore test: %s", err);
-    free(err);
-    return 1;
+    return;
   }
-  int failures = 0;
+  memcpy(out->snapshot, m->id, sizeof(out->snapshot));
+  char *unsupported = xstrdup("");
   for (size_t i = 0; i < m->n_sources; i++) {
     const char *sn = m->sources[i].name;
     struct plugin_instance *pi = NULL;
@@ -519,72 +732,180 @@ static int restore_test(struct cli_ctx *c, int json, json_t *report) {
       if (strcmp(c->sources[k]->name, sn) == 0)
         pi = c->sources[k];
     if (!pi || !(source_caps(pi->plugin) & ENGINE_SOURCE_CAP_RESTORE_TEST)) {
-      json_array_append_new(report,
-                            json_pack("{s:s, s:s}", "source", sn, "result", "not supported"));
-      if (!json)
-        printf("restore test: source '%s': not supported by its plugin, skipped\n", sn);
+      const char *why = pi ? "not supported by its plugin" : "no longer in the pipeline";
+      json_array_append_new(out->sources, json_pack("{s:s, s:s, s:s}", "source", sn, "result",
+                                                    "not supported", "error", why));
+      char *u = xasprintf("%s%s'%s' (%s)", unsupported, *unsupported ? ", " : "", sn,
+                          pi ? pi->plugin->name : "?");
+      free(unsupported);
+      unsupported = u;
+      if (!a->json)
+        printf("restore test: source '%s': %s, skipped\n", sn, why);
       continue;
     }
     const char *extra[] = {"restore_test=1", NULL};
-    struct restore_opts ro = {c->repo, m, c->sources, c->p->n_sources, sn, NULL, 0, 1, 0, 0, extra};
+    struct restore_opts ro = {c->repo, m, c->sources, c->p->n_sources, sn, NULL, 0,
+                              1,       0, 0,          extra,           0};
     struct restore_result res;
+    double t0 = mono_seconds();
     int rc = restore_run(&ro, &res, &err);
+    double took = mono_seconds() - t0;
+    out->seconds += took;
+    out->tested++;
     if (rc != 0) {
-      failures++;
-      json_array_append_new(report,
-                            json_pack("{s:s, s:s, s:I, s:s?}", "source", sn, "result", "failed",
-                                      "items", (json_int_t)res.items, "error", err));
-      log_error("restore test of source '%s' FAILED: %s", sn,
-                err ? err : "some items failed verification (see above)");
+      out->failures++;
+      /* the plugin's own last word (restore_end: what differs) */
+      const char *last = host_last_error(pi->host);
+      const char *msg = err ? err
+                        : last && last[0]
+                            ? last
+                            : "some items failed or differ from the snapshot (see above)";
+      json_array_append_new(
+          out->sources, json_pack("{s:s, s:s, s:I, s:f, s:s}", "source", sn, "result", "failed",
+                                  "items", (json_int_t)res.items, "seconds", took, "error", msg));
+      log_error("restore test of source '%s' FAILED: %s", sn, msg);
     } else {
-      json_array_append_new(report, json_pack("{s:s, s:s, s:I}", "source", sn, "result", "ok",
-                                              "items", (json_int_t)res.items));
-      if (!json)
-        printf("restore test: source '%s': %llu item(s) restored into scratch space and verified\n",
-               sn, (unsigned long long)res.items);
+      json_array_append_new(out->sources,
+                            json_pack("{s:s, s:s, s:I, s:f}", "source", sn, "result", "ok", "items",
+                                      (json_int_t)res.items, "seconds", took));
+      if (!a->json)
+        printf("restore test: source '%s': %llu item(s) restored into scratch space and verified "
+               "in %.1f s\n",
+               sn, (unsigned long long)res.items, took);
     }
     free(err);
     err = NULL;
   }
+  if (out->tested == 0) {
+    out->error = xasprintf("no source of snapshot %.8s can be restore-tested (%s): nothing was "
+                           "verified%s",
+                           m->id, unsupported,
+                           a->allow_untested ? "" : "; pass --allow-untested to accept that");
+    if (a->allow_untested) {
+      log_warn("restore test: %s", out->error);
+      out->result = "untested";
+    } else {
+      log_error("restore test: %s", out->error);
+      out->result = "failed";
+      out->failures = 1;
+    }
+  } else {
+    out->result = out->failures ? "failed" : "ok";
+  }
+  free(unsupported);
   snapshot_free(m);
-  return failures ? 1 : 0;
+}
+
+/* The verify/ record of this check (docs/FORMAT.md §9a), so status and
+ * the metrics know the last verification after a restart. */
+static void record_verify(struct cli_ctx *c, const struct cli_args *a, int64_t started,
+                          double seconds, const struct check_result *res, int check_rc,
+                          const char *check_err, const struct rt_result *rt) {
+  if (!c->repo || !c->p)
+    return;
+  int failed = check_rc != 0 || (a->restore_test && rt->failures);
+  const char *result = failed ? "failed" : a->restore_test ? rt->result : "ok";
+  char *t0 = iso_time(started), *t1 = iso_time(started + (int64_t)(seconds + 0.5));
+  json_t *o = json_pack("{s:s, s:s, s:s, s:f, s:s, s:b, s:b, s:s, s:I}", "pipeline", c->p->name,
+                        "time", t0, "time_end", t1, "duration_seconds", seconds, "check",
+                        a->restore_test ? "restore-test"
+                        : a->read_data  ? "read-data"
+                                        : "check",
+                        "read_data", a->read_data, "restore_test", a->restore_test, "result",
+                        result, "problems", (json_int_t)(check_rc < 0 ? 0 : res->errors));
+  free(t0);
+  free(t1);
+  if (check_rc >= 0) {
+    json_object_set_new(o, "snapshots", json_integer((json_int_t)res->snapshots));
+    json_object_set_new(o, "packs", json_integer((json_int_t)res->packs));
+    json_object_set_new(o, "blobs_verified", json_integer((json_int_t)res->blobs));
+  }
+  const char *error = check_err ? check_err : rt && rt->error ? rt->error : NULL;
+  if (!error && check_rc > 0)
+    error = "the check found problems in the repository";
+  if (!error && rt && rt->failures)
+    error = "the restore test failed";
+  json_object_set_new(o, "error", error ? json_string(error) : json_null());
+  if (a->restore_test && rt) {
+    json_object_set_new(o, "snapshot", rt->snapshot[0] ? json_string(rt->snapshot) : json_null());
+    json_object_set_new(o, "restore_seconds", rt->tested ? json_real(rt->seconds) : json_null());
+    json_object_set(o, "sources", rt->sources);
+  }
+  char *err = NULL;
+  if (record_save(c->repo, RECORD_VERIFY, o, NULL, &err) != 0) {
+    log_warn("the result of this check was not recorded in the repository: %s", err);
+    free(err);
+  }
+  json_decref(o);
 }
 
 int cmd_check(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
+  int64_t started = (int64_t)time(NULL);
+  double t0 = mono_seconds();
   int rc = open_locked(g, a, &c, a->restore_test, 1, 1);
   if (rc)
     return rc;
   struct check_result res;
   char *err = NULL;
   rc = check_run(c.repo, a->read_data, a->json, &res, &err);
+  struct rt_result rt = {0};
   if (rc < 0) {
+    log_error("%s", err);
+    record_verify(&c, a, started, mono_seconds() - t0, &res, rc, err, NULL);
     json_decref(res.problems);
     cli_close(&c);
-    return cli_fail(err);
+    free(err);
+    return EXIT_ERROR;
   }
-  json_t *rt = json_array();
-  int rt_failed = a->restore_test ? restore_test(&c, a->json, rt) : 0;
+  if (a->restore_test)
+    restore_test(&c, a, &rt);
+  int rt_failed = a->restore_test && rt.failures > 0;
+  json_t *rt_sources = rt.sources ? rt.sources : json_array();
+  /* the measured recovery time against the objective */
+  int64_t rto = c.p->rto_ms / 1000;
+  int rto_known = a->restore_test && rt.tested > 0 && c.p->rto_ms > 0;
+  int rto_met = rto_known && rt.seconds * 1000.0 <= (double)c.p->rto_ms;
+  if (rto_known && !rto_met)
+    log_warn("the restore test took %.1f s, longer than the pipeline's recovery-time objective "
+             "(objectives.rto: %lld s)",
+             rt.seconds, (long long)rto);
   if (a->json) {
     json_t *j = json_pack("{s:b, s:b, s:I, s:I, s:I, s:O}", "ok", rc == 0 && !rt_failed,
                           "read_data", a->read_data, "snapshots", (json_int_t)res.snapshots,
                           "packs", (json_int_t)res.packs, "blobs_verified", (json_int_t)res.blobs,
                           "problems", res.problems);
-    if (a->restore_test)
-      json_object_set(j, "restore_test", rt);
+    if (a->restore_test) {
+      json_object_set(j, "restore_test", rt_sources);
+      json_object_set_new(j, "restore_test_result", json_string(rt.result));
+      json_object_set_new(j, "restore_test_snapshot",
+                          rt.snapshot[0] ? json_string(rt.snapshot) : json_null());
+      json_object_set_new(j, "restore_seconds", rt.tested ? json_real(rt.seconds) : json_null());
+      json_object_set_new(j, "rto_seconds", c.p->rto_ms > 0 ? json_integer(rto) : json_null());
+      json_object_set_new(j, "rto_met", rto_known ? json_boolean(rto_met) : json_null());
+      json_object_set_new(j, "restore_test_error", rt.error ? json_string(rt.error) : json_null());
+    }
     print_json(j);
     json_decref(j);
-  } else if (rc == 0) {
-    if (!g->quiet)
-      printf("no problems found: %llu snapshot(s), %llu pack(s)%s\n",
-             (unsigned long long)res.snapshots, (unsigned long long)res.packs,
-             a->read_data ? ", every blob decrypted and verified" : "");
   } else {
-    printf("%llu problem(s) found in %llu snapshot(s), %llu pack(s)\n",
-           (unsigned long long)res.errors, (unsigned long long)res.snapshots,
-           (unsigned long long)res.packs);
+    if (rc == 0) {
+      if (!g->quiet)
+        printf("no problems found: %llu snapshot(s), %llu pack(s)%s\n",
+               (unsigned long long)res.snapshots, (unsigned long long)res.packs,
+               a->read_data ? ", every blob decrypted and verified" : "");
+    } else {
+      printf("%llu problem(s) found in %llu snapshot(s), %llu pack(s)\n",
+             (unsigned long long)res.errors, (unsigned long long)res.snapshots,
+             (unsigned long long)res.packs);
+    }
+    if (a->restore_test && rt.tested && !g->quiet)
+      printf("restore test of snapshot %.8s: %s; restored in %.1f s%s%s\n", rt.snapshot, rt.result,
+             rt.seconds, rto_known ? (rto_met ? " (within" : " (LONGER than") : "",
+             rto_known ? " the recovery-time objective)" : "");
   }
-  json_decref(rt);
+  record_verify(&c, a, started, mono_seconds() - t0, &res, rc, NULL, &rt);
+  json_decref(rt_sources);
+  free(rt.error);
   json_decref(res.problems);
   cli_close(&c);
   return rc == 0 && !rt_failed ? EXIT_OK : EXIT_ERROR;

@@ -15,7 +15,9 @@ struct cli_args {
   size_t n_pos;
   int json, dry_run, yes, read_data;
   const char *progress; /* auto|always|never */
-  const char *only, *target, *time;
+  const char **only;    /* --only, repeatable (run); restore takes one */
+  size_t n_only;
+  const char *target, *time;
   int64_t time_s; /* --time, parsed (seconds since the epoch) */
   const char *new_passphrase, *new_key_file;
   const char *as_name; /* restore --as */
@@ -29,6 +31,14 @@ struct cli_args {
   const char *listen, *config_dir, *token_file; /* serve */
   const char **forget_unreadable;               /* forget, prune: ids, repeatable */
   size_t n_forget_unreadable;
+  const char *metrics_file;       /* run: Prometheus textfile */
+  int allow_untested;             /* check --restore-test */
+  const char *contains;           /* snapshots: SOURCE/ITEM-GLOB */
+  const char *state_dir;          /* serve */
+  int allow_restore;              /* serve */
+  const char *restore_token_file; /* serve */
+  const char *daily_summary;      /* serve: HH:MM */
+  int summary_minute;             /* parsed */
 };
 
 typedef int (*cli_command_fn)(const struct cli_globals *g, const struct cli_args *a);
@@ -63,6 +73,13 @@ enum cli_opt {
   OPT_LISTEN,
   OPT_CONFIG_DIR,
   OPT_TOKEN_FILE,
+  OPT_METRICS_FILE,
+  OPT_ALLOW_UNTESTED,
+  OPT_CONTAINS,
+  OPT_STATE_DIR,
+  OPT_ALLOW_RESTORE,
+  OPT_RESTORE_TOKEN_FILE,
+  OPT_DAILY_SUMMARY,
   OPT__COUNT
 };
 
@@ -86,10 +103,11 @@ struct cli_option {
 
 /* How a command takes one of the options. */
 #define CLI_REQUIRED 1u /* the command needs it (shown without brackets) */
+#define CLI_ONCE 2u     /* a repeatable option this command takes at most once */
 struct cli_use {
   enum cli_opt opt;
   const char *help;    /* for `engine help CMD`; wrapped there */
-  unsigned flags;      /* CLI_REQUIRED */
+  unsigned flags;      /* CLI_REQUIRED, CLI_ONCE */
   const char *actions; /* NULL: every action; else the ones that take it ("add passwd") */
   enum cli_opt needs;  /* another option it only makes sense with, or OPT_NONE */
 };
@@ -168,5 +186,6 @@ int cmd_schedule(const struct cli_globals *g, const struct cli_args *a);
 int cmd_serve(const struct cli_globals *g, const struct cli_args *a);
 int cmd_plugins(const struct cli_globals *g, const struct cli_args *a);
 int cmd_repair(const struct cli_globals *g, const struct cli_args *a);
+int cmd_status(const struct cli_globals *g, const struct cli_args *a);
 
 #endif

@@ -32,6 +32,16 @@ static const char *check_lock_wait(const char *v, struct cli_args *a) {
              : "expected a duration such as 30s, 5m or 1h";
 }
 
+static const char *check_clock(const char *v, struct cli_args *a) {
+  int h, m;
+  char end;
+  if (sscanf(v, "%d:%d%c", &h, &m, &end) != 2 || h < 0 || h > 23 || m < 0 || m > 59 ||
+      strlen(v) != 5)
+    return "expected a time of day HH:MM such as 08:00";
+  a->summary_minute = h * 60 + m;
+  return NULL;
+}
+
 static const char *check_fraction(const char *v, struct cli_args *a) {
   char *end;
   double f = strtod(v, &end);
@@ -53,7 +63,7 @@ const struct cli_option cli_options[OPT__COUNT] = {
     [OPT_PROGRESS] = {"progress", 0, VALUE("auto|always|never", progress, check_progress)},
     [OPT_TIME] = {"time", 0, VALUE("ISO8601", time, check_time)},
     [OPT_LOCK_WAIT] = {"lock-wait", 0, VALUE("D", lock_wait, check_lock_wait)},
-    [OPT_ONLY] = {"only", 0, VALUE("SOURCE[/ITEM-GLOB]", only, NULL)},
+    [OPT_ONLY] = {"only", 0, LIST("SOURCE[/ITEM-GLOB]", only, n_only)},
     [OPT_TARGET] = {"target", 0, VALUE("T", target, NULL)},
     [OPT_YES] = {"yes", 'y', FLAG(yes)},
     [OPT_AS] = {"as", 0, VALUE("NAME", as_name, NULL)},
@@ -74,6 +84,13 @@ const struct cli_option cli_options[OPT__COUNT] = {
     [OPT_LISTEN] = {"listen", 0, VALUE("ADDR:PORT", listen, NULL)},
     [OPT_CONFIG_DIR] = {"config-dir", 0, VALUE("DIR", config_dir, NULL)},
     [OPT_TOKEN_FILE] = {"token-file", 0, VALUE("PATH", token_file, NULL)},
+    [OPT_METRICS_FILE] = {"metrics-file", 0, VALUE("PATH", metrics_file, NULL)},
+    [OPT_ALLOW_UNTESTED] = {"allow-untested", 0, FLAG(allow_untested)},
+    [OPT_CONTAINS] = {"contains", 0, VALUE("SOURCE/ITEM-GLOB", contains, NULL)},
+    [OPT_STATE_DIR] = {"state-dir", 0, VALUE("DIR", state_dir, NULL)},
+    [OPT_ALLOW_RESTORE] = {"allow-restore", 0, FLAG(allow_restore)},
+    [OPT_RESTORE_TOKEN_FILE] = {"restore-token-file", 0, VALUE("PATH", restore_token_file, NULL)},
+    [OPT_DAILY_SUMMARY] = {"daily-summary", 0, VALUE("HH:MM", daily_summary, check_clock)},
 };
 
 /* ---- commands --------------------------------------------------------------- */
@@ -99,14 +116,27 @@ static const struct cli_use run_opts[] = {
     USE(OPT_PROGRESS, "progress line on stderr: auto (when stderr is a terminal), always, never"),
     USE(OPT_TIME,
         "record this time (ISO 8601) as the snapshot time instead of now (imports, tests)"),
-    USE(OPT_LOCK_WAIT, LOCK_WAIT_HELP),
+    USE(OPT_LOCK_WAIT, LOCK_WAIT_HELP
+        "; also bounds the wait for another run of the same pipeline on this host, which is "
+        "otherwise waited for as long as it takes"),
+    USE(OPT_ONLY,
+        "back up only source SOURCE, and within it only the items matching ITEM-GLOB (with what is "
+        "below and above them), into a snapshot of its own that records the selection; "
+        "repeatable. Such a snapshot is never a parent and does not count for the recovery-point "
+        "objective"),
+    USE(OPT_METRICS_FILE,
+        "write the pipeline's Prometheus series (last run, newest snapshot, last success, "
+        "objectives, last verification) to PATH atomically, for node_exporter's textfile "
+        "collector; also when the run fails"),
     END};
 
 static const struct cli_use json_opts[] = {USE(OPT_JSON, "print JSON (docs/CLI.md)"), END};
 
 static const struct cli_use restore_opts[] = {
-    USE(OPT_ONLY,
-        "only source SOURCE, and within it the items matching ITEM-GLOB (and what is below them)"),
+    {.opt = OPT_ONLY,
+     .help = "only source SOURCE, and within it the items matching ITEM-GLOB (and what is below "
+             "them)",
+     .flags = CLI_ONCE},
     USE(OPT_TARGET, "where to restore (a directory for the files source)"),
     USE(OPT_DRY_RUN, "list what would be restored, write nothing"),
     USE(OPT_YES, "confirm overwriting existing data (a terminal is asked [y/N] instead)"),
@@ -114,17 +144,32 @@ static const struct cli_use restore_opts[] = {
     USE(OPT_DROP_EXISTING,
         "replace existing objects (database sources; asks [y/N] or needs --yes)"),
     USE(OPT_TO_STDOUT, "write the selected item's raw stream to stdout (e.g. a pg_dump archive)"),
+    USE(OPT_PROGRESS, "progress line on stderr: auto (when stdin and stderr are a terminal), "
+                      "always, never"),
     NEEDS(OPT_JSON, "list what would be restored as JSON, one object per line", OPT_DRY_RUN),
     USE(OPT_LOCK_WAIT, LOCK_WAIT_HELP),
+    END};
+
+static const struct cli_use snapshots_opts[] = {
+    USE(OPT_JSON, "print JSON (docs/CLI.md)"),
+    USE(OPT_CONTAINS, "only the snapshots holding an item of source SOURCE that matches ITEM-GLOB "
+                      "(reads that source's item tree of every snapshot)"),
     END};
 
 static const struct cli_use check_opts[] = {
     USE(OPT_READ_DATA, "also download every pack, verify its hash, decrypt and verify every blob, "
                        "and name the snapshots and items affected by any damage"),
     USE(OPT_RESTORE_TEST,
-        "restore the latest snapshot of every source that supports it into a scratch location and "
-        "run the source's sanity checks (database sources), then clean up"),
-    USE(OPT_JSON, "print the report as JSON (docs/CLI.md)"), USE(OPT_LOCK_WAIT, LOCK_WAIT_HELP),
+        "restore the pipeline's newest snapshot of every source that supports it into a scratch "
+        "location, verify it (files: every file's content and metadata against the snapshot; "
+        "database sources: their sanity checks), measure how long the restore took, clean up. "
+        "Fails when no source of the snapshot can be restore-tested"),
+    NEEDS(OPT_ALLOW_UNTESTED,
+          "with --restore-test: succeed (result 'untested') when no source can be "
+          "restore-tested, instead of failing",
+          OPT_RESTORE_TEST),
+    USE(OPT_JSON, "print the report as JSON (docs/CLI.md)"),
+    USE(OPT_LOCK_WAIT, LOCK_WAIT_HELP),
     END};
 
 static const struct cli_use forget_opts[] = {
@@ -203,6 +248,18 @@ static const struct cli_use serve_opts[] = {
     USE(OPT_CONFIG_DIR, "the pipelines (default conf.d)"),
     USE(OPT_TOKEN_FILE, "require 'Authorization: Bearer TOKEN' with the token in PATH (mode "
                         "0600); needed to listen on anything but a loopback address"),
+    USE(OPT_STATE_DIR, "where the job history, paused schedules and the recovery-point watch "
+                       "are kept (default: serve-HASH of the config directory under "
+                       "$ENGINE_STATE_DIR, /var/lib/engine as root, $XDG_STATE_HOME/engine or "
+                       "~/.local/state/engine)"),
+    USE(OPT_DAILY_SUMMARY, "when the daily_summary notification is sent, in local time (default "
+                           "00:00)"),
+    USE(OPT_ALLOW_RESTORE, "enable POST /v1/pipelines/NAME/restore (off by default: docs/SERVE.md "
+                           "says why); needs --restore-token-file"),
+    NEEDS(OPT_RESTORE_TOKEN_FILE,
+          "the token restore requests must carry (Authorization: Bearer TOKEN), separate from "
+          "--token-file's",
+          OPT_ALLOW_RESTORE),
     END};
 
 const struct cli_command cli_commands[] = {
@@ -217,7 +274,7 @@ const struct cli_command cli_commands[] = {
      "Check a pipeline file without running it: structure, types, plugin names and every plugin "
      "option against the plugin's schema. Errors name file:line:column and the option.",
      NULL, cmd_validate},
-    {"snapshots", "PIPELINE", 1, 1, NULL, json_opts,
+    {"snapshots", "PIPELINE", 1, 1, NULL, snapshots_opts,
      "List the recovery points in the pipeline's repository, oldest first.",
      "Exit status: 0, or 1 when a snapshot exists but cannot be read.", cmd_snapshots},
     {"show", "PIPELINE SNAPSHOT|latest", 2, 2, NULL, json_opts,
@@ -267,7 +324,11 @@ const struct cli_command cli_commands[] = {
     {"schedule", "PIPELINE", 1, 1, NULL, schedule_opts,
      "Print a systemd .service and .timer that run the pipeline on its 'schedule:' (a cron "
      "expression, translated to OnCalendar=; Persistent=true catches up after downtime), named "
-     "engine-NAME.service and engine-NAME.timer.",
+     "engine-NAME.service and engine-NAME.timer, and engine-NAME-failure.service, the "
+     "service's OnFailure= unit, when a webhook of the pipeline is called for 'failure'. The "
+     "service is sandboxed (a read-only system but for the local repositories, no privilege "
+     "beyond reading every file; docs/CLI.md) and reads the pipeline's env: secrets from an "
+     "environment file, never from the unit.",
      NULL, cmd_schedule},
     {"serve", "", 0, 0, NULL, serve_opts,
      "Serve the HTTP API (docs/SERVE.md) and run the pipelines of the config directory (every "
@@ -275,6 +336,15 @@ const struct cli_command cli_commands[] = {
      "pipeline and two at once. SIGHUP reloads the directory; SIGTERM/SIGINT stop accepting "
      "requests and wait up to 60 s for running backups.",
      NULL, cmd_serve},
+    {"status", "PIPELINE...", 1, CLI_MANY, NULL, json_opts,
+     "Show each pipeline's status from its repository: the newest complete snapshot and its age "
+     "against the recovery-point objective (objectives.rpo), the last run's outcome and error, "
+     "the last verification (check, read-data or restore test) with its result and the measured "
+     "restore time against the recovery-time objective (objectives.rto).",
+     "Exit status: 0 every pipeline meets its objectives and its last verification passed, 4 "
+     "some pipeline does not (stale, no recovery point yet, failed verification, restore slower "
+     "than the RTO), 1 a repository could not be read.",
+     cmd_status},
     {"plugins", "", 0, 0, NULL, json_opts,
      "List the plugins found on the search path (--plugin-dir, $ENGINE_PLUGIN_PATH, the build "
      "tree, the install prefix) with their versions, options, and why any was refused.",

@@ -1,15 +1,13 @@
 /* Prometheus text format (metrics.h). */
 #include "ops/metrics.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "util/fileio.h"
 #include "util/log.h"
 
 struct sample {
@@ -181,40 +179,8 @@ char *metrics_text(const struct metrics *m, size_t *len) {
 int metrics_write_file(const struct metrics *m, const char *path, char **err) {
   size_t len;
   char *text = metrics_text(m, &len);
-  char *tmp = xasprintf("%s.tmp-%d", path, (int)getpid());
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  int rc = -1;
-  if (fd < 0) {
-    *err = xasprintf("unable to write the metrics file '%s': %s", tmp, strerror(errno));
-    goto out;
-  }
-  size_t off = 0;
-  while (off < len) {
-    ssize_t w = write(fd, text + off, len - off);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w < 0) {
-      *err = xasprintf("unable to write the metrics file '%s': %s", tmp, strerror(errno));
-      break;
-    }
-    off += (size_t)w;
-  }
-  if (off == len && fsync(fd) != 0)
-    *err = xasprintf("unable to flush the metrics file '%s': %s", tmp, strerror(errno));
-  else if (off == len)
-    rc = 0;
-  if (close(fd) != 0 && rc == 0) {
-    *err = xasprintf("unable to write the metrics file '%s': %s", tmp, strerror(errno));
-    rc = -1;
-  }
-  if (rc == 0 && rename(tmp, path) != 0) {
-    *err = xasprintf("unable to rename '%s' to '%s': %s", tmp, path, strerror(errno));
-    rc = -1;
-  }
-  if (rc != 0)
-    unlink(tmp);
-out:
-  free(tmp);
+  /* 0644: node_exporter usually runs as another user */
+  int rc = file_write_atomic(path, text, len, 0644, err);
   free(text);
   return rc;
 }
@@ -261,23 +227,13 @@ struct metrics *metrics_parse(const char *text, size_t len) {
 }
 
 struct metrics *metrics_read_file(const char *path) {
-  FILE *f = fopen(path, "re");
-  if (!f)
+  char *buf = NULL, *err = NULL;
+  size_t len = 0;
+  if (file_read_all(path, 64u << 20, &buf, &len, &err) != 0) {
+    free(err);
     return NULL;
-  char *buf = NULL;
-  size_t len = 0, cap = 0;
-  char chunk[8192];
-  size_t n;
-  while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-    if (len + n > cap) {
-      cap = (len + n) * 2;
-      buf = xrealloc(buf, cap);
-    }
-    memcpy(buf + len, chunk, n);
-    len += n;
   }
-  fclose(f);
-  struct metrics *m = metrics_parse(buf ? buf : "", len);
+  struct metrics *m = metrics_parse(buf, len);
   free(buf);
   return m;
 }

@@ -287,8 +287,7 @@ int status_record_run(struct repo *r, const char *pipeline, const struct status_
   return rc;
 }
 
-/* The families of the run's own series. */
-static void run_families(struct metrics *m) {
+void status_run_families(struct metrics *m) {
   metrics_family(m, "engine_runs_total", "counter",
                  "Finished backup runs, by pipeline and result (succeeded, partial, failed).");
   metrics_family(m, "engine_runs_skipped_total", "counter",
@@ -332,7 +331,7 @@ int status_write_metrics_file(const char *path, struct repo *r, const struct pip
                               const char *pipeline, const struct status_run *run, char **err) {
   struct metrics *prev = metrics_read_file(path);
   struct metrics *m = metrics_new();
-  run_families(m);
+  status_run_families(m);
   status_metrics_families(m);
   const char *result = strcmp(run->outcome, "complete") == 0  ? "succeeded"
                        : strcmp(run->outcome, "partial") == 0 ? "partial"

@@ -25,6 +25,10 @@ json_t *status_collect(struct repo *r, const struct pipeline *p, int64_t now, ch
  * manifest's "only" array, or NULL for a snapshot of everything. */
 json_t *status_snapshot_only(const struct snapshot *m);
 
+/* Declare the families of a run's own series (engine_runs_total,
+ * engine_runs_skipped_total, engine_runs_waited_total, engine_last_run_*). */
+void status_run_families(struct metrics *m);
+
 /* Declare the families status_metrics_add fills. */
 void status_metrics_families(struct metrics *m);
 /* The series of one pipeline's status object: engine_rpo_seconds,

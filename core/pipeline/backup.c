@@ -104,6 +104,8 @@ static void source_thread(void *arg) {
   bk_emitter(b, &em);
   for (size_t i = 0; i < b->n_sources && !bk_is_stopping(b); i++) {
     struct bk_source *s = &b->sources[i];
+    if (!s->selected)
+      continue;
     b->cur_source = i;
     host_clear_error(s->pi->host);
     int rc = s->pi->plugin->source->backup(s->pi->inst, &em);
@@ -144,6 +146,8 @@ static void on_timer(uv_timer_t *t) {
   struct bk *b = t->data;
   uint64_t total = 0;
   for (size_t i = 0; i < b->n_sources; i++) {
+    if (!b->sources[i].selected)
+      continue;
     uint64_t t = host_progress_total(b->sources[i].pi->host);
     /* no announced total: the parent snapshot's size is a good estimate */
     total += t ? t : b->sources[i].parent_bytes;
@@ -190,8 +194,13 @@ static void bk_free(struct bk *b) {
     bk_parent_drop(s);
     tree_feed_free(s->parent);
     free(s->pmark);
+    free(s->globs);
+    free(s->matched);
   }
   free(b->sources);
+  for (size_t i = 0; i < b->n_only; i++)
+    selection_free(&b->only[i]);
+  free(b->only);
   chunker_free(b->chunker);
   free(b->chunk_buf);
   for (size_t i = 0; i < b->n_spare; i++)
@@ -210,6 +219,69 @@ static void bk_free(struct bk *b) {
   free(b);
 }
 
+/* --only: which sources run and which of their items are stored. Every
+ * selection must name a source of the pipeline. */
+static int bk_select(struct bk *b, char **err) {
+  const struct backup_opts *o = b->o;
+  for (size_t i = 0; i < b->n_sources; i++)
+    b->sources[i].selected = o->n_only == 0;
+  if (o->n_only == 0)
+    return 0;
+  b->only = xcalloc(o->n_only, sizeof(*b->only));
+  for (size_t k = 0; k < o->n_only; k++) {
+    if (selection_parse(o->only[k], &b->only[k], err) != 0)
+      return -1;
+    b->n_only++;
+    struct bk_source *s = NULL;
+    for (size_t i = 0; i < b->n_sources && !s; i++)
+      if (strcmp(b->sources[i].pi->name, b->only[k].source) == 0)
+        s = &b->sources[i];
+    if (!s) {
+      char *names = xstrdup("");
+      for (size_t i = 0; i < b->n_sources; i++) {
+        char *n = xasprintf("%s%s%s", names, i ? ", " : "", b->sources[i].pi->name);
+        free(names);
+        names = n;
+      }
+      *err = xasprintf("--only '%s': the pipeline has no source named '%s' (its sources: %s)",
+                       o->only[k], b->only[k].source, names);
+      free(names);
+      return -1;
+    }
+    int had_all = s->selected && !s->globs;
+    s->selected = 1;
+    if (had_all)
+      continue;             /* the whole source is selected already */
+    if (!b->only[k].glob) { /* the whole source: forget its globs */
+      free(s->globs);
+      free(s->matched);
+      s->globs = NULL;
+      s->matched = NULL;
+      s->n_globs = 0;
+      continue;
+    }
+    s->globs = xrealloc(s->globs, (s->n_globs + 1) * sizeof(*s->globs));
+    s->matched = xrealloc(s->matched, (s->n_globs + 1) * sizeof(*s->matched));
+    s->globs[s->n_globs] = b->only[k].glob;
+    s->matched[s->n_globs++] = 0;
+  }
+  return 0;
+}
+
+/* After the run: a glob that selected nothing is an error (a typo must not
+ * end in an empty snapshot that looks like a backup). */
+static char *bk_unmatched(const struct bk *b) {
+  for (size_t i = 0; i < b->n_sources; i++) {
+    const struct bk_source *s = &b->sources[i];
+    for (size_t k = 0; k < s->n_globs; k++)
+      if (s->matched[k] == 0 && !s->source_error)
+        return xasprintf("--only '%s/%s': no item of source '%s' matches '%s'; no snapshot was "
+                         "written",
+                         s->pi->name, s->globs[k], s->pi->name, s->globs[k]);
+  }
+  return NULL;
+}
+
 static struct bk *bk_new(const struct backup_opts *o, char **err) {
   struct bk *b = xcalloc(1, sizeof(*b));
   b->o = o;
@@ -223,10 +295,17 @@ static struct bk *bk_new(const struct backup_opts *o, char **err) {
   b->index_ids = json_array();
   b->n_sources = o->pipeline->n_sources;
   b->sources = xcalloc(b->n_sources, sizeof(*b->sources));
+  for (size_t i = 0; i < b->n_sources; i++)
+    b->sources[i].pi = o->sources[i];
+  if (bk_select(b, err) != 0) {
+    bk_free(b);
+    return NULL;
+  }
   for (size_t i = 0; i < b->n_sources; i++) {
     struct bk_source *s = &b->sources[i];
-    s->pi = o->sources[i];
     s->marks = json_object();
+    if (!s->selected)
+      continue;
     s->tree = tmpfile();
     find_parent_tree(s, o->parent, o->repo);
     if (!s->tree) {
@@ -349,7 +428,16 @@ static struct snapshot *bk_manifest(struct bk *b, int64_t t0, int64_t t1, double
     if (o->repo->sinks[i].failed)
       m->sinks_missed[m->n_sinks_missed++] = xstrdup(o->repo->sinks[i].pi->name);
   for (size_t i = 0; i < b->n_sources; i++)
-    manifest_source(m, &b->sources[i]);
+    if (b->sources[i].selected)
+      manifest_source(m, &b->sources[i]);
+  if (o->n_only) {
+    json_t *only = json_array();
+    for (size_t i = 0; i < o->n_only; i++)
+      json_array_append_new(only, json_string(o->only[i]));
+    if (!m->extra)
+      m->extra = json_object();
+    json_object_set_new(m->extra, "only", only);
+  }
   return m;
 }
 
@@ -408,16 +496,27 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
   int64_t t1 = (int64_t)time(NULL);
   res->seconds = ((double)((int64_t)uv_hrtime() / 1000000 - b->started_ms)) / 1000.0;
   int rc = -1;
-  size_t failed_sources = 0;
-  for (size_t i = 0; i < b->n_sources; i++)
+  size_t failed_sources = 0, n_selected = 0;
+  for (size_t i = 0; i < b->n_sources; i++) {
     failed_sources += b->sources[i].source_error;
+    n_selected += b->sources[i].selected;
+  }
+  char *unmatched = NULL;
   if (b->fatal || cancel_requested()) {
     *err = b->fatal ? xstrdup(b->fatal)
                     : xstrdup("interrupted; no snapshot was written (the repository is unchanged "
                               "apart from unreferenced data)");
-  } else if (failed_sources == b->n_sources) {
+  } else if (failed_sources == n_selected) {
     /* every source failed as a whole: nothing worth a snapshot */
-    *err = xasprintf("every source failed (%s); no snapshot was written", b->sources[0].error);
+    const char *first = "the source failed";
+    for (size_t i = 0; i < b->n_sources; i++)
+      if (b->sources[i].source_error) {
+        first = b->sources[i].error;
+        break;
+      }
+    *err = xasprintf("every source failed (%s); no snapshot was written", first);
+  } else if ((unmatched = bk_unmatched(b)) != NULL) {
+    *err = unmatched;
   } else {
     struct snapshot *m = bk_manifest(b, t0, t1, res->seconds);
     if (o->dry_run || bk_write_snapshot(b, m, err) == 0) {

@@ -22,6 +22,10 @@ struct backup_opts {
   uint64_t max_inflight;            /* bytes; 0 = default */
   const struct snapshot *parent;    /* the parent snapshot (incremental), or NULL */
   json_t *skipped_sinks;            /* optional sinks left out of this run (names), or NULL */
+  /* --only SOURCE[/ITEM-GLOB]...: back up only these (n_only 0: everything).
+   * The snapshot records them in its manifest ("only"). */
+  const char *const *only;
+  size_t n_only;
 };
 
 struct backup_result {

@@ -13,6 +13,22 @@
 
 /* ---- the emitter -------------------------------------------------------- */
 
+int bk_wanted(struct bk_source *s, const char *name, size_t name_len) {
+  if (!s->globs)
+    return 1;
+  char *n = xmalloc(name_len + 1);
+  memcpy(n, name, name_len);
+  n[name_len] = '\0';
+  int any = 0;
+  for (size_t i = 0; i < s->n_globs; i++)
+    if (selection_item(s->globs[i], n)) {
+      s->matched[i]++;
+      any = 1;
+    }
+  free(n);
+  return any;
+}
+
 static struct bk *em_bk(const struct engine_emitter *em) {
   return em->ctx;
 }
@@ -61,7 +77,12 @@ static int em_item_begin(const struct engine_emitter *em, const struct engine_it
                 "item_begin before item_end (plugin bug); item dropped");
     return ENGINE_ERROR;
   }
-  b->refusing = 0;
+  b->refusing = b->skipping = 0;
+  if (s->globs && !bk_wanted(s, item->name, item->name_len)) {
+    /* not selected by --only: not stored, not a failure */
+    b->refusing = b->skipping = 1;
+    return ENGINE_OK;
+  }
   const char *why = !item->name ? "no name"
                     : item_type_name(item->type)[0] == 'u'
                         ? "unknown item type"
@@ -261,6 +282,8 @@ static int em_item_reuse(const struct engine_emitter *em) {
   struct bk *b = em_bk(em);
   struct bk_source *s = &b->sources[b->cur_source];
   struct bk_item *it = b->cur;
+  if (!it && b->skipping)
+    return ENGINE_OK; /* not selected: its content is not needed */
   if (!it || !s->pe.item || it->n_submitted > 0 || b->chunk_len > 0 ||
       tree_name_cmp(s->pe.name, s->pe.name_len, it->name, it->name_len) != 0)
     return ENGINE_NOT_FOUND;

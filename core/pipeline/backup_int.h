@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "pipeline/backup.h"
+#include "pipeline/selection.h"
 #include "pipeline/tree_feed.h"
 #include "repo/index.h"
 #include "repo/pack.h"
@@ -46,6 +47,12 @@ struct bk_item {
 
 struct bk_source {
   struct plugin_instance *pi;
+  /* --only: is the source backed up at all, and which of its items (globs
+   * NULL: every item); matched[i] counts the items globs[i] selected */
+  int selected;
+  const char **globs;
+  size_t n_globs;
+  uint64_t *matched;
   FILE *tree;
   struct bk_item *head, *tail;
   struct snapshot_note *warnings; /* under bk.lock */
@@ -114,7 +121,12 @@ struct bk {
    * content is discarded and its end accepted, so the source goes on with
    * the next item */
   int refusing;
+  /* ... or is not selected (--only): it is not stored and not counted, and
+   * its content is not needed (item_reuse accepts at once) */
+  int skipping;
   size_t cur_source;
+  struct selection *only; /* parsed backup_opts.only */
+  size_t n_only;
 
   /* statistics (under lock) */
   uint64_t items, bytes_read, chunks, new_chunks, new_bytes, stored_bytes, packs;
@@ -144,6 +156,8 @@ struct bk_item *bk_item_begin(struct bk *b, const char *name, size_t name_len, i
                               int is_tree);
 /* Content of b->cur through the chunker (emitter.item_write). */
 int bk_item_write(struct bk *b, const void *buf, size_t len);
+/* Is the item selected by the source's --only globs? (counts the match) */
+int bk_wanted(struct bk_source *s, const char *name, size_t name_len);
 /* Let go of the parent tree's item at the cursor. */
 void bk_parent_drop(struct bk_source *s);
 

@@ -482,7 +482,8 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
   for (size_t i = 0; i < n && rc == 0; i++)
     if (!only_src || strcmp(snap->sources[i].name, only_src) == 0)
       rc = validate_source(o, &snap->sources[i], glob, &ids_of[i], err);
-  struct progress *prog = progress_new(!o->dry_run && o->interactive);
+  struct progress *prog =
+      progress_new(!o->dry_run && (o->progress > 0 || (o->progress < 0 && o->interactive)));
   for (size_t i = 0; i < n && rc == 0; i++)
     if (!only_src || strcmp(snap->sources[i].name, only_src) == 0)
       rc = restore_source(o, &snap->sources[i], glob, &ids_of[i], prog, res, err);

@@ -21,6 +21,7 @@ struct restore_opts {
   int interactive;          /* may ask [y/N] on the terminal */
   int json;                 /* dry-run listing as JSON lines */
   const char *const *extra; /* NULL-terminated "key=value" flags for the plugins */
+  int progress;             /* progress line on stderr: 1 always, 0 never, -1 when interactive */
 };
 
 struct restore_result {

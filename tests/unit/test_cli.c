@@ -68,7 +68,8 @@ static void test_options_land_in_fields(void **state) {
   assert_string_equal(inv.a.pos[0], "p.yml");
   assert_string_equal(inv.a.pos[1], "latest");
   assert_string_equal(inv.a.target, "/t");
-  assert_string_equal(inv.a.only, "files/a/*");
+  assert_int_equal(inv.a.n_only, 1);
+  assert_string_equal(inv.a.only[0], "files/a/*");
   assert_int_equal(inv.a.yes, 1);
   assert_int_equal(inv.a.lock_wait_ms, 5 * 60 * 1000);
   assert_int_equal(inv.g.verbose, 2); /* global options before and after the command */
@@ -97,6 +98,15 @@ static void test_options_land_in_fields(void **state) {
 
   assert_int_equal(parse(&inv, &err, "run", "p.yml", "--time", "2026-01-31T03:00:00Z", NULL), 0);
   assert_int_equal(inv.a.time_s, 1769828400);
+  cli_invocation_free(&inv);
+
+  /* run takes --only several times */
+  assert_int_equal(parse(&inv, &err, "run", "p.yml", "--only", "t/a", "--only", "files",
+                         "--metrics-file", "/m.prom", NULL),
+                   0);
+  assert_int_equal(inv.a.n_only, 2);
+  assert_string_equal(inv.a.only[1], "files");
+  assert_string_equal(inv.a.metrics_file, "/m.prom");
   cli_invocation_free(&inv);
 
   assert_int_equal(parse(&inv, &err, "key", "remove", "p.yml", "abcd1234", NULL), 0);
@@ -130,6 +140,13 @@ static void test_refusals(void **state) {
   refused("--unit-dir only works with --install", "schedule", "p", "--unit-dir", "/u", NULL);
   refused("--json only works with --dry-run", "restore", "p", "latest", "--json", NULL);
   refused("--to SINK is required", "sync", "p", "--from", "a", NULL);
+  refused("--allow-untested only works with --restore-test", "check", "p", "--allow-untested",
+          NULL);
+  refused("--restore-token-file only works with --allow-restore", "serve", "--restore-token-file",
+          "/t", NULL);
+  /* a repeatable option a command takes once */
+  refused("option --only given more than once", "restore", "p", "latest", "--only", "a", "--only",
+          "b", NULL);
   /* values, checked before the command runs */
   refused("--progress 'sometimes': expected auto, always or never", "run", "p", "--progress",
           "sometimes", NULL);
