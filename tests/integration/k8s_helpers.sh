@@ -15,8 +15,9 @@
 #                             KIND: token T, tokenfile PATH, exec PROGRAM,
 #                             cert (the client certificate of $T/certs), none
 #   k8s_pipeline FILE NAME REPO KUBECONFIG [WITH-LINE...]
-#                             a k8s-yaml -> local pipeline; each WITH-LINE is
-#                             added under `with:` ("include_secrets: true")
+#                             a k8s-yaml -> local pipeline (KUBECONFIG -: no
+#                             kubeconfig option); each WITH-LINE is added under
+#                             `with:` ("include_secrets: true")
 #   KUBECTL                   kubectl ($KUBECTL, else kubectl on the PATH)
 #   K8S_TOKEN                 the bearer token the fixtures accept
 
@@ -135,7 +136,7 @@ k8s_pipeline() {
     echo "  - name: cluster"
     echo "    type: k8s-yaml"
     echo "    with:"
-    echo "      kubeconfig: $(yq "$kc")"
+    [ "$kc" = - ] || echo "      kubeconfig: $(yq "$kc")"
     local l
     for l in "$@"; do echo "      $l"; done
     echo "stages:"

@@ -414,7 +414,8 @@ static int emit_named(struct bk *b, const struct k8s_res *r, json_t *names, int 
         free(msg);
       }
     } else if (status == 0) {
-      b->h->set_error(b->h, "%s", why ? why : "out of memory");
+      if (why)
+        b->h->set_error(b->h, "%s", why);
       free(why);
       return ENGINE_ERROR;
     } else {

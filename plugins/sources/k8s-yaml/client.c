@@ -191,8 +191,8 @@ static int refresh(struct k8s_client *c, int fresh) {
 }
 
 static const char *hint_for(const char *err) {
-  if (strstr(err, "SSL certificate") || strstr(err, "certificate verify") ||
-      strstr(err, "self-signed") || strstr(err, "self signed"))
+  if (strstr(err, "SSL certificate") || strstr(err, "peer certificate") ||
+      strstr(err, "certificate verify") || strstr(err, "self-signed") || strstr(err, "self signed"))
     return "the server's certificate is not trusted: check certificate-authority / "
            "certificate-authority-data of the cluster";
   if (strstr(err, "SSL") || strstr(err, "TLS"))
@@ -332,7 +332,9 @@ int k8s_fetch_json(struct k8s_client *c, const char *path, json_t **out, long *s
   if (status)
     *status = 0;
   if (k8s_request(c, "GET", path, NULL, NULL, 0, -1, &r) != ENGINE_OK) {
-    *why = strdup(r.error[0] ? r.error : "the credentials could not be obtained");
+    /* no response (r.error), or no credentials: their message is set and *why
+     * stays NULL so that nobody replaces it */
+    *why = r.error[0] ? strdup(r.error) : NULL;
     return ENGINE_ERROR;
   }
   if (status)
@@ -364,8 +366,8 @@ int k8s_get_json(struct k8s_client *c, const char *path, const char *what, json_
                  long *status) {
   char *why = NULL;
   int rc = k8s_fetch_json(c, path, out, status, &why);
-  if (rc == ENGINE_ERROR)
-    c->h->set_error(c->h, "%s: %s", what, why ? why : "out of memory");
+  if (rc == ENGINE_ERROR && why)
+    c->h->set_error(c->h, "%s: %s", what, why);
   free(why);
   return rc;
 }

@@ -145,7 +145,8 @@ char *k8s_resp_reason(const struct k8s_resp *r);
 int k8s_get_json(struct k8s_client *c, const char *path, const char *what, json_t **out,
                  long *status);
 /* The same without setting the error: *why (malloc'd) says what went wrong
- * when ENGINE_ERROR is returned. */
+ * when ENGINE_ERROR is returned; NULL when the credentials could not be
+ * obtained (that message is set already, do not replace it). */
 int k8s_fetch_json(struct k8s_client *c, const char *path, json_t **out, long *status, char **why);
 /* Percent-encode s for a URL query value or a path segment. malloc'd. */
 char *k8s_urlenc(const char *s);
