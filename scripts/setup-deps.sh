@@ -18,6 +18,9 @@ packages=(
   clang-format gcovr
   # engine serve: HTTP request parsing (and curl, which its tests and others use)
   libhttp-parser-dev curl
+  # promtool (Debian's prometheus package) checks engine serve's /metrics and the
+  # files of engine run --metrics-file
+  prometheus
   # the GCS fake test generates a throwaway service-account key
   openssl
   python3 python3-cryptography python3-zstandard
