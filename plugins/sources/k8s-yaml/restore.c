@@ -469,7 +469,7 @@ static int spool_add(struct rs *r, const char *data, size_t len, struct k8s_appl
 int k8s_restore_item(void *rctx, const struct engine_item *item, const struct engine_reader *data) {
   struct rs *r = rctx;
   const struct engine_host *h = r->h;
-  struct itemname nm;
+  struct itemname nm = {0};
   char *shown = strndup(item->name, item->name_len);
   if (!shown) {
     h->set_error(h, "out of memory");
