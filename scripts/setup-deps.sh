@@ -29,8 +29,8 @@ packages=(
   util-linux-extra
   # test_xattrs: getfattr/setfattr, getfacl/setfacl, getcap/setcap, chattr/lsattr/mkfs.ext4
   attr acl libcap2-bin e2fsprogs
-  # postgres-schema source: libpq, and a real PostgreSQL 15 for its tests
-  libpq-dev postgresql-15 postgresql-client-15
+  # postgres-schema source: libpq, xxHash (row digests), and a real PostgreSQL 15 for its tests
+  libpq-dev libxxhash-dev postgresql-15 postgresql-client-15
   # s3 sink: XML responses; a real Ceph radosgw and an independent client for its tests
   libxml2-dev ceph-mon ceph-osd radosgw awscli
   # mongodb source: the official C driver; pymongo is the tests' independent client

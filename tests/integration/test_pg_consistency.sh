@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# postgres-schema dumps every schema from ONE snapshot. A writer commits the
+# postgres-schema dumps every schema from ONE snapshot, also with parallel
+# pg_dumps (jobs: 2: tenant_a and tenant_b are dumped by two pg_dump
+# processes that import the same exported snapshot). A writer commits the
 # same id into tenant_a.marks and tenant_b.marks in one transaction, over
-# and over, while the backup runs; tenant_a (dumped first) has a big table
-# and its pg_dump stalls for a second mid-stream, so tenant_b's pg_dump
-# starts well after hundreds more rows were committed. Restored, both
-# tenants must hold exactly the same ids. A control run of two plain
-# pg_dumps without a shared snapshot shows the setup does tell the
-# difference.
+# and over, while the backup runs; tenant_a has a big table and its pg_dump
+# stalls for a second mid-stream, so the emitter waits on it while tenant_b's
+# pg_dump runs and hundreds more rows are committed. Restored, both tenants
+# must hold exactly the same ids. A control run of two plain pg_dumps
+# without a shared snapshot shows the setup does tell the difference.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 use_postgres
@@ -36,11 +37,14 @@ writer() {
 live() { qa -d app -c "SELECT count(*) FROM tenant_b.marks"; }
 
 # pg_dump that stalls for a second after the first 64 KiB of tenant_a's
-# archive (the snapshot is already imported then).
+# archive (the snapshot is already imported then), and one for tenant_b
+# that starts a second late (as a retried pg_dump would): with parallel
+# pg_dumps, only the shared snapshot keeps them at the same instant.
 cat >"$T/stalling_pg_dump" <<'EOF'
 #!/bin/bash
 case "$*" in
   *tenant_a*) pg_dump "$@" | { head -c 65536; sleep 1; cat; }; exit "${PIPESTATUS[0]}" ;;
+  *tenant_b*) sleep 1; exec pg_dump "$@" ;;
   *) exec pg_dump "$@" ;;
 esac
 EOF
@@ -48,7 +52,7 @@ chmod +x "$T/stalling_pg_dump"
 
 DSN="host=$PG_DIR port=$PG_PORT user=postgres dbname=app"
 pg_write_pipeline "$T/p.yml" pgconsistency "$T/repo" "$DSN" 'schemas: [tenant_a, tenant_b]' \
-  "pg_dump: $(yq "$T/stalling_pg_dump")"
+  "pg_dump: $(yq "$T/stalling_pg_dump")" 'jobs: 2' 'globals: false'
 
 writer &
 wpid=$!
@@ -58,9 +62,11 @@ for _ in $(seq 100); do
   sleep 0.05
 done
 start=$(live)
-run_ok "$T/run.json" "$T/run.err" run "$T/p.yml" --json
+run_ok "$T/run.json" "$T/run.err" -v run "$T/p.yml" --json
 end=$(live)
 assert_eq complete "$(json_get "$T/run.json" 'j["status"]')" "backup status"
+assert_contains "$T/run.err" "dumping 2 schema(s) with 2 parallel pg_dump(s)" "parallel pg_dumps"
+assert_contains "$T/run.err" "2 schema(s) stored, 0 failed; 2 pg_dump run(s)" "one pg_dump per worker"
 
 # control: the same two dumps without a shared snapshot
 pg_dump -Fc -h "$PG_DIR" -p "$PG_PORT" -U postgres -n tenant_a app | { head -c 65536; sleep 1; cat; } >"$T/a.dump"

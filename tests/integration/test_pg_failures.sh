@@ -2,9 +2,13 @@
 # postgres-schema failure cases on a real PostgreSQL 15, each with a clear
 # message: server unreachable, wrong / missing password (and passwords never
 # reach pg_dump's argv), pg_dump missing or older than the server, a schema
-# glob matching nothing (warning, exit 3), pg_dump dying mid-stream (that
-# item fails, the snapshot is partial, the earlier snapshot still restores),
-# and --drop-existing refusing to cascade into other schemas.
+# glob matching nothing (warning, exit 3), a schema the role cannot read
+# sharing a pg_dump with one it can (dumped again on its own: named in the
+# warnings and the failed_schemas mark, the other one stored), pg_dump dying
+# mid-stream, alone or in a pg_dump of several schemas (that item fails,
+# the ones complete before it are stored, the snapshot is partial, the
+# earlier snapshot still restores), and --drop-existing refusing to cascade
+# into other schemas.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 use_postgres
@@ -66,17 +70,25 @@ run_engine "$T/pw4.out" "$T/pw4.err" run "$T/pw4.yml"
 assert_rc 1 "no password" "$T/pw4.err"
 assert_contains "$T/pw4.err" "asks for a password and none was given" "missing password message"
 
-# ---- a schema the backup role cannot read: skipped, the others are dumped ---------------
+# ---- a schema the backup role cannot read: it fails, the others are stored -------------
+# jobs: 1 puts both schemas in one pg_dump, which fails as a whole; the
+# schema its message names is dumped again alone (and fails), the other one
+# with the rest
 q -d app -c "CREATE ROLE limited LOGIN" -c "GRANT USAGE ON SCHEMA tenant_a, tenant_b TO limited" \
   -c "GRANT SELECT ON tenant_b.t TO limited"
 pg_write_pipeline "$T/lim.yml" lim "$T/repo-lim" "host=$PG_DIR port=$PG_PORT user=limited dbname=app" \
-  'schemas: [tenant_a, tenant_b]'
-run_engine "$T/lim.json" "$T/lim.err" run "$T/lim.yml" --json
+  'schemas: [tenant_a, tenant_b]' 'jobs: 1'
+run_engine "$T/lim.json" "$T/lim.err" -v run "$T/lim.yml" --json
 assert_rc 3 "a schema the role cannot read" "$T/lim.json" "$T/lim.err"
-assert_contains "$T/lim.err" "schema 'tenant_a' skipped: counting the rows of table 't' failed: ERROR:  permission denied" \
+assert_contains "$T/lim.err" "pg_dump of schema 'tenant_a' failed (exit status 1) after 0 bytes: pg_dump: error: query failed: ERROR:  permission denied for table t" \
   "unreadable schema warning"
-assert_eq 1 "$(json_get "$T/lim.json" 'j["items"]')" "items stored when one schema is unreadable"
-note "an unreadable schema is skipped with a warning, the snapshot transaction survives for the others"
+assert_contains "$T/lim.err" "the one it names on its own first" "the failing schema dumped again on its own"
+assert_eq 2 "$(json_get "$T/lim.json" 'j["items"]')" "items stored when one schema is unreadable (tenant_b and _globals)"
+assert_eq tenant_a "$(json_get "$T/lim.json" 'j["warnings"][0]["item"]')" "the JSON warning names the failed schema"
+run_ok "$T/lim-show.json" "$T/lim-show.err" show "$T/lim.yml" latest --json
+assert_eq '["tenant_b"]' "$(json_get "$T/lim-show.json" 'j["sources"][0]["marks"]["schemas"]')" "schemas mark: what was stored"
+assert_eq '["tenant_a"]' "$(json_get "$T/lim-show.json" 'j["sources"][0]["marks"]["failed_schemas"]')" "failed_schemas mark"
+note "an unreadable schema fails with pg_dump's message; the one sharing its pg_dump is stored"
 
 # ---- unreachable server --------------------------------------------------------------
 dead=$(pg_free_port)
@@ -111,7 +123,7 @@ run_engine "$T/g.json" "$T/g.err" run "$T/p.yml" --json
 assert_rc 3 "a glob matching nothing" "$T/g.json" "$T/g.err"
 assert_contains "$T/g.err" "schema glob 'nosuch_*' matches no schema in database 'app'" "glob warning"
 assert_eq partial "$(json_get "$T/g.json" 'j["status"]')" "status with a glob matching nothing"
-assert_eq 2 "$(json_get "$T/g.json" 'j["items"]')" "items stored despite the glob matching nothing"
+assert_eq 3 "$(json_get "$T/g.json" 'j["items"]')" "items stored despite the glob matching nothing (2 tenants, _globals)"
 SNAP1=$(json_get "$T/g.json" 'j["snapshot"]')
 
 # ---- pg_dump dying mid-stream -----------------------------------------------------------------
@@ -125,11 +137,15 @@ esac
 EOF
 chmod +x "$T/dying_pg_dump"
 sed "/^      dsn: /a\\      pg_dump: $(yq "$T/dying_pg_dump")" "$T/p.yml" | sed 's/, "nosuch_\*"//' >"$T/p_dying.yml"
-run_engine "$T/k.json" "$T/k.err" run "$T/p_dying.yml" --json
-assert_rc 3 "pg_dump dying mid-stream" "$T/k.json" "$T/k.err"
-assert_eq partial "$(json_get "$T/k.json" 'j["status"]')" "status after pg_dump died"
-assert_contains "$T/k.err" "pg_dump of schema 'tenant_b' failed (exit status 141) after 200000 bytes" "pg_dump failure message"
-assert_eq 1 "$(json_get "$T/k.json" 'j["items"]')" "items stored when tenant_b's dump failed"
+for jobs in 2 1; do # tenant_b's pg_dump alone, then one pg_dump for both
+  sed "/^      dsn: /a\\      jobs: $jobs" "$T/p_dying.yml" >"$T/p_dying$jobs.yml"
+  run_engine "$T/k.json" "$T/k.err" run "$T/p_dying$jobs.yml" --json
+  assert_rc 3 "pg_dump dying mid-stream (jobs: $jobs)" "$T/k.json" "$T/k.err"
+  assert_eq partial "$(json_get "$T/k.json" 'j["status"]')" "status after pg_dump died (jobs: $jobs)"
+  assert_contains "$T/k.err" "pg_dump of schema 'tenant_b' failed (exit status 141) after 200000 bytes" \
+    "pg_dump failure message (jobs: $jobs)"
+  assert_eq 2 "$(json_get "$T/k.json" 'j["items"]')" "items stored when tenant_b's dump failed (jobs: $jobs)"
+done
 run_ok "$T/k1.out" "$T/k1.err" restore "$T/p.yml" latest --only tenants/tenant_a --target dbname=verify
 run_ok "$T/k2.out" "$T/k2.err" restore "$T/p.yml" "$SNAP1" --only tenants/tenant_b --target dbname=verify
 assert_eq "2000 60000" "$(qa -d verify -c "SELECT (SELECT count(*) FROM tenant_a.t) || ' ' || (SELECT count(*) FROM tenant_b.t)")" \

@@ -10,9 +10,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <pthread.h>
+
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "archive.h"
 #include "engine/plugin.h"
 
 /* Dump streams are moved in blocks of this size. */
@@ -33,6 +36,9 @@ struct pgs_inst {
   enum pgs_format format;
   int compress_level;
   int no_owner;
+  int jobs; /* 0: from the CPU count and the server's free connections */
+  int globals;
+  int include_role_passwords;
   char *pg_dump;
   char *pg_restore;
   char *psql;
@@ -112,8 +118,121 @@ int pgs_write_all(int fd, const void *buf, size_t len);
 /* Serialise compactly, keys in insertion order. malloc'd or NULL. */
 char *pgs_json_dump(json_t *j);
 
+/* ---- backup: the run's shared state (backup.c emits, dump.c dumps) ---- */
+
+/* The name of the item holding the cluster's globals (roles, memberships,
+ * tablespaces, the database's settings). No schema of that name is backed
+ * up. */
+#define PGS_GLOBALS_ITEM "_globals"
+
+/* Bytes of one schema's archive on their way from a dump worker to the
+ * emitter; cut: the item's chunk ends after them (emitter.item_cut). */
+struct pgs_piece {
+  struct pgs_piece *next;
+  size_t len;
+  int cut;
+  unsigned char data[];
+};
+
+enum pgs_tstate { PGS_T_PENDING = 0, PGS_T_DONE, PGS_T_FAILED };
+
+struct pgs_tenant {
+  char *name; /* the schema */
+  char *oid;
+  size_t worker;
+  json_t *meta; /* what is known before the dump (emitter thread) */
+  /* under run.mu: */
+  enum pgs_tstate state;
+  int emitting; /* the emitter took some of its pieces: it cannot be dumped again */
+  struct pgs_piece *head, *tail;
+  char *error;   /* PGS_T_FAILED: why */
+  json_t *found; /* PGS_T_DONE: tables with rows and digests, the definition's digests */
+  uint64_t size; /* bytes of its archive */
+  int64_t started_ms, ms;
+};
+
+struct pgs_run;
+
+struct pgs_worker {
+  struct pgs_run *run;
+  size_t idx;
+  size_t *tenants; /* indexes into run.tenants, in order */
+  size_t n;
+  pthread_t th;
+  int started;
+  int finished;    /* under run.mu */
+  size_t buffered; /* bytes of its pieces not yet emitted (under run.mu) */
+  /* the piece being filled (worker thread only) */
+  struct pgs_tenant *open_t;
+  unsigned char *open_buf;
+  size_t open_len;
+  int dumps;                  /* pg_dump processes run */
+  int failed_dumps;           /* of which failed */
+  struct engine_child *child; /* the pg_dump running (under run.mu) */
+};
+
+struct pgs_run {
+  struct pgs_inst *in;
+  const struct engine_host *h;
+  const struct pgs_target *t;
+  const char *conninfo;
+  const char *pg_dump;
+  const char *snapshot;
+  struct pgs_tenant *tenants;
+  size_t n_tenants;
+  struct pgs_worker *workers;
+  size_t n_workers;
+  size_t limit; /* bytes a worker may hold for tenants the emitter is not at */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int stop;         /* cancelled or the emitter failed */
+  long emit_worker; /* the worker whose tenant the emitter is waiting for, -1 */
+  int raw;          /* archives this plugin cannot read: one pg_dump per schema, verbatim */
+  int dumps;        /* pg_dump processes started (for the log) */
+};
+
+/* dump.c: start the workers (0, or -1 with the host's error set); stop
+ * and join them (kills their pg_dump); pop the next piece of a tenant for
+ * the emitter, waiting for one: 1 and *p (free it with pgs_piece_done), 0
+ * when the tenant is finished (state DONE or FAILED), -1 when stopped. */
+int pgs_dump_start(struct pgs_run *r);
+void pgs_dump_join(struct pgs_run *r);
+int pgs_dump_next(struct pgs_run *r, struct pgs_tenant *t, struct pgs_piece **p);
+void pgs_piece_done(struct pgs_run *r, struct pgs_tenant *t, struct pgs_piece *p);
+/* All workers finished (every pg_dump is done). */
+int pgs_dump_all_finished(struct pgs_run *r);
+
 /* ---- backup.c ---- */
 int pgs_backup(void *inst, const struct engine_emitter *em);
+
+/* ---- verify.c: the restore test's checks, on threads of their own ---- */
+struct pgs_verify;
+/* n threads, each with a connection to the scratch database; NULL with the
+ * host's error set. */
+struct pgs_verify *pgs_verify_new(struct pgs_inst *in, const struct pgs_target *t,
+                                  const char *scratch, size_t n);
+/* Check a restored schema against its manifest entry (meta); archive (the
+ * start of the restored archive, or NULL) is taken. Waits while the
+ * threads are busy. */
+int pgs_verify_submit(struct pgs_verify *v, const char *schema, json_t *meta, int no_owner,
+                      unsigned char *archive, size_t archive_len);
+/* Wait for every check: ENGINE_OK, or ENGINE_ERROR with *failures naming
+ * each schema that failed and why (malloc'd). */
+int pgs_verify_finish(struct pgs_verify *v, size_t *ok, size_t *failed, char **failures);
+void pgs_verify_free(struct pgs_verify *v);
+
+/* ---- globals.c ---- */
+/* The cluster's globals as a JSON document (roles, memberships,
+ * tablespaces, settings), read on c inside the snapshot; NULL with the
+ * host's error set. */
+char *pgs_globals_collect(struct pgs_inst *in, PGconn *c, const char *database, int server_num,
+                          json_t **summary);
+/* Apply a globals document to the database of c (see globals.c). summary:
+ * what was done, for the log. */
+int pgs_globals_apply(struct pgs_inst *in, PGconn *c, const char *doc, size_t len,
+                      const char *describe, char **summary);
+/* Check a globals document without applying it (restore test). */
+int pgs_globals_check(struct pgs_inst *in, const char *doc, size_t len, char **summary);
 
 /* ---- restore.c ---- */
 int pgs_restore_begin(void *inst, const struct engine_restore_opts *opts, void **rctx);

@@ -48,6 +48,23 @@ static const struct engine_option pgs_options[] = {
      .default_value = "false",
      .description = "Restore with pg_restore --no-owner --no-acl even when every role the dump "
                     "names exists on the target (it is done anyway when one is missing)."},
+    {.name = "jobs",
+     .type = ENGINE_OPT_INT,
+     .default_value = "0",
+     .description = "pg_dump processes run at once, each dumping its share of the schemas from "
+                    "the same snapshot; 0 (the default): the CPU count, at most 8, and at most "
+                    "half of the server's free connections."},
+    {.name = "globals",
+     .type = ENGINE_OPT_BOOL,
+     .default_value = "true",
+     .description = "Also back up the cluster's roles, role memberships, role and database "
+                    "settings and tablespaces, as the item _globals (restore it with --only "
+                    "SOURCE/_globals before the schemas that need its roles)."},
+    {.name = "include_role_passwords",
+     .type = ENGINE_OPT_BOOL,
+     .default_value = "false",
+     .description = "Store the roles' password hashes in _globals (read from pg_authid: needs a "
+                    "superuser); without it, restored roles have no password."},
     {.name = "pg_dump",
      .type = ENGINE_OPT_STRING,
      .default_value = "pg_dump",
@@ -61,6 +78,12 @@ static const struct engine_option pgs_options[] = {
      .type = ENGINE_OPT_STRING,
      .default_value = "psql",
      .description = "psql program that applies a restore inside one transaction."},
+    {.name = NULL},
+};
+
+static const struct engine_option_bounds pgs_bounds[] = {
+    {.name = "compress_level", .min = "0", .max = "9"},
+    {.name = "jobs", .min = "0", .max = "64"},
     {.name = NULL},
 };
 
@@ -145,6 +168,16 @@ static int pgs_create(const struct engine_host *host, void **out) {
   }
   in->compress_level = (int)level;
   in->no_owner = host->cfg_bool(host, "no_owner", 0);
+  int64_t jobs = host->cfg_int(host, "jobs", 0);
+  if (jobs < 0 || jobs > 64) { /* an engine older than ABI 1.5 does not check the bounds */
+    host->set_error(host, "option 'jobs' is %lld: it must be between 0 (automatic) and 64",
+                    (long long)jobs);
+    pgs_destroy(in);
+    return ENGINE_ERROR;
+  }
+  in->jobs = (int)jobs;
+  in->globals = host->cfg_bool(host, "globals", 1);
+  in->include_role_passwords = host->cfg_bool(host, "include_role_passwords", 0);
   *out = in;
   return ENGINE_OK;
 }
@@ -162,12 +195,14 @@ static const struct engine_plugin pgs_plugin = {
     ENGINE_PLUGIN_HEADER,
     .kind = ENGINE_PLUGIN_SOURCE,
     .name = "postgres-schema",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .license = "MIT",
-    .description = "PostgreSQL schemas (one item per schema, e.g. per tenant), dumped with pg_dump "
-                   "from one exported snapshot; restores under another name, into another "
-                   "database, or in place inside one transaction.",
+    .description = "PostgreSQL schemas (one item per schema, e.g. per tenant) and the cluster's "
+                   "roles, dumped by parallel pg_dumps from one exported snapshot; restores "
+                   "under another name, into another database, or in place inside one "
+                   "transaction.",
     .options = pgs_options,
+    .option_bounds = pgs_bounds,
     .create = pgs_create,
     .destroy = pgs_destroy,
     .source = &pgs_source_ops,

@@ -15,8 +15,11 @@
  * commit a truncated stream.) Plain-format dumps skip pg_restore.
  *
  * The restore test (engine check --restore-test) restores every item into a
- * scratch database created for it, compares tables and row counts with the
- * manifest, and drops the scratch database. */
+ * scratch database created for it and has verify.c compare each schema with
+ * what the backup recorded (row digests, the schema's definition) on
+ * threads of their own while the next one is restored; then it drops the
+ * scratch database. The globals item is only checked there, not applied
+ * (roles and tablespaces are cluster-wide). */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -50,6 +53,7 @@ struct rs {
   struct pgs_tool restore_tool, psql_tool;
   int have_restore_tool, have_psql_tool;
   unsigned tmp_seq;
+  struct pgs_verify *verify; /* restore test: the checks running */
 };
 
 /* ---- small helpers --------------------------------------------------------- */
@@ -145,6 +149,7 @@ static int valid_schema_name(const struct engine_host *h, const char *name, cons
 static void rs_free(struct rs *r) {
   if (r == NULL)
     return;
+  pgs_verify_free(r->verify);
   if (r->c != NULL)
     PQfinish(r->c);
   if (r->admin != NULL)
@@ -184,7 +189,11 @@ static int parse_extra(struct rs *r, const struct engine_restore_opts *opts) {
     }
   }
   if (test) {
+    /* the scratch database is the test's own: a schema there (the default
+     * public schema of a new database) is replaced without asking */
     r->mode = RS_TEST;
+    r->drop_existing = 1;
+    r->yes = 1;
     return ENGINE_OK;
   }
   if (to_stdout) {
@@ -256,7 +265,13 @@ static int begin_test(struct rs *r) {
     h->set_error(h, "out of memory");
     return ENGINE_ERROR;
   }
-  return ENGINE_OK;
+  size_t n = r->in->jobs > 0 ? (size_t)r->in->jobs : 0;
+  if (n == 0) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    n = cpus > 4 ? 4 : cpus > 0 ? (size_t)cpus : 1;
+  }
+  r->verify = pgs_verify_new(r->in, &r->t, r->scratch, n);
+  return r->verify != NULL ? ENGINE_OK : ENGINE_ERROR;
 }
 
 static int drop_scratch(struct rs *r) {
@@ -419,7 +434,13 @@ struct flow {
   int reader_failed;
   int reader_short;
   int dest_err; /* errno writing into pg_restore / psql */
+  /* restore test: the first bytes of the archive (its table of contents) */
+  struct pgs_buf capture;
+  size_t capture_max;
 };
+
+/* How much of an archive the restore test keeps to name what differs. */
+#define PGS_CAPTURE_MAX (16u * 1024u * 1024u)
 
 /* Copy the item's content into fd; stops at EOF, a reader error or a
  * write error. */
@@ -444,6 +465,10 @@ static void copy_in(struct rs *r, const struct engine_reader *data, int fd, stru
     if (pgs_write_all(fd, buf, (size_t)n) != 0) {
       f->dest_err = errno;
       break;
+    }
+    if (f->capture.len < f->capture_max) {
+      size_t k = f->capture_max - f->capture.len;
+      pgs_buf_add(&f->capture, buf, (size_t)n < k ? (size_t)n : k);
     }
     f->bytes += (uint64_t)n;
   }
@@ -773,90 +798,6 @@ static void warn_old_schema_references(struct rs *r, const struct plan *p) {
   PQclear(res);
 }
 
-/* Restore test: every table of the manifest is there with the same number
- * of rows. */
-static int verify_restored(struct rs *r, const struct plan *p, json_t *meta) {
-  const struct engine_host *h = r->h;
-  json_t *tables = json_object_get(meta, "tables");
-  if (!json_is_array(tables)) {
-    h->set_error(h, "restore test of schema '%s': the manifest has no table list to verify against",
-                 p->ps);
-    return ENGINE_ERROR;
-  }
-  char *qs = pgs_quote_ident(p->schema);
-  if (qs == NULL) {
-    h->set_error(h, "out of memory");
-    return ENGINE_ERROR;
-  }
-  struct sbuf bad = {0};
-  int n_bad = 0;
-  long long rows = 0;
-  size_t i;
-  json_t *t;
-  json_array_foreach(tables, i, t) {
-    const char *name = json_string_value(json_object_get(t, "name"));
-    json_t *want = json_object_get(t, "rows");
-    if (name == NULL)
-      continue;
-    const char *params[] = {p->schema, name};
-    PGresult *res =
-        pgs_query(r->in, r->c,
-                  "SELECT c.relkind::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace "
-                  "n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
-                  2, params, "looking up a restored table");
-    if (res == NULL) {
-      free(qs);
-      free(bad.p);
-      return ENGINE_ERROR;
-    }
-    int present = PQntuples(res) > 0;
-    PQclear(res);
-    if (!present) {
-      sb_add(&bad, "%s%s '%s' is missing", n_bad++ ? "; " : "",
-             json_string_value(json_object_get(t, "kind"))
-                 ? json_string_value(json_object_get(t, "kind"))
-                 : "table",
-             name);
-      continue;
-    }
-    if (!json_is_integer(want))
-      continue;
-    char *qt = pgs_quote_ident(name);
-    char *sql = qt ? xasprintf_or_null("SELECT count(*) FROM ONLY %s.%s", qs, qt) : NULL;
-    free(qt);
-    if (sql == NULL) {
-      free(qs);
-      free(bad.p);
-      h->set_error(h, "out of memory");
-      return ENGINE_ERROR;
-    }
-    res = pgs_query(r->in, r->c, sql, 0, NULL, "counting the rows of a restored table");
-    free(sql);
-    if (res == NULL) {
-      free(qs);
-      free(bad.p);
-      return ENGINE_ERROR;
-    }
-    long long got = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-    PQclear(res);
-    rows += got;
-    if (got != (long long)json_integer_value(want))
-      sb_add(&bad, "%s'%s' has %lld rows, the manifest records %lld", n_bad++ ? "; " : "", name,
-             got, (long long)json_integer_value(want));
-  }
-  free(qs);
-  if (n_bad > 0) {
-    h->set_error(h, "restore test of schema '%s' FAILED in scratch database '%s': %s", p->ps,
-                 r->scratch, bad.p ? bad.p : "mismatch (out of memory describing it)");
-    free(bad.p);
-    return ENGINE_ERROR;
-  }
-  free(bad.p);
-  h->log(h, ENGINE_LOG_INFO, "restore test of schema '%s': %zu table(s), %lld row(s) verified",
-         p->ps, json_array_size(tables), rows);
-  return ENGINE_OK;
-}
-
 /* ---- one item ---------------------------------------------------------------- */
 
 static int to_stdout(struct rs *r, const struct engine_item *item, const struct engine_reader *data,
@@ -920,7 +861,7 @@ static int tools_for(struct rs *r, json_t *meta, const char *format, const char 
 }
 
 static int run_restore(struct rs *r, struct plan *p, const struct engine_reader *data,
-                       const char *format) {
+                       const char *format, struct pgs_buf *capture) {
   const struct engine_host *h = r->h;
   int custom = strcmp(format, "plain") != 0;
   char *dbarg = xasprintf_or_null("--dbname=%s", r->conninfo);
@@ -950,7 +891,7 @@ static int run_restore(struct rs *r, struct plan *p, const struct engine_reader 
       return ENGINE_ERROR;
     }
   }
-  struct flow f = {0};
+  struct flow f = {.capture_max = capture != NULL && custom ? PGS_CAPTURE_MAX : 0};
   int pre_err = pgs_write_all(psql->stdin_fd, p->pre.p, p->pre.len) != 0 ? errno : 0;
   struct pump pump = {
       .h = h, .in_fd = pgr ? pgr->stdout_fd : -1, .out_fd = psql->stdin_fd, .src = pgr};
@@ -1021,6 +962,78 @@ static int run_restore(struct rs *r, struct plan *p, const struct engine_reader 
   if (pgr != NULL)
     h->child_free(h, pgr);
   h->child_free(h, psql);
+  if (capture != NULL)
+    *capture = f.capture;
+  else
+    pgs_buf_free(&f.capture);
+  return rc;
+}
+
+/* The whole (small) content of an item. */
+static int read_all(struct rs *r, const struct engine_reader *data, char **out, size_t *len) {
+  const struct engine_host *h = r->h;
+  size_t cap = data->size > 0 && data->size < (64u << 20) ? (size_t)data->size + 1 : 65536, n = 0;
+  char *buf = malloc(cap);
+  for (;;) {
+    if (buf == NULL) {
+      h->set_error(h, "out of memory");
+      return ENGINE_ERROR;
+    }
+    if (n == cap) {
+      if (cap >= (256u << 20)) {
+        free(buf);
+        h->set_error(h, "the globals item is larger than 256 MiB");
+        return ENGINE_ERROR;
+      }
+      char *nb = realloc(buf, cap * 2);
+      if (nb == NULL) {
+        free(buf);
+        buf = NULL;
+        continue;
+      }
+      buf = nb;
+      cap *= 2;
+    }
+    ssize_t k = data->read(data, buf + n, cap - n);
+    if (k < 0) {
+      free(buf);
+      h->set_error(h, "reading the item from the repository failed after %zu bytes", n);
+      return ENGINE_ERROR;
+    }
+    if (k == 0)
+      break;
+    n += (size_t)k;
+  }
+  *out = buf;
+  *len = n;
+  return ENGINE_OK;
+}
+
+static int restore_globals(struct rs *r, const struct engine_item *item,
+                           const struct engine_reader *data) {
+  const struct engine_host *h = r->h;
+  if (r->as_name != NULL) {
+    h->set_error(h, "--as renames a schema; '%.*s' holds the cluster's globals, not a schema",
+                 (int)item->name_len, item->name);
+    return ENGINE_ERROR;
+  }
+  char *doc = NULL, *summary = NULL;
+  size_t len = 0;
+  if (read_all(r, data, &doc, &len) != ENGINE_OK)
+    return ENGINE_ERROR;
+  int rc;
+  if (r->mode == RS_TEST) {
+    rc = pgs_globals_check(r->in, doc, len, &summary);
+    if (rc == ENGINE_OK)
+      h->log(h, ENGINE_LOG_INFO, "restore test of the globals: %s", summary ? summary : "ok");
+  } else {
+    rc = pgs_globals_apply(r->in, r->c, doc, len, r->t.describe, &summary);
+    if (rc == ENGINE_OK)
+      h->log(h, ENGINE_LOG_INFO, "globals restored into %s: %s", r->t.describe,
+             summary ? summary : "done");
+  }
+  free(summary);
+  free(doc);
   return rc;
 }
 
@@ -1040,9 +1053,16 @@ int pgs_restore_item(void *rctx, const struct engine_item *item, const struct en
                  item->name, je.text);
     return ENGINE_ERROR;
   }
+  const char *kind = json_string_value(json_object_get(meta, "kind"));
   const char *format = json_string_value(json_object_get(meta, "format"));
   if (format == NULL)
     format = "custom";
+  if (kind != NULL && strcmp(kind, "globals") == 0) {
+    int rc =
+        r->mode == RS_STDOUT ? to_stdout(r, item, data, "plain") : restore_globals(r, item, data);
+    json_decref(meta);
+    return rc;
+  }
   if (r->mode == RS_STDOUT) {
     int rc = to_stdout(r, item, data, format);
     json_decref(meta);
@@ -1067,11 +1087,20 @@ int pgs_restore_item(void *rctx, const struct engine_item *item, const struct en
   if (!valid_schema_name(h, schema, "the manifest") ||
       tools_for(r, meta, format, p.ps) != ENGINE_OK || build_plan(r, &p, meta, format) != ENGINE_OK)
     goto out;
-  rc = run_restore(r, &p, data, format);
-  if (rc != ENGINE_OK)
+  struct pgs_buf capture = {0};
+  rc = run_restore(r, &p, data, format, r->mode == RS_TEST ? &capture : NULL);
+  if (rc != ENGINE_OK) {
+    pgs_buf_free(&capture);
     goto out;
+  }
   if (r->mode == RS_TEST) {
-    rc = verify_restored(r, &p, meta);
+    /* checked on the verifier threads while the next schema is restored */
+    rc = pgs_verify_submit(r->verify, schema, meta, p.no_owner, capture.oom ? NULL : capture.p,
+                           capture.oom ? 0 : capture.len);
+    if (capture.oom)
+      pgs_buf_free(&capture);
+    if (rc != ENGINE_OK)
+      h->set_error(h, "out of memory");
     goto out;
   }
   if (strcmp(p.final, p.schema) != 0)
@@ -1095,8 +1124,22 @@ int pgs_restore_end(void *rctx, int status) {
     return ENGINE_OK;
   (void)status;
   int rc = ENGINE_OK;
-  if (r->mode == RS_TEST)
-    rc = drop_scratch(r);
+  if (r->verify != NULL) {
+    size_t ok = 0, failed = 0;
+    char *why = NULL;
+    rc = pgs_verify_finish(r->verify, &ok, &failed, &why);
+    if (rc != ENGINE_OK)
+      r->h->set_error(r->h,
+                      "restore test FAILED for %zu of %zu schema(s) in scratch database "
+                      "'%s': %s",
+                      failed, ok + failed, r->scratch ? r->scratch : "?",
+                      why ? why : "(out of memory describing it)");
+    free(why);
+    pgs_verify_free(r->verify);
+    r->verify = NULL;
+  }
+  if (r->mode == RS_TEST && drop_scratch(r) != ENGINE_OK)
+    rc = ENGINE_ERROR;
   rs_free(r);
   return rc;
 }
