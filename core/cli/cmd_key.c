@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/dispatch.h"
 #include "util/log.h"
 #include "util/secret.h"
 
@@ -132,9 +133,7 @@ int cmd_key(const struct cli_globals *g, const struct cli_args *a) {
       return cli_fail(err);
     }
     if (a->json) {
-      char *t = json_dumps(keys, JSON_INDENT(2) | JSON_SORT_KEYS);
-      printf("%s\n", t);
-      free(t);
+      cli_print_json(keys);
     } else {
       printf("  %-10s %-20s %-12s %s\n", "ID", "CREATED", "USER", "HOST");
       size_t i;
@@ -148,6 +147,7 @@ int cmd_key(const struct cli_globals *g, const struct cli_args *a) {
     }
     json_decref(keys);
   } else if (is_remove) {
+    cli_note_detail("key", json_string(a->pos[2]));
     if (repo_key_remove(c.repo, a->pos[2], 0, &err) != 0)
       rc = cli_fail(err);
     else if (!g->quiet)
@@ -161,6 +161,10 @@ int cmd_key(const struct cli_globals *g, const struct cli_args *a) {
     } else {
       int r = repo_key_add(c.repo, secret, len, id, &err);
       secret_wipe_free(secret, len);
+      if (r == 0)
+        cli_note_detail("key_added", json_string(id));
+      if (r == 0 && !is_add)
+        cli_note_detail("key_removed", json_string(c.repo->key_id));
       if (r != 0) {
         rc = cli_fail(err);
       } else if (is_add) {

@@ -2,6 +2,7 @@
 #include "cli/commands.h"
 
 #include <fnmatch.h>
+#include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/dispatch.h"
 #include "ops/status.h"
 #include "pipeline/backup.h"
 #include "pipeline/check.h"
@@ -27,9 +29,7 @@
 #include "util/progress.h"
 
 static void print_json(json_t *j) {
-  char *t = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
-  printf("%s\n", t);
-  free(t);
+  cli_print_json(j);
 }
 
 /* ---- run ------------------------------------------------------------------ */
@@ -117,7 +117,7 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
   int64_t when = a->time ? a->time_s : 0; /* checked by the parser */
   double t0 = mono_now();
   struct status_run sr = {.started = (int64_t)time(NULL)};
-  if (cli_load_pipeline(g, a->pos[0], &c, &err) != 0)
+  if (cli_load_pipeline(g, a->pos[0], &c, &err) != 0 || cli_before_hooks(c.p, &err) != 0)
     return run_end(&c, a, &sr, t0, cancel_requested() ? EXIT_INTERRUPTED : EXIT_ERROR, err);
   if (cli_open(&c, 1, 1, a->dry_run, &err) != 0)
     return run_end(&c, a, &sr, t0, EXIT_ERROR, err);
@@ -182,6 +182,17 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
   sr.stored_bytes = r.stored_bytes;
   double rate = r.seconds > 0 ? (double)r.bytes_read / r.seconds : 0;
   const char *status = a->dry_run ? "dry-run" : r.partial ? "partial" : "complete";
+  /* sinks that do not hold the snapshot: failed during the run, or could
+   * not even be set up */
+  json_t *missed = json_array();
+  for (size_t i = 0; i < c.repo->n_sinks; i++)
+    if (c.repo->sinks[i].failed)
+      json_array_append_new(missed, json_string(c.repo->sinks[i].pi->name));
+  size_t k;
+  json_t *v;
+  json_array_foreach(c.skipped_sinks, k, v) json_array_append(missed, v);
+  if (!a->dry_run)
+    cli_note_run(&r, status, missed);
   if (a->json) {
     json_t *j = json_pack(
         "{s:s?, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:O}", "snapshot",
@@ -191,6 +202,7 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
         "stored_bytes", (json_int_t)r.stored_bytes, "packs", (json_int_t)r.packs, "reused_items",
         (json_int_t)r.reused_items, "reused_bytes", (json_int_t)r.reused_bytes, "duration_seconds",
         r.seconds, "bytes_per_second", rate, "warnings", r.warnings);
+    json_object_set(j, "sinks_missed", missed);
     json_object_set_new(j, "lock_wait_seconds", json_real(sr.lock_wait_seconds));
     if (a->n_only) {
       json_t *only = json_array();
@@ -223,18 +235,11 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
     if (r.partial)
       printf("  warnings  %zu (the snapshot is partial; see the messages above)\n",
              json_array_size(r.warnings));
-    json_t *missed = json_array();
-    for (size_t i = 0; i < c.repo->n_sinks; i++)
-      if (c.repo->sinks[i].failed)
-        json_array_append_new(missed, json_string(c.repo->sinks[i].pi->name));
-    size_t k;
-    json_t *v;
-    json_array_foreach(c.skipped_sinks, k, v) json_array_append(missed, v);
     json_array_foreach(missed, k, v) printf(
         "  MISSED    sink '%s' does not hold snapshot %.8s; run 'engine sync' when it is back\n",
         json_string_value(v), a->dry_run ? "" : r.snapshot_id);
-    json_decref(missed);
   }
+  json_decref(missed);
   json_decref(r.warnings);
   int exit_code = r.partial ? EXIT_PARTIAL : EXIT_OK;
   if (!a->dry_run && c.p->retention.set && c.p->retention.apply &&
@@ -267,6 +272,7 @@ int cmd_validate(const struct cli_globals *g, const struct cli_args *a) {
   char *err = NULL;
   if (cli_load_pipeline(g, a->pos[0], &c, &err) != 0) {
     fprintf(stderr, "%s\n", err ? err : "invalid pipeline");
+    log_note_error(err ? err : "invalid pipeline"); /* for --json */
     free(err);
     cli_close(&c);
     return EXIT_ERROR;
@@ -281,10 +287,31 @@ int cmd_validate(const struct cli_globals *g, const struct cli_args *a) {
     }
     free(cal);
   }
+  /* secrets a run could not read: reported, not fatal (the file is valid;
+   * the environment validate runs in may not be the run's) */
+  json_t *warnings = json_array(), *refs = pipeline_secret_refs(c.p);
+  size_t k;
+  json_t *ref;
+  json_array_foreach(refs, k, ref) {
+    const char *r = json_string_value(json_object_get(ref, "ref"));
+    const char *opt = json_string_value(json_object_get(ref, "option"));
+    char *w = NULL;
+    if (strncmp(r, "env:", 4) == 0 && !getenv(r + 4))
+      w = xasprintf("%s: environment variable %s is not set; a run would fail", opt, r + 4);
+    else if (strncmp(r, "file:", 5) == 0 && access(r + 5, R_OK) != 0)
+      w = xasprintf("%s: file %s cannot be read (%s); a run would fail", opt, r + 5,
+                    strerror(errno));
+    if (w) {
+      log_warn("%s: %s", a->pos[0], w);
+      json_array_append_new(warnings, json_string(w));
+      free(w);
+    }
+  }
+  json_decref(refs);
   if (a->json) {
-    json_t *j =
-        json_pack("{s:b, s:s, s:s, s:I, s:I}", "valid", 1, "path", a->pos[0], "name", c.p->name,
-                  "sources", (json_int_t)c.p->n_sources, "sinks", (json_int_t)c.p->n_sinks);
+    json_t *j = json_pack("{s:b, s:s, s:s, s:I, s:I, s:o}", "valid", 1, "path", a->pos[0], "name",
+                          c.p->name, "sources", (json_int_t)c.p->n_sources, "sinks",
+                          (json_int_t)c.p->n_sinks, "warnings", warnings);
     print_json(j);
     json_decref(j);
   } else {
@@ -292,6 +319,7 @@ int cmd_validate(const struct cli_globals *g, const struct cli_args *a) {
            a->pos[0], c.p->name, c.p->n_sources, c.p->n_sinks,
            c.p->compress_algorithm ? c.p->compress_algorithm : "zstd",
            c.p->encrypt_algorithm ? c.p->encrypt_algorithm : "none");
+    json_decref(warnings);
   }
   cli_close(&c);
   return EXIT_OK;
@@ -637,6 +665,10 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
     cli_close(&c);
     return cli_fail(err);
   }
+  cli_note_snapshot(m->id);
+  cli_note_detail("restore", json_pack("{s:s?, s:I, s:I, s:I}", "target", a->target, "items",
+                                       (json_int_t)res.items, "bytes", (json_int_t)res.bytes,
+                                       "failed", (json_int_t)res.failed));
   if (!g->quiet) {
     if (a->dry_run)
       fprintf(out, "dry run: %llu item(s), %s would be restored\n", (unsigned long long)res.items,
@@ -862,6 +894,13 @@ int cmd_check(const struct cli_globals *g, const struct cli_args *a) {
     restore_test(&c, a, &rt);
   int rt_failed = a->restore_test && rt.failures > 0;
   json_t *rt_sources = rt.sources ? rt.sources : json_array();
+  cli_note_detail("read_data", json_boolean(a->read_data));
+  cli_note_detail("problems_count", json_integer((json_int_t)res.errors));
+  cli_note_detail("problems", json_incref(res.problems));
+  if (a->restore_test) {
+    cli_note_detail("restore_test", json_incref(rt_sources));
+    cli_note_detail("restore_test_failed", json_boolean(rt_failed));
+  }
   /* the measured recovery time against the objective */
   int64_t rto = c.p->rto_ms / 1000;
   int rto_known = a->restore_test && rt.tested > 0 && c.p->rto_ms > 0;
@@ -934,16 +973,15 @@ static int do_prune(const struct cli_globals *g, const struct cli_args *a, struc
   char *err = NULL;
   if (prune_run(c->repo, &po, &r, &err) != 0)
     return cli_fail(err);
+  json_t *pj = json_pack(
+      "{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "dry_run", a->dry_run, "packs_before",
+      (json_int_t)r.packs_before, "packs_deleted", (json_int_t)r.packs_deleted, "packs_repacked",
+      (json_int_t)r.packs_repacked, "packs_written", (json_int_t)r.packs_written, "bytes_before",
+      (json_int_t)r.bytes_before, "bytes_after", (json_int_t)r.bytes_after, "blobs_used",
+      (json_int_t)r.blobs_used, "blobs_dropped", (json_int_t)r.blobs_dropped);
+  cli_note_detail("prune", json_incref(pj));
   if (out) {
-    json_object_set_new(out, "prune",
-                        json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "dry_run",
-                                  a->dry_run, "packs_before", (json_int_t)r.packs_before,
-                                  "packs_deleted", (json_int_t)r.packs_deleted, "packs_repacked",
-                                  (json_int_t)r.packs_repacked, "packs_written",
-                                  (json_int_t)r.packs_written, "bytes_before",
-                                  (json_int_t)r.bytes_before, "bytes_after",
-                                  (json_int_t)r.bytes_after, "blobs_used", (json_int_t)r.blobs_used,
-                                  "blobs_dropped", (json_int_t)r.blobs_dropped));
+    json_object_set(out, "prune", pj);
   } else if (!g->quiet) {
     char b1[32], b2[32];
     printf("%s%llu of %llu pack(s) deleted, %llu repacked into %llu new pack(s); %s -> %s\n",
@@ -952,6 +990,7 @@ static int do_prune(const struct cli_globals *g, const struct cli_args *a, struc
            (unsigned long long)r.packs_written, format_bytes(r.bytes_before, b1, sizeof(b1)),
            format_bytes(r.bytes_after, b2, sizeof(b2)));
   }
+  json_decref(pj);
   return EXIT_OK;
 }
 
@@ -1019,6 +1058,7 @@ int cmd_forget(const struct cli_globals *g, const struct cli_args *a) {
     }
     printf("%s %lld snapshot(s)\n", a->dry_run ? "would remove" : "removed", would);
   }
+  cli_note_detail("report", json_incref(report));
   /* the unreadable snapshots forget removed are gone; a dry run still has them */
   if (a->prune)
     rc = do_prune(g, a, &c, a->dry_run ? named : NULL, a->json ? report : NULL);
@@ -1151,6 +1191,7 @@ int cmd_repair(const struct cli_globals *g, const struct cli_args *a) {
     cli_close(&c);
     return cli_fail(err);
   }
+  cli_note_detail("report", json_incref(report));
   if (a->json) {
     print_json(report);
   } else if (!g->quiet && is_index) {

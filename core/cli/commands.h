@@ -31,6 +31,8 @@ struct cli_args {
   const char *listen, *config_dir, *token_file; /* serve */
   const char **forget_unreadable;               /* forget, prune: ids, repeatable */
   size_t n_forget_unreadable;
+  const char *message;            /* notify */
+  const char *env_file;           /* schedule */
   const char *metrics_file;       /* run: Prometheus textfile */
   int allow_untested;             /* check --restore-test */
   const char *contains;           /* snapshots: SOURCE/ITEM-GLOB */
@@ -80,6 +82,8 @@ enum cli_opt {
   OPT_ALLOW_RESTORE,
   OPT_RESTORE_TOKEN_FILE,
   OPT_DAILY_SUMMARY,
+  OPT_MESSAGE,
+  OPT_ENV_FILE,
   OPT__COUNT
 };
 
@@ -186,6 +190,8 @@ int cmd_schedule(const struct cli_globals *g, const struct cli_args *a);
 int cmd_serve(const struct cli_globals *g, const struct cli_args *a);
 int cmd_plugins(const struct cli_globals *g, const struct cli_args *a);
 int cmd_repair(const struct cli_globals *g, const struct cli_args *a);
+int cmd_audit(const struct cli_globals *g, const struct cli_args *a);
+int cmd_notify(const struct cli_globals *g, const struct cli_args *a);
 int cmd_status(const struct cli_globals *g, const struct cli_args *a);
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/dispatch.h"
 #include "repo/index.h"
 #include "stage/compress.h"
 #include "util/log.h"
@@ -156,6 +157,9 @@ void cli_unlock(struct cli_ctx *c) {
 
 void cli_close(struct cli_ctx *c) {
   cli_unlock(c);
+  /* an audited command's repository stays open for its audit record */
+  if (cli_keep_ctx(c))
+    return;
   repo_close(c->repo);
   if (c->p) {
     for (size_t i = 0; c->sources && i < c->p->n_sources; i++)

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/dispatch.h"
 #include "net/http.h"
 #include "plugin/host.h" /* ENGINE_VERSION, ABI */
 #include "util/log.h"
@@ -55,12 +56,15 @@ int main(int argc, char **argv) {
   int rc = cli_parse(argc, argv, &inv, &err);
   if (rc != 0) {
     fprintf(stderr, "engine: %s\n", err);
+    cli_usage_failed(argc, argv, rc, err);
     free(err);
     cli_invocation_free(&inv);
     return rc;
   }
   const struct cli_globals *g = &inv.g;
-  log_set_level(g->quiet          ? ENGINE_LOG_ERROR
+  /* -q silences what commands print besides their results; warnings and
+   * errors stay (docs/CLI.md) */
+  log_set_level(g->quiet          ? ENGINE_LOG_WARN
                 : g->verbose >= 2 ? ENGINE_LOG_DEBUG
                 : g->verbose      ? ENGINE_LOG_INFO
                                   : ENGINE_LOG_WARN);
@@ -83,7 +87,7 @@ int main(int argc, char **argv) {
     break;
   case CLI_TODO_RUN:
     setup_process();
-    rc = inv.cmd->run(g, &inv.a);
+    rc = cli_dispatch(inv.cmd, g, &inv.a);
     http_shutdown();
     break;
   }

@@ -84,6 +84,8 @@ const struct cli_option cli_options[OPT__COUNT] = {
     [OPT_LISTEN] = {"listen", 0, VALUE("ADDR:PORT", listen, NULL)},
     [OPT_CONFIG_DIR] = {"config-dir", 0, VALUE("DIR", config_dir, NULL)},
     [OPT_TOKEN_FILE] = {"token-file", 0, VALUE("PATH", token_file, NULL)},
+    [OPT_MESSAGE] = {"message", 0, VALUE("TEXT", message, NULL)},
+    [OPT_ENV_FILE] = {"env-file", 0, VALUE("PATH", env_file, NULL)},
     [OPT_METRICS_FILE] = {"metrics-file", 0, VALUE("PATH", metrics_file, NULL)},
     [OPT_ALLOW_UNTESTED] = {"allow-untested", 0, FLAG(allow_untested)},
     [OPT_CONTAINS] = {"contains", 0, VALUE("SOURCE/ITEM-GLOB", contains, NULL)},
@@ -239,9 +241,16 @@ static const struct cli_use key_opts[] = {
     ONLY_FOR(OPT_JSON, "print the list as JSON (docs/CLI.md)", "list"), END};
 
 static const struct cli_use schedule_opts[] = {
-    USE(OPT_INSTALL, "write the units instead of printing them"),
+    USE(OPT_INSTALL, "write the units instead of printing them, and the environment file"),
     NEEDS(OPT_UNIT_DIR, "where --install writes them (default /etc/systemd/system)", OPT_INSTALL),
+    USE(OPT_ENV_FILE,
+        "the environment file (mode 0600) the service loads the pipeline's env: secrets from "
+        "(default /etc/engine/NAME.env); --install writes it from the current environment "
+        "unless it exists"),
     END};
+
+static const struct cli_use notify_opts[] = {
+    USE(OPT_MESSAGE, "a text for the body's 'message' field"), END};
 
 static const struct cli_use serve_opts[] = {
     USE(OPT_LISTEN, "address to listen on (default 127.0.0.1:5036; port 0 picks one)"),
@@ -345,6 +354,21 @@ const struct cli_command cli_commands[] = {
      "some pipeline does not (stale, no recovery point yet, failed verification, restore slower "
      "than the RTO), 1 a repository could not be read.",
      cmd_status},
+    {"audit", "PIPELINE", 1, 1, NULL, json_opts,
+     "List the audit trail of the pipeline's repository, oldest first: one record per run, "
+     "restore, forget, prune, key change, repair and check (time, host, user, command, pipeline, "
+     "snapshot, outcome, error), with the records of this host's local audit log that never "
+     "reached the repository (docs/CLI.md).",
+     "Exit status: 0, or 1 when the repository cannot be read (the local records are listed) or "
+     "a record in it cannot be read.",
+     cmd_audit},
+    {"notify", "PIPELINE EVENT", 2, 2, NULL, notify_opts,
+     "Call the pipeline's webhooks whose 'on:' names EVENT now, with the documented body "
+     "(docs/CONFIG.md, notify) and 'manual': true: to test a webhook, and what the systemd "
+     "OnFailure= unit of 'engine schedule' runs (it sends nothing when the failed run reported "
+     "itself).",
+     "Exit status: 0 every such webhook accepted it, 1 otherwise (or none is called for EVENT).",
+     cmd_notify},
     {"plugins", "", 0, 0, NULL, json_opts,
      "List the plugins found on the search path (--plugin-dir, $ENGINE_PLUGIN_PATH, the build "
      "tree, the install prefix) with their versions, options, and why any was refused.",

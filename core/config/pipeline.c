@@ -386,6 +386,38 @@ char *pipeline_notify_event_list(void) {
   return cfg_join(notify_events, NELEM(notify_events), ", ");
 }
 
+json_t *pipeline_secret_refs(const struct pipeline *p) {
+  json_t *out = json_array();
+  if (p->encrypt_passphrase_ref)
+    json_array_append_new(out, json_pack("{s:s, s:s}", "option", "stages.encrypt.passphrase",
+                                         "ref", p->encrypt_passphrase_ref));
+  for (int sinks = 0; sinks < 2; sinks++) {
+    const struct pipeline_plugin_cfg *v = sinks ? p->sinks : p->sources;
+    size_t n = sinks ? p->n_sinks : p->n_sources;
+    for (size_t i = 0; i < n; i++) {
+      for (const struct engine_option *o = v[i].plugin ? v[i].plugin->options : NULL; o && o->name;
+           o++) {
+        const char *ref = json_string_value(json_object_get(v[i].with, o->name));
+        if (o->type != ENGINE_OPT_SECRET || !ref)
+          continue;
+        char *opt = xasprintf("%s[%zu].with.%s", sinks ? "sinks" : "sources", i, o->name);
+        json_array_append_new(out, json_pack("{s:s, s:s}", "option", opt, "ref", ref));
+        free(opt);
+      }
+    }
+  }
+  for (size_t i = 0; i < p->n_notify; i++)
+    for (size_t k = 0; k < p->notify[i].n_headers; k++) {
+      const struct pipeline_notify_header *h = &p->notify[i].headers[k];
+      if (!h->secret)
+        continue;
+      char *opt = xasprintf("notify[%zu].headers.%s", i, h->name);
+      json_array_append_new(out, json_pack("{s:s, s:s}", "option", opt, "ref", h->value));
+      free(opt);
+    }
+  return out;
+}
+
 int pipeline_notify_event_known(const char *event) {
   for (size_t i = 0; i < NELEM(notify_events); i++)
     if (strcmp(event, notify_events[i]) == 0)

@@ -130,6 +130,11 @@ int pipeline_load_string(const char *path, const char *text, size_t len, pipelin
                          void *ud, struct pipeline **out, char **err);
 void pipeline_free(struct pipeline *p);
 
+/* Every secret reference of the pipeline: [{"option": "stages.encrypt.passphrase", "ref":
+ * "env:ENGINE_PASSPHRASE"}, ...] (the passphrase, plugins' SECRET options,
+ * notify headers), a new array. */
+json_t *pipeline_secret_refs(const struct pipeline *p);
+
 /* The events a `notify:` entry may name ("success, failure, ...",
  * malloc'd), and whether event is one of them. */
 char *pipeline_notify_event_list(void);

@@ -34,6 +34,7 @@ extern char **environ;
 struct child {
   struct engine_child pub; /* first: the plugin's pointer is ours */
   char *file;              /* for messages */
+  int group;               /* leads a process group of its own: signals go to the group */
   pthread_mutex_t lock;    /* reaped/status vs. child_kill, and stderr finishing */
   int reaped;
   int status;
@@ -333,7 +334,7 @@ static int check_opts(const struct engine_host *h, const struct engine_spawn_opt
 /* The child must not inherit the engine's blocked signals or ignored
  * dispositions (SIGPIPE is commonly ignored by servers, and ignored
  * dispositions survive exec). */
-static int default_signals(posix_spawnattr_t *attr) {
+static int default_signals(posix_spawnattr_t *attr, int group) {
   sigset_t none, all;
   sigemptyset(&none);
   sigfillset(&all);
@@ -342,8 +343,11 @@ static int default_signals(posix_spawnattr_t *attr) {
   int rc = posix_spawnattr_setsigmask(attr, &none);
   if (!rc)
     rc = posix_spawnattr_setsigdefault(attr, &all);
+  if (!rc && group)
+    rc = posix_spawnattr_setpgroup(attr, 0);
   if (!rc)
-    rc = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    rc = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                            (group ? POSIX_SPAWN_SETPGROUP : 0));
   return rc;
 }
 
@@ -384,7 +388,7 @@ static int prepare(struct child *c, const struct engine_spawn_opts *o, const int
   }
   if (!rc) {
     *step = "setting the child's signal state";
-    rc = default_signals(attr);
+    rc = default_signals(attr, c->group);
   }
   return rc;
 }
@@ -465,8 +469,8 @@ static void discard(struct child *c) {
   free(c);
 }
 
-int spawn_child(const struct engine_host *h, const struct engine_spawn_opts *o,
-                struct engine_child **out) {
+static int spawn_common(const struct engine_host *h, const struct engine_spawn_opts *o, int group,
+                        struct engine_child **out) {
   if (out)
     *out = NULL;
   if (!o || !out) {
@@ -483,6 +487,7 @@ int spawn_child(const struct engine_host *h, const struct engine_spawn_opts *o,
   c->pub.stdin_fd = c->pub.stdout_fd = c->pub.stderr_fd = -1;
   c->err_fd = c->stop_fd = -1;
   c->file = xstrdup(o->file);
+  c->group = group;
   pthread_mutex_init(&c->lock, NULL);
   if (start(h, c, o, pass_fds, n_pass_fds) != ENGINE_OK ||
       (o->stderr_mode == ENGINE_STDIO_PIPE && start_drain(h, c) != ENGINE_OK)) {
@@ -491,6 +496,16 @@ int spawn_child(const struct engine_host *h, const struct engine_spawn_opts *o,
   }
   *out = &c->pub;
   return ENGINE_OK;
+}
+
+int spawn_child(const struct engine_host *h, const struct engine_spawn_opts *o,
+                struct engine_child **out) {
+  return spawn_common(h, o, 0, out);
+}
+
+int spawn_child_group(const struct engine_host *h, const struct engine_spawn_opts *o,
+                      struct engine_child **out) {
+  return spawn_common(h, o, 1, out);
 }
 
 /* Reaping is split in two so child_kill can never signal a recycled pid:
@@ -557,7 +572,9 @@ void spawn_kill(const struct engine_host *h, struct engine_child *child, int sig
   if (!c)
     return;
   pthread_mutex_lock(&c->lock);
-  if (!c->reaped && kill(c->pub.pid, sig) != 0 && errno != ESRCH)
+  /* a group's id stays taken while any member lives, so -pid cannot name
+   * another group before the leader is reaped */
+  if (!c->reaped && kill(c->group ? -c->pub.pid : c->pub.pid, sig) != 0 && errno != ESRCH)
     h->log(h, ENGINE_LOG_WARN, "unable to send signal %d to '%s' (pid %d): %s", sig, c->file,
            (int)c->pub.pid, strerror(errno));
   pthread_mutex_unlock(&c->lock);
@@ -573,7 +590,7 @@ void spawn_free(const struct engine_host *h, struct engine_child *child) {
      * up on it. */
     h->log(h, ENGINE_LOG_WARN, "'%s' (pid %d) was still running when released; killing it", c->file,
            (int)c->pub.pid);
-    kill(c->pub.pid, SIGKILL);
+    kill(c->group ? -c->pub.pid : c->pub.pid, SIGKILL);
     pid_t r;
     do
       r = waitpid(c->pub.pid, &c->status, 0);

@@ -9,6 +9,11 @@
 
 int spawn_child(const struct engine_host *h, const struct engine_spawn_opts *o,
                 struct engine_child **child);
+/* The same for the core's own children (hooks): the child leads a new
+ * process group, and spawn_kill and spawn_free signal the whole group, so a
+ * shell command's own children go with it. */
+int spawn_child_group(const struct engine_host *h, const struct engine_spawn_opts *o,
+                      struct engine_child **child);
 int spawn_wait(const struct engine_host *h, struct engine_child *child, int *status);
 const char *spawn_stderr(const struct engine_host *h, struct engine_child *child);
 void spawn_kill(const struct engine_host *h, struct engine_child *child, int sig);

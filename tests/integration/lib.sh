@@ -125,6 +125,8 @@ trap 'exit 143' TERM
 # engine's local index cache (core/repo/index_cache.c) goes to the scratch
 # directory, not to $HOME/.cache of whoever runs the tests
 export ENGINE_CACHE_DIR=${ENGINE_CACHE_DIR:-$T/cache}
+# and its state (the audit log, docs/CLI.md "audit") too
+export ENGINE_STATE_DIR=${ENGINE_STATE_DIR:-$T/state}
 
 engine() {
   ENGINE_PLUGIN_PATH="$ENGINE_PLUGIN_DIR" "$ENGINE_BIN" "$@"

@@ -255,7 +255,7 @@ outcome() {
   local key="$1|$2" hits=$3 msg warned=""
   # (radosgw here takes parts below S3's 5 MiB minimum, which every
   # command warns about)
-  grep -v "below S3's 5 MiB minimum" "$T/cur.err" | grep -q '^engine: warning: ' && warned=", warned"
+  grep -v "below S3's 5 MiB minimum" "$T/cur.err" | grep -qE '^([0-9TZ:.-]+ )?engine: warning: ' && warned=", warned"
   case "$RC" in
   0)
     if [ "$hits" = - ]; then
@@ -268,7 +268,7 @@ outcome() {
     ;;
   1 | 3)
     [ "$hits" != - ] || { show "$T/cur.out" "$T/cur.err"; fail "$1 / $2: exit $RC without any fault"; }
-    msg=$(grep -h -m1 -A1 -E '^engine: error: ' "$T/cur.err" | tr '\n' ' ' || true)
+    msg=$(grep -h -m1 -A1 -E '^([0-9TZ:.-]+ )?engine: error: ' "$T/cur.err" | tr '\n' ' ' || true)
     [ -n "$msg" ] || msg=$(grep -h -m1 -iE 'error|unable|fail' "$T/cur.err" "$T/cur.out" || true)
     [ -n "$msg" ] || { show "$T/cur.out" "$T/cur.err"; fail "$1 / $2: exit $RC without an error message"; }
     if [ -n "$ROW_REASON" ] && ! grep -qE "$ROW_REASON" "$T/cur.err" "$T/cur.out"; then
@@ -277,7 +277,7 @@ outcome() {
     fi
     CELL[$key]="exit $RC ($hits hit)"
     # object ids shortened, the scratch directory as $T
-    DETAIL[$key]=$(sed -E -e 's/^engine: error: //' -e "s|/?${T#/}/|\$T/|g" \
+    DETAIL[$key]=$(sed -E -e 's/^([0-9TZ:.-]+ )?engine: error: //' -e "s|/?${T#/}/|\$T/|g" \
       -e 's/\b([0-9a-f]{8})[0-9a-f]{56}\b/\1…/g' <<<"${msg% }" | cut -c1-300)
     ;;
   *)

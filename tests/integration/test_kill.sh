@@ -41,6 +41,12 @@ for delay in 0.3 1 2 3.5; do
     { wait "$pid"; } 2>/dev/null || rc=$?
     [ "$rc" -eq 137 ] || note "the run killed after ${delay}s exited with $rc"
     note "killed the run after ${delay}s ($(du -sm "$T/repo" | cut -f1) MiB in the repository)"
+    # killed after its snapshot was saved and its summary printed (while
+    # it recorded its audit record): a complete snapshot
+    if grep -q '"snapshot"' "$T/killed.out"; then
+      note "the killed run had saved its snapshot"
+      completed=$((completed + 1))
+    fi
   else
     rc=0
     wait "$pid" || rc=$?

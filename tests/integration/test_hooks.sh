@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# hooks: before commands run before the sources start (a file a before hook
+# writes into the source is in the snapshot); a failing before hook aborts
+# the run (exit 1, no snapshot) and the after hooks still run; after hooks
+# run on success, partial, failure and interruption with the outcome in
+# ENGINE_* variables; hooks get the minimal environment (no passphrase, no
+# other variable of the engine's) and no secret in their argv; the timeout
+# kills the hook's whole process group; output goes to the log; `engine
+# serve` jobs run the same hooks.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/ops_lib.sh"
+
+mkdir -p "$T/src" "$T/marks"
+echo "data" >"$T/src/a.txt"
+M=$T/marks
+# the after hook records its ENGINE_* variables, one file per run
+cat >"$T/after.sh" <<'EOF'
+#!/bin/sh
+n=$(ls "$MARKS" 2>/dev/null | grep -c '^after' || true)
+env | grep '^ENGINE_' | sort >"$MARKS/after.$n"
+EOF
+chmod +x "$T/after.sh"
+hooks_pipeline() { # FILE NAME REPO BEFORE-CMD [EXTRA-YAML]
+  write_pipeline "$1" "$2" "$3" "$T/src"
+  cat >>"$1" <<YAML
+hooks:
+  before: [$(yq "$4")]
+  after: [$(yq "MARKS=$M $T/after.sh")]
+  timeout: ${HOOK_TIMEOUT:-30s}
+${5:-}
+YAML
+}
+last_after() { ls "$M" | grep '^after' | sort -t. -k2 -n | tail -1; }
+after_var() { sed -n "s/^$1=//p" "$M/$(last_after)"; }
+
+# ---- success: order, environment, argv --------------------------------------
+export HOOK_SECRET_CANARY=canary-not-for-hooks-8f2e
+hooks_pipeline "$T/p.yml" hooks "$T/repo" \
+  "echo before-ran >$T/src/written-by-before.txt; env >$M/before.env; tr '\\0' ' ' </proc/\$\$/cmdline >$M/before.argv; echo hook-output-line"
+run_ok "$T/run.json" "$T/run.err" -v run "$T/p.yml" --json
+SNAP=$(json_get "$T/run.json" 'j["snapshot"]')
+run_ok "$T/ls.json" "$T/ls.err" restore "$T/p.yml" latest --dry-run --json
+assert_contains "$T/ls.json" "written-by-before.txt" "a file the before hook wrote into the source is in the snapshot (the hook ran before the sources)"
+assert_eq success "$(after_var ENGINE_STATUS)" "after hook: ENGINE_STATUS"
+assert_eq 0 "$(after_var ENGINE_EXIT)" "after hook: ENGINE_EXIT"
+assert_eq "$SNAP" "$(after_var ENGINE_SNAPSHOT)" "after hook: ENGINE_SNAPSHOT is the new snapshot"
+assert_eq hooks "$(after_var ENGINE_PIPELINE)" "after hook: ENGINE_PIPELINE"
+assert_eq "$T/p.yml" "$(after_var ENGINE_PIPELINE_FILE)" "after hook: ENGINE_PIPELINE_FILE"
+assert_eq "" "$(after_var ENGINE_ERROR)" "after hook: ENGINE_ERROR on success"
+grep -q '^ENGINE_HOOK=before$' "$M/before.env" || fail "the before hook has no ENGINE_HOOK=before"
+grep -q '^ENGINE_PIPELINE=hooks$' "$M/before.env" || fail "the before hook has no ENGINE_PIPELINE"
+# the minimal environment: nothing of the engine's beyond the allow-list
+for secret in "$TEST_PASSPHRASE" "$HOOK_SECRET_CANARY"; do
+  assert_not_contains "$M/before.env" "$secret" "the before hook's environment"
+  assert_not_contains "$M/$(last_after)" "$secret" "the after hook's environment"
+  assert_not_contains "$M/before.argv" "$secret" "the before hook's argv"
+done
+grep -q '^PATH=' "$M/before.env" || fail "the hook has no PATH (allow-list)"
+# output goes to the log, one line each, with the hook's name
+assert_contains "$T/run.err" "hooks.before[0]: hook-output-line" "the before hook's output in the log"
+
+# ---- a failing before hook: exit 1, no snapshot, after hooks run -------------
+hooks_pipeline "$T/p.yml" hooks "$T/repo" "echo cannot-enter-readonly-mode; exit 7"
+run_engine "$T/f.out" "$T/f.err" run "$T/p.yml"
+assert_rc 1 "run with a failing before hook" "$T/f.out" "$T/f.err"
+assert_contains "$T/f.err" "hooks.before[0]" "the error names the hook"
+assert_contains "$T/f.err" "exited with status 7" "the error says how the hook ended"
+assert_contains "$T/f.err" "cannot-enter-readonly-mode" "the error quotes the hook's output"
+run_ok "$T/s.json" "$T/s.err" snapshots "$T/p.yml" --json
+assert_eq 1 "$(json_get "$T/s.json" 'len(j)')" "snapshots after the failed before hook (no new one)"
+assert_eq failure "$(after_var ENGINE_STATUS)" "after hook after a failed before hook: ENGINE_STATUS"
+assert_eq 1 "$(after_var ENGINE_EXIT)" "after hook after a failed before hook: ENGINE_EXIT"
+assert_eq "" "$(after_var ENGINE_SNAPSHOT)" "after hook after a failed before hook: no snapshot"
+case "$(after_var ENGINE_ERROR)" in *hooks.before*exited*) ;; *) fail "ENGINE_ERROR '$(after_var ENGINE_ERROR)' does not name the before hook" ;; esac
+
+# ---- partial: exit 3 ----------------------------------------------------------
+write_pipeline "$T/pp.yml" hookspartial "$T/repo-p" "$T/src" "$T/does-not-exist"
+cat >>"$T/pp.yml" <<YAML
+hooks:
+  after: [$(yq "MARKS=$M $T/after.sh")]
+YAML
+run_engine "$T/p.out" "$T/p.err" run "$T/pp.yml" --json
+assert_rc 3 "partial run" "$T/p.out" "$T/p.err"
+assert_eq partial "$(after_var ENGINE_STATUS)" "after hook of a partial run"
+assert_eq 3 "$(after_var ENGINE_EXIT)" "ENGINE_EXIT of a partial run"
+assert_eq 1 "$(after_var ENGINE_WARNINGS)" "ENGINE_WARNINGS of a partial run"
+assert_eq "$(json_get "$T/p.out" 'j["snapshot"]')" "$(after_var ENGINE_SNAPSHOT)" "the partial snapshot"
+
+# ---- failure of the backup itself: the after hooks run ------------------------
+echo "not a directory" >"$T/repo-file"
+hooks_pipeline "$T/pf.yml" hooksfail "$T/repo-file" "true"
+run_engine "$T/pf.out" "$T/pf.err" run "$T/pf.yml"
+assert_rc 1 "run onto a file instead of a repository" "$T/pf.out" "$T/pf.err"
+assert_eq failure "$(after_var ENGINE_STATUS)" "after hook of a failed run"
+case "$(after_var ENGINE_ERROR)" in *repo-file*) ;; *) fail "ENGINE_ERROR '$(after_var ENGINE_ERROR)' does not say why the run failed" ;; esac
+
+# ---- timeout: the hook's process group is killed --------------------------------
+HOOK_TIMEOUT=1s hooks_pipeline "$T/pt.yml" hookstimeout "$T/repo" \
+  "sleep 300 & echo \$! >$M/bg.pid; sleep 300"
+start=$(date +%s)
+run_engine "$T/t.out" "$T/t.err" run "$T/pt.yml"
+elapsed=$(($(date +%s) - start))
+assert_rc 1 "run whose before hook hangs" "$T/t.out" "$T/t.err"
+assert_contains "$T/t.err" "did not finish within 1s (hooks.timeout)" "the timeout is named"
+[ "$elapsed" -lt 20 ] || fail "the hung hook held the run for ${elapsed}s (timeout 1s)"
+bg=$(cat "$M/bg.pid")
+for _ in $(seq 1 50); do kill -0 "$bg" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$bg" 2>/dev/null; then
+  kill -KILL "$bg"
+  fail "a process the hook started in the background survived the timeout"
+fi
+assert_eq failure "$(after_var ENGINE_STATUS)" "after hook after the timeout"
+
+# ---- interrupted: the after hooks still run (exit 130) ----------------------
+hooks_pipeline "$T/pi.yml" hooksint "$T/repo" "touch $M/started; sleep 300"
+rm -f "$M/started"
+ENGINE_PLUGIN_PATH="$ENGINE_PLUGIN_DIR" "$ENGINE_BIN" run "$T/pi.yml" >"$T/i.out" 2>"$T/i.err" &
+pid=$!
+for _ in $(seq 1 100); do [ -e "$M/started" ] && break; sleep 0.1; done
+[ -e "$M/started" ] || fail "the before hook did not start"
+kill -TERM "$pid"
+rc=0
+wait "$pid" || rc=$?
+[ "$rc" = 130 ] || { show "$T/i.err"; fail "interrupted run exited $rc, expected 130"; }
+assert_eq failure "$(after_var ENGINE_STATUS)" "after hook of an interrupted run"
+assert_eq 130 "$(after_var ENGINE_EXIT)" "ENGINE_EXIT of an interrupted run"
+
+# ---- dry runs run no hooks --------------------------------------------------------
+n_before=$(ls "$M" | grep -c '^after')
+hooks_pipeline "$T/p.yml" hooks "$T/repo" "touch $M/dry-before"
+run_ok "$T/d.out" "$T/d.err" run "$T/p.yml" --dry-run
+[ ! -e "$M/dry-before" ] || fail "a dry run ran the before hook"
+assert_eq "$n_before" "$(ls "$M" | grep -c '^after')" "after hooks of a dry run"
+
+# ---- engine serve's jobs run the hooks (serve starts 'engine run') -------------
+mkdir -p "$T/conf.d"
+rm -f "$T/src/written-by-before.txt"
+hooks_pipeline "$T/conf.d/served.yml" served "$T/repo-s" "echo by-serve >$T/src/written-by-before.txt"
+serve_start srv --listen 127.0.0.1:0 --config-dir "$T/conf.d"
+curl -s -o "$T/job.json" -X POST -H 'Content-Type: application/json' "$URL/v1/pipelines/served/run"
+JOB=$(json_get "$T/job.json" 'j["job"]')
+for _ in $(seq 1 300); do
+  curl -s -o "$T/job.json" "$URL/v1/jobs/$JOB"
+  state=$(json_get "$T/job.json" 'j["state"]')
+  [ "$state" = running ] || [ "$state" = queued ] || break
+  sleep 0.1
+done
+[ "$state" = succeeded ] || { show "$T/job.json" "$T/srv.err"; fail "the served job ended '$state'"; }
+assert_eq "by-serve" "$(cat "$T/src/written-by-before.txt")" "the before hook of a served job"
+assert_eq served "$(after_var ENGINE_PIPELINE)" "the after hook of a served job ran"
+assert_eq "$(json_get "$T/job.json" 'j["summary"]["snapshot"]')" "$(after_var ENGINE_SNAPSHOT)" "the served job's snapshot in its after hook"
+serve_stop srv "$SRV_PID"
+note "PASS"
