@@ -35,6 +35,9 @@ packages=(
   libxml2-dev ceph-mon ceph-osd radosgw awscli
   # mongodb source: the official C driver; pymongo is the tests' independent client
   libmongoc-dev libbson-dev python3-pymongo
+  # engine schedule's tests: systemd-analyze verify / security on the generated units
+  # (works on unit files; no running systemd needed)
+  systemd
 )
 # the GCS emulator (firebase-tools) and the MongoDB stand-in (CongoDB), from the npm
 # registry, need node and npm
