@@ -20,7 +20,8 @@
 #     duplicates; 503s are retried; a second run of an unchanged cluster
 #     stores (almost) nothing new;
 #   - namespaces / exclude_namespaces / cluster_resources none|all /
-#     label_selector / resources select what they say.
+#     label_selector / resources select what they say;
+#   - conf.d/k8s.yml validates and kubectl takes conf.d/k8s-backup-cronjob.yaml.
 # What the fixture cannot show (see its docstring): controllers, admission,
 # real field ownership; the lists' continuation is not a snapshot.
 set -euo pipefail
@@ -147,5 +148,12 @@ run_ok "$T/r7.out" "$T/r7.err" restore "$T/pl.yml" latest --target "$T/out7"
 got=$(cd "$T/out7" && find . -type f | sort | tr '\n' ' ')
 assert_eq "./billing/deployments.apps/ledger.yaml ./shop/configmaps/shop-config.yaml ./shop/deployments.apps/web.yaml " \
   "$got" "objects selected by label_selector and resources"
+
+note "conf.d: the example pipeline validates, kubectl takes the CronJob manifest"
+run_ok "$T/v.out" "$T/v.err" validate "$REPO_ROOT/conf.d/k8s.yml"
+"$KUBECTL" --kubeconfig "$T/kc" apply --dry-run=client --validate=false \
+  -f "$REPO_ROOT/conf.d/k8s-backup-cronjob.yaml" >"$T/cron.out" 2>&1 ||
+  { show "$T/cron.out"; fail "kubectl does not take conf.d/k8s-backup-cronjob.yaml"; }
+assert_contains "$T/cron.out" "cronjob.batch/engine-k8s-backup created (dry run)" "the CronJob"
 
 note "ok"
