@@ -51,7 +51,7 @@ def first(sub):
     return min(i for i, p in enumerate(order) if sub in p)
 def last(sub):
     return max(i for i, p in enumerate(order) if sub in p)
-assert last("/customresourcedefinitions") < first("/widgets"), "CRD after its custom resources"
+assert last("/customresourcedefinitions") < first("/apis/example.com/"), "CRD after its custom resources"
 for ns in ("shop", "billing", "monitoring"):
     ns_write = min(i for i, x in enumerate(w) if x["path"].endswith("/namespaces") or x["path"].endswith("/namespaces/" + ns))
     assert ns_write < first("/namespaces/%s/" % ns), "namespace %s after its objects" % ns
@@ -77,7 +77,9 @@ curl -sf --cacert "$T/certs/ca.crt" -H "Authorization: Bearer $K8S_TOKEN" -X PAT
 run_engine "$T/r3.out" "$T/r3.err" restore "$T/p.yml" latest --target cluster --drop-existing
 [ "$RC" -ne 0 ] || fail "--drop-existing without --yes updated the cluster"
 assert_contains "$T/r3.err" "--yes" "the refusal of --drop-existing without --yes"
+k8s_ctl "$MAIN" -X POST /__fixture/reset-stats >/dev/null
 run_ok "$T/r4.out" "$T/r4.err" restore "$T/p.yml" latest --target cluster --drop-existing --yes
+k8s_ctl "$MAIN" /__fixture/writes >"$T/writes4.json"
 k8s_ctl "$MAIN" /__fixture/store >"$T/store4.json"
 "$PYTHON" "$K8S_CHECK" compare-store "$T/exp.json" "$T/store4.json" ||
   fail "--drop-existing --yes did not put the changed object back"
@@ -132,12 +134,16 @@ else
 fi
 
 if k8s_engine_has_http_ext; then
-  note "server-side apply: a conflict with another field manager needs --drop-existing --yes"
-  k8s_ctl "$MAIN" /__fixture/writes >"$T/writes9.json"
-  "$PYTHON" - "$T/writes1.json" <<'EOF' || fail "the restore did not use server-side apply"
+  note "server-side apply: PATCH apply-patch+yaml, fieldManager engine, force only with --drop-existing --yes"
+  "$PYTHON" - "$T/writes1.json" "$T/writes4.json" <<'EOF' || fail "the restore did not use server-side apply as documented"
 import json, sys
-w = [x for x in json.load(open(sys.argv[1])) if x["status"] < 300]
-assert all(x["method"] == "PATCH" and x["contentType"] == "application/apply-patch+yaml" and not x["force"] for x in w), w[:3]
+for f, force in ((sys.argv[1], False), (sys.argv[2], True)):
+    w = [x for x in json.load(open(f)) if x["method"] != "GET"]
+    assert w, f
+    for x in w:
+        assert x["method"] == "PATCH" and x["contentType"] == "application/apply-patch+yaml", x
+        assert x["fieldManager"] == "engine" and x["force"] == force, x
+print("ok")
 EOF
 fi
 
