@@ -38,6 +38,9 @@ packages=(
   # engine schedule's tests: systemd-analyze verify / security on the generated units
   # (works on unit files; no running systemd needed)
   systemd
+  # docs/DISASTER_RECOVERY.md's commands pick values out of --json output with jq
+  # (tests/integration/test_dr_*.sh run them as written)
+  jq
 )
 # the GCS emulator (firebase-tools) and the MongoDB stand-in (CongoDB), from the npm
 # registry, need node and npm
