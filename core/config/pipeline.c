@@ -389,8 +389,8 @@ char *pipeline_notify_event_list(void) {
 json_t *pipeline_secret_refs(const struct pipeline *p) {
   json_t *out = json_array();
   if (p->encrypt_passphrase_ref)
-    json_array_append_new(out, json_pack("{s:s, s:s}", "option", "stages.encrypt.passphrase",
-                                         "ref", p->encrypt_passphrase_ref));
+    json_array_append_new(out, json_pack("{s:s, s:s}", "option", "stages.encrypt.passphrase", "ref",
+                                         p->encrypt_passphrase_ref));
   for (int sinks = 0; sinks < 2; sinks++) {
     const struct pipeline_plugin_cfg *v = sinks ? p->sinks : p->sources;
     size_t n = sinks ? p->n_sinks : p->n_sources;
