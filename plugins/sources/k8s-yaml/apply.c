@@ -340,10 +340,10 @@ long k8s_apply_all(struct k8s_client *c, struct k8s_apply_obj *objs, size_t n,
   if (rc >= 0) {
     /* existing objects left alone are reported (named one by one with -v) */
     c->h->log(c->h, a.skipped && !o->update ? ENGINE_LOG_WARN : ENGINE_LOG_INFO,
-              "%s%zu object(s) applied, %zu left as they were (they exist; -v names them, "
+              "%s%zu object(s) %s, %zu left as they were (they exist; -v names them, "
               "--drop-existing --yes updates them), %zu not checked, %ld failed",
-              o->dry_run ? "dry run (dryRun=All, nothing changed): " : "", a.applied, a.skipped,
-              a.unchecked, a.failed);
+              o->dry_run ? "dry run (dryRun=All, nothing changed): " : "", a.applied,
+              o->dry_run ? "accepted by the server" : "applied", a.skipped, a.unchecked, a.failed);
     if (a.failed) {
       c->h->set_error(c->h, "%ld object(s) could not be restored: %s", a.failed,
                       a.failures.p ? a.failures.p : "");

@@ -168,7 +168,10 @@ static const struct engine_source_ops k8s_source_ops = {
     .restore_begin = k8s_restore_begin,
     .restore_item = k8s_restore_item,
     .restore_end = k8s_restore_end,
-    .capabilities = 0,
+#ifdef ENGINE_SOURCE_CAP_DRY_RUN
+    /* restore --dry-run reaches the plugin: a server-side dry run */
+    .capabilities = ENGINE_SOURCE_CAP_DRY_RUN,
+#endif
 };
 
 static const struct engine_plugin k8s_plugin = {
