@@ -17,7 +17,7 @@
 #     plaintext (nor base64); restored Secret files are 0600;
 #   - 403 on one resource: a warning naming it, exit 3 (partial), the rest
 #     backed up; an expired continue token (410) restarts that list without
-#     duplicates; 503s are retried; a second run of an unchanged cluster
+#     duplicates; 503s and 429s are retried; a second run of an unchanged cluster
 #     stores (almost) nothing new;
 #   - namespaces / exclude_namespaces / cluster_resources none|all /
 #     label_selector / resources select what they say;
@@ -115,7 +115,7 @@ run_ok "$T/r3.out" "$T/r3.err" restore "$T/p.yml" latest --target "$T/out3"
 [ -f "$T/out3/shop/deployments.apps/web.yaml" ] || fail "a 403 on configmaps lost the other resources"
 k8s_ctl "$MAIN" -X POST "/__fixture/forbid?resource=configmaps&off=1" >/dev/null
 
-note "an expired continue token (410) restarts the list; 503s are retried"
+note "an expired continue token (410) restarts the list; 503s and 429s are retried"
 k8s_ctl "$MAIN" -X POST "/__fixture/expire?resource=configmaps" >/dev/null
 k8s_ctl "$MAIN" -X POST "/__fixture/reset-stats" >/dev/null
 k8s_ctl "$MAIN" -X POST "/__fixture/fail?status=503&count=2&path=/apis/apps/v1/deployments" >/dev/null
@@ -125,6 +125,9 @@ assert_contains "$T/run4.err" "expired" "the log of the restarted list"
 k8s_ctl "$MAIN" /__fixture/stats >"$T/stats4.json"
 assert_eq 1 "$(json_get "$T/stats4.json" 'j["by_status"].get("410", 0)')" "410 answers"
 assert_eq 2 "$(json_get "$T/stats4.json" 'j["by_status"].get("503", 0)')" "503 answers"
+k8s_ctl "$MAIN" -X POST "/__fixture/fail?status=429&count=3&path=/api/v1/services" >/dev/null
+run_ok "$T/run4b.json" "$T/run4b.err" run "$T/p.yml" --json
+assert_eq complete "$(json_get "$T/run4b.json" 'j["status"]')" "status after three 429s"
 run_ok "$T/r4.out" "$T/r4.err" restore "$T/p.yml" latest --target "$T/out4"
 "$PYTHON" "$K8S_CHECK" compare-dir "$T/exp1.json" "$T/out4" || fail "a restarted list lost or doubled objects"
 

@@ -9,8 +9,9 @@
 #     non-secret cloud variables, never the engine's secrets;
 #   - the in-cluster service account (token, ca.crt and namespace files,
 #     KUBERNETES_SERVICE_HOST/PORT), with no kubeconfig anywhere;
-#   - a client certificate (when this engine's HTTP client can present one,
-#     ENGINE_HTTP_EXT_MINOR; otherwise the refusal says so);
+#   - a client certificate and insecure-skip-tls-verify (when this engine's
+#     HTTP client can do them, ENGINE_HTTP_EXT_MINOR; otherwise the refusal
+#     says so);
 #   - clear errors: malformed kubeconfig (path:line:col), a missing user,
 #     an unknown context, an untrusted server certificate, an exec plugin that
 #     is missing or fails, a refused token, an unreachable server (bounded
@@ -114,12 +115,16 @@ assert_contains "$T/incluster.err" "in-cluster service account" "the credentials
 HOME=$T/emptyhome KUBECONFIG='' run_engine "$T/nocreds.out" "$T/nocreds.err" run "$T/incluster.yml"
 assert_contains "$T/nocreds.err" "no Kubernetes credentials" "no kubeconfig and not in a cluster"
 
-note "client certificate"
+note "client certificate, insecure-skip-tls-verify"
 k8s_kubeconfig "$T/kc-cert" "$MAIN" cert
+# insecure-skip-tls-verify instead of the CA
+sed 's|certificate-authority-data: .*|insecure-skip-tls-verify: true|' "$T/kc-token" >"$T/kc-insecure"
 if k8s_engine_has_http_ext; then
   backup_ok cert "$T/kc-cert"
+  backup_ok insecure "$T/kc-insecure"
 else
   backup_fails cert "$T/kc-cert" "client certificates need an engine whose HTTP client supports them"
+  backup_fails insecure "$T/kc-insecure" "insecure-skip-tls-verify need an engine whose HTTP client"
 fi
 
 note "errors"
