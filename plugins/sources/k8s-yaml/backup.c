@@ -32,6 +32,7 @@ struct bk {
   json_t *ns_obj;                          /* name -> Namespace object of the selected namespaces */
   json_t *need_pv, *need_crole, *need_crd; /* names -> true, for cluster_resources auto */
   json_t *rvs;                             /* resource_versions mark */
+  json_t *only;                            /* each_needed: names to emit */
   uint64_t items, skipped;
 };
 
@@ -256,6 +257,15 @@ static int each_emit(struct bk *b, const struct k8s_res *r, const char *api, jso
   return emit_object(b, r, api, obj, seen) < 0 ? -1 : 0;
 }
 
+/* cluster_resources auto: only the objects named in b->only */
+static int each_needed(struct bk *b, const struct k8s_res *r, const char *api, json_t *obj,
+                       json_t *seen) {
+  const char *name = json_string_value(json_object_get(json_object_get(obj, "metadata"), "name"));
+  if (!name || !json_object_get(b->only, name))
+    return 0;
+  return emit_object(b, r, api, obj, seen) < 0 ? -1 : 0;
+}
+
 static int each_namespace(struct bk *b, const struct k8s_res *r, const char *api, json_t *obj,
                           json_t *seen) {
   (void)seen;
@@ -389,7 +399,7 @@ static int auto_allowed(struct bk *b, const struct k8s_res *r) {
 }
 
 /* GET each named object of r and emit it (cluster_resources auto). */
-static int emit_named(struct bk *b, const struct k8s_res *r, json_t *names, int quiet_missing) {
+static int emit_named(struct bk *b, const struct k8s_res *r, json_t *names) {
   const char *name;
   json_t *v;
   json_object_foreach(names, name, v) {
@@ -407,12 +417,10 @@ static int emit_named(struct bk *b, const struct k8s_res *r, json_t *names, int 
       if (e < 0)
         return ENGINE_ERROR;
     } else if (rc == ENGINE_NOT_FOUND) {
-      if (!quiet_missing) {
-        char *msg =
-            k8s_strf("%s %s is referenced by a backed-up object but does not exist", r->kind, name);
-        b->h->log(b->h, ENGINE_LOG_WARN, "%s", msg ? msg : name);
-        free(msg);
-      }
+      char *msg =
+          k8s_strf("%s %s is referenced by a backed-up object but does not exist", r->kind, name);
+      b->h->log(b->h, ENGINE_LOG_WARN, "%s", msg ? msg : name);
+      free(msg);
     } else if (status == 0) {
       if (why)
         b->h->set_error(b->h, "%s", why);
@@ -437,14 +445,22 @@ static int cluster_auto(struct bk *b) {
         return ENGINE_ERROR;
     }
   }
+  /* The CRDs of the custom resources backed up: one list of the CRDs
+   * (named RESOURCE.GROUP, as need_crd holds the resources of every
+   * non-core group), not a GET per resource type */
   const struct k8s_res *crd = find_res(b, "apiextensions.k8s.io", "customresourcedefinitions");
-  if (auto_allowed(b, crd) && emit_named(b, crd, b->need_crd, 1) != ENGINE_OK)
-    return ENGINE_ERROR;
+  if (auto_allowed(b, crd) && json_object_size(b->need_crd) > 0) {
+    b->only = b->need_crd;
+    int lr = list_resource(b, crd, NULL, NULL, each_needed, NULL);
+    b->only = NULL;
+    if (lr == LIST_FATAL)
+      return ENGINE_ERROR;
+  }
   const struct k8s_res *pv = find_res(b, "", "persistentvolumes");
-  if (auto_allowed(b, pv) && emit_named(b, pv, b->need_pv, 0) != ENGINE_OK)
+  if (auto_allowed(b, pv) && emit_named(b, pv, b->need_pv) != ENGINE_OK)
     return ENGINE_ERROR;
   const struct k8s_res *cr = find_res(b, "rbac.authorization.k8s.io", "clusterroles");
-  if (auto_allowed(b, cr) && emit_named(b, cr, b->need_crole, 0) != ENGINE_OK)
+  if (auto_allowed(b, cr) && emit_named(b, cr, b->need_crole) != ENGINE_OK)
     return ENGINE_ERROR;
   return ENGINE_OK;
 }
