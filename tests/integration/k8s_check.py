@@ -10,11 +10,12 @@ comparisons against kubectl's view of the (fixture) cluster.
     k8s_check.py compare-dir EXPECTED.json DIR
         the files under DIR (a restore --target DIR) parse as YAML and equal the
         expected objects, no more, no fewer
-    k8s_check.py compare-store EXPECTED.json STORE.json [--namespace-map old=new]
+    k8s_check.py compare-store EXPECTED.json STORE.json [--namespace-map old=new] [--prefix P]
         the fixture's store (GET /__fixture/store) holds every expected object,
         equal once normalised the same way (server-assigned fields dropped);
         with a namespace map, the objects of namespace old (and its Namespace),
-        expected under new with their namespace references rewritten
+        expected under new with their namespace references rewritten; with a
+        prefix, the expected objects whose item names start with it
     k8s_check.py stream-order FILE
         a --to-stdout stream: documents in apply order (CRDs, namespaces, ...)
 """
@@ -321,9 +322,17 @@ def compare_store(argv):
     exp = json.load(open(argv[0]))
     store = json.load(open(argv[1]))
     nsmap = {}
-    if len(argv) > 3 and argv[2] == "--namespace-map":
-        a, b = argv[3].split("=")
-        nsmap[a] = b
+    prefix = ""
+    i = 2
+    while i + 1 < len(argv):
+        if argv[i] == "--namespace-map":
+            a, b = argv[i + 1].split("=")
+            nsmap[a] = b
+        elif argv[i] == "--prefix":
+            prefix = argv[i + 1]
+        else:
+            sys.exit("unknown option " + argv[i])
+        i += 2
     have = {}
     for e in store:
         g, r = e["group"], e["resource"]
@@ -334,6 +343,8 @@ def compare_store(argv):
     bad = []
     checked = 0
     for k, v in sorted(exp.items()):
+        if not k.startswith(prefix):
+            continue
         # with a namespace map: the mapped namespace's objects and its Namespace
         # (cluster-scoped objects that refer to it exist already and are left
         # as they are)

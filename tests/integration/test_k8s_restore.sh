@@ -9,6 +9,8 @@
 #   - a second restore applies nothing (existing objects are left alone and
 #     reported); --drop-existing needs --yes and then puts a changed object
 #     back; objects the server refuses make the restore exit 3 naming each;
+#     one namespace restored into a new cluster gets its Namespace made first,
+#     and its custom resources wait for their CRD (a hint says so);
 #   - --to-stdout prints one YAML stream in apply order;
 #   - --target kubeconfig:PATH#CONTEXT restores into another cluster;
 #   - --namespace-map and --dry-run (dryRun=All) when this engine's CLI has
@@ -92,6 +94,21 @@ assert_rc 3 "restore with Roles forbidden" "$T/r5.out" "$T/r5.err"
 assert_contains "$T/r5.err" "shop/roles.rbac.authorization.k8s.io/config-reader.yaml" "the refused object"
 assert_contains "$T/r5.err" "forbidden" "the reason"
 k8s_ctl "$MAIN" -X POST "/__fixture/forbid?resource=roles.rbac.authorization.k8s.io&off=1" >/dev/null
+
+note "one namespace into a new cluster: its Namespace is made first; its custom resources need their CRD"
+k8s_ctl "$MAIN" -X POST /__fixture/wipe >/dev/null
+run_engine "$T/r5b.out" "$T/r5b.err" restore "$T/p.yml" latest --target cluster --only 'cluster/billing/*'
+assert_rc 3 "one namespace without the CRD of its custom resource" "$T/r5b.err"
+assert_contains "$T/r5b.err" "namespace billing did not exist and this restore does not hold it: created it empty" \
+  "the namespace made for the restore"
+assert_contains "$T/r5b.err" "billing/widgets.example.com/green-widget.yaml: not restored" "the custom resource"
+assert_contains "$T/r5b.err" "restore its CustomResourceDefinition first" "the hint for a resource not served"
+run_ok "$T/r5c.out" "$T/r5c.err" restore "$T/p.yml" latest --target cluster \
+  --only 'cluster/_cluster/customresourcedefinitions.apiextensions.k8s.io/*'
+run_ok "$T/r5d.out" "$T/r5d.err" restore "$T/p.yml" latest --target cluster --only 'cluster/billing'
+k8s_ctl "$MAIN" /__fixture/store >"$T/store5b.json"
+"$PYTHON" "$K8S_CHECK" compare-store "$T/exp.json" "$T/store5b.json" --prefix billing/ ||
+  fail "the objects of one namespace restored into a new cluster"
 
 note "--to-stdout: one stream in apply order"
 run_ok "$T/stream.yaml" "$T/s.err" restore "$T/p.yml" latest --only 'cluster/*' --to-stdout

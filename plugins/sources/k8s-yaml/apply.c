@@ -69,6 +69,7 @@ struct ap {
   long failed;
   size_t applied, skipped, unchecked;
   json_t *created_ns, *created_crd; /* what this restore creates (for dry runs) */
+  json_t *ns_known;                 /* namespaces that exist (or were made) */
 };
 
 static void failure(struct ap *a, const char *item, const char *why) {
@@ -117,11 +118,14 @@ static void answer_failure(struct ap *a, const struct k8s_apply_obj *ob, const c
     return;
   }
   char *why = k8s_resp_reason(r);
-  char *msg = k8s_strf("%s %s%s", verb, why ? why : "error",
-                       r->status == 409 && !a->o->force
-                           ? " (other field managers own fields this restore sets; restore with "
-                             "--drop-existing --yes to take them over)"
-                           : "");
+  const char *hint = "";
+  if (r->status == 409 && !a->o->force)
+    hint = " (other field managers own fields this restore sets; restore with --drop-existing "
+           "--yes to take them over)";
+  else if (r->status == 404 && *ob->group && why && strstr(why, "could not find the requested"))
+    hint = " (the cluster does not serve this resource: restore its CustomResourceDefinition "
+           "first, or install the operator that defines it)";
+  char *msg = k8s_strf("%s %s%s", verb, why ? why : "error", hint);
   failure(a, ob->name, msg ? msg : verb);
   free(msg);
   free(why);
@@ -240,6 +244,57 @@ out:
   return rc;
 }
 
+/* A namespaced object whose namespace does not exist (the restore does not
+ * hold its Namespace: --only one namespace, cluster_resources none): make a
+ * bare one first, as Velero does. -1: stop. */
+static int ensure_namespace(struct ap *a, const char *ns) {
+  if (json_object_get(a->ns_known, ns) || json_object_get(a->created_ns, ns))
+    return 0;
+  struct k8s_client *c = a->c;
+  char *path = k8s_res_path("", "v1", "namespaces", NULL, ns);
+  struct k8s_resp r = {0};
+  if (!path || k8s_request(c, "GET", path, NULL, NULL, 0, -1, &r) != ENGINE_OK) {
+    free(path);
+    return -1;
+  }
+  json_object_set_new(a->ns_known, ns, json_true());
+  long st = r.status;
+  k8s_resp_free(&r);
+  if (st != 404 || a->o->dry_run) {
+    if (st == 404) /* a dry run cannot check objects of a namespace it does not make */
+      json_object_set_new(a->created_ns, ns, json_true());
+    free(path);
+    return 0;
+  }
+  json_t *obj = json_pack("{s:s, s:s, s:{s:s}}", "apiVersion", "v1", "kind", "Namespace",
+                          "metadata", "name", ns);
+  char *body = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+  json_decref(obj);
+  char *url = c->can_patch ? k8s_strf("%s?fieldManager=" FIELD_MANAGER, path)
+                           : strdup("/api/v1/namespaces?fieldManager=" FIELD_MANAGER);
+  int hr = body && url
+               ? k8s_request(c, c->can_patch ? "PATCH" : "POST", url,
+                             c->can_patch ? "application/apply-patch+yaml" : "application/json",
+                             body, strlen(body), -1, &r)
+               : ENGINE_ERROR;
+  free(body);
+  free(url);
+  free(path);
+  if (hr != ENGINE_OK)
+    return -1;
+  if (r.status >= 200 && r.status <= 299) {
+    a->h->log(a->h, ENGINE_LOG_WARN,
+              "namespace %s did not exist and this restore does not hold it: created it empty", ns);
+  } else {
+    char *why = k8s_resp_reason(&r);
+    a->h->log(a->h, ENGINE_LOG_WARN, "namespace %s does not exist and cannot be created: %s", ns,
+              why ? why : "error");
+    free(why);
+  }
+  k8s_resp_free(&r);
+  return 0;
+}
+
 /* Wait until every CRD this restore applied is Established. */
 static int wait_established(struct ap *a, struct k8s_apply_obj *objs, size_t n) {
   const struct engine_host *h = a->h;
@@ -298,6 +353,7 @@ long k8s_apply_all(struct k8s_client *c, struct k8s_apply_obj *objs, size_t n,
   struct ap a = {.c = c, .h = c->h, .o = o};
   a.created_ns = json_object();
   a.created_crd = json_object();
+  a.ns_known = json_object();
   long rc = 0;
   int crds_waited = 0;
   for (size_t i = 0; i < n && rc >= 0; i++) {
@@ -329,7 +385,7 @@ long k8s_apply_all(struct k8s_client *c, struct k8s_apply_obj *objs, size_t n,
       failure(&a, ob->name, "the spooled object is not JSON");
       continue;
     }
-    if (apply_one(&a, ob, obj) < 0)
+    if ((ob->ns && ensure_namespace(&a, ob->ns) < 0) || apply_one(&a, ob, obj) < 0)
       rc = -1;
     json_decref(obj);
   }
@@ -353,5 +409,6 @@ long k8s_apply_all(struct k8s_client *c, struct k8s_apply_obj *objs, size_t n,
   k8s_buf_free(&a.failures);
   json_decref(a.created_ns);
   json_decref(a.created_crd);
+  json_decref(a.ns_known);
   return rc;
 }
