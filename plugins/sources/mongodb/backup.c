@@ -28,6 +28,11 @@
  * yet), the next ones hold about batch_size bytes. */
 #define FIRST_BATCH 16
 #define MAX_BATCH_DOCS 100000
+/* A server sends at most 16 MiB per batch. The batch size is a number of
+ * documents, estimated from the average size so far: asking for at most
+ * 8 MiB leaves room for documents larger than that average, so that a
+ * server that does not cut batches itself never sends more than 16 MiB. */
+#define MAX_BATCH_BYTES (8u * 1024u * 1024u)
 
 struct coll {
   char *name;
@@ -618,7 +623,9 @@ static int dump_data(struct bk *b, const char *db, const struct coll *c, const c
       if (count == next_adjust) {
         /* the next batches hold about batch_size bytes */
         uint64_t avg = bytes / count ? bytes / count : 1;
-        uint64_t docs = (uint64_t)b->in->batch_size / avg;
+        uint64_t want = (uint64_t)b->in->batch_size < MAX_BATCH_BYTES ? (uint64_t)b->in->batch_size
+                                                                      : MAX_BATCH_BYTES;
+        uint64_t docs = want / avg;
         docs = docs < 1 ? 1 : docs > MAX_BATCH_DOCS ? MAX_BATCH_DOCS : docs;
         mongoc_cursor_set_batch_size(cur, (uint32_t)docs);
         next_adjust = count + docs;
