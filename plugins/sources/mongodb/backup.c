@@ -51,8 +51,6 @@ struct bk {
   uint32_t ct_t, ct_i;
   char *none_reason; /* why consistency is "none" */
   int fell_back;     /* snapshot reads were given up during the run */
-  unsigned char *buf;
-  size_t buf_len;
   size_t *db_hits, *coll_hits;
   json_t *dbs; /* names of the databases backed up */
   uint64_t n_items, n_docs, n_bytes;
@@ -458,14 +456,6 @@ static void fall_back(struct bk *b, const char *ns, const char *why) {
         b->c.describe, ns, why);
 }
 
-static int flush_buf(struct bk *b) {
-  if (b->buf_len == 0)
-    return ENGINE_OK;
-  int rc = b->em->item_write(b->em, b->buf, b->buf_len);
-  b->buf_len = 0;
-  return rc;
-}
-
 static int fail_item(struct bk *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int fail_item(struct bk *b, const char *fmt, ...) {
   char *msg = NULL;
@@ -474,7 +464,6 @@ static int fail_item(struct bk *b, const char *fmt, ...) {
   if (vasprintf(&msg, fmt, ap) < 0)
     msg = NULL;
   va_end(ap);
-  b->buf_len = 0;
   int rc = b->em->item_end(b->em, ENGINE_ERROR, NULL, msg ? msg : "reading the collection failed");
   free(msg);
   return rc;
@@ -593,61 +582,41 @@ static int dump_data(struct bk *b, const char *db, const struct coll *c, const c
     }
     free(meta_text);
     h->log(h, ENGINE_LOG_DEBUG, "reading %s", ns);
-    const bson_t *doc;
-    uint64_t count = 0, bytes = 0, next_adjust = FIRST_BATCH;
-    int stop = 0;
-    b->buf_len = 0;
     memset(dg.limb, 0, sizeof(dg.limb));
-    while (!stop && mongoc_cursor_next(cur, &doc)) {
-      const uint8_t *p = bson_get_data(doc);
-      size_t len = doc->len;
-      if (b->buf_len + len > MG_IO_BLOCK && flush_buf(b) != ENGINE_OK) {
+    uint64_t want = (uint64_t)b->in->batch_size < MAX_BATCH_BYTES ? (uint64_t)b->in->batch_size
+                                                                  : MAX_BATCH_BYTES;
+    struct mg_readahead *ra = mg_readahead_start(cur, h, want, MAX_BATCH_DOCS, FIRST_BATCH, &dg);
+    int stop = ra == NULL;
+    const uint8_t *blk;
+    size_t blen;
+    while (!stop && mg_readahead_next(ra, &blk, &blen) == 1)
+      if (em->item_write(em, blk, blen) != ENGINE_OK)
         stop = 1;
-        break;
-      }
-      if (len > MG_IO_BLOCK) {
-        if (em->item_write(em, p, len) != ENGINE_OK) {
-          stop = 1;
-          break;
-        }
-      } else {
-        memcpy(b->buf + b->buf_len, p, len);
-        b->buf_len += len;
-      }
-      if (mg_digest_add(&dg, p, len) != 0) {
-        stop = 2;
-        break;
-      }
-      count++;
-      bytes += len;
-      if (count == next_adjust) {
-        /* the next batches hold about batch_size bytes */
-        uint64_t avg = bytes / count ? bytes / count : 1;
-        uint64_t want = (uint64_t)b->in->batch_size < MAX_BATCH_BYTES ? (uint64_t)b->in->batch_size
-                                                                      : MAX_BATCH_BYTES;
-        uint64_t docs = want / avg;
-        docs = docs < 1 ? 1 : docs > MAX_BATCH_DOCS ? MAX_BATCH_DOCS : docs;
-        mongoc_cursor_set_batch_size(cur, (uint32_t)docs);
-        next_adjust = count + docs;
-      }
-      if ((count & 4095) == 0 && h->cancelled(h)) {
-        stop = 1;
-        break;
-      }
-    }
-    int failed = !stop && mongoc_cursor_error(cur, &e);
+    struct mg_readahead_result res = {0};
+    if (ra != NULL)
+      mg_readahead_finish(ra, &res);
+    else
+      res.oom = 1;
     mongoc_cursor_destroy(cur);
-    if (stop == 1) {
-      b->buf_len = 0;
+    uint64_t count = res.count, bytes = res.bytes;
+    int failed = res.failed;
+    e = res.err;
+    if (stop && !res.oom) {
       em->item_end(em, ENGINE_ERROR, NULL, "cancelled");
       json_decref(meta);
       rc = ENGINE_ERROR;
       goto out;
     }
-    if (stop == 2) {
+    if (res.cancelled) {
+      em->item_end(em, ENGINE_ERROR, NULL, "cancelled");
       json_decref(meta);
-      rc = fail_item(b, "computing the digest of %s failed", ns) == ENGINE_OK ? ENGINE_OK
-                                                                              : ENGINE_ERROR;
+      rc = ENGINE_ERROR;
+      goto out;
+    }
+    if (res.oom) {
+      json_decref(meta);
+      rc = fail_item(b, "reading %s failed: out of memory", ns) == ENGINE_OK ? ENGINE_OK
+                                                                             : ENGINE_ERROR;
       goto out;
     }
     if (failed) {
@@ -684,12 +653,6 @@ static int dump_data(struct bk *b, const char *db, const struct coll *c, const c
         fall_back(b, ns, "snapshot too old");
         continue; /* once more, without a snapshot */
       }
-      goto out;
-    }
-    if (flush_buf(b) != ENGINE_OK) {
-      json_decref(meta);
-      em->item_end(em, ENGINE_ERROR, NULL, "cancelled");
-      rc = ENGINE_ERROR;
       goto out;
     }
     char dtext[80];
@@ -895,11 +858,10 @@ int mg_backup(void *inst, const struct engine_emitter *em) {
   int rc = ENGINE_OK;
   char **dbs = NULL;
   size_t n_dbs = 0;
-  b.buf = malloc(MG_IO_BLOCK);
   b.db_hits = calloc(in->n_databases + 1, sizeof(size_t));
   b.coll_hits = calloc(in->n_collections + 1, sizeof(size_t));
   b.dbs = json_array();
-  if (b.buf == NULL || b.db_hits == NULL || b.coll_hits == NULL || b.dbs == NULL) {
+  if (b.db_hits == NULL || b.coll_hits == NULL || b.dbs == NULL) {
     rc = oom(&b);
     goto out;
   }
@@ -944,7 +906,6 @@ out:
   for (size_t i = 0; i < n_dbs; i++)
     free(dbs[i]);
   free(dbs);
-  free(b.buf);
   free(b.db_hits);
   free(b.coll_hits);
   json_decref(b.dbs);

@@ -134,6 +134,30 @@ char *mg_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* write() all of buf, retrying on EINTR and short writes. 0 / -1 (errno). */
 int mg_write_all(int fd, const void *buf, size_t len);
 
+/* ---- readahead.c ---- */
+
+/* A cursor read on a thread of its own, ahead of the consumer: whole
+ * documents in blocks of about MG_IO_BLOCK bytes, counted and added to dg
+ * (may be NULL). After the first first_batch documents, and then after
+ * each batch, the batch size is set to about batch_bytes (at most max_docs
+ * documents). The cursor's client is the thread's until finish. */
+struct mg_readahead;
+struct mg_readahead_result {
+  uint64_t count, bytes;
+  int failed;    /* the cursor failed: err */
+  int cancelled; /* the run is being cancelled */
+  int oom;
+  bson_error_t err;
+};
+struct mg_readahead *mg_readahead_start(mongoc_cursor_t *cur, const struct engine_host *h,
+                                        uint64_t batch_bytes, uint64_t max_docs,
+                                        uint64_t first_batch, struct mg_digest *dg);
+/* The next block (valid until the next call): 1, or 0 at the end. */
+int mg_readahead_next(struct mg_readahead *ra, const uint8_t **data, size_t *len);
+/* Stops the thread (also early), frees everything; 0 when every document
+ * was read, -1 otherwise (see res). The cursor is the caller's to destroy. */
+int mg_readahead_finish(struct mg_readahead *ra, struct mg_readahead_result *res);
+
 /* ---- backup.c ---- */
 int mg_backup(void *inst, const struct engine_emitter *em);
 
