@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "cli/commands.h"
+#include "cli/dispatch.h"
 #include "ops/status.h"
 #include "util/log.h"
 
@@ -113,11 +114,8 @@ int cmd_status(const struct cli_globals *g, const struct cli_args *a) {
     }
     json_array_append_new(out, st);
   }
-  if (a->json) {
-    char *t = json_dumps(out, JSON_INDENT(2) | JSON_SORT_KEYS);
-    printf("%s\n", t);
-    free(t);
-  }
+  if (a->json)
+    cli_print_json(out);
   json_decref(out);
   return failed ? EXIT_ERROR : attention ? EXIT_ATTENTION : EXIT_OK;
 }

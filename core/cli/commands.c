@@ -631,7 +631,8 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
     cli_close(&c);
     return cli_fail(irc != 0 ? ierr : fj.err);
   }
-  const char *extra[5];
+  const char **extra = xcalloc(4 + a->n_namespace_map, sizeof(*extra));
+  char **maps = xcalloc(a->n_namespace_map + 1, sizeof(*maps));
   size_t ne = 0;
   char *as_flag = a->as_name ? xasprintf("as=%s", a->as_name) : NULL;
   if (as_flag)
@@ -640,10 +641,16 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
     extra[ne++] = "drop_existing=1";
   if (a->to_stdout)
     extra[ne++] = "to_stdout=1";
+  for (size_t i = 0; i < a->n_namespace_map; i++)
+    extra[ne++] = maps[i] = xasprintf("namespace_map=%s", a->namespace_map[i]);
   extra[ne] = NULL;
   const char *only = a->n_only ? a->only[0] : NULL;
   if ((a->as_name || a->to_stdout) && (!only || !strchr(only, '/'))) {
     free(as_flag);
+    for (size_t i = 0; i < a->n_namespace_map; i++)
+      free(maps[i]);
+    free(maps);
+    free(extra);
     snapshot_free(m);
     cli_close(&c);
     return cli_usage_error("restore",
@@ -657,6 +664,10 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
   struct restore_result res;
   rc = restore_run(&ro, &res, &err);
   free(as_flag);
+  for (size_t i = 0; i < a->n_namespace_map; i++)
+    free(maps[i]);
+  free(maps);
+  free(extra);
   /* with --to-stdout the data owns stdout: the summary goes to stderr */
   FILE *out = a->to_stdout || a->json ? stderr : stdout;
   char b[32];
@@ -828,7 +839,7 @@ static void restore_test(struct cli_ctx *c, const struct cli_args *a, struct rt_
   snapshot_free(m);
 }
 
-/* The verify/ record of this check (docs/FORMAT.md §9a), so status and
+/* The verify/ record of this check (docs/FORMAT.md §14c), so status and
  * the metrics know the last verification after a restart. */
 static void record_verify(struct cli_ctx *c, const struct cli_args *a, int64_t started,
                           double seconds, const struct check_result *res, int check_rc,

@@ -22,6 +22,8 @@ struct cli_args {
   const char *new_passphrase, *new_key_file;
   const char *as_name; /* restore --as */
   int drop_existing, to_stdout, restore_test, prune;
+  const char **namespace_map; /* restore --namespace-map OLD=NEW, repeatable */
+  size_t n_namespace_map;
   const char *lock_wait, *repack_threshold;
   int64_t lock_wait_ms;   /* --lock-wait, parsed */
   double repack_fraction; /* --repack-threshold, parsed */
@@ -61,6 +63,7 @@ enum cli_opt {
   OPT_AS,
   OPT_DROP_EXISTING,
   OPT_TO_STDOUT,
+  OPT_NAMESPACE_MAP,
   OPT_READ_DATA,
   OPT_RESTORE_TEST,
   OPT_PRUNE,

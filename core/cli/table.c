@@ -69,6 +69,7 @@ const struct cli_option cli_options[OPT__COUNT] = {
     [OPT_AS] = {"as", 0, VALUE("NAME", as_name, NULL)},
     [OPT_DROP_EXISTING] = {"drop-existing", 0, FLAG(drop_existing)},
     [OPT_TO_STDOUT] = {"to-stdout", 0, FLAG(to_stdout)},
+    [OPT_NAMESPACE_MAP] = {"namespace-map", 0, LIST("OLD=NEW", namespace_map, n_namespace_map)},
     [OPT_READ_DATA] = {"read-data", 0, FLAG(read_data)},
     [OPT_RESTORE_TEST] = {"restore-test", 0, FLAG(restore_test)},
     [OPT_PRUNE] = {"prune", 0, FLAG(prune)},
@@ -140,12 +141,15 @@ static const struct cli_use restore_opts[] = {
              "them)",
      .flags = CLI_ONCE},
     USE(OPT_TARGET, "where to restore (a directory for the files source)"),
-    USE(OPT_DRY_RUN, "list what would be restored, write nothing"),
+    USE(OPT_DRY_RUN, "list what would be restored, write nothing (a source that can, such as "
+                     "k8s-yaml, checks it against the target: a server-side dry run)"),
     USE(OPT_YES, "confirm overwriting existing data (a terminal is asked [y/N] instead)"),
     USE(OPT_AS, "restore one item under another name (database sources: another schema name)"),
     USE(OPT_DROP_EXISTING,
         "replace existing objects (database sources; asks [y/N] or needs --yes)"),
     USE(OPT_TO_STDOUT, "write the selected item's raw stream to stdout (e.g. a pg_dump archive)"),
+    USE(OPT_NAMESPACE_MAP, "restore namespace OLD's objects into namespace NEW (k8s-yaml; "
+                           "repeatable)"),
     USE(OPT_PROGRESS, "progress line on stderr: auto (when stdin and stderr are a terminal), "
                       "always, never"),
     NEEDS(OPT_JSON, "list what would be restored as JSON, one object per line", OPT_DRY_RUN),
@@ -258,8 +262,8 @@ static const struct cli_use serve_opts[] = {
     USE(OPT_TOKEN_FILE, "require 'Authorization: Bearer TOKEN' with the token in PATH (mode "
                         "0600); needed to listen on anything but a loopback address"),
     USE(OPT_STATE_DIR, "where the job history, paused schedules and the recovery-point watch "
-                       "are kept (default: serve-HASH of the config directory under "
-                       "$ENGINE_STATE_DIR, /var/lib/engine as root, $XDG_STATE_HOME/engine or "
+                       "are kept (default: serve-HASH of the config directory in the state "
+                       "directory: $ENGINE_STATE_DIR, $STATE_DIRECTORY, $XDG_STATE_HOME/engine or "
                        "~/.local/state/engine)"),
     USE(OPT_DAILY_SUMMARY, "when the daily_summary notification is sent, in local time (default "
                            "00:00)"),

@@ -299,11 +299,23 @@ static struct xfer *prepare(const struct engine_http_request *r) {
   curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 60L);
   if (r->ca_bundle)
     curl_easy_setopt(e, CURLOPT_CAINFO, r->ca_bundle);
+  /* ABI 1.7: a TLS client certificate, no verification of the server */
+  if (r->client_cert)
+    curl_easy_setopt(e, CURLOPT_SSLCERT, r->client_cert);
+  if (r->client_key)
+    curl_easy_setopt(e, CURLOPT_SSLKEY, r->client_key);
+  if (r->insecure) {
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
   const char *m = r->method ? r->method : "GET";
+  int put = strcmp(m, "PUT") == 0, post = strcmp(m, "POST") == 0;
   if (strcmp(m, "HEAD") == 0) {
     curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-  } else if (strcmp(m, "PUT") == 0 || strcmp(m, "POST") == 0) {
-    if (strcmp(m, "PUT") == 0)
+  } else if (put || post || (r->body && strcmp(m, "GET") != 0)) {
+    /* PUT uploads; POST, and PATCH or DELETE with a body, post it under
+     * their own method name */
+    if (put)
       curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
     else
       curl_easy_setopt(e, CURLOPT_POST, 1L);
@@ -311,10 +323,12 @@ static struct xfer *prepare(const struct engine_http_request *r) {
     curl_easy_setopt(e, CURLOPT_READDATA, x);
     curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_cb);
     curl_easy_setopt(e, CURLOPT_SEEKDATA, x);
-    if (strcmp(m, "PUT") == 0)
+    if (put)
       curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)x->up_len);
     else
       curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->up_len);
+    if (!put && !post)
+      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, m);
   } else if (strcmp(m, "GET") != 0) {
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, m);
   }

@@ -51,7 +51,7 @@ struct status_run {
   size_t n_only;
 };
 
-/* Store the run's runs/ record in r (docs/FORMAT.md §9a). 0, or -1 with
+/* Store the run's runs/ record in r (docs/FORMAT.md §14c). 0, or -1 with
  * *err. */
 int status_record_run(struct repo *r, const char *pipeline, const struct status_run *run,
                       char **err);

@@ -1,7 +1,8 @@
 /* engine forget: apply the pipeline's retention policy per group of
  * snapshots (same host and pipeline, like restic's default grouping by
- * host), and delete the snapshot objects it does not keep. Data is only
- * removed by prune. */
+ * host; snapshots of a `run --only` selection form a group per selection,
+ * so they never displace the snapshots of everything), and delete the
+ * snapshot objects it does not keep. Data is only removed by prune. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,15 +12,22 @@
 #include "repo/snapshot.h"
 #include "util/log.h"
 
-/* The snapshots of one host and pipeline, oldest first. */
+/* The snapshots of one host, pipeline and selection, oldest first. */
 struct group {
   const char *hostname, *pipeline;
+  char *only; /* the manifests' "only" as compact JSON; NULL: snapshots of everything */
   const struct snapshot **v;
   size_t n;
 };
 
-/* Group the snapshots of pipeline (and of hostname, unless NULL) by host
- * and pipeline, in the order their groups first appear. */
+/* A snapshot's `run --only` selection as compact JSON, or NULL. */
+static char *selection_of(const struct snapshot *m) {
+  json_t *only = json_object_get(m->extra, "only");
+  return json_is_array(only) && json_array_size(only) ? json_dumps(only, JSON_COMPACT) : NULL;
+}
+
+/* Group the snapshots of pipeline (and of hostname, unless NULL) by host,
+ * pipeline and selection, in the order their groups first appear. */
 static struct group *group_snapshots(const struct snapshot_list *all, const char *pipeline,
                                      const char *hostname, size_t *n_groups) {
   struct group *g = xcalloc(all->n + 1, sizeof(*g));
@@ -30,12 +38,17 @@ static struct group *group_snapshots(const struct snapshot_list *all, const char
     if (!m->pipeline || strcmp(m->pipeline, pipeline) != 0 ||
         (hostname && (!m->hostname || strcmp(m->hostname, hostname) != 0)))
       continue;
+    char *only = selection_of(m);
     size_t k = 0;
-    while (k < *n_groups && strcmp(g[k].hostname, mh) != 0)
+    while (k < *n_groups &&
+           (strcmp(g[k].hostname, mh) != 0 || (g[k].only == NULL) != (only == NULL) ||
+            (only && strcmp(g[k].only, only) != 0)))
       k++;
     if (k == *n_groups) {
-      g[k] = (struct group){mh, m->pipeline, xcalloc(all->n, sizeof(*g[k].v)), 0};
+      g[k] = (struct group){mh, m->pipeline, only, xcalloc(all->n, sizeof(*g[k].v)), 0};
       (*n_groups)++;
+    } else {
+      free(only);
     }
     g[k].v[g[k].n++] = m;
   }
@@ -79,9 +92,12 @@ static int forget_group(struct repo *r, const struct retention_policy *rp, const
     }
     json_array_append_new(remove, e);
   }
-  json_array_append_new(out_groups,
-                        json_pack("{s:s, s:s, s:o, s:o}", "hostname", g->hostname, "pipeline",
-                                  g->pipeline, "keep", keep, "remove", remove));
+  json_t *go = json_pack("{s:s, s:s, s:o, s:o}", "hostname", g->hostname, "pipeline", g->pipeline,
+                         "keep", keep, "remove", remove);
+  json_t *only = g->only ? json_loads(g->only, 0, NULL) : NULL;
+  if (only)
+    json_object_set_new(go, "only", only);
+  json_array_append_new(out_groups, go);
   for (size_t k = 0; k < n && !dry_run; k++) {
     if (d[k].keep)
       continue;
@@ -140,8 +156,10 @@ int forget_run(struct repo *r, const struct pipeline_retention *pol, const char 
   int rc = 0;
   for (size_t k = 0; k < n_groups && rc == 0; k++)
     rc = forget_group(r, &rp, &groups[k], dry_run, out_groups, &removed, err);
-  for (size_t k = 0; k < n_groups; k++)
+  for (size_t k = 0; k < n_groups; k++) {
     free(groups[k].v);
+    free(groups[k].only);
+  }
   free(groups);
   snapshot_list_free(&all);
   if (rc != 0) {

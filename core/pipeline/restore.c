@@ -46,6 +46,7 @@ struct pass_ctx {
   size_t n_kept, cap_kept, kept_bytes, keep_budget;
   uint64_t count, bytes, failed;
   struct progress *progress;
+  int list_only; /* --dry-run for a source that does not check it itself: list the items */
 };
 
 struct rd_ctx {
@@ -247,7 +248,7 @@ static int item_cb(void *ud, json_t *item) {
   int type = item_type_from_name(json_string_value(json_object_get(item, "type")));
   uint64_t size = (uint64_t)json_integer_value(json_object_get(item, "size"));
   json_t *chunks = json_object_get(item, "chunks");
-  if (pc->o->dry_run) {
+  if (pc->list_only) {
     dry_run_item(pc, name, nlen, type, size);
     free(name);
     return 0;
@@ -280,6 +281,21 @@ static int ask_yes(const char *question) {
   if (!fgets(line, sizeof(line), stdin))
     return 0;
   return line[0] == 'y' || line[0] == 'Y';
+}
+
+/* Does the source check a --dry-run against its target itself (ABI 1.7,
+ * ENGINE_SOURCE_CAP_DRY_RUN: a server-side dry run)? Then it is called as for
+ * a restore, with opts->dry_run set; the items of other sources are listed. */
+static int source_dry_runs(const struct restore_opts *o, const struct snapshot_source *src) {
+  for (size_t i = 0; o->dry_run && i < o->n_sources; i++) {
+    const struct plugin_instance *pi = o->sources[i];
+    if (strcmp(pi->name, src->name) != 0 || strcmp(pi->plugin->name, src->type) != 0)
+      continue;
+    const struct engine_source_ops *ops = pi->plugin->source;
+    return ENGINE_HAS_FIELD(ops, struct engine_source_ops, capabilities) &&
+           (ops->capabilities & ENGINE_SOURCE_CAP_DRY_RUN);
+  }
+  return 0;
 }
 
 static struct plugin_instance *find_instance(const struct restore_opts *o, const char *name,
@@ -357,8 +373,9 @@ static int validate_source(const struct restore_opts *o, const struct snapshot_s
                           .source = sn,
                           .sel = {glob},
                           .validate_only = 1,
-                          .collect = !o->dry_run,
-                          .keep = !o->dry_run,
+                          .list_only = o->dry_run && !source_dry_runs(o, src),
+                          .collect = !o->dry_run || source_dry_runs(o, src),
+                          .keep = !o->dry_run || source_dry_runs(o, src),
                           .keep_budget = keep_budget()};
   if (tree_foreach_ids(o->repo, (const unsigned char(*)[32])src->tree, src->n_tree, item_cb, pc,
                        err) < 0)
@@ -379,7 +396,7 @@ static int validate_source(const struct restore_opts *o, const struct snapshot_s
  * overwrites what the target holds (or refusing without --yes). */
 static int begin_source(const struct restore_opts *o, struct pass_ctx *pc, char **err) {
   const char *sn = pc->source;
-  struct engine_restore_opts ro = {sizeof(ro), o->target, 0, o->yes, o->extra};
+  struct engine_restore_opts ro = {sizeof(ro), o->target, o->dry_run, o->yes, o->extra};
   host_clear_error(pc->pi->host);
   int b = pc->pi->plugin->source->restore_begin(pc->pi->inst, &ro, &pc->rctx);
   if (b == ENGINE_EXISTS) {
@@ -414,7 +431,8 @@ static int restore_source(const struct restore_opts *o, const struct snapshot_so
                           struct restore_result *res, char **err) {
   const char *sn = src->name;
   struct pass_ctx pc = {.o = o, .source = sn, .sel = {glob}, .progress = prog};
-  if (!o->dry_run) {
+  pc.list_only = o->dry_run && !source_dry_runs(o, src);
+  if (!pc.list_only) {
     pc.pi = find_instance(o, sn, src->type, err);
     if (!pc.pi || begin_source(o, &pc, err) != 0)
       return -1;
@@ -433,7 +451,7 @@ static int restore_source(const struct restore_opts *o, const struct snapshot_so
   }
   drop_kept(p1);
   prefetch_stop(pc.pf);
-  if (!o->dry_run) {
+  if (!pc.list_only) {
     int st = (r == 0 && pc.failed == 0) ? ENGINE_OK : ENGINE_ERROR;
     host_clear_error(pc.pi->host);
     if (pc.pi->plugin->source->restore_end(pc.rctx, st) != ENGINE_OK) {

@@ -353,7 +353,13 @@ static int host_http_request(const struct engine_host *h, const struct engine_ht
     host_set_error(h, "http_request: %s", full.error);
     rc = ENGINE_ERROR;
   } else {
-    rc = http_request(req, &full);
+    /* fields a plugin of an older minor does not have are zero here (ABI
+     * 1.7 added client_cert, client_key and insecure) */
+    struct engine_http_request full_req;
+    memset(&full_req, 0, sizeof full_req);
+    memcpy(&full_req, req, req->struct_size < sizeof full_req ? req->struct_size : sizeof full_req);
+    full_req.struct_size = (uint32_t)sizeof full_req;
+    rc = http_request(&full_req, &full);
   }
   full.struct_size = (uint32_t)size;
   memcpy(resp, &full, size);

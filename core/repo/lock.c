@@ -129,18 +129,15 @@ static int is_stale(json_t *l, char **why) {
 
 static char *describe(json_t *l) {
   const char *p = json_string_value(json_object_get(l, "pipeline"));
-  if (p)
-    return xasprintf("a backup of pipeline '%s' by %s@%s (pid %lld) since %s", p,
-                     json_string_value(json_object_get(l, "username")),
-                     json_string_value(json_object_get(l, "hostname")),
-                     (long long)json_integer_value(json_object_get(l, "pid")),
-                     json_string_value(json_object_get(l, "time")));
-  return xasprintf("%s lock held by %s@%s (pid %lld) since %s",
-                   json_is_true(json_object_get(l, "exclusive")) ? "an exclusive" : "a shared",
-                   json_string_value(json_object_get(l, "username")),
-                   json_string_value(json_object_get(l, "hostname")),
-                   (long long)json_integer_value(json_object_get(l, "pid")),
-                   json_string_value(json_object_get(l, "time")));
+  char *run = p ? xasprintf(" (a backup of pipeline '%s')", p) : xstrdup("");
+  char *d = xasprintf("%s lock held by %s@%s (pid %lld) since %s%s",
+                      json_is_true(json_object_get(l, "exclusive")) ? "an exclusive" : "a shared",
+                      json_string_value(json_object_get(l, "username")),
+                      json_string_value(json_object_get(l, "hostname")),
+                      (long long)json_integer_value(json_object_get(l, "pid")),
+                      json_string_value(json_object_get(l, "time")), run);
+  free(run);
+  return d;
 }
 
 /* Is l the lock of a backup of `pipeline` on this host? */

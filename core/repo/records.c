@@ -1,4 +1,4 @@
-/* runs/ and verify/ records (records.h, docs/FORMAT.md §9a). */
+/* runs/ and verify/ records (records.h, docs/FORMAT.md §14c). */
 #include "repo/records.h"
 
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* Operational records in the repository (docs/FORMAT.md §9a): one sealed
+/* Operational records in the repository (docs/FORMAT.md §14c): one sealed
  * object per run outcome (runs/<id>, AAD "run") and per verification
  * (verify/<id>, AAD "verify"), so `engine status`, `engine serve` and the
  * metrics know the last run and the last check after a restart and from

@@ -45,6 +45,7 @@ struct httpd_conn {
   size_t hv_len[N_KEPT];
   int expect_continue;
   uint64_t body_len;
+  char *body;                /* what arrived of it (at most HTTPD_MAX_BODY) */
   int error_status;          /* set by a callback that refused the request */
   const char *error_message; /* and why, or NULL for the status's usual text */
   int in_body;               /* the head is complete; the body (if any) is arriving */
@@ -146,6 +147,8 @@ static void reset_request(struct httpd_conn *c) {
   c->cur = H_OTHER;
   c->expect_continue = 0;
   c->body_len = 0;
+  free(c->body);
+  c->body = NULL;
   c->error_status = 0;
   c->error_message = NULL;
   c->in_body = 0;
@@ -372,6 +375,8 @@ void httpd_respond(struct httpd_req *req, int status, const char *content_type,
                   req->keep_alive && !(c->peer_eof && c->in_len == 0) && !c->srv->closing);
   }
   free(req->path);
+  free(req->query);
+  free(req->body);
   free(req->authorization);
   free(req->host);
   free(req->origin);
@@ -479,12 +484,14 @@ static int on_headers_complete(http_parser *p) {
 
 static int on_body(http_parser *p, const char *at, size_t len) {
   struct httpd_conn *c = p->data;
-  (void)at; /* no endpoint takes a body: it is counted and dropped */
-  c->body_len += len;
-  if (c->body_len > HTTPD_MAX_BODY) {
+  if (c->body_len + len > HTTPD_MAX_BODY) {
     c->error_status = 413;
     return -1;
   }
+  c->body = xrealloc(c->body, c->body_len + len + 1);
+  memcpy(c->body + c->body_len, at, len);
+  c->body_len += len;
+  c->body[c->body_len] = '\0';
   return 0;
 }
 
@@ -512,6 +519,12 @@ static struct httpd_req *make_request(struct httpd_conn *c) {
     r->path = xasprintf("%.*s", (int)u.field_data[UF_PATH].len, c->url + u.field_data[UF_PATH].off);
   else
     r->path = xstrdup("");
+  if (u.field_set & (1 << UF_QUERY))
+    r->query =
+        xasprintf("%.*s", (int)u.field_data[UF_QUERY].len, c->url + u.field_data[UF_QUERY].off);
+  r->body = c->body;
+  r->body_len = (size_t)c->body_len;
+  c->body = NULL;
   char **dst[N_KEPT] = {&r->authorization, &r->host, &r->origin, &r->content_type};
   for (int i = 0; i < N_KEPT; i++) {
     *dst[i] = c->hv[i];

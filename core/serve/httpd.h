@@ -22,7 +22,7 @@
 #include <sys/socket.h>
 #include <uv.h>
 
-#define HTTPD_MAX_BODY (64 * 1024)
+#define HTTPD_MAX_BODY (64 * 1024) /* larger bodies are refused (413) */
 #define HTTPD_MAX_URL 8192
 #define HTTPD_MAX_CONNS 256
 #define HTTPD_MAX_UNTRUSTED_PER_CLIENT 8
@@ -35,7 +35,10 @@ struct httpd_conn;
 struct httpd_req {
   int method; /* enum http_method (http_parser.h) */
   const char *method_name;
-  char *path;          /* the URL's path, without query or fragment */
+  char *path;  /* the URL's path, without query or fragment */
+  char *query; /* the URL's query (after '?', undecoded), or NULL */
+  char *body;  /* the request body (NUL-terminated), or NULL when empty */
+  size_t body_len;
   char *authorization; /* the Authorization header, or NULL */
   char *host;          /* the Host header, or NULL */
   char *origin;        /* the Origin header, or NULL */

@@ -176,6 +176,11 @@ int proc_spawn(uv_loop_t *loop, const char *file, char *const *args, size_t out_
   return 0;
 }
 
+const char *proc_stderr(const struct proc *p, size_t *len) {
+  *len = p->err_len;
+  return p->err;
+}
+
 int proc_kill(struct proc *p, int sig) {
   if (p->exited)
     return 0;

@@ -32,6 +32,10 @@ typedef void (*proc_done_fn)(void *ud, const struct proc_result *r);
 int proc_spawn(uv_loop_t *loop, const char *file, char *const *args, size_t out_cap, size_t err_cap,
                proc_done_fn done, void *ud, struct proc **out, int *pid, char **err);
 
+/* What the child wrote to stderr so far (its last bytes, at most twice
+ * err_cap; not NUL-terminated), e.g. to show a progress line live. */
+const char *proc_stderr(const struct proc *p, size_t *len);
+
 /* Send a signal to a child that has not been reaped yet. */
 int proc_kill(struct proc *p, int sig);
 

@@ -1,12 +1,14 @@
 /* engine serve: server state, the pipelines of the config directory (loaded
- * at start and on SIGHUP), backup jobs as child processes, the per-minute
- * cron scheduler, and the orderly stop on SIGTERM/SIGINT. The HTTP
- * endpoints are in api.c. */
+ * at start and on SIGHUP), tokens, and the orderly stop on SIGTERM/SIGINT.
+ * Jobs are in serve_jobs.c, the scheduler and the recovery-point watch in
+ * serve_watch.c, the state directory in serve_state.c, the HTTP endpoints
+ * in api*.c (serve_int.h lists the parts). */
 #include "serve/serve_int.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -23,15 +25,9 @@
 #include "util/log.h"
 #include "util/secret.h"
 
-#define JOB_OUT_CAP (4u << 20) /* `engine run --json` summary (warnings included) */
-#define JOB_ERR_TAIL 8192
-
 static int g_quiet;
 
-/* Lifecycle lines (listening, jobs, reloads): what an operator reads in the
- * journal; -q keeps only warnings and errors. */
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...) {
+void serve_say(const char *fmt, ...) {
   if (g_quiet)
     return;
   va_list ap;
@@ -100,6 +96,7 @@ struct serve_stats *serve_stats_get(struct serve *s, const char *name) {
   /* appended: /metrics lists pipelines in the order they were first seen */
   struct serve_stats *st = xcalloc(1, sizeof(*st));
   st->name = xstrdup(name);
+  st->first_seen = serve_now();
   *pp = st;
   return st;
 }
@@ -130,6 +127,9 @@ static void load_one(struct plugin_registry *reg, const char *dir, const char *f
     err = xstrdup("unable to scan the plugin search path");
   else if (pipeline_load(out->path, lookup, reg, &p, &err) == 0) {
     out->name = xstrdup(p->name);
+    out->timeout_ms = p->timeout_ms;
+    out->rpo_ms = p->rpo_ms;
+    out->rto_ms = p->rto_ms;
     if (p->schedule) {
       char *cal = NULL, *e = NULL;
       out->schedule = xstrdup(p->schedule);
@@ -209,70 +209,8 @@ static int load_pipelines(struct serve *s) {
   free_pipelines(s->pipelines, s->n_pipelines);
   s->pipelines = ps;
   s->n_pipelines = n;
-  say("loaded %zu pipeline(s) from %s (%zu invalid)", n - invalid, dir, invalid);
+  serve_say("loaded %zu pipeline(s) from %s (%zu invalid)", n - invalid, dir, invalid);
   return 0;
-}
-
-/* ---- jobs ----------------------------------------------------------------- */
-
-const char *serve_job_state_name(enum job_state st) {
-  static const char *const names[] = {"queued", "running", "succeeded", "partial", "failed"};
-  return names[st];
-}
-
-struct serve_job *serve_active_job(const struct serve *s, const char *pipeline) {
-  for (struct serve_job *j = s->jobs; j; j = j->next)
-    if ((j->state == JOB_QUEUED || j->state == JOB_RUNNING) && strcmp(j->pipeline, pipeline) == 0)
-      return j;
-  return NULL;
-}
-
-struct serve_job *serve_last_job(const struct serve *s, const char *pipeline) {
-  for (struct serve_job *j = s->jobs_tail; j; j = j->prev)
-    if (strcmp(j->pipeline, pipeline) == 0)
-      return j;
-  return NULL;
-}
-
-struct serve_job *serve_find_job(const struct serve *s, int64_t id) {
-  for (struct serve_job *j = s->jobs; j; j = j->next)
-    if (j->id == id)
-      return j;
-  return NULL;
-}
-
-static void job_free(struct serve_job *j) {
-  free(j->pipeline);
-  free(j->path);
-  json_decref(j->summary);
-  free(j->stderr_tail);
-  free(j->error);
-  free(j);
-}
-
-static void job_unlink(struct serve *s, struct serve_job *j) {
-  if (j->prev)
-    j->prev->next = j->next;
-  else
-    s->jobs = j->next;
-  if (j->next)
-    j->next->prev = j->prev;
-  else
-    s->jobs_tail = j->prev;
-  s->n_jobs--;
-}
-
-/* Forget the oldest finished jobs beyond SERVE_KEEP_JOBS. */
-static void evict_jobs(struct serve *s) {
-  struct serve_job *j = s->jobs;
-  while (s->n_jobs > SERVE_KEEP_JOBS && j) {
-    struct serve_job *next = j->next;
-    if (j->state != JOB_QUEUED && j->state != JOB_RUNNING) {
-      job_unlink(s, j);
-      job_free(j);
-    }
-    j = next;
-  }
 }
 
 /* Bytes that are not UTF-8 (a tail cut mid-character, binary output) become
@@ -309,198 +247,6 @@ char *serve_utf8_clean(const char *in, size_t len) {
   return out;
 }
 
-static void pump_queue(struct serve *s);
-static void maybe_stopped(struct serve *s);
-
-static void on_job_done(void *ud, const struct proc_result *r) {
-  struct serve_job *j = ud;
-  struct serve *s = j->srv;
-  j->proc = NULL;
-  j->finished_at = serve_now();
-  j->duration = (double)(uv_hrtime() - j->started_ns) / 1e9;
-  j->stderr_tail = serve_utf8_clean(r->err, r->err_len);
-  if (r->term_signal) {
-    j->term_signal = r->term_signal;
-    j->state = JOB_FAILED;
-    j->error = xasprintf("killed by signal %d (%s)", r->term_signal, strsignal(r->term_signal));
-  } else {
-    j->exit_code = (int)r->exit_status;
-    j->state = j->exit_code == 0 ? JOB_SUCCEEDED : j->exit_code == 3 ? JOB_PARTIAL : JOB_FAILED;
-    if (j->state == JOB_FAILED && !j->error)
-      j->error = xasprintf("engine run exited with status %d%s", j->exit_code,
-                           j->exit_code == 130 ? " (interrupted)" : "; see stderr_tail");
-  }
-  if (r->out_truncated) {
-    if (!j->error)
-      j->error = xasprintf("the summary was longer than %u bytes and is not shown", JOB_OUT_CAP);
-  } else if (r->out_len) {
-    json_error_t je;
-    json_t *sum = json_loadb(r->out, r->out_len, 0, &je);
-    if (json_is_object(sum))
-      j->summary = sum;
-    else {
-      json_decref(sum);
-      if (!j->error)
-        j->error = xasprintf("unable to parse the summary of engine run: %s", je.text);
-    }
-  }
-  struct serve_stats *st = serve_stats_get(s, j->pipeline);
-  if (j->state == JOB_SUCCEEDED)
-    st->succeeded++;
-  else if (j->state == JOB_PARTIAL)
-    st->partial++;
-  else
-    st->failed++;
-  st->has_last = 1;
-  st->last_finished = j->finished_at;
-  st->last_duration = j->duration;
-  st->last_exit_code = j->term_signal ? -1 : j->exit_code;
-  st->last_bytes_read = (uint64_t)json_integer_value(json_object_get(j->summary, "bytes_read"));
-  st->last_stored_bytes = (uint64_t)json_integer_value(json_object_get(j->summary, "stored_bytes"));
-  s->running--;
-  say("job %lld (pipeline %s) %s after %.1f s%s%s", (long long)j->id, j->pipeline,
-      serve_job_state_name(j->state), j->duration, j->error ? ": " : "", j->error ? j->error : "");
-  pump_queue(s);
-  maybe_stopped(s);
-}
-
-static void start_job_process(struct serve *s, struct serve_job *j) {
-  const char *args[] = {"run", j->path, "--json", "--progress", "never", NULL};
-  char **argv = serve_child_argv(s, args);
-  char *err = NULL;
-  j->state = JOB_RUNNING;
-  j->started_at = serve_now();
-  j->started_ns = uv_hrtime();
-  s->queued--;
-  s->running++;
-  /* /proc/self/exe: the very binary serving, even if it was replaced on disk */
-  int rc = proc_spawn(&s->loop, "/proc/self/exe", argv, JOB_OUT_CAP, JOB_ERR_TAIL, on_job_done, j,
-                      &j->proc, &j->pid, &err);
-  serve_free_argv(argv);
-  if (rc != 0) {
-    struct proc_result r = {1, 0, "", 0, 0, "", 0};
-    j->error = err;
-    on_job_done(j, &r);
-    return;
-  }
-  say("job %lld (pipeline %s, %s) started, pid %d", (long long)j->id, j->pipeline, j->trigger,
-      j->pid);
-}
-
-static void pump_queue(struct serve *s) {
-  for (struct serve_job *j = s->jobs; j && !s->stopping; j = j->next)
-    if (j->state == JOB_QUEUED && s->running < SERVE_MAX_RUNNING)
-      start_job_process(s, j);
-}
-
-int serve_start_job(struct serve *s, const struct serve_pipeline *p, const char *trigger,
-                    struct serve_job **out, int *busy, char **err) {
-  *busy = 0;
-  if (!p->valid) {
-    *err = xasprintf("pipeline '%s' is invalid: %s", p->name, p->error);
-    return -1;
-  }
-  if (s->stopping) {
-    *err = xstrdup("the server is stopping");
-    return -1;
-  }
-  struct serve_job *a = serve_active_job(s, p->name);
-  if (a) {
-    *busy = 1;
-    *err = xasprintf("pipeline '%s' already has job %lld (%s)", p->name, (long long)a->id,
-                     serve_job_state_name(a->state));
-    return -1;
-  }
-  struct serve_job *j = xcalloc(1, sizeof(*j));
-  j->id = ++s->next_job_id;
-  j->pipeline = xstrdup(p->name);
-  j->path = xstrdup(p->path);
-  j->trigger = trigger;
-  j->state = JOB_QUEUED;
-  j->queued_at = serve_now();
-  j->exit_code = -1;
-  j->srv = s;
-  j->prev = s->jobs_tail;
-  if (s->jobs_tail)
-    s->jobs_tail->next = j;
-  else
-    s->jobs = j;
-  s->jobs_tail = j;
-  s->n_jobs++;
-  s->queued++;
-  evict_jobs(s);
-  if (s->running >= SERVE_MAX_RUNNING)
-    say("job %lld (pipeline %s, %s) queued: %d job(s) are running", (long long)j->id, j->pipeline,
-        trigger, s->running);
-  pump_queue(s);
-  *out = j;
-  return 0;
-}
-
-static void kill_jobs(struct serve *s, int sig) {
-  for (struct serve_job *j = s->jobs; j; j = j->next)
-    if (j->state == JOB_RUNNING && j->proc) {
-      int rc = proc_kill(j->proc, sig);
-      if (rc < 0)
-        log_warn("serve: unable to signal job %lld (pid %d): %s", (long long)j->id, j->pid,
-                 uv_strerror(rc));
-    }
-}
-
-/* ---- scheduler ------------------------------------------------------------ */
-
-static void on_tick(uv_timer_t *t);
-
-static void arm_tick(struct serve *s) {
-  /* just after the next minute starts, whatever drift the last tick had */
-  uint64_t now_ms = (uint64_t)(serve_now() * 1000.0);
-  uint64_t delay = 60000 - now_ms % 60000 + 200;
-  uv_timer_start(&s->tick, on_tick, delay, 0);
-}
-
-static void run_scheduled(struct serve *s, const struct serve_pipeline *p) {
-  struct serve_job *a = serve_active_job(s, p->name);
-  if (a) {
-    serve_stats_get(s, p->name)->skipped++;
-    log_warn("serve: scheduled run of pipeline '%s' skipped: job %lld is still %s", p->name,
-             (long long)a->id, serve_job_state_name(a->state));
-    return;
-  }
-  struct serve_job *j;
-  int busy;
-  char *err = NULL;
-  if (serve_start_job(s, p, "schedule", &j, &busy, &err) != 0) {
-    log_warn("serve: scheduled run of pipeline '%s' not started: %s", p->name, err);
-    free(err);
-  }
-}
-
-static void on_tick(uv_timer_t *t) {
-  struct serve *s = t->data;
-  time_t now = time(NULL);
-  time_t minute = now - now % 60;
-  /* every minute since the last look (a late tick still sees the minutes it
-   * missed), but each pipeline starts at most once; after a clock jump only
-   * the current minute counts */
-  time_t from = s->last_minute + 60;
-  if (s->last_minute == 0 || minute < s->last_minute || minute - s->last_minute > 3600)
-    from = minute;
-  for (size_t i = 0; i < s->n_pipelines; i++) {
-    const struct serve_pipeline *p = &s->pipelines[i];
-    if (!p->valid || !p->schedule)
-      continue;
-    for (time_t m = from; m <= minute; m += 60) {
-      struct tm tm;
-      if (localtime_r(&m, &tm) && cron_matches(&p->cron, &tm)) {
-        run_scheduled(s, p);
-        break;
-      }
-    }
-  }
-  s->last_minute = minute;
-  arm_tick(s);
-}
-
 /* ---- signals and stopping ------------------------------------------------- */
 
 static void on_closed(uv_handle_t *h) {
@@ -508,14 +254,16 @@ static void on_closed(uv_handle_t *h) {
 }
 
 static void maybe_stopped(struct serve *s) {
-  if (!s->stopping || s->running > 0 || s->n_listings > 0 || s->stop_stage == 3)
+  if (!s->stopping || s->running > 0 || s->n_listings > 0 || s->status_children > 0 ||
+      s->notifying > 0 || s->stop_stage == 3)
     return;
   s->stop_stage = 3;
-  say("stopped");
+  serve_say("stopped");
   uv_close((uv_handle_t *)&s->sig_term, on_closed);
   uv_close((uv_handle_t *)&s->sig_int, on_closed);
   uv_close((uv_handle_t *)&s->sig_hup, on_closed);
   uv_close((uv_handle_t *)&s->tick, on_closed);
+  uv_close((uv_handle_t *)&s->watchdog, on_closed);
   uv_close((uv_handle_t *)&s->stop_timer, on_closed);
 }
 
@@ -528,12 +276,12 @@ static void on_stop_timer(uv_timer_t *t) {
   if (s->stop_stage == 0) {
     log_warn("serve: %d job(s) still running after %d s: sending them SIGTERM", s->running,
              SERVE_STOP_WAIT_MS / 1000);
-    kill_jobs(s, SIGTERM);
+    serve_jobs_kill(s, SIGTERM);
     s->stop_stage = 1;
     uv_timer_start(&s->stop_timer, on_stop_timer, 10000, 0);
   } else if (s->stop_stage == 1) {
     log_warn("serve: %d job(s) ignored SIGTERM for 10 s: sending them SIGKILL", s->running);
-    kill_jobs(s, SIGKILL);
+    serve_jobs_kill(s, SIGKILL);
     s->stop_stage = 2;
   }
 }
@@ -545,27 +293,21 @@ static const char *signame(int signum) {
 static void begin_stop(struct serve *s, int signum) {
   if (s->stopping) {
     if (s->stop_stage == 0) {
-      say("second %s: stopping the running jobs now", signame(signum));
+      serve_say("second %s: stopping the running jobs now", signame(signum));
       uv_timer_stop(&s->stop_timer);
       on_stop_timer(&s->stop_timer);
     }
     return;
   }
   s->stopping = 1;
-  say("%s: no longer accepting requests; waiting for %d running job(s) (up to %d s)",
-      signame(signum), s->running, SERVE_STOP_WAIT_MS / 1000);
+  serve_say("%s: no longer accepting requests; waiting for %d running job(s) (up to %d s)",
+            signame(signum), s->running, SERVE_STOP_WAIT_MS / 1000);
   if (s->http)
     httpd_close(s->http);
   s->http = NULL;
-  uv_timer_stop(&s->tick);
+  serve_watch_stop(s);
   uv_signal_stop(&s->sig_hup);
-  for (struct serve_job *j = s->jobs; j; j = j->next)
-    if (j->state == JOB_QUEUED) {
-      j->state = JOB_FAILED;
-      j->finished_at = serve_now();
-      j->error = xstrdup("not started: the server was stopped");
-      s->queued--;
-    }
+  serve_jobs_fail_queued(s, "not started: the server was stopped");
   serve_cancel_listings(s);
   uv_timer_start(&s->stop_timer, on_stop_timer, SERVE_STOP_WAIT_MS, 0);
   maybe_stopped(s);
@@ -574,8 +316,9 @@ static void begin_stop(struct serve *s, int signum) {
 static void on_signal(uv_signal_t *h, int signum) {
   struct serve *s = h->data;
   if (signum == SIGHUP) {
-    say("SIGHUP: reloading %s", s->config_dir);
+    serve_say("SIGHUP: reloading %s", s->config_dir);
     load_pipelines(s);
+    serve_status_refresh(s, NULL);
     return;
   }
   begin_stop(s, signum);
@@ -628,7 +371,8 @@ bad:
   return -1;
 }
 
-static int load_token(struct serve *s, const char *path, char **err) {
+/* The SHA-256 of the token in path (surrounding whitespace ignored). */
+static int load_token(const char *path, unsigned char hash[32], char **err) {
   struct stat st;
   if (stat(path, &st) != 0) {
     *err = xasprintf("unable to read the token file '%s': %s", path, strerror(errno));
@@ -661,13 +405,12 @@ static int load_token(struct serve *s, const char *path, char **err) {
     return -1;
   }
   unsigned int hl = 0;
-  rc = EVP_Digest(tok + start, end - start, s->token_hash, &hl, EVP_sha256(), NULL);
+  rc = EVP_Digest(tok + start, end - start, hash, &hl, EVP_sha256(), NULL);
   secret_wipe_free(tok, len);
-  if (rc != 1 || hl != sizeof(s->token_hash)) {
+  if (rc != 1 || hl != 32) {
     *err = xstrdup("unable to hash the token: SHA-256 failed");
     return -1;
   }
-  s->have_token = 1;
   return 0;
 }
 
@@ -710,15 +453,14 @@ static void free_state(struct serve *s) {
   while (s->stats) {
     struct serve_stats *n = s->stats->next;
     free(s->stats->name);
+    json_decref(s->stats->status);
+    free(s->stats->status_error);
     free(s->stats);
     s->stats = n;
   }
-  while (s->jobs) {
-    struct serve_job *j = s->jobs;
-    job_unlink(s, j);
-    job_free(j);
-  }
+  serve_jobs_free(s);
   OPENSSL_cleanse(s->token_hash, sizeof(s->token_hash));
+  OPENSSL_cleanse(s->restore_token_hash, sizeof(s->restore_token_hash));
 }
 
 static void close_loop(struct serve *s) {
@@ -759,17 +501,48 @@ int serve_run(const struct serve_opts *o) {
     free(s);
     return 2;
   }
-  if (o->token_file && load_token(s, o->token_file, &err) != 0) {
-    fprintf(stderr, "engine: error: %s\n", err);
-    free(err);
+  if (o->allow_restore && !o->restore_token_file) {
+    fprintf(stderr, "engine: error: --allow-restore needs --restore-token-file: restores through "
+                    "the API must carry a token of their own\n");
     free(s);
-    return 1;
+    return 2;
   }
+  if (o->token_file) {
+    if (load_token(o->token_file, s->token_hash, &err) != 0) {
+      fprintf(stderr, "engine: error: %s\n", err);
+      free(err);
+      free(s);
+      return 1;
+    }
+    s->have_token = 1;
+  }
+  if (o->allow_restore) {
+    if (load_token(o->restore_token_file, s->restore_token_hash, &err) != 0) {
+      fprintf(stderr, "engine: error: restore token: %s\n", err);
+      free(err);
+      free(s);
+      return 1;
+    }
+    if (s->have_token && CRYPTO_memcmp(s->token_hash, s->restore_token_hash, 32) == 0) {
+      fprintf(stderr, "engine: error: the restore token must differ from the token of "
+                      "--token-file (anyone who may start a backup could restore)\n");
+      free(s);
+      return 2;
+    }
+    s->have_restore_token = 1;
+  }
+  s->lock_fd = -1;
+  s->summary_minute = o->summary_minute;
   int uv = uv_loop_init(&s->loop);
   if (uv != 0) {
     fprintf(stderr, "engine: error: unable to create the event loop: %s\n", uv_strerror(uv));
     free(s);
     return 1;
+  }
+  if (serve_state_open(s, &err) != 0) {
+    fprintf(stderr, "engine: error: %s\n", err);
+    free(err);
+    goto out;
   }
   if (load_pipelines(s) != 0)
     goto out;
@@ -786,18 +559,20 @@ int serve_run(const struct serve_opts *o) {
   uv_signal_init(&s->loop, &s->sig_hup);
   uv_timer_init(&s->loop, &s->tick);
   uv_timer_init(&s->loop, &s->stop_timer);
-  s->sig_term.data = s->sig_int.data = s->sig_hup.data = s->tick.data = s->stop_timer.data = s;
+  uv_timer_init(&s->loop, &s->watchdog);
+  s->sig_term.data = s->sig_int.data = s->sig_hup.data = s->tick.data = s->stop_timer.data =
+      s->watchdog.data = s;
   uv_signal_start(&s->sig_term, on_signal, SIGTERM);
   uv_signal_start(&s->sig_int, on_signal, SIGINT);
   uv_signal_start(&s->sig_hup, on_signal, SIGHUP);
-  time_t now = time(NULL);
-  s->last_minute = now - now % 60; /* the current minute has begun: it is not caught up */
-  arm_tick(s);
-  say("listening on http://%s/ (%s; config %s)", s->address,
-      s->have_token ? "bearer token required" : "no authentication", s->config_dir);
+  serve_watch_start(s);
+  serve_say("listening on http://%s/ (%s; config %s; state %s%s)", s->address,
+            s->have_token ? "bearer token required" : "no authentication", s->config_dir,
+            s->state_dir, s->have_restore_token ? "; restores enabled" : "");
   rc = 0;
 out:
   close_loop(s);
+  serve_state_close(s);
   free_state(s);
   free(s);
   return rc;

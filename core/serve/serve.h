@@ -9,6 +9,10 @@ struct serve_opts {
   const char *listen;     /* "ADDR:PORT" */
   const char *config_dir; /* the *.yml / *.yaml pipelines */
   const char *token_file; /* bearer token, or NULL */
+  const char *state_dir;  /* NULL: the default for the config directory */
+  int allow_restore;      /* POST /v1/pipelines/NAME/restore */
+  const char *restore_token_file;
+  int summary_minute; /* the daily summary: minutes after local midnight */
   const char *const *plugin_dirs;
   size_t n_plugin_dirs;
   int quiet;

@@ -102,7 +102,21 @@ struct engine_http_request {
   int (*on_body)(void *ud, const void *data, size_t len);
   void *ud;
   uint64_t max_body; /* cap on a collected body; 0: 256 MiB */
+  /* ---- ABI 1.7 (ENGINE_HTTP_EXT_MINOR; the host reads these only if
+   * struct_size covers them) ---- */
+  /* TLS client certificate: PEM files (a /proc/self/fd/N of a memfd keeps
+   * them off the disk); client_key NULL: the key is in client_cert. Never
+   * logged. */
+  const char *client_cert;
+  const char *client_key;
+  int insecure; /* 1: do not verify the server's certificate and name (insecure-skip-tls-verify) */
 };
+
+/* The ABI minor from which http_request takes client_cert, client_key and
+ * insecure, and sends `body` with every method that has one (PATCH, DELETE
+ * ...; before it, only PUT and POST sent their body). Check
+ * host->abi_minor >= ENGINE_HTTP_EXT_MINOR before relying on them. */
+#define ENGINE_HTTP_EXT_MINOR 7
 
 /* Filled by http_request. Set struct_size to sizeof before the call (ABI
  * 1.5): the host fills what both sides know and sets struct_size to that. A

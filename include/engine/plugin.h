@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define ENGINE_ABI_MAJOR 1
-#define ENGINE_ABI_MINOR 6
+#define ENGINE_ABI_MINOR 7
 
 #define ENGINE_PLUGIN_QUERY_SYMBOL "engine_plugin_query"
 
@@ -118,6 +118,10 @@ struct engine_source_ops {
 #define ENGINE_SOURCE_CAP_RESTORE_TEST 0x1u
 /* The source uses engine_emitter.previous/item_reuse (incremental backups). */
 #define ENGINE_SOURCE_CAP_INCREMENTAL 0x2u
+/* ABI 1.7: `engine restore --dry-run` calls the source with opts->dry_run = 1
+ * (it checks what it would do against its target and changes nothing, e.g.
+ * a server-side dry run) instead of only listing the items. */
+#define ENGINE_SOURCE_CAP_DRY_RUN 0x4u
 
 /* Size of the v1.0 source ops, for struct_size checks. */
 #define ENGINE_SOURCE_OPS_V1_0_SIZE offsetof(struct engine_source_ops, capabilities)

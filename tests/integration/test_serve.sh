@@ -276,7 +276,7 @@ if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$T/main.er
   fail "sanitizer report from engine serve"
 fi
 [ "$rc" -eq 0 ] || { show "$T/main.err"; fail "engine serve exited with status $rc after SIGTERM, expected 0"; }
-assert_contains "$T/main.err" "job $JOB2 (pipeline alpha) succeeded" "the job finished before the server stopped"
+assert_contains "$T/main.err" "job $JOB2 (run of pipeline alpha) succeeded" "the job finished before the server stopped"
 for p in "${CHILD_PIDS[@]}"; do
   kill -0 "$p" 2>/dev/null && fail "child process $p is still alive after the server stopped"
 done

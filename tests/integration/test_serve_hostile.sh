@@ -229,11 +229,13 @@ JSON=(-H 'Content-Type: application/json')
 SAME="http://127.0.0.1:$PORT"
 EVIL=evil.example:$PORT
 
-no_job() { # WHAT: no job was started and the repository does not exist
+no_job() { # WHAT: no job was started and the repository holds nothing
   req GET /v1/jobs
   expect 200 "GET /v1/jobs after $1"
   assert_eq 0 "$(json_get "$T/body" 'len(j["jobs"])')" "jobs after $1"
-  [ ! -e "$T/repo" ] || fail "a backup wrote the repository after $1"
+  # (the server reads each pipeline's status at start; the local sink
+  # creates the empty directory then, but no object)
+  [ -z "$(ls -A "$T/repo" 2>/dev/null)" ] || fail "a backup wrote the repository after $1"
 }
 
 req POST /v1/pipelines/alpha/run "${JSON[@]}" -H "Origin: http://evil.example"

@@ -16,11 +16,14 @@
  *                    rename  rename, renameat, renameat2, linkat (the new name)
  *                    unlink  unlink, unlinkat
  *                    open    open, openat (also creating files)
+ *                    times   futimens, utimensat
  *   FAULTFS_AFTER  matching calls that succeed before the first fault (default 0)
  *   FAULTFS_COUNT  faults to inject, then calls succeed again (default: no limit)
  *   FAULTFS_ERRNO  EIO (default), ENOSPC, EDQUOT, EROFS or a number; or
  *                  "corrupt": a faulted write succeeds but stores its first
- *                  byte inverted (a disk that silently damages data)
+ *                  byte inverted, a faulted times call sets an mtime one
+ *                  second later than asked (a file system that silently
+ *                  damages data and metadata)
  *   FAULTFS_LOG    file that gets one line "CALL PATH" per injected fault
  *   FAULTFS_TRACE  file that gets one line "CLASS CALL PATH" per matching call,
  *                  faulted or not (to count a command's calls of each class)
@@ -40,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -47,7 +51,15 @@
 #define EXPORT __attribute__((visibility("default")))
 #define MAX_FD 65536
 
-enum { OP_READ = 1, OP_WRITE = 2, OP_FSYNC = 4, OP_RENAME = 8, OP_UNLINK = 16, OP_OPEN = 32 };
+enum {
+  OP_READ = 1,
+  OP_WRITE = 2,
+  OP_FSYNC = 4,
+  OP_RENAME = 8,
+  OP_UNLINK = 16,
+  OP_OPEN = 32,
+  OP_TIMES = 64
+};
 
 static char *g_path;         /* FAULTFS_PATH, or NULL: inactive */
 static unsigned g_ops = ~0u; /* classes to fault */
@@ -96,7 +108,8 @@ __attribute__((constructor)) static void faultfs_init(void) {
       const char *name;
       unsigned bit;
     } classes[] = {{"read", OP_READ},     {"write", OP_WRITE},   {"fsync", OP_FSYNC},
-                   {"rename", OP_RENAME}, {"unlink", OP_UNLINK}, {"open", OP_OPEN}};
+                   {"rename", OP_RENAME}, {"unlink", OP_UNLINK}, {"open", OP_OPEN},
+                   {"times", OP_TIMES}};
     for (const char *q = ops; *q;) {
       size_t n = strcspn(q, ",");
       for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++)
@@ -155,6 +168,8 @@ static const char *class_name(unsigned op) {
     return "rename";
   case OP_UNLINK:
     return "unlink";
+  case OP_TIMES:
+    return "times";
   default:
     return "open";
   }
@@ -458,4 +473,41 @@ EXPORT int unlinkat(int dirfd, const char *path, int flags) {
   if (path_matches(dirfd, path, abs, sizeof abs) && inject(OP_UNLINK, "unlinkat", abs))
     return fail();
   return real_unlinkat(dirfd, path, flags);
+}
+
+/* ---- times ---- */
+
+/* FAULTFS_ERRNO=corrupt: the times asked for, with the mtime one second
+ * later (when it is a time, not UTIME_NOW / UTIME_OMIT). */
+static void shifted(const struct timespec in[2], struct timespec out[2]) {
+  out[0] = in[0];
+  out[1] = in[1];
+  if (in[1].tv_nsec != UTIME_NOW && in[1].tv_nsec != UTIME_OMIT)
+    out[1].tv_sec += 1;
+}
+
+EXPORT int futimens(int fd, const struct timespec t[2]) {
+  REAL(futimens);
+  if (t != NULL && fd_matches(fd) && inject_fd(OP_TIMES, "futimens", fd)) {
+    if (!g_corrupt)
+      return fail();
+    struct timespec c[2];
+    shifted(t, c);
+    return real_futimens(fd, c);
+  }
+  return real_futimens(fd, t);
+}
+
+EXPORT int utimensat(int dirfd, const char *path, const struct timespec t[2], int flags) {
+  REAL(utimensat);
+  char abs[PATH_MAX];
+  if (t != NULL && path_matches(dirfd, path, abs, sizeof abs) &&
+      inject(OP_TIMES, "utimensat", abs)) {
+    if (!g_corrupt)
+      return fail();
+    struct timespec c[2];
+    shifted(t, c);
+    return real_utimensat(dirfd, path, c, flags);
+  }
+  return real_utimensat(dirfd, path, t, flags);
 }

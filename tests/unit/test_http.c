@@ -1,7 +1,7 @@
 /* The shared HTTP client against a tiny in-test HTTP/1.1 server: bodies in
  * both directions, headers, retries with backoff on 503 and on dropped
  * connections, no retry on 404, and parallel requests from many threads;
- * and host->http_request's struct_size rules (ABI 1.5): a request smaller
+ * PATCH bodies (ABI 1.7); and host->http_request's struct_size rules (ABI 1.5): a request smaller
  * than ABI 1.1's is refused, a 1.5 plugin's response is filled as far as its
  * struct_size says, an older plugin's only up to the 1.1 fields. */
 #include <setjmp.h>
@@ -65,7 +65,7 @@ static void handle(int fd) {
       n = snprintf(resp, sizeof(resp), "HTTP/1.1 503 Slow Down\r\nContent-Length: 4\r\n\r\nbusy");
     else if (strncmp(buf, "GET /missing", 12) == 0)
       n = snprintf(resp, sizeof(resp), "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
-    else if (strncmp(buf, "PUT ", 4) == 0) /* echo the body back */
+    else if (strncmp(buf, "PUT ", 4) == 0 || strncmp(buf, "PATCH ", 6) == 0) /* echo the body */
       n = snprintf(resp, sizeof(resp),
                    "HTTP/1.1 200 OK\r\nX-Echo-Len: %zu\r\nContent-Length: %zu\r\n\r\n%.*s", cl, cl,
                    (int)cl, buf + hl);
@@ -153,6 +153,28 @@ static void test_put_body(void **state) {
   assert_int_equal(resp.status, 200);
   assert_int_equal(resp.body_len, sizeof(body));
   assert_memory_equal(resp.body, body, sizeof(body));
+  http_response_free(&resp);
+}
+
+/* ABI 1.7: a method other than PUT and POST sends its body too (server-side
+ * apply is a PATCH); before, curl sent PATCH without one. */
+static void test_patch_body(void **state) {
+  (void)state;
+  char u[128];
+  url(u, sizeof(u), "/apply");
+  const char body[] = "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\"}";
+  const char *hdrs[] = {"Content-Type: application/apply-patch+yaml", NULL};
+  struct engine_http_request r = {.struct_size = sizeof(r),
+                                  .method = "PATCH",
+                                  .url = u,
+                                  .headers = hdrs,
+                                  .body = body,
+                                  .body_len = strlen(body)};
+  struct engine_http_response resp;
+  assert_int_equal(http_request(&r, &resp), 0);
+  assert_int_equal(resp.status, 200);
+  assert_int_equal(resp.body_len, strlen(body));
+  assert_memory_equal(resp.body, body, strlen(body));
   http_response_free(&resp);
 }
 
@@ -321,10 +343,10 @@ static void test_host_response_struct_size(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_get_and_headers),           cmocka_unit_test(test_put_body),
-      cmocka_unit_test(test_retry_on_503_and_drop),     cmocka_unit_test(test_no_retry_on_404),
-      cmocka_unit_test(test_connection_refused),        cmocka_unit_test(test_parallel),
-      cmocka_unit_test(test_host_response_struct_size),
+      cmocka_unit_test(test_get_and_headers), cmocka_unit_test(test_put_body),
+      cmocka_unit_test(test_patch_body),      cmocka_unit_test(test_retry_on_503_and_drop),
+      cmocka_unit_test(test_no_retry_on_404), cmocka_unit_test(test_connection_refused),
+      cmocka_unit_test(test_parallel),        cmocka_unit_test(test_host_response_struct_size),
   };
   int rc = cmocka_run_group_tests(tests, setup, NULL);
   http_shutdown();

@@ -261,6 +261,47 @@ static void test_unreadable_lock_conflicts(void **state) {
   repo_lock_release(l);
 }
 
+/* A backup's lock names its pipeline: another backup of the same pipeline
+ * on this host conflicts (and says so), other pipelines and plain shared
+ * locks do not; the waiting limit is the backup's own (run_wait_ms). */
+static void test_backups_of_one_pipeline(void **state) {
+  struct fixture *f = *state;
+  struct repo *r = f->repo;
+  char *err = NULL;
+  struct repo_lock *a = NULL, *b = NULL, *c = NULL, *d = NULL;
+  struct repo_lock_opts oa = {.pipeline = "nightly", .run_wait_ms = -1};
+  assert_int_equal(repo_lock_acquire_opts(r, &oa, &a, &err), 0);
+  /* the same pipeline, 600 ms of patience: refused, flagged as a run conflict */
+  struct repo_lock_opts ob = {.pipeline = "nightly", .run_wait_ms = 600};
+  time_t t0 = time(NULL);
+  assert_int_not_equal(repo_lock_acquire_opts(r, &ob, &b, &err), 0);
+  assert_true(ob.run_conflict);
+  assert_true(ob.waited_s >= 0.5);
+  assert_true(time(NULL) - t0 < 10);
+  assert_non_null(strstr(err, "another backup of this pipeline is running on this host"));
+  assert_non_null(strstr(err, "a shared lock held by"));
+  assert_non_null(strstr(err, "(a backup of pipeline 'nightly')"));
+  free(err);
+  err = NULL;
+  /* another pipeline, and a plain shared lock (check, restore), go on */
+  struct repo_lock_opts oc = {.pipeline = "weekly", .run_wait_ms = -1};
+  assert_int_equal(repo_lock_acquire_opts(r, &oc, &c, &err), 0);
+  assert_int_equal(repo_lock_acquire(r, 0, 0, &d, &err), 0);
+  repo_lock_release(d);
+  repo_lock_release(c);
+  /* an exclusive lock still conflicts, as a repository conflict */
+  struct repo_lock_opts ox = {.exclusive = 1};
+  assert_int_not_equal(repo_lock_acquire_opts(r, &ox, &d, &err), 0);
+  assert_false(ox.run_conflict);
+  free(err);
+  err = NULL;
+  repo_lock_release(a);
+  /* once the first backup is done the second takes the lock */
+  assert_int_equal(repo_lock_acquire_opts(r, &ob, &b, &err), 0);
+  assert_false(ob.run_conflict);
+  repo_lock_release(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_shared_and_exclusive, setup, teardown),
@@ -268,6 +309,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_stale_locks_removed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_live_locks_conflict, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unreadable_lock_conflicts, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_backups_of_one_pipeline, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
