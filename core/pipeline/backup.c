@@ -501,7 +501,8 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
     failed_sources += b->sources[i].source_error;
     n_selected += b->sources[i].selected;
   }
-  char *unmatched = NULL;
+  /* a selection (--only) that matched nothing (only known after the run) */
+  char *unmatched = b->fatal || cancel_requested() ? NULL : bk_unmatched(b);
   if (b->fatal || cancel_requested()) {
     *err = b->fatal ? xstrdup(b->fatal)
                     : xstrdup("interrupted; no snapshot was written (the repository is unchanged "
@@ -515,8 +516,9 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
         break;
       }
     *err = xasprintf("every source failed (%s); no snapshot was written", first);
-  } else if ((unmatched = bk_unmatched(b)) != NULL) {
+  } else if (unmatched) {
     *err = unmatched;
+    unmatched = NULL;
   } else {
     struct snapshot *m = bk_manifest(b, t0, t1, res->seconds);
     if (o->dry_run || bk_write_snapshot(b, m, err) == 0) {
@@ -525,6 +527,7 @@ int backup_run(const struct backup_opts *o, struct backup_result *res, char **er
     }
     snapshot_free(m);
   }
+  free(unmatched);
   bk_free(b);
   return rc;
 }

@@ -660,10 +660,12 @@ int files_restore_item(void *rctx, const struct engine_item *item,
   /* a restore test hashes the content as it streams in */
   void *wrap = NULL;
   struct rmeta expect = m;
-  if (r->test && data != NULL && item->type == ENGINE_ITEM_FILE &&
-      (wrap = rs_test_wrap(data, &data)) == NULL) {
-    rc = rs_fail(r, name, "restore test: out of memory");
-    goto out;
+  if (r->test && data != NULL && item->type == ENGINE_ITEM_FILE) {
+    wrap = rs_test_wrap(data, &data);
+    if (wrap == NULL) {
+      rc = rs_fail(r, name, "restore test: out of memory");
+      goto out;
+    }
   }
   switch (item->type) {
   case ENGINE_ITEM_FILE:
