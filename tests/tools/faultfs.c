@@ -235,7 +235,10 @@ static void abs_path(int dirfd, const char *path, char *out, size_t len) {
   } else if (fd_path(dirfd, dir, sizeof dir) != 0) {
     return;
   }
-  snprintf(out, len, "%s/%s", dir, path);
+  /* a path too long to name is not matched (out stays empty) */
+  int n = snprintf(out, len, "%s/%s", dir, path);
+  if (n < 0 || (size_t)n >= len)
+    out[0] = '\0';
 }
 
 static int path_matches(int dirfd, const char *path, char *abs, size_t len) {
