@@ -1,0 +1,232 @@
+/* engine snapshots | show */
+#include "cli/commands.h"
+
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/cmd_common.h"
+#include "cli/dispatch.h"
+#include "ops/status.h"
+#include "pipeline/selection.h"
+#include "repo/tree.h"
+#include "util/log.h"
+#include "util/progress.h"
+
+static json_t *strings_array(char *const *v, size_t n) {
+  json_t *a = json_array();
+  for (size_t i = 0; i < n; i++)
+    json_array_append_new(a, json_string(v[i]));
+  return a;
+}
+
+/* engine snapshots --json: one object per snapshot, then the unreadable. */
+static void print_snapshots_json(const struct snapshot_list *all, json_t *unreadable) {
+  json_t *out = json_array();
+  for (size_t i = 0; i < all->n; i++) {
+    const struct snapshot *m = all->v[i];
+    json_t *names = json_array();
+    for (size_t k = 0; k < m->n_sources; k++)
+      json_array_append_new(names, json_string(m->sources[k].name));
+    char *t = iso_time(m->time);
+    json_t *o = json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:I, s:I, s:I, s:o, s:o, s:s?}", "id",
+                          m->id, "time", t, "hostname", m->hostname, "username", m->username,
+                          "status", m->status, "items", (json_int_t)m->stats.items, "bytes_read",
+                          (json_int_t)m->stats.bytes_read, "stored_bytes",
+                          (json_int_t)m->stats.stored_bytes, "sources", names, "tags",
+                          strings_array(m->tags, m->n_tags), "pipeline", m->pipeline);
+    /* a snapshot of a selection (run --only) says which */
+    json_t *only = status_snapshot_only(m);
+    if (only)
+      json_object_set(o, "only", only);
+    json_array_append_new(out, o);
+    free(t);
+  }
+  size_t i;
+  json_t *u;
+  json_array_foreach(unreadable, i, u) {
+    json_array_append_new(out,
+                          json_pack("{s:O, s:s, s:O}", "id", json_object_get(u, "id"), "status",
+                                    "unreadable", "error", json_object_get(u, "error")));
+  }
+  cli_print_json(out);
+  json_decref(out);
+}
+
+/* engine snapshots: a table, then the unreadable ones, then the count. */
+static void print_snapshots_table(const struct snapshot_list *all, json_t *unreadable) {
+  printf("%-10s %-20s %-16s %-9s %8s %12s  %s\n", "ID", "TIME", "HOST", "STATUS", "ITEMS", "SIZE",
+         "SOURCES");
+  for (size_t i = 0; i < all->n; i++) {
+    const struct snapshot *m = all->v[i];
+    char b[32], srcs[256] = "";
+    uint64_t total = 0;
+    for (size_t k = 0; k < m->n_sources; k++) {
+      total += m->sources[k].bytes;
+      if (k)
+        strncat(srcs, ",", sizeof(srcs) - strlen(srcs) - 1);
+      strncat(srcs, m->sources[k].name, sizeof(srcs) - strlen(srcs) - 1);
+    }
+    char *t = iso_time(m->time);
+    printf("%-10.8s %-20s %-16.16s %-9s %8lld %12s  %s\n", m->id, t,
+           m->hostname ? m->hostname : "?", m->status ? m->status : "?", (long long)m->stats.items,
+           format_bytes(total, b, sizeof(b)), srcs);
+    free(t);
+  }
+  size_t i;
+  json_t *u;
+  json_array_foreach(unreadable, i, u) {
+    printf("%-10.8s %-20s %-16s %-9s  %s\n", json_string_value(json_object_get(u, "id")), "?", "?",
+           "UNREADABLE", json_string_value(json_object_get(u, "error")));
+  }
+  printf("%zu snapshot(s)", all->n + json_array_size(unreadable));
+  if (json_array_size(unreadable))
+    printf(", %zu UNREADABLE (run 'engine check')", json_array_size(unreadable));
+  printf("\n");
+}
+
+/* snapshots --contains SOURCE/ITEM-GLOB: does an item name match? */
+struct contains {
+  const char *glob;
+};
+
+static int contains_cb(void *ud, json_t *item) {
+  const struct contains *k = ud;
+  size_t n;
+  char *name = json_get_bytes(item, "name", &n);
+  int hit = 0;
+  if (name) {
+    size_t gl = strlen(k->glob);
+    hit = fnmatch(k->glob, name, 0) == 0 || (strncmp(name, k->glob, gl) == 0 && name[gl] == '/');
+  }
+  free(name);
+  return hit;
+}
+
+/* Keep the snapshots holding an item the selection matches (a selection
+ * without a glob: the snapshots that have the source). */
+static int filter_contains(struct cli_ctx *c, const char *spec, struct snapshot_list *all,
+                           char **err) {
+  struct selection sel;
+  if (selection_parse(spec, &sel, err) != 0)
+    return -1;
+  if (sel.glob && cli_load_index(c, err) != 0) {
+    selection_free(&sel);
+    return -1;
+  }
+  size_t kept = 0;
+  int rc = 0;
+  for (size_t i = 0; i < all->n; i++) {
+    struct snapshot *m = all->v[i];
+    int hit = 0;
+    for (size_t k = 0; k < m->n_sources && !hit && rc == 0; k++) {
+      const struct snapshot_source *ss = &m->sources[k];
+      if (strcmp(sel.source, "*") != 0 && strcmp(ss->name, sel.source) != 0)
+        continue; /* "*": any source */
+      struct contains ct = {sel.glob};
+      char *e = NULL;
+      int r = sel.glob ? tree_foreach_ids(c->repo, (const unsigned char(*)[32])ss->tree, ss->n_tree,
+                                          contains_cb, &ct, &e)
+                       : 1;
+      if (r < 0) {
+        *err = xasprintf("snapshot %.8s: %s", m->id, e);
+        free(e);
+        rc = -1;
+      }
+      hit = r > 0;
+    }
+    if (hit)
+      all->v[kept++] = m;
+    else
+      snapshot_free(m);
+  }
+  all->n = kept;
+  selection_free(&sel);
+  return rc;
+}
+
+int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a) {
+  struct cli_ctx c;
+  int rc = cli_open_existing(g, a->pos[0], &c, 0, 1);
+  if (rc)
+    return rc;
+  struct snapshot_list all;
+  json_t *unreadable;
+  char *err = NULL;
+  if (snapshot_list(c.repo, &all, &unreadable, &err) != 0) {
+    cli_close(&c);
+    return cli_fail(err);
+  }
+  if (a->contains && filter_contains(&c, a->contains, &all, &err) != 0) {
+    snapshot_list_free(&all);
+    json_decref(unreadable);
+    cli_close(&c);
+    return cli_fail(err);
+  }
+  size_t n_bad = json_array_size(unreadable);
+  if (a->json)
+    print_snapshots_json(&all, unreadable);
+  else
+    print_snapshots_table(&all, unreadable);
+  if (n_bad)
+    log_error("%zu snapshot(s) exist but cannot be read; the repository is damaged or a sink is "
+              "failing (run 'engine check')",
+              n_bad);
+  snapshot_list_free(&all);
+  json_decref(unreadable);
+  cli_close(&c);
+  return n_bad ? EXIT_ERROR : EXIT_OK;
+}
+
+/* engine show: the manifest in words. */
+static void print_snapshot(const struct snapshot *m) {
+  char b1[32], b2[32];
+  char *t0 = iso_time(m->time), *t1 = m->time_end ? iso_time(m->time_end) : xstrdup("?");
+  printf("snapshot   %s\n", m->id);
+  printf("pipeline   %s\n", m->pipeline ? m->pipeline : "?");
+  printf("time       %s .. %s\n", t0, t1);
+  printf("host/user  %s / %s\n", m->hostname ? m->hostname : "?", m->username ? m->username : "?");
+  printf("status     %s\n", m->status ? m->status : "?");
+  printf("engine     %s\n", m->engine_version ? m->engine_version : "?");
+  printf("items      %lld, %s read, %s stored\n", (long long)m->stats.items,
+         format_bytes(m->stats.bytes_read, b1, sizeof(b1)),
+         format_bytes(m->stats.stored_bytes, b2, sizeof(b2)));
+  free(t0);
+  free(t1);
+  for (size_t i = 0; i < m->n_sources; i++) {
+    const struct snapshot_source *s = &m->sources[i];
+    printf("source     %s (%s %s): %lld items, %lld failed\n", s->name, s->type,
+           s->plugin_version ? s->plugin_version : "?", (long long)s->items,
+           (long long)s->failed_items);
+    for (size_t k = 0; k < s->n_warnings; k++) {
+      const struct snapshot_note *w = &s->warnings[k];
+      /* only a name stored as "item" (UTF-8), not as "item_b64" */
+      json_t *probe = w->item ? json_stringn(w->item, w->item_len) : NULL;
+      const char *item = probe ? w->item : NULL;
+      printf("  warning  %s%s%s\n", item ? item : "", item ? ": " : "", w->text ? w->text : "");
+      json_decref(probe);
+    }
+  }
+}
+
+int cmd_show(const struct cli_globals *g, const struct cli_args *a) {
+  struct cli_ctx c;
+  int rc = cli_open_existing(g, a->pos[0], &c, 0, 1);
+  if (rc)
+    return rc;
+  struct snapshot *m;
+  char *err = NULL;
+  if (snapshot_find(c.repo, a->pos[1], &m, &err) != 0) {
+    cli_close(&c);
+    return cli_fail(err);
+  }
+  if (a->json)
+    cli_print_json(m->raw);
+  else
+    print_snapshot(m);
+  snapshot_free(m);
+  cli_close(&c);
+  return EXIT_OK;
+}
