@@ -436,9 +436,10 @@ seeded_file "$src/loss" 1 loss # data only this snapshot holds: prune would dele
 backup "$T/s3.yml"
 LOST=$(newest)
 rm -f "$src/loss"
-bucket_listing() { # every object but the locks (commands add and remove theirs)
+bucket_listing() { # every object but the locks (commands add and remove theirs) and the
+  # verification records (check stores the outcome of each check, failed ones included)
   awsc s3api list-objects-v2 --bucket "$BUCKET" --prefix matrix/ --query 'Contents[].[Key,Size]' \
-    --output text | grep -v '^matrix/locks/' | LC_ALL=C sort
+    --output text | grep -v -e '^matrix/locks/' -e '^matrix/verify/' | LC_ALL=C sort
 }
 objects_before=$(bucket_listing)
 inj0=$(pstat injected)
