@@ -89,43 +89,147 @@ static int run_end(struct cli_ctx *c, const struct cli_args *a, struct status_ru
   return rc;
 }
 
+/* A run's first steps: load the pipeline, run its before hooks, open the
+ * repository (creating it on a first run), take the lock (a dry run takes
+ * none) and read the index. Returns EXIT_OK, or the exit code with *err
+ * for run_end. */
+static int run_open(const struct cli_globals *g, const struct cli_args *a, struct cli_ctx *c,
+                    struct status_run *sr, char **err) {
+  if (cli_load_pipeline(g, a->pos[0], c, err) != 0 || cli_before_hooks(c->p, err) != 0)
+    return cancel_requested() ? EXIT_INTERRUPTED : EXIT_ERROR;
+  if (cli_open(c, 1, 1, a->dry_run, err) != 0)
+    return EXIT_ERROR;
+  if (c->repo->created && !a->dry_run && !g->quiet)
+    fprintf(stderr, "engine: initialised a new repository %.8s on %zu sink(s)\n", c->repo->id,
+            c->p->n_sinks);
+  c->repo->use_index_cache = 1;
+  if (!a->dry_run) {
+    /* a shared lock that also waits for another run of this pipeline on
+     * this host (engine serve's job, a timer), as long as it takes unless
+     * --lock-wait says otherwise */
+    struct repo_lock_opts lo = {.wait_ms = a->lock_wait_ms,
+                                .pipeline = c->p->name,
+                                .run_wait_ms = a->lock_wait ? a->lock_wait_ms : -1};
+    int lrc = repo_lock_acquire_opts(c->repo, &lo, &c->lock, err);
+    sr->lock_wait_seconds = lo.waited_s;
+    if (lrc != 0 && cancel_requested())
+      return EXIT_INTERRUPTED;
+    if (lrc != 0) {
+      sr->outcome = lo.run_conflict ? "skipped" : NULL;
+      return EXIT_ERROR;
+    }
+    if (lo.waited_s >= 1.0)
+      log_info("waited %.0f s for the repository lock", lo.waited_s);
+  }
+  if (cli_load_index(c, err) != 0)
+    return EXIT_ERROR;
+  return EXIT_OK;
+}
+
+/* The sinks that do not hold the snapshot: failed during the run, or could
+ * not even be set up. */
+static json_t *run_missed_sinks(const struct cli_ctx *c) {
+  json_t *missed = json_array();
+  for (size_t i = 0; i < c->repo->n_sinks; i++)
+    if (c->repo->sinks[i].failed)
+      json_array_append_new(missed, json_string(c->repo->sinks[i].pi->name));
+  size_t k;
+  json_t *v;
+  json_array_foreach(c->skipped_sinks, k, v) json_array_append(missed, v);
+  return missed;
+}
+
+/* run --json: one object. */
+static void run_print_json(const struct cli_args *a, const struct cli_ctx *c,
+                           const struct backup_result *r, const char *status, double rate,
+                           json_t *missed, double lock_wait_seconds) {
+  json_t *j =
+      json_pack("{s:s?, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:O}",
+                "snapshot", a->dry_run ? NULL : r->snapshot_id, "status", status, "pipeline",
+                c->p->name, "items", (json_int_t)r->items, "bytes_read", (json_int_t)r->bytes_read,
+                "chunks", (json_int_t)r->chunks, "new_chunks", (json_int_t)r->new_chunks,
+                "new_bytes", (json_int_t)r->new_bytes, "stored_bytes", (json_int_t)r->stored_bytes,
+                "packs", (json_int_t)r->packs, "reused_items", (json_int_t)r->reused_items,
+                "reused_bytes", (json_int_t)r->reused_bytes, "duration_seconds", r->seconds,
+                "bytes_per_second", rate, "warnings", r->warnings);
+  json_object_set(j, "sinks_missed", missed);
+  json_object_set_new(j, "lock_wait_seconds", json_real(lock_wait_seconds));
+  if (a->n_only) {
+    json_t *only = json_array();
+    for (size_t i = 0; i < a->n_only; i++)
+      json_array_append_new(only, json_string(a->only[i]));
+    json_object_set_new(j, "only", only);
+  }
+  cli_print_json(j);
+  json_decref(j);
+}
+
+/* run without --json: the summary in words. */
+static void run_print_text(const struct cli_args *a, const struct cli_ctx *c,
+                           const struct backup_result *r, const char *status, double rate,
+                           json_t *missed) {
+  char b1[32], b2[32], b3[32], b4[32];
+  if (a->dry_run)
+    printf("dry run: nothing was stored\n");
+  else
+    printf("snapshot %.8s saved (%s)\n", r->snapshot_id, status);
+  printf("  items     %llu (%llu unchanged since the parent snapshot, not read)\n",
+         (unsigned long long)r->items, (unsigned long long)r->reused_items);
+  printf("  read      %s\n", format_bytes(r->bytes_read, b1, sizeof(b1)));
+  printf("  new       %s in %llu of %llu chunks (after dedup, before compression)\n",
+         format_bytes(r->new_bytes, b2, sizeof(b2)), (unsigned long long)r->new_chunks,
+         (unsigned long long)r->chunks);
+  const char *zalg = c->p->compress_algorithm ? c->p->compress_algorithm : "zstd";
+  int zip = strcmp(zalg, "none") != 0;
+  printf("  stored    %s in %llu pack(s) (%s%s, %s%s)\n",
+         format_bytes(r->stored_bytes, b3, sizeof(b3)), (unsigned long long)r->packs,
+         zip ? "compressed with " : "not compressed", zip ? zalg : "",
+         c->repo->crypto ? "encrypted with " : "not encrypted",
+         c->repo->crypto ? c->repo->crypto->name : "");
+  printf("  duration  %.2f s (%s/s)\n", r->seconds, format_bytes((uint64_t)rate, b4, sizeof(b4)));
+  if (r->partial)
+    printf("  warnings  %zu (the snapshot is partial; see the messages above)\n",
+           json_array_size(r->warnings));
+  size_t k;
+  json_t *v;
+  json_array_foreach(missed, k, v) printf(
+      "  MISSED    sink '%s' does not hold snapshot %.8s; run 'engine sync' when it is back\n",
+      json_string_value(v), a->dry_run ? "" : r->snapshot_id);
+}
+
+/* retention: { apply: after-run }: forget under the exclusive lock. Returns
+ * EXIT_ERROR with *err when that failed (the snapshot is saved: sr's
+ * outcome says which), else exit_code. */
+static int run_retention(const struct cli_globals *g, const struct cli_args *a, struct cli_ctx *c,
+                         struct status_run *sr, int partial, int exit_code, char **err) {
+  cli_unlock(c);
+  json_t *report = NULL;
+  char host[SYS_NAME_MAX];
+  sys_hostname(host);
+  if (cli_lock(c, 1, a->lock_wait_ms, 0, err) != 0 ||
+      forget_run(c->repo, &c->p->retention, c->p->name, host, 0, NULL, &report, err) != 0) {
+    char *msg = xasprintf("the snapshot was saved, but applying retention failed: %s", *err);
+    free(*err);
+    *err = msg;
+    exit_code = EXIT_ERROR;
+    sr->outcome = partial ? "partial" : "complete";
+  } else if (!g->quiet && !a->json) {
+    printf("  retention removed %lld snapshot(s)\n",
+           (long long)json_integer_value(json_object_get(report, "removed")));
+  }
+  json_decref(report);
+  return exit_code;
+}
+
 int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
   char *err = NULL;
   int64_t when = a->time ? a->time_s : 0; /* checked by the parser */
   double t0 = cli_mono_now();
   struct status_run sr = {.started = (int64_t)time(NULL)};
-  if (cli_load_pipeline(g, a->pos[0], &c, &err) != 0 || cli_before_hooks(c.p, &err) != 0)
-    return run_end(&c, a, &sr, t0, cancel_requested() ? EXIT_INTERRUPTED : EXIT_ERROR, err);
-  if (cli_open(&c, 1, 1, a->dry_run, &err) != 0)
-    return run_end(&c, a, &sr, t0, EXIT_ERROR, err);
-  if (c.repo->created && !a->dry_run && !g->quiet)
-    fprintf(stderr, "engine: initialised a new repository %.8s on %zu sink(s)\n", c.repo->id,
-            c.p->n_sinks);
-  c.repo->use_index_cache = 1;
-  if (a->dry_run) {
-    if (cli_load_index(&c, &err) != 0)
-      return run_end(&c, a, &sr, t0, EXIT_ERROR, err);
-  } else {
-    /* a shared lock that also waits for another run of this pipeline on
-     * this host (engine serve's job, a timer), as long as it takes unless
-     * --lock-wait says otherwise */
-    struct repo_lock_opts lo = {.wait_ms = a->lock_wait_ms,
-                                .pipeline = c.p->name,
-                                .run_wait_ms = a->lock_wait ? a->lock_wait_ms : -1};
-    int lrc = repo_lock_acquire_opts(c.repo, &lo, &c.lock, &err);
-    sr.lock_wait_seconds = lo.waited_s;
-    if (lrc != 0 && cancel_requested())
-      return run_end(&c, a, &sr, t0, EXIT_INTERRUPTED, err);
-    if (lrc != 0) {
-      sr.outcome = lo.run_conflict ? "skipped" : NULL;
-      return run_end(&c, a, &sr, t0, EXIT_ERROR, err);
-    }
-    if (lo.waited_s >= 1.0)
-      log_info("waited %.0f s for the repository lock", lo.waited_s);
-    if (cli_load_index(&c, &err) != 0)
-      return run_end(&c, a, &sr, t0, EXIT_ERROR, err);
-  }
+  int orc = run_open(g, a, &c, &sr, &err);
+  if (orc != EXIT_OK)
+    return run_end(&c, a, &sr, t0, orc, err);
   int progress = a->progress && strcmp(a->progress, "always") == 0 ? 1
                  : a->progress && strcmp(a->progress, "never") == 0
                      ? 0
@@ -160,86 +264,19 @@ int cmd_run(const struct cli_globals *g, const struct cli_args *a) {
   sr.stored_bytes = r.stored_bytes;
   double rate = r.seconds > 0 ? (double)r.bytes_read / r.seconds : 0;
   const char *status = a->dry_run ? "dry-run" : r.partial ? "partial" : "complete";
-  /* sinks that do not hold the snapshot: failed during the run, or could
-   * not even be set up */
-  json_t *missed = json_array();
-  for (size_t i = 0; i < c.repo->n_sinks; i++)
-    if (c.repo->sinks[i].failed)
-      json_array_append_new(missed, json_string(c.repo->sinks[i].pi->name));
-  size_t k;
-  json_t *v;
-  json_array_foreach(c.skipped_sinks, k, v) json_array_append(missed, v);
+  json_t *missed = run_missed_sinks(&c);
   if (!a->dry_run)
     cli_note_run(&r, status, missed);
-  if (a->json) {
-    json_t *j = json_pack(
-        "{s:s?, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:O}", "snapshot",
-        a->dry_run ? NULL : r.snapshot_id, "status", status, "pipeline", c.p->name, "items",
-        (json_int_t)r.items, "bytes_read", (json_int_t)r.bytes_read, "chunks", (json_int_t)r.chunks,
-        "new_chunks", (json_int_t)r.new_chunks, "new_bytes", (json_int_t)r.new_bytes,
-        "stored_bytes", (json_int_t)r.stored_bytes, "packs", (json_int_t)r.packs, "reused_items",
-        (json_int_t)r.reused_items, "reused_bytes", (json_int_t)r.reused_bytes, "duration_seconds",
-        r.seconds, "bytes_per_second", rate, "warnings", r.warnings);
-    json_object_set(j, "sinks_missed", missed);
-    json_object_set_new(j, "lock_wait_seconds", json_real(sr.lock_wait_seconds));
-    if (a->n_only) {
-      json_t *only = json_array();
-      for (size_t i = 0; i < a->n_only; i++)
-        json_array_append_new(only, json_string(a->only[i]));
-      json_object_set_new(j, "only", only);
-    }
-    cli_print_json(j);
-    json_decref(j);
-  } else if (!g->quiet) {
-    char b1[32], b2[32], b3[32], b4[32];
-    if (a->dry_run)
-      printf("dry run: nothing was stored\n");
-    else
-      printf("snapshot %.8s saved (%s)\n", r.snapshot_id, status);
-    printf("  items     %llu (%llu unchanged since the parent snapshot, not read)\n",
-           (unsigned long long)r.items, (unsigned long long)r.reused_items);
-    printf("  read      %s\n", format_bytes(r.bytes_read, b1, sizeof(b1)));
-    printf("  new       %s in %llu of %llu chunks (after dedup, before compression)\n",
-           format_bytes(r.new_bytes, b2, sizeof(b2)), (unsigned long long)r.new_chunks,
-           (unsigned long long)r.chunks);
-    const char *zalg = c.p->compress_algorithm ? c.p->compress_algorithm : "zstd";
-    int zip = strcmp(zalg, "none") != 0;
-    printf("  stored    %s in %llu pack(s) (%s%s, %s%s)\n",
-           format_bytes(r.stored_bytes, b3, sizeof(b3)), (unsigned long long)r.packs,
-           zip ? "compressed with " : "not compressed", zip ? zalg : "",
-           c.repo->crypto ? "encrypted with " : "not encrypted",
-           c.repo->crypto ? c.repo->crypto->name : "");
-    printf("  duration  %.2f s (%s/s)\n", r.seconds, format_bytes((uint64_t)rate, b4, sizeof(b4)));
-    if (r.partial)
-      printf("  warnings  %zu (the snapshot is partial; see the messages above)\n",
-             json_array_size(r.warnings));
-    json_array_foreach(missed, k, v) printf(
-        "  MISSED    sink '%s' does not hold snapshot %.8s; run 'engine sync' when it is back\n",
-        json_string_value(v), a->dry_run ? "" : r.snapshot_id);
-  }
+  if (a->json)
+    run_print_json(a, &c, &r, status, rate, missed, sr.lock_wait_seconds);
+  else if (!g->quiet)
+    run_print_text(a, &c, &r, status, rate, missed);
   json_decref(missed);
   json_decref(r.warnings);
   int exit_code = r.partial ? EXIT_PARTIAL : EXIT_OK;
   if (!a->dry_run && c.p->retention.set && c.p->retention.apply &&
-      strcmp(c.p->retention.apply, "after-run") == 0) {
-    /* retention: { apply: after-run }: forget under the exclusive lock */
-    cli_unlock(&c);
-    json_t *report = NULL;
-    char host[SYS_NAME_MAX];
-    sys_hostname(host);
-    if (cli_lock(&c, 1, a->lock_wait_ms, 0, &err) != 0 ||
-        forget_run(c.repo, &c.p->retention, c.p->name, host, 0, NULL, &report, &err) != 0) {
-      char *msg = xasprintf("the snapshot was saved, but applying retention failed: %s", err);
-      free(err);
-      err = msg;
-      exit_code = EXIT_ERROR;
-      sr.outcome = r.partial ? "partial" : "complete";
-    } else if (!g->quiet && !a->json) {
-      printf("  retention removed %lld snapshot(s)\n",
-             (long long)json_integer_value(json_object_get(report, "removed")));
-    }
-    json_decref(report);
-  }
+      strcmp(c.p->retention.apply, "after-run") == 0)
+    exit_code = run_retention(g, a, &c, &sr, r.partial, exit_code, &err);
   return run_end(&c, a, &sr, t0, exit_code, err);
 }
 

@@ -123,33 +123,160 @@ static char *sink_names(struct cli_ctx *c) {
   return out;
 }
 
-int cmd_sync(const struct cli_globals *g, const struct cli_args *a) {
-  /* --from and --to are required (cli/table.c) */
-  struct cli_ctx c;
+/* Load the pipeline, make its sink instances and find --from and --to
+ * among them. Returns EXIT_OK, or EXIT_ERROR / EXIT_USAGE after saying why
+ * and closing c. */
+static int sync_open(const struct cli_globals *g, const struct cli_args *a, struct cli_ctx *c,
+                     struct plugin_instance **from, struct plugin_instance **to) {
   char *err = NULL;
-  if (cli_load_pipeline(g, a->pos[0], &c, &err) != 0) {
-    cli_close(&c);
+  if (cli_load_pipeline(g, a->pos[0], c, &err) != 0) {
+    cli_close(c);
     return cli_fail(err);
   }
-  c.sink_insts = xcalloc(c.p->n_sinks, sizeof(*c.sink_insts));
-  for (size_t i = 0; i < c.p->n_sinks; i++)
-    if (plugin_instance_new(c.p->sinks[i].plugin, c.p->sinks[i].name, c.p->sinks[i].with,
-                            &c.sink_insts[i], &err) != 0) {
-      cli_close(&c);
+  c->sink_insts = xcalloc(c->p->n_sinks, sizeof(*c->sink_insts));
+  for (size_t i = 0; i < c->p->n_sinks; i++)
+    if (plugin_instance_new(c->p->sinks[i].plugin, c->p->sinks[i].name, c->p->sinks[i].with,
+                            &c->sink_insts[i], &err) != 0) {
+      cli_close(c);
       return cli_fail(err);
     }
-  struct plugin_instance *from = sink_by_name(&c, a->from), *to = sink_by_name(&c, a->to);
-  if (!from || !to || from == to) {
-    char *names = sink_names(&c);
-    if (from && from == to)
+  *from = sink_by_name(c, a->from);
+  *to = sink_by_name(c, a->to);
+  if (!*from || !*to || *from == *to) {
+    char *names = sink_names(c);
+    if (*from && *from == *to)
       cli_usage_error("sync", "--from and --to name the same sink '%s'", a->from);
     else
       cli_usage_error("sync", "%s '%s': no sink of that name in the pipeline (its sinks: %s)",
-                      from ? "--to" : "--from", from ? a->to : a->from, names);
+                      *from ? "--to" : "--from", *from ? a->to : a->from, names);
     free(names);
-    cli_close(&c);
+    cli_close(c);
     return EXIT_USAGE;
   }
+  return EXIT_OK;
+}
+
+/* Both must hold the same repository (or the target nothing at all; lt is
+ * the target's listing). Returns 0, or -1 after saying why. */
+static int sync_same_repository(struct plugin_instance *from, struct plugin_instance *to,
+                                const struct listing *lt) {
+  void *cf = NULL, *ct = NULL;
+  size_t nf = 0, nt = 0;
+  int rf = from->plugin->sink->get(from->inst, "config", 0, 0, &cf, &nf);
+  int rt = to->plugin->sink->get(to->inst, "config", 0, 0, &ct, &nt);
+  int hf = rf == ENGINE_OK, ht = rt == ENGINE_OK;
+  int same = hf && (!ht || (nf == nt && memcmp(cf, ct, nf) == 0));
+  free(cf);
+  free(ct);
+  /* only an absent config means "no repository": a sink that cannot be
+   * read says why (and a target that cannot be read is never taken for
+   * an empty one) */
+  if (rf != ENGINE_OK && rf != ENGINE_NOT_FOUND) {
+    log_error("sink '%s': unable to read 'config': %s", from->name, host_last_error(from->host));
+    return -1;
+  }
+  if (rt != ENGINE_OK && rt != ENGINE_NOT_FOUND) {
+    log_error("sink '%s': unable to read 'config': %s", to->name, host_last_error(to->host));
+    return -1;
+  }
+  if (!hf) {
+    log_error("sink '%s' holds no repository (no config)", from->name);
+    return -1;
+  }
+  if (!same) {
+    log_error("sinks '%s' and '%s' hold different repositories; refusing to mix them", from->name,
+              to->name);
+    return -1;
+  }
+  if (!ht && lt->n > 0) {
+    log_error("sink '%s' holds '%s' but no engine repository; refusing to write "
+              "into it",
+              to->name, lt->v[0].name);
+    return -1;
+  }
+  return 0;
+}
+
+/* Copy todo[0..n) on 4 threads. Returns 0, or -1 after saying why. */
+static int sync_copy(const struct cli_globals *g, struct plugin_instance *from,
+                     struct plugin_instance *to, struct obj **todo, size_t n) {
+  struct job j = {from, to,
+                  todo, n,
+                  0,    PTHREAD_MUTEX_INITIALIZER,
+                  0,    0,
+                  NULL, progress_new(isatty(2) && !g->quiet)};
+  pthread_t th[4];
+  for (int t = 0; t < 4; t++)
+    pthread_create(&th[t], NULL, copy_main, &j);
+  for (int t = 0; t < 4; t++)
+    pthread_join(th[t], NULL);
+  progress_finish(j.prog);
+  progress_free(j.prog);
+  if (j.err) {
+    log_error("%s; the target holds a consistent but incomplete copy, run sync "
+              "again",
+              j.err);
+    free(j.err);
+    return -1;
+  }
+  return 0;
+}
+
+/* Copy what lf (sorted) has and lt (sorted) lacks, phase by phase, each
+ * completely before the next one starts. Returns 0, or -1 after saying
+ * why. */
+static int sync_phases(const struct cli_globals *g, struct plugin_instance *from,
+                       struct plugin_instance *to, struct listing *lf, const struct listing *lt) {
+  struct obj **todo = xcalloc(lf->n ? lf->n : 1, sizeof(*todo));
+  size_t nt = 0;
+  uint64_t bytes = 0;
+  for (int phase = 0; phase <= 4; phase++) {
+    size_t k = 0;
+    for (size_t i = 0; i < lf->n; i++) {
+      if (phase_of(lf->v[i].name) != phase)
+        continue;
+      while (k < lt->n && strcmp(lt->v[k].name, lf->v[i].name) < 0)
+        k = k + 1;
+      if (k < lt->n && strcmp(lt->v[k].name, lf->v[i].name) == 0) {
+        if (lt->v[k].size != lf->v[i].size)
+          log_warn("'%s' differs in size between '%s' (%llu) and '%s' (%llu); left as it is (run "
+                   "check on both)",
+                   lf->v[i].name, from->name, (unsigned long long)lf->v[i].size, to->name,
+                   (unsigned long long)lt->v[k].size);
+        continue;
+      }
+      todo[nt++] = &lf->v[i];
+      bytes += lf->v[i].size;
+    }
+    if (phase < 4 && nt > 0) {
+      if (sync_copy(g, from, to, todo, nt) != 0) {
+        free(todo);
+        return -1;
+      }
+      if (!g->quiet)
+        printf("copied %zu %s object(s)\n", nt,
+               phase == 0   ? "key/config"
+               : phase == 1 ? "pack"
+               : phase == 2 ? "index"
+                            : "snapshot");
+      nt = 0;
+    }
+  }
+  char b[32];
+  if (!g->quiet)
+    printf("sync %s -> %s done: %s copied\n", from->name, to->name,
+           format_bytes(bytes, b, sizeof(b)));
+  free(todo);
+  return 0;
+}
+
+int cmd_sync(const struct cli_globals *g, const struct cli_args *a) {
+  /* --from and --to are required (cli/table.c) */
+  struct cli_ctx c;
+  struct plugin_instance *from, *to;
+  int orc = sync_open(g, a, &c, &from, &to);
+  if (orc != EXIT_OK)
+    return orc;
   struct listing lf = {0}, lt = {0};
   int rc = EXIT_ERROR;
   if (from->plugin->sink->list(from->inst, "", list_cb, &lf) != ENGINE_OK) {
@@ -164,103 +291,8 @@ int cmd_sync(const struct cli_globals *g, const struct cli_args *a) {
     qsort(lf.v, lf.n, sizeof(*lf.v), cmp_obj);
   if (lt.n)
     qsort(lt.v, lt.n, sizeof(*lt.v), cmp_obj);
-  /* both must hold the same repository (or the target nothing at all) */
-  {
-    void *cf = NULL, *ct = NULL;
-    size_t nf = 0, nt = 0;
-    int rf = from->plugin->sink->get(from->inst, "config", 0, 0, &cf, &nf);
-    int rt = to->plugin->sink->get(to->inst, "config", 0, 0, &ct, &nt);
-    int hf = rf == ENGINE_OK, ht = rt == ENGINE_OK;
-    int same = hf && (!ht || (nf == nt && memcmp(cf, ct, nf) == 0));
-    free(cf);
-    free(ct);
-    /* only an absent config means "no repository": a sink that cannot be
-     * read says why (and a target that cannot be read is never taken for
-     * an empty one) */
-    if (rf != ENGINE_OK && rf != ENGINE_NOT_FOUND) {
-      log_error("sink '%s': unable to read 'config': %s", from->name, host_last_error(from->host));
-      goto out;
-    }
-    if (rt != ENGINE_OK && rt != ENGINE_NOT_FOUND) {
-      log_error("sink '%s': unable to read 'config': %s", to->name, host_last_error(to->host));
-      goto out;
-    }
-    if (!hf) {
-      log_error("sink '%s' holds no repository (no config)", from->name);
-      goto out;
-    }
-    if (!same) {
-      log_error("sinks '%s' and '%s' hold different repositories; refusing to mix them", from->name,
-                to->name);
-      goto out;
-    }
-    if (!ht && lt.n > 0) {
-      log_error("sink '%s' holds '%s' but no engine repository; refusing to write "
-                "into it",
-                to->name, lt.v[0].name);
-      goto out;
-    }
-  }
-  {
-    struct obj **todo = xcalloc(lf.n ? lf.n : 1, sizeof(*todo));
-    size_t nt = 0;
-    uint64_t bytes = 0;
-    for (int phase = 0; phase <= 4; phase++) {
-      size_t k = 0;
-      for (size_t i = 0; i < lf.n; i++) {
-        if (phase_of(lf.v[i].name) != phase)
-          continue;
-        while (k < lt.n && strcmp(lt.v[k].name, lf.v[i].name) < 0)
-          k = k + 1;
-        if (k < lt.n && strcmp(lt.v[k].name, lf.v[i].name) == 0) {
-          if (lt.v[k].size != lf.v[i].size)
-            log_warn("'%s' differs in size between '%s' (%llu) and '%s' (%llu); left as it is (run "
-                     "check on both)",
-                     lf.v[i].name, from->name, (unsigned long long)lf.v[i].size, to->name,
-                     (unsigned long long)lt.v[k].size);
-          continue;
-        }
-        todo[nt++] = &lf.v[i];
-        bytes += lf.v[i].size;
-      }
-      if (phase < 4 && nt > 0) {
-        /* copy this phase completely before the next one starts */
-        struct job j = {from, to,
-                        todo, nt,
-                        0,    PTHREAD_MUTEX_INITIALIZER,
-                        0,    0,
-                        NULL, progress_new(isatty(2) && !g->quiet)};
-        pthread_t th[4];
-        for (int t = 0; t < 4; t++)
-          pthread_create(&th[t], NULL, copy_main, &j);
-        for (int t = 0; t < 4; t++)
-          pthread_join(th[t], NULL);
-        progress_finish(j.prog);
-        progress_free(j.prog);
-        if (j.err) {
-          log_error("%s; the target holds a consistent but incomplete copy, run sync "
-                    "again",
-                    j.err);
-          free(j.err);
-          free(todo);
-          goto out;
-        }
-        if (!g->quiet)
-          printf("copied %zu %s object(s)\n", nt,
-                 phase == 0   ? "key/config"
-                 : phase == 1 ? "pack"
-                 : phase == 2 ? "index"
-                              : "snapshot");
-        nt = 0;
-      }
-    }
-    char b[32];
-    if (!g->quiet)
-      printf("sync %s -> %s done: %s copied\n", from->name, to->name,
-             format_bytes(bytes, b, sizeof(b)));
-    free(todo);
-  }
-  rc = EXIT_OK;
+  if (sync_same_repository(from, to, &lt) == 0 && sync_phases(g, from, to, &lf, &lt) == 0)
+    rc = EXIT_OK;
 out:
   listing_free(&lf);
   listing_free(&lt);
