@@ -8,8 +8,10 @@
 #                             when the test exits (its log shown if it failed)
 #   congodb_kill NAME         SIGKILL it
 #   mongowire_start NAME ARGS a raw-BSON wire stand-in (tests/servers/mongowire.py);
-#                             sets NAME_PORT and NAME_URI, its log of finds and
-#                             getMores in $T/NAME.wire.log
+#                             sets NAME_PORT and NAME_URI, its log of finds,
+#                             getMores and writes in $T/NAME.wire.log; on the
+#                             port $MONGOWIRE_PORT when set (members of a set
+#                             must know each other's ports)
 #   mongo_pipeline FILE NAME REPO URI [WITH-LINE]...
 #                             a mongodb -> local pipeline (zstd 3, aes-256-gcm)
 #   mpy ARGS                  /usr/bin/python3 (Debian's modules: pymongo, bson)
@@ -57,11 +59,11 @@ congodb_kill() { bash "$MONGO_SERVERS/congodb.sh" kill "$T/$1"; }
 mongowire_start() {
   local name=$1 port pid i
   shift
-  port=$(free_port)
+  port=${MONGOWIRE_PORT:-$(free_port)}
   mpy "$MONGO_SERVERS/mongowire.py" --port "$port" --log "$T/$name.wire.log" \
     --pidfile "$T/$name.wire.pid" "$@" >"$T/$name.wire.out" 2>&1 &
   pid=$!
-  at_exit kill_quiet "$pid"
+  at_exit _mongowire_stop "$name" "$pid"
   for i in $(seq 1 100); do
     [ -s "$T/$name.wire.pid" ] && break
     kill -0 "$pid" 2>/dev/null || { show "$T/$name.wire.out"; fail "mongowire ($name) exited"; }
@@ -70,6 +72,14 @@ mongowire_start() {
   [ -s "$T/$name.wire.pid" ] || fail "mongowire ($name) did not start"
   printf -v "${name}_PORT" '%s' "$port"
   printf -v "${name}_URI" '%s' "mongodb://127.0.0.1:$port/"
+}
+
+_mongowire_stop() {
+  if [ "${LIB_EXIT_RC:-0}" -ne 0 ] && [ -s "$T/$1.wire.out" ]; then
+    echo "---- mongowire ($1) output, last lines ----" >&2
+    tail -n 20 "$T/$1.wire.out" >&2
+  fi
+  kill_quiet "$2"
 }
 
 mongo_pipeline() {

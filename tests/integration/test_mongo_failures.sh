@@ -162,18 +162,35 @@ note "server killed after $n of 100000 documents: that collection failed, snapsh
 
 # ---- the server killed in the middle of a restore ---------------------------------------------------------
 congodb_start R
+# one watching client (not one per poll: starting pymongo takes longer than
+# the restore of 100,000 documents on a fast machine), connected before the
+# restore starts, kills the server as soon as it holds some of the documents
+mpy - "$R_URI" "$(cat "$T/R/congodb.pid")" "$T/watch.ready" >"$T/watch.out" 2>&1 <<'EOF' &
+import os, signal, sys, time, pymongo
+c = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=2000)
+c.admin.command("ping")
+open(sys.argv[3], "w").close()
+end = time.time() + 60
+while time.time() < end:
+    if c.big.docs.estimated_document_count() > 1000:
+        os.kill(int(sys.argv[2]), signal.SIGKILL)
+        sys.exit(0)
+    time.sleep(0.002)
+sys.exit(1)
+EOF
+watcher=$!
+at_exit kill_quiet "$watcher"
+for i in $(seq 1 200); do
+  [ -e "$T/watch.ready" ] && break
+  sleep 0.05
+done
+[ -e "$T/watch.ready" ] || { show "$T/watch.out"; fail "the watching client did not connect"; }
 ( rc=0
   ENGINE_PLUGIN_PATH="$ENGINE_PLUGIN_DIR" "$ENGINE_BIN" -v -v restore "$T/k.yml" "$first" --only mongo/big \
     --target "$R_URI" >"$T/r.out" 2>"$T/r.err" </dev/null || rc=$?
   echo "$rc" >"$T/r.rc" ) &
 runner=$!
-for i in $(seq 1 300); do
-  mpy -c "
-import pymongo, sys
-c = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=2000)
-sys.exit(0 if c.big.docs.estimated_document_count() > 1000 else 1)" "$R_URI" 2>/dev/null && break
-  sleep 0.05
-done
+wait "$watcher" || { show "$T/watch.out" "$T/r.err"; fail "the restore never put documents into the server"; }
 congodb_kill R
 wait "$runner" || true
 RC=$(cat "$T/r.rc")

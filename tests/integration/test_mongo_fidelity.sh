@@ -19,7 +19,10 @@
 # real mongod does with a document (it moves _id first, which the corpus
 # already has; it refuses documents it finds invalid) or with options (it
 # validates them and builds the indexes); a real server is the judge of
-# those, the plugin passes them on unchanged.
+# those, the plugin passes them on unchanged. The order of the restore's
+# commands (create, inserts, createIndexes, views last) is read from the
+# stand-in's log; a real server would also refuse a view over a missing
+# collection only at query time, so the order is the plugin's own.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/mongo_lib.sh"
@@ -127,6 +130,29 @@ for name, (kind, _) in ca.items():
     assert ia == ib, "indexes of %s:\n  %s\n  %s" % (name, ia, ib)
 EOF
 assert_files_equal "$T/corpus.bson" "$T/w2.bson" "documents inserted into a server against the corpus"
+# mongorestore's order, from the stand-in's log of the restore: each
+# collection created (with its options) before its documents, its indexes
+# built after them, the view created after every collection
+mpy - "$T/W2.wire.log" <<'EOF' || fail "the restore did not create, insert, index and make views in that order"
+import json, sys
+ops = [(e["op"], e["ns"]) for e in map(json.loads, open(sys.argv[1]))
+       if e["op"] in ("create", "insert", "createIndexes")]
+views = {"meta.recent"}
+created = [ns for op, ns in ops if op == "create"]
+assert sorted(created) == sorted(["fid.types", "meta.capped", "meta.clustered", "meta.french",
+                                  "meta.validated", "meta.weather", "meta.recent"]), created
+last_data = max(i for i, (op, ns) in enumerate(ops) if ns not in views)
+for v in views:
+    assert ops.index(("create", v)) > last_data, ops
+for ns in set(created) - views:
+    db, coll = ns.split(".", 1)
+    data = {ns, "%s.system.buckets.%s" % (db, coll)}
+    c = ops.index(("create", ns))
+    ins = [i for i, (op, n) in enumerate(ops) if op == "insert" and n in data]
+    idx = [i for i, (op, n) in enumerate(ops) if op == "createIndexes" and n == ns]
+    assert ins and min(ins) > c, (ns, ops)
+    assert all(i > max(ins) for i in idx), (ns, ops)
+EOF
 note "restored into a server: the same bytes, options, views, time series and index options"
 
 # ---- --as into a directory, and the restore test ---------------------------------------------

@@ -12,15 +12,35 @@ options verbatim and lists them back (a view when they name viewOn, a
 time-series collection with its system.buckets collection when they name
 timeseries).
 
-    mongowire.py --port PORT [--replset NAME] [--load DB.COLL=FILE.bson]...
-                 [--log FILE] [--auth-fail] [--snapshot-refuse]
+    mongowire.py --port PORT [--replset NAME [--hosts H1,H2 [--secondary]]]
+                 [--load DB.COLL=FILE.bson]... [--log FILE]
+                 [--scram USER:PASSWORD] [--auth-fail]
+                 [--tls-cert PEM [--tls-ca PEM]]
+                 [--snapshot-refuse]
                  [--snapshot-too-old-after N] [--getmore-too-old-after N]
                  [--on-find-drop DB.COLL=DB.OTHER]...
 
---log FILE               one JSON line per find / getMore / insert (the
-                         command's readConcern, the collection, counts)
+--log FILE               one JSON line per command that reads or writes
+                         data (find with its readConcern and
+                         $readPreference, getMore, insert with its count,
+                         bytes and ordered flag, create, createIndexes,
+                         drop, _mergeAuthzCollections with its arguments),
+                         and per refused TLS handshake or authentication
+--replset NAME           a replica-set member (hello says so); --hosts the
+                         members (the first is the primary; default: this
+                         server alone), --secondary: this one is a
+                         secondary. Each member is its own process with its
+                         own data (load the same files into each).
+--scram USER:PASSWORD    SCRAM-SHA-256 (RFC 5802/7677, MongoDB's
+                         saslStart/saslContinue) for USER defined in admin;
+                         every command but hello, buildInfo and ping needs
+                         it (Unauthorized, code 13, before); a wrong
+                         password gets AuthenticationFailed (code 18)
 --auth-fail              saslStart answers AuthenticationFailed (code 18),
                          as a server does for a wrong user or password
+--tls-cert PEM           speak TLS only, with this certificate and key (one
+                         file); --tls-ca PEM: require a client certificate
+                         signed by this CA (as mongod's tlsCAFile does)
 --snapshot-refuse        a find with read concern snapshot fails with
                          InvalidOptions (code 72), as a 4.4 server does
 --snapshot-too-old-after N
@@ -35,9 +55,13 @@ timeseries).
 Needs Debian's python3-pymongo (for its bson module), run with /usr/bin/python3.
 """
 import argparse
+import base64
+import hashlib
+import hmac
 import json
 import os
 import socket
+import ssl
 import socketserver
 import struct
 import sys
@@ -84,6 +108,8 @@ class Server:
         self.args = args
         self.store = Store()
         self.log = open(args.log, "a") if args.log else None
+        self.log_lock = threading.Lock()
+        self.scram = args.scram.split(":", 1) if args.scram else None
         self.drops = dict(x.split("=", 1) for x in args.on_find_drop)
         for spec in args.load:
             ns, path = spec.split("=", 1)
@@ -99,8 +125,10 @@ class Server:
 
     def note(self, **kv):
         if self.log:
-            self.log.write(json.dumps(kv, default=str) + "\n")
-            self.log.flush()
+            kv["port"] = self.args.port
+            with self.log_lock:
+                self.log.write(json.dumps(kv, default=str) + "\n")
+                self.log.flush()
 
     def hello(self, cmd):
         port = self.args.port
@@ -110,12 +138,96 @@ class Server:
              "minWireVersion": 0, "maxWireVersion": 17, "connectionId": 1, "ok": 1.0}
         if self.args.replset:
             me = "127.0.0.1:%d" % port
-            r.update({"setName": self.args.replset, "setVersion": 1, "hosts": [me], "primary": me,
-                      "me": me, "secondary": False,
-                      })
+            hosts = self.args.hosts.split(",") if self.args.hosts else [me]
+            r.update({"setName": self.args.replset, "setVersion": 1, "hosts": hosts,
+                      "primary": hosts[0], "me": me, "secondary": bool(self.args.secondary)})
+            if self.args.secondary:
+                r.update({"ismaster": False, "isWritablePrimary": False})
         if "saslSupportedMechs" in cmd:
-            r["saslSupportedMechs"] = ["SCRAM-SHA-256", "SCRAM-SHA-1"]
+            r["saslSupportedMechs"] = ["SCRAM-SHA-256"]
         return r
+
+    # ---- SCRAM-SHA-256 (RFC 5802 and 7677, as MongoDB carries it) ----
+    SALT = b"mongowire-salt-of-28-bytes!!"  # MongoDB: the hash size less 4
+    ITERATIONS = 4096
+
+    def sasl_start(self, db, cmd, conn):
+        if self.args.auth_fail:
+            self.note(op="auth", ok=False)
+            return err(18, "AuthenticationFailed", "Authentication failed.")
+        if self.scram is None:
+            return err(2, "BadValue", "mongowire does not authenticate")
+        if cmd.get("mechanism") != "SCRAM-SHA-256":
+            return err(2, "BadValue", "Unsupported mechanism %s" % cmd.get("mechanism"))
+        first = bytes(cmd["payload"]).decode()
+        if not first.startswith("n,,"):
+            return err(17, "ProtocolError", "unsupported GS2 header")
+        bare = first[3:]
+        attrs = dict(kv.split("=", 1) for kv in bare.split(","))
+        user = attrs.get("n", "").replace("=2C", ",").replace("=3D", "=")
+        nonce = attrs.get("r", "") + base64.b64encode(os.urandom(18)).decode()
+        server_first = "r=%s,s=%s,i=%d" % (nonce, base64.b64encode(self.SALT).decode(),
+                                          self.ITERATIONS)
+        opts = cmd.get("options") or {}
+        conn["sasl"] = {"bare": bare, "server_first": server_first, "nonce": nonce,
+                        "user": user, "db": db, "skip_empty": bool(opts.get("skipEmptyExchange"))}
+        return {"conversationId": 1, "done": False, "payload": Binary(server_first.encode()),
+                "ok": 1.0}
+
+    def sasl_continue(self, cmd, conn):
+        st = conn.get("sasl")
+        if st is None:
+            return err(17, "ProtocolError", "no SASL conversation")
+        if st.get("verified"):
+            conn["sasl"] = None
+            return {"conversationId": 1, "done": True, "payload": Binary(b""), "ok": 1.0}
+        final = bytes(cmd["payload"]).decode()
+        attrs = dict(kv.split("=", 1) for kv in final.split(","))
+        without_proof = final[:final.rindex(",p=")]
+        auth_msg = ",".join((st["bare"], st["server_first"], without_proof)).encode()
+        salted = hashlib.pbkdf2_hmac("sha256", self.scram[1].encode(), self.SALT, self.ITERATIONS)
+        client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+        stored = hashlib.sha256(client_key).digest()
+        signature = hmac.new(stored, auth_msg, hashlib.sha256).digest()
+        proof = base64.b64decode(attrs.get("p", ""))
+        recovered = bytes(a ^ b for a, b in zip(proof, signature))
+        good = (len(proof) == len(signature) and attrs.get("r") == st["nonce"]
+                and st["user"] == self.scram[0] and st["db"] == "admin"
+                and hmac.compare_digest(hashlib.sha256(recovered).digest(), stored))
+        self.note(op="auth", user=st["user"], ok=good)
+        if not good:
+            conn["sasl"] = None
+            return err(18, "AuthenticationFailed", "Authentication failed.")
+        server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+        v = base64.b64encode(hmac.new(server_key, auth_msg, hashlib.sha256).digest())
+        conn["authed"] = True
+        st["verified"] = True
+        done = st["skip_empty"]
+        if done:
+            conn["sasl"] = None
+        return {"conversationId": 1, "done": done, "payload": Binary(b"v=" + v), "ok": 1.0}
+
+    def merge_authz(self, cmd):
+        st = self.store
+        args = {k: cmd[k] for k in ("tempUsersCollection", "tempRolesCollection", "drop", "db")
+                if k in cmd}
+        self.note(op="_mergeAuthzCollections", args=args)
+        pairs = [(k, t) for k, t in (("tempUsersCollection", "system.users"),
+                                     ("tempRolesCollection", "system.roles")) if k in cmd]
+        if not pairs:
+            return err(2, "BadValue", "Must provide at least one of \"tempUsersCollection\" and "
+                       "\"tempRolesCollection\"")
+        for key, target in pairs:
+            src = st.coll("admin", cmd[key].split(".", 1)[1], create=False)
+            if src is None:
+                return err(26, "NamespaceNotFound", "%s does not exist" % cmd[key])
+            t = st.coll("admin", target)
+            if cmd.get("drop"):
+                t["docs"] = list(src["docs"])
+            else:
+                have = {bson.decode(d)["_id"] for d in t["docs"]}
+                t["docs"].extend(d for d in src["docs"] if bson.decode(d)["_id"] not in have)
+        return {"ok": 1.0}
 
     def batch(self, cursor_id, ns, docs, first, extra=None):
         key = "firstBatch" if first else "nextBatch"
@@ -124,20 +236,35 @@ class Server:
             c.update(extra)
         return {"cursor": c, "ok": 1.0}
 
-    def command(self, db, cmd, seqs):
+    def command(self, db, cmd, seqs, conn):
         name = next(iter(cmd.keys()))
         st = self.store
         if name in ("hello", "isMaster", "ismaster"):
             return self.hello(cmd)
         if name == "buildInfo":
             return {"version": "7.0.0-mongowire", "versionArray": [7, 0, 0, 0], "ok": 1.0}
-        if name in ("ping", "endSessions", "killCursors"):
+        if name in ("ping", "endSessions"):
             return {"ok": 1.0}
         if name == "saslStart":
-            if self.args.auth_fail:
-                return err(18, "AuthenticationFailed", "Authentication failed.")
-            return err(2, "BadValue", "mongowire does not authenticate")
+            return self.sasl_start(db, cmd, conn)
+        if name == "saslContinue":
+            return self.sasl_continue(cmd, conn)
+        if self.scram is not None and not conn.get("authed"):
+            self.note(op="unauthorized", command=name)
+            return err(13, "Unauthorized", "command %s requires authentication" % name)
+        if name == "killCursors":
+            return {"ok": 1.0}
+        if name in ("create", "createIndexes", "drop", "dropDatabase"):
+            entry = {"op": name, "ns": db + "." + str(cmd[name]) if name != "dropDatabase" else db}
+            if name == "create":
+                entry["options"] = sorted(k for k in cmd.keys() if k not in (
+                    "create", "lsid", "$db", "writeConcern", "$clusterTime", "$readPreference"))
+            if name == "createIndexes":
+                entry["indexes"] = [i["name"] for i in cmd["indexes"]]
+            self.note(**entry)
         with st.lock:
+            if name == "_mergeAuthzCollections":
+                return self.merge_authz(cmd)
             if name == "listDatabases":
                 dbs = sorted({d for (d, _) in st.colls})
                 return {"databases": [{"name": d} for d in dbs], "ok": 1.0}
@@ -196,7 +323,9 @@ class Server:
                 if docs is None:
                     docs = [d.raw for d in cmd["documents"]]
                 c["docs"].extend(docs)
-                self.note(op="insert", ns=db + "." + cmd["insert"], n=len(docs))
+                self.note(op="insert", ns=db + "." + cmd["insert"], n=len(docs),
+                          bytes=sum(len(d) for d in docs), ordered=cmd.get("ordered", True),
+                          bypassDocumentValidation=cmd.get("bypassDocumentValidation", False))
                 return {"n": len(docs), "ok": 1.0}
             if name == "find":
                 return self.find(db, cmd)
@@ -209,7 +338,9 @@ class Server:
         coll = cmd["find"]
         rc = cmd.get("readConcern")
         rcd = {k: rc[k] for k in rc.keys()} if rc is not None else None
-        self.note(op="find", ns=db + "." + coll, readConcern=rcd)
+        rp = cmd.get("$readPreference")
+        self.note(op="find", ns=db + "." + coll, readConcern=rcd,
+                  readPreference={k: rp[k] for k in rp.keys()} if rp is not None else None)
         extra = None
         snap = rcd is not None and rcd.get("level") == "snapshot"
         if snap:
@@ -300,6 +431,13 @@ class Handler(socketserver.BaseRequestHandler):
     def handle(self):
         srv = self.server.app
         sock = self.request
+        conn = {}
+        if isinstance(sock, ssl.SSLSocket):
+            try:
+                sock.do_handshake()
+            except (ssl.SSLError, OSError) as e:
+                srv.note(op="tls", ok=False, error=str(e))
+                return
         try:
             while True:
                 header = read_exact(sock, 16)
@@ -312,30 +450,43 @@ class Handler(socketserver.BaseRequestHandler):
                     (n,) = struct.unpack_from("<i", body, p)
                     cmd = bson.decode(body[p:p + n], codec_options=RAW)
                     db = coll.split(".", 1)[0]
-                    r = reply_doc(srv.command(db, cmd, {}))
+                    r = reply_doc(srv.command(db, cmd, {}, conn))
                     payload = struct.pack("<iqii", 0, 0, 0, 1) + r
-                    sock.sendall(struct.pack("<iiii", 16 + len(payload), req_id + 1000000, req_id, OP_REPLY) + payload)
+                    sock.sendall(struct.pack("<iiii", 16 + len(payload), (req_id + 1000000) % 0x7fffffff, req_id, OP_REPLY) + payload)
                 elif op == OP_MSG:
                     cmd, seqs = parse_msg(body)
                     db = cmd.get("$db", "admin")
-                    r = reply_doc(srv.command(db, cmd, seqs))
+                    r = reply_doc(srv.command(db, cmd, seqs, conn))
                     payload = struct.pack("<I", 0) + b"\0" + r
-                    sock.sendall(struct.pack("<iiii", 16 + len(payload), req_id + 1000000, req_id, OP_MSG) + payload)
+                    sock.sendall(struct.pack("<iiii", 16 + len(payload), (req_id + 1000000) % 0x7fffffff, req_id, OP_MSG) + payload)
                 else:
                     return
-        except (EOFError, ConnectionError):
+        except (EOFError, ConnectionError, ssl.SSLError):
             return
 
 
 class TCPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     allow_reuse_address = True
     daemon_threads = True
+    tls = None
+
+    def get_request(self):
+        sock, addr = self.socket.accept()
+        if self.tls is not None:
+            # the handshake happens in the connection's own thread
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
 
 
 def main():
     ap = argparse.ArgumentParser(description="raw-BSON MongoDB wire-protocol test server")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--replset")
+    ap.add_argument("--hosts")
+    ap.add_argument("--secondary", action="store_true")
+    ap.add_argument("--scram")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-ca")
     ap.add_argument("--load", action="append", default=[])
     ap.add_argument("--log")
     ap.add_argument("--auth-fail", action="store_true")
@@ -348,6 +499,13 @@ def main():
     app = Server(args)
     srv = TCPServer(("127.0.0.1", args.port), Handler)
     srv.app = app
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert)
+        if args.tls_ca:
+            ctx.load_verify_locations(args.tls_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        srv.tls = ctx
     if args.pidfile:
         with open(args.pidfile, "w") as f:
             f.write(str(os.getpid()))

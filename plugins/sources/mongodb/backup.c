@@ -192,14 +192,22 @@ static int list_databases(struct bk *b, char ***out, size_t *n_out) {
   return ENGINE_OK;
 }
 
+/* Users, roles and the auth schema version mongorestore checks them
+ * against (admin.system.version): what include_users_and_roles adds. */
+static int is_auth_coll(const char *db, const char *name) {
+  return strcmp(db, "admin") == 0 &&
+         (strcmp(name, "system.users") == 0 || strcmp(name, "system.roles") == 0 ||
+          strcmp(name, "system.version") == 0);
+}
+
 /* mongodump's rule (shouldSkipSystemNamespace), users and roles apart. */
 static int skip_system(struct bk *b, const char *db, const char *name) {
   if (strchr(name, '$') != NULL)
     return 1;
   if (strcmp(db, "admin") == 0) {
-    if (strcmp(name, "system.users") == 0 || strcmp(name, "system.roles") == 0)
+    if (is_auth_coll(db, name))
       return !b->in->users_and_roles;
-    return strcmp(name, "system.keys") == 0 || strcmp(name, "system.version") == 0;
+    return strcmp(name, "system.keys") == 0;
   }
   if (strcmp(db, "config") == 0) {
     static const char *const skip[] = {
@@ -213,11 +221,6 @@ static int skip_system(struct bk *b, const char *db, const char *name) {
   if (strcmp(name, "system.js") == 0)
     return 0;
   return strncmp(name, "system.", 7) == 0;
-}
-
-static int is_auth_coll(const char *db, const char *name) {
-  return strcmp(db, "admin") == 0 &&
-         (strcmp(name, "system.users") == 0 || strcmp(name, "system.roles") == 0);
 }
 
 /* auth_only: the database is listed for users and roles alone. */

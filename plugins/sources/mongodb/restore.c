@@ -324,8 +324,11 @@ static int parse_item(struct rs *r, const struct engine_item *item, struct rs_it
     h->set_error(h, "item '%s' names no database and collection in its metadata", item->name);
     return ENGINE_ERROR;
   }
-  if (it->type == NULL && (it->type = strdup("collection")) == NULL)
-    return oom(h);
+  if (it->type == NULL) {
+    it->type = strdup("collection");
+    if (it->type == NULL)
+      return oom(h);
+  }
   if (!mg_valid_db_name(it->db) || !mg_valid_coll_name(it->coll) ||
       (it->data_coll != NULL && !mg_valid_coll_name(it->data_coll))) {
     h->set_error(h, "item '%s': the database or collection name in its metadata is not valid",
@@ -355,7 +358,8 @@ static int parse_item(struct rs *r, const struct engine_item *item, struct rs_it
     return ENGINE_ERROR;
   }
   it->is_auth = strcmp(it->db, "admin") == 0 &&
-                (strcmp(it->coll, "system.users") == 0 || strcmp(it->coll, "system.roles") == 0);
+                (strcmp(it->coll, "system.users") == 0 || strcmp(it->coll, "system.roles") == 0 ||
+                 strcmp(it->coll, "system.version") == 0);
   return ENGINE_OK;
 }
 
@@ -380,8 +384,11 @@ static int place_item(struct rs *r, struct rs_item *it) {
                  it->name);
     return ENGINE_ERROR;
   }
-  if (r->as_src_db == NULL && (r->as_src_db = strdup(it->db)) == NULL)
-    return oom(h);
+  if (r->as_src_db == NULL) {
+    r->as_src_db = strdup(it->db);
+    if (r->as_src_db == NULL)
+      return oom(h);
+  }
   if (strcmp(r->as_src_db, it->db) != 0) {
     h->set_error(h,
                  "--as renames database '%s', but the selection also holds '%s' (item '%s'); "

@@ -48,7 +48,7 @@ struct rs_item {
   int64_t count, size;
   int has_count;
   int is_meta;                 /* DB/COLL.metadata.json */
-  int is_auth;                 /* admin.system.users / admin.system.roles */
+  int is_auth;                 /* admin.system.users / system.roles / system.version */
   char *final_db, *final_coll; /* where it goes */
 };
 

@@ -259,9 +259,12 @@ static void insert_stream(struct rs *r, const char *db, const char *coll,
   bool eof = false;
   while (s->fatal == NULL && (doc = bson_reader_read(br, &eof)) != NULL) {
     s->read++;
-    if (b == NULL && (b = new_bulk(r, col)) == NULL) {
-      s->fatal = strdup("out of memory");
-      break;
+    if (b == NULL) {
+      b = new_bulk(r, col);
+      if (b == NULL) {
+        s->fatal = strdup("out of memory");
+        break;
+      }
     }
     bson_error_t e;
     if (!mongoc_bulk_operation_insert_with_opts(b, doc, &io, &e)) {
@@ -585,6 +588,13 @@ out:
 
 int rs_server_auth(struct rs *r, const struct rs_item *it, const struct engine_reader *data) {
   const struct engine_host *h = r->h;
+  if (strcmp(it->coll, "system.version") == 0) {
+    /* as mongorestore: the auth schema version of the users and roles,
+     * checked, never written into a server's admin.system.version */
+    h->log(h, ENGINE_LOG_DEBUG,
+           "admin.system.version (the backup's auth schema version) is not restored into a server");
+    return ENGINE_OK;
+  }
   int users = strcmp(it->coll, "system.users") == 0;
   if (r->mode == RS_TEST) {
     h->log(h, ENGINE_LOG_INFO, "restore test: %s are not restored into the scratch database",
@@ -625,27 +635,24 @@ int rs_server_auth(struct rs *r, const struct rs_item *it, const struct engine_r
 static int merge_auth(struct rs *r) {
   const struct engine_host *h = r->h;
   bson_error_t e;
-  char type[32];
-  /* the command wants both collections */
-  const char *tmps[2] = {"tempusers", "temproles"};
-  for (int i = 0; i < 2; i++)
-    if (lookup(r, "admin", tmps[i], type, &e) && type[0] == '\0') {
-      bson_t cmd = BSON_INITIALIZER;
-      BSON_APPEND_UTF8(&cmd, "create", tmps[i]);
-      run(r, "admin", &cmd, 1, NULL, &e);
-      bson_destroy(&cmd);
-    }
+  /* as mongorestore: only what was restored is named, so that users
+   * restored alone with --drop-existing do not replace the server's roles
+   * with none (and the other way round) */
   bson_t cmd = BSON_INITIALIZER;
   BSON_APPEND_INT32(&cmd, "_mergeAuthzCollections", 1);
-  BSON_APPEND_UTF8(&cmd, "tempUsersCollection", "admin.tempusers");
-  BSON_APPEND_UTF8(&cmd, "tempRolesCollection", "admin.temproles");
+  if (r->have_users)
+    BSON_APPEND_UTF8(&cmd, "tempUsersCollection", "admin.tempusers");
+  if (r->have_roles)
+    BSON_APPEND_UTF8(&cmd, "tempRolesCollection", "admin.temproles");
   BSON_APPEND_BOOL(&cmd, "drop", r->drop_existing != 0);
   BSON_APPEND_UTF8(&cmd, "db", "");
   int ok = run(r, "admin", &cmd, 1, NULL, &e);
   bson_destroy(&cmd);
   char *m = ok ? NULL : err_text(r, &e);
-  drop(r, "admin", "tempusers", &e);
-  drop(r, "admin", "temproles", &e);
+  if (r->have_users)
+    drop(r, "admin", "tempusers", &e);
+  if (r->have_roles)
+    drop(r, "admin", "temproles", &e);
   if (!ok) {
     h->set_error(h, "merging the backup's users and roles into %s failed: %s", r->c.hosts,
                  m ? m : "?");
