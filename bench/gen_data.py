@@ -7,6 +7,11 @@ The mix is chosen to exercise what differs between backup tools: compressible
 text (log lines, prose), incompressible random binary, thousands of small
 files (per-file overhead), semi-structured records, exact duplicates
 (whole-file dedup) and shifted copies (content-defined chunking).
+
+With --small-files N it writes only small files instead: N files of
+64 B - 4 KiB (2 KiB on average; text, C-like code, JSON, log lines and
+random binary in turn, as the mixed set's small files), 1,000 per directory:
+the many-small-files host (per-file cost, memory per file).
 """
 
 import argparse
@@ -263,6 +268,23 @@ class Generator:
             dup_budget -= len(data)
             i += 1
 
+    def generate_small(self, count):
+        kinds = (self.prose_text, self.code_text, self.json_text, self.log_text,
+                 self.rng.randbytes)
+        exts = ("txt", "c", "json", "log", "bin")
+        for i in range(count):
+            if i % 1000 == 0:
+                os.makedirs(os.path.join(self.root, f"d{i // 1000:04d}"))
+            s = self.rng.randrange(64, 4033)
+            kind = self.rng.randrange(len(kinds))
+            rel = f"d{i // 1000:04d}/{self.words[(i * 7) % 1000]}-{i:07d}.{exts[kind]}"
+            data = kinds[kind](s)
+            with open(os.path.join(self.root, rel), "wb") as f:
+                f.write(data)
+            self.files.append(rel)
+            files, size = self.stats.get("small files", (0, 0))
+            self.stats["small files"] = (files + 1, size + len(data))
+
     def fix_mtimes(self):
         for n, rel in enumerate(self.files):
             t = BASE_MTIME + n * 37
@@ -282,10 +304,16 @@ def main():
     ap.add_argument("--size-mb", type=int, default=int(os.environ.get("BENCH_SIZE_MB", "1024")),
                     help="total size in MiB (default $BENCH_SIZE_MB or 1024)")
     ap.add_argument("--seed", type=int, default=20240601)
+    ap.add_argument("--small-files", type=int, default=0, metavar="N",
+                    help="write N small files (64 B - 4 KiB) instead of the mixed set (--size-mb is ignored)")
     ap.add_argument("--stamp", help="write a JSON description of the data set here when done")
     args = ap.parse_args()
 
-    if args.size_mb < 16:
+    if args.small_files < 0:
+        sys.exit("gen_data.py: --small-files must be a positive number of files")
+    if args.small_files:
+        args.size_mb = 0
+    elif args.size_mb < 16:
         sys.exit("gen_data.py: --size-mb must be at least 16")
     out = os.path.abspath(args.out)
     if os.path.exists(out):
@@ -297,7 +325,10 @@ def main():
     started = time.monotonic()
     try:
         g = Generator(tmp, args.size_mb, args.seed)
-        g.generate()
+        if args.small_files:
+            g.generate_small(args.small_files)
+        else:
+            g.generate()
         g.fix_mtimes()
         os.rename(tmp, out)
     except BaseException:
@@ -312,6 +343,7 @@ def main():
     if args.stamp:
         with open(args.stamp, "w") as f:
             json.dump({"generator_version": GENERATOR_VERSION, "size_mb": args.size_mb,
+                       "small_files": args.small_files,
                        "seed": args.seed, "files": total_files, "bytes": total_bytes,
                        "categories": {k: {"files": v[0], "bytes": v[1]} for k, v in g.stats.items()}},
                       f, indent=2)
