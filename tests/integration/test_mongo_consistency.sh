@@ -16,7 +16,8 @@
 # database as of one instant while writes go on (that needs a real replica
 # set: no mongod can be installed here, and CongoDB is standalone); this
 # test checks the requests the plugin makes and what it does with the
-# answers.
+# answers. The same holds for the mongos case (a sharded cluster: the
+# stand-in answers hello as a mongos; it has no shards behind it).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/mongo_lib.sh"
@@ -61,7 +62,7 @@ note "replica set: every find at cluster time 1700000000.7, consistency cluster_
 
 # each data item says how and when it was read (tests/tools/engine_reader.py,
 # an independent reader of the repository)
-mpy - "$REPO_ROOT/tests/tools" "$T/repo" "$(json_get "$T/run1.json" 'j["snapshot"]')" <<'EOF' ||
+T=$T mpy - "$REPO_ROOT/tests/tools" "$T/repo" "$(json_get "$T/run1.json" 'j["snapshot"]')" <<'EOF' ||
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
 import engine_reader as er
@@ -76,6 +77,7 @@ for name, n in counts.items():
     assert meta["consistency"] == "cluster_time", meta
     assert meta["cluster_time"] == {"t": 1700000000, "i": 7}, meta
     assert meta["count"] == n and meta["digest"].startswith("sha256-sum:"), meta
+    assert meta["size"] == os.path.getsize(os.path.join(os.environ["T"], name.split("/")[1])), meta
     assert meta["server_version"] == "7.0.0-mongowire" and meta["driver_version"], meta
 assert sorted(items) == sorted(list(counts) + ["a/one.metadata.json", "a/two.metadata.json",
                                                "b/three.metadata.json"]), sorted(items)
@@ -109,6 +111,23 @@ fallback "history too short at a find" "refused reading b.three at one cluster t
 fallback "history too short mid-cursor" "a/one.bson: reading a.one at cluster time 1700000000.7 failed after 16 documents" \
   --getmore-too-old-after 0
 note "refused snapshot reads fall back to plain reads: partial, consistency none with the reason, every document kept"
+
+# ---- a sharded cluster (mongos) -----------------------------------------------------------------
+mongowire_start MS --mongos "${LOADS[@]}"
+mongo_pipeline "$T/p.yml" mongo-cons "$T/repo" "$MS_URI"
+run_ok "$T/ms.json" "$T/ms.err" run "$T/p.yml" --json
+assert_eq complete "$(json_get "$T/ms.json" 'j["status"]')" "status through mongos"
+run_ok "$T/ms.show" "$T/ms.show.err" show "$T/p.yml" latest --json
+assert_eq sharded "$(json_get "$T/ms.show" 'j["sources"][0]["marks"]["topology"]')" "topology through mongos"
+assert_eq cluster_time "$(json_get "$T/ms.show" 'j["sources"][0]["marks"]["consistency"]')" "consistency through mongos"
+mpy - "$T/MS.wire.log" <<'EOF' || fail "the reads through mongos were not all at one cluster time"
+import json, sys
+finds = [json.loads(l) for l in open(sys.argv[1]) if '"find"' in l]
+assert len(finds) == 3 and finds[0]["readConcern"] == {"level": "snapshot"}, finds
+assert all(f["readConcern"].get("atClusterTime") == "Timestamp(1700000000, 7)" for f in finds[1:]), finds
+EOF
+check_data latest mongos
+note "mongos: topology sharded, every find at one cluster time"
 
 # ---- standalone ---------------------------------------------------------------------------------
 mongowire_start SA "${LOADS[@]}"

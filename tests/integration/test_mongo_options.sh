@@ -144,13 +144,13 @@ note "SCRAM-SHA-256 with password env:, file: and a file: uri holding it; restor
 
 # ---- TLS with a client certificate ---------------------------------------------------------------
 ossl() { openssl "$@" >/dev/null 2>&1 || fail "openssl $1 failed"; }
-ossl req -x509 -newkey rsa:2048 -nodes -keyout "$T/ca.key" -out "$T/ca.pem" -days 2 -subj "/CN=engine-test-ca"
-ossl req -x509 -newkey rsa:2048 -nodes -keyout "$T/other.key" -out "$T/other.pem" -days 2 -subj "/CN=another-ca"
-ossl req -newkey rsa:2048 -nodes -keyout "$T/srv.key" -out "$T/srv.csr" -subj "/CN=127.0.0.1"
+ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$T/ca.key" -out "$T/ca.pem" -days 2 -subj "/CN=engine-test-ca"
+ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$T/other.key" -out "$T/other.pem" -days 2 -subj "/CN=another-ca"
+ossl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$T/srv.key" -out "$T/srv.csr" -subj "/CN=127.0.0.1"
 printf 'subjectAltName=IP:127.0.0.1\n' >"$T/srv.ext"
 ossl x509 -req -in "$T/srv.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateserial -out "$T/srv.crt" \
   -days 2 -extfile "$T/srv.ext"
-ossl req -newkey rsa:2048 -nodes -keyout "$T/cl.key" -out "$T/cl.csr" -subj "/CN=backup"
+ossl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$T/cl.key" -out "$T/cl.csr" -subj "/CN=backup"
 ossl x509 -req -in "$T/cl.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateserial -out "$T/cl.crt" -days 2
 cat "$T/srv.crt" "$T/srv.key" >"$T/srv.pem"
 cat "$T/cl.crt" "$T/cl.key" >"$T/cl.pem"
@@ -267,6 +267,45 @@ expect_files "$T/g2" "globs" \
   shop/system.js.bson \
   shop/system.js.metadata.json
 note "globs: local and config only when named; system.js kept; system.profile, orphan system.buckets.*, admin.system.*, config internals skipped"
+
+# a mongodump directory: a non-empty one needs --yes; names mongodump escapes,
+# and shortens when escaped they would pass 238 bytes (mongodump's
+# outputPath: the first 208 bytes, %24, the base64url SHA-1 of the name)
+run_engine "$T/ne.out" "$T/ne.err" restore "$T/g2.yml" latest --target "$T/g2"
+assert_rc 1 "a non-empty target directory without --yes" "$T/ne.err"
+assert_contains "$T/ne.err" "the target directory '$T/g2' is not empty" "a non-empty target directory"
+run_ok "$T/ne2.out" "$T/ne2.err" restore "$T/g2.yml" latest --target "$T/g2" --yes
+LONG="events of $(printf 'q1 %.0s' $(seq 1 80))/all"
+SHORT='a b/c?d'
+mongowire_start NAMES --load "names.$LONG=$SMALL" --load "names.$SHORT=$T/carts.bson"
+mongo_pipeline "$T/n.yml" mongo-opt "$T/repo-n" "$NAMES_URI"
+backup_files "$T/n.yml" "$T/n"
+mpy - "$T/n" "$LONG" "$SHORT" "$NAMES_URI" <<'EOF' || fail "the mongodump directory does not name the files as mongodump does"
+import base64, hashlib, json, os, sys, bson, pymongo
+from urllib.parse import quote
+from bson import json_util
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+root, names, c = sys.argv[1], sys.argv[2:4], pymongo.MongoClient(sys.argv[4])
+raw = CodecOptions(document_class=RawBSONDocument)
+def stem(name):  # mongodump's outputPath, written again from its source
+    esc = quote(name, safe="-_.~$&+:=@")
+    if len(esc) > 238:
+        h = base64.urlsafe_b64encode(hashlib.sha1(name.encode()).digest()).rstrip(b"=").decode()
+        esc = esc[:208] + "%24" + h
+    return esc
+want = sorted("names/%s%s" % (stem(n), ext) for n in names for ext in (".bson", ".metadata.json"))
+got = open(root + ".list").read().split()
+assert got == want, (got, want)
+for n in names:
+    with open(os.path.join(root, "names", stem(n) + ".metadata.json")) as f:
+        assert json_util.loads(f.read())["collectionName"] == n
+    with open(os.path.join(root, "names", stem(n) + ".bson"), "rb") as f:
+        docs = [d.raw for d in bson.decode_file_iter(f, codec_options=raw)]
+    assert docs == [d.raw for d in c.names.get_collection(n, codec_options=raw).find()], n
+print("long name stored as %s.bson" % stem(names[0])[:40])
+EOF
+note "mongodump directories: a non-empty one needs --yes; names escaped and long ones shortened as mongodump does"
 
 # ---- users and roles -----------------------------------------------------------------------------------
 mongo_pipeline "$T/u.yml" mongo-opt "$T/repo-u" "$SYS_URI" "databases: [shop]" "include_users_and_roles: true"

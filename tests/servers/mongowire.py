@@ -12,7 +12,7 @@ options verbatim and lists them back (a view when they name viewOn, a
 time-series collection with its system.buckets collection when they name
 timeseries).
 
-    mongowire.py --port PORT [--replset NAME [--hosts H1,H2 [--secondary]]]
+    mongowire.py --port PORT [--replset NAME [--hosts H1,H2 [--secondary]] | --mongos]
                  [--load DB.COLL=FILE.bson]... [--log FILE]
                  [--scram USER:PASSWORD] [--auth-fail]
                  [--tls-cert PEM [--tls-ca PEM]]
@@ -31,6 +31,9 @@ timeseries).
                          server alone), --secondary: this one is a
                          secondary. Each member is its own process with its
                          own data (load the same files into each).
+--mongos                 a mongos of a sharded cluster (hello says
+                         isdbgrid); snapshot reads are answered as by a
+                         replica set
 --scram USER:PASSWORD    SCRAM-SHA-256 (RFC 5802/7677, MongoDB's
                          saslStart/saslContinue) for USER defined in admin;
                          every command but hello, buildInfo and ping needs
@@ -136,6 +139,8 @@ class Server:
              "maxBsonObjectSize": 16 * 1024 * 1024, "maxMessageSizeBytes": 48000000,
              "maxWriteBatchSize": 100000, "logicalSessionTimeoutMinutes": 30,
              "minWireVersion": 0, "maxWireVersion": 17, "connectionId": 1, "ok": 1.0}
+        if self.args.mongos:
+            r["msg"] = "isdbgrid"
         if self.args.replset:
             me = "127.0.0.1:%d" % port
             hosts = self.args.hosts.split(",") if self.args.hosts else [me]
@@ -347,7 +352,7 @@ class Server:
             if self.args.snapshot_refuse:
                 return err(72, "InvalidOptions",
                            "readConcern level snapshot is only valid in multi-statement transactions")
-            if not self.args.replset:
+            if not self.args.replset and not self.args.mongos:
                 return err(123, "NotAReplicaSet", "snapshot reads need a replica set")
             if "atClusterTime" in rcd:
                 st.finds_with_time += 1
@@ -484,6 +489,7 @@ def main():
     ap.add_argument("--replset")
     ap.add_argument("--hosts")
     ap.add_argument("--secondary", action="store_true")
+    ap.add_argument("--mongos", action="store_true")
     ap.add_argument("--scram")
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-ca")

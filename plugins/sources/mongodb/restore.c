@@ -504,7 +504,9 @@ static int dir_write(struct rs *r, const struct rs_item *it, const char *stem, c
     return ENGINE_ERROR;
   }
   char *file = mg_strdupf("%s%s", stem, suffix);
-  char *tmp = file ? mg_strdupf(".%s.engine-tmp", file) : NULL;
+  /* not derived from the file's name, which may already be as long as a
+   * name can be (mongodump's 238 bytes and ".metadata.json") */
+  char *tmp = file ? mg_strdupf(".engine-tmp.%d.%u", (int)getpid(), r->n_tmp++) : NULL;
   if (tmp == NULL) {
     close(dfd);
     free(file);

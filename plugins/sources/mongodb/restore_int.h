@@ -29,6 +29,7 @@ struct rs {
   char *as_src_ns;       /* the collection --as NEWDB.NEWCOLL applies to */
   char *dir;             /* RS_DIR: the target directory */
   int dirfd;
+  unsigned n_tmp; /* RS_DIR: temporary files made so far */
   struct mg_conn c;
   int connected;
   char *scratch; /* RS_TEST: the scratch database */
