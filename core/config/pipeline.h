@@ -49,7 +49,7 @@ struct pipeline_notify_header {
 };
 
 /* One `notify:` entry (docs/CONFIG.md): a webhook and the events it is
- * called for (config/pipeline.c's notify_events; NOTIFY_EVENTS_HELP). */
+ * called for (config/pipeline_notify.c's notify_events; NOTIFY_EVENTS_HELP). */
 struct pipeline_notify {
   char *webhook;
   char **on;
