@@ -8,7 +8,7 @@
 
 #include "cli/dispatch.h"
 #include "repo/index.h"
-#include "stage/compress.h"
+#include "compress/compress.h"
 #include "util/log.h"
 #include "util/secret.h"
 

@@ -21,7 +21,7 @@
 #include "config/schema.h"
 #include "config/yaml_tree.h"
 #include "plugin/loader.h"
-#include "stage/compress.h"
+#include "compress/compress.h"
 #include "util/log.h"
 
 /* A pipeline is a few kilobytes; anything this large is a mistake (wrong

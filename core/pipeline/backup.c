@@ -38,7 +38,7 @@
 #include "pipeline/backup_int.h"
 #include "plugin/host_progress.h"
 #include "repo/tree.h"
-#include "stage/compress.h"
+#include "compress/compress.h"
 #include "util/cancel.h"
 #include "util/log.h"
 #include "util/pool.h"

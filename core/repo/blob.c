@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "repo/index.h"
-#include "stage/compress.h"
+#include "compress/compress.h"
 #include "util/log.h"
 
 void repo_blob_id(const struct repo *r, const void *data, size_t n, unsigned char id[32]) {

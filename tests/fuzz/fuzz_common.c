@@ -10,7 +10,7 @@
 #include "engine/host.h"
 #include "plugin/host.h"
 #include "repo/index.h"
-#include "stage/compress.h"
+#include "compress/compress.h"
 #include "util/log.h"
 
 void fuzz_fail(const char *file, int line, const char *cond, const char *fmt, ...) {

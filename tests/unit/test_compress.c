@@ -13,7 +13,7 @@
 #include <zlib.h>
 #include <zstd.h>
 
-#include "stage/compress.h"
+#include "compress/compress.h"
 
 #define KiB 1024u
 #define MiB (1024u * 1024u)

@@ -21,7 +21,7 @@
 #include "repo/pack.h"
 #include "repo/repo.h"
 #include "repo/tree.h"
-#include "stage/compress.h"
+#include "compress/compress.h"
 
 struct fixture {
   char dir[64];

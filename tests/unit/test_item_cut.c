@@ -25,7 +25,7 @@
 #include "repo/repo.h"
 #include "repo/snapshot.h"
 #include "repo/tree.h"
-#include "stage/compress.h"
+#include "compress/compress.h"
 #include "util/encoding.h"
 
 #define PAYLOAD 60000u

@@ -21,7 +21,7 @@
 #include "plugin/loader.h"
 #include "repo/lock.h"
 #include "repo/repo.h"
-#include "stage/compress.h"
+#include "compress/compress.h"
 #include "util/sysinfo.h"
 
 struct fixture {

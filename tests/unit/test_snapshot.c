@@ -18,7 +18,7 @@
 #include "plugin/loader.h"
 #include "repo/repo.h"
 #include "repo/snapshot.h"
-#include "stage/compress.h"
+#include "compress/compress.h"
 
 /* Manifests as the engine wrote them (decrypted from test repositories, item
  * paths shortened): a first run with a warning (test_changed_during_backup), a

@@ -16,7 +16,7 @@
 #include "plugin/loader.h"
 #include "repo/index.h"
 #include "repo/repo.h"
-#include "stage/compress.h"
+#include "compress/compress.h"
 
 #define HEX64 "d100000000000000000000000000000000000000000000000000000000000000"
 #define PACK64 "ee00000000000000000000000000000000000000000000000000000000000000"

@@ -2,7 +2,7 @@
  * and back, with zstd (frame content size and checksum), gzip (zlib deflate,
  * gzip framing) or no compression. Runs on thread-pool workers, so codec
  * contexts are cached per thread instead of being rebuilt for every chunk. */
-#include "stage/compress.h"
+#include "compress/compress.h"
 
 #include <limits.h>
 #include <pthread.h>
