@@ -12,7 +12,7 @@
 #
 # What CongoDB cannot show: it keeps a cursor's whole result in its own
 # memory and does not cut batches at 16 MiB (the plugin asks for at most
-# 15 MiB per batch); the engine's side is what is measured here.
+# 8 MiB per batch); the engine's side is what is measured here.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/mongo_lib.sh"
