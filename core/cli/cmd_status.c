@@ -94,7 +94,13 @@ static json_t *one(const struct cli_globals *g, const char *path, int *failed) {
   }
   cli_close(&c);
   if (!st) {
-    log_error("%s: %s", path, err ? err : "failed");
+    /* most messages name the file already */
+    const char *msg = err ? err : "failed";
+    size_t n = strlen(path);
+    if (strncmp(msg, path, n) == 0 && msg[n] == ':')
+      log_error("%s", msg);
+    else
+      log_error("%s: %s", path, msg);
     st = json_pack("{s:s, s:s, s:b}", "path", path, "error", err ? err : "failed", "ok", 0);
     *failed = 1;
   }

@@ -299,6 +299,30 @@ int audit_failure_streak(const char *pipeline) {
   return streak;
 }
 
+json_t *audit_local_unrecorded_runs(const char *pipeline) {
+  json_t *out = json_array();
+  size_t len;
+  char *text = read_log(AUDIT_TAIL_BYTES, &len);
+  if (!text)
+    return out;
+  json_t *all = parse_lines(text);
+  free(text);
+  char host[SYS_NAME_MAX];
+  sys_hostname(host);
+  size_t i;
+  json_t *r;
+  json_array_foreach(all, i, r) {
+    const char *cmd = json_string_value(json_object_get(r, "command"));
+    const char *p = json_string_value(json_object_get(r, "pipeline"));
+    const char *h = json_string_value(json_object_get(r, "host"));
+    if (cmd && p && h && strcmp(cmd, "run") == 0 && strcmp(p, pipeline) == 0 &&
+        strcmp(h, host) == 0 && !json_is_string(json_object_get(r, "repository")))
+      json_array_append(out, r);
+  }
+  json_decref(all);
+  return out;
+}
+
 int audit_has_invocation(const char *invocation) {
   size_t len;
   char *text = read_log(AUDIT_TAIL_BYTES, &len);

@@ -51,6 +51,12 @@ int audit_list(struct repo *r, json_t **records, json_t **unreadable, char **err
  * lines that are not records are skipped). */
 json_t *audit_local_records(const char *pipeline);
 
+/* The runs of this pipeline on this host that never reached a repository
+ * (failed before one was opened: a before hook, an unreadable pipeline
+ * file, sinks that cannot be reached), from the tail of the local log,
+ * oldest first (a new array of audit records). */
+json_t *audit_local_unrecorded_runs(const char *pipeline);
+
 /* How many runs of this pipeline on this host failed in a row, up to and
  * including the last one the local log holds. */
 int audit_failure_streak(const char *pipeline);

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ops/audit.h"
 #include "repo/records.h"
 #include "util/encoding.h"
 #include "util/log.h"
@@ -48,8 +49,8 @@ static json_t *run_brief(json_t *rec) {
   if (!rec)
     return json_null();
   static const char *const keys[] = {
-      "time",  "time_end", "duration_seconds", "outcome",           "exit_code",
-      "error", "snapshot", "hostname",         "lock_wait_seconds", "only"};
+      "time",     "time_end", "duration_seconds",  "outcome", "exit_code", "error",
+      "snapshot", "hostname", "lock_wait_seconds", "only",    "recorded"};
   json_t *o = json_object();
   for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
     json_t *v = json_object_get(rec, keys[i]);
@@ -100,6 +101,47 @@ static json_t *runs_last_day(json_t *runs, int64_t now) {
   return o;
 }
 
+/* A run the local audit log holds but no repository does (it failed before
+ * one was opened), in the shape of a runs/ record. */
+static json_t *run_from_audit(json_t *rec) {
+  int64_t end = status_time(rec, "time");
+  double secs = json_number_value(json_object_get(rec, "duration_seconds"));
+  json_int_t code = json_integer_value(json_object_get(rec, "exit_code"));
+  json_t *o = json_object();
+  json_object_set_new(o, "time", iso_or_null(end - (int64_t)(secs + 0.5)));
+  json_object_set_new(o, "time_end", iso_or_null(end));
+  json_object_set_new(o, "duration_seconds", json_real(secs));
+  json_object_set_new(o, "outcome", json_string(code == 130 ? "interrupted" : "failed"));
+  json_object_set_new(o, "exit_code", json_integer(code));
+  json_t *e = json_object_get(rec, "error");
+  json_object_set_new(o, "error", json_is_string(e) ? json_incref(e) : json_null());
+  json_object_set_new(o, "snapshot", json_null());
+  json_object_set(o, "hostname", json_object_get(rec, "host"));
+  json_object_set_new(o, "recorded", json_string("local audit log"));
+  return o;
+}
+
+/* Adds to runs (newest first) the failed runs of this host that never
+ * reached the repository, so a before hook that fails every night is not
+ * hidden behind the last run that got through. */
+static void add_unrecorded_runs(json_t *runs, const char *pipeline) {
+  json_t *local = audit_local_unrecorded_runs(pipeline);
+  size_t i;
+  json_t *rec;
+  json_array_foreach(local, i, rec) {
+    const char *out = json_string_value(json_object_get(rec, "outcome"));
+    if (!out || strcmp(out, "failure") != 0 || status_time(rec, "time") <= 0)
+      continue;
+    json_t *run = run_from_audit(rec);
+    int64_t t = status_time(run, "time");
+    size_t at = 0;
+    while (at < json_array_size(runs) && status_time(json_array_get(runs, at), "time") > t)
+      at++;
+    json_array_insert_new(runs, at, run);
+  }
+  json_decref(local);
+}
+
 json_t *status_collect(struct repo *r, const struct pipeline *p, int64_t now, char **err) {
   struct snapshot_list all;
   json_t *unreadable;
@@ -130,6 +172,7 @@ json_t *status_collect(struct repo *r, const struct pipeline *p, int64_t now, ch
     e = NULL;
     runs = json_array();
   }
+  add_unrecorded_runs(runs, p->name);
   if (record_list(r, RECORD_VERIFY, p->name, &verifies, &bad_verifies, &e) != 0) {
     log_warn("unable to read the verification records: %s", e);
     free(e);

@@ -210,6 +210,7 @@ static json_t *pipeline_json(struct serve *s, const struct serve_pipeline *p) {
   json_object_set_new(o, "path", serve_jstr(p->path));
   json_object_set_new(o, "valid", json_boolean(p->valid));
   json_object_set_new(o, "error", serve_jstr(p->error));
+  json_object_set_new(o, "warnings", p->warnings ? json_incref(p->warnings) : json_array());
   json_object_set_new(o, "schedule", serve_jstr(p->schedule));
   struct serve_stats *st = p->valid ? serve_stats_get(s, p->name) : NULL;
   json_object_set_new(o, "schedule_enabled", json_boolean(p->valid && p->schedule && !st->paused));

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "config/pipeline.h"
+#include "ops/preflight.h"
 #include "plugin/loader.h"
 #include "util/cron.h"
 #include "util/log.h"
@@ -32,10 +33,14 @@ void serve_say(const char *fmt, ...) {
     return;
   va_list ap;
   va_start(ap, fmt);
-  fputs("engine: serve: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
+  char *text = NULL;
+  int n = vasprintf(&text, fmt, ap);
   va_end(ap);
+  if (n < 0)
+    die_oom();
+  /* as every other line: a timestamp in a file, a priority in the journal */
+  log_emit(ENGINE_LOG_INFO, "serve: %s", text);
+  free(text);
 }
 
 double serve_now(void) {
@@ -75,6 +80,7 @@ static void free_pipelines(struct serve_pipeline *ps, size_t n) {
     free(ps[i].path);
     free(ps[i].error);
     free(ps[i].schedule);
+    json_decref(ps[i].warnings);
   }
   free(ps);
 }
@@ -130,6 +136,7 @@ static void load_one(struct plugin_registry *reg, const char *dir, const char *f
     out->timeout_ms = p->timeout_ms;
     out->rpo_ms = p->rpo_ms;
     out->rto_ms = p->rto_ms;
+    out->warnings = preflight_secret_warnings(p);
     if (p->schedule) {
       char *cal = NULL, *e = NULL;
       out->schedule = xstrdup(p->schedule);
@@ -144,6 +151,8 @@ static void load_one(struct plugin_registry *reg, const char *dir, const char *f
       out->valid = 1;
   }
   pipeline_free(p);
+  if (!out->warnings)
+    out->warnings = json_array();
   if (!out->name) {
     /* named after the file, so it can still be listed */
     const char *dot = strrchr(file, '.');
@@ -196,9 +205,13 @@ static int load_pipelines(struct serve *s) {
         ps[i].error = xasprintf("%s: pipeline name '%s' is already used by %s", ps[i].path,
                                 ps[i].name, ps[k].path);
       }
-    if (ps[i].valid)
+    if (ps[i].valid) {
       serve_stats_get(s, ps[i].name);
-    else {
+      size_t k;
+      json_t *w;
+      json_array_foreach(ps[i].warnings, k, w)
+          log_warn("serve: %s (pipeline '%s'): %s", ps[i].path, ps[i].name, json_string_value(w));
+    } else {
       invalid++;
       log_warn("serve: %s is not loaded:\n%s", ps[i].path, ps[i].error);
     }

@@ -44,6 +44,7 @@ struct serve_pipeline {
   struct cron_expr cron;
   int64_t timeout_ms; /* limits.timeout, 0: none */
   int64_t rpo_ms, rto_ms;
+  json_t *warnings; /* what a run here would fail on (unset env: secrets), an array */
 };
 
 /* Per pipeline name, kept across reloads (metrics, status, episodes). */

@@ -294,6 +294,25 @@ struct serve_job *serve_job_from_json(json_t *o) {
 
 static void pump_queue(struct serve *s);
 
+/* The child's --json document (its report, or its JSON error object). */
+static void parse_summary(struct serve_job *j, const struct proc_result *r) {
+  if (r->out_truncated) {
+    if (!j->error)
+      j->error = xasprintf("the output was longer than %u bytes and is not shown", JOB_OUT_CAP);
+  } else if (r->out_len) {
+    json_error_t je;
+    json_t *sum = json_loadb(r->out, r->out_len, 0, &je);
+    if (json_is_object(sum))
+      j->summary = sum;
+    else {
+      json_decref(sum);
+      if (!j->error)
+        j->error = xasprintf("unable to parse the output of engine %s: %s",
+                             serve_job_kind_name(j->kind), je.text);
+    }
+  }
+}
+
 static void on_job_done(void *ud, const struct proc_result *r) {
   struct serve_job *j = ud;
   struct serve *s = j->srv;
@@ -307,6 +326,7 @@ static void on_job_done(void *ud, const struct proc_result *r) {
     free(j->progress);
     j->progress = progress;
   }
+  parse_summary(j, r);
   if (r->term_signal) {
     j->term_signal = r->term_signal;
     j->state = JOB_FAILED;
@@ -315,10 +335,16 @@ static void on_job_done(void *ud, const struct proc_result *r) {
   } else {
     j->exit_code = (int)r->exit_status;
     j->state = j->exit_code == 0 ? JOB_SUCCEEDED : j->exit_code == 3 ? JOB_PARTIAL : JOB_FAILED;
-    if (j->state == JOB_FAILED && !j->error)
-      j->error =
-          xasprintf("engine %s exited with status %d%s", serve_job_kind_name(j->kind), j->exit_code,
-                    j->exit_code == 130 ? " (interrupted)" : "; see stderr_tail");
+    if (j->state == JOB_FAILED && !j->error) {
+      /* the JSON error object a --json command prints when it fails */
+      const char *msg =
+          json_string_value(json_object_get(json_object_get(j->summary, "error"), "message"));
+      j->error = msg ? xasprintf("engine %s exited with status %d: %s",
+                                 serve_job_kind_name(j->kind), j->exit_code, msg)
+                     : xasprintf("engine %s exited with status %d%s", serve_job_kind_name(j->kind),
+                                 j->exit_code,
+                                 j->exit_code == 130 ? " (interrupted)" : "; see stderr_tail");
+    }
   }
   /* a job that ended on its own as it was being stopped keeps its result */
   if (j->state != JOB_FAILED)
@@ -335,21 +361,6 @@ static void on_job_done(void *ud, const struct proc_result *r) {
     free(j->error);
     j->error = e;
     j->state = JOB_CANCELLED;
-  }
-  if (r->out_truncated) {
-    if (!j->error)
-      j->error = xasprintf("the output was longer than %u bytes and is not shown", JOB_OUT_CAP);
-  } else if (r->out_len) {
-    json_error_t je;
-    json_t *sum = json_loadb(r->out, r->out_len, 0, &je);
-    if (json_is_object(sum))
-      j->summary = sum;
-    else {
-      json_decref(sum);
-      if (!j->error)
-        j->error = xasprintf("unable to parse the output of engine %s: %s",
-                             serve_job_kind_name(j->kind), je.text);
-    }
   }
   struct serve_stats *st = serve_stats_get(s, j->pipeline);
   if (j->timed_out)
@@ -385,8 +396,25 @@ static void on_job_done(void *ud, const struct proc_result *r) {
   serve_maybe_stopped(s);
 }
 
+/* The child's arguments: a run's with -v, so its hooks' output and info
+ * lines (notifications sent, lock waits) are in its stderr_tail. */
+static char **job_argv(struct serve *s, const struct serve_job *j) {
+  if (j->kind != JOB_RUN)
+    return serve_child_argv(s, (const char *const *)j->args);
+  size_t n = 0;
+  while (j->args[n])
+    n++;
+  const char **args = xcalloc(n + 2, sizeof(char *));
+  args[0] = "-v";
+  for (size_t i = 0; i < n; i++)
+    args[i + 1] = j->args[i];
+  char **argv = serve_child_argv(s, args);
+  free(args);
+  return argv;
+}
+
 static void start_job_process(struct serve *s, struct serve_job *j) {
-  char **argv = serve_child_argv(s, (const char *const *)j->args);
+  char **argv = job_argv(s, j);
   char *err = NULL;
   j->state = JOB_RUNNING;
   j->started_at = serve_now();

@@ -147,6 +147,20 @@ void log_msg(enum engine_log_level lvl, const char *fmt, ...) {
     free(text);
 }
 
+void log_emit(enum engine_log_level lvl, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *text = NULL;
+  int n = vasprintf(&text, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    die_oom();
+  pthread_mutex_lock(&g_log_lock);
+  emit_lines(lvl, text);
+  pthread_mutex_unlock(&g_log_lock);
+  free(text);
+}
+
 void log_note_error(const char *msg) {
   char *copy = msg ? xstrdup(msg) : NULL;
   pthread_mutex_lock(&g_log_lock);

@@ -19,6 +19,11 @@ enum engine_log_level log_get_level(void);
 void log_set_style(enum log_style s);
 enum log_style log_get_style(void);
 void log_msg(enum engine_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A message printed whatever the level (the lifecycle lines of a long
+ * running command, which it leaves out itself under -q), in the style and
+ * with the priority of lvl. */
+void log_emit(enum engine_log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 #define log_error(...) log_msg(ENGINE_LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(ENGINE_LOG_WARN, __VA_ARGS__)
 #define log_info(...) log_msg(ENGINE_LOG_INFO, __VA_ARGS__)

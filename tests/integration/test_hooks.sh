@@ -6,7 +6,9 @@
 # ENGINE_* variables; hooks get the minimal environment (no passphrase, no
 # other variable of the engine's) and no secret in their argv; the timeout
 # kills the hook's whole process group; output goes to the log; `engine
-# serve` jobs run the same hooks.
+# serve` jobs run the same hooks, keep their output in the job's
+# stderr_tail, fail naming a failing before hook, and after a restart
+# /metrics still knows that run failed (the local audit log).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/ops_lib.sh"
@@ -136,19 +138,58 @@ assert_eq "$n_before" "$(ls "$M" | grep -c '^after')" "after hooks of a dry run"
 # ---- engine serve's jobs run the hooks (serve starts 'engine run') -------------
 mkdir -p "$T/conf.d"
 rm -f "$T/src/written-by-before.txt"
-hooks_pipeline "$T/conf.d/served.yml" served "$T/repo-s" "echo by-serve >$T/src/written-by-before.txt"
+hooks_pipeline "$T/conf.d/served.yml" served "$T/repo-s" \
+  "echo by-serve >$T/src/written-by-before.txt; echo served-hook-says-hello; echo served-hook-stderr >&2"
 serve_start srv --listen 127.0.0.1:0 --config-dir "$T/conf.d"
-curl -s -o "$T/job.json" -X POST -H 'Content-Type: application/json' "$URL/v1/pipelines/served/run"
-JOB=$(json_get "$T/job.json" 'j["job"]')
-for _ in $(seq 1 300); do
-  curl -s -o "$T/job.json" "$URL/v1/jobs/$JOB"
-  state=$(json_get "$T/job.json" 'j["state"]')
-  [ "$state" = running ] || [ "$state" = queued ] || break
-  sleep 0.1
-done
+# serve_job OUT: POST .../served/run and wait for the job; its document in OUT
+serve_job() {
+  curl -s -o "$1" -X POST -H 'Content-Type: application/json' "$URL/v1/pipelines/served/run"
+  local job state
+  job=$(json_get "$1" 'j["job"]')
+  for _ in $(seq 1 300); do
+    curl -s -o "$1" "$URL/v1/jobs/$job"
+    state=$(json_get "$1" 'j["state"]')
+    [ "$state" = running ] || [ "$state" = queued ] || break
+    sleep 0.1
+  done
+}
+serve_job "$T/job.json"
+state=$(json_get "$T/job.json" 'j["state"]')
 [ "$state" = succeeded ] || { show "$T/job.json" "$T/srv.err"; fail "the served job ended '$state'"; }
 assert_eq "by-serve" "$(cat "$T/src/written-by-before.txt")" "the before hook of a served job"
 assert_eq served "$(after_var ENGINE_PIPELINE)" "the after hook of a served job ran"
 assert_eq "$(json_get "$T/job.json" 'j["summary"]["snapshot"]')" "$(after_var ENGINE_SNAPSHOT)" "the served job's snapshot in its after hook"
+# the hook's output (stdout and stderr) is kept with the job
+json_get "$T/job.json" 'j["stderr_tail"]' >"$T/job.tail"
+assert_contains "$T/job.tail" "hooks.before[0]: served-hook-says-hello" "the served job's stderr_tail (hook stdout)"
+assert_contains "$T/job.tail" "hooks.before[0]: served-hook-stderr" "the served job's stderr_tail (hook stderr)"
+# a failing before hook under serve: the job fails naming the hook, no
+# snapshot, the after hook runs
+# (a job's child reads the pipeline file afresh)
+hooks_pipeline "$T/conf.d/served.yml" served "$T/repo-s" "echo served-cannot-freeze; exit 9"
+snaps_before=$(ls "$T/repo-s/snapshots" | wc -l)
+serve_job "$T/job2.json"
+assert_eq failed "$(json_get "$T/job2.json" 'j["state"]')" "a served job whose before hook fails"
+json_get "$T/job2.json" 'j["error"]' >"$T/job2.error"
+assert_contains "$T/job2.error" "hooks.before[0]" "the failed job's error names the hook"
+assert_contains "$T/job2.error" "exited with status 9" "the failed job's error says how the hook ended"
+assert_eq "$snaps_before" "$(ls "$T/repo-s/snapshots" | wc -l)" "snapshots after the served job's failed before hook"
+assert_eq failure "$(after_var ENGINE_STATUS)" "the after hook of the failed served job"
+assert_eq 1 "$(after_var ENGINE_EXIT)" "ENGINE_EXIT of the failed served job"
 serve_stop srv "$SRV_PID"
+# after a restart /metrics still says the last run failed (it never reached
+# the repository: the local audit log says so), and when the last success was
+serve_start srv2 --listen 127.0.0.1:0 --config-dir "$T/conf.d"
+for _ in $(seq 1 100); do
+  curl -s -o "$T/metrics" "$URL/metrics"
+  grep -q '^engine_last_success_timestamp_seconds{pipeline="served"}' "$T/metrics" && break
+  sleep 0.1
+done
+grep -q '^engine_last_run_exit_code{pipeline="served"} 1$' "$T/metrics" ||
+  { show "$T/metrics"; fail "/metrics after a restart lost the failed last run"; }
+grep -q '^engine_last_success_timestamp_seconds{pipeline="served"} [0-9]' "$T/metrics" ||
+  { show "$T/metrics"; fail "/metrics after a restart has no last success"; }
+curl -s -o "$T/p.json" "$URL/v1/pipelines/served"
+assert_eq failed "$(json_get "$T/p.json" 'j["status"]["last_run"]["outcome"]')" "the served pipeline's last run after a restart"
+serve_stop srv2 "$SRV_PID"
 note "PASS"

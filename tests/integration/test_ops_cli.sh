@@ -3,7 +3,8 @@
 # object on stdout with the same exit status as without --json; log lines
 # carry a journald priority when stderr is the journal (JOURNAL_STREAM) and
 # a timestamp otherwise, one line per line of a message; -q keeps warnings;
-# validate flags an env: secret that is unset (run still fails on it); run
+# validate and serve (under -q too) flag an env: secret that is unset (run
+# still fails on it); serve's lifecycle lines have the log's style; run
 # --json names the sinks that missed the snapshot and the warnings.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -97,6 +98,45 @@ assert_contains "$T/q.err" "does-not-exist" "-q keeps the warning's text"
 )
 run_ok "$T/v3.json" "$T/v3.err" validate "$T/p.yml" --json
 assert_eq "[]" "$(json_get "$T/v3.json" 'j["warnings"]')" "validate --json with every secret set"
+
+# ---- engine -q serve: no lifecycle lines, but the unset secret is flagged ----------
+# (SERVE.md: -q leaves warnings and errors)
+mkdir -p "$T/conf.d"
+cp "$T/p.yml" "$T/conf.d/cli.yml"
+SPORT=$(free_port)
+(
+  unset ENGINE_PASSPHRASE
+  exec env ENGINE_PLUGIN_PATH="$ENGINE_PLUGIN_DIR" "$ENGINE_BIN" -q serve --listen "127.0.0.1:$SPORT" \
+    --config-dir "$T/conf.d" --state-dir "$T/serve-state" >"$T/qs.out" 2>"$T/qs.err" </dev/null
+) &
+QS=$!
+stop_qs() { kill -KILL "$QS" 2>/dev/null || true; }
+at_exit stop_qs
+for _ in $(seq 1 100); do
+  curl -sf -o "$T/qs.json" "http://127.0.0.1:$SPORT/v1/pipelines/cli" && break
+  kill -0 "$QS" 2>/dev/null || { show "$T/qs.err"; fail "engine -q serve exited at start"; }
+  sleep 0.1
+done
+assert_eq true "$(json_get "$T/qs.json" '"ENGINE_PASSPHRASE is not set" in j["warnings"][0]')" \
+  "/v1/pipelines/NAME lists the unset secret"
+kill -TERM "$QS"
+rc=0
+wait "$QS" || rc=$?
+[ "$rc" = 0 ] || { show "$T/qs.err"; fail "engine -q serve exited $rc after SIGTERM"; }
+assert_contains "$T/qs.err" "warning: serve: $T/conf.d/cli.yml (pipeline 'cli'): stages.encrypt.passphrase: environment variable ENGINE_PASSPHRASE is not set" \
+  "serve flags the unset secret at start, under -q"
+assert_not_contains "$T/qs.err" "listening on" "engine -q serve's lifecycle lines"
+# without -q the lifecycle lines have the log's timestamps, as every other line
+serve_start qs2 --listen 127.0.0.1:0 --config-dir "$T/conf.d" --state-dir "$T/serve-state"
+curl -sf -o "$T/qs2.json" "$URL/v1/pipelines/cli" || fail "GET /v1/pipelines/cli"
+assert_eq "[]" "$(json_get "$T/qs2.json" 'j["warnings"]')" "warnings with every secret set"
+serve_stop qs2 "$SRV_PID"
+grep -qE '^[0-9-]+T[0-9:.]+Z engine: info: serve: listening on http://' "$T/qs2.err" ||
+  { show "$T/qs2.err"; fail "serve's lifecycle lines carry no timestamp in a file"; }
+if grep -vE '^[0-9-]+T[0-9:.]+Z engine: ' "$T/qs2.err" | grep -q .; then
+  show "$T/qs2.err"
+  fail "a line of serve's log without its timestamp and level"
+fi
 
 # ---- run --json: sinks that missed the snapshot ---------------------------------
 echo "a file, not a directory" >"$T/usb-file"

@@ -3,6 +3,8 @@
 # complete snapshot against objectives.rpo (a snapshot dated 2 hours back is
 # stale under a 1 h RPO, exit 4; a fresh one is not, exit 0), the last run's
 # outcome (complete, partial, failed with its error) from the runs/ records,
+# and from the local audit log for a run stopped before it opened the
+# repository (a failing before hook),
 # run --only snapshots (recorded, never the newest complete recovery point,
 # never a parent, a retention group of their own, a glob that selects
 # nothing fails), and the run lock: a
@@ -28,6 +30,14 @@ status_json() { # OUT: engine status --json into OUT (exit status in RC)
 status_json "$T/st0.json"
 assert_rc 1 "status without a repository" "$T/status.err"
 assert_contains "$T/st0.json" '"error"' "the pipeline's error in the JSON"
+# an unset env: secret: the message names the file once
+(
+  unset ENGINE_PASSPHRASE
+  run_engine "$T/st0b.json" "$T/st0b.err" status "$T/p.yml" --json
+  assert_rc 1 "status with the passphrase variable unset" "$T/st0b.err"
+)
+assert_contains "$T/st0b.err" "environment variable ENGINE_PASSPHRASE is not set" "the unset secret"
+assert_not_contains "$T/st0b.err" "$T/p.yml: $T/p.yml:" "the message (the file named twice)"
 
 # ---- a snapshot dated two hours ago: stale under a 1 h RPO ----------------------------
 old=$(date -u -d '2 hours ago' +%Y-%m-%dT%H:%M:%SZ)
@@ -88,6 +98,30 @@ assert_eq None "$(json_get "$T/st4.json" 'j[0]["last_run"]["snapshot"]')" "no sn
 assert_eq "$S2" "$(json_get "$T/st4.json" 'j[0]["newest_complete_snapshot"]["id"]')" \
   "newest complete after a failed run"
 [ "$(ls "$T/repo/runs" | wc -l)" -ge 4 ] || fail "expected a runs/ object per run"
+
+# ---- a run that never reaches the repository (its before hook fails) ------------------
+# only the local audit log has it; status must not show the last good run
+# as the last run (a hook failing every night would go unnoticed)
+cp "$T/p.yml" "$T/p-hook.yml"
+printf 'hooks:\n  before: ["echo app-cannot-go-read-only; exit 4"]\n' >>"$T/p-hook.yml"
+runs_before=$(ls "$T/repo/runs" | wc -l)
+failed_before=$(json_get "$T/st4.json" 'j[0]["runs_last_24h"]["failed"]')
+run_engine "$T/rh.json" "$T/rh.err" run "$T/p-hook.yml" --json
+assert_rc 1 "a run whose before hook fails" "$T/rh.err"
+assert_eq "$runs_before" "$(ls "$T/repo/runs" | wc -l)" "runs/ objects after a run that never opened the repository"
+status_json "$T/sth.json"
+assert_eq failed "$(json_get "$T/sth.json" 'j[0]["last_run"]["outcome"]')" "outcome of the run stopped by its before hook"
+assert_eq 1 "$(json_get "$T/sth.json" 'j[0]["last_run"]["exit_code"]')" "its exit code"
+assert_eq "local audit log" "$(json_get "$T/sth.json" 'j[0]["last_run"]["recorded"]')" "where it was found"
+json_get "$T/sth.json" 'j[0]["last_run"]["error"]' >"$T/errh"
+assert_contains "$T/errh" "app-cannot-go-read-only" "the hook's failure as the last run's error"
+assert_eq $((failed_before + 1)) "$(json_get "$T/sth.json" 'j[0]["runs_last_24h"]["failed"]')" "failed runs of the last 24 h"
+run_engine "$T/sth.txt" "$T/status.err" status "$T/p.yml"
+assert_contains "$T/sth.txt" "failed (exit 1): hooks.before[0]" "the text names the failed run"
+# another host (another audit log) sees only what the repository recorded
+ENGINE_AUDIT_LOG="$T/other-host.log" run_engine "$T/sto.json" "$T/status.err" status "$T/p.yml" --json
+assert_eq failed "$(json_get "$T/sto.json" 'j[0]["last_run"]["outcome"]')" "last run without the local log (the repository's)"
+assert_eq None "$(json_get "$T/sto.json" 'j[0]["last_run"].get("recorded")')" "the repository's record"
 
 # ---- run --only: a snapshot of a selection --------------------------------------------
 run_ok "$T/r5.json" "$T/r5.err" run "$T/p.yml" --json --only "files${T}/src/b"
