@@ -127,6 +127,11 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
     if (a->dry_run)
       fprintf(out, "dry run: %llu item(s), %s would be restored\n", (unsigned long long)res.items,
               format_bytes(res.bytes, b, sizeof(b)));
+    else if (rc == 3 && res.items == 0)
+      /* nothing was restored: each failed item said what it left behind
+       * (a postgres schema: nothing, its transaction rolled back) */
+      fprintf(out, "restore FAILED: none of %llu item(s) was restored (see the errors above)\n",
+              (unsigned long long)res.failed);
     else if (rc == 3)
       fprintf(out,
               "restore INCOMPLETE: %llu item(s) restored, %llu FAILED (see the errors above); the "

@@ -6,7 +6,8 @@
 # hstore), ~330k rows. Backed up, then:
 #   - drop + restore: row checksums, sequences, matview and `pg_dump -s`
 #     identical to before;
-#   - restoring over an existing schema is refused; --drop-existing without
+#   - restoring over an existing schema is refused (the summary agrees that
+#     nothing was restored); --drop-existing without
 #     --yes is refused; with --yes it replaces the schema in one transaction
 #     while other tenants are being written (they stay untouched);
 #   - --as restores under another name and warns about function bodies;
@@ -155,6 +156,9 @@ run_engine "$T/r2.out" "$T/r2.err" restore "$T/p.yml" latest --only tenants/tena
 [ "$RC" -ne 0 ] || fail "restoring over an existing schema succeeded"
 assert_contains "$T/r2.err" "schema 'tenant_a' already exists" "refusal message"
 assert_contains "$T/r2.err" "--drop-existing" "refusal suggests --drop-existing"
+assert_contains "$T/r2.err" "nothing was changed" "refusal says nothing was changed"
+assert_contains "$T/r2.out" "restore FAILED: none of 1 item(s) was restored" "summary of the refused restore"
+assert_not_contains "$T/r2.out" "partial restore" "summary of the refused restore (nothing was changed)"
 run_engine "$T/r3.out" "$T/r3.err" restore "$T/p.yml" latest --only tenants/tenant_a --drop-existing
 assert_rc 1 "--drop-existing without --yes" "$T/r3.err"
 assert_contains "$T/r3.err" "--yes" "--drop-existing refusal names --yes"
