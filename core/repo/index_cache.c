@@ -260,7 +260,8 @@ static void index_cache_save(struct repo *r, char *const *names, size_t n_names)
   }
   le32_put(p, (uint32_t)ix->n_packs);
   p += 4;
-  memcpy(p, ix->packs, ix->n_packs * 32);
+  if (ix->n_packs > 0) /* packs is NULL in an index without packs */
+    memcpy(p, ix->packs, ix->n_packs * 32);
   p += ix->n_packs * 32;
   le32_put(p, (uint32_t)stored);
   p += 4;

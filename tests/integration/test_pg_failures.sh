@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # postgres-schema failure cases on a real PostgreSQL 15, each with a clear
-# message: server unreachable, wrong / missing password (and passwords never
-# reach pg_dump's argv), pg_dump missing or older than the server, a schema
-# glob matching nothing (warning, exit 3), a schema the role cannot read
+# message: server unreachable (also as run --json's error object), wrong /
+# missing password (and passwords never reach pg_dump's argv), pg_dump
+# missing or older than the server, a schema glob matching nothing
+# (warning, exit 3), a schema the role cannot read
 # sharing a pg_dump with one it can (dumped again on its own: named in the
 # warnings and the failed_schemas mark, the other one stored), pg_dump dying
 # mid-stream, alone or in a pg_dump of several schemas (that item fails,
@@ -98,6 +99,12 @@ run_engine "$T/dead.out" "$T/dead.err" run "$T/dead.yml"
 assert_rc 1 "unreachable server" "$T/dead.err"
 assert_contains "$T/dead.err" "unable to connect to database 'app' on host '127.0.0.1' port $dead" "unreachable message"
 assert_contains "$T/dead.err" "Connection refused" "unreachable message cause"
+run_engine "$T/dead.json" "$T/dead2.err" run "$T/dead.yml" --json
+assert_rc 1 "unreachable server (--json)" "$T/dead2.err"
+assert_eq "1 run" "$(json_get "$T/dead.json" 'str(j["error"]["exit_code"]) + " " + j["error"]["command"]')" \
+  "run --json prints a JSON error object on a fatal error"
+assert_contains "$T/dead.json" "unable to connect to database 'app' on host '127.0.0.1' port $dead" \
+  "the JSON error object's message"
 
 # ---- pg_dump missing or too old ---------------------------------------------------------
 pg_write_pipeline "$T/nodump.yml" nodump "$T/repo-nodump" "$SOCK_DSN" 'schemas: [tenant_a]' \

@@ -351,17 +351,33 @@ static int collect_roles(struct bk *b, const char *oids) {
   return ENGINE_OK;
 }
 
+/* A query whose failure the run survives, inside the snapshot's
+ * transaction: under a savepoint, so an error does not abort the
+ * transaction whose snapshot the pg_dumps import. NULL when it failed. */
+static PGresult *query_optional(struct bk *b, const char *sql, int nparams,
+                                const char *const *params, const char *what) {
+  if (pgs_exec(b->in, b->c, "SAVEPOINT pgs_optional", what) != ENGINE_OK)
+    return NULL;
+  PGresult *r = pgs_query(b->in, b->c, sql, nparams, params, what);
+  if (r == NULL)
+    (void)pgs_exec(b->in, b->c, "ROLLBACK TO SAVEPOINT pgs_optional", what);
+  else
+    (void)pgs_exec(b->in, b->c, "RELEASE SAVEPOINT pgs_optional", what);
+  return r;
+}
+
 /* What the progress display expects: the selected schemas' table sizes. */
 static void progress_estimate(struct bk *b, const char *oids) {
   const struct engine_host *h = b->h;
   if (!ENGINE_HAS_FIELD(h, struct engine_host, progress_total) || h->progress_total == NULL)
     return;
   const char *params[] = {oids};
-  PGresult *r = pgs_query(b->in, b->c,
-                          "SELECT COALESCE(sum(pg_catalog.pg_table_size(c.oid)), 0)::bigint FROM "
-                          "pg_catalog.pg_class c WHERE c.relnamespace = ANY($1::oid[]) AND "
-                          "c.relkind IN ('r', 'm')",
-                          1, params, "estimating the size of the schemas");
+  PGresult *r =
+      query_optional(b,
+                     "SELECT COALESCE(sum(pg_catalog.pg_table_size(c.oid)), 0)::bigint FROM "
+                     "pg_catalog.pg_class c WHERE c.relnamespace = ANY($1::oid[]) AND "
+                     "c.relkind IN ('r', 'm')",
+                     1, params, "estimating the size of the schemas");
   if (r == NULL)
     return; /* an estimate only */
   h->progress_total(h, strtoull(PQgetvalue(r, 0, 0), NULL, 10));
@@ -426,12 +442,13 @@ static int base_meta(struct bk *b) {
 static size_t choose_jobs(struct bk *b) {
   const struct engine_host *h = b->h;
   long free_conns = -1;
-  PGresult *r = pgs_query(b->in, b->c,
-                          "SELECT pg_catalog.current_setting('max_connections')::int - "
-                          "pg_catalog.current_setting('superuser_reserved_connections')::int - "
-                          "(SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE backend_type = "
-                          "'client backend')::int",
-                          0, NULL, "counting the server's free connections");
+  PGresult *r =
+      query_optional(b,
+                     "SELECT pg_catalog.current_setting('max_connections')::int - "
+                     "pg_catalog.current_setting('superuser_reserved_connections')::int - "
+                     "(SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE backend_type = "
+                     "'client backend')::int",
+                     0, NULL, "counting the server's free connections");
   if (r != NULL) {
     free_conns = strtol(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
@@ -462,7 +479,26 @@ static size_t choose_jobs(struct bk *b) {
 static int emit_globals(struct bk *b) {
   const struct engine_emitter *em = b->em;
   json_t *summary = NULL;
-  char *doc = pgs_globals_collect(b->in, b->c, b->database, b->server_num, &summary);
+  /* A failed query (pg_authid unreadable) must not abort the snapshot's
+   * transaction: the pg_dumps import its snapshot, now or later. */
+  char *doc = NULL;
+  if (pgs_exec(b->in, b->c, "SAVEPOINT pgs_globals", "reading the globals") == ENGINE_OK) {
+    doc = pgs_globals_collect(b->in, b->c, b->database, b->server_num, &summary);
+    if (doc == NULL) {
+      char saved[sizeof(b->in->last_error)];
+      memcpy(saved, b->in->last_error, sizeof(saved));
+      if (pgs_exec(b->in, b->c, "ROLLBACK TO SAVEPOINT pgs_globals",
+                   "keeping the snapshot after the globals failed") != ENGINE_OK) {
+        b->h->set_error(b->h,
+                        "the snapshot's transaction was lost after reading the globals "
+                        "failed: %s",
+                        b->in->last_error);
+        json_decref(summary);
+        return ENGINE_ERROR;
+      }
+      memcpy(b->in->last_error, saved, sizeof(saved));
+    }
+  }
   if (doc == NULL) {
     char msg[1400];
     snprintf(msg, sizeof(msg), "the cluster's globals were not backed up: %s",

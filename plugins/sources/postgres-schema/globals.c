@@ -74,11 +74,11 @@ char *pgs_globals_collect(struct pgs_inst *in, PGconn *c, const char *database, 
             "r.rolcanlogin, r.rolreplication, r.rolbypassrls, r.rolconnlimit, "
             "r.rolvaliduntil::text, pg_catalog.shobj_description(r.oid, 'pg_authid') FROM "
             "pg_catalog.pg_roles r WHERE r.rolname !~ '^pg_' ORDER BY 1";
-  PGresult *r =
-      pgs_query(in, c, roles_sql, 0, NULL,
-                in->include_role_passwords ? "reading the roles and their passwords (pg_authid: "
-                                             "include_role_passwords needs a superuser)"
-                                           : "reading the roles");
+  PGresult *r = pgs_query(in, c, roles_sql, 0, NULL,
+                          in->include_role_passwords
+                              ? "reading the roles and their passwords (pg_authid: "
+                                "include_role_passwords needs a superuser or pg_read_all_data)"
+                              : "reading the roles");
   if (r == NULL)
     goto done;
   for (int i = 0; i < PQntuples(r); i++) {

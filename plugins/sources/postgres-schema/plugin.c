@@ -64,7 +64,8 @@ static const struct engine_option pgs_options[] = {
      .type = ENGINE_OPT_BOOL,
      .default_value = "false",
      .description = "Store the roles' password hashes in _globals (read from pg_authid: needs a "
-                    "superuser); without it, restored roles have no password."},
+                    "superuser or a member of pg_read_all_data); without it, restored roles have "
+                    "no password."},
     {.name = "pg_dump",
      .type = ENGINE_OPT_STRING,
      .default_value = "pg_dump",
