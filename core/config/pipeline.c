@@ -63,7 +63,10 @@ static const struct engine_plugin *resolve(struct pctx *pc, enum engine_plugin_k
 
 /* ---- sources and sinks ---------------------------------------------- */
 
-static const char *const source_keys[] = {"name", "type", "with"};
+static const char *const source_keys[] = {"name", "type", "with", "retention"};
+
+static struct pipeline_retention *parse_item_retention(struct cfg *c, const struct ytree_node *n,
+                                                       const char *opt);
 static const char *const sink_keys[] = {"name", "type", "with", "required"};
 
 static void parse_plugin_entry(struct pctx *pc, const struct ytree_node *item, const char *opt,
@@ -108,6 +111,13 @@ static void parse_plugin_entry(struct pctx *pc, const struct ytree_node *item, c
   if (req) {
     o = cfg_opt_key(opt, "required");
     cfg_get_bool(c, req, o, &cfg->required);
+    free(o);
+  }
+
+  const struct ytree_node *ret = ytree_map_get(item, "retention");
+  if (ret && kind == ENGINE_PLUGIN_SOURCE) {
+    o = cfg_opt_key(opt, "retention");
+    cfg->retention = parse_item_retention(c, ret, o);
     free(o);
   }
 
@@ -426,6 +436,68 @@ static void parse_retention(struct pctx *pc, const struct ytree_node *root,
               "no keep_* rule given; a policy that keeps nothing would forget every snapshot");
 }
 
+/* sources[].retention: keep_* rules (no keep_tags: tags belong to whole
+ * snapshots) and expire_after, applied by engine forget to each of the
+ * source's items on its own (forget.c). */
+static const struct cfg_field item_retention_fields[] = {
+    KEEP_N(keep_last),
+    KEEP_N(keep_hourly),
+    KEEP_N(keep_daily),
+    KEEP_N(keep_weekly),
+    KEEP_N(keep_monthly),
+    KEEP_N(keep_yearly),
+    {.key = "keep_within",
+     .type = CFG_DURATION,
+     .offset = offsetof(struct pipeline_retention, keep_within_ms)},
+    {.key = "expire_after",
+     .type = CFG_DURATION,
+     .offset = offsetof(struct pipeline_retention, expire_after_ms)},
+};
+
+static struct pipeline_retention *parse_item_retention(struct cfg *c, const struct ytree_node *n,
+                                                       const char *opt) {
+  if (cfg_want_mapping(c, n, opt, "a mapping such as { keep_last: 1, expire_after: 90d }") < 0)
+    return NULL;
+  struct pipeline_retention *r = xcalloc(1, sizeof(*r));
+  r->set = 1;
+  size_t given = n->kind == YTREE_MAPPING ? cfg_get_fields(c, n, opt, item_retention_fields,
+                                                           NELEM(item_retention_fields), r)
+                                          : 0;
+  if (given == (n->kind == YTREE_MAPPING && ytree_map_get(n, "expire_after") ? 1u : 0u))
+    cfg_error(c, n, opt,
+              "no keep_* rule given; the rules say which snapshots of each item to keep beyond "
+              "the pipeline's retention (e.g. keep_last: 1)");
+  return r;
+}
+
+/* After every key is parsed: the sources' per-item rules, listed in the
+ * pipeline's retention block for engine forget. They only ever keep more
+ * than the pipeline's own policy, so they need one. */
+static void collect_item_retention(struct pctx *pc, const struct ytree_node *root,
+                                   struct pipeline *p) {
+  const struct ytree_node *list = ytree_map_get(root, "sources");
+  for (size_t i = 0; i < p->n_sources; i++) {
+    if (!p->sources[i].retention)
+      continue;
+    if (!p->retention.set) {
+      const struct ytree_node *at = list && list->kind == YTREE_SEQUENCE && i < list->n_items
+                                        ? ytree_map_get(list->items[i], "retention")
+                                        : NULL;
+      char *opt = xasprintf("sources[%zu].retention", i);
+      cfg_error(&pc->cfg, at ? at : root, opt,
+                "per-item rules keep snapshots the pipeline's retention would forget, but the "
+                "pipeline has no retention block (engine forget would keep everything); add a "
+                "top-level retention such as { keep_daily: 7 }");
+      free(opt);
+      continue;
+    }
+    p->retention.items =
+        xrealloc(p->retention.items, (p->retention.n_items + 1) * sizeof(*p->retention.items));
+    p->retention.items[p->retention.n_items++] =
+        (struct pipeline_item_rules){p->sources[i].name, p->sources[i].retention};
+  }
+}
+
 /* objectives: { rpo: 1h, rto: 4h }; both durations above zero. */
 static void parse_objectives(struct pctx *pc, const struct ytree_node *root,
                              const struct ytree_node *n, struct pipeline *p) {
@@ -603,6 +675,7 @@ int pipeline_load_string(const char *path, const char *text, size_t len, pipelin
   p->path = xstrdup(path);
   p->hooks_timeout_ms = PIPELINE_HOOKS_TIMEOUT_MS;
   parse_top(&pc, root, p);
+  collect_item_retention(&pc, root, p);
   ytree_free(root);
   if (p->rpo_ms == 0)
     p->rpo_ms = PIPELINE_DEFAULT_RPO_MS;
@@ -711,6 +784,7 @@ static void free_plugin_cfgs(struct pipeline_plugin_cfg *v, size_t n) {
     free(v[i].name);
     free(v[i].type);
     json_decref(v[i].with);
+    free(v[i].retention);
   }
   free(v);
 }
@@ -730,6 +804,7 @@ void pipeline_free(struct pipeline *p) {
   free(p->encrypt_key_file);
   cfg_free_strv(p->retention.keep_tags, p->retention.n_keep_tags);
   free(p->retention.apply);
+  free(p->retention.items);
   cfg_free_strv(p->hooks_before, p->n_hooks_before);
   cfg_free_strv(p->hooks_after, p->n_hooks_after);
   for (size_t i = 0; i < p->n_notify; i++) {

@@ -15,6 +15,8 @@
 #include "config/values.h" /* config_parse_size/_duration/_bool */
 #include "engine/plugin.h"
 
+struct pipeline_retention;
+
 struct pipeline_plugin_cfg {
   char *name;   /* `name:` (unique among sources, among sinks); defaults to type */
   char *type;   /* `type:` = plugin name */
@@ -26,9 +28,14 @@ struct pipeline_plugin_cfg {
   json_t *with;
   int line, col;                      /* where the entry starts (for later messages) */
   const struct engine_plugin *plugin; /* resolved through the lookup */
+  /* sources: `retention:`, rules applied to each of the source's items on
+   * its own (NULL: none; owned) */
+  struct pipeline_retention *retention;
 };
 
 #define PIPELINE_DEFAULT_RPO_MS (24ll * 3600 * 1000)
+
+struct pipeline_item_rules;
 
 struct pipeline_retention {
   int set; /* a retention block was given */
@@ -37,6 +44,20 @@ struct pipeline_retention {
   char **keep_tags;
   size_t n_keep_tags;
   char *apply; /* NULL or "after-run" */
+  /* sources[].retention only: an item's rules stop keeping its snapshots
+   * once its newest snapshot is this much older than the newest snapshot
+   * of the group (0 = never) */
+  int64_t expire_after_ms;
+  /* the pipeline's block only: the sources' per-item rules (pointing into
+   * sources[]), in source order; engine forget applies them too */
+  struct pipeline_item_rules *items;
+  size_t n_items;
+};
+
+/* The per-item retention of one source (sources[].retention). */
+struct pipeline_item_rules {
+  const char *source;                    /* the source's name */
+  const struct pipeline_retention *keep; /* keep_* rules and expire_after */
 };
 
 /* A header sent with a webhook: `headers: { Authorization: env:HOOK_TOKEN }`.

@@ -2,14 +2,24 @@
  * snapshots (same host and pipeline, like restic's default grouping by
  * host; snapshots of a `run --only` selection form a group per selection,
  * so they never displace the snapshots of everything), and delete the
- * snapshot objects it does not keep. Data is only removed by prune. */
+ * snapshot objects it does not keep. Data is only removed by prune.
+ *
+ * A source's own `retention:` (per-item rules) is applied to each of its
+ * items on its own, over the snapshots of the group whose tree holds that
+ * item: what those rules keep is kept even when the pipeline's policy
+ * would forget it (a departed tenant's last snapshot, say). Item names
+ * come from the trees, so the index is loaded for them. */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pipeline/prune.h"
+#include "repo/index.h"
 #include "repo/retention.h"
 #include "repo/snapshot.h"
+#include "repo/tree.h"
 #include "util/log.h"
 
 /* The snapshots of one host, pipeline and selection, oldest first. */
@@ -62,10 +72,172 @@ static json_t *id_time(const struct snapshot *m) {
   return o;
 }
 
+/* ---- per-item rules ------------------------------------------------------------ */
+
+/* One item of a source: the snapshots of the group (indexes into g->v,
+ * oldest first) whose tree holds it. */
+struct item_seen {
+  char *name;
+  size_t *snaps;
+  size_t n, cap;
+};
+
+struct item_table {
+  json_t *by_name; /* name -> index into v */
+  struct item_seen *v;
+  size_t n, cap;
+  size_t snap; /* the snapshot being read */
+};
+
+static int note_item(void *ud, json_t *item) {
+  struct item_table *t = ud;
+  const char *name = json_string_value(json_object_get(item, "name"));
+  const char *b64 = json_string_value(json_object_get(item, "name_b64"));
+  char *key = name ? xstrdup(name) : b64 ? xasprintf("base64:%s", b64) : NULL;
+  if (!key)
+    return 0;
+  json_t *at = json_object_get(t->by_name, key);
+  size_t i;
+  if (at) {
+    i = (size_t)json_integer_value(at);
+    free(key);
+  } else {
+    if (t->n == t->cap) {
+      t->cap = t->cap ? 2 * t->cap : 64;
+      t->v = xrealloc(t->v, t->cap * sizeof(*t->v));
+    }
+    i = t->n++;
+    t->v[i] = (struct item_seen){key, NULL, 0, 0};
+    json_object_set_new(t->by_name, key, json_integer((json_int_t)i));
+  }
+  struct item_seen *e = &t->v[i];
+  if (e->n > 0 && e->snaps[e->n - 1] == t->snap)
+    return 0;
+  if (e->n == e->cap) {
+    e->cap = e->cap ? 2 * e->cap : 8;
+    e->snaps = xrealloc(e->snaps, e->cap * sizeof(*e->snaps));
+  }
+  e->snaps[e->n++] = t->snap;
+  return 0;
+}
+
+static void add_reason(struct retention_decision *d, char *reason) {
+  d->reasons = xrealloc(d->reasons, (d->n_reasons + 1) * sizeof(*d->reasons));
+  d->reasons[d->n_reasons++] = reason;
+  d->keep = 1;
+}
+
+/* Apply one source's per-item rules to a group whose pipeline decisions
+ * are d[]: a snapshot the pipeline forgets but an item's rules keep is
+ * kept, with reasons such as "item retention: last snapshot of
+ * tenants/tenant_old". A snapshot whose tree cannot be read is kept (its
+ * items are unknown). */
+static int apply_item_rules(struct repo *r, const struct pipeline_item_rules *ir,
+                            const struct group *g, struct retention_decision *d, char **err) {
+  const struct pipeline_retention *k = ir->keep;
+  struct retention_policy ip = {k->keep_last,
+                                k->keep_hourly,
+                                k->keep_daily,
+                                k->keep_weekly,
+                                k->keep_monthly,
+                                k->keep_yearly,
+                                k->keep_within_ms / 1000,
+                                NULL,
+                                0};
+  struct item_table t = {.by_name = json_object()};
+  json_t **why = xcalloc(g->n ? g->n : 1, sizeof(*why)); /* per snapshot: reason -> items */
+  int64_t now = (int64_t)time(NULL), anchor = INT64_MIN, newest = INT64_MIN;
+  int rc = 0;
+  for (size_t s = 0; s < g->n; s++) {
+    const struct snapshot *m = g->v[s];
+    newest = m->time > newest ? m->time : newest;
+    if (m->time <= now && m->time > anchor)
+      anchor = m->time;
+    for (size_t x = 0; x < m->n_sources; x++) {
+      const struct snapshot_source *src = &m->sources[x];
+      if (!src->name || strcmp(src->name, ir->source) != 0 || src->n_tree == 0)
+        continue;
+      t.snap = s;
+      char *e = NULL;
+      if (tree_foreach_ids(r, (const unsigned char(*)[32])src->tree, src->n_tree, note_item, &t,
+                           &e) != 0) {
+        log_warn("forget: the items of source '%s' in snapshot %.8s cannot be read (%s); the "
+                 "snapshot is kept",
+                 ir->source, m->id, e ? e : "unknown error");
+        if (!d[s].keep)
+          add_reason(&d[s],
+                     xasprintf("item retention: the items of %s could not be read", ir->source));
+        free(e);
+      }
+    }
+  }
+  if (anchor == INT64_MIN)
+    anchor = newest;
+  int64_t expire_s = k->expire_after_ms / 1000;
+  for (size_t i = 0; i < t.n && rc == 0; i++) {
+    struct item_seen *e = &t.v[i];
+    int64_t last = INT64_MIN;
+    for (size_t j = 0; j < e->n; j++)
+      last = g->v[e->snaps[j]]->time > last ? g->v[e->snaps[j]]->time : last;
+    if (expire_s > 0 && anchor - last >= expire_s)
+      continue; /* gone for longer than expire_after: only the pipeline's policy counts */
+    struct retention_snapshot *rs = xcalloc(e->n, sizeof(*rs));
+    for (size_t j = 0; j < e->n; j++) {
+      const struct snapshot *m = g->v[e->snaps[j]];
+      rs[j] = (struct retention_snapshot){m->id, m->time, (const char *const *)m->tags, m->n_tags,
+                                          m->created_ns};
+    }
+    struct retention_decision *id = xcalloc(e->n, sizeof(*id));
+    char *ierr = NULL;
+    if (retention_apply(&ip, rs, e->n, id, &ierr) != 0) {
+      *err = xasprintf("the retention of source '%s' (item '%s'): %s", ir->source, e->name, ierr);
+      free(ierr);
+      rc = -1;
+    }
+    for (size_t j = 0; j < e->n && rc == 0; j++) {
+      size_t s = e->snaps[j];
+      if (!id[j].keep || d[s].keep)
+        continue; /* the pipeline's policy keeps it anyway */
+      if (!why[s])
+        why[s] = json_object();
+      json_t *names = json_object_get(why[s], id[j].reasons[0]);
+      if (!names)
+        json_object_set_new(why[s], id[j].reasons[0], names = json_array());
+      json_array_append_new(names, json_string(e->name));
+    }
+    retention_decisions_free(id, e->n);
+    free(id);
+    free(rs);
+  }
+  for (size_t s = 0; s < g->n; s++) {
+    const char *reason;
+    json_t *names;
+    json_object_foreach(why[s], reason, names) {
+      size_t n = json_array_size(names);
+      const char *first = json_string_value(json_array_get(names, 0));
+      if (n == 1)
+        add_reason(&d[s], xasprintf("item retention: %s of %s/%s", reason, ir->source, first));
+      else
+        add_reason(&d[s], xasprintf("item retention: %s of %zu items of %s (%s, ...)", reason, n,
+                                    ir->source, first));
+    }
+    json_decref(why[s]);
+  }
+  free(why);
+  for (size_t i = 0; i < t.n; i++) {
+    free(t.v[i].name);
+    free(t.v[i].snaps);
+  }
+  free(t.v);
+  json_decref(t.by_name);
+  return rc;
+}
+
 /* Apply the policy to one group and delete what it does not keep (unless
  * dry_run); its report goes to out_groups, *removed counts deletions. */
-static int forget_group(struct repo *r, const struct retention_policy *rp, const struct group *g,
-                        int dry_run, json_t *out_groups, size_t *removed, char **err) {
+static int forget_group(struct repo *r, const struct retention_policy *rp,
+                        const struct pipeline_retention *pol, const struct group *g, int dry_run,
+                        json_t *out_groups, size_t *removed, char **err) {
   size_t n = g->n;
   struct retention_snapshot *rs = xcalloc(n ? n : 1, sizeof(*rs));
   for (size_t k = 0; k < n; k++)
@@ -75,7 +247,10 @@ static int forget_group(struct repo *r, const struct retention_policy *rp, const
   struct retention_decision *d = xcalloc(n ? n : 1, sizeof(*d));
   int rc = retention_apply(rp, rs, n, d, err);
   free(rs);
+  for (size_t i = 0; i < pol->n_items && rc == 0; i++)
+    rc = apply_item_rules(r, &pol->items[i], g, d, err);
   if (rc != 0) {
+    retention_decisions_free(d, n);
     free(d);
     return -1;
   }
@@ -154,8 +329,17 @@ int forget_run(struct repo *r, const struct pipeline_retention *pol, const char 
   struct group *groups = group_snapshots(&all, pipeline, hostname, &n_groups);
   json_t *out_groups = json_array();
   int rc = 0;
+  if (pol->n_items > 0 && r->index->n_files == 0 && r->index->n_entries == 0) {
+    /* per-item rules read the trees: their blobs are found through the index */
+    rc = index_load(r, err);
+    size_t i;
+    json_t *dmg;
+    json_array_foreach(r->index->damaged, i, dmg)
+        log_warn("%s; trees stored in the packs it lists cannot be read",
+                 json_string_value(json_object_get(dmg, "error")));
+  }
   for (size_t k = 0; k < n_groups && rc == 0; k++)
-    rc = forget_group(r, &rp, &groups[k], dry_run, out_groups, &removed, err);
+    rc = forget_group(r, &rp, pol, &groups[k], dry_run, out_groups, &removed, err);
   for (size_t k = 0; k < n_groups; k++) {
     free(groups[k].v);
     free(groups[k].only);

@@ -285,7 +285,7 @@ static void test_no_lookup(void **state) {
                       "t.yml:3:12: sources[0].type: required but not given (expected the name of "
                       "a source plugin)\n"
                       "t.yml:3:14: sources[0]: unknown key 'typ'; did you mean 'type'? (expected "
-                      "one of: name, type, with)");
+                      "one of: name, type, with, retention)");
   free(err);
 }
 
@@ -621,6 +621,40 @@ static void test_misc_errors(void **state) {
                "t.yml:5:13: sources[0].with: unknown option 'paths' for source plugin 'kitchen' "
                "(valid options: timeout, buffer, retries, mode, token, dbs)\n"
                "t.yml:5:31: sources[0].with.mode: expected one of: fast, safe, got 'quick'");
+}
+
+/* sources[].retention: per-item rules, listed in the pipeline's retention
+ * for engine forget; they need a pipeline retention block and a keep_* rule */
+static void test_item_retention(void **state) {
+  (void)state;
+  struct pipeline *p = load_ok("version: 1\nname: x\nsources:\n  - name: tenants\n    type: files\n"
+                               "    with: { paths: [/data] }\n"
+                               "    retention: { keep_last: 1, keep_daily: 3, expire_after: 90d }\n"
+                               "  - type: files\n    with: { paths: [/etc] }\n" STAGES_OK SINKS_OK
+                               "retention: { keep_daily: 7 }\n");
+  assert_int_equal(p->retention.n_items, 1);
+  assert_string_equal(p->retention.items[0].source, "tenants");
+  assert_int_equal(p->retention.items[0].keep->keep_last, 1);
+  assert_int_equal(p->retention.items[0].keep->keep_daily, 3);
+  assert_int_equal(p->retention.items[0].keep->expire_after_ms, 90ll * 86400 * 1000);
+  assert_null(p->sources[1].retention);
+  pipeline_free(p);
+  expect_error("version: 1\nname: x\nsources:\n  - type: files\n    with: { paths: [/data] }\n"
+               "    retention: { keep_last: 1 }\n" STAGES_OK SINKS_OK,
+               "t.yml:6:16: sources[0].retention: per-item rules keep snapshots the pipeline's "
+               "retention would forget, but the pipeline has no retention block (engine forget "
+               "would keep everything); add a top-level retention such as { keep_daily: 7 }");
+  expect_error(
+      "version: 1\nname: x\nsources:\n  - type: files\n    with: { paths: [/data] }\n"
+      "    retention: { expire_after: 30d }\n" STAGES_OK SINKS_OK "retention: { keep_daily: 7 }\n",
+      "t.yml:6:16: sources[0].retention: no keep_* rule given; the rules say which "
+      "snapshots of each item to keep beyond the pipeline's retention (e.g. keep_last: 1)");
+  expect_error("version: 1\nname: x\nsources:\n  - type: files\n    with: { paths: [/data] }\n"
+               "    retention: { keep_tags: [a], keep_last: 1 }\n" STAGES_OK SINKS_OK
+               "retention: { keep_daily: 7 }\n",
+               "t.yml:6:18: sources[0].retention: unknown key 'keep_tags' (expected one of: "
+               "keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, "
+               "keep_within, expire_after)");
 }
 
 static void test_load_file(void **state) {
@@ -1004,6 +1038,7 @@ static void test_load_file_kinds(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_full_pipeline),
+      cmocka_unit_test(test_item_retention),
       cmocka_unit_test(test_minimal_defaults),
       cmocka_unit_test(test_no_lookup),
       cmocka_unit_test(test_alias_and_merge),
