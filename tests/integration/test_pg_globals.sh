@@ -8,6 +8,9 @@
 #   - with include_role_passwords, _globals holds the SCRAM hash, and the
 #     role logs in with its password on the cluster the globals were
 #     restored into;
+#   - a tablespace is stored with its owner, location and comment; its
+#     restore fails clearly while its directory is another cluster's, and
+#     creates it once the directory is free;
 #   - include_role_passwords with a backup role that can read the tenants'
 #     tables but not pg_authid (neither a superuser nor a member of
 #     pg_read_all_data): the schemas are stored, the globals are
@@ -83,6 +86,27 @@ run_ok "$T/b.out" "$T/b.err" restore "$T/pw.yml" latest --only tenants/_globals 
 assert_eq 1 "$(PGPASSWORD=An4lyst-pw psql -X -tA -h 127.0.0.1 -p "$PG_PORT_pg2" -U analyst -d postgres -c "SELECT 1")" \
   "analyst logs in with its password after the globals with passwords were restored"
 note "with include_role_passwords: the hash is stored and restored"
+
+# ---- a tablespace --------------------------------------------------------------------------
+mkdir "$T/ts"
+chown postgres: "$T/ts" 2>/dev/null || true
+q -d postgres -c "CREATE TABLESPACE fast OWNER app_owner LOCATION '$T/ts'" -c "COMMENT ON TABLESPACE fast IS 'ssd'" >/dev/null
+run_ok "$T/r4.json" "$T/r4.err" run "$T/p.yml" --json
+run_ok "$T/gts.json" "$T/gts.err" restore "$T/p.yml" latest --only tenants/_globals --to-stdout
+assert_eq "[[\"fast\", \"app_owner\", \"$T/ts\", \"ssd\"]]" \
+  "$(json_get "$T/gts.json" '[[t["name"], t["owner"], t["location"], t["comment"]] for t in j["tablespaces"]]')" \
+  "tablespace in _globals"
+# the directory is the first cluster's tablespace: the second cannot use it
+run_engine "$T/t1.out" "$T/t1.err" restore "$T/p.yml" latest --only tenants/_globals --target "$PG2"
+assert_rc 3 "a tablespace whose directory cannot be used" "$T/t1.out" "$T/t1.err"
+assert_contains "$T/t1.err" "the roles, memberships and settings were restored, but tablespace 'fast' (location '$T/ts') could not be created" \
+  "tablespace failure message"
+q -d postgres -c "DROP TABLESPACE fast" >/dev/null # the directory is free again
+run_ok "$T/t2.out" "$T/t2.err" -v restore "$T/p.yml" latest --only tenants/_globals --target "$PG2"
+assert_contains "$T/t2.err" "1 tablespace(s) (1 created)" "tablespace created"
+assert_eq "app_owner|$T/ts|ssd" "$(q2 -d postgres -c "SELECT spcowner::regrole, pg_tablespace_location(oid), shobj_description(oid, 'pg_tablespace') FROM pg_tablespace WHERE spcname = 'fast'")" \
+  "tablespace on the second cluster"
+note "tablespaces: stored with owner, location and comment; created on restore, a failure named"
 
 # ---- include_role_passwords, pg_authid unreadable ---------------------------------------------
 pg_write_pipeline "$T/ns.yml" globalsns "$T/repo-ns" "host=$PG_DIR port=$PG_PORT user=backup dbname=app" \
