@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "cli/dispatch.h"
+#include "repo/keys2.h"
 #include "util/log.h"
 #include "util/secret.h"
 
@@ -109,11 +110,71 @@ static int new_secret(const struct cli_args *a, char **out, size_t *len, char **
   return 0;
 }
 
+/* key add --write-only --out FILE: the writer credential, 0600, never
+ * overwriting. */
+static int write_credential(struct cli_ctx *c, const struct cli_args *a, int quiet) {
+  char *text = NULL, *err = NULL;
+  if (keys2_writer_credential(c->repo, c->p->name, &text, &err) != 0)
+    return cli_fail(err);
+  int fd = open(a->out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    int e = errno;
+    secret_wipe_free(text, strlen(text));
+    return cli_fail(
+        xasprintf("unable to create the writer credential '%s': %s%s", a->out, strerror(e),
+                  e == EEXIST ? " (it is never overwritten: choose another name)" : ""));
+  }
+  size_t n = strlen(text);
+  int ok = write(fd, text, n) == (ssize_t)n && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
+  int e = errno;
+  close(fd);
+  secret_wipe_free(text, n);
+  if (!ok) {
+    unlink(a->out);
+    return cli_fail(
+        xasprintf("unable to write the writer credential '%s': %s", a->out, strerror(e)));
+  }
+  char id[17];
+  hex_encode(c->repo->kps[c->repo->cur_kp].id, 8, id);
+  cli_note_detail("writer_credential", json_string(id));
+  if (!quiet)
+    printf("wrote writer credential %s (mode 0600) for public key %s; on the backup host use it "
+           "as stages.encrypt: {mode: write-only, key_file: %s}. It can add backups but never "
+           "read them; it holds no private key\n",
+           a->out, id, a->out);
+  return EXIT_OK;
+}
+
+static int rotate(struct cli_ctx *c, const struct cli_args *a, int quiet) {
+  char *err = NULL, id[17];
+  if (c->repo->format < 2)
+    return cli_fail(xstrdup("key rotate needs a repository of format 2 (this one is format 1, "
+                            "whose single master key cannot be rotated without rewriting every "
+                            "object)"));
+  /* one rotation at a time: each deletes the keyrings it replaces */
+  if (cli_lock(c, 1, a->lock_wait ? a->lock_wait_ms : 0, 0, &err) != 0)
+    return cli_fail(err);
+  char old[17];
+  hex_encode(c->repo->kps[c->repo->cur_kp].id, 8, old);
+  if (keys2_rotate(c->repo, id, &err) != 0)
+    return cli_fail(err);
+  cli_note_detail("key_pair", json_string(id));
+  if (!quiet)
+    printf("rotated: new data is sealed to key pair %s from now on; %s and older stay for "
+           "reading (%zu key pairs). Make writer credentials again ('engine key add PIPELINE "
+           "--write-only --out FILE') so that write-only hosts seal to the new key\n",
+           id, old, c->repo->n_kps);
+  return EXIT_OK;
+}
+
 int cmd_key(const struct cli_globals *g, const struct cli_args *a) {
   const char *sub = a->pos[0];
   int is_add = strcmp(sub, "add") == 0, is_list = strcmp(sub, "list") == 0;
   int is_remove = strcmp(sub, "remove") == 0, is_passwd = strcmp(sub, "passwd") == 0;
   /* the parser checked the action, its arguments and its options */
+  if (a->write_only && !a->out)
+    return cli_usage_error("key add", "--write-only needs --out FILE: where to write the writer "
+                                      "credential");
   struct cli_ctx c;
   char *err = NULL;
   if (cli_load_pipeline(g, a->pos[1], &c, &err) != 0 || cli_open(&c, 0, 0, 0, &err) != 0) {
@@ -126,13 +187,29 @@ int cmd_key(const struct cli_globals *g, const struct cli_args *a) {
         "the repository is not encrypted (encryption none): keys have no passphrase to change"));
   }
   int rc = EXIT_OK;
+  if (is_add && a->write_only) {
+    rc = write_credential(&c, a, g->quiet);
+    cli_close(&c);
+    return rc;
+  }
+  if (strcmp(sub, "rotate") == 0) {
+    rc = rotate(&c, a, g->quiet);
+    cli_close(&c);
+    return rc;
+  }
   if (is_list) {
     json_t *keys;
     if (repo_key_list(c.repo, &keys, &err) != 0) {
       cli_close(&c);
       return cli_fail(err);
     }
-    if (a->json) {
+    if (a->json && c.repo->format >= 2) {
+      json_t *o =
+          json_pack("{s:O, s:o, s:I}", "keys", keys, "keypairs", keys2_keypairs_json(c.repo),
+                    "keyring_generation", (json_int_t)c.repo->keyring_generation);
+      cli_print_json(o);
+      json_decref(o);
+    } else if (a->json) {
       cli_print_json(keys);
     } else {
       printf("  %-10s %-20s %-12s %s\n", "ID", "CREATED", "USER", "HOST");
@@ -144,6 +221,15 @@ int cmd_key(const struct cli_globals *g, const struct cli_args *a) {
                                             json_string_value(json_object_get(k, "created")),
                                             json_string_value(json_object_get(k, "user")),
                                             json_string_value(json_object_get(k, "host")));
+      if (c.repo->format >= 2) {
+        json_t *kp = keys2_keypairs_json(c.repo);
+        printf("key pairs (format 2; * marks the one new data is sealed to):\n");
+        json_array_foreach(kp, i, k)
+            printf("%c %-16s %s\n", json_is_true(json_object_get(k, "current")) ? '*' : ' ',
+                   json_string_value(json_object_get(k, "id")),
+                   json_string_value(json_object_get(k, "created")));
+        json_decref(kp);
+      }
     }
     json_decref(keys);
   } else if (is_remove) {

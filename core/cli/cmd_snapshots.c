@@ -147,11 +147,52 @@ static int filter_contains(struct cli_ctx *c, const char *spec, struct snapshot_
   return rc;
 }
 
+/* A write-only host cannot open manifests (sealed to the public key): it
+ * lists what the object store shows, each snapshot's id and size. */
+static int snapshots_write_only(struct cli_ctx *c, const struct cli_args *a) {
+  json_t *list;
+  char *err = NULL;
+  if (a->contains) {
+    cli_close(c);
+    return cli_fail(xstrdup("--contains needs to read snapshot trees, which a write-only host "
+                            "cannot decrypt (stages.encrypt.mode is write-only)"));
+  }
+  if (repo_list(c->repo, "snapshots/", &list, &err) != 0) {
+    cli_close(c);
+    return cli_fail(err);
+  }
+  json_t *out = json_array();
+  size_t i;
+  json_t *e;
+  json_array_foreach(list, i, e) {
+    const char *name = json_string_value(json_object_get(e, "name"));
+    json_array_append_new(out, json_pack("{s:s, s:O, s:b}", "id", name + strlen("snapshots/"),
+                                         "object_size", json_object_get(e, "size"), "sealed", 1));
+  }
+  json_decref(list);
+  if (a->json) {
+    cli_print_json(out);
+  } else {
+    printf("%-64s %s\n", "ID", "OBJECT SIZE");
+    json_array_foreach(out, i, e)
+        printf("%-64s %lld\n", json_string_value(json_object_get(e, "id")),
+               (long long)json_integer_value(json_object_get(e, "object_size")));
+    printf("%zu snapshot(s); this host's credential is write-only: times, hosts, status and "
+           "contents are sealed to the repository's public key\n",
+           json_array_size(out));
+  }
+  json_decref(out);
+  cli_close(c);
+  return EXIT_OK;
+}
+
 int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a) {
   struct cli_ctx c;
   int rc = cli_open_existing(g, a->pos[0], &c, 0, 1);
   if (rc)
     return rc;
+  if (c.repo->write_only)
+    return snapshots_write_only(&c, a);
   struct snapshot_list all;
   json_t *unreadable;
   char *err = NULL;

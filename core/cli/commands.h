@@ -20,6 +20,8 @@ struct cli_args {
   const char *target, *time;
   int64_t time_s; /* --time, parsed (seconds since the epoch) */
   const char *new_passphrase, *new_key_file;
+  int write_only;      /* key add --write-only */
+  const char *out;     /* key add --write-only --out FILE */
   const char *as_name; /* restore --as */
   int drop_existing, to_stdout, restore_test, prune;
   const char **namespace_map; /* restore --namespace-map OLD=NEW, repeatable */
@@ -87,6 +89,8 @@ enum cli_opt {
   OPT_DAILY_SUMMARY,
   OPT_MESSAGE,
   OPT_ENV_FILE,
+  OPT_WRITE_ONLY,
+  OPT_OUT,
   OPT__COUNT
 };
 

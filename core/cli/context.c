@@ -55,8 +55,36 @@ static int new_instance(const struct pipeline_plugin_cfg *pc, struct plugin_inst
   return plugin_instance_new(pc->plugin, pc->name, pc->with, out, err);
 }
 
+/* A write-only host (stages.encrypt.mode: write-only) runs backups and
+ * lists snapshot ids; every other command needs what its writer credential
+ * deliberately lacks. NULL when cmd may run, else why not (malloc'd). */
+static char *write_only_refusal(const struct pipeline *p, const char *cmd) {
+  if (!p->encrypt_write_only || !cmd || strcmp(cmd, "run") == 0 || strcmp(cmd, "snapshots") == 0 ||
+      strcmp(cmd, "validate") == 0)
+    return NULL;
+  const char *why;
+  if (strncmp(cmd, "forget", 6) == 0 || strncmp(cmd, "prune", 5) == 0 ||
+      strncmp(cmd, "repair", 6) == 0)
+    why = "a write-only host only adds to the repository and never removes or rewrites what is "
+          "in it, so that an intruder on it cannot destroy the recovery points";
+  else if (strncmp(cmd, "key", 3) == 0)
+    why = "managing keys needs the repository's master secret, which only the passphrase "
+          "opens; its writer credential holds the public key alone";
+  else
+    why = "its writer credential holds the repository's public key but not the private key, so "
+          "it cannot decrypt snapshots, trees or data";
+  return xasprintf("'%s' is refused: %s's stages.encrypt.mode is write-only and %s; run it on "
+                   "a host that holds the passphrase",
+                   cmd, p->path, why);
+}
+
 int cli_open(struct cli_ctx *c, int with_sources, int create, int dry_run, char **err) {
   struct pipeline *p = c->p;
+  char *refused = write_only_refusal(p, cli_current_command());
+  if (refused) {
+    *err = refused;
+    return -1;
+  }
   c->sink_insts = xcalloc(p->n_sinks, sizeof(*c->sink_insts));
   c->sinks = xcalloc(p->n_sinks, sizeof(*c->sinks));
   size_t n_sinks = 0;
@@ -99,6 +127,8 @@ int cli_open(struct cli_ctx *c, int with_sources, int create, int dry_run, char 
   o.chunker.avg_size = p->chunk_avg;
   o.chunker.max_size = p->chunk_max;
   o.pack_size = p->pack_size;
+  o.format = p->repo_format;
+  o.write_only = p->encrypt_write_only;
   o.compress_algo = compress_algo_from_name(p->compress_algorithm ? p->compress_algorithm : "zstd");
   if (o.compress_algo < 0)
     o.compress_algo = COMPRESS_ZSTD;

@@ -323,6 +323,10 @@ static char *command_label(const struct cli_command *cmd, const struct cli_args 
   return xstrdup(cmd->name);
 }
 
+const char *cli_current_command(void) {
+  return g_op.active ? g_op.command : NULL;
+}
+
 int cli_dispatch(const struct cli_command *cmd, const struct cli_globals *g,
                  const struct cli_args *a) {
   memset(&g_op, 0, sizeof(g_op));

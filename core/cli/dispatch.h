@@ -38,6 +38,8 @@ int cli_before_hooks(const struct pipeline *p, char **err);
 /* What the command did, for its audit record and notifications. */
 void cli_note_snapshot(const char *id);
 void cli_note_detail(const char *key, json_t *value); /* steals value */
+/* The command being dispatched ("run", "key add"), or NULL outside one. */
+const char *cli_current_command(void);
 void cli_note_run(const struct backup_result *r, const char *status, json_t *sinks_missed);
 
 #endif

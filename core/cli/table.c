@@ -94,6 +94,8 @@ const struct cli_option cli_options[OPT__COUNT] = {
     [OPT_ALLOW_RESTORE] = {"allow-restore", 0, FLAG(allow_restore)},
     [OPT_RESTORE_TOKEN_FILE] = {"restore-token-file", 0, VALUE("PATH", restore_token_file, NULL)},
     [OPT_DAILY_SUMMARY] = {"daily-summary", 0, VALUE("HH:MM", daily_summary, check_clock)},
+    [OPT_WRITE_ONLY] = {"write-only", 0, FLAG(write_only)},
+    [OPT_OUT] = {"out", 0, VALUE("FILE", out, NULL)},
 };
 
 /* ---- commands --------------------------------------------------------------- */
@@ -234,6 +236,10 @@ static const struct cli_action key_actions[] = {
     {"passwd", "PIPELINE", 1, 1,
      "add a key for the new passphrase and remove the one used to open the repository; update "
      "the pipeline's stages.encrypt reference afterwards"},
+    {"rotate", "PIPELINE", 1, 1,
+     "format 2: make a new key pair that everything written from now on is sealed to; the old "
+     "ones stay in the keyring for reading (seconds, whatever the repository's size). Writer "
+     "credentials made before keep sealing to the old public key until made again"},
     {.name = NULL}};
 
 static const struct cli_use key_opts[] = {
@@ -242,7 +248,18 @@ static const struct cli_use key_opts[] = {
     ONLY_FOR(OPT_NEW_KEY_FILE,
              "the new key file; created (mode 0600) with a random key if it does not exist",
              "add passwd"),
-    ONLY_FOR(OPT_JSON, "print the list as JSON (docs/CLI.md)", "list"), END};
+    ONLY_FOR(OPT_WRITE_ONLY,
+             "format 2: instead of a key for a passphrase, write a writer credential (the public "
+             "key, the chunk-id key and the index key, never the private key) for a backup host "
+             "that may add snapshots but read none; needs --out",
+             "add"),
+    {.opt = OPT_OUT,
+     .help = "where --write-only writes the credential (created with mode 0600, never "
+             "overwritten); use it as stages.encrypt.key_file with mode: write-only",
+     .actions = "add",
+     .needs = OPT_WRITE_ONLY},
+    ONLY_FOR(OPT_JSON, "print the list as JSON (docs/CLI.md)", "list"),
+    END};
 
 static const struct cli_use schedule_opts[] = {
     USE(OPT_INSTALL, "write the units instead of printing them, and the environment file"),

@@ -182,7 +182,7 @@ static void parse_plugin_list(struct pctx *pc, const struct ytree_node *list, co
 
 static const char *const stages_keys[] = {"compress", "encrypt"};
 static const char *const compress_keys[] = {"algorithm", "level"};
-static const char *const encrypt_keys[] = {"algorithm", "passphrase", "key_file"};
+static const char *const encrypt_keys[] = {"algorithm", "passphrase", "key_file", "mode"};
 static const char *const compress_algos[] = {"zstd", "gzip", "none"};
 
 static void parse_compress(struct cfg *c, const struct ytree_node *n, struct pipeline *p) {
@@ -246,12 +246,43 @@ static void parse_encrypt(struct pctx *pc, const struct ytree_node *n, const str
   const struct ytree_node *a = ytree_map_get(n, "algorithm");
   const struct ytree_pair *pass = ytree_map_find(n, "passphrase");
   const struct ytree_pair *kf = ytree_map_find(n, "key_file");
-  if (!a) {
+  const struct ytree_node *mode = ytree_map_get(n, "mode");
+  if (mode) {
+    char *m = NULL;
+    if (cfg_get_string(c, mode, "stages.encrypt.mode", &m) == 0) {
+      if (strcmp(m, "write-only") == 0)
+        p->encrypt_write_only = 1;
+      else if (strcmp(m, "read-write") != 0)
+        cfg_error(c, mode, "stages.encrypt.mode",
+                  "expected read-write (the default: a passphrase opens everything) or "
+                  "write-only (key_file is a writer credential), got '%s'",
+                  m);
+    }
+    free(m);
+    if (p->encrypt_write_only && pass) {
+      cfg_error(c, pass->key, "stages.encrypt.passphrase",
+                "not allowed with mode write-only: give the writer credential as key_file "
+                "(made by 'engine key add PIPELINE --write-only --out FILE')");
+      return;
+    }
+    if (p->encrypt_write_only && !kf) {
+      cfg_error(c, n, "stages.encrypt",
+                "mode write-only needs key_file: the writer credential made by 'engine key add "
+                "PIPELINE --write-only --out FILE'");
+      return;
+    }
+  }
+  if (!a && p->encrypt_write_only) {
+    /* format 2's only AEAD */
+    p->encrypt_algorithm = xstrdup("aes-256-gcm");
+    if (pc->lookup)
+      p->crypto = resolve(pc, ENGINE_PLUGIN_CRYPTO, p->encrypt_algorithm, n, "stages.encrypt");
+  } else if (!a) {
     cfg_missing(c, n, "stages.encrypt.algorithm",
                 "the name of a crypto plugin such as aes-256-gcm, or none");
     return;
   }
-  if (cfg_get_name(c, a, "stages.encrypt.algorithm", &p->encrypt_algorithm) < 0)
+  if (a && cfg_get_name(c, a, "stages.encrypt.algorithm", &p->encrypt_algorithm) < 0)
     return;
   if (strcmp(p->encrypt_algorithm, "none") == 0) {
     if (pass)
@@ -262,7 +293,7 @@ static void parse_encrypt(struct pctx *pc, const struct ytree_node *n, const str
                 "not allowed with algorithm none (remove it, or choose a crypto algorithm)");
     return;
   }
-  if (pc->lookup)
+  if (pc->lookup && a)
     p->crypto =
         resolve(pc, ENGINE_PLUGIN_CRYPTO, p->encrypt_algorithm, a, "stages.encrypt.algorithm");
   if (pass && kf) {
@@ -283,6 +314,9 @@ static void parse_encrypt(struct pctx *pc, const struct ytree_node *n, const str
   } else if (cfg_get_string(c, kf->value, "stages.encrypt.key_file", &p->encrypt_key_file) == 0 &&
              !*p->encrypt_key_file) {
     cfg_error(c, kf->value, "stages.encrypt.key_file", "expected a file path, got ''");
+  } else if (p->encrypt_key_file && strncmp(p->encrypt_key_file, "file:", 5) == 0) {
+    /* key_file: file:/path says the same as key_file: /path */
+    memmove(p->encrypt_key_file, p->encrypt_key_file + 5, strlen(p->encrypt_key_file + 5) + 1);
   }
 }
 
@@ -326,6 +360,12 @@ static const struct cfg_field repository_fields[] = {
      .offset = offsetof(struct pipeline, pack_size),
      .umin = 1024 * 1024,
      .umax = 1024ull * 1024 * 1024},
+    {.key = "format",
+     .type = CFG_INT,
+     .offset = offsetof(struct pipeline, repo_format),
+     .imin = 1,
+     .imax = 2,
+     .expected = "1 or 2 (the repository format a new repository gets; docs/FORMAT.md)"},
 };
 
 static const struct cfg_field limits_fields[] = {
@@ -627,7 +667,7 @@ static const struct top_key {
     {"sinks", "a non-empty list of sinks, each { type: ..., with: {...} }", parse_sinks, 0, NULL, 0,
      NULL},
     {"repository", NULL, NULL, 0, repository_fields, NELEM(repository_fields),
-     "a mapping with chunk_min, chunk_avg, chunk_max, pack_size"},
+     "a mapping with chunk_min, chunk_avg, chunk_max, pack_size, format"},
     {"limits", NULL, NULL, 0, limits_fields, NELEM(limits_fields),
      "a mapping such as { memory: 256MiB, timeout: 2h }"},
     {"objectives", NULL, parse_objectives, 0, NULL, 0, NULL},

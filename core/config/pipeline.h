@@ -110,14 +110,18 @@ struct pipeline {
    * The block is required; algorithm none must be written explicitly.
    * Exactly one of passphrase / key_file unless algorithm is none. */
   char *encrypt_algorithm;
-  char *encrypt_passphrase_ref;       /* "env:NAME" / "file:/path" or NULL */
-  char *encrypt_key_file;             /* path or NULL */
+  char *encrypt_passphrase_ref; /* "env:NAME" / "file:/path" or NULL */
+  char *encrypt_key_file;       /* path or NULL */
+  /* stages.encrypt.mode: write-only: key_file is a writer credential
+   * (engine key add --write-only), the host adds backups but reads none */
+  int encrypt_write_only;
   const struct engine_plugin *crypto; /* resolved; NULL for none */
 
   /* repository: { chunk_min, chunk_avg, chunk_max, pack_size } (SIZE values;
    * only used when the repository is created) and engine tuning */
   uint32_t chunk_min, chunk_avg, chunk_max; /* 0 = default */
   uint64_t pack_size;                       /* 0 = default (16 MiB) */
+  int repo_format;                          /* repository.format: 0 = default, 1 or 2 */
   uint64_t max_inflight;                    /* `limits: { memory: 256MiB }` 0 = default */
   int64_t timeout_ms; /* `limits: { timeout: 2h }`: engine serve stops a job after it; 0 = none */
 

@@ -226,6 +226,8 @@ static struct bk_upload *new_pack(struct bk *b) {
   u->bk = b;
   packer_init(&u->pk);
   packer_reserve(&u->pk, pack_capacity(b->repo));
+  if (packer_init_key(&u->pk, b->repo) != 0)
+    u->failed = 1; /* its blobs are not sealed: the run fails when it is stored */
   return u;
 }
 
@@ -265,7 +267,8 @@ static int store_blob(struct bk *b, struct bk_job *j) {
   if (u->pk.len >= r->pack_size || u->pk.n >= PACK_MAX_BLOBS)
     close_pack(b, u);
   pthread_mutex_unlock(&b->pack_mu);
-  int rc = slot ? repo_blob_seal(r, j->id, j->type, plain, plain_len, slot) : -1;
+  int rc =
+      slot ? repo_blob_seal(r, packer_key(&u->pk, r), j->id, j->type, plain, plain_len, slot) : -1;
   pthread_mutex_lock(&b->pack_mu);
   if (rc != 0)
     u->failed = 1;

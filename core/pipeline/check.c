@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "repo/index.h"
+#include "repo/keys2.h"
 #include "repo/pack.h"
 #include "repo/snapshot.h"
 #include "repo/tree.h"
@@ -230,6 +231,24 @@ static void read_pack(struct ck *c, const struct by_pack *g, uint32_t num, int i
     object_problem(c, name, m);
     free(m);
   }
+  /* format 2: the pack's own data key, sealed at its start */
+  unsigned char dk[32];
+  const unsigned char *key = NULL;
+  if (c->r->format >= 2) {
+    int o = len >= KEYS2_SEALED_DK_LEN ? keys2_dk_open(c->r, buf, dk) : -1;
+    if (o != 0) {
+      char *m = xasprintf("pack %s: its data key %s", name,
+                          o == -2 ? "is sealed to a key pair the keyring does not hold"
+                                  : "does not authenticate (damaged)");
+      object_problem(c, name, m);
+      free(m);
+      for (size_t i = from; i < to; i++)
+        bad_blob(c, g->e[i].id, "its pack's data key cannot be opened");
+      free(buf);
+      return;
+    }
+    key = dk;
+  }
   size_t data_end = len >= 8 ? len - 8 : 0;
   if (len >= 8) {
     uint32_t hl = le32_get((unsigned char *)buf + len - 8);
@@ -245,8 +264,8 @@ static void read_pack(struct ck *c, const struct by_pack *g, uint32_t num, int i
     void *raw;
     size_t rl;
     char *de = NULL;
-    if (repo_blob_decode(c->r, e->id, (enum blob_type)e->type, (char *)buf + e->offset, e->length,
-                         &raw, &rl, &de) != 0) {
+    if (repo_blob_decode(c->r, key, e->id, (enum blob_type)e->type, (char *)buf + e->offset,
+                         e->length, &raw, &rl, &de) != 0) {
       char *why = xasprintf("in pack %.16s at offset %u: %s", hex, e->offset, de);
       bad_blob(c, e->id, why);
       free(why);
@@ -259,7 +278,7 @@ static void read_pack(struct ck *c, const struct by_pack *g, uint32_t num, int i
   }
   struct pack_entry *es = NULL;
   size_t n = 0;
-  if (pack_parse(c->r, buf, len, &es, &n, &err) != 0) {
+  if (pack_parse(c->r, buf, len, &es, &n, NULL, &err) != 0) {
     char *m = xasprintf("pack %s: %s", name, err);
     object_problem(c, name, m);
     free(m);
@@ -277,8 +296,8 @@ static void read_pack(struct ck *c, const struct by_pack *g, uint32_t num, int i
     void *raw;
     size_t rl;
     char *de = NULL;
-    if (repo_blob_decode(c->r, es[i].id, es[i].type, (char *)buf + es[i].offset, es[i].length, &raw,
-                         &rl, &de) != 0) {
+    if (repo_blob_decode(c->r, key, es[i].id, es[i].type, (char *)buf + es[i].offset, es[i].length,
+                         &raw, &rl, &de) != 0) {
       char *m = xasprintf("pack %s: a blob no index uses is damaged: %s", name, de);
       object_problem(c, name, m);
       free(m);

@@ -23,6 +23,7 @@
 
 #include "pipeline/prune.h"
 #include "repo/index.h"
+#include "repo/keys2.h"
 #include "repo/pack.h"
 #include "repo/snapshot.h"
 #include "repo/tree.h"
@@ -276,6 +277,10 @@ static int repack(struct plan *p, char **err) {
     hex_encode(p->packs[k].id, 32, hex);
     void *buf;
     size_t got;
+    unsigned char dk[32];
+    int v2 = p->r->format >= 2;
+    if (v2 && repo_pack_key(p->r, p->packs[k].id, dk, err) != 0)
+      goto out;
     if (repo_get(p->r, name, lo, hi - lo, &buf, &got, err) != 0)
       goto out;
     for (size_t i = g.first[k]; i < g.first[k + 1]; i++) {
@@ -284,16 +289,34 @@ static int repack(struct plan *p, char **err) {
       size_t rl;
       char *derr = NULL;
       if (e->offset - lo + e->length > got ||
-          repo_blob_decode(p->r, e->id, (enum blob_type)e->type, (char *)buf + (e->offset - lo),
-                           e->length, &raw, &rl, &derr) != 0) {
+          repo_blob_decode(p->r, v2 ? dk : NULL, e->id, (enum blob_type)e->type,
+                           (char *)buf + (e->offset - lo), e->length, &raw, &rl, &derr) != 0) {
         *err = xasprintf("pack %.16s: %s; prune stops before deleting anything", hex,
                          derr ? derr : "short read");
         free(derr);
         free(buf);
         goto out;
       }
+      if (!v2) {
+        packer_add(&pk, e->id, e->type, (char *)buf + (e->offset - lo), e->length, (uint32_t)rl);
+      } else {
+        /* format 2: each pack has its own data key, so a blob moves by
+         * being sealed again under the new pack's */
+        void *enc = NULL;
+        size_t el = 0;
+        if ((pk.len == 0 && packer_init_key(&pk, p->r) != 0) ||
+            repo_blob_encode(p->r, packer_key(&pk, p->r), e->id, (enum blob_type)e->type, raw, rl,
+                             &enc, &el) != 0) {
+          *err = xstrdup("unable to seal a blob for a repacked pack; prune stops before deleting "
+                         "anything");
+          free(raw);
+          free(buf);
+          goto out;
+        }
+        packer_add(&pk, e->id, e->type, enc, el, (uint32_t)rl);
+        free(enc);
+      }
       free(raw);
-      packer_add(&pk, e->id, e->type, (char *)buf + (e->offset - lo), e->length, (uint32_t)rl);
       if (pk.len >= p->r->pack_size && write_pack(p, &pk, err) != 0) {
         free(buf);
         goto out;

@@ -153,7 +153,7 @@ int repair_index(struct repo *r, const struct repair_opts *o, json_t **report, c
     size_t n = 0;
     char *e = NULL;
     if (pack_read_header(r, name, (uint64_t)json_integer_value(json_object_get(v, "size")), &es, &n,
-                         &e) != 0) {
+                         NULL, &e) != 0) {
       header_damaged++;
       size_t kept = 0;
       if (indexed)
@@ -274,7 +274,12 @@ static int tw_emit_chunk(struct tree_writer *w, char **err) {
   if (!have) {
     void *enc;
     size_t enc_len;
-    if (repo_blob_encode(w->r, id, BLOB_TREE, w->chunk, w->chunk_len, &enc, &enc_len) != 0) {
+    if (w->pk.len == 0 && packer_init_key(&w->pk, w->r) != 0) {
+      *err = xstrdup("unable to make a pack's data key");
+      return -1;
+    }
+    if (repo_blob_encode(w->r, packer_key(&w->pk, w->r), id, BLOB_TREE, w->chunk, w->chunk_len,
+                         &enc, &enc_len) != 0) {
       *err = xstrdup("unable to encode a tree blob");
       return -1;
     }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "repo/index.h"
+#include "repo/keys2.h"
 #include "compress/compress.h"
 #include "util/log.h"
 
@@ -27,22 +28,26 @@ int repo_blob_compress(const struct repo *r, const void *data, size_t n, const v
   return compress_encode_scratch(r->compress_algo, r->compress_level, data, n, plain, plain_len);
 }
 
-int repo_blob_seal(const struct repo *r, const unsigned char id[32], enum blob_type type,
-                   const void *plain, size_t plain_len, void *out) {
+int repo_blob_seal(const struct repo *r, const unsigned char *key, const unsigned char id[32],
+                   enum blob_type type, const void *plain, size_t plain_len, void *out) {
   unsigned char aad[33];
   blob_aad(id, type, aad);
-  return repo_seal(r, aad, sizeof(aad), plain, plain_len, out);
+  if (!r->crypto) {
+    memcpy(out, plain, plain_len);
+    return 0;
+  }
+  return repo_seal_key(r->crypto, key ? key : r->enc_key, aad, sizeof(aad), plain, plain_len, out);
 }
 
-int repo_blob_encode(const struct repo *r, const unsigned char id[32], enum blob_type type,
-                     const void *data, size_t n, void **out, size_t *out_len) {
+int repo_blob_encode(const struct repo *r, const unsigned char *key, const unsigned char id[32],
+                     enum blob_type type, const void *data, size_t n, void **out, size_t *out_len) {
   const void *plain;
   size_t plain_len;
   if (repo_blob_compress(r, data, n, &plain, &plain_len) != 0)
     return -1;
   size_t sl = repo_sealed_len(r, plain_len);
   void *sealed = xmalloc(sl);
-  int rc = repo_blob_seal(r, id, type, plain, plain_len, sealed);
+  int rc = repo_blob_seal(r, key, id, type, plain, plain_len, sealed);
   if (rc != 0) {
     free(sealed);
     return -1;
@@ -52,15 +57,25 @@ int repo_blob_encode(const struct repo *r, const unsigned char id[32], enum blob
   return 0;
 }
 
-int repo_blob_decode(const struct repo *r, const unsigned char id[32], enum blob_type type,
-                     const void *enc, size_t enc_len, void **out, size_t *out_len, char **err) {
+int repo_blob_decode(const struct repo *r, const unsigned char *key, const unsigned char id[32],
+                     enum blob_type type, const void *enc, size_t enc_len, void **out,
+                     size_t *out_len, char **err) {
   char hex[65];
   hex_encode(id, 32, hex);
   unsigned char aad[33];
   blob_aad(id, type, aad);
   void *plain = xmalloc(enc_len ? enc_len : 1);
   size_t plain_len;
-  if (repo_unseal(r, aad, sizeof(aad), enc, enc_len, plain, &plain_len) != 0) {
+  int opened;
+  if (!r->crypto) {
+    memcpy(plain, enc, enc_len);
+    plain_len = enc_len;
+    opened = 0;
+  } else {
+    opened = repo_unseal_key(r->crypto, key ? key : r->enc_key, aad, sizeof(aad), enc, enc_len,
+                             plain, &plain_len);
+  }
+  if (opened != 0) {
     free(plain);
     *err = xasprintf("blob %s: authentication failed (data corrupted or tampered with)", hex);
     return -1;
@@ -112,8 +127,13 @@ int repo_read_blob(struct repo *r, const unsigned char id[32], enum blob_type ty
     *err = xasprintf("pack %s: short read of blob %s", pack_hex, hex);
     return -1;
   }
+  unsigned char dk[32];
+  if (r->format >= 2 && repo_pack_key(r, r->index->packs[e.pack], dk, err) != 0) {
+    free(enc);
+    return -1;
+  }
   char *derr = NULL;
-  int rc = repo_blob_decode(r, id, type, enc, enc_len, out, n, &derr);
+  int rc = repo_blob_decode(r, r->format >= 2 ? dk : NULL, id, type, enc, enc_len, out, n, &derr);
   free(enc);
   if (rc != 0) {
     *err = xasprintf("pack %s: %s", pack_hex, derr);

@@ -15,10 +15,12 @@
 void repo_blob_id(const struct repo *r, const void *data, size_t n, unsigned char id[32]);
 
 /* Blob encoding: compress (algorithm byte + payload) then seal with the id
- * and type as AAD. decode checks everything (auth, size, id) and returns the
- * raw bytes. */
-int repo_blob_encode(const struct repo *r, const unsigned char id[32], enum blob_type type,
-                     const void *data, size_t n, void **out, size_t *out_len);
+ * and type as AAD, under key: the pack's (packer_key, pack_parse,
+ * repo_pack_key), which is the master key in format 1 and the pack's data
+ * key in format 2. decode checks everything (auth, size, id) and returns
+ * the raw bytes. */
+int repo_blob_encode(const struct repo *r, const unsigned char *key, const unsigned char id[32],
+                     enum blob_type type, const void *data, size_t n, void **out, size_t *out_len);
 /* The two halves of repo_blob_encode, for a caller that seals into a buffer
  * of its own (the backup seals straight into the pack being filled):
  * compress gives the plaintext in a buffer of the calling thread, valid until
@@ -26,10 +28,11 @@ int repo_blob_encode(const struct repo *r, const unsigned char id[32], enum blob
  * seal writes repo_sealed_len(plain_len) bytes to out. */
 int repo_blob_compress(const struct repo *r, const void *data, size_t n, const void **plain,
                        size_t *plain_len);
-int repo_blob_seal(const struct repo *r, const unsigned char id[32], enum blob_type type,
-                   const void *plain, size_t plain_len, void *out);
-int repo_blob_decode(const struct repo *r, const unsigned char id[32], enum blob_type type,
-                     const void *enc, size_t enc_len, void **out, size_t *out_len, char **err);
+int repo_blob_seal(const struct repo *r, const unsigned char *key, const unsigned char id[32],
+                   enum blob_type type, const void *plain, size_t plain_len, void *out);
+int repo_blob_decode(const struct repo *r, const unsigned char *key, const unsigned char id[32],
+                     enum blob_type type, const void *enc, size_t enc_len, void **out,
+                     size_t *out_len, char **err);
 
 /* Read one blob by id: its place from r->index, its bytes from the pack. */
 int repo_read_blob(struct repo *r, const unsigned char id[32], enum blob_type type, void **out,

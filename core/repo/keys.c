@@ -13,13 +13,18 @@
 #include <string.h>
 #include <time.h>
 
+#include "repo/keys2.h"
 #include "util/log.h"
 #include "util/sysinfo.h"
 
 #define KDF_N 32768u
 #define KDF_R 8u
 #define KDF_P 1u
-#define KEY_AAD "engine-key-v1"
+#define KEY_AAD_V1 "engine-key-v1"
+#define KEY_AAD_V2 "engine-key-v2"
+/* Format 1 wraps the master keys themselves, format 2 the master secret
+ * that opens the keyring (keys2.h). */
+#define KEY_AAD(r) ((r)->format >= 2 ? KEY_AAD_V2 : KEY_AAD_V1)
 
 /* scrypt (RFC 7914). Parameters come from key objects, which are untrusted
  * input: N must be a power of two and the memory it takes (128 * r * (N + p
@@ -50,6 +55,8 @@ int repo_derive_kek(const char *pass, size_t pass_len, const unsigned char *salt
 }
 
 static json_t *master_json(const struct repo *r) {
+  if (r->format >= 2)
+    return keys2_master_json(r);
   char seed[17];
   snprintf(seed, sizeof(seed), "%016llx", (unsigned long long)r->chunker_seed);
   char *ek = b64_encode(r->enc_key, REPO_KEY_LEN), *mk = b64_encode(r->mac_key, REPO_KEY_LEN);
@@ -73,8 +80,8 @@ int repo_key_make(const struct repo *r, const char *pass, size_t pass_len, char 
   sys_username(user);
   sys_hostname(host);
   json_t *k =
-      json_pack("{s:i, s:s, s:s, s:s, s:s}", "version", REPO_FORMAT_VERSION, "created", now, "user",
-                user, "host", host, "encryption", r->crypto ? r->crypto->name : "none");
+      json_pack("{s:i, s:s, s:s, s:s, s:s}", "version", r->format ? r->format : 1, "created", now,
+                "user", user, "host", host, "encryption", r->crypto ? r->crypto->name : "none");
   free(now);
   int rc = 0;
   if (r->crypto) {
@@ -88,7 +95,7 @@ int repo_key_make(const struct repo *r, const char *pass, size_t pass_len, char 
     } else {
       size_t sl = r->nonce_len + pl + r->tag_len;
       unsigned char *sealed = xmalloc(sl);
-      if (repo_seal_key(r->crypto, kek, KEY_AAD, strlen(KEY_AAD), plain, pl, sealed) != 0) {
+      if (repo_seal_key(r->crypto, kek, KEY_AAD(r), strlen(KEY_AAD(r)), plain, pl, sealed) != 0) {
         *err = xstrdup("unable to encrypt the master key");
         rc = -1;
       } else {
@@ -252,8 +259,8 @@ static int key_unwrap_scrypt(struct key_obj *o, const char *pass, size_t pass_le
     goto out;
   }
   *plain = xmalloc(o->blob_len + 1);
-  int ok = repo_unseal_key(o->r->crypto, kek, KEY_AAD, strlen(KEY_AAD), o->blob, o->blob_len,
-                           *plain, pl);
+  int ok = repo_unseal_key(o->r->crypto, kek, KEY_AAD(o->r), strlen(KEY_AAD(o->r)), o->blob,
+                           o->blob_len, *plain, pl);
   OPENSSL_cleanse(kek, sizeof(kek));
   if (ok == 0) {
     rc = 0;
@@ -306,6 +313,18 @@ static int key_master(struct key_obj *o, const char *plain, size_t pl, int check
   json_error_t je;
   json_t *m = json_loadb(plain, pl, 0, &je);
   const char *rid = m ? json_string_value(json_object_get(m, "repository")) : NULL;
+  if (r->format >= 2) {
+    int rc2;
+    if (!rid)
+      *err = key_damaged(o->name, "the master secret inside is malformed");
+    else if (strcmp(rid, r->id) != 0)
+      *err = xasprintf("key object '%s' belongs to repository %s, not %s (the config object was "
+                       "replaced?)",
+                       o->name, rid, r->id);
+    rc2 = rid && strcmp(rid, r->id) == 0 ? keys2_master_take(r, m, o->name, check_only, err) : -1;
+    json_decref(m);
+    return rc2;
+  }
   const char *ek = m ? json_string_value(json_object_get(m, "encryption_key")) : NULL;
   const char *mk = m ? json_string_value(json_object_get(m, "id_key")) : NULL;
   const char *seed = m ? json_string_value(json_object_get(m, "chunker_seed")) : NULL;
@@ -423,6 +442,10 @@ int repo_keys_open(struct repo *r, const char *pass, size_t pass_len, char **err
     free(e);
   }
   json_decref(keys);
+  if (rc == 0 && r->format >= 2 && keys2_keyring_load(r, err) != 0) {
+    free(bad_msgs);
+    return -1;
+  }
   if (rc == 0) {
     if (bad_msgs)
       log_warn("%s; the repository was opened with key %.8s", bad_msgs, r->key_id);

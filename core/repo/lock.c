@@ -65,8 +65,32 @@ static int write_lock(struct repo *r, int exclusive, const char *pipeline, char 
   return rc == 0 ? 0 : -1;
 }
 
+#define RELEASED "locks/released/"
+
+/* A write-only host (format 2, keys2.h) may hold storage credentials that
+ * cannot delete: it never deletes its lock, it writes a release marker
+ * locks/released/<id> instead, which every host reads as "this lock is
+ * gone"; a host that can delete removes both the next time it takes a
+ * lock. */
 static void delete_object(struct repo *r, const char *name) {
   char *err = NULL;
+  if (r->write_only) {
+    char marker[96];
+    snprintf(marker, sizeof(marker), RELEASED "%s", name + strlen("locks/"));
+    const char *text = "{\"released\":true}";
+    size_t n = strlen(text), sl = repo_sealed_len(r, n);
+    unsigned char *sealed = xmalloc(sl);
+    int rc = repo_seal(r, "lock", 4, text, n, sealed);
+    if (rc == 0)
+      rc = repo_put(r, marker, sealed, sl, ENGINE_PUT_NO_OVERWRITE, &err);
+    free(sealed);
+    if (rc != 0 && rc != ENGINE_EXISTS) {
+      log_warn("unable to release the repository lock %s: %s", name + 6,
+               err ? err : "encryption failed");
+    }
+    free(err);
+    return;
+  }
   if (repo_delete(r, name, &err) != 0) {
     log_warn("%s", err);
     free(err);
@@ -164,10 +188,35 @@ static char *find_conflict(struct repo *r, int exclusive, const char *pipeline, 
   char *conflict = NULL;
   size_t i;
   json_t *e;
+  /* release markers (see delete_object): the locks they name are gone */
+  json_t *released = json_object();
   json_array_foreach(list, i, e) {
     const char *name = json_string_value(json_object_get(e, "name"));
+    if (strncmp(name, RELEASED, strlen(RELEASED)) == 0)
+      json_object_set_new(released, name + strlen(RELEASED), json_true());
+  }
+  json_array_foreach(list, i, e) {
+    const char *name = json_string_value(json_object_get(e, "name"));
+    if (strncmp(name, RELEASED, strlen(RELEASED)) == 0) {
+      /* a marker whose lock is gone: removed by a host that can delete */
+      char lock[96];
+      snprintf(lock, sizeof(lock), "locks/%s", name + strlen(RELEASED));
+      int has_lock = 0;
+      size_t k;
+      json_t *f;
+      json_array_foreach(list, k, f) has_lock |=
+          strcmp(json_string_value(json_object_get(f, "name")), lock) == 0;
+      if (!has_lock && !r->write_only)
+        delete_object(r, name);
+      continue;
+    }
     if (mine && strcmp(name, mine) == 0)
       continue;
+    if (json_object_get(released, name + strlen("locks/"))) {
+      if (!r->write_only)
+        delete_object(r, name); /* its marker goes on the next pass */
+      continue;
+    }
     json_t *l;
     char *why = NULL;
     int got = read_lock(r, name, &l, &why);
@@ -195,6 +244,7 @@ static char *find_conflict(struct repo *r, int exclusive, const char *pipeline, 
     }
     json_decref(l);
   }
+  json_decref(released);
   json_decref(list);
   return conflict;
 }

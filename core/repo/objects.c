@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "repo/keys2.h"
 #include "util/log.h"
 
 const char *repo_sink_name(const struct repo_sink *s) {
@@ -303,11 +304,20 @@ int repo_save_json(struct repo *r, const char *kind, json_t *obj, char id_hex[65
   return rc;
 }
 
+/* Format 2: index objects are sealed with the index key, which writers
+ * hold too (they deduplicate against the index); every other kind to the
+ * public key, so that only a holder of the private key reads it. */
+static int kind_public(const struct repo *r, const char *kind) {
+  return r->format >= 2 && r->crypto && strcmp(kind, "index") != 0;
+}
+
 int repo_save_text(struct repo *r, const char *kind, const char *text, size_t n, char id_hex[65],
                    char **err) {
-  size_t sl = repo_sealed_len(r, n);
+  int pub = kind_public(r, kind);
+  size_t sl = pub ? n + REPO_SEALPUB_OVERHEAD : repo_sealed_len(r, n);
   unsigned char *sealed = xmalloc(sl);
-  int rc = repo_seal(r, kind, strlen(kind), text, n, sealed);
+  int rc = pub ? repo_seal_pub(r, kind, strlen(kind), text, n, sealed)
+               : repo_seal(r, kind, strlen(kind), text, n, sealed);
   if (rc != 0) {
     free(sealed);
     *err = xasprintf("unable to encrypt %s", kind);
@@ -344,10 +354,19 @@ static int load_json(struct repo *r, const char *kind, const char *id_hex, json_
   }
   char *plain = xmalloc(n + 1);
   size_t pl;
-  if (repo_unseal(r, kind, strlen(kind), buf, n, plain, &pl) != 0) {
+  int u = kind_public(r, kind) ? repo_unseal_pub(r, kind, strlen(kind), buf, n, plain, &pl)
+                               : repo_unseal(r, kind, strlen(kind), buf, n, plain, &pl);
+  if (u != 0) {
     free(buf);
     free(plain);
-    *err = xasprintf("%s '%s': authentication failed (wrong key or tampered object)", kind, name);
+    *err = u == -2 && r->write_only
+               ? xasprintf("%s '%s' is sealed to the repository's public key: this host holds a "
+                           "write-only credential, which cannot read it",
+                           kind, name)
+           : u == -2
+               ? xasprintf("%s '%s' is sealed to a key pair the keyring does not hold", kind, name)
+               : xasprintf("%s '%s': authentication failed (wrong key or tampered object)", kind,
+                           name);
     return -1;
   }
   free(buf);

@@ -16,7 +16,10 @@
 #include "plugin/host.h"
 #include "util/encoding.h"
 
+/* The format new repositories get, and the versions this engine reads
+ * (docs/FORMAT.md: version 1, and version 2's key hierarchy, keys2.h). */
 #define REPO_FORMAT_VERSION 1
+#define REPO_FORMAT_MAX 2
 #define REPO_ID_LEN 32
 #define REPO_KEY_LEN 32
 #define REPO_DEFAULT_PACK_SIZE (16u * 1024u * 1024u)
@@ -34,15 +37,38 @@ struct repo_sink {
   atomic_int failed;
 };
 
-struct index; /* core/repo/index.h */
+struct index;         /* core/repo/index.h */
+struct repo_dk_cache; /* core/repo/keys2.c */
+
+/* Format 2: one X25519 key pair of the keyring (keys2.h). A write-only
+ * host has the current one's public half only. */
+struct repo_keypair {
+  unsigned char id[8]; /* first 8 bytes of SHA-256(pub) */
+  unsigned char pub[32], priv[32];
+  int has_priv;
+  char *created;
+};
 
 struct repo {
   struct repo_sink *sinks;
   size_t n_sinks;
   const struct engine_plugin *crypto; /* NULL: encryption none */
   size_t nonce_len, tag_len;
+  /* Format 1: the master encryption key. Format 2: the index key (index
+   * objects and locks, which writers read too); blobs and pack headers are
+   * sealed with each pack's data key, everything else to the public key. */
   unsigned char enc_key[REPO_KEY_LEN];
-  unsigned char mac_key[REPO_KEY_LEN];
+  unsigned char mac_key[REPO_KEY_LEN]; /* blob id (HMAC) key */
+  int format;                          /* config.version: 1 or 2 */
+  /* Format 2 (keys2.h): a host opened with a writer credential holds no
+   * private key: it can add data and snapshots but read neither. */
+  int write_only;
+  unsigned char master_secret[REPO_KEY_LEN]; /* format 2, not write_only */
+  struct repo_keypair *kps;                  /* format 2: the keyring's key pairs */
+  size_t n_kps, cur_kp;                      /* cur_kp: the one new data is sealed to */
+  uint64_t keyring_generation;
+  char keyring_name[80];
+  struct repo_dk_cache *dkc; /* pack data keys already opened */
   uint64_t chunker_seed;
   char id[2 * REPO_ID_LEN + 1];
   char key_id[65]; /* the key object that opened the repository */
@@ -92,6 +118,9 @@ int repo_sink_list(struct repo_sink *s, const char *prefix, json_t **out, char *
 /* Sealing: nonce || AEAD(ct) || tag with the repository key and aad; with
  * encryption none the plaintext is stored as is. */
 size_t repo_sealed_len(const struct repo *r, size_t plain_len);
+/* Format 2: sealing to the repository's current public key (keys2.h) has
+ * this much overhead instead. */
+#define REPO_SEALPUB_OVERHEAD (8 + 32 + 12 + 16)
 int repo_seal(const struct repo *r, const void *aad, size_t aad_len, const void *in, size_t n,
               void *out);
 /* out gets plain_len = n - overhead bytes; returns -1 if authentication fails. */

@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "repo/index.h"
+#include "repo/keys2.h"
 #include "util/log.h"
 
 #define DEFAULT_BUDGET (24u * 1024u * 1024u)
@@ -240,6 +241,13 @@ static void fetch_unit(struct prefetch *p, const struct unit *u) {
   memcpy(order, p->list + u->first_pos, u->count * sizeof(*order));
   qsort_r(order, u->count, sizeof(*order), by_offset, p->loc);
   size_t *retry = xmalloc(u->count * sizeof(*retry)), n_retry = 0;
+  /* format 2: the unit's pack's data key (a failure leaves every blob to
+   * the retry, which reports it) */
+  unsigned char dk[32];
+  int keyed = p->r->format < 2 || (u->pack != UINT32_MAX &&
+                                   repo_pack_key(p->r, p->r->index->packs[u->pack], dk, &err) == 0);
+  free(err);
+  err = NULL;
   for (size_t k = 0; k < u->count;) {
     size_t i = order[k], same = 1;
     while (k + same < u->count && p->loc[order[k + same]].offset == p->loc[i].offset &&
@@ -251,8 +259,9 @@ static void fetch_unit(struct prefetch *p, const struct unit *u) {
     const unsigned char *src = streaming ? st.buf : buf;
     void *data = NULL;
     size_t len = 0;
-    if (have &&
-        repo_blob_decode(p->r, p->ids[i], p->type, src + from, l->length, &data, &len, &err) == 0) {
+    if (have && keyed &&
+        repo_blob_decode(p->r, p->r->format >= 2 ? dk : NULL, p->ids[i], p->type, src + from,
+                         l->length, &data, &len, &err) == 0) {
       publish_group(p, order + k, same, data, len, NULL);
     } else {
       free(err);

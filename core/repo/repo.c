@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "repo/index.h"
+#include "repo/keys2.h"
 #include "util/log.h"
 
 /* ---- config ----------------------------------------------------------- */
@@ -42,13 +43,14 @@ static int parse_config(struct repo *r, const char *text, size_t len, const char
     return -1;
   }
   json_int_t v = json_integer_value(json_object_get(c, "version"));
-  if (v != REPO_FORMAT_VERSION) {
+  if (v < 1 || v > REPO_FORMAT_MAX) {
     json_decref(c);
-    *err = xasprintf(
-        "%s: repository format version %lld is not supported by this engine (it reads version %d)",
-        where, (long long)v, REPO_FORMAT_VERSION);
+    *err = xasprintf("%s: repository format version %lld is not supported by this engine (it "
+                     "reads versions 1 to %d)",
+                     where, (long long)v, REPO_FORMAT_MAX);
     return -1;
   }
+  r->format = (int)v;
   const char *id = json_string_value(json_object_get(c, "id"));
   const char *enc = json_string_value(json_object_get(c, "encryption"));
   json_t *ch = json_object_get(c, "chunker");
@@ -132,12 +134,20 @@ static int probe_sink(struct repo_sink *s, void **cfg, size_t *cfg_len, char **e
 
 static int init_repo(struct repo *r, const struct repo_open_opts *o, char **err) {
   unsigned char rid[REPO_ID_LEN];
+  r->format = o->format ? o->format : REPO_FORMAT_VERSION;
+  if (o->write_only) {
+    *err = xstrdup("a write-only host cannot create a repository: create it (with 'repository: "
+                   "{format: 2}') on a host that holds the passphrase");
+    return -1;
+  }
   if (RAND_bytes(rid, sizeof(rid)) != 1 || RAND_bytes(r->enc_key, REPO_KEY_LEN) != 1 ||
       RAND_bytes(r->mac_key, REPO_KEY_LEN) != 1 ||
       RAND_bytes((unsigned char *)&r->chunker_seed, sizeof(r->chunker_seed)) != 1) {
     *err = xstrdup("the system random number generator failed");
     return -1;
   }
+  if (r->format >= 2 && keys2_init(r, err) != 0)
+    return -1;
   hex_encode(rid, sizeof(rid), r->id);
   r->chunker = o->chunker;
   if (!r->chunker.min_size)
@@ -161,7 +171,7 @@ static int init_repo(struct repo *r, const struct repo_open_opts *o, char **err)
   char *now = iso_time(time(NULL));
   json_t *c =
       json_pack("{s:i, s:i, s:s, s:s, s:s, s:s, s:{s:s, s:I, s:I, s:I}, s:I}", "engine_repository",
-                1, "version", REPO_FORMAT_VERSION, "id", r->id, "created", now, "encryption",
+                1, "version", r->format, "id", r->id, "created", now, "encryption",
                 r->crypto ? r->crypto->name : "none", "id_hash", "hmac-sha256", "chunker",
                 "algorithm", "fastcdc-gear64", "min", (json_int_t)r->chunker.min_size, "avg",
                 (json_int_t)r->chunker.avg_size, "max", (json_int_t)r->chunker.max_size,
@@ -184,6 +194,8 @@ static int init_repo(struct repo *r, const struct repo_open_opts *o, char **err)
   }
   /* The key first: a location with a config but no key would be unusable. */
   int rc = repo_put(r, kname, ktext, strlen(ktext), ENGINE_PUT_NO_OVERWRITE, err);
+  if (rc == 0 && r->format >= 2)
+    rc = keys2_keyring_save(r, err);
   if (rc == 0)
     rc = repo_put(r, "config", ctext, strlen(ctext), ENGINE_PUT_NO_OVERWRITE, err);
   if (rc == 0)
@@ -254,6 +266,7 @@ static struct repo *repo_new(const struct repo_open_opts *o, char **err) {
   r->compress_algo = o->compress_algo;
   r->compress_level = o->compress_level;
   r->index = index_new();
+  keys2_dk_cache_init(r);
   return r;
 }
 
@@ -380,7 +393,9 @@ int repo_open(const struct repo_open_opts *o, struct repo **out, char **err) {
     goto fail;
   free(p.cfg);
   p.cfg = NULL;
-  if (repo_keys_open(r, o->passphrase, o->passphrase_len, err) != 0)
+  if (o->write_only ? keys2_writer_open(r, o->passphrase, o->passphrase_len,
+                                        "stages.encrypt.key_file", err) != 0
+                    : repo_keys_open(r, o->passphrase, o->passphrase_len, err) != 0)
     goto fail;
   warn_sinks_behind(r);
   *out = r;
@@ -395,6 +410,7 @@ void repo_close(struct repo *r) {
   if (!r)
     return;
   index_free(r->index);
+  keys2_free(r);
   OPENSSL_cleanse(r->enc_key, sizeof(r->enc_key));
   OPENSSL_cleanse(r->mac_key, sizeof(r->mac_key));
   free(r);

@@ -69,6 +69,10 @@ struct repo_open_opts {
   /* restore, snapshots, show, check: a sink that is down or empty while
    * another holds the repository is skipped with a warning */
   int read_only;
+  int format; /* for create: 1 or 2; 0: REPO_FORMAT_VERSION */
+  /* passphrase holds a writer credential (keys2.h) instead: the host can
+   * add to the repository but read nothing of it */
+  int write_only;
 };
 
 /* Open (or, with create, initialise) the repository on the sinks. Nothing is

@@ -65,7 +65,7 @@ static json_t *store_tree(const unsigned char *t, size_t len) {
     repo_blob_id(repo, t + at, n, id);
     void *enc;
     size_t enc_len;
-    FUZZ_CHECK(repo_blob_encode(repo, id, BLOB_TREE, t + at, n, &enc, &enc_len) == 0,
+    FUZZ_CHECK(repo_blob_encode(repo, NULL, id, BLOB_TREE, t + at, n, &enc, &enc_len) == 0,
                "repo_blob_encode");
     packer_add(&pk, id, BLOB_TREE, enc, enc_len, (uint32_t)n);
     free(enc);

@@ -38,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   struct pack_entry *e = NULL;
   size_t n = 0;
   char *err = NULL;
-  int rc = pack_parse(repo, data, size, &e, &n, &err);
+  int rc = pack_parse(repo, data, size, &e, &n, NULL, &err);
   FUZZ_CHECK(rc == 0 || err, "pack_parse failed without a reason");
   free(err);
   err = NULL;
@@ -58,7 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       size_t t = tails[k] < 8 ? 8 : tails[k];
       struct pack_entry *te = NULL;
       size_t tn = 0;
-      int trc = pack_parse_tail(repo, data + size - t, t, size, &te, &tn, &err);
+      int trc = pack_parse_tail(repo, NULL, data + size - t, t, size, &te, &tn, &err);
       free(err);
       err = NULL;
       if (rc == 0 && (uint64_t)le32_get(data + size - 8) + 8 <= t) {
@@ -84,7 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memsink_put(memsink_of(repo), name, data, size);
   struct pack_entry *re = NULL;
   size_t rn = 0;
-  int rrc = pack_read_header(repo, name, size, &re, &rn, &err);
+  int rrc = pack_read_header(repo, name, size, &re, &rn, NULL, &err);
   FUZZ_CHECK(rrc == 0 || err, "pack_read_header failed without a reason");
   free(err);
   FUZZ_CHECK((rrc == 0) == (rc == 0), "pack_read_header says %d, pack_parse %d", rrc, rc);

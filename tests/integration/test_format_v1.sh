@@ -69,6 +69,7 @@ run_ok "$T/check.out" "$T/check.err" check "$T/v1.yml" --read-data
 
 # a backup into the v1 repository, deduplicated against the fixture's data
 cp -r "$FIX/snap2" "$T/src"
+mkdir -p "$T/src/empty-dir"
 printf 'written by this engine\n' >"$T/src/new.txt"
 run_ok "$T/run.json" "$T/run.err" run "$T/v1.yml" --json
 s3=$(json_get "$T/run.json" 'j["snapshot"]')

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Independent reader for engine repositories, format version 1.
+"""Independent reader for engine repositories, format versions 1 and 2.
 
 Written from docs/FORMAT.md alone (it imports nothing of the engine), so that
 it proves the document is enough to read a repository: it opens the key,
@@ -21,6 +21,10 @@ Usage:
     verify                        check every object; exit 1 on any failure
     rechunk SNAPSHOT SOURCE NAME  re-chunk the content and the source's tree
                                   with the documented chunker; compare ids
+    credential FILE               format 2: check that a writer credential
+                                  belongs to the repository, names its
+                                  current public key and holds no private
+                                  key nor the master secret (exit 1 if it does)
   SNAPSHOT is 'latest' or a prefix (at least 4 hex digits) of a snapshot id.
 """
 
@@ -39,6 +43,9 @@ import zlib
 try:
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 except ImportError:  # pragma: no cover - depends on the machine
     sys.stderr.write("engine_reader: python3-cryptography is required "
                      "(apt-get install python3-cryptography)\n")
@@ -50,9 +57,11 @@ except ImportError:  # pragma: no cover - depends on the machine
                      "(apt-get install python3-zstandard)\n")
     sys.exit(1)
 
-FORMAT_VERSION = 1
-KEY_AAD = b"engine-key-v1"
-PACK_MAGIC = b"EPK1"
+FORMAT_VERSIONS = (1, 2)
+KEY_AAD = {1: b"engine-key-v1", 2: b"engine-key-v2"}
+PACK_MAGIC = {1: b"EPK1", 2: b"EPK2"}
+SEALPUB_OVERHEAD = 8 + 32 + 12 + 16   # format 2: key id, ephemeral key, nonce, tag
+SEALED_DK_LEN = SEALPUB_OVERHEAD + 32  # format 2: a pack's sealed data key
 PACK_HEADER_MAGIC = b"EPH1"
 PACK_ENTRY_SIZE = 45
 BLOB_DATA, BLOB_TREE = 0, 1
@@ -223,9 +232,12 @@ class Repo:
             raise FormatError("config is not valid JSON: %s" % e)
         if not isinstance(cfg, dict) or cfg.get("engine_repository") != 1:
             raise FormatError("'config' is not an engine repository configuration")
-        if cfg.get("version") != FORMAT_VERSION:
-            raise FormatError("repository format version %r is not supported (this reader reads %d)"
-                              % (cfg.get("version"), FORMAT_VERSION))
+        if cfg.get("version") not in FORMAT_VERSIONS:
+            raise FormatError("repository format version %r is not supported (this reader reads %s)"
+                              % (cfg.get("version"), FORMAT_VERSIONS))
+        self.version = cfg["version"]
+        if self.version == 2 and cfg.get("encryption") == "none":
+            raise FormatError("config: format 2 needs encryption")
         rid = cfg.get("id")
         if not isinstance(rid, str) or not HEX64.match(rid):
             raise FormatError("config: 'id' is not 64 lowercase hex digits")
@@ -280,13 +292,28 @@ class Repo:
                 except (KeyError, TypeError, ValueError) as e:
                     problems.append("key '%s': invalid scrypt parameters (%s)" % (name, e))
                     continue
-                plain = self.aead.open(kek, KEY_AAD, data)
+                plain = self.aead.open(kek, KEY_AAD[self.version], data)
                 if plain is None:
                     wrong += 1
                     continue
             else:
                 problems.append("key '%s': unsupported key derivation %r" % (name, algo))
                 continue
+            if self.version == 2:
+                try:
+                    m = json.loads(plain.decode("utf-8"))
+                    ms = b64decode_strict(m["master_secret"], "master secret")
+                    repo_id = m["repository"]
+                except (UnicodeDecodeError, ValueError, KeyError, TypeError, FormatError) as e:
+                    problems.append("key '%s': malformed master secret (%s)" % (name, e))
+                    continue
+                if len(ms) != 32 or repo_id != self.id:
+                    problems.append("key '%s': malformed master secret or another repository" % name)
+                    continue
+                self.master_secret = ms
+                self.key_name = name
+                self.open_keyring()
+                return
             try:
                 m = json.loads(plain.decode("utf-8"))
                 ek = b64decode_strict(m["encryption_key"], "master key: encryption_key")
@@ -311,6 +338,72 @@ class Repo:
                               "with it" % len(names))
         raise FormatError("; ".join(problems) or "no usable key")
 
+    def open_keyring(self):
+        """Format 2: the newest keyring object that opens with the master secret."""
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=self.id.encode("ascii"),
+                   info=b"engine-v2 keyring").derive(self.master_secret)
+        best = None
+        for name in self.list("keyring/"):
+            buf = self.read(name)
+            if hashlib.sha256(buf).hexdigest() != name[len("keyring/"):]:
+                raise FormatError("keyring '%s': content does not match its name" % name)
+            plain = self.aead.open(key, b"keyring", buf)
+            if plain is None:
+                raise FormatError("keyring '%s' does not open with the master secret" % name)
+            k = json.loads(plain.decode("utf-8"))
+            if k.get("repository") != self.id:
+                raise FormatError("keyring '%s' belongs to another repository" % name)
+            if best is None or k["generation"] > best["generation"]:
+                best = k
+        if best is None:
+            raise FormatError("the repository has no keyring (keyring/ is empty)")
+        self.enc_key = b64decode_strict(best["index_key"], "keyring: index_key")
+        self.id_key = b64decode_strict(best["id_key"], "keyring: id_key")
+        self.seed = int(best["chunker_seed"], 16)
+        self.keypairs = {}  # key id (8 bytes) -> (private, public) raw bytes
+        for kp in best["keypairs"]:
+            priv = b64decode_strict(kp["private"], "keyring: private")
+            pub = b64decode_strict(kp["public"], "keyring: public")
+            derived = X25519PrivateKey.from_private_bytes(priv).public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            if derived != pub:
+                raise FormatError("keyring: key pair %s: the public key is not the private key's"
+                                  % kp.get("id"))
+            kid = hashlib.sha256(pub).digest()[:8]
+            if kid.hex() != kp.get("id"):
+                raise FormatError("keyring: key pair id %r is not SHA-256(public)[:8]" % kp.get("id"))
+            self.keypairs[kid] = (priv, pub)
+        self.current_public = b64decode_strict(
+            next(k["public"] for k in best["keypairs"] if k["id"] == best["current"]),
+            "keyring: current")
+        self.pack_keys = {}
+
+    def open_sealed_to_public(self, aad, buf):
+        """Format 2: kid || ephemeral public || nonce || ciphertext || tag."""
+        if len(buf) < SEALPUB_OVERHEAD:
+            return None
+        kp = self.keypairs.get(bytes(buf[:8]))
+        if kp is None:
+            raise FormatError("sealed to key pair %s, which the keyring does not hold" % buf[:8].hex())
+        priv, pub = kp
+        eph = bytes(buf[8:40])
+        shared = X25519PrivateKey.from_private_bytes(priv).exchange(
+            X25519PublicKey.from_public_bytes(eph))
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=eph + pub,
+                   info=b"engine-v2 sealpub").derive(shared)
+        return self.aead.open(key, aad, bytes(buf[40:]))
+
+    def pack_key(self, pid, head=None):
+        """Format 2: a pack's data key, from the sealed key it starts with."""
+        if pid not in self.pack_keys:
+            if head is None:
+                head = self.read("data/%s/%s" % (pid[:2], pid), 0, SEALED_DK_LEN)
+            dk = self.open_sealed_to_public(b"packkey", head[:SEALED_DK_LEN])
+            if dk is None or len(dk) != 32:
+                raise FormatError("pack %s: its data key does not authenticate" % pid)
+            self.pack_keys[pid] = dk
+        return self.pack_keys[pid]
+
     # ---- sealed objects ------------------------------------------------
 
     def blob_id(self, raw):
@@ -323,7 +416,10 @@ class Repo:
         if hashlib.sha256(buf).hexdigest() != id_hex:
             raise FormatError("%s '%s' is corrupted: its content hash is %s"
                               % (kind, name, hashlib.sha256(buf).hexdigest()))
-        plain = self.aead.open(self.enc_key, kind.encode("ascii"), buf)
+        if self.version == 2 and kind != "index":
+            plain = self.open_sealed_to_public(kind.encode("ascii"), buf)
+        else:
+            plain = self.aead.open(self.enc_key, kind.encode("ascii"), buf)
         if plain is None:
             raise FormatError("%s '%s': authentication failed" % (kind, name))
         try:
@@ -334,9 +430,9 @@ class Repo:
             raise FormatError("%s '%s': not a JSON object" % (kind, name))
         return obj
 
-    def decode_blob(self, bid, btype, sealed):
+    def decode_blob(self, bid, btype, sealed, key=None):
         aad = bytes(bid) + bytes([btype])
-        plain = self.aead.open(self.enc_key, aad, sealed)
+        plain = self.aead.open(key or self.enc_key, aad, sealed)
         if plain is None:
             raise FormatError("blob %s: authentication failed" % bid.hex())
         if plain:
@@ -384,7 +480,7 @@ class Repo:
         sealed = self.read("data/%s/%s" % (pid[:2], pid), off, length)
         if len(sealed) != length:
             raise FormatError("pack %s: short read of blob %s" % (pid, bid.hex()))
-        raw = self.decode_blob(bid, btype, sealed)
+        raw = self.decode_blob(bid, btype, sealed, self.pack_key(pid) if self.version == 2 else None)
         if len(raw) != raw_length:
             raise FormatError("blob %s: %d bytes, the index says %d" % (bid.hex(), len(raw), raw_length))
         return raw
@@ -636,15 +732,22 @@ def cmd_verify(repo, args):
         if hashlib.sha256(buf).hexdigest() != pid:
             fail("pack %s: content does not match its name" % pid)
             continue
-        if len(buf) < 8 or buf[-4:] != PACK_MAGIC:
+        if len(buf) < 8 or buf[-4:] != PACK_MAGIC[repo.version]:
             fail("pack %s: trailer magic missing" % pid)
             continue
+        key, first = repo.enc_key, 0
+        if repo.version == 2:
+            try:
+                key, first = repo.pack_key(pid, buf[:SEALED_DK_LEN]), SEALED_DK_LEN
+            except FormatError as err:
+                fail(str(err))
+                continue
         hl = int.from_bytes(buf[-8:-4], "little")
         if hl > len(buf) - 8:
             fail("pack %s: header length out of range" % pid)
             continue
         data_end = len(buf) - 8 - hl
-        header = repo.aead.open(repo.enc_key, b"packheader", buf[data_end:len(buf) - 8])
+        header = repo.aead.open(key, b"packheader", buf[data_end:len(buf) - 8])
         if header is None:
             fail("pack %s: header authentication failed" % pid)
             continue
@@ -654,7 +757,7 @@ def cmd_verify(repo, args):
             fail("pack %s: header is malformed" % pid)
             continue
         count = int.from_bytes(header[4:8], "little")
-        expect_off = 0
+        expect_off = first
         for i in range(count):
             e = header[8 + i * PACK_ENTRY_SIZE:8 + (i + 1) * PACK_ENTRY_SIZE]
             btype, bid = e[0], bytes(e[1:33])
@@ -670,7 +773,7 @@ def cmd_verify(repo, args):
                 fail("pack %s entry %d: offset %d, expected %d (blobs are contiguous)" % (pid, i, off, expect_off))
             expect_off = off + length
             try:
-                raw = repo.decode_blob(bid, btype, buf[off:off + length])
+                raw = repo.decode_blob(bid, btype, buf[off:off + length], key)
             except FormatError as err:
                 fail("pack %s: %s" % (pid, err))
                 continue
@@ -746,9 +849,54 @@ def cmd_verify(repo, args):
     return 1 if failures else 0
 
 
+def cmd_credential(repo, args):
+    """A writer credential must name this repository and its current public
+    key, and hold nothing that reads: no private key of the keyring (raw,
+    or as any 32-byte field), not the master secret."""
+    if repo.version != 2:
+        raise FormatError("writer credentials exist in format 2 only")
+    with open(args.file, "rb") as f:
+        text = f.read()
+    c = json.loads(text.decode("utf-8"))
+    problems = []
+    if c.get("type") != "engine-writer-credential" or c.get("repository") != repo.id:
+        problems.append("not a writer credential of this repository")
+    for field in c:
+        if "private" in field or "master" in field:
+            problems.append("field %r" % field)
+    secrets = {priv: "private key %s" % kid.hex() for kid, (priv, _) in repo.keypairs.items()}
+    secrets[repo.master_secret] = "the master secret"
+    for field, value in c.items():
+        if not isinstance(value, str):
+            continue
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        for secret, what in secrets.items():
+            if secret == raw or secret in text or secret.hex().encode() in text or \
+                    base64.b64encode(secret) in text:
+                problems.append("%s (field %r)" % (what, field))
+    pub = base64.b64decode(c.get("public_key", ""))
+    if pub != repo.current_public:
+        problems.append("its public key is not the keyring's current one")
+    if hashlib.sha256(pub).digest()[:8].hex() != c.get("key_id"):
+        problems.append("key_id is not SHA-256(public_key)[:8]")
+    if base64.b64decode(c.get("index_key", "")) != repo.enc_key or \
+            base64.b64decode(c.get("id_key", "")) != repo.id_key:
+        problems.append("its index key or id key is not the repository's")
+    if problems:
+        for p in sorted(set(problems)):
+            sys.stderr.write("engine_reader: credential: holds %s\n" % p)
+        return 1
+    out("credential: repository %s, public key %s; holds no private key and not the master "
+        "secret (%d key pair(s) checked)\n" % (repo.id[:8], c.get("key_id"), len(repo.keypairs)))
+    return 0
+
+
 def main(argv):
     ap = argparse.ArgumentParser(prog="engine_reader.py",
-                                 description="Independent reader for engine repositories (format 1).")
+                                 description="Independent reader for engine repositories (formats 1 and 2).")
     ap.add_argument("repo", metavar="REPO_DIR")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--passphrase-env", metavar="VAR", help="environment variable holding the passphrase")
@@ -769,6 +917,8 @@ def main(argv):
     p.add_argument("snapshot")
     p.add_argument("source")
     p.add_argument("name")
+    p = sub.add_parser("credential", help="format 2: check a writer credential holds no private key")
+    p.add_argument("file")
     args = ap.parse_args(argv)
 
     passphrase = None
@@ -796,7 +946,7 @@ def main(argv):
             raise FormatError("'%s' holds no repository (no 'config' object)" % args.repo)
         repo.open(passphrase)
         cmd = {"list": cmd_list, "ls": cmd_ls, "cat": cmd_cat, "verify": cmd_verify,
-               "rechunk": cmd_rechunk}[args.cmd]
+               "rechunk": cmd_rechunk, "credential": cmd_credential}[args.cmd]
         return cmd(repo, args)
     except FormatError as e:
         sys.stderr.write("engine_reader: %s\n" % e)

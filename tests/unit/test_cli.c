@@ -168,7 +168,8 @@ static void test_refusals(void **state) {
   refused("unknown command 'frob'", "frob", NULL);
   refused("unknown command 'frob'", "help", "frob", NULL);
   refused("unknown action 'fix' (expected index or snapshots)", "repair", "fix", "p", NULL);
-  refused("unknown action 'frob' (expected add, list, remove or passwd)", "key", "frob", "p", NULL);
+  refused("unknown action 'frob' (expected add, list, remove, passwd or rotate)", "key", "frob",
+          "p", NULL);
   refused("run: wrong number of arguments\nusage: engine run PIPELINE", "run", NULL);
   refused("show: wrong number of arguments", "show", "p", NULL);
   refused("key remove: wrong number of arguments\nusage: engine key remove PIPELINE KEY-ID", "key",

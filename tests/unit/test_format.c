@@ -92,17 +92,18 @@ static void test_blob_roundtrip_and_tamper(void **state) {
   repo_blob_id(r, data, n, id);
   void *enc;
   size_t enc_len;
-  assert_int_equal(repo_blob_encode(r, id, BLOB_DATA, data, n, &enc, &enc_len), 0);
+  assert_int_equal(repo_blob_encode(r, NULL, id, BLOB_DATA, data, n, &enc, &enc_len), 0);
   assert_true(enc_len < n); /* compressible */
   void *out;
   size_t out_len;
   char *err = NULL;
-  assert_int_equal(repo_blob_decode(r, id, BLOB_DATA, enc, enc_len, &out, &out_len, &err), 0);
+  assert_int_equal(repo_blob_decode(r, NULL, id, BLOB_DATA, enc, enc_len, &out, &out_len, &err), 0);
   assert_int_equal(out_len, n);
   assert_memory_equal(out, data, n);
   free(out);
   /* the type is authenticated */
-  assert_int_not_equal(repo_blob_decode(r, id, BLOB_TREE, enc, enc_len, &out, &out_len, &err), 0);
+  assert_int_not_equal(repo_blob_decode(r, NULL, id, BLOB_TREE, enc, enc_len, &out, &out_len, &err),
+                       0);
   assert_non_null(strstr(err, "authentication failed"));
   free(err);
   /* so is the id: the same ciphertext under another id is refused */
@@ -110,14 +111,15 @@ static void test_blob_roundtrip_and_tamper(void **state) {
   memcpy(other, id, 32);
   other[5] ^= 1;
   err = NULL;
-  assert_int_not_equal(repo_blob_decode(r, other, BLOB_DATA, enc, enc_len, &out, &out_len, &err),
-                       0);
+  assert_int_not_equal(
+      repo_blob_decode(r, NULL, other, BLOB_DATA, enc, enc_len, &out, &out_len, &err), 0);
   free(err);
   /* every flipped byte is detected */
   for (size_t i = 0; i < enc_len; i += enc_len / 50 + 1) {
     ((unsigned char *)enc)[i] ^= 0x40;
     err = NULL;
-    assert_int_not_equal(repo_blob_decode(r, id, BLOB_DATA, enc, enc_len, &out, &out_len, &err), 0);
+    assert_int_not_equal(
+        repo_blob_decode(r, NULL, id, BLOB_DATA, enc, enc_len, &out, &out_len, &err), 0);
     free(err);
     ((unsigned char *)enc)[i] ^= 0x40;
   }
@@ -140,7 +142,7 @@ static void test_pack_build_and_parse(void **state) {
     repo_blob_id(r, texts[i], strlen(texts[i]), ids[i]);
     void *enc;
     size_t el;
-    assert_int_equal(repo_blob_encode(r, ids[i], i == 2 ? BLOB_TREE : BLOB_DATA, texts[i],
+    assert_int_equal(repo_blob_encode(r, NULL, ids[i], i == 2 ? BLOB_TREE : BLOB_DATA, texts[i],
                                       strlen(texts[i]), &enc, &el),
                      0);
     packer_add(&pk, ids[i], i == 2 ? BLOB_TREE : BLOB_DATA, enc, el, (uint32_t)strlen(texts[i]));
@@ -155,15 +157,15 @@ static void test_pack_build_and_parse(void **state) {
   struct pack_entry *es;
   size_t n;
   char *err = NULL;
-  assert_int_equal(pack_parse(r, pk.buf, pk.len, &es, &n, &err), 0);
+  assert_int_equal(pack_parse(r, pk.buf, pk.len, &es, &n, NULL, &err), 0);
   assert_int_equal(n, 3);
   for (int i = 0; i < 3; i++) {
     assert_memory_equal(es[i].id, ids[i], 32);
     assert_int_equal(es[i].raw_length, strlen(texts[i]));
     void *out;
     size_t ol;
-    assert_int_equal(repo_blob_decode(r, es[i].id, es[i].type, pk.buf + es[i].offset, es[i].length,
-                                      &out, &ol, &err),
+    assert_int_equal(repo_blob_decode(r, NULL, es[i].id, es[i].type, pk.buf + es[i].offset,
+                                      es[i].length, &out, &ol, &err),
                      0);
     assert_int_equal(ol, strlen(texts[i]));
     assert_memory_equal(out, texts[i], ol);
@@ -172,7 +174,7 @@ static void test_pack_build_and_parse(void **state) {
   free(es);
   /* a flipped byte in the sealed header is caught */
   pk.buf[pk.len - 20] ^= 1;
-  assert_int_not_equal(pack_parse(r, pk.buf, pk.len, &es, &n, &err), 0);
+  assert_int_not_equal(pack_parse(r, pk.buf, pk.len, &es, &n, NULL, &err), 0);
   assert_non_null(strstr(err, "header"));
   free(err);
   packer_free(&pk);

@@ -1,0 +1,74 @@
+/* Format 2's key hierarchy (docs/FORMAT.md §3.6, docs/SECURITY.md):
+ *
+ *   passphrase -scrypt-> KEK -> master secret (keys/<id>)
+ *   master secret -HKDF-> keyring key -> keyring/<id>: the X25519 key pairs
+ *       (one per rotation), the id key, the index key, the chunker seed
+ *   each pack: a random data key, sealed to the current public key
+ *   snapshots, audits, runs, verify: sealed to the current public key
+ *   index objects, locks: sealed with the index key
+ *
+ * A writer credential (engine key add --write-only) holds the public key,
+ * the id key, the index key and the chunker seed: enough to deduplicate
+ * against the whole repository and add to it, never to read it back.
+ * X25519, HKDF-SHA-256 and AES-256-GCM come from libcrypto. */
+#ifndef CORE_REPO_KEYS2_H
+#define CORE_REPO_KEYS2_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "repo/objects.h"
+
+#define KEYS2_SEALED_DK_LEN (REPO_SEALPUB_OVERHEAD + REPO_KEY_LEN)
+
+/* HKDF-SHA-256 (RFC 5869) into out[out_len]; 0 or -1. */
+int k2_hkdf(const unsigned char *ikm, size_t ikm_len, const unsigned char *salt, size_t salt_len,
+            const char *info, unsigned char *out, size_t out_len);
+
+/* Seal to the current public key: key id (8) || ephemeral public key (32)
+ * || nonce (12) || AES-256-GCM ciphertext || tag (16), n +
+ * REPO_SEALPUB_OVERHEAD bytes into out. */
+int repo_seal_pub(const struct repo *r, const void *aad, size_t aad_len, const void *in, size_t n,
+                  void *out);
+/* Open with the private key the sealed bytes name. 0: out (n -
+ * REPO_SEALPUB_OVERHEAD bytes); -1: authentication failed; -2: this host
+ * holds no private key for it (write-only, or a key pair it does not have). */
+int repo_unseal_pub(const struct repo *r, const void *aad, size_t aad_len, const void *in, size_t n,
+                    void *out, size_t *out_len);
+
+/* A new repository of format 2 (repo.c's init): fresh master secret, id
+ * key, index key, chunker seed and key pair in r. */
+int keys2_init(struct repo *r, char **err);
+/* The key object's plaintext (the master secret) and opening it. */
+json_t *keys2_master_json(const struct repo *r);
+int keys2_master_take(struct repo *r, json_t *m, const char *name, int check_only, char **err);
+/* Write r's keyring as a new keyring/ object (generation r->keyring_generation). */
+int keys2_keyring_save(struct repo *r, char **err);
+/* Load the newest keyring object that opens with r->master_secret. */
+int keys2_keyring_load(struct repo *r, char **err);
+/* key rotate: a new key pair, current from now on; the old ones stay for
+ * reading. Writes the new keyring, then deletes the older keyring objects. */
+int keys2_rotate(struct repo *r, char new_id[17], char **err);
+/* Keyring summary for key list: [{"id","created","current","private"}]. */
+json_t *keys2_keypairs_json(const struct repo *r);
+
+/* Writer credentials: the file's text, and opening a repository with one
+ * (r->write_only set; text is untrusted input). */
+int keys2_writer_credential(const struct repo *r, const char *pipeline, char **text, char **err);
+int keys2_writer_open(struct repo *r, const char *text, size_t len, const char *where, char **err);
+
+/* Pack data keys. new: a random key and its sealed form (to the current
+ * public key, AAD "packkey"); open: from that sealed form (-2: this host
+ * holds no private key for it); repo_pack_key: the data key of pack
+ * pack_id, from the sealed key it starts with (cached; thread-safe once
+ * keys2_dk_cache_init ran). */
+int keys2_dk_new(const struct repo *r, unsigned char dk[32],
+                 unsigned char sealed[KEYS2_SEALED_DK_LEN]);
+int keys2_dk_open(const struct repo *r, const unsigned char *sealed, unsigned char dk[32]);
+void keys2_dk_cache_init(struct repo *r);
+int repo_pack_key(struct repo *r, const unsigned char pack_id[32], unsigned char dk[32],
+                  char **err);
+void keys2_free(struct repo *r);
+
+#endif
