@@ -47,9 +47,11 @@ static void listing_free(struct listing *l) {
   free(l->v);
 }
 
-/* copy order: 0 keys/ + config, 1 data/, 2 index/, 3 snapshots/, 4 anything else */
+/* copy order: 0 keys/, keyring/ (format 2) + config, 1 data/, 2 index/, 3 snapshots/, 4
+ * anything else */
 static int phase_of(const char *name) {
-  if (strncmp(name, "keys/", 5) == 0 || strcmp(name, "config") == 0)
+  if (strncmp(name, "keys/", 5) == 0 || strncmp(name, "keyring/", 8) == 0 ||
+      strcmp(name, "config") == 0)
     return 0;
   if (strncmp(name, "data/", 5) == 0)
     return 1;
