@@ -14,7 +14,9 @@
 #                             must know each other's ports)
 #   mongo_pipeline FILE NAME REPO URI [WITH-LINE]...
 #                             a mongodb -> local pipeline (zstd 3, aes-256-gcm)
-#   mpy ARGS                  /usr/bin/python3 (Debian's modules: pymongo, bson)
+#   mpy ARGS                  /usr/bin/python3 (Debian's modules: pymongo, bson);
+#                             run "$MPY" itself for a process to stop by its
+#                             pid ($! of a backgrounded function is a subshell)
 #   mongo_compare URI_A URI_B [DB...]
 #                             every collection of the databases (all but admin,
 #                             local, config) holds the same documents, byte for
@@ -60,7 +62,9 @@ mongowire_start() {
   local name=$1 port pid i
   shift
   port=${MONGOWIRE_PORT:-$(free_port)}
-  mpy "$MONGO_SERVERS/mongowire.py" --port "$port" --log "$T/$name.wire.log" \
+  # "$MPY", not the function mpy: in the background a function runs in a
+  # subshell, and $! would be that subshell, not the server
+  "$MPY" "$MONGO_SERVERS/mongowire.py" --port "$port" --log "$T/$name.wire.log" \
     --pidfile "$T/$name.wire.pid" "$@" >"$T/$name.wire.out" 2>&1 &
   pid=$!
   at_exit _mongowire_stop "$name" "$pid"

@@ -35,7 +35,7 @@ assert_rc 1 "backup from a closed port" "$T/u1.err"
 assert_contains "$T/u1.err" "unable to reach MongoDB at 127.0.0.1:$closed within 2 s (option 'timeout'" "unreachable server"
 assert_contains "$T/u1.err" "connection refused" "unreachable server: the cause"
 silent=$(free_port)
-mpy -c "
+"$MPY" -c "
 import socket, sys, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(8); conns = []
@@ -165,7 +165,7 @@ congodb_start R
 # one watching client (not one per poll: starting pymongo takes longer than
 # the restore of 100,000 documents on a fast machine), connected before the
 # restore starts, kills the server as soon as it holds some of the documents
-mpy - "$R_URI" "$(cat "$T/R/congodb.pid")" "$T/watch.ready" >"$T/watch.out" 2>&1 <<'EOF' &
+"$MPY" - "$R_URI" "$(cat "$T/R/congodb.pid")" "$T/watch.ready" >"$T/watch.out" 2>&1 <<'EOF' &
 import os, signal, sys, time, pymongo
 c = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=2000)
 c.admin.command("ping")

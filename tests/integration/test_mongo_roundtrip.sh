@@ -171,7 +171,7 @@ assert not left, left" "$A_URI" || fail "the restore test left its scratch datab
 # a document that goes missing in the scratch database (a client deletes
 # one as soon as the restore has put documents there) fails the test:
 # CongoDB has no capped collection or validator that would lose one by itself
-mpy - "$A_URI" "$T/deleted" <<'EOF' &
+"$MPY" - "$A_URI" "$T/deleted" <<'EOF' &
 import sys, time, pymongo
 c = pymongo.MongoClient(sys.argv[1])
 end = time.time() + 60
