@@ -495,13 +495,40 @@ int keys2_writer_open(struct repo *r, const char *text, size_t len, const char *
 
 /* ---- pack data keys ------------------------------------------------------- */
 
+/* Open addressing on the pack id's first 8 bytes (uniformly random: a
+ * SHA-256), so a restore of a repository with many packs stays O(1) per
+ * lookup. cap is a power of two, at most half full. */
 struct repo_dk_cache {
   pthread_mutex_t mu;
   struct dk_entry {
     unsigned char pack[32], dk[32];
+    int used;
   } * e;
   size_t n, cap;
 };
+
+static size_t dk_slot(const struct repo_dk_cache *c, const unsigned char pack_id[32]) {
+  uint64_t h;
+  memcpy(&h, pack_id, sizeof(h));
+  size_t i = (size_t)h & (c->cap - 1);
+  while (c->e[i].used && memcmp(c->e[i].pack, pack_id, 32) != 0)
+    i = (i + 1) & (c->cap - 1);
+  return i;
+}
+
+static void dk_grow(struct repo_dk_cache *c) {
+  struct dk_entry *old = c->e;
+  size_t old_cap = c->cap;
+  c->cap = old_cap ? 2 * old_cap : 64;
+  c->e = xcalloc(c->cap, sizeof(*c->e));
+  for (size_t i = 0; i < old_cap; i++)
+    if (old[i].used)
+      c->e[dk_slot(c, old[i].pack)] = old[i];
+  if (old) {
+    OPENSSL_cleanse(old, old_cap * sizeof(*old));
+    free(old);
+  }
+}
 
 int keys2_dk_new(const struct repo *r, unsigned char dk[32],
                  unsigned char sealed[KEYS2_SEALED_DK_LEN]) {
@@ -531,12 +558,14 @@ int repo_pack_key(struct repo *r, const unsigned char pack_id[32], unsigned char
                   char **err) {
   struct repo_dk_cache *c = r->dkc;
   pthread_mutex_lock(&c->mu);
-  for (size_t i = c->n; i-- > 0;)
-    if (memcmp(c->e[i].pack, pack_id, 32) == 0) {
-      memcpy(dk, c->e[i].dk, 32);
+  if (c->cap) {
+    const struct dk_entry *e = &c->e[dk_slot(c, pack_id)];
+    if (e->used) {
+      memcpy(dk, e->dk, 32);
       pthread_mutex_unlock(&c->mu);
       return 0;
     }
+  }
   pthread_mutex_unlock(&c->mu);
   char name[80], hex[65];
   pack_object_name(pack_id, name);
@@ -561,13 +590,15 @@ int repo_pack_key(struct repo *r, const unsigned char pack_id[32], unsigned char
   free(head);
   if (rc == 0) {
     pthread_mutex_lock(&c->mu);
-    if (c->n == c->cap) {
-      c->cap = c->cap ? 2 * c->cap : 64;
-      c->e = xrealloc(c->e, c->cap * sizeof(*c->e));
+    if (2 * (c->n + 1) > c->cap)
+      dk_grow(c);
+    struct dk_entry *e = &c->e[dk_slot(c, pack_id)];
+    if (!e->used) { /* another thread may have opened it meanwhile */
+      memcpy(e->pack, pack_id, 32);
+      memcpy(e->dk, dk, 32);
+      e->used = 1;
+      c->n++;
     }
-    memcpy(c->e[c->n].pack, pack_id, 32);
-    memcpy(c->e[c->n].dk, dk, 32);
-    c->n++;
     pthread_mutex_unlock(&c->mu);
   }
   return rc;
