@@ -16,61 +16,6 @@
 #include "util/encoding.h"
 #include "util/log.h"
 
-char *serve_iso(double t) {
-  return iso_time((int64_t)t);
-}
-
-json_t *serve_jstr(const char *t) {
-  if (!t)
-    return json_null();
-  json_t *j = json_string(t);
-  if (!j) {
-    char *c = serve_utf8_clean(t, strlen(t));
-    j = json_string(c);
-    free(c);
-  }
-  return j ? j : json_null();
-}
-
-json_t *serve_iso_or_null(double t) {
-  if (t <= 0)
-    return json_null();
-  char *s = serve_iso(t);
-  json_t *j = json_string(s);
-  free(s);
-  return j;
-}
-
-void serve_respond_json(struct httpd_req *req, int status, json_t *j, const char *extra) {
-  char *body = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(10));
-  json_decref(j);
-  if (!body) {
-    static const char oops[] = "{\"error\": \"unable to encode the response\"}\n";
-    httpd_respond(req, 500, "application/json", NULL, oops, sizeof(oops) - 1);
-    return;
-  }
-  size_t len = strlen(body);
-  body = xrealloc(body, len + 2);
-  body[len++] = '\n';
-  body[len] = '\0';
-  httpd_respond(req, status, "application/json", extra, body, len);
-  free(body);
-}
-
-void serve_respond_error(struct httpd_req *req, int status, const char *extra, const char *fmt,
-                         ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  char *msg = NULL;
-  if (vasprintf(&msg, fmt, ap) < 0)
-    msg = NULL;
-  va_end(ap);
-  json_t *j = json_object();
-  json_object_set_new(j, "error", msg ? serve_jstr(msg) : json_string("request failed"));
-  free(msg);
-  serve_respond_json(req, status, j, extra);
-}
-
 /* ---- authentication --------------------------------------------------------- */
 
 /* Does the Authorization header carry the token whose SHA-256 is hash? */

@@ -1,8 +1,7 @@
-/* engine serve: server state, the pipelines of the config directory (loaded
- * at start and on SIGHUP), tokens, and the orderly stop on SIGTERM/SIGINT.
- * Jobs are in serve_jobs.c, the scheduler and the recovery-point watch in
- * serve_watch.c, the state directory in serve_state.c, the HTTP endpoints
- * in api*.c (serve_int.h lists the parts). */
+/* engine serve: the server — its start (tokens, the listening socket, the
+ * state directory, the pipelines of the config directory), SIGHUP reloads
+ * and the orderly stop on SIGTERM/SIGINT. The parts it drives are listed
+ * in serve_int.h. */
 #include "serve/serve_int.h"
 
 #include <dirent.h>
@@ -26,52 +25,6 @@
 #include "util/log.h"
 #include "util/secret.h"
 
-static int g_quiet;
-
-void serve_say(const char *fmt, ...) {
-  if (g_quiet)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  char *text = NULL;
-  int n = vasprintf(&text, fmt, ap);
-  va_end(ap);
-  if (n < 0)
-    die_oom();
-  /* as every other line: a timestamp in a file, a priority in the journal */
-  log_emit(ENGINE_LOG_INFO, "serve: %s", text);
-  free(text);
-}
-
-double serve_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-char **serve_child_argv(const struct serve *s, const char *const *args) {
-  size_t n = 0;
-  while (args[n])
-    n++;
-  char **argv = xcalloc(1 + 2 * s->opts->n_plugin_dirs + n + 1, sizeof(char *));
-  size_t k = 0;
-  argv[k++] = xstrdup(s->exe);
-  for (size_t i = 0; i < s->opts->n_plugin_dirs; i++) {
-    argv[k++] = xstrdup("--plugin-dir");
-    argv[k++] = xstrdup(s->opts->plugin_dirs[i]);
-  }
-  for (size_t i = 0; i < n; i++)
-    argv[k++] = xstrdup(args[i]);
-  argv[k] = NULL;
-  return argv;
-}
-
-void serve_free_argv(char **argv) {
-  for (size_t i = 0; argv && argv[i]; i++)
-    free(argv[i]);
-  free(argv);
-}
-
 /* ---- pipelines ----------------------------------------------------------- */
 
 static void free_pipelines(struct serve_pipeline *ps, size_t n) {
@@ -83,28 +36,6 @@ static void free_pipelines(struct serve_pipeline *ps, size_t n) {
     json_decref(ps[i].warnings);
   }
   free(ps);
-}
-
-const struct serve_pipeline *serve_find_pipeline(const struct serve *s, const char *name) {
-  /* a valid pipeline wins over an invalid file of the same stem */
-  for (int want_valid = 1; want_valid >= 0; want_valid--)
-    for (size_t i = 0; i < s->n_pipelines; i++)
-      if (s->pipelines[i].valid == want_valid && strcmp(s->pipelines[i].name, name) == 0)
-        return &s->pipelines[i];
-  return NULL;
-}
-
-struct serve_stats *serve_stats_get(struct serve *s, const char *name) {
-  struct serve_stats **pp = &s->stats;
-  for (; *pp; pp = &(*pp)->next)
-    if (strcmp((*pp)->name, name) == 0)
-      return *pp;
-  /* appended: /metrics lists pipelines in the order they were first seen */
-  struct serve_stats *st = xcalloc(1, sizeof(*st));
-  st->name = xstrdup(name);
-  st->first_seen = serve_now();
-  *pp = st;
-  return st;
 }
 
 static const struct engine_plugin *lookup(void *ud, enum engine_plugin_kind kind, const char *type,
@@ -226,63 +157,7 @@ static int load_pipelines(struct serve *s) {
   return 0;
 }
 
-/* Bytes that are not UTF-8 (a tail cut mid-character, binary output) become
- * '?', so the text can be a JSON string. */
-char *serve_utf8_clean(const char *in, size_t len) {
-  char *out = xmalloc(len + 1);
-  size_t i = 0;
-  while (i < len) {
-    unsigned char c = (unsigned char)in[i];
-    size_t n = c < 0x80             ? 1
-               : (c & 0xe0) == 0xc0 ? 2
-               : (c & 0xf0) == 0xe0 ? 3
-               : (c & 0xf8) == 0xf0 ? 4
-                                    : 0;
-    int ok = n > 0 && c != 0 && i + n <= len && !(n == 2 && c < 0xc2) && !(n == 4 && c > 0xf4);
-    for (size_t k = 1; ok && k < n; k++)
-      ok = ((unsigned char)in[i + k] & 0xc0) == 0x80;
-    if (ok && n == 3) {
-      unsigned char c1 = (unsigned char)in[i + 1];
-      ok = !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0);
-    }
-    if (ok && n == 4) {
-      unsigned char c1 = (unsigned char)in[i + 1];
-      ok = !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90);
-    }
-    if (!ok) {
-      out[i++] = '?';
-      continue;
-    }
-    memcpy(out + i, in + i, n);
-    i += n;
-  }
-  out[len] = '\0';
-  return out;
-}
-
 /* ---- signals and stopping ------------------------------------------------- */
-
-static void on_closed(uv_handle_t *h) {
-  (void)h;
-}
-
-static void maybe_stopped(struct serve *s) {
-  if (!s->stopping || s->running > 0 || s->n_listings > 0 || s->status_children > 0 ||
-      s->notifying > 0 || s->stop_stage == 3)
-    return;
-  s->stop_stage = 3;
-  serve_say("stopped");
-  uv_close((uv_handle_t *)&s->sig_term, on_closed);
-  uv_close((uv_handle_t *)&s->sig_int, on_closed);
-  uv_close((uv_handle_t *)&s->sig_hup, on_closed);
-  uv_close((uv_handle_t *)&s->tick, on_closed);
-  uv_close((uv_handle_t *)&s->watchdog, on_closed);
-  uv_close((uv_handle_t *)&s->stop_timer, on_closed);
-}
-
-void serve_maybe_stopped(struct serve *s) {
-  maybe_stopped(s);
-}
 
 static void on_stop_timer(uv_timer_t *t) {
   struct serve *s = t->data;
@@ -323,7 +198,7 @@ static void begin_stop(struct serve *s, int signum) {
   serve_jobs_fail_queued(s, "not started: the server was stopped");
   serve_cancel_listings(s);
   uv_timer_start(&s->stop_timer, on_stop_timer, SERVE_STOP_WAIT_MS, 0);
-  maybe_stopped(s);
+  serve_maybe_stopped(s);
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
@@ -483,7 +358,7 @@ static void close_loop(struct serve *s) {
 }
 
 int serve_run(const struct serve_opts *o) {
-  g_quiet = o->quiet;
+  serve_set_quiet(o->quiet);
   struct serve *s = xcalloc(1, sizeof(*s));
   s->opts = o;
   s->config_dir = o->config_dir;
@@ -557,6 +432,7 @@ int serve_run(const struct serve_opts *o) {
     free(err);
     goto out;
   }
+  serve_jobs_load(s);
   if (load_pipelines(s) != 0)
     goto out;
   if (httpd_listen(&s->loop, (const struct sockaddr *)&addr, serve_handle_request, s, &s->http,

@@ -1,17 +1,5 @@
-/* engine serve internals shared by its parts:
- *
- *   serve.c        server state, the pipelines of the config directory,
- *                  signals, start and stop
- *   serve_jobs.c   jobs (backups, checks, forgets, restores) as child
- *                  processes: queue, timeouts, cancel, history on disk
- *   serve_state.c  the state directory: the scheduler lock, state.json
- *                  (paused schedules, stale episodes), job files
- *   serve_watch.c  the cron scheduler, each pipeline's status from its
- *                  repository, stale / recovered / daily_summary
- *   api.c          authentication, routing, the JSON documents
- *   api_children.c endpoints answered by a child `engine` (snapshot
- *                  listings, one snapshot, listings across pipelines)
- *   api_metrics.c  /metrics */
+/* engine serve internals shared by its parts (the list of parts and the
+ * order in which they call each other is below, above the declarations). */
 #ifndef CORE_SERVE_SERVE_INT_H
 #define CORE_SERVE_SERVE_INT_H
 
@@ -147,24 +135,79 @@ struct serve {
   int stopping, stop_stage, exit_code;
 };
 
-/* serve.c */
+/* Each part calls only the parts listed below it, never one above:
+ *
+ *   serve.c         start, signals, reloads, the stop
+ *   api.c           routing and the JSON documents
+ *   serve_watch.c   the scheduler and the daily summary
+ *   api_children.c  endpoints a child `engine` answers
+ *   api_metrics.c   /metrics
+ *   serve_jobs.c    jobs
+ *   serve_status.c  pipeline statuses, the recovery-point watch, notifications
+ *   serve_state.c   the state directory
+ *   serve_util.c    what all of them use
+ */
+
+/* ---- serve_util.c ---- */
+void serve_set_quiet(int quiet);
 double serve_now(void); /* unix seconds with fractions */
 /* Lifecycle lines (listening, jobs, reloads); -q keeps only warnings. */
 void serve_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A copy of in[0..len) with every byte that is not part of valid UTF-8 (and
+ * NUL) replaced by '?', so it can be a JSON string. */
+char *serve_utf8_clean(const char *in, size_t len);
+char *serve_iso(double t); /* malloc'd ISO 8601 UTC */
+/* A JSON string of text from outside (file names, child output), or null. */
+json_t *serve_jstr(const char *t);
+json_t *serve_iso_or_null(double t);
+void serve_respond_json(struct httpd_req *req, int status, json_t *j, const char *extra);
+void serve_respond_error(struct httpd_req *req, int status, const char *extra, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 const struct serve_pipeline *serve_find_pipeline(const struct serve *s, const char *name);
 struct serve_stats *serve_stats_get(struct serve *s, const char *name);
 /* argv for a child `engine` with the server's plugin directories:
  * engine [--plugin-dir D]... ARGS... ; free with serve_free_argv. */
 char **serve_child_argv(const struct serve *s, const char *const *args);
 void serve_free_argv(char **argv);
-/* A copy of in[0..len) with every byte that is not part of valid UTF-8 (and
- * NUL) replaced by '?', so it can be a JSON string. */
-char *serve_utf8_clean(const char *in, size_t len);
-/* Called when a child-answered request or a background task ended:
- * completes a pending stop. */
+/* Called when a job, a child-answered request, a status child or a
+ * notification ended: completes a pending stop. */
 void serve_maybe_stopped(struct serve *s);
 
-/* serve_jobs.c */
+/* ---- serve_state.c ---- */
+/* The state directory (created), the scheduler lock on the config
+ * directory and state.json. Returns 0, or -1 with *err (another server
+ * holds the lock: *err says which). */
+int serve_state_open(struct serve *s, char **err);
+void serve_state_close(struct serve *s);
+/* Write state.json (paused schedules, stale episodes, the last summary). */
+void serve_state_save(struct serve *s);
+/* Write a job's document to jobs/PIPELINE/KIND-ID.json; once it finished,
+ * forget the oldest of its pipeline and kind beyond SERVE_KEEP_JOBS_ON_DISK. */
+void serve_state_write_job(struct serve *s, const char *pipeline, const char *kind, int64_t id,
+                           json_t *doc, int finished);
+/* The job documents on disk of a pipeline (NULL: every pipeline) and kind
+ * (NULL: every kind), each pipeline's newest first. */
+json_t *serve_state_read_jobs(struct serve *s, const char *pipeline, const char *kind);
+
+/* ---- serve_status.c ---- */
+/* Read the pipeline's status again soon (after one of its jobs; NULL: only
+ * start the reads that are due). */
+void serve_status_refresh(struct serve *s, const char *pipeline);
+/* Stop the status children (shutdown). */
+void serve_status_stop(void);
+/* The status document of a pipeline as served (the cached status plus
+ * checked_at, refresh_error, stale, paused), or null. */
+json_t *serve_status_json(struct serve *s, const struct serve_pipeline *p);
+/* The fields of a stale / recovered / daily_summary body. */
+json_t *serve_watch_fields(struct serve *s, const struct serve_pipeline *p);
+/* Stale or recovered now? Raises the notification on a change. */
+void serve_rpo_evaluate(struct serve *s, const struct serve_pipeline *p, double now);
+/* Send event with fields (taken) to the pipeline's webhooks that want it,
+ * on the thread pool. */
+void serve_notify(struct serve *s, const struct serve_pipeline *p, const char *event,
+                  json_t *fields);
+
+/* ---- serve_jobs.c ---- */
 const char *serve_job_state_name(enum job_state st);
 const char *serve_job_kind_name(enum job_kind k);
 /* The queued or running job of a pipeline, or NULL. */
@@ -188,50 +231,20 @@ void serve_jobs_watchdog(struct serve *s);
 /* Stop: queued jobs fail, running ones get sig. */
 void serve_jobs_fail_queued(struct serve *s, const char *why);
 void serve_jobs_kill(struct serve *s, int sig);
-/* Add a job read from the history on disk (taken). */
-void serve_jobs_adopt(struct serve *s, struct serve_job *j);
+/* The history of earlier servers (after serve_state_open): ids continue
+ * after the highest, jobs that were queued or running are failed. */
+void serve_jobs_load(struct serve *s);
+/* The jobs of kind of a pipeline from the history on disk, newest first. */
+json_t *serve_job_history(struct serve *s, const char *pipeline, enum job_kind kind);
 void serve_job_free(struct serve_job *j);
 void serve_jobs_free(struct serve *s);
 /* The job as a JSON document (with_tail: stderr_tail too). */
 json_t *serve_job_json(const struct serve_job *j, int with_tail);
-/* A job from its JSON document (the history on disk), or NULL. */
-struct serve_job *serve_job_from_json(json_t *o);
 
-/* serve_state.c */
-/* The state directory (created), the scheduler lock on the config
- * directory, state.json and the job history. Returns 0, or -1 with *err
- * (another server holds the lock: *err says which). */
-int serve_state_open(struct serve *s, char **err);
-void serve_state_close(struct serve *s);
-/* Write state.json (paused schedules, stale episodes, the last summary). */
-void serve_state_save(struct serve *s);
-/* Write the job's file in jobs/ (and forget the oldest of its pipeline and
- * kind beyond SERVE_KEEP_JOBS_ON_DISK). */
-void serve_job_persist(struct serve *s, const struct serve_job *j);
-/* The jobs of kind of a pipeline from the history on disk, newest first. */
-json_t *serve_job_history(struct serve *s, const char *pipeline, enum job_kind kind);
+/* ---- api_metrics.c ---- */
+void serve_metrics(struct serve *s, struct httpd_req *req);
 
-/* serve_watch.c */
-/* The minute tick: schedules, the RPO watch, the daily summary. */
-void serve_watch_start(struct serve *s);
-void serve_watch_stop(struct serve *s);
-/* Read the pipeline's status again soon (after one of its jobs). */
-void serve_status_refresh(struct serve *s, const char *pipeline);
-/* The status document of a pipeline as served (the cached status plus
- * checked_at, refresh_error, stale, paused), or null. */
-json_t *serve_status_json(struct serve *s, const struct serve_pipeline *p);
-
-/* api.c */
-void serve_handle_request(void *ud, struct httpd_req *req);
-char *serve_iso(double t); /* malloc'd ISO 8601 UTC */
-/* A JSON string of text from outside (file names, child output), or null. */
-json_t *serve_jstr(const char *t);
-json_t *serve_iso_or_null(double t);
-void serve_respond_json(struct httpd_req *req, int status, json_t *j, const char *extra);
-void serve_respond_error(struct httpd_req *req, int status, const char *extra, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-/* api_children.c */
+/* ---- api_children.c ---- */
 /* GET /v1/pipelines/NAME/snapshots: `engine snapshots PATH --json`. */
 void serve_list_snapshots(struct serve *s, struct httpd_req *req, const struct serve_pipeline *p);
 /* GET /v1/pipelines/NAME/snapshots/ID: `engine show PATH ID --json`. */
@@ -243,7 +256,12 @@ void serve_list_all_snapshots(struct serve *s, struct httpd_req *req);
 /* Stop the children still answering requests (shutdown). */
 void serve_cancel_listings(struct serve *s);
 
-/* api_metrics.c */
-void serve_metrics(struct serve *s, struct httpd_req *req);
+/* ---- serve_watch.c ---- */
+/* The minute tick: schedules, the RPO watch, the daily summary. */
+void serve_watch_start(struct serve *s);
+void serve_watch_stop(struct serve *s);
+
+/* ---- api.c ---- */
+void serve_handle_request(void *ud, struct httpd_req *req);
 
 #endif

@@ -132,7 +132,16 @@ static void insert_sorted(struct serve *s, struct serve_job *j) {
   s->n_jobs++;
 }
 
-void serve_jobs_adopt(struct serve *s, struct serve_job *j) {
+/* The job's file in the history (docs/SERVE.md, "State"). */
+static void persist(struct serve *s, const struct serve_job *j) {
+  json_t *o = serve_job_json(j, 1);
+  serve_state_write_job(s, j->pipeline, serve_job_kind_name(j->kind), j->id, o,
+                        j->state != JOB_QUEUED && j->state != JOB_RUNNING);
+  json_decref(o);
+}
+
+/* A job read from the history of an earlier server. */
+static void adopt(struct serve *s, struct serve_job *j) {
   j->srv = s;
   j->from_disk = 1;
   if (j->state == JOB_QUEUED || j->state == JOB_RUNNING) {
@@ -145,7 +154,7 @@ void serve_jobs_adopt(struct serve *s, struct serve_job *j) {
     j->state = JOB_FAILED;
     if (j->finished_at <= 0)
       j->finished_at = serve_now();
-    serve_job_persist(s, j);
+    persist(s, j);
   }
   if (j->id >= s->next_job_id)
     s->next_job_id = j->id;
@@ -247,7 +256,7 @@ static char *str_or_null(json_t *o, const char *key) {
   return v ? xstrdup(v) : NULL;
 }
 
-struct serve_job *serve_job_from_json(json_t *o) {
+static struct serve_job *job_from_json(json_t *o) {
   json_t *id = json_object_get(o, "id");
   const char *pipeline = json_string_value(json_object_get(o, "pipeline"));
   struct serve_job *j = xcalloc(1, sizeof(*j));
@@ -288,6 +297,48 @@ struct serve_job *serve_job_from_json(json_t *o) {
   if (!j->trigger)
     j->trigger = xstrdup("api");
   return j;
+}
+
+void serve_jobs_load(struct serve *s) {
+  json_t *docs = serve_state_read_jobs(s, NULL, NULL);
+  size_t i, count = 0;
+  json_t *o;
+  json_array_foreach(docs, i, o) {
+    struct serve_job *j = job_from_json(o);
+    if (!j) {
+      log_warn("serve: job %lld of the history is not a job record; ignored",
+               (long long)json_integer_value(json_object_get(o, "id")));
+      continue;
+    }
+    adopt(s, j);
+    count++;
+  }
+  json_decref(docs);
+  if (count)
+    serve_say("%zu job(s) read from the history in %s/jobs; new jobs start at id %lld", count,
+              s->state_dir, (long long)s->next_job_id + 1);
+}
+
+json_t *serve_job_history(struct serve *s, const char *pipeline, enum job_kind kind) {
+  json_t *docs = serve_state_read_jobs(s, pipeline, serve_job_kind_name(kind));
+  json_t *out = json_array();
+  size_t i;
+  json_t *o;
+  json_array_foreach(docs, i, o) {
+    /* the job in memory is newer than its file while it runs */
+    struct serve_job *mem = serve_find_job(s, json_integer_value(json_object_get(o, "id")));
+    if (mem) {
+      json_array_append_new(out, serve_job_json(mem, 0));
+      continue;
+    }
+    struct serve_job *j = job_from_json(o);
+    if (j) {
+      json_array_append_new(out, serve_job_json(j, 0));
+      serve_job_free(j);
+    }
+  }
+  json_decref(docs);
+  return out;
 }
 
 /* ---- running ---------------------------------------------------------------------- */
@@ -390,7 +441,7 @@ static void on_job_done(void *ud, const struct proc_result *r) {
   serve_say("job %lld (%s of pipeline %s) %s after %.1f s%s%s", (long long)j->id,
             serve_job_kind_name(j->kind), j->pipeline, serve_job_state_name(j->state), j->duration,
             j->error ? ": " : "", j->error ? j->error : "");
-  serve_job_persist(s, j);
+  persist(s, j);
   serve_status_refresh(s, j->pipeline);
   pump_queue(s);
   serve_maybe_stopped(s);
@@ -433,7 +484,7 @@ static void start_job_process(struct serve *s, struct serve_job *j) {
   }
   serve_say("job %lld (%s of pipeline %s, %s) started, pid %d", (long long)j->id,
             serve_job_kind_name(j->kind), j->pipeline, j->trigger, j->pid);
-  serve_job_persist(s, j);
+  persist(s, j);
 }
 
 static void pump_queue(struct serve *s) {
@@ -499,7 +550,7 @@ int serve_start_job(struct serve *s, const struct serve_pipeline *p, enum job_ki
   if (s->running >= SERVE_MAX_RUNNING) {
     serve_say("job %lld (%s of pipeline %s, %s) queued: %d job(s) are running", (long long)j->id,
               serve_job_kind_name(kind), j->pipeline, trigger, s->running);
-    serve_job_persist(s, j);
+    persist(s, j);
   }
   pump_queue(s);
   *out = j;
@@ -535,7 +586,7 @@ int serve_cancel_job(struct serve *s, struct serve_job *j, char **err) {
     s->queued--;
     serve_say("job %lld (%s of pipeline %s) cancelled before it started", (long long)j->id,
               serve_job_kind_name(j->kind), j->pipeline);
-    serve_job_persist(s, j);
+    persist(s, j);
     return 0;
   }
   if (j->state != JOB_RUNNING) {
@@ -584,7 +635,7 @@ void serve_jobs_fail_queued(struct serve *s, const char *why) {
       j->finished_at = serve_now();
       j->error = xstrdup(why);
       s->queued--;
-      serve_job_persist(s, j);
+      persist(s, j);
     }
 }
 

@@ -170,24 +170,24 @@ static void free_job_files(struct job_file *v, size_t n) {
   free(v);
 }
 
-void serve_job_persist(struct serve *s, const struct serve_job *j) {
+void serve_state_write_job(struct serve *s, const char *pipeline, const char *kind, int64_t id,
+                           json_t *doc, int finished) {
   if (!s->state_dir)
     return;
-  char *dir = xasprintf("%s/jobs/%s", s->state_dir, j->pipeline), *err = NULL;
-  json_t *o = serve_job_json(j, 1);
-  char *text = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
-  json_decref(o);
-  char *path = xasprintf("%s/%s-%lld.json", dir, serve_job_kind_name(j->kind), (long long)j->id);
-  if (file_mkdirs(dir, 0700, &err) != 0 ||
+  char *dir = xasprintf("%s/jobs/%s", s->state_dir, pipeline), *err = NULL;
+  char *text = json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS);
+  char *path = xasprintf("%s/%s-%lld.json", dir, kind, (long long)id);
+  if (!text || file_mkdirs(dir, 0700, &err) != 0 ||
       file_write_atomic(path, text, strlen(text), 0600, &err) != 0) {
-    log_warn("serve: job %lld was not written to the history: %s", (long long)j->id, err);
+    log_warn("serve: job %lld was not written to the history: %s", (long long)id,
+             err ? err : "out of memory");
     free(err);
   }
   free(path);
   free(text);
-  if (j->state != JOB_QUEUED && j->state != JOB_RUNNING) {
+  if (finished) {
     size_t n;
-    struct job_file *v = list_job_files(dir, serve_job_kind_name(j->kind), &n);
+    struct job_file *v = list_job_files(dir, kind, &n);
     for (size_t i = SERVE_KEEP_JOBS_ON_DISK; i < n; i++) {
       char *old = xasprintf("%s/%s", dir, v[i].name);
       unlink(old);
@@ -198,7 +198,8 @@ void serve_job_persist(struct serve *s, const struct serve_job *j) {
   free(dir);
 }
 
-static struct serve_job *read_job(const char *path) {
+/* A job file's document, or NULL (with a warning). */
+static json_t *read_job(const char *path) {
   char *text = NULL, *err = NULL;
   size_t len;
   if (file_read_all(path, STATE_MAX_FILE, &text, &len, &err) != 0) {
@@ -209,73 +210,52 @@ static struct serve_job *read_job(const char *path) {
   json_error_t je;
   json_t *o = json_loadb(text, len, 0, &je);
   free(text);
-  struct serve_job *j = json_is_object(o) ? serve_job_from_json(o) : NULL;
-  if (!j)
+  if (!json_is_object(o) || !json_is_integer(json_object_get(o, "id"))) {
     log_warn("serve: %s is not a job record; ignored", path);
-  json_decref(o);
-  return j;
+    json_decref(o);
+    return NULL;
+  }
+  return o;
 }
 
-/* Every job of the history, oldest first in memory (the newest
- * SERVE_KEEP_JOBS). */
-static void load_jobs(struct serve *s) {
-  char *root = path_in(s, "jobs");
-  DIR *d = opendir(root);
-  if (!d) {
-    free(root);
-    return;
+/* The documents of one pipeline directory's files (of kind, or all),
+ * appended to out, newest first. */
+static void read_dir(const char *dir, const char *kind, json_t *out) {
+  size_t n;
+  struct job_file *v = list_job_files(dir, kind, &n);
+  for (size_t i = 0; i < n; i++) {
+    char *path = xasprintf("%s/%s", dir, v[i].name);
+    json_t *o = read_job(path);
+    free(path);
+    if (o)
+      json_array_append_new(out, o);
   }
-  size_t count = 0;
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    if (e->d_name[0] == '.')
-      continue;
-    char *dir = xasprintf("%s/%s", root, e->d_name);
-    size_t n;
-    struct job_file *v = list_job_files(dir, NULL, &n);
-    for (size_t i = n; i-- > 0;) {
-      char *path = xasprintf("%s/%s", dir, v[i].name);
-      struct serve_job *j = read_job(path);
-      free(path);
-      if (j) {
-        serve_jobs_adopt(s, j);
-        count++;
-      }
-    }
-    free_job_files(v, n);
-    free(dir);
-  }
-  closedir(d);
-  free(root);
-  if (count)
-    serve_say("%zu job(s) read from the history in %s/jobs; new jobs start at id %lld", count,
-              s->state_dir, (long long)s->next_job_id + 1);
+  free_job_files(v, n);
 }
 
-json_t *serve_job_history(struct serve *s, const char *pipeline, enum job_kind kind) {
+json_t *serve_state_read_jobs(struct serve *s, const char *pipeline, const char *kind) {
   json_t *out = json_array();
   if (!s->state_dir)
     return out;
-  char *dir = xasprintf("%s/jobs/%s", s->state_dir, pipeline);
-  size_t n;
-  struct job_file *v = list_job_files(dir, serve_job_kind_name(kind), &n);
-  for (size_t i = 0; i < n; i++) {
-    /* the job in memory is newer than its file while it runs */
-    struct serve_job *mem = serve_find_job(s, v[i].id);
-    if (mem) {
-      json_array_append_new(out, serve_job_json(mem, 0));
-      continue;
-    }
-    char *path = xasprintf("%s/%s", dir, v[i].name);
-    struct serve_job *j = read_job(path);
-    free(path);
-    if (j) {
-      json_array_append_new(out, serve_job_json(j, 0));
-      serve_job_free(j);
-    }
+  if (pipeline) {
+    char *dir = xasprintf("%s/jobs/%s", s->state_dir, pipeline);
+    read_dir(dir, kind, out);
+    free(dir);
+    return out;
   }
-  free_job_files(v, n);
-  free(dir);
+  char *root = path_in(s, "jobs");
+  DIR *d = opendir(root);
+  struct dirent *e;
+  while (d && (e = readdir(d))) {
+    if (e->d_name[0] == '.')
+      continue;
+    char *dir = xasprintf("%s/%s", root, e->d_name);
+    read_dir(dir, kind, out);
+    free(dir);
+  }
+  if (d)
+    closedir(d);
+  free(root);
   return out;
 }
 
@@ -336,7 +316,6 @@ int serve_state_open(struct serve *s, char **err) {
   free(pidtext);
   free(pidfile);
   load_state(s);
-  load_jobs(s);
   return 0;
 }
 
