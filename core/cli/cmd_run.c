@@ -99,8 +99,14 @@ static int run_end(struct cli_ctx *c, const struct cli_args *a, struct status_ru
  * for run_end. */
 static int run_open(const struct cli_globals *g, const struct cli_args *a, struct cli_ctx *c,
                     struct status_run *sr, char **err) {
-  if (cli_load_pipeline(g, a->pos[0], c, err) != 0 || cli_before_hooks(c->p, err) != 0)
+  double hooks_wait = 0; /* waited for another run's hooks (ops/hooks.h) */
+  int gave_up = 0;
+  if (cli_load_pipeline(g, a->pos[0], c, err) != 0 ||
+      cli_before_hooks(c->p, &hooks_wait, &gave_up, err) != 0) {
+    sr->lock_wait_seconds = hooks_wait;
+    sr->outcome = gave_up ? "skipped" : NULL;
     return cancel_requested() ? EXIT_INTERRUPTED : EXIT_ERROR;
+  }
   if (cli_open(c, 1, 1, a->dry_run, err) != 0)
     return EXIT_ERROR;
   if (c->repo->created && !a->dry_run && !g->quiet)
@@ -115,7 +121,7 @@ static int run_open(const struct cli_globals *g, const struct cli_args *a, struc
                                 .pipeline = c->p->name,
                                 .run_wait_ms = a->lock_wait ? a->lock_wait_ms : -1};
     int lrc = repo_lock_acquire_opts(c->repo, &lo, &c->lock, err);
-    sr->lock_wait_seconds = lo.waited_s;
+    sr->lock_wait_seconds = hooks_wait + lo.waited_s;
     if (lrc != 0 && cancel_requested())
       return EXIT_INTERRUPTED;
     if (lrc != 0) {

@@ -80,11 +80,17 @@ int cli_keep_ctx(struct cli_ctx *c) {
   return 1;
 }
 
-int cli_before_hooks(const struct pipeline *p, char **err) {
+int cli_before_hooks(const struct pipeline *p, double *waited_s, int *gave_up, char **err) {
   *err = NULL;
+  *waited_s = 0;
+  *gave_up = 0;
   if (g_op.a && g_op.a->dry_run)
     return 0;
-  return hooks_run_before(p, err);
+  struct hooks_wait w = {g_op.a && g_op.a->lock_wait ? g_op.a->lock_wait_ms : -1, 0, 0};
+  int rc = hooks_run_before(p, &w, err);
+  *waited_s = w.waited_s;
+  *gave_up = w.gave_up;
+  return rc;
 }
 
 void cli_note_snapshot(const char *id) {

@@ -31,9 +31,11 @@ void cli_print_json(json_t *j);
  * that is audited runs; 0: close it. */
 int cli_keep_ctx(struct cli_ctx *c);
 
-/* `run`: the pipeline's before hooks (none with --dry-run). 0, or -1 with
- * *err; the after hooks run anyway when the command ends. */
-int cli_before_hooks(const struct pipeline *p, char **err);
+/* `run`: the pipeline's before hooks (none with --dry-run), after waiting
+ * for another run of a pipeline with hooks on this host (ops/hooks.h; as
+ * long as --lock-wait allows: *waited_s, and *gave_up when it passed). 0,
+ * or -1 with *err; the after hooks run anyway when the command ends. */
+int cli_before_hooks(const struct pipeline *p, double *waited_s, int *gave_up, char **err);
 
 /* What the command did, for its audit record and notifications. */
 void cli_note_snapshot(const char *id);

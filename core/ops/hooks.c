@@ -2,12 +2,14 @@
 #include "ops/hooks.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -254,8 +256,71 @@ static char **base_env(const struct pipeline *p, const char *phase, size_t *n) {
   return v;
 }
 
-int hooks_run_before(const struct pipeline *p, char **err) {
+/* The pipeline file, flock'ed by this run (hooks.h), or -1. */
+static int g_run_lock = -1;
+/* This run gave up (or was interrupted) waiting for another run: it ran no
+ * before hook, so it runs no after hook either (that would undo the other
+ * run's before hook during its backup). */
+static int g_run_lock_refused;
+
+static int run_lock(const struct pipeline *p, struct hooks_wait *w, char **err) {
+  int fd = open(p->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    log_warn("unable to open %s to keep other runs of pipeline '%s' from overlapping this "
+             "one's hooks: %s",
+             p->path, p->name, strerror(errno));
+    return 0;
+  }
+  int64_t start = now_ms();
+  int said = 0;
+  while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK && errno != EINTR) {
+      log_warn("unable to lock %s to keep other runs of pipeline '%s' from overlapping this "
+               "one's hooks: %s",
+               p->path, p->name, strerror(errno));
+      close(fd);
+      return 0;
+    }
+    int64_t waited = now_ms() - start;
+    if (cancel_requested()) {
+      *err = xasprintf("interrupted while waiting for another run of pipeline '%s' on this host",
+                       p->name);
+      close(fd);
+      return -1;
+    }
+    if (w->wait_ms >= 0 && waited >= w->wait_ms) {
+      char limit[32];
+      format_duration(w->wait_ms, limit, sizeof(limit));
+      *err = xasprintf("another backup of this pipeline is running on this host (a run of "
+                       "pipeline '%s' with hooks holds %s); gave up waiting after %s (--lock-wait)",
+                       p->name, p->path, limit);
+      w->gave_up = 1;
+      w->waited_s = (double)waited / 1000;
+      close(fd);
+      return -1;
+    }
+    if (!said) {
+      log_warn("waiting for another run of pipeline '%s' on this host to finish, hooks "
+               "included (it holds %s)",
+               p->name, p->path);
+      said = 1;
+    }
+    struct timespec ts = {0, 100 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  w->waited_s = (double)(now_ms() - start) / 1000;
+  g_run_lock = fd;
+  return 0;
+}
+
+int hooks_run_before(const struct pipeline *p, struct hooks_wait *w, char **err) {
   *err = NULL;
+  if (!p->n_hooks_before && !p->n_hooks_after)
+    return 0;
+  if (g_run_lock < 0 && run_lock(p, w, err) != 0) {
+    g_run_lock_refused = 1;
+    return -1;
+  }
   if (!p->n_hooks_before)
     return 0;
   size_t n;
@@ -276,9 +341,23 @@ int hooks_run_before(const struct pipeline *p, char **err) {
   return rc;
 }
 
+static void run_unlock(void) {
+  if (g_run_lock >= 0)
+    close(g_run_lock); /* releases the flock */
+  g_run_lock = -1;
+}
+
 int hooks_run_after(const struct pipeline *p, const struct hooks_outcome *o) {
-  if (!p->n_hooks_after)
+  if (g_run_lock_refused) {
+    log_info("the after hooks do not run: this run ran no before hook (another run of pipeline "
+             "'%s' had its turn)",
+             p->name);
     return 0;
+  }
+  if (!p->n_hooks_after) {
+    run_unlock();
+    return 0;
+  }
   size_t n;
   char **env = base_env(p, "after", &n);
   char code[16], warnings[32];
@@ -312,5 +391,6 @@ int hooks_run_after(const struct pipeline *p, const struct hooks_outcome *o) {
     free(label);
   }
   env_free(env);
+  run_unlock();
   return failed;
 }

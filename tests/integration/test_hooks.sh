@@ -3,7 +3,8 @@
 # writes into the source is in the snapshot); a failing before hook aborts
 # the run (exit 1, no snapshot) and the after hooks still run; after hooks
 # run on success, partial, failure and interruption with the outcome in
-# ENGINE_* variables; hooks get the minimal environment (no passphrase, no
+# ENGINE_* variables; two runs of one pipeline never overlap, hooks included
+# (the second waits, or gives up after --lock-wait: skipped); hooks get the minimal environment (no passphrase, no
 # other variable of the engine's) and no secret in their argv; the timeout
 # kills the hook's whole process group; output goes to the log; `engine
 # serve` jobs run the same hooks, keep their output in the job's
@@ -127,6 +128,39 @@ wait "$pid" || rc=$?
 [ "$rc" = 130 ] || { show "$T/i.err"; fail "interrupted run exited $rc, expected 130"; }
 assert_eq failure "$(after_var ENGINE_STATUS)" "after hook of an interrupted run"
 assert_eq 130 "$(after_var ENGINE_EXIT)" "ENGINE_EXIT of an interrupted run"
+
+# ---- runs of one pipeline never overlap, hooks included -------------------------
+# (a second run's before hook must not run during the first's backup, nor the
+# first's after hook during the second's: the read-only window would break)
+write_pipeline "$T/po.yml" overlap "$T/repo-o" "$T/src"
+cat >>"$T/po.yml" <<YAML
+hooks:
+  before: [$(yq "echo before >>$M/order; while [ -e $M/hold ]; do sleep 0.1; done")]
+  after: [$(yq "echo after >>$M/order")]
+YAML
+touch "$M/hold"
+: >"$M/order"
+ENGINE_PLUGIN_PATH="$ENGINE_PLUGIN_DIR" "$ENGINE_BIN" run "$T/po.yml" --json >"$T/oa.json" 2>"$T/oa.err" </dev/null &
+OA=$!
+for _ in $(seq 1 100); do [ -s "$M/order" ] && break; sleep 0.1; done
+ENGINE_PLUGIN_PATH="$ENGINE_PLUGIN_DIR" "$ENGINE_BIN" run "$T/po.yml" --json >"$T/ob.json" 2>"$T/ob.err" </dev/null &
+OB=$!
+sleep 2
+# a third gives up after --lock-wait: skipped
+run_engine "$T/oc.json" "$T/oc.err" run "$T/po.yml" --lock-wait 1s --metrics-file "$T/oc.prom"
+assert_rc 1 "a run with --lock-wait 1s while another run of the pipeline is in its before hook" "$T/oc.err"
+assert_contains "$T/oc.err" "gave up waiting after 1s (--lock-wait)" "the run that gave up says why"
+grep -q '^engine_runs_skipped_total{pipeline="overlap"} 1$' "$T/oc.prom" ||
+  { show "$T/oc.prom"; fail "the metrics file does not count the run that gave up as skipped"; }
+assert_eq "before" "$(tr '\n' ' ' <"$M/order" | sed 's/ $//')" "hooks run while the first run is in its before hook"
+assert_contains "$T/ob.err" "waiting for another run of pipeline 'overlap' on this host" "the second run says it waits"
+rm -f "$M/hold"
+wait "$OA" || { show "$T/oa.err"; fail "the first run failed"; }
+wait "$OB" || { show "$T/ob.err"; fail "the second run failed"; }
+assert_eq "before after before after" "$(tr '\n' ' ' <"$M/order" | sed 's/ $//')" "the hooks of two runs of one pipeline"
+waited=$(json_get "$T/ob.json" 'j["lock_wait_seconds"]')
+"$PYTHON" -c "import sys; sys.exit(0 if float('$waited') >= 1.5 else 1)" ||
+  fail "the second run reports lock_wait_seconds $waited, expected at least 1.5"
 
 # ---- dry runs run no hooks --------------------------------------------------------
 n_before=$(ls "$M" | grep -c '^after')
