@@ -268,6 +268,9 @@ static const struct cli_use schedule_opts[] = {
         "the environment file (mode 0600) the service loads the pipeline's env: secrets from "
         "(default /etc/engine/NAME.env); --install writes it from the current environment "
         "unless it exists"),
+    USE(OPT_METRICS_FILE,
+        "the service runs 'engine run --metrics-file PATH' (an absolute path, e.g. in "
+        "node_exporter's textfile directory) and may write PATH's directory"),
     END};
 
 static const struct cli_use notify_opts[] = {

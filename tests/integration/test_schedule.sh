@@ -145,6 +145,41 @@ printf 'ENGINE_PASSPHRASE="kept"\n' >"$T/etc/inst.env"
 run_ok "$T/i2.out" "$T/i2.err" schedule "$T/inst.yml" --install --unit-dir "$T/u2" --env-file "$T/etc/inst.env"
 assert_eq 'ENGINE_PASSPHRASE="kept"' "$(cat "$T/etc/inst.env")" "an existing environment file is kept"
 assert_contains "$T/i2.err" "does not set HOOK_TOKEN" "the missing secret is named"
+# --metrics-file: the timer's runs write the Prometheus textfile, into a
+# directory the sandbox lets them write
+run_ok "$T/mf.txt" "$T/mf.err" schedule "$T/srv.yml" --metrics-file /var/lib/prometheus/node-exporter/engine-srvbackup.prom
+split_units "$T/mf.txt" "$T/u3"
+grep -q "^ExecStart=.* -v run $T/srv.yml --progress never --metrics-file /var/lib/prometheus/node-exporter/engine-srvbackup.prom\$" \
+  "$T/u3/engine-srvbackup.service" || { show "$T/u3/engine-srvbackup.service"; fail "ExecStart= without --metrics-file"; }
+grep -qx "ReadWritePaths=-/var/lib/prometheus/node-exporter" "$T/u3/engine-srvbackup.service" ||
+  fail "the metrics file's directory is not writable in the sandbox"
+! grep -q "node-exporter" "$T/u3/engine-srvbackup-failure.service" || fail "the failure unit may write the metrics directory"
+(cd "$T/u3" && systemd-analyze verify engine-srvbackup.service engine-srvbackup-failure.service \
+  engine-srvbackup.timer) >"$T/verify3.out" 2>&1 && [ ! -s "$T/verify3.out" ] ||
+  { show "$T/verify3.out"; fail "systemd-analyze verify on the units with --metrics-file"; }
+x=$(exposure "$T/u3/engine-srvbackup.service")
+awk -v x="$x" 'BEGIN { exit !(x <= 4.0) }' || fail "with --metrics-file: exposure $x, expected at most 4.0"
+run_engine "$T/mr.txt" "$T/mr.err" schedule "$T/srv.yml" --metrics-file engine.prom
+assert_rc 1 "schedule --metrics-file with a relative path" "$T/mr.err"
+assert_contains "$T/mr.err" "is not an absolute path" "the refusal"
+# the installed service's command, run as the timer would: a textfile promtool accepts
+mkdir -p "$T/src" "$T/textfile"
+echo data >"$T/src/f"
+run_ok "$T/i3.out" "$T/i3.err" schedule "$T/inst.yml" --install --unit-dir "$T/u4" --env-file "$T/etc/inst.env" \
+  --metrics-file "$T/textfile/engine-instbackup.prom"
+cmd=$(sed -n 's/^ExecStart=//p' "$T/u4/engine-instbackup.service")
+case "$cmd" in *" -v run $T/inst.yml --progress never --metrics-file $T/textfile/engine-instbackup.prom") ;;
+  *) fail "the installed ExecStart= is '$cmd'" ;; esac
+# (shell words: no path of this test has blanks)
+# shellcheck disable=SC2086
+ENGINE_PLUGIN_PATH="$ENGINE_PLUGIN_DIR" $cmd >"$T/timer.out" 2>"$T/timer.err" </dev/null ||
+  { show "$T/timer.err"; fail "the timer's command failed"; }
+if command -v promtool >/dev/null 2>&1; then
+  promtool check metrics <"$T/textfile/engine-instbackup.prom" >"$T/promtool.out" 2>&1 ||
+    { show "$T/textfile/engine-instbackup.prom" "$T/promtool.out"; fail "promtool refuses the timer's textfile"; }
+fi
+grep -q '^engine_last_success_timestamp_seconds{pipeline="instbackup"} [0-9]' "$T/textfile/engine-instbackup.prom" ||
+  { show "$T/textfile/engine-instbackup.prom"; fail "the timer's textfile has no last success"; }
 # without a webhook for failure there is no OnFailure= unit
 write_sched "0 3 * * *"
 run_ok "$T/nf.out" "$T/nf.err" schedule "$T/p.yml"
