@@ -7,7 +7,8 @@
 # (the second waits, or gives up after --lock-wait: skipped); hooks get the minimal environment (no passphrase, no
 # other variable of the engine's) and no secret in their argv; the timeout
 # kills the hook's whole process group; output goes to the log; `engine
-# serve` jobs run the same hooks, keep their output in the job's
+# serve` jobs run the same hooks and call the same webhooks (success,
+# failure with the hook's error), keep the hooks' output in the job's
 # stderr_tail, fail naming a failing before hook, and after a restart
 # /metrics still knows that run failed (the local audit log).
 set -euo pipefail
@@ -172,8 +173,12 @@ assert_eq "$n_before" "$(ls "$M" | grep -c '^after')" "after hooks of a dry run"
 # ---- engine serve's jobs run the hooks (serve starts 'engine run') -------------
 mkdir -p "$T/conf.d"
 rm -f "$T/src/written-by-before.txt"
+# served jobs also call the pipeline's webhooks (from the child engine run)
+webhook_start served
+SERVED_NOTIFY="notify: [{webhook: $(yq "$HOOK_URL"), on: [success, failure]}]"
 hooks_pipeline "$T/conf.d/served.yml" served "$T/repo-s" \
-  "echo by-serve >$T/src/written-by-before.txt; echo served-hook-says-hello; echo served-hook-stderr >&2"
+  "echo by-serve >$T/src/written-by-before.txt; echo served-hook-says-hello; echo served-hook-stderr >&2" \
+  "$SERVED_NOTIFY"
 serve_start srv --listen 127.0.0.1:0 --config-dir "$T/conf.d"
 # serve_job OUT: POST .../served/run and wait for the job; its document in OUT
 serve_job() {
@@ -197,10 +202,14 @@ assert_eq "$(json_get "$T/job.json" 'j["summary"]["snapshot"]')" "$(after_var EN
 json_get "$T/job.json" 'j["stderr_tail"]' >"$T/job.tail"
 assert_contains "$T/job.tail" "hooks.before[0]: served-hook-says-hello" "the served job's stderr_tail (hook stdout)"
 assert_contains "$T/job.tail" "hooks.before[0]: served-hook-stderr" "the served job's stderr_tail (hook stderr)"
+webhook_wait served 1
+assert_eq success "$(webhook_body served 0 'b["event"]')" "the served job's webhook"
+assert_eq "$(json_get "$T/job.json" 'j["summary"]["snapshot"]')" "$(webhook_body served 0 'b["snapshot"]')" \
+  "the served job's snapshot in its webhook"
 # a failing before hook under serve: the job fails naming the hook, no
 # snapshot, the after hook runs
 # (a job's child reads the pipeline file afresh)
-hooks_pipeline "$T/conf.d/served.yml" served "$T/repo-s" "echo served-cannot-freeze; exit 9"
+hooks_pipeline "$T/conf.d/served.yml" served "$T/repo-s" "echo served-cannot-freeze; exit 9" "$SERVED_NOTIFY"
 snaps_before=$(ls "$T/repo-s/snapshots" | wc -l)
 serve_job "$T/job2.json"
 assert_eq failed "$(json_get "$T/job2.json" 'j["state"]')" "a served job whose before hook fails"
@@ -210,6 +219,10 @@ assert_contains "$T/job2.error" "exited with status 9" "the failed job's error s
 assert_eq "$snaps_before" "$(ls "$T/repo-s/snapshots" | wc -l)" "snapshots after the served job's failed before hook"
 assert_eq failure "$(after_var ENGINE_STATUS)" "the after hook of the failed served job"
 assert_eq 1 "$(after_var ENGINE_EXIT)" "ENGINE_EXIT of the failed served job"
+webhook_wait served 2
+assert_eq failure "$(webhook_body served 1 'b["event"]')" "the failed served job's webhook"
+webhook_body served 1 'b["error"]' >"$T/wh-error"
+assert_contains "$T/wh-error" "served-cannot-freeze" "the failure webhook's error"
 serve_stop srv "$SRV_PID"
 # after a restart /metrics still says the last run failed (it never reached
 # the repository: the local audit log says so), and when the last success was
