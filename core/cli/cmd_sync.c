@@ -275,7 +275,7 @@ static int sync_phases(const struct cli_globals *g, struct plugin_instance *from
 int cmd_sync(const struct cli_globals *g, const struct cli_args *a) {
   /* --from and --to are required (cli/table.c) */
   struct cli_ctx c;
-  struct plugin_instance *from, *to;
+  struct plugin_instance *from = NULL, *to = NULL; /* set by sync_open */
   int orc = sync_open(g, a, &c, &from, &to);
   if (orc != EXIT_OK)
     return orc;
