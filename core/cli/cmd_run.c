@@ -26,10 +26,6 @@ static struct snapshot *find_parent(struct repo *r, const char *pipeline) {
   struct snapshot_list all;
   json_t *unreadable;
   char *err = NULL;
-  /* a write-only host cannot open manifests or trees (docs/SECURITY.md):
-   * it reads every item and deduplicates against the index instead */
-  if (r->write_only)
-    return NULL;
   if (snapshot_list(r, &all, &unreadable, &err) != 0) {
     free(err);
     return NULL;

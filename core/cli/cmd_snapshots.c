@@ -148,7 +148,8 @@ static int filter_contains(struct cli_ctx *c, const char *spec, struct snapshot_
 }
 
 /* A write-only host cannot open manifests (sealed to the public key): it
- * lists what the object store shows, each snapshot's id and size. */
+ * lists what the object store shows, each snapshot's id and size, and for
+ * the snapshots it wrote itself what its journal kept of them. */
 static int snapshots_write_only(struct cli_ctx *c, const struct cli_args *a) {
   json_t *list;
   char *err = NULL;
@@ -161,24 +162,46 @@ static int snapshots_write_only(struct cli_ctx *c, const struct cli_args *a) {
     cli_close(c);
     return cli_fail(err);
   }
+  struct snapshot_list own;
+  if (snapshot_list(c->repo, &own, NULL, &err) != 0) {
+    json_decref(list);
+    cli_close(c);
+    return cli_fail(err);
+  }
   json_t *out = json_array();
   size_t i;
   json_t *e;
   json_array_foreach(list, i, e) {
-    const char *name = json_string_value(json_object_get(e, "name"));
-    json_array_append_new(out, json_pack("{s:s, s:O, s:b}", "id", name + strlen("snapshots/"),
-                                         "object_size", json_object_get(e, "size"), "sealed", 1));
+    const char *id = json_string_value(json_object_get(e, "name")) + strlen("snapshots/");
+    json_t *o = json_pack("{s:s, s:O, s:b}", "id", id, "object_size", json_object_get(e, "size"),
+                          "sealed", 1);
+    for (size_t k = 0; k < own.n; k++)
+      if (strcmp(own.v[k]->id, id) == 0) {
+        char *t = iso_time(own.v[k]->time);
+        json_object_set_new(o, "own", json_true());
+        json_object_set_new(o, "time", json_string(t));
+        json_object_set_new(o, "status", json_string(own.v[k]->status ? own.v[k]->status : ""));
+        json_object_set_new(o, "pipeline",
+                            json_string(own.v[k]->pipeline ? own.v[k]->pipeline : ""));
+        free(t);
+      }
+    json_array_append_new(out, o);
   }
+  snapshot_list_free(&own);
   json_decref(list);
   if (a->json) {
     cli_print_json(out);
   } else {
-    printf("%-64s %s\n", "ID", "OBJECT SIZE");
-    json_array_foreach(out, i, e)
-        printf("%-64s %lld\n", json_string_value(json_object_get(e, "id")),
-               (long long)json_integer_value(json_object_get(e, "object_size")));
+    printf("%-64s %11s  %s\n", "ID", "OBJECT SIZE", "THIS HOST'S: TIME STATUS");
+    json_array_foreach(out, i, e) {
+      json_t *t = json_object_get(e, "time"), *st = json_object_get(e, "status");
+      printf("%-64s %11lld  %s %s\n", json_string_value(json_object_get(e, "id")),
+             (long long)json_integer_value(json_object_get(e, "object_size")),
+             t ? json_string_value(t) : "", st ? json_string_value(st) : "");
+    }
     printf("%zu snapshot(s); this host's credential is write-only: times, hosts, status and "
-           "contents are sealed to the repository's public key\n",
+           "contents are sealed to the repository's public key (shown for this host's own "
+           "snapshots only, from its journal)\n",
            json_array_size(out));
   }
   json_decref(out);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/dispatch.h"
+#include "ops/audit.h"
 #include "repo/index.h"
 #include "compress/compress.h"
 #include "util/log.h"
@@ -153,6 +154,13 @@ int cli_open(struct cli_ctx *c, int with_sources, int create, int dry_run, char 
   o.passphrase_len = secret_len;
   int rc = repo_open(&o, &c->repo, err);
   secret_wipe_free(secret, secret_len);
+  if (rc == 0 && c->repo->write_only) {
+    /* its own snapshots' manifests and trees, for the next run's parent */
+    char *state = ops_state_dir();
+    if (state)
+      c->repo->journal_dir = xasprintf("%s/writer/%s", state, c->repo->id);
+    free(state);
+  }
   return rc == 0 ? 0 : -1;
 }
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "pipeline/backup_int.h"
+#include "repo/journal.h"
 #include "repo/tree.h"
 #include "util/cancel.h"
 #include "util/log.h"
@@ -283,6 +284,9 @@ static void job_work(void *arg) {
   struct bk_job *j = arg;
   struct repo *r = j->bk->repo;
   repo_blob_id(r, j->data, j->len, j->id);
+  /* a write-only host keeps its trees for its next run's parent */
+  if (r->write_only && j->type == BLOB_TREE && !j->bk->o->dry_run)
+    journal_put_tree(r, j->id, j->data, j->len);
   j->is_new = index_claim(r->index, j->id, j->type);
   if (j->is_new && !j->bk->o->dry_run && store_blob(j->bk, j) != 0)
     j->failed = 1;

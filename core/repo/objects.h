@@ -69,6 +69,9 @@ struct repo {
   uint64_t keyring_generation;
   char keyring_name[80];
   struct repo_dk_cache *dkc; /* pack data keys already opened */
+  /* a write-only host's journal of its own snapshots (journal.h), set by
+   * the CLI; NULL: none */
+  char *journal_dir;
   uint64_t chunker_seed;
   char id[2 * REPO_ID_LEN + 1];
   char key_id[65]; /* the key object that opened the repository */

@@ -411,6 +411,7 @@ void repo_close(struct repo *r) {
     return;
   index_free(r->index);
   keys2_free(r);
+  free(r->journal_dir);
   OPENSSL_cleanse(r->enc_key, sizeof(r->enc_key));
   OPENSSL_cleanse(r->mac_key, sizeof(r->mac_key));
   free(r);

@@ -4,6 +4,8 @@
  * millions). */
 #include "repo/snapshot.h"
 
+#include "repo/journal.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -426,6 +428,8 @@ struct snapshot *snapshot_dup(const struct snapshot *s) {
 int snapshot_save(struct repo *r, struct snapshot *s, char **err) {
   json_t *m = snapshot_json(s);
   int rc = repo_save_json(r, "snapshot", m, s->id, err);
+  if (rc == 0 && r->write_only)
+    journal_put_snapshot(r, s->id, m);
   json_decref(m);
   return rc;
 }
@@ -502,7 +506,40 @@ struct snapshot *snapshot_list_take(struct snapshot_list *l, size_t i) {
   return s;
 }
 
+/* A write-only host lists the snapshots of its journal that still exist:
+ * the others are sealed to the public key, neither readable nor damaged. */
+static int list_write_only(struct repo *r, struct snapshot_list *out, json_t **unreadable,
+                           char **err) {
+  json_t *ids;
+  if (list_ids(r, &ids, err) != 0)
+    return -1;
+  json_t *ms = journal_snapshots(r, ids);
+  json_decref(ids);
+  size_t n = json_array_size(ms), i;
+  struct snapshot_list l = {xcalloc(n ? n : 1, sizeof(struct snapshot *)), 0};
+  json_t *e;
+  json_array_foreach(ms, i, e) {
+    json_t *m = json_object_get(e, "manifest");
+    const char *why = NULL;
+    struct snapshot *s = snapshot_parse(m, r->id, &why);
+    if (!s)
+      continue;
+    snprintf(s->id, sizeof(s->id), "%s", json_string_value(json_object_get(e, "id")));
+    s->raw = json_incref(m);
+    json_object_set(m, "id", json_object_get(e, "id"));
+    l.v[l.n++] = s;
+  }
+  json_decref(ms);
+  qsort(l.v, l.n, sizeof(*l.v), by_time);
+  if (unreadable)
+    *unreadable = json_array();
+  *out = l;
+  return 0;
+}
+
 int snapshot_list(struct repo *r, struct snapshot_list *out, json_t **unreadable, char **err) {
+  if (r->write_only)
+    return list_write_only(r, out, unreadable, err);
   json_t *ids;
   if (list_ids(r, &ids, err) != 0)
     return -1;

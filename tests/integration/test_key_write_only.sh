@@ -5,9 +5,14 @@
 #     the independent reader confirms holds no private key nor the master
 #     secret;
 #   - a host with stages.encrypt {mode: write-only, key_file: file:...}
-#     backs up, deduplicating against the whole repository (an unchanged
-#     tree stores only its new tree blob), and leaves no lock behind without
-#     deleting anything (a release marker instead);
+#     backs up, deduplicating against the whole repository (its first run
+#     stores nothing new over data the reader stored), and leaves no lock
+#     behind without deleting anything (a release marker instead);
+#   - its journal (STATE/writer/<repository id>, 0700/0600, sealed) keeps
+#     the manifest and trees of its own newest snapshot: the next run skips
+#     unchanged items as with any parent, snapshots shows its own time and
+#     status and nothing of the reader's; without the journal it reads
+#     everything again and still stores nothing new;
 #   - on that host restore, show, check (--read-data too), forget, prune,
 #     repair and key are refused with a sentence saying why (exit 1), and
 #     snapshots lists ids and object sizes only;
@@ -64,6 +69,20 @@ new1=$(json_get "$T/w1.json" 'j["new_bytes"]')
 read1=$(json_get "$T/w1.json" 'j["bytes_read"]')
 # the tree's chunks only: every data chunk is already in the repository
 [ "$new1" -lt 262144 ] || fail "a write-only run over unchanged data stored $new1 new bytes of $read1 read (no deduplication against the repository?)"
+# the journal: the writer's own snapshot, sealed, owner-only
+jdir=$ENGINE_STATE_DIR/writer/$(json_get "$repo/config" 'j["id"]')
+[ "$(stat -c %a "$jdir")" = 700 ] || fail "the journal directory is not 0700"
+ls "$jdir" | grep -q '^snapshot-' || fail "the writer's journal holds no snapshot"
+ls "$jdir" | grep -q '^tree-' || fail "the writer's journal holds no tree blob"
+[ -z "$(find "$jdir" -type f ! -perm 600)" ] || fail "a journal file is not 0600"
+! grep -rqa "numbers.txt" "$jdir" || fail "the journal holds item names in the clear"
+# an unchanged run: the parent from the journal, nothing read
+run_ok "$T/w1b.json" "$T/w1b.err" run "$T/writer.yml" --json
+reused=$(json_get "$T/w1b.json" 'j["reused_items"]')
+read1b=$(json_get "$T/w1b.json" 'j["bytes_read"]')
+assert_eq 3 "$reused" "files reused from the journal's parent (all three)"
+[ "$read1b" -lt 65536 ] || fail "an unchanged write-only run read $read1b bytes (no parent from its journal?)"
+assert_eq 1 "$(ls "$jdir" | grep -c '^snapshot-')" "snapshots the journal keeps (the newest only)"
 printf 'second\n' >>"$src/sub/small.txt"
 run_ok "$T/w2.json" "$T/w2.err" run "$T/writer.yml" --json
 w2=$(json_get "$T/w2.json" 'j["snapshot"]')
@@ -79,7 +98,10 @@ for l in "$repo"/locks/*; do
     fail "a write-only run left its lock $(basename "$l") without a release marker"
   }
 done
-assert_eq 2 "$n_locks" "locks the two write-only runs left (released, not deleted)"
+assert_eq 3 "$n_locks" "locks the three write-only runs left (released, not deleted)"
+# only the changed file is read
+read2=$(json_get "$T/w2.json" 'j["bytes_read"]')
+[ "$read2" -lt 65536 ] || fail "a write-only run with one changed small file read $read2 bytes"
 
 refused() { # WHAT ARGS...
   local what=$1
@@ -101,17 +123,27 @@ refused "key list" key list "$T/writer.yml"
 refused "key rotate" key rotate "$T/writer.yml"
 assert_contains "$T/ref.err" "master secret" "key on a write-only host says what it lacks"
 run_ok "$T/ws.json" "$T/ws.err" snapshots "$T/writer.yml" --json
-assert_eq 3 "$(json_get "$T/ws.json" 'len(j)')" "snapshots listed on the write-only host"
-assert_eq true "$(json_get "$T/ws.json" 'all(s["sealed"] and "time" not in s for s in j)')" \
-  "the write-only host sees ids and sizes only"
+assert_eq 4 "$(json_get "$T/ws.json" 'len(j)')" "snapshots listed on the write-only host"
+assert_eq true "$(json_get "$T/ws.json" 'all(s["sealed"] and "time" not in s for s in j if not s.get("own"))')" \
+  "snapshots the write-only host did not write (or no longer keeps): id and size only"
+assert_eq 1 "$(json_get "$T/ws.json" 'len([s for s in j if s.get("own")])')" \
+  "own snapshots the journal keeps (the newest)"
+assert_eq "$w2 complete" "$(json_get "$T/ws.json" '" ".join([[s["id"], s["status"]] for s in j if s.get("own")][0])')" \
+  "the write-only host's own snapshot, from its journal"
+# without the journal: everything is read again, nothing new stored
+mv "$jdir" "$T/journal.moved"
+run_ok "$T/w3.json" "$T/w3.err" run "$T/writer.yml" --json
+[ "$(json_get "$T/w3.json" 'j["bytes_read"]')" -gt 6000000 ] || fail "a run without the journal should read everything"
+assert_eq 0 "$(json_get "$T/w3.json" 'j["new_bytes"]')" "new bytes of a run without the journal"
+w3=$(json_get "$T/w3.json" 'j["snapshot"]')
 run_ok "$T/ws.out" "$T/ws.err" snapshots "$T/writer.yml"
 assert_contains "$T/ws.out" "sealed to the repository's public key" "snapshots on a write-only host"
 
 # ---- the reader ----------------------------------------------------------------------
 export ENGINE_PASSPHRASE=$TEST_PASSPHRASE
 run_ok "$T/rs.json" "$T/rs.err" snapshots "$T/reader.yml" --json
-assert_eq 3 "$(json_get "$T/rs.json" 'len(j)')" "snapshots the reader lists"
-assert_eq "$w2" "$(json_get "$T/rs.json" 'j[2]["id"]')" "the writer's last snapshot is the reader's latest"
+assert_eq 5 "$(json_get "$T/rs.json" 'len(j)')" "snapshots the reader lists"
+assert_eq "$w3" "$(json_get "$T/rs.json" 'j[4]["id"]')" "the writer's last snapshot is the reader's latest"
 run_ok "$T/res.out" "$T/res.err" restore "$T/reader.yml" "$w2" --target "$T/out"
 compare_trees "$src" "$(restored_path "$T/out" "$src")" >"$T/cmp.txt" 2>&1 ||
   { cat "$T/cmp.txt" >&2; fail "the writer's snapshot does not restore byte for byte on the reader"; }
@@ -127,4 +159,4 @@ run_ok "$T/chk2.out" "$T/chk2.err" check "$T/reader.yml" --read-data
 run_ok "$T/res2.out" "$T/res2.err" restore "$T/reader.yml" "$w2" --target "$T/out2"
 compare_trees "$src" "$(restored_path "$T/out2" "$src")" >"$T/cmp.txt" 2>&1 ||
   { cat "$T/cmp.txt" >&2; fail "the writer's snapshot does not restore after forget and prune"; }
-note "write-only host: unchanged run stored $new1 B of $read1 B read, one changed file $new2 B; refusals and reader restore OK"
+note "write-only host: first run stored $new1 B of $read1 B read; with its journal's parent an unchanged run read $read1b B, one changed file $read2 B read / $new2 B stored; refusals and reader restore OK"
