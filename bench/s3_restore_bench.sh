@@ -23,6 +23,8 @@
 #   BENCH_REPEAT    pairs per phase (default 5)
 #   BENCH_CHECK     0: no check --read-data phase
 #   BENCH_STORE     bluestore (default) or memstore
+#   BENCH_NICE      nice level of the measured commands and of the Ceph daemons
+#                   (default -10 as root, else 0)
 #   BENCH_WORK      directory for the data set, the cluster and the samples
 #                   (default bench/out)
 #   ENGINE_BIN      engine binary (default: a Release build in $BENCH_WORK/build)
@@ -85,6 +87,23 @@ for attempt in 1 2 3; do
 done
 rgw_pid=$(cat "$work/ceph/run/client.rgw.a.pid")
 osd_pid=$(cat "$work/ceph/run/osd.0.pid")
+mon_pid=$(cat "$work/ceph/run/mon.a.pid")
+# On a shared machine the measured commands and the server run at nice -10
+# (as root; BENCH_NICE changes the level): other jobs then take less of the
+# CPU from them. The server's daemons get the same level as the client.
+nice_level=${BENCH_NICE:-}
+if [ -z "$nice_level" ]; then
+  if [ "$(id -u)" -eq 0 ]; then nice_level=-10; else nice_level=0; fi
+fi
+[[ "$nice_level" =~ ^-?[0-9]+$ ]] || die "BENCH_NICE must be a whole number, not '$nice_level'"
+NICE=()
+if [ "$nice_level" != 0 ]; then
+  NICE=(nice -n "$nice_level")
+  # every thread of each daemon (renice -p takes one thread)
+  for p in "$rgw_pid" "$osd_pid" "$mon_pid"; do
+    for t in /proc/"$p"/task/*; do renice -n "$nice_level" -p "${t##*/}" >/dev/null; done
+  done
+fi
 rgw_log=$work/ceph/log/rgw.log
 
 export AWS_ACCESS_KEY_ID=TESTACCESSKEY AWS_SECRET_ACCESS_KEY=TESTSECRETKEY AWS_DEFAULT_REGION=us-east-1
@@ -107,7 +126,7 @@ measure() {
   rgw0=$(cpu_of "$rgw_pid")
   osd0=$(cpu_of "$osd_pid")
   load0=$(cut -d' ' -f1 /proc/loadavg)
-  /usr/bin/time -f '%e %U %S %M' -o "$work/t" "$@" >"$work/$phase-$tool-$run.out" 2>"$work/$phase-$tool-$run.err" ||
+  /usr/bin/time -f '%e %U %S %M' -o "$work/t" "${NICE[@]}" "$@" >"$work/$phase-$tool-$run.out" 2>"$work/$phase-$tool-$run.err" ||
     { tail -20 "$work/$phase-$tool-$run.err" >&2; die "$phase $tool run $run failed"; }
   sleep 1 # radosgw writes its log lines after the replies
   local rgw1 osd1
