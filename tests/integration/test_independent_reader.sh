@@ -98,7 +98,7 @@ yq() { # YAML single-quoted scalar
   printf "'%s'" "$s"
 }
 
-write_pipeline() { # file repo algorithm
+write_pipeline() { # file repo algorithm [format]
   cat > "$1" <<EOF
 version: 1
 name: reader-$3
@@ -113,6 +113,7 @@ sinks:
 stages:
   compress: { algorithm: $3 }
   encrypt: { algorithm: aes-256-gcm, passphrase: "env:ENGINE_TEST_PASSPHRASE" }
+repository: { format: ${4:-1} }
 EOF
 }
 
@@ -155,6 +156,14 @@ for algo in zstd gzip; do
   run_engine "$algo" -q run "$TMP/$algo.yml" --progress never
   check_repo "$repo" "$algo" 1
 done
+
+# Format 2 (docs/FORMAT.md section 3.6): the keyring, packs with their own
+# data keys sealed to the public key, snapshots sealed to it.
+repo="$TMP/repo-v2"
+write_pipeline "$TMP/v2.yml" "$repo" zstd 2
+run_engine "format 2" -q run "$TMP/v2.yml" --progress never
+grep -q '"version": 2' "$repo/config" || fail "format 2: the config does not say version 2"
+check_repo "$repo" zstd 1
 
 # A second snapshot in the zstd repository: the first stays readable by id
 # prefix and keeps the old content, 'latest' has the new one.
