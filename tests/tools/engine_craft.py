@@ -68,7 +68,7 @@ def write_tree(repo, items):
     header = er.PACK_HEADER_MAGIC + struct.pack("<I", 1) + bytes([er.BLOB_TREE]) + bid + \
         struct.pack("<III", 0, len(sealed), len(raw))
     sealed_header = seal(repo, repo.enc_key, b"packheader", header)
-    pack = sealed + sealed_header + struct.pack("<I", len(sealed_header)) + er.PACK_MAGIC
+    pack = sealed + sealed_header + struct.pack("<I", len(sealed_header)) + er.PACK_MAGIC[1]
     pid = hashlib.sha256(pack).hexdigest()
     put(repo, "data/%s/%s" % (pid[:2], pid), pack)
     index = {"version": 1, "packs": [{"id": pid, "blobs": [{
@@ -104,6 +104,9 @@ def main(argv):
     args = ap.parse_args(argv)
     repo = er.Repo(args.repo)
     repo.open(os.environ[args.passphrase_env].encode())
+    if repo.version != 1:
+        sys.stderr.write("engine_craft: only format-1 repositories can be crafted\n")
+        return 1
     cmd_tree(repo, args)
     return 0
 
