@@ -46,9 +46,16 @@ S2=$(json_get "$T/r2.json" 'j["snapshot"]')
 packs >"$T/packs2"
 comm -13 "$T/packs1" "$T/packs2" >"$T/packs.new"
 [ "$(wc -l <"$T/packs.new")" -ge 3 ] || fail "the second run wrote $(wc -l <"$T/packs.new") pack(s); the drill needs at least 3"
-# the damage: one new pack deleted, another corrupted in the middle
-lost=$(sed -n 1p "$T/packs.new")
-bad=$(sed -n 2p "$T/packs.new")
+# the damage: one new pack deleted, another corrupted in the middle; both
+# full data packs (the two largest new ones), not the pack holding the item
+# tree (small): damage there loses the whole tree, and the drill is about
+# salvaging what survives. (Pack names are hashes of random-keyed content:
+# taking them in name order hit the tree's pack in about one run of four.)
+awsc s3 ls "s3://$BUCKET/repo/data/" --recursive | awk '{ print $3, $4 }' >"$T/sizes"
+big=$(grep -Ff "$T/packs.new" "$T/sizes" | sort -rn | awk '{ print $2 }')
+lost=$(echo "$big" | sed -n 1p)
+bad=$(echo "$big" | sed -n 2p)
+[ -n "$lost" ] && [ -n "$bad" ] || fail "no two new packs to damage"
 awsc s3 rm "s3://$BUCKET/$lost" >/dev/null
 awsc s3 cp "s3://$BUCKET/$bad" "$T/bad.pack" >/dev/null
 printf '\xff\xff\xff\xff' | dd of="$T/bad.pack" bs=1 seek=$(($(stat -c %s "$T/bad.pack") / 2)) conv=notrunc 2>/dev/null
