@@ -186,6 +186,22 @@ static int rd_str(struct rd *r, char **s) {
   return 0;
 }
 
+void pgs_arc_head_fix_time(struct pgs_arc_head *h) {
+  /* struct tm's fields as pg_dump writes them: sec, min, hour, mday, mon,
+   * year - 1900, isdst; each int a sign byte then int_size bytes, least
+   * significant first */
+  static const int fixed[7] = {0, 0, 0, 1, 0, 100, 0};
+  size_t one = 1 + (size_t)h->int_size;
+  if (h->raw == NULL || h->time_len != 7 * one || h->time_off + h->time_len > h->raw_len)
+    return;
+  unsigned char *p = h->raw + h->time_off;
+  for (int i = 0; i < 7; i++, p += one) {
+    p[0] = 0;
+    for (int b = 0; b < h->int_size; b++)
+      p[1 + b] = b < 4 ? (unsigned char)((unsigned)fixed[i] >> (8 * b)) : 0;
+  }
+}
+
 int pgs_arc_read_head(struct pgs_in *in, struct pgs_arc_head *h, char **err) {
   memset(h, 0, sizeof(*h));
   *err = NULL;
@@ -230,10 +246,12 @@ int pgs_arc_read_head(struct pgs_in *in, struct pgs_arc_head *h, char **err) {
     rd_int(&r, &h->compression);
     h->gzip = h->compression != 0;
   }
+  h->time_off = in->rec_len;
   for (int i = 0; i < 7 && !r.failed; i++) { /* the creation time */
     int junk;
     rd_int(&r, &junk);
   }
+  h->time_len = in->rec_len - h->time_off;
   rd_str(&r, &h->dbname);
   char *s = NULL;
   rd_str(&r, &s); /* server version */

@@ -64,7 +64,14 @@ struct pgs_arc_head {
   char *dbname;
   unsigned char *raw; /* the header's bytes as read */
   size_t raw_len;
+  size_t time_off, time_len; /* where pg_dump's creation time is in raw */
 };
+
+/* Set the creation time in h->raw to 2000-01-01 00:00:00: pg_dump's own
+ * time changes every run, and with it a chunk of every schema's archive and
+ * that schema's line of the item tree (the snapshot records when it was
+ * taken). */
+void pgs_arc_head_fix_time(struct pgs_arc_head *h);
 
 struct pgs_toc_entry {
   int dump_id;

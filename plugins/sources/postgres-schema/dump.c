@@ -786,6 +786,7 @@ static void dump_custom(struct pgs_worker *w, const size_t *idx, size_t n, struc
   } else if (pgs_arc_read_toc(&d.in, &s.head, &s.toc, &err) != 0 || plan_parts(&s) != 0) {
     failed = 1;
   } else {
+    pgs_arc_head_fix_time(&s.head);
     /* schemas without data are complete now */
     for (size_t k = 0; k < n && !failed; k++)
       if (s.parts[k].pending == 0) {
