@@ -384,6 +384,10 @@ class Vs:
             if self.phase == "restore":
                 r2 = [(o[i]["wall"] + o[i]["sync"]) / (e[i]["wall"] + e[i]["sync"]) for i in range(len(e))]
                 print(f"  {t.key}/engine restore + sync per round: median {statistics.median(r2):.2f}x")
+            c = [o[i]["cpu"] / e[i]["cpu"] for i in range(len(e)) if e[i]["cpu"] > 0]
+            if c:
+                print(f"  {t.key}/engine CPU seconds per round: median {statistics.median(c):.2f}x "
+                      "(steadier than wall time on a busy machine)")
             rr = [e[i]["rss_mib"] / o[i]["rss_mib"] for i in range(len(e))]
             print(f"  engine/{t.key} peak RSS per round: median {statistics.median(rr):.2f}")
         if self.a.json:
