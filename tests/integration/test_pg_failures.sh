@@ -137,8 +137,9 @@ SNAP1=$(json_get "$T/g.json" 'j["snapshot"]')
 cat >"$T/dying_pg_dump" <<'EOF'
 #!/bin/bash
 # tenant_b's pg_dump is cut after 200 kB: it dies of SIGPIPE mid-stream
+# (alone its pattern is "tenant_b"; with tenant_a, "tenant_"("a"|"b"))
 case "$*" in
-  *tenant_b*) pg_dump "$@" | head -c 200000; exit "${PIPESTATUS[0]}" ;;
+  *tenant_b* | *'|"b"'*) pg_dump "$@" | head -c 200000; exit "${PIPESTATUS[0]}" ;;
   *) exec pg_dump "$@" ;;
 esac
 EOF

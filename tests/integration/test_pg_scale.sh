@@ -30,6 +30,17 @@ g1=$!
 gen $((N / 2 + 1)) "$N"
 wait "$g1" || fail "generating tenants failed"
 for s in other_a other_b other_c; do q -d app -c "CALL make_tenant('$s', 1)" >/dev/null; done
+# names pg_dump's patterns must match literally, among them prefixes of
+# other names and characters that mean something in a pattern or a regular
+# expression; è and ê share their first UTF-8 byte
+ODD=('tenant_0' 'tenant_$x' 'tenant_(a|b)' 'tenant_Up' 'tenant_X"q' 'tenant_a.b' 'tenant_*' 'tenant_è' 'tenant_é' 'tenant_êx')
+for s in "${ODD[@]}"; do
+  q -d app -v s="$s" >/dev/null <<'SQL'
+CREATE SCHEMA :"s";
+CREATE TABLE :"s".t (v text);
+INSERT INTO :"s".t VALUES (:'s');
+SQL
+done
 note "generated $N tenants in $(($(date +%s) - t0)) s"
 pg_fingerprint app tenant_077 >"$T/fp.077"
 
@@ -46,9 +57,10 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 q -d postgres -c "ALTER SYSTEM RESET log_statement" -c "SELECT pg_reload_conf()" >/dev/null
 tail -n +"$((log_from + 1))" "$PG_DIR/pg.log" >"$T/statements.log"
 assert_eq complete "$(json_get "$T/r1.json" 'j["status"]')" "status of the first run"
-assert_eq $((N + 1)) "$(json_get "$T/r1.json" 'j["items"]')" "items ($N tenants and _globals)"
-assert_contains "$T/r1.err" "dumping $N schema(s) with 2 parallel pg_dump(s)" "parallel pg_dumps"
-assert_contains "$T/r1.err" "$N schema(s) stored, 0 failed; 2 pg_dump run(s)" "one pg_dump per worker"
+M=$((N + ${#ODD[@]}))
+assert_eq $((M + 1)) "$(json_get "$T/r1.json" 'j["items"]')" "items ($N tenants, ${#ODD[@]} odd names and _globals)"
+assert_contains "$T/r1.err" "dumping $M schema(s) with 2 parallel pg_dump(s)" "parallel pg_dumps"
+assert_contains "$T/r1.err" "$M schema(s) stored, 0 failed; 2 pg_dump run(s)" "one pg_dump per worker"
 assert_eq 2 "$(grep -c "SET TRANSACTION SNAPSHOT" "$T/statements.log")" "pg_dump sessions importing the snapshot"
 assert_eq 1 "$(grep -c "pg_catalog.pg_extension e WHERE e.extnamespace = ANY" "$T/statements.log")" \
   "the extensions query (once per run for all schemas)"
@@ -58,6 +70,21 @@ assert_eq 1 "$(grep -c "pg_export_snapshot" "$T/statements.log")" "exported snap
 stored1=$(json_get "$T/r1.json" 'j["stored_bytes"]')
 read1=$(json_get "$T/r1.json" 'j["bytes_read"]')
 note "first run: $N tenants, $read1 bytes of archives, stored $stored1, in $ms ms (ASan build)"
+
+run_ok "$T/show.json" "$T/show.err" show "$T/p.yml" latest --json
+qa -d app -c "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tenant\_%' ORDER BY nspname COLLATE \"C\"" |
+  python3 -c 'import json, sys; print(json.dumps([l.rstrip("\n") for l in sys.stdin]))' >"$T/want.json"
+json_get "$T/show.json" 'j["sources"][0]["marks"]["schemas"]' >"$T/got.json"
+python3 -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1])), sort_keys=True))' "$T/want.json" >"$T/want2.json"
+assert_files_equal "$T/want2.json" "$T/got.json" "schemas stored (exactly those the glob matches)"
+for s in "${ODD[@]}"; do
+  run_ok "$T/odd.dump" "$T/odd.err" restore "$T/p.yml" latest --only "tenants/$s" --to-stdout
+  [ "$(pg_restore -f - "$T/odd.dump" | grep -c '^CREATE TABLE ')" = 1 ] || fail "the archive of schema '$s' does not hold its one table"
+done
+# one pg_dump for every schema (jobs: 1): the prefixes in one pattern
+sed 's/jobs: 2/jobs: 1/' "$T/p.yml" | sed "s|$T/repo|$T/repo1|" >"$T/p1.yml"
+run_ok "$T/j1.json" "$T/j1.err" -v run "$T/p1.yml" --json
+assert_contains "$T/j1.err" "$M schema(s) stored, 0 failed; 1 pg_dump run(s)" "one pg_dump for all schemas"
 
 # every tenant's archive stands alone
 run_ok "$T/one.dump" "$T/one.err" restore "$T/p.yml" latest --only tenants/tenant_123 --to-stdout
