@@ -15,7 +15,8 @@
 #
 # Needs the server binaries (Debian: apt-get install -y --no-install-recommends
 # postgresql-15, which brings postgresql-contrib's extensions citext and
-# hstore with it). PG_BINDIR overrides where they are looked for. Local
+# hstore with it). PG_BINDIR overrides where they are looked for;
+# PG_SERVER_OPTS adds server options ("-c max_locks_per_transaction=512"). Local
 # (socket) connections are trusted; TCP connections need a password
 # (scram-sha-256), so tests can exercise authentication. The server is tuned
 # for speed, not durability (fsync off). As root, initdb and the server run
@@ -89,7 +90,7 @@ pg_server_start() { # DIR PORT
     return 1
   fi
   if ! _pg_as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/pg.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_wal_size=2GB -c shared_buffers=128MB" \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_wal_size=2GB -c shared_buffers=128MB ${PG_SERVER_OPTS:-}" \
     start >/dev/null; then
     tail -20 "$dir/pg.log" >&2 || true
     _pg_die "the server in '$dir' did not start on port $port"
