@@ -35,9 +35,14 @@ EOF
   _DRILL_AT_EXIT=1
   DRILL_LOG=$T/drill-$name.log
   exec 3>&1 4>&2 >"$DRILL_LOG" 2>&1
+  # in the scratch directory, as an operator in a working directory: the
+  # runbook writes files there (check.json)
+  local here=$PWD
+  cd "$T" || fail "cannot enter $T"
   set -x
   eval "$code"
   { set +x; } 2>/dev/null
+  cd "$here" || fail "cannot return to $here"
   exec 1>&3 2>&4
   DRILL_LOG=
 }
