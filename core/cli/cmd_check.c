@@ -234,6 +234,10 @@ int cmd_check(const struct cli_globals *g, const struct cli_args *a) {
                           "read_data", a->read_data, "snapshots", (json_int_t)res.snapshots,
                           "packs", (json_int_t)res.packs, "blobs_verified", (json_int_t)res.blobs,
                           "problems", res.problems);
+    if (res.shredded_items || res.shredded_packs) {
+      json_object_set_new(j, "shredded_items", json_integer((json_int_t)res.shredded_items));
+      json_object_set_new(j, "shredded_packs", json_integer((json_int_t)res.shredded_packs));
+    }
     if (a->restore_test) {
       json_object_set(j, "restore_test", rt_sources);
       json_object_set_new(j, "restore_test_result", json_string(rt.result));
@@ -257,6 +261,10 @@ int cmd_check(const struct cli_globals *g, const struct cli_args *a) {
              (unsigned long long)res.errors, (unsigned long long)res.snapshots,
              (unsigned long long)res.packs);
     }
+    if ((res.shredded_items || res.shredded_packs) && !g->quiet)
+      printf("shredded tenants: %llu item(s) and %llu pack(s) of theirs cannot be read by anyone "
+             "(by design; 'engine prune' removes the packs)\n",
+             (unsigned long long)res.shredded_items, (unsigned long long)res.shredded_packs);
     if (a->restore_test && rt.tested && !g->quiet)
       printf("restore test of snapshot %.8s: %s; restored in %.1f s%s%s\n", rt.snapshot, rt.result,
              rt.seconds, rto_known ? (rto_met ? " (within" : " (LONGER than") : "",

@@ -152,7 +152,8 @@ static int rotate(struct cli_ctx *c, const struct cli_args *a, int quiet) {
                             "whose single master key cannot be rotated without rewriting every "
                             "object)"));
   /* one rotation at a time: each deletes the keyrings it replaces */
-  if (cli_lock(c, 1, a->lock_wait ? a->lock_wait_ms : 0, 0, &err) != 0)
+  if (cli_lock(c, 1, a->lock_wait ? a->lock_wait_ms : 0, 0, &err) != 0 ||
+      keys2_keyring_load(c->repo, &err) != 0) /* as it is under the lock */
     return cli_fail(err);
   char old[17];
   hex_encode(c->repo->kps[c->repo->cur_kp].id, 8, old);
@@ -164,6 +165,61 @@ static int rotate(struct cli_ctx *c, const struct cli_args *a, int quiet) {
            "reading (%zu key pairs). Make writer credentials again ('engine key add PIPELINE "
            "--write-only --out FILE') so that write-only hosts seal to the new key\n",
            id, old, c->repo->n_kps);
+  return EXIT_OK;
+}
+
+/* key shred --tenant NAME: under the exclusive lock (no backup is adding
+ * a tenant key meanwhile), with the keyring read again under it. */
+static int shred(struct cli_ctx *c, const struct cli_args *a, int quiet) {
+  char *err = NULL;
+  if (!a->tenant || !a->tenant[0])
+    return cli_usage_error("key shred", "--tenant NAME is required: the tenant to shred");
+  if (c->repo->format < 2 || c->repo->write_only)
+    return cli_fail(xstrdup("key shred needs a format-2 repository opened with a passphrase "
+                            "(per-tenant keys exist only there)"));
+  if (!keys2_tenant_find(c->repo, a->tenant)) {
+    json_t *ts = keys2_tenants_json(c->repo);
+    char *names = NULL;
+    size_t i;
+    json_t *t;
+    json_array_foreach(ts, i, t) {
+      const char *n = json_string_value(json_object_get(t, "name"));
+      char *x = names ? xasprintf("%s, %s", names, n) : xstrdup(n);
+      free(names);
+      names = x;
+    }
+    json_decref(ts);
+    err = xasprintf("the repository has no tenant '%s' (tenants: %s)", a->tenant,
+                    names ? names : "none");
+    free(names);
+    return cli_fail(err);
+  }
+  if (!a->yes) {
+    if (!isatty(STDIN_FILENO) || !isatty(STDERR_FILENO))
+      return cli_usage_error("key shred",
+                             "shredding cannot be undone: give --yes to confirm (no terminal "
+                             "to ask on)");
+    fprintf(stderr,
+            "Shredding destroys every key of tenant '%s': its data in every snapshot becomes "
+            "unreadable forever. Type the tenant's name to confirm: ",
+            a->tenant);
+    char line[256];
+    if (!fgets(line, sizeof(line), stdin))
+      line[0] = '\0';
+    line[strcspn(line, "\n")] = '\0';
+    if (strcmp(line, a->tenant) != 0)
+      return cli_fail(xstrdup("not confirmed: nothing was shredded"));
+  }
+  if (cli_lock(c, 1, a->lock_wait ? a->lock_wait_ms : 0, 0, &err) != 0 ||
+      keys2_keyring_load(c->repo, &err) != 0)
+    return cli_fail(err);
+  if (keys2_tenant_shred(c->repo, a->tenant, &err) != 0)
+    return cli_fail(err);
+  cli_note_detail("tenant", json_string(a->tenant));
+  if (!quiet)
+    printf("shredded tenant '%s': its keys are gone from the keyring; restores of its items "
+           "fail from now on. Run 'engine prune %s' to remove its packs\n",
+           a->tenant, c->p->name);
   return EXIT_OK;
 }
 
@@ -197,6 +253,11 @@ int cmd_key(const struct cli_globals *g, const struct cli_args *a) {
     cli_close(&c);
     return rc;
   }
+  if (strcmp(sub, "shred") == 0) {
+    rc = shred(&c, a, g->quiet);
+    cli_close(&c);
+    return rc;
+  }
   if (is_list) {
     json_t *keys;
     if (repo_key_list(c.repo, &keys, &err) != 0) {
@@ -204,9 +265,9 @@ int cmd_key(const struct cli_globals *g, const struct cli_args *a) {
       return cli_fail(err);
     }
     if (a->json && c.repo->format >= 2) {
-      json_t *o =
-          json_pack("{s:O, s:o, s:I}", "keys", keys, "keypairs", keys2_keypairs_json(c.repo),
-                    "keyring_generation", (json_int_t)c.repo->keyring_generation);
+      json_t *o = json_pack("{s:O, s:o, s:o, s:I}", "keys", keys, "keypairs",
+                            keys2_keypairs_json(c.repo), "tenants", keys2_tenants_json(c.repo),
+                            "keyring_generation", (json_int_t)c.repo->keyring_generation);
       cli_print_json(o);
       json_decref(o);
     } else if (a->json) {
@@ -229,6 +290,17 @@ int cmd_key(const struct cli_globals *g, const struct cli_args *a) {
                    json_string_value(json_object_get(k, "id")),
                    json_string_value(json_object_get(k, "created")));
         json_decref(kp);
+        json_t *tn = keys2_tenants_json(c.repo);
+        if (json_array_size(tn) > 0)
+          printf("tenant keys (per_tenant):\n");
+        json_array_foreach(tn, i, k) {
+          const char *sh = json_string_value(json_object_get(k, "shredded"));
+          printf("  %-16s %-24s %s%s%s\n", json_string_value(json_object_get(k, "id")),
+                 json_string_value(json_object_get(k, "name")),
+                 json_string_value(json_object_get(k, "created")), sh ? "  SHREDDED " : "",
+                 sh ? sh : "");
+        }
+        json_decref(tn);
       }
     }
     json_decref(keys);

@@ -11,6 +11,7 @@
 #include "cli/dispatch.h"
 #include "ops/status.h"
 #include "pipeline/selection.h"
+#include "repo/keys2.h"
 #include "repo/tree.h"
 #include "util/log.h"
 #include "util/progress.h"
@@ -147,6 +148,27 @@ static int filter_contains(struct cli_ctx *c, const char *spec, struct snapshot_
   return rc;
 }
 
+/* snapshots --tenant NAME: the snapshots whose manifest lists the tenant
+ * among a source's tenants (per_tenant pipelines record them). */
+static void filter_tenant(const char *name, struct snapshot_list *all) {
+  size_t kept = 0;
+  for (size_t i = 0; i < all->n; i++) {
+    struct snapshot *m = all->v[i];
+    int hit = 0;
+    for (size_t k = 0; k < m->n_sources && !hit; k++) {
+      size_t j;
+      json_t *t;
+      json_array_foreach(m->sources[k].tenants, j, t) hit |=
+          json_is_string(t) && strcmp(json_string_value(t), name) == 0;
+    }
+    if (hit)
+      all->v[kept++] = m;
+    else
+      snapshot_free(m);
+  }
+  all->n = kept;
+}
+
 /* A write-only host cannot open manifests (sealed to the public key): it
  * lists what the object store shows, each snapshot's id and size, and for
  * the snapshots it wrote itself what its journal kept of them. */
@@ -229,6 +251,17 @@ int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a) {
     cli_close(&c);
     return cli_fail(err);
   }
+  if (a->tenant) {
+    filter_tenant(a->tenant, &all);
+    const struct repo_tenant *t = c.repo->format >= 2 ? keys2_tenant_find(c.repo, a->tenant) : NULL;
+    if (!t)
+      log_warn("the repository has no key of tenant '%s' (no per_tenant backup stored it)",
+               a->tenant);
+    else if (t->shredded)
+      log_warn("tenant '%s' was shredded on %s: these snapshots list it, but its data can no "
+               "longer be read",
+               a->tenant, t->shredded);
+  }
   size_t n_bad = json_array_size(unreadable);
   if (a->json)
     print_snapshots_json(&all, unreadable);
@@ -245,7 +278,7 @@ int cmd_snapshots(const struct cli_globals *g, const struct cli_args *a) {
 }
 
 /* engine show: the manifest in words. */
-static void print_snapshot(const struct snapshot *m) {
+static void print_snapshot(const struct repo *r, const struct snapshot *m) {
   char b1[32], b2[32];
   char *t0 = iso_time(m->time), *t1 = m->time_end ? iso_time(m->time_end) : xstrdup("?");
   printf("snapshot   %s\n", m->id);
@@ -264,6 +297,14 @@ static void print_snapshot(const struct snapshot *m) {
     printf("source     %s (%s %s): %lld items, %lld failed\n", s->name, s->type,
            s->plugin_version ? s->plugin_version : "?", (long long)s->items,
            (long long)s->failed_items);
+    size_t j;
+    json_t *tn;
+    json_array_foreach(s->tenants, j, tn) {
+      const struct repo_tenant *t =
+          r->format >= 2 ? keys2_tenant_find(r, json_string_value(tn)) : NULL;
+      printf("  tenant   %s%s%s\n", json_string_value(tn), t && t->shredded ? ": SHREDDED on " : "",
+             t && t->shredded ? t->shredded : "");
+    }
     for (size_t k = 0; k < s->n_warnings; k++) {
       const struct snapshot_note *w = &s->warnings[k];
       /* only a name stored as "item" (UTF-8), not as "item_b64" */
@@ -289,7 +330,7 @@ int cmd_show(const struct cli_globals *g, const struct cli_args *a) {
   if (a->json)
     cli_print_json(m->raw);
   else
-    print_snapshot(m);
+    print_snapshot(c.repo, m);
   snapshot_free(m);
   cli_close(&c);
   return EXIT_OK;

@@ -22,6 +22,7 @@ struct cli_args {
   const char *new_passphrase, *new_key_file;
   int write_only;      /* key add --write-only */
   const char *out;     /* key add --write-only --out FILE */
+  const char *tenant;  /* key shred, snapshots: --tenant NAME */
   const char *as_name; /* restore --as */
   int drop_existing, to_stdout, restore_test, prune;
   const char **namespace_map; /* restore --namespace-map OLD=NEW, repeatable */
@@ -91,6 +92,7 @@ enum cli_opt {
   OPT_ENV_FILE,
   OPT_WRITE_ONLY,
   OPT_OUT,
+  OPT_TENANT,
   OPT__COUNT
 };
 

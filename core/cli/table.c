@@ -96,6 +96,7 @@ const struct cli_option cli_options[OPT__COUNT] = {
     [OPT_DAILY_SUMMARY] = {"daily-summary", 0, VALUE("HH:MM", daily_summary, check_clock)},
     [OPT_WRITE_ONLY] = {"write-only", 0, FLAG(write_only)},
     [OPT_OUT] = {"out", 0, VALUE("FILE", out, NULL)},
+    [OPT_TENANT] = {"tenant", 0, VALUE("NAME", tenant, NULL)},
 };
 
 /* ---- commands --------------------------------------------------------------- */
@@ -162,6 +163,8 @@ static const struct cli_use snapshots_opts[] = {
     USE(OPT_JSON, "print JSON (docs/CLI.md)"),
     USE(OPT_CONTAINS, "only the snapshots holding an item of source SOURCE that matches ITEM-GLOB "
                       "(reads that source's item tree of every snapshot)"),
+    USE(OPT_TENANT, "only the snapshots holding items of tenant NAME (per_tenant pipelines; "
+                    "from the manifests, without reading any tree)"),
     END};
 
 static const struct cli_use check_opts[] = {
@@ -240,6 +243,10 @@ static const struct cli_action key_actions[] = {
      "format 2: make a new key pair that everything written from now on is sealed to; the old "
      "ones stay in the keyring for reading (seconds, whatever the repository's size). Writer "
      "credentials made before keep sealing to the old public key until made again"},
+    {"shred", "PIPELINE", 1, 1,
+     "format 2, per_tenant: destroy every key of tenant --tenant NAME in every keyring object, "
+     "so that no one can decrypt its data in any snapshot again (irreversible; asks for the "
+     "tenant's name on a terminal, or give --yes); 'engine prune' then removes its packs"},
     {.name = NULL}};
 
 static const struct cli_use key_opts[] = {
@@ -259,6 +266,9 @@ static const struct cli_use key_opts[] = {
      .actions = "add",
      .needs = OPT_WRITE_ONLY},
     ONLY_FOR(OPT_JSON, "print the list as JSON (docs/CLI.md)", "list"),
+    ONLY_FOR(OPT_TENANT, "the tenant to shred (required)", "shred"),
+    ONLY_FOR(OPT_YES, "shred without asking", "shred"),
+    ONLY_FOR(OPT_LOCK_WAIT, LOCK_WAIT_HELP, "rotate shred"),
     END};
 
 static const struct cli_use schedule_opts[] = {

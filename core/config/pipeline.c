@@ -182,7 +182,8 @@ static void parse_plugin_list(struct pctx *pc, const struct ytree_node *list, co
 
 static const char *const stages_keys[] = {"compress", "encrypt"};
 static const char *const compress_keys[] = {"algorithm", "level"};
-static const char *const encrypt_keys[] = {"algorithm", "passphrase", "key_file", "mode"};
+static const char *const encrypt_keys[] = {"algorithm", "passphrase", "key_file",
+                                           "mode",      "per_tenant", "tenant_of"};
 static const char *const compress_algos[] = {"zstd", "gzip", "none"};
 
 static void parse_compress(struct cfg *c, const struct ytree_node *n, struct pipeline *p) {
@@ -320,6 +321,69 @@ static void parse_encrypt(struct pctx *pc, const struct ytree_node *n, const str
   }
 }
 
+/* stages.encrypt.per_tenant and tenant_of (after parse_encrypt). */
+static void parse_tenants(struct pctx *pc, const struct ytree_node *n, struct pipeline *p) {
+  struct cfg *c = &pc->cfg;
+  if (!n || n->kind != YTREE_MAPPING)
+    return;
+  const struct ytree_pair *pt = ytree_map_find(n, "per_tenant");
+  const struct ytree_pair *to = ytree_map_find(n, "tenant_of");
+  if (pt && cfg_get_bool(c, pt->value, "stages.encrypt.per_tenant", &p->encrypt_per_tenant) < 0)
+    return;
+  if (to && !p->encrypt_per_tenant) {
+    cfg_error(c, to->key, "stages.encrypt.tenant_of",
+              "only meaningful with per_tenant: true (add it, or remove tenant_of)");
+    return;
+  }
+  if (!p->encrypt_per_tenant)
+    return;
+  if (p->encrypt_algorithm && strcmp(p->encrypt_algorithm, "none") == 0) {
+    cfg_error(c, pt->key, "stages.encrypt.per_tenant",
+              "needs encryption: tenant keys are what it adds (choose a crypto algorithm)");
+    return;
+  }
+  if (p->encrypt_write_only) {
+    cfg_error(c, pt->key, "stages.encrypt.per_tenant",
+              "not available with mode write-only: a new tenant's key is added to the keyring, "
+              "which a write-only host cannot open (back up tenants from a host that holds the "
+              "passphrase)");
+    return;
+  }
+  if (!to || ytree_is_null(to->value))
+    return;
+  if (cfg_want_mapping(c, to->value, "stages.encrypt.tenant_of",
+                       "a mapping of SOURCE/ITEM-GLOB to a tenant name, such as "
+                       "{ \"home/alice/*\": alice }") < 0)
+    return;
+  const struct ytree_node *m = to->value;
+  p->tenant_of = xcalloc(m->n_pairs ? m->n_pairs : 1, sizeof(*p->tenant_of));
+  for (size_t i = 0; i < m->n_pairs; i++) {
+    const struct ytree_pair *kv = &m->pairs[i];
+    const char *k = kv->key->text;
+    const char *slash = strchr(k, '/');
+    char *tenant = NULL;
+    if (!slash || slash == k || !slash[1]) {
+      cfg_error(c, kv->key, "stages.encrypt.tenant_of",
+                "expected SOURCE/ITEM-GLOB (a source's name, '/', a glob of its item names, "
+                "as --only takes them), got '%s'",
+                k);
+      continue;
+    }
+    if (cfg_get_string(c, kv->value, "stages.encrypt.tenant_of", &tenant) < 0)
+      continue;
+    if (!tenant[0] || strlen(tenant) > 128 || strchr(tenant, '/') || strchr(tenant, '\n')) {
+      cfg_error(c, kv->value, "stages.encrypt.tenant_of",
+                "expected a tenant name (1 to 128 characters, no '/'), got '%s'", tenant);
+      free(tenant);
+      continue;
+    }
+    struct pipeline_tenant_rule *t = &p->tenant_of[p->n_tenant_of++];
+    t->source = xasprintf("%.*s", (int)(slash - k), k);
+    t->glob = xstrdup(slash + 1);
+    t->tenant = tenant;
+  }
+}
+
 /* Also when absent (st NULL): compression has a default, encrypt is required. */
 static void parse_stages(struct pctx *pc, const struct ytree_node *root,
                          const struct ytree_node *st, struct pipeline *p) {
@@ -331,6 +395,7 @@ static void parse_stages(struct pctx *pc, const struct ytree_node *root,
     cfg_check_keys(c, st, "stages", stages_keys, NELEM(stages_keys), 0);
     parse_compress(c, ytree_map_get(st, "compress"), p);
     parse_encrypt(pc, ytree_map_get(st, "encrypt"), sp->key, p);
+    parse_tenants(pc, ytree_map_get(st, "encrypt"), p);
   } else {
     parse_compress(c, NULL, p);
     parse_encrypt(pc, NULL, sp ? sp->key : root, p);
@@ -842,6 +907,12 @@ void pipeline_free(struct pipeline *p) {
   free(p->encrypt_algorithm);
   free(p->encrypt_passphrase_ref);
   free(p->encrypt_key_file);
+  for (size_t i = 0; i < p->n_tenant_of; i++) {
+    free(p->tenant_of[i].source);
+    free(p->tenant_of[i].glob);
+    free(p->tenant_of[i].tenant);
+  }
+  free(p->tenant_of);
   cfg_free_strv(p->retention.keep_tags, p->retention.n_keep_tags);
   free(p->retention.apply);
   free(p->retention.items);

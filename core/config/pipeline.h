@@ -115,6 +115,16 @@ struct pipeline {
   /* stages.encrypt.mode: write-only: key_file is a writer credential
    * (engine key add --write-only), the host adds backups but reads none */
   int encrypt_write_only;
+  /* stages.encrypt.per_tenant: each tenant's items under its own keys
+   * (repository format 2; docs/SECURITY.md). An item's tenant: its
+   * metadata's "tenant" (postgres-schema: the schema, mongodb: the
+   * database), else the first tenant_of rule whose SOURCE/GLOB matches it;
+   * items of no tenant use the repository's keys. */
+  int encrypt_per_tenant;
+  struct pipeline_tenant_rule {
+    char *source, *glob, *tenant;
+  } * tenant_of;
+  size_t n_tenant_of;
   const struct engine_plugin *crypto; /* resolved; NULL for none */
 
   /* repository: { chunk_min, chunk_avg, chunk_max, pack_size } (SIZE values;

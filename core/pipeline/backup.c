@@ -194,6 +194,7 @@ static void bk_free(struct bk *b) {
     bk_parent_drop(s);
     tree_feed_free(s->parent);
     free(s->pmark);
+    json_decref(s->tenants);
     free(s->globs);
     free(s->matched);
   }
@@ -209,6 +210,11 @@ static void bk_free(struct bk *b) {
     packer_free(&b->filling->pk);
     free(b->filling);
   }
+  for (size_t i = 0; i < BK_TENANT_PACKS; i++)
+    if (b->tfill[i].u) { /* the same, one tenant's */
+      packer_free(&b->tfill[i].u->pk);
+      free(b->tfill[i].u);
+    }
   free(b->itext.p);
   json_decref(b->index_ids);
   free(b->fatal);
@@ -381,6 +387,7 @@ static void manifest_source(struct snapshot *m, struct bk_source *s) {
   ms->bytes = s->bytes;
   ms->failed_items = s->failed_items;
   ms->marks = json_incref(s->marks);
+  ms->tenants = s->tenants ? json_incref(s->tenants) : NULL;
   ms->error = s->error ? xstrdup(s->error) : NULL;
   for (size_t k = 0; k < s->n_warnings; k++) {
     const struct snapshot_note *w = &s->warnings[k];

@@ -6,7 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <fnmatch.h>
+
 #include "chunker/fastcdc.h"
+#include "repo/keys2.h"
 #include "pipeline/backup_int.h"
 #include "repo/tree.h"
 #include "util/log.h"
@@ -122,7 +125,72 @@ static int em_item_begin(const struct engine_emitter *em, const struct engine_it
   struct bk_item *it = bk_item_begin(b, item->name, item->name_len, item->type, 0);
   it->meta = meta;
   it->meta_from_parent = from_parent;
-  return ENGINE_OK;
+  return bk_item_tenant(b, s, it) == 0 ? ENGINE_OK : ENGINE_ERROR;
+}
+
+/* Does glob match name or one of the directories above it? */
+static int glob_covers(const char *glob, const char *name) {
+  if (fnmatch(glob, name, 0) == 0)
+    return 1;
+  char *p = xstrdup(name);
+  int hit = 0;
+  for (char *s = strrchr(p, '/'); s && !hit; s = strrchr(p, '/')) {
+    *s = '\0';
+    hit = fnmatch(glob, p, 0) == 0;
+  }
+  free(p);
+  return hit;
+}
+
+/* The tenant name of an item: its metadata's "tenant" (a source that
+ * declares tenants), else the first tenant_of rule matching SOURCE/NAME
+ * (the glob matches the name or a directory above it, as --only does). */
+static const char *tenant_name(const struct bk *b, const struct bk_source *s,
+                               const struct bk_item *it, char **err) {
+  json_t *t = it->meta ? json_object_get(it->meta, "tenant") : NULL;
+  if (t) {
+    const char *v = json_string_value(t);
+    if (!v || !v[0] || strlen(v) > 128 || strchr(v, '/') || strchr(v, '\n')) {
+      *err = xasprintf("plugin '%s' gave item '%s' a tenant that is not a name (1 to 128 "
+                       "characters, no '/')",
+                       s->pi->plugin->name, it->name);
+      return NULL;
+    }
+    return v;
+  }
+  const struct pipeline *p = b->o->pipeline;
+  for (size_t i = 0; i < p->n_tenant_of; i++) {
+    const struct pipeline_tenant_rule *r = &p->tenant_of[i];
+    if (strcmp(r->source, s->pi->name) != 0)
+      continue;
+    if (glob_covers(r->glob, it->name))
+      return r->tenant;
+  }
+  return NULL;
+}
+
+int bk_item_tenant(struct bk *b, struct bk_source *s, struct bk_item *it) {
+  if (!b->o->pipeline->encrypt_per_tenant)
+    return 0;
+  char *err = NULL;
+  const char *name = tenant_name(b, s, it, &err);
+  if (!name && !err)
+    return 0; /* shared: the repository's keys */
+  it->tenant = name ? keys2_tenant_get(b->repo, name, !b->o->dry_run, &err) : NULL;
+  if (!it->tenant) {
+    bk_set_fatal(b, xasprintf("tenant '%s': %s", name ? name : "?", err));
+    free(err);
+    return -1;
+  }
+  if (!s->tenants)
+    s->tenants = json_array();
+  size_t i;
+  json_t *v;
+  int seen = 0;
+  json_array_foreach(s->tenants, i, v) seen |= strcmp(json_string_value(v), name) == 0;
+  if (!seen)
+    json_array_append_new(s->tenants, json_string(name));
+  return 0;
 }
 
 int bk_item_write(struct bk *b, const void *buf, size_t len) {
@@ -287,6 +355,15 @@ static int em_item_reuse(const struct engine_emitter *em) {
   if (!it || !s->pe.item || it->n_submitted > 0 || b->chunk_len > 0 ||
       tree_name_cmp(s->pe.name, s->pe.name_len, it->name, it->name_len) != 0)
     return ENGINE_NOT_FOUND;
+  /* per_tenant: the parent's chunks are reused only under a live key of
+   * the item's tenant (a shredded key's data is gone; an item that moved
+   * between tenants, or into one, is stored again under its tenant's key) */
+  const char *pk = json_string_value(json_object_get(s->pe.item, "tenant_key"));
+  const struct repo_tenant *pt = keys2_item_tenant(b->repo, s->pe.item);
+  if (pk && (!pt || pt->shredded))
+    return ENGINE_NOT_FOUND;
+  if ((pt == NULL) != (it->tenant == NULL) || (pt && strcmp(pt->name, it->tenant->name) != 0))
+    return ENGINE_NOT_FOUND;
   json_t *chunks = json_object_get(s->pe.item, "chunks");
   size_t n = json_array_size(chunks);
   unsigned char(*ids)[32] = xcalloc(n ? n : 1, 32);
@@ -306,6 +383,7 @@ static int em_item_reuse(const struct engine_emitter *em) {
   it->ids_cap = n;
   it->n_submitted = it->n_done = n;
   it->size = size;
+  it->tenant = pt; /* the key its chunks are under, maybe an older one of the tenant */
   const char *ptype = json_string_value(json_object_get(s->pe.item, "type"));
   if (it->meta_from_parent && ptype && strcmp(ptype, item_type_name(it->type)) == 0)
     it->line = xstrdup(s->pe.line);

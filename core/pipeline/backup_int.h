@@ -24,6 +24,9 @@
  * costs page faults on every chunk. */
 #define SPARE_BUFFERS 4
 
+/* per_tenant: packs being filled at once, one tenant each */
+#define BK_TENANT_PACKS 4
+
 struct bk;
 
 struct bk_item {
@@ -42,7 +45,10 @@ struct bk_item {
   int is_tree;
   int source;
   int meta_from_parent; /* meta is the parent item's (same text) */
-  char *line;           /* reused unchanged: the parent's tree line, written verbatim */
+  /* per_tenant: the tenant key its chunks are under (NULL: the
+   * repository's keys) */
+  const struct repo_tenant *tenant;
+  char *line; /* reused unchanged: the parent's tree line, written verbatim */
 };
 
 struct bk_source {
@@ -58,6 +64,7 @@ struct bk_source {
   struct snapshot_note *warnings; /* under bk.lock */
   size_t n_warnings;
   json_t *marks;
+  json_t *tenants;               /* per_tenant: names of the tenants of its items (source thread) */
   unsigned char (*tree_ids)[32]; /* the tree's blobs, once it is stored */
   size_t n_tree_ids;
   uint64_t tree_size;
@@ -102,6 +109,15 @@ struct bk {
 
   pthread_mutex_t pack_mu;   /* guards `filling` and every pack's writers/closed/failed */
   struct bk_upload *filling; /* the pack taking blobs, NULL until the next one */
+  /* per_tenant: the packs taking one tenant's blobs each (a pack holds one
+   * tenant's blobs only); the least recently used is closed when another
+   * tenant needs a place (under pack_mu) */
+  struct bk_tenant_pack {
+    const struct repo_tenant *tenant;
+    struct bk_upload *u;
+    uint64_t used;
+  } tfill[BK_TENANT_PACKS];
+  uint64_t tfill_clock;
   /* the index of this run's packs, written as they are stored; saved as an
    * index object whenever it grows past INDEX_BATCH_BYTES (loop thread) */
   struct index_text itext;
@@ -158,6 +174,10 @@ struct bk_item *bk_item_begin(struct bk *b, const char *name, size_t name_len, i
 int bk_item_write(struct bk *b, const void *buf, size_t len);
 /* Is the item selected by the source's --only globs? (counts the match) */
 int bk_wanted(struct bk_source *s, const char *name, size_t name_len);
+/* per_tenant: the tenant of the current item b->cur (its metadata's
+ * "tenant", else the pipeline's tenant_of rules), its key fetched or made;
+ * -1 with a fatal error when a new tenant key cannot be stored. */
+int bk_item_tenant(struct bk *b, struct bk_source *s, struct bk_item *it);
 /* Let go of the parent tree's item at the cursor. */
 void bk_parent_drop(struct bk_source *s);
 

@@ -87,6 +87,12 @@ static void write_tree_line(struct bk *b, struct bk_source *s, struct bk_item *i
     json_object_set_new(o, "type", json_string(item_type_name(it->type)));
     json_object_set_new(o, "size", json_integer((json_int_t)it->size));
     json_object_set_new(o, "meta", it->meta ? json_incref(it->meta) : json_object());
+    if (it->tenant) {
+      char kid[17];
+      hex_encode(it->tenant->kid, 8, kid);
+      json_object_set_new(o, "tenant", json_string(it->tenant->name));
+      json_object_set_new(o, "tenant_key", json_string(kid));
+    }
     json_object_set_new(o, "chunks",
                         blob_ids_json((const unsigned char(*)[32])it->ids, it->n_submitted));
     line = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
@@ -222,12 +228,12 @@ static size_t pack_capacity(const struct repo *r) {
   return (size_t)r->pack_size + r->chunker.max_size + 64 * 1024;
 }
 
-static struct bk_upload *new_pack(struct bk *b) {
+static struct bk_upload *new_pack(struct bk *b, const struct repo_tenant *t) {
   struct bk_upload *u = xcalloc(1, sizeof(*u));
   u->bk = b;
   packer_init(&u->pk);
   packer_reserve(&u->pk, pack_capacity(b->repo));
-  if (packer_init_key(&u->pk, b->repo) != 0)
+  if (packer_init_key_tenant(&u->pk, b->repo, t) != 0)
     u->failed = 1; /* its blobs are not sealed: the run fails when it is stored */
   return u;
 }
@@ -243,9 +249,36 @@ static void close_pack(struct bk *b, struct bk_upload *u) {
   u->closed = 1;
   if (b->filling == u)
     b->filling = NULL;
+  for (size_t i = 0; i < BK_TENANT_PACKS; i++)
+    if (b->tfill[i].u == u)
+      b->tfill[i] = (struct bk_tenant_pack){0};
   pthread_mutex_lock(&b->lock);
   b->uploads_outstanding++;
   pthread_mutex_unlock(&b->lock);
+}
+
+/* The pack that takes tenant t's next blob (under pack_mu). With every
+ * place taken by other tenants, the least recently used pack is closed
+ * (*evicted: store it once its writers are done, as the caller does). */
+static struct bk_upload *tenant_pack(struct bk *b, const struct repo_tenant *t,
+                                     struct bk_upload **evicted) {
+  size_t slot = 0;
+  for (size_t i = 0; i < BK_TENANT_PACKS; i++) {
+    if (b->tfill[i].u && b->tfill[i].tenant == t) {
+      b->tfill[i].used = ++b->tfill_clock;
+      return b->tfill[i].u;
+    }
+    if (!b->tfill[i].u || (b->tfill[slot].u && b->tfill[i].used < b->tfill[slot].used))
+      slot = i;
+  }
+  if (b->tfill[slot].u) {
+    struct bk_upload *old = b->tfill[slot].u;
+    close_pack(b, old);
+    if (old->writers == 0)
+      *evicted = old;
+  }
+  b->tfill[slot] = (struct bk_tenant_pack){t, new_pack(b, t), ++b->tfill_clock};
+  return b->tfill[slot].u;
 }
 
 /* ---- chunk jobs --------------------------------------------------------- */
@@ -260,14 +293,20 @@ static int store_blob(struct bk *b, struct bk_job *j) {
   if (repo_blob_compress(r, j->data, j->len, &plain, &plain_len) != 0)
     return -1;
   size_t sl = repo_sealed_len(r, plain_len);
+  const struct repo_tenant *t = j->item->tenant;
+  struct bk_upload *evicted = NULL;
   pthread_mutex_lock(&b->pack_mu);
-  struct bk_upload *u = b->filling ? b->filling : (b->filling = new_pack(b));
+  struct bk_upload *u = t            ? tenant_pack(b, t, &evicted)
+                        : b->filling ? b->filling
+                                     : (b->filling = new_pack(b, NULL));
   /* a pack takes blobs while below pack_size and was sized for one more */
   unsigned char *slot = packer_reserve_blob(&u->pk, j->id, j->type, sl, (uint32_t)j->len);
   u->writers++;
   if (u->pk.len >= r->pack_size || u->pk.n >= PACK_MAX_BLOBS)
     close_pack(b, u);
   pthread_mutex_unlock(&b->pack_mu);
+  if (evicted)
+    submit_pack(evicted);
   int rc =
       slot ? repo_blob_seal(r, packer_key(&u->pk, r), j->id, j->type, plain, plain_len, slot) : -1;
   pthread_mutex_lock(&b->pack_mu);
@@ -283,7 +322,7 @@ static int store_blob(struct bk *b, struct bk_job *j) {
 static void job_work(void *arg) {
   struct bk_job *j = arg;
   struct repo *r = j->bk->repo;
-  repo_blob_id(r, j->data, j->len, j->id);
+  repo_blob_id_key(r, j->item->tenant ? j->item->tenant->idk : NULL, j->data, j->len, j->id);
   /* a write-only host keeps its trees for its next run's parent */
   if (r->write_only && j->type == BLOB_TREE && !j->bk->o->dry_run)
     journal_put_tree(r, j->id, j->data, j->len);
@@ -389,14 +428,30 @@ static void flush_done(void *arg) {
   if (!fatal) { /* after a fatal error nothing will reference the last pack */
     /* every job is done: nothing is being sealed into the last pack */
     pthread_mutex_lock(&b->pack_mu);
-    struct bk_upload *u = b->filling;
-    if (u && u->pk.n > 0)
-      close_pack(b, u);
-    else
-      u = NULL;
+    struct bk_upload *last[BK_TENANT_PACKS + 1];
+    size_t n = 0;
+    if (b->filling)
+      last[n++] = b->filling;
+    for (size_t i = 0; i < BK_TENANT_PACKS; i++)
+      if (b->tfill[i].u)
+        last[n++] = b->tfill[i].u;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (last[i]->pk.n > 0) {
+        close_pack(b, last[i]);
+        last[k++] = last[i];
+      } else { /* never took a blob */
+        close_pack(b, last[i]);
+        pthread_mutex_lock(&b->lock);
+        b->uploads_outstanding--;
+        pthread_mutex_unlock(&b->lock);
+        packer_free(&last[i]->pk);
+        free(last[i]);
+      }
+    }
     pthread_mutex_unlock(&b->pack_mu);
-    if (u)
-      submit_pack(u);
+    for (size_t i = 0; i < k; i++)
+      submit_pack(last[i]);
   }
   pthread_mutex_lock(&b->lock);
   b->flushed = 1;

@@ -102,6 +102,13 @@ static void item_problem(struct ck *c, const char *item, const char *msg) {
 
 static int item_cb(void *ud, json_t *item) {
   struct ck *c = ud;
+  const struct repo_tenant *t = c->r->format >= 2 ? keys2_item_tenant(c->r, item) : NULL;
+  if (t && t->shredded) { /* its data is gone by design */
+    pthread_mutex_lock(&c->mu);
+    c->res->shredded_items++;
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+  }
   char *pn = NULL;
   char *msg = tree_item_problem(item, c->r->index, &pn);
   if (!msg) {
@@ -233,9 +240,18 @@ static void read_pack(struct ck *c, const struct by_pack *g, uint32_t num, int i
   }
   /* format 2: the pack's own data key, sealed at its start */
   unsigned char dk[32];
-  const unsigned char *key = NULL;
+  const unsigned char *key = NULL, *idk = NULL;
   if (c->r->format >= 2) {
-    int o = len >= KEYS2_SEALED_DK_LEN ? keys2_dk_open(c->r, buf, dk) : -1;
+    const struct repo_tenant *t = NULL;
+    int o = len >= KEYS2_SEALED_DK_LEN ? keys2_head_open(c->r, buf, dk, &t) : -1;
+    if (o == -3) { /* a shredded tenant's: no one can read it, prune removes it */
+      pthread_mutex_lock(&c->mu);
+      c->res->shredded_packs++;
+      pthread_mutex_unlock(&c->mu);
+      free(buf);
+      return;
+    }
+    idk = repo_tenant_idk(c->r, t);
     if (o != 0) {
       char *m = xasprintf("pack %s: its data key %s", name,
                           o == -2 ? "is sealed to a key pair the keyring does not hold"
@@ -264,8 +280,8 @@ static void read_pack(struct ck *c, const struct by_pack *g, uint32_t num, int i
     void *raw;
     size_t rl;
     char *de = NULL;
-    if (repo_blob_decode(c->r, key, e->id, (enum blob_type)e->type, (char *)buf + e->offset,
-                         e->length, &raw, &rl, &de) != 0) {
+    if (repo_blob_decode_idk(c->r, key, idk, e->id, (enum blob_type)e->type,
+                             (char *)buf + e->offset, e->length, &raw, &rl, &de) != 0) {
       char *why = xasprintf("in pack %.16s at offset %u: %s", hex, e->offset, de);
       bad_blob(c, e->id, why);
       free(why);
@@ -296,8 +312,8 @@ static void read_pack(struct ck *c, const struct by_pack *g, uint32_t num, int i
     void *raw;
     size_t rl;
     char *de = NULL;
-    if (repo_blob_decode(c->r, key, es[i].id, es[i].type, (char *)buf + es[i].offset, es[i].length,
-                         &raw, &rl, &de) != 0) {
+    if (repo_blob_decode_idk(c->r, key, idk, es[i].id, es[i].type, (char *)buf + es[i].offset,
+                             es[i].length, &raw, &rl, &de) != 0) {
       char *m = xasprintf("pack %s: a blob no index uses is damaged: %s", name, de);
       object_problem(c, name, m);
       free(m);

@@ -13,6 +13,9 @@
 
 struct check_result {
   uint64_t snapshots, packs, blobs, errors;
+  /* per_tenant: items and packs of shredded tenants (unreadable by design,
+   * not problems; prune removes the packs) */
+  uint64_t shredded_items, shredded_packs;
   json_t *problems; /* array of {"object","message"[,"snapshot","source","item"]} */
 };
 

@@ -87,6 +87,10 @@ static void mark(struct plan *p, const char *hex, enum blob_type type) {
 }
 
 static int mark_item(void *ud, json_t *item) {
+  struct plan *p = ud;
+  const struct repo_tenant *t = p->r->format >= 2 ? keys2_item_tenant(p->r, item) : NULL;
+  if (t && t->shredded) /* no one can read it: its packs go */
+    return 0;
   size_t i;
   json_t *v;
   json_array_foreach(json_object_get(item, "chunks"), i, v)
@@ -260,6 +264,7 @@ static int repack(struct plan *p, char **err) {
   group(p, &g);
   struct packer pk;
   packer_init(&pk);
+  const struct repo_tenant *pk_tenant = NULL; /* whose blobs pk holds */
   int rc = -1;
   size_t n_packs = p->n_packs; /* new packs are appended and never repacked */
   for (size_t k = 0; k < n_packs; k++) {
@@ -279,8 +284,13 @@ static int repack(struct plan *p, char **err) {
     size_t got;
     unsigned char dk[32];
     int v2 = p->r->format >= 2;
-    if (v2 && repo_pack_key(p->r, p->packs[k].id, dk, err) != 0)
+    const struct repo_tenant *t = NULL;
+    if (v2 && repo_pack_key_t(p->r, p->packs[k].id, dk, &t, err) != 0)
       goto out;
+    /* a tenant's blobs move into packs of that tenant only */
+    if (v2 && pk.len > 0 && t != pk_tenant && write_pack(p, &pk, err) != 0)
+      goto out;
+    pk_tenant = t;
     if (repo_get(p->r, name, lo, hi - lo, &buf, &got, err) != 0)
       goto out;
     for (size_t i = g.first[k]; i < g.first[k + 1]; i++) {
@@ -289,8 +299,9 @@ static int repack(struct plan *p, char **err) {
       size_t rl;
       char *derr = NULL;
       if (e->offset - lo + e->length > got ||
-          repo_blob_decode(p->r, v2 ? dk : NULL, e->id, (enum blob_type)e->type,
-                           (char *)buf + (e->offset - lo), e->length, &raw, &rl, &derr) != 0) {
+          repo_blob_decode_idk(p->r, v2 ? dk : NULL, repo_tenant_idk(p->r, t), e->id,
+                               (enum blob_type)e->type, (char *)buf + (e->offset - lo), e->length,
+                               &raw, &rl, &derr) != 0) {
         *err = xasprintf("pack %.16s: %s; prune stops before deleting anything", hex,
                          derr ? derr : "short read");
         free(derr);
@@ -304,7 +315,7 @@ static int repack(struct plan *p, char **err) {
          * being sealed again under the new pack's */
         void *enc = NULL;
         size_t el = 0;
-        if ((pk.len == 0 && packer_init_key(&pk, p->r) != 0) ||
+        if ((pk.len == 0 && packer_init_key_tenant(&pk, p->r, t) != 0) ||
             repo_blob_encode(p->r, packer_key(&pk, p->r), e->id, (enum blob_type)e->type, raw, rl,
                              &enc, &el) != 0) {
           *err = xstrdup("unable to seal a blob for a repacked pack; prune stops before deleting "

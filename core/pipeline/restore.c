@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "repo/keys2.h"
 #include "repo/prefetch.h"
 #include "repo/tree.h"
 #include "pipeline/selection.h"
@@ -202,9 +203,16 @@ static int item_cb(void *ud, json_t *item) {
   char *pn = NULL;
   char *why = tree_item_problem(item, NULL, &pn);
   int sel = name ? selected(&pc->sel, name) : pc->sel.glob == NULL;
+  const struct repo_tenant *t =
+      why || pc->o->repo->format < 2 ? NULL : keys2_item_tenant(pc->o->repo, item);
+  if (t && t->shredded)
+    why = xasprintf("it belongs to tenant '%s', whose key was shredded on %s: its data can no "
+                    "longer be decrypted by anyone",
+                    t->name, t->shredded);
   if (why) {
     if (pc->validate_only && sel) {
-      log_error("restore of %s/%s failed: the snapshot's item is damaged: %s", pc->source, pn, why);
+      log_error("restore of %s/%s failed: %s%s", pc->source, pn,
+                t ? "" : "the snapshot's item is damaged: ", why);
       pc->failed++;
     }
     free(why);

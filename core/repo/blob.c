@@ -15,8 +15,13 @@
 #include "util/log.h"
 
 void repo_blob_id(const struct repo *r, const void *data, size_t n, unsigned char id[32]) {
+  repo_blob_id_key(r, NULL, data, n, id);
+}
+
+void repo_blob_id_key(const struct repo *r, const unsigned char *idk, const void *data, size_t n,
+                      unsigned char id[32]) {
   unsigned int len = 32;
-  HMAC(EVP_sha256(), r->mac_key, REPO_KEY_LEN, data, n, id, &len);
+  HMAC(EVP_sha256(), idk ? idk : r->mac_key, REPO_KEY_LEN, data, n, id, &len);
 }
 
 static void blob_aad(const unsigned char id[32], enum blob_type type, unsigned char aad[33]) {
@@ -61,6 +66,12 @@ int repo_blob_encode(const struct repo *r, const unsigned char *key, const unsig
 int repo_blob_decode(const struct repo *r, const unsigned char *key, const unsigned char id[32],
                      enum blob_type type, const void *enc, size_t enc_len, void **out,
                      size_t *out_len, char **err) {
+  return repo_blob_decode_idk(r, key, NULL, id, type, enc, enc_len, out, out_len, err);
+}
+
+int repo_blob_decode_idk(const struct repo *r, const unsigned char *key, const unsigned char *idk,
+                         const unsigned char id[32], enum blob_type type, const void *enc,
+                         size_t enc_len, void **out, size_t *out_len, char **err) {
   char hex[65];
   hex_encode(id, 32, hex);
   unsigned char aad[33];
@@ -94,7 +105,7 @@ int repo_blob_decode(const struct repo *r, const unsigned char *key, const unsig
   }
   unsigned char check[32];
   if (!trusted)
-    repo_blob_id(r, raw, raw_len, check);
+    repo_blob_id_key(r, idk, raw, raw_len, check);
   else
     memcpy(check, id, 32);
   if (memcmp(check, id, 32) != 0) {
@@ -133,12 +144,14 @@ int repo_read_blob(struct repo *r, const unsigned char id[32], enum blob_type ty
     return -1;
   }
   unsigned char dk[32];
-  if (r->format >= 2 && repo_pack_key(r, r->index->packs[e.pack], dk, err) != 0) {
+  const struct repo_tenant *t = NULL;
+  if (r->format >= 2 && repo_pack_key_t(r, r->index->packs[e.pack], dk, &t, err) != 0) {
     free(enc);
     return -1;
   }
   char *derr = NULL;
-  int rc = repo_blob_decode(r, r->format >= 2 ? dk : NULL, id, type, enc, enc_len, out, n, &derr);
+  int rc = repo_blob_decode_idk(r, r->format >= 2 ? dk : NULL, repo_tenant_idk(r, t), id, type, enc,
+                                enc_len, out, n, &derr);
   free(enc);
   if (rc != 0) {
     *err = xasprintf("pack %s: %s", pack_hex, derr);

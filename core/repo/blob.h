@@ -33,6 +33,14 @@ int repo_blob_seal(const struct repo *r, const unsigned char *key, const unsigne
 int repo_blob_decode(const struct repo *r, const unsigned char *key, const unsigned char id[32],
                      enum blob_type type, const void *enc, size_t enc_len, void **out,
                      size_t *out_len, char **err);
+/* The same, checking the id with the chunk-id key idk (a tenant's, from
+ * repo_pack_key_t; NULL: the repository's). */
+int repo_blob_decode_idk(const struct repo *r, const unsigned char *key, const unsigned char *idk,
+                         const unsigned char id[32], enum blob_type type, const void *enc,
+                         size_t enc_len, void **out, size_t *out_len, char **err);
+/* A blob id under the chunk-id key idk (NULL: the repository's). */
+void repo_blob_id_key(const struct repo *r, const unsigned char *idk, const void *data, size_t n,
+                      unsigned char id[32]);
 
 /* Read one blob by id: its place from r->index, its bytes from the pack. */
 int repo_read_blob(struct repo *r, const unsigned char id[32], enum blob_type type, void **out,

@@ -69,6 +69,44 @@ int keys2_dk_open(const struct repo *r, const unsigned char *sealed, unsigned ch
 void keys2_dk_cache_init(struct repo *r);
 int repo_pack_key(struct repo *r, const unsigned char pack_id[32], unsigned char dk[32],
                   char **err);
+/* The same, also giving the tenant whose key wrapped it (NULL: the
+ * repository's key pair); repo_tenant_idk(r, tenant) then checks its
+ * blobs' ids. A pack of a shredded tenant fails with a message saying so. */
+int repo_pack_key_t(struct repo *r, const unsigned char pack_id[32], unsigned char dk[32],
+                    const struct repo_tenant **tenant, char **err);
+const unsigned char *repo_tenant_idk(const struct repo *r, const struct repo_tenant *t);
+/* Open a pack's first KEYS2_SEALED_DK_LEN bytes: 0; -1 damaged; -2 no
+ * private key for it here; -3 its tenant was shredded (*tenant says
+ * which). keys2_head_problem: the sentence for a failure (-4: too short). */
+int keys2_head_open(const struct repo *r, const unsigned char *head, unsigned char dk[32],
+                    const struct repo_tenant **tenant);
+char *keys2_head_problem(const struct repo *r, const char *pack, int rc,
+                         const struct repo_tenant *t);
 void keys2_free(struct repo *r);
+
+/* Per-tenant keys (stages.encrypt.per_tenant; docs/FORMAT.md §3.6). Each
+ * tenant key (32 random bytes in the keyring, under a random 8-byte id)
+ * derives the tenant's chunk-id key and the key that wraps its packs'
+ * data keys; a pack holds one tenant's blobs only. */
+/* The tenant's newest live key, else a shredded entry of that name, else
+ * NULL. */
+struct repo_tenant *keys2_tenant_find(const struct repo *r, const char *name);
+struct repo_tenant *keys2_tenant_by_kid(const struct repo *r, const unsigned char *kid);
+/* find, or make a new tenant key and (store: not a dry run) store a new
+ * keyring holding it before returning (backup's source thread). NULL with
+ * *err. */
+struct repo_tenant *keys2_tenant_get(struct repo *r, const char *name, int store, char **err);
+/* The tenant key an item of a tree is under (its "tenant_key"), or NULL
+ * (none, or one the keyring does not know). */
+const struct repo_tenant *keys2_item_tenant(const struct repo *r, json_t *item);
+/* Destroy every key of the tenant: a new keyring without them, then every
+ * other keyring object deleted. -1 with *err when one could not be
+ * deleted (the key may survive there: run it again). */
+int keys2_tenant_shred(struct repo *r, const char *name, char **err);
+/* [{"name","id","created"[,"shredded"]}] for key list / snapshots. */
+json_t *keys2_tenants_json(const struct repo *r);
+/* A new pack data key wrapped with the tenant's key. */
+int keys2_dk_new_tenant(const struct repo *r, const struct repo_tenant *t, unsigned char dk[32],
+                        unsigned char sealed[KEYS2_SEALED_DK_LEN]);
 
 #endif

@@ -49,6 +49,20 @@ struct repo_keypair {
   char *created;
 };
 
+/* Format 2: a tenant's keys (keys2.h, per_tenant). key is the tenant
+ * secret in the keyring; idk (chunk ids) and wrap (its packs' data keys)
+ * derive from it. A shredded tenant keeps its name, key id and dates,
+ * never a key. Created on the backup's source thread; never moves once
+ * created (r->tenants holds pointers). */
+struct repo_tenant {
+  char *name;
+  unsigned char kid[8];
+  unsigned char key[32], idk[32], wrap[32];
+  char *created;
+  uint64_t gen;   /* the keyring generation that added it: the newest is current */
+  char *shredded; /* when its key was destroyed, or NULL */
+};
+
 struct repo {
   struct repo_sink *sinks;
   size_t n_sinks;
@@ -68,7 +82,13 @@ struct repo {
   size_t n_kps, cur_kp;                      /* cur_kp: the one new data is sealed to */
   uint64_t keyring_generation;
   char keyring_name[80];
-  struct repo_dk_cache *dkc; /* pack data keys already opened */
+  struct repo_dk_cache *dkc;    /* pack data keys already opened */
+  struct repo_tenant **tenants; /* format 2: the keyring's tenants, live and shredded */
+  size_t n_tenants;
+  /* keyring objects this host read or wrote whose content the current
+   * keyring holds (deleted once a newer one is stored) */
+  char **keyring_old;
+  size_t n_keyring_old;
   /* a write-only host's journal of its own snapshots (journal.h), set by
    * the CLI; NULL: none */
   char *journal_dir;

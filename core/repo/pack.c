@@ -59,6 +59,19 @@ int packer_init_key(struct packer *p, const struct repo *r) {
   return 0;
 }
 
+int packer_init_key_tenant(struct packer *p, const struct repo *r, const struct repo_tenant *t) {
+  if (!t)
+    return packer_init_key(p, r);
+  unsigned char sealed[KEYS2_SEALED_DK_LEN];
+  if (r->format < 2 || p->len != 0 || keys2_dk_new_tenant(r, t, p->dk, sealed) != 0)
+    return -1;
+  reserve(p, sizeof(sealed));
+  memcpy(p->buf, sealed, sizeof(sealed));
+  p->len = sizeof(sealed);
+  p->keyed = 1;
+  return 0;
+}
+
 const unsigned char *packer_key(const struct packer *p, const struct repo *r) {
   return r->format >= 2 ? p->dk : r->enc_key;
 }
@@ -209,8 +222,12 @@ int pack_parse_tail(const struct repo *r, const unsigned char *dk, const void *t
 /* The key of a format-2 pack from the sealed data key it starts with. */
 static int head_key(const struct repo *r, const void *head, size_t len, unsigned char dk[32],
                     char **err) {
-  int o = len >= KEYS2_SEALED_DK_LEN ? keys2_dk_open(r, head, dk) : -1;
-  if (o == -2)
+  const struct repo_tenant *t = NULL;
+  int o = len >= KEYS2_SEALED_DK_LEN ? keys2_head_open(r, head, dk, &t) : -1;
+  if (o == -3)
+    *err = xasprintf("it holds data of tenant '%s', whose key was shredded on %s", t->name,
+                     t->shredded);
+  else if (o == -2)
     *err = xstrdup(r->write_only
                        ? "its data key is sealed to the repository's public key: a write-only "
                          "host cannot open it"

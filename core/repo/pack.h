@@ -50,6 +50,10 @@ void packer_reserve(struct packer *p, size_t bytes);
  * its start (call once, before any blob; nothing to do for format 1).
  * packer_key: the key its blobs are sealed with. */
 int packer_init_key(struct packer *p, const struct repo *r);
+/* The same for a pack of one tenant's blobs: its data key wrapped with the
+ * tenant's key (NULL: packer_init_key). */
+struct repo_tenant;
+int packer_init_key_tenant(struct packer *p, const struct repo *r, const struct repo_tenant *t);
 const unsigned char *packer_key(const struct packer *p, const struct repo *r);
 /* Record one blob of sealed_len bytes and return where its sealed bytes go
  * (the caller writes them before the pack is finished). The buffer must

@@ -45,6 +45,7 @@ static void source_free(struct snapshot_source *src) {
   free(src->error);
   snapshot_notes_free(src->lost_items, src->n_lost_items);
   json_decref(src->extra);
+  json_decref(src->tenants);
 }
 
 void snapshot_free(struct snapshot *s) {
@@ -151,6 +152,8 @@ static json_t *source_json(const struct snapshot_source *src, int repaired) {
   set_uint(o, "failed_items", src->failed_items);
   if (src->marks)
     json_object_set(o, "marks", src->marks);
+  if (src->tenants)
+    json_object_set(o, "tenants", src->tenants);
   json_object_set_new(o, "warnings", notes_json(src->warnings, src->n_warnings, "message"));
   json_object_set_new(o, "error", string_or_null(src->error));
   if (repaired)
@@ -284,8 +287,9 @@ static const char *const MANIFEST_FIELDS[] = {"version",
                                               "id",
                                               NULL};
 static const char *const SOURCE_FIELDS[] = {
-    "name",         "type",  "plugin_version", "tree",  "tree_size",  "items",           "bytes",
-    "failed_items", "marks", "warnings",       "error", "lost_items", "lost_tree_blobs", NULL};
+    "name",  "type",       "plugin_version",  "tree",    "tree_size",
+    "items", "bytes",      "failed_items",    "marks",   "warnings",
+    "error", "lost_items", "lost_tree_blobs", "tenants", NULL};
 
 /* The fields of o that are not in known, or NULL when there are none. */
 static json_t *unknown_fields(json_t *o, const char *const *known) {
@@ -356,6 +360,8 @@ static void parse_source(json_t *o, struct snapshot_source *src) {
   src->failed_items = get_uint(o, "failed_items");
   json_t *marks = json_object_get(o, "marks");
   src->marks = marks ? json_incref(marks) : NULL;
+  json_t *tenants = json_object_get(o, "tenants");
+  src->tenants = json_is_array(tenants) ? json_incref(tenants) : NULL;
   get_notes(o, "warnings", "message", &src->warnings, &src->n_warnings);
   src->error = get_string(o, "error");
   get_notes(o, "lost_items", "reason", &src->lost_items, &src->n_lost_items);

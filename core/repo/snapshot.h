@@ -31,7 +31,8 @@ struct snapshot_source {
   unsigned char (*tree)[32]; /* the tree blobs, in order */
   size_t n_tree;
   uint64_t tree_size, items, bytes, failed_items;
-  json_t *marks; /* object: the plugin's consistency marks (free-form values) */
+  json_t *marks;   /* object: the plugin's consistency marks (free-form values) */
+  json_t *tenants; /* per_tenant: array of the tenant names its items belong to, or NULL */
   struct snapshot_note *warnings;
   size_t n_warnings;
   char *error; /* why the source failed as a whole; NULL: it did not (null) */

@@ -184,6 +184,8 @@ class Repo:
         self.index = {}        # blob id (bytes) -> (pack id hex, offset, length, raw_length, type)
         self.index_loaded = False
         self.algo_counts = {}  # compression algorithm byte -> blobs decoded
+        self.tenants = {}      # format 2: tenant key id -> its keys (open_keyring)
+        self.pack_idk = {}     # format 2: pack id -> the chunk-id key of its blobs
 
     # ---- object access -------------------------------------------------
 
@@ -343,6 +345,9 @@ class Repo:
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=self.id.encode("ascii"),
                    info=b"engine-v2 keyring").derive(self.master_secret)
         best = None
+        # Per-tenant keys (section 3.6): the union of every keyring's, by key
+        # id; a key shredded in any keyring is gone.
+        self.tenants = {}  # key id (8 bytes) -> {"name", "shredded", "key", "idk", "wrap"}
         for name in self.list("keyring/"):
             buf = self.read(name)
             if hashlib.sha256(buf).hexdigest() != name[len("keyring/"):]:
@@ -353,6 +358,19 @@ class Repo:
             k = json.loads(plain.decode("utf-8"))
             if k.get("repository") != self.id:
                 raise FormatError("keyring '%s' belongs to another repository" % name)
+            for t in k.get("tenants", []):
+                tid = bytes.fromhex(t["id"])
+                cur = self.tenants.setdefault(tid, {"name": t["name"], "shredded": None, "key": None})
+                if t.get("shredded"):
+                    cur.update(shredded=t["shredded"], key=None)
+                elif cur["shredded"] is None:
+                    key = b64decode_strict(t["key"], "keyring: tenant key")
+                    salt = self.id.encode("ascii")
+                    cur["key"] = key
+                    cur["idk"] = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt,
+                                      info=b"engine-v2 tenant id").derive(key)
+                    cur["wrap"] = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt,
+                                       info=b"engine-v2 tenant wrap").derive(key)
             if best is None or k["generation"] > best["generation"]:
                 best = k
         if best is None:
@@ -377,6 +395,7 @@ class Repo:
             next(k["public"] for k in best["keypairs"] if k["id"] == best["current"]),
             "keyring: current")
         self.pack_keys = {}
+        self.pack_idk = {}  # pack id -> the chunk-id key of its blobs (a tenant's)
 
     def open_sealed_to_public(self, aad, buf):
         """Format 2: kid || ephemeral public || nonce || ciphertext || tag."""
@@ -398,7 +417,16 @@ class Repo:
         if pid not in self.pack_keys:
             if head is None:
                 head = self.read("data/%s/%s" % (pid[:2], pid), 0, SEALED_DK_LEN)
-            dk = self.open_sealed_to_public(b"packkey", head[:SEALED_DK_LEN])
+            t = self.tenants.get(bytes(head[:8]))
+            if t is not None:
+                # a tenant's pack: kid || 32 zero bytes || AEAD(wrap, "packkey", dk)
+                if t["key"] is None:
+                    raise FormatError("pack %s holds data of tenant '%s', shredded on %s: its key "
+                                      "is in no keyring" % (pid, t["name"], t["shredded"]))
+                dk = self.aead.open(t["wrap"], b"packkey", bytes(head[40:SEALED_DK_LEN]))
+                self.pack_idk[pid] = t["idk"]
+            else:
+                dk = self.open_sealed_to_public(b"packkey", head[:SEALED_DK_LEN])
             if dk is None or len(dk) != 32:
                 raise FormatError("pack %s: its data key does not authenticate" % pid)
             self.pack_keys[pid] = dk
@@ -406,8 +434,8 @@ class Repo:
 
     # ---- sealed objects ------------------------------------------------
 
-    def blob_id(self, raw):
-        return hmac.new(self.id_key, raw, hashlib.sha256).digest()
+    def blob_id(self, raw, idk=None):
+        return hmac.new(idk or self.id_key, raw, hashlib.sha256).digest()
 
     def load_json(self, kind, id_hex):
         folder = "index" if kind == "index" else kind + "s"
@@ -430,7 +458,7 @@ class Repo:
             raise FormatError("%s '%s': not a JSON object" % (kind, name))
         return obj
 
-    def decode_blob(self, bid, btype, sealed, key=None):
+    def decode_blob(self, bid, btype, sealed, key=None, idk=None):
         aad = bytes(bid) + bytes([btype])
         plain = self.aead.open(key or self.enc_key, aad, sealed)
         if plain is None:
@@ -438,7 +466,7 @@ class Repo:
         if plain:
             self.algo_counts[plain[0]] = self.algo_counts.get(plain[0], 0) + 1
         raw = decompress(plain)
-        if not hmac.compare_digest(self.blob_id(raw), bid):
+        if not hmac.compare_digest(self.blob_id(raw, idk), bid):
             raise FormatError("blob %s: content does not match its id" % bid.hex())
         return raw
 
@@ -480,7 +508,8 @@ class Repo:
         sealed = self.read("data/%s/%s" % (pid[:2], pid), off, length)
         if len(sealed) != length:
             raise FormatError("pack %s: short read of blob %s" % (pid, bid.hex()))
-        raw = self.decode_blob(bid, btype, sealed, self.pack_key(pid) if self.version == 2 else None)
+        key = self.pack_key(pid) if self.version == 2 else None
+        raw = self.decode_blob(bid, btype, sealed, key, self.pack_idk.get(pid))
         if len(raw) != raw_length:
             raise FormatError("blob %s: %d bytes, the index says %d" % (bid.hex(), len(raw), raw_length))
         return raw
@@ -773,7 +802,7 @@ def cmd_verify(repo, args):
                 fail("pack %s entry %d: offset %d, expected %d (blobs are contiguous)" % (pid, i, off, expect_off))
             expect_off = off + length
             try:
-                raw = repo.decode_blob(bid, btype, buf[off:off + length], key)
+                raw = repo.decode_blob(bid, btype, buf[off:off + length], key, repo.pack_idk.get(pid))
             except FormatError as err:
                 fail("pack %s: %s" % (pid, err))
                 continue
@@ -813,7 +842,7 @@ def cmd_verify(repo, args):
         fail(str(err))
 
     # 3. Every snapshot: its trees and every chunk they name are indexed and verified.
-    n_snaps = 0
+    n_snaps = n_shredded = 0
     for name in repo.list("snapshots/"):
         sid = name[len("snapshots/"):]
         n_snaps += 1
@@ -826,6 +855,11 @@ def cmd_verify(repo, args):
                     if verified.get(bytes.fromhex(h)) != BLOB_TREE or bytes.fromhex(h) not in repo.index:
                         fail("snapshot %s: tree blob %s is missing or damaged" % (sid[:8], h))
                 for it in repo.items(src):
+                    tk = it.get("tenant_key")
+                    t = repo.tenants.get(bytes.fromhex(tk)) if tk and repo.version == 2 else None
+                    if t is not None and t["key"] is None:
+                        n_shredded += 1  # its data is gone by design
+                        continue
                     size = 0
                     for h in it.get("chunks", []):
                         bid = bytes.fromhex(h)
@@ -843,6 +877,8 @@ def cmd_verify(repo, args):
         "%s %d" % (names.get(a, "unknown(%d)" % a), n) for a, n in sorted(algo_counts.items())))
     indexed_packs = {e[0] for e in repo.index.values()}
     unindexed = len({pid for pid, _ in blobs} - indexed_packs)
+    if n_shredded:
+        out("%d item(s) of shredded tenants skipped\n" % n_shredded)
     out("%d pack(s), %d blob(s), %d index object(s), %d snapshot(s) checked; %d pack(s) not in any index; "
         "%s\n" % (n_packs, n_blobs, n_index, n_snaps, unindexed,
                   "%d failure(s)" % len(failures) if failures else "no errors"))
@@ -894,6 +930,17 @@ def cmd_credential(repo, args):
     return 0
 
 
+def cmd_tenants(repo, args):
+    """Format 2: the tenant keys of every keyring, as JSON lines (key in base64
+    while it exists)."""
+    for kid, t in sorted(repo.tenants.items()):
+        o = {"id": kid.hex(), "name": t["name"], "shredded": t["shredded"]}
+        if t["key"] is not None:
+            o["key"] = base64.b64encode(t["key"]).decode("ascii")
+        out(json.dumps(o, sort_keys=True) + "\n")
+    return 0
+
+
 def main(argv):
     ap = argparse.ArgumentParser(prog="engine_reader.py",
                                  description="Independent reader for engine repositories (formats 1 and 2).")
@@ -917,6 +964,7 @@ def main(argv):
     p.add_argument("snapshot")
     p.add_argument("source")
     p.add_argument("name")
+    sub.add_parser("tenants", help="format 2: the tenant keys of the keyrings, one JSON object per line")
     p = sub.add_parser("credential", help="format 2: check a writer credential holds no private key")
     p.add_argument("file")
     args = ap.parse_args(argv)
@@ -946,7 +994,8 @@ def main(argv):
             raise FormatError("'%s' holds no repository (no 'config' object)" % args.repo)
         repo.open(passphrase)
         cmd = {"list": cmd_list, "ls": cmd_ls, "cat": cmd_cat, "verify": cmd_verify,
-               "rechunk": cmd_rechunk, "credential": cmd_credential}[args.cmd]
+               "rechunk": cmd_rechunk, "credential": cmd_credential,
+               "tenants": cmd_tenants}[args.cmd]
         return cmd(repo, args)
     except FormatError as e:
         sys.stderr.write("engine_reader: %s\n" % e)

@@ -125,7 +125,8 @@ static void test_refusals(void **state) {
           "--target", "x", NULL);
   refused("validate: --lock-wait is not an option of validate (other commands take it)", "validate",
           "p", "--lock-wait", "1m", NULL);
-  refused("check: --yes is not an option of check (restore takes it)", "check", "p", "-y", NULL);
+  refused("check: --yes is not an option of check (restore and key shred take it)", "check", "p",
+          "-y", NULL);
   /* an option of another action */
   refused("key list: --new-passphrase is not an option of key list (key add and key passwd take "
           "it)\n(see 'engine help key')",
@@ -168,8 +169,8 @@ static void test_refusals(void **state) {
   refused("unknown command 'frob'", "frob", NULL);
   refused("unknown command 'frob'", "help", "frob", NULL);
   refused("unknown action 'fix' (expected index or snapshots)", "repair", "fix", "p", NULL);
-  refused("unknown action 'frob' (expected add, list, remove, passwd or rotate)", "key", "frob",
-          "p", NULL);
+  refused("unknown action 'frob' (expected add, list, remove, passwd, rotate or shred)", "key",
+          "frob", "p", NULL);
   refused("run: wrong number of arguments\nusage: engine run PIPELINE", "run", NULL);
   refused("show: wrong number of arguments", "show", "p", NULL);
   refused("key remove: wrong number of arguments\nusage: engine key remove PIPELINE KEY-ID", "key",

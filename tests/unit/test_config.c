@@ -524,7 +524,8 @@ static void test_literal_passphrase_refused(void **state) {
       "version: 1\nname: x\n" SOURCES_OK SINKS_OK
       "stages: { encrypt: { algorithm: aes-256-gcm, key_file: /k, passphrase:hunter2 } }\n",
       "t.yml:9:60: stages.encrypt: unknown key 'passphrase...'; did you mean "
-      "'passphrase'? (expected one of: algorithm, passphrase, key_file, mode)");
+      "'passphrase'? (expected one of: algorithm, passphrase, key_file, mode, per_tenant, "
+      "tenant_of)");
   expect_error("version: 1\nname: x\n" SOURCES_OK SINKS_OK "stages:\n  encrypt: hunter2\n",
                "t.yml:10:12: stages.encrypt: expected a mapping such as { algorithm: aes-256-gcm, "
                "passphrase: env:ENGINE_PASSPHRASE }, or { algorithm: none } to store backups "

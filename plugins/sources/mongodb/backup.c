@@ -421,7 +421,10 @@ static int emit_small(struct bk *b, const char *name, const char *meta, const ch
 
 static json_t *item_meta(struct bk *b, const char *db, const struct coll *c, const char *data_coll,
                          const char *metadata_json, int snap) {
-  json_t *m = json_pack("{s:s, s:s, s:s}", "db", db, "collection", c->name, "type", c->type);
+  /* "tenant": the database (stages.encrypt.per_tenant keys each database
+   * apart) */
+  json_t *m = json_pack("{s:s, s:s, s:s, s:s}", "db", db, "tenant", db, "collection", c->name,
+                        "type", c->type);
   if (m == NULL)
     return NULL;
   if (data_coll != NULL)

@@ -419,12 +419,12 @@ static int base_meta(struct bk *b) {
   for (size_t i = 0; i < b->run.n_tenants && rc == ENGINE_OK; i++) {
     struct pgs_tenant *t = &b->run.tenants[i];
     t->meta =
-        json_pack("{s:s, s:s, s:s, s:i, s:s, s:i, s:s, s:i, s:O, s:O, s:[], s:[]}", "schema",
-                  t->name, "database", b->database, "server_version", b->server_version,
-                  "server_version_num", b->server_num, "pg_dump_version", b->dump.version,
-                  "pg_dump_version_num", b->dump.version_num, "format", plain ? "plain" : "custom",
-                  "compression", plain ? 0 : b->in->compress_level, "dump_options", opts,
-                  "copy_settings", settings, "extensions", "roles");
+        json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:i, s:s, s:i, s:O, s:O, s:[], s:[]}", "schema",
+                  t->name, "tenant", t->name, "database", b->database, "server_version",
+                  b->server_version, "server_version_num", b->server_num, "pg_dump_version",
+                  b->dump.version, "pg_dump_version_num", b->dump.version_num, "format",
+                  plain ? "plain" : "custom", "compression", plain ? 0 : b->in->compress_level,
+                  "dump_options", opts, "copy_settings", settings, "extensions", "roles");
     if (t->meta == NULL)
       rc = ENGINE_ERROR;
   }
