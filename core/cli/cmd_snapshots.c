@@ -88,9 +88,10 @@ static void print_snapshots_table(const struct snapshot_list *all, json_t *unrea
   printf("\n");
 }
 
-/* snapshots --contains SOURCE/ITEM-GLOB: does an item name match? */
+/* snapshots --contains SOURCE/GLOB: does an item name match one of the
+ * selection's item globs (or is it below a match)? */
 struct contains {
-  const char *glob;
+  const struct selection *sel;
 };
 
 static int contains_cb(void *ud, json_t *item) {
@@ -98,12 +99,23 @@ static int contains_cb(void *ud, json_t *item) {
   size_t n;
   char *name = json_get_bytes(item, "name", &n);
   int hit = 0;
-  if (name) {
-    size_t gl = strlen(k->glob);
-    hit = fnmatch(k->glob, name, 0) == 0 || (strncmp(name, k->glob, gl) == 0 && name[gl] == '/');
+  for (size_t i = 0; name && !hit && i < k->sel->n_globs; i++) {
+    const char *g = k->sel->globs[i];
+    size_t gl = strlen(g);
+    hit = fnmatch(g, name, 0) == 0 || (strncmp(name, g, gl) == 0 && name[gl] == '/');
   }
   free(name);
   return hit;
+}
+
+/* The source ops of the plugin of this type, to read GLOB in its terms (ABI
+ * 1.8); NULL when this engine has no such plugin (GLOB is an item glob). */
+static const struct engine_source_ops *contains_ops(struct cli_ctx *c, const char *type) {
+  char *e = NULL;
+  const struct engine_plugin *p =
+      c->reg && type ? registry_find(c->reg, ENGINE_PLUGIN_SOURCE, type, &e) : NULL;
+  free(e);
+  return p ? p->source : NULL;
 }
 
 /* Keep the snapshots holding an item the selection matches (a selection
@@ -126,11 +138,16 @@ static int filter_contains(struct cli_ctx *c, const char *spec, struct snapshot_
       const struct snapshot_source *ss = &m->sources[k];
       if (strcmp(sel.source, "*") != 0 && strcmp(ss->name, sel.source) != 0)
         continue; /* "*": any source */
-      struct contains ct = {sel.glob};
+      /* sel, with GLOB read in the terms of this source's type */
+      struct selection ts = {0};
       char *e = NULL;
+      if (sel.glob && selection_parse(spec, &ts, &e) == 0)
+        selection_translate(&ts, contains_ops(c, ss->type));
+      struct contains ct = {&ts};
       int r = sel.glob ? tree_foreach_ids(c->repo, (const unsigned char(*)[32])ss->tree, ss->n_tree,
                                           contains_cb, &ct, &e)
                        : 1;
+      selection_free(&ts);
       if (r < 0) {
         *err = xasprintf("snapshot %.8s: %s", m->id, e);
         free(e);

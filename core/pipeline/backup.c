@@ -254,6 +254,8 @@ static int bk_select(struct bk *b, char **err) {
       free(names);
       return -1;
     }
+    /* a glob in the source's own terms (ABI 1.8 select_globs) */
+    selection_translate(&b->only[k], s->pi->plugin->source);
     int had_all = s->selected && !s->globs;
     s->selected = 1;
     if (had_all)
@@ -268,7 +270,7 @@ static int bk_select(struct bk *b, char **err) {
     }
     s->globs = xrealloc(s->globs, (s->n_globs + 1) * sizeof(*s->globs));
     s->matched = xrealloc(s->matched, (s->n_globs + 1) * sizeof(*s->matched));
-    s->globs[s->n_globs] = b->only[k].glob;
+    s->globs[s->n_globs] = &b->only[k];
     s->matched[s->n_globs++] = 0;
   }
   return 0;
@@ -280,10 +282,16 @@ static char *bk_unmatched(const struct bk *b) {
   for (size_t i = 0; i < b->n_sources; i++) {
     const struct bk_source *s = &b->sources[i];
     for (size_t k = 0; k < s->n_globs; k++)
-      if (s->matched[k] == 0 && !s->source_error)
-        return xasprintf("--only '%s/%s': no item of source '%s' matches '%s'; no snapshot was "
-                         "written",
-                         s->pi->name, s->globs[k], s->pi->name, s->globs[k]);
+      if (s->matched[k] == 0 && !s->source_error) {
+        const char *g = s->globs[k]->glob;
+        char *reading = selection_reading(s->globs[k]);
+        char *e = xasprintf("--only '%s/%s': no item of source '%s' matches '%s'%s%s%s; no "
+                            "snapshot was written",
+                            s->pi->name, g, s->pi->name, g, reading[0] ? " (" : "", reading,
+                            reading[0] ? ")" : "");
+        free(reading);
+        return e;
+      }
   }
   return NULL;
 }

@@ -24,7 +24,7 @@ int bk_wanted(struct bk_source *s, const char *name, size_t name_len) {
   n[name_len] = '\0';
   int any = 0;
   for (size_t i = 0; i < s->n_globs; i++)
-    if (selection_item(s->globs[i], n)) {
+    if (selection_match(s->globs[i], n)) {
       s->matched[i]++;
       any = 1;
     }

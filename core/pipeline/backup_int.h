@@ -56,7 +56,7 @@ struct bk_source {
   /* --only: is the source backed up at all, and which of its items (globs
    * NULL: every item); matched[i] counts the items globs[i] selected */
   int selected;
-  const char **globs;
+  const struct selection **globs;
   size_t n_globs;
   uint64_t *matched;
   FILE *tree;

@@ -19,11 +19,11 @@
 #include "util/progress.h"
 
 struct sel {
-  const char *glob; /* NULL: all */
+  const struct selection *s; /* NULL: all */
 };
 
 static int selected(const struct sel *s, const char *name) {
-  return selection_item(s->glob, name);
+  return selection_match(s->s, name);
 }
 
 struct pass_ctx {
@@ -202,7 +202,7 @@ static int item_cb(void *ud, json_t *item) {
    * skips it, and the other items are restored. */
   char *pn = NULL;
   char *why = tree_item_problem(item, NULL, &pn);
-  int sel = name ? selected(&pc->sel, name) : pc->sel.glob == NULL;
+  int sel = name ? selected(&pc->sel, name) : !pc->sel.s || !pc->sel.s->glob;
   const struct repo_tenant *t =
       why || pc->o->repo->format < 2 ? NULL : keys2_item_tenant(pc->o->repo, item);
   if (t && t->shredded)
@@ -306,6 +306,17 @@ static int source_dry_runs(const struct restore_opts *o, const struct snapshot_s
   return 0;
 }
 
+/* The pipeline's plugin for the snapshot's source src, for reading an --only
+ * glob in its terms; NULL when the pipeline has no such source. */
+static const struct engine_source_ops *source_ops(const struct restore_opts *o,
+                                                  const struct snapshot_source *src) {
+  for (size_t i = 0; i < o->n_sources; i++)
+    if (strcmp(o->sources[i]->name, src->name) == 0 &&
+        strcmp(o->sources[i]->plugin->name, src->type) == 0)
+      return o->sources[i]->plugin->source;
+  return NULL;
+}
+
 static struct plugin_instance *find_instance(const struct restore_opts *o, const char *name,
                                              const char *type, char **err) {
   for (size_t i = 0; i < o->n_sources; i++)
@@ -375,11 +386,12 @@ static struct prefetch_opts restore_read_plan(const struct repo *r) {
 /* Pass 1 over source src: validate every name, and gather the chunk ids of
  * the selected items for the read-ahead of pass 2. */
 static int validate_source(const struct restore_opts *o, const struct snapshot_source *src,
-                           const char *glob, struct pass_ctx *pc, char **err) {
+                           const struct selection *sel, struct pass_ctx *pc, char **err) {
   const char *sn = src->name;
+  const char *glob = sel ? sel->glob : NULL;
   *pc = (struct pass_ctx){.o = o,
                           .source = sn,
-                          .sel = {glob},
+                          .sel = {sel},
                           .validate_only = 1,
                           .list_only = o->dry_run && !source_dry_runs(o, src),
                           .collect = !o->dry_run || source_dry_runs(o, src),
@@ -390,11 +402,13 @@ static int validate_source(const struct restore_opts *o, const struct snapshot_s
     return -1;
   if (glob && pc->n_selected == 0 && pc->failed == 0) {
     /* a typo in --only must not end in "restored 0 items" and exit 0 */
+    char *reading = selection_reading(sel);
     *err = pc->first_name
-               ? xasprintf("--only %s/%s: no item of source '%s' matches '%s' (item names are "
+               ? xasprintf("--only %s/%s: no item of source '%s' matches '%s' (%s%sitem names are "
                            "relative paths as stored, e.g. '%s')",
-                           sn, glob, sn, glob, pc->first_name)
+                           sn, glob, sn, glob, reading, reading[0] ? "; " : "", pc->first_name)
                : xasprintf("--only %s/%s: source '%s' has no items in this snapshot", sn, glob, sn);
+    free(reading);
     return -1;
   }
   return 0;
@@ -435,10 +449,10 @@ static int begin_source(const struct restore_opts *o, struct pass_ctx *pc, char 
  * pass 1 found. -1: the restore stops (*err); otherwise the counts are in
  * res. */
 static int restore_source(const struct restore_opts *o, const struct snapshot_source *src,
-                          const char *glob, struct pass_ctx *p1, struct progress *prog,
+                          const struct selection *sel, struct pass_ctx *p1, struct progress *prog,
                           struct restore_result *res, char **err) {
   const char *sn = src->name;
-  struct pass_ctx pc = {.o = o, .source = sn, .sel = {glob}, .progress = prog};
+  struct pass_ctx pc = {.o = o, .source = sn, .sel = {sel}, .progress = prog};
   pc.list_only = o->dry_run && !source_dry_runs(o, src);
   if (!pc.list_only) {
     pc.pi = find_instance(o, sn, src->type, err);
@@ -485,13 +499,23 @@ static int restore_source(const struct restore_opts *o, const struct snapshot_so
 int restore_run(const struct restore_opts *o, struct restore_result *res, char **err) {
   memset(res, 0, sizeof(*res));
   const struct snapshot *snap = o->snapshot;
-  /* --only SOURCE[/GLOB] */
-  char *only_src = o->only ? xstrdup(o->only) : NULL;
-  const char *glob = NULL;
-  char *slash = only_src ? strchr(only_src, '/') : NULL;
-  if (slash) {
-    *slash = '\0';
-    glob = slash[1] ? slash + 1 : NULL;
+  /* --only SOURCE[/GLOB], GLOB in the source's own terms when its plugin
+   * reads them (ABI 1.8 select_globs) */
+  struct selection only = {0};
+  const char *only_src = NULL;
+  if (o->only) {
+    char *spec = xstrdup(o->only);
+    char *slash = strchr(spec, '/');
+    if (slash && !slash[1])
+      *slash = '\0'; /* "SOURCE/": the whole source */
+    int bad = selection_parse(spec, &only, err);
+    free(spec);
+    if (bad)
+      return -1;
+    only_src = only.source;
+    for (size_t i = 0; i < snap->n_sources; i++)
+      if (strcmp(snap->sources[i].name, only_src) == 0)
+        selection_translate(&only, source_ops(o, &snap->sources[i]));
   }
   size_t n = snap->n_sources;
   int any = 0;
@@ -500,19 +524,19 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
   if (!any) {
     *err = only_src ? xasprintf("the snapshot has no source named '%s'", only_src)
                     : xstrdup("the snapshot has no sources");
-    free(only_src);
+    selection_free(&only);
     return -1;
   }
   int rc = 0;
   struct pass_ctx *ids_of = xcalloc(n ? n : 1, sizeof(*ids_of));
   for (size_t i = 0; i < n && rc == 0; i++)
     if (!only_src || strcmp(snap->sources[i].name, only_src) == 0)
-      rc = validate_source(o, &snap->sources[i], glob, &ids_of[i], err);
+      rc = validate_source(o, &snap->sources[i], &only, &ids_of[i], err);
   struct progress *prog =
       progress_new(!o->dry_run && (o->progress > 0 || (o->progress < 0 && o->interactive)));
   for (size_t i = 0; i < n && rc == 0; i++)
     if (!only_src || strcmp(snap->sources[i].name, only_src) == 0)
-      rc = restore_source(o, &snap->sources[i], glob, &ids_of[i], prog, res, err);
+      rc = restore_source(o, &snap->sources[i], &only, &ids_of[i], prog, res, err);
   progress_finish(prog);
   progress_free(prog);
   for (size_t i = 0; i < n; i++) {
@@ -521,7 +545,7 @@ int restore_run(const struct restore_opts *o, struct restore_result *res, char *
     drop_kept(&ids_of[i]);
   }
   free(ids_of);
-  free(only_src);
+  selection_free(&only);
   if (rc == 0 && res->failed > 0)
     return 3;
   return rc;

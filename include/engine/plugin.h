@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define ENGINE_ABI_MAJOR 1
-#define ENGINE_ABI_MINOR 7
+#define ENGINE_ABI_MINOR 8
 
 #define ENGINE_PLUGIN_QUERY_SYMBOL "engine_plugin_query"
 
@@ -110,6 +110,21 @@ struct engine_source_ops {
 
   /* ---- ABI 1.1 (the host reads these only if struct_size covers them) ---- */
   uint32_t capabilities; /* ENGINE_SOURCE_CAP_* */
+
+  /* ---- ABI 1.8 ---- */
+  /* Optional: the GLOB of `--only SOURCE/GLOB` (restore, run, snapshots
+   * --contains) written in the source's own terms (mongodb: "DB.COLL"),
+   * turned into item-name globs. Called only for a GLOB without '/' (one
+   * with '/' is an item-name glob). Call add(ud, item_glob) for each
+   * item-name glob (fnmatch(3) without flags, over the whole name; the core
+   * also selects what is below a match and its parents) and return
+   * ENGINE_OK: an item is selected when any of them selects it. Stop when
+   * add returns non-ENGINE_OK and return that. Return ENGINE_NOT_FOUND,
+   * having added nothing, when GLOB is not in the source's terms: it is then
+   * an item-name glob. Called without an instance (before create() or with
+   * none: `snapshots --contains`), on any thread: it must depend on GLOB
+   * alone. NULL: every GLOB is an item-name glob. */
+  int (*select_globs)(const char *glob, int (*add)(void *ud, const char *item_glob), void *ud);
 };
 
 /* The source understands the restore flag "restore_test=1": restore into a

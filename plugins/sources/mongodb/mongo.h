@@ -166,4 +166,10 @@ int mg_restore_begin(void *inst, const struct engine_restore_opts *opts, void **
 int mg_restore_item(void *rctx, const struct engine_item *item, const struct engine_reader *data);
 int mg_restore_end(void *rctx, int status);
 
+/* ---- select.c ---- */
+/* engine_source_ops.select_globs: "DB-GLOB" -> everything below the
+ * databases; "DB-GLOB.COLL-GLOB" -> the collections' metadata, data and
+ * time-series bucket items, the collection glob escaped as item names are. */
+int mg_select_globs(const char *glob, int (*add)(void *ud, const char *item_glob), void *ud);
+
 #endif

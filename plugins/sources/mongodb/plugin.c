@@ -260,6 +260,7 @@ static const struct engine_source_ops mg_source_ops = {
     .restore_item = mg_restore_item,
     .restore_end = mg_restore_end,
     .capabilities = ENGINE_SOURCE_CAP_RESTORE_TEST,
+    .select_globs = mg_select_globs,
 };
 
 static const struct engine_plugin mg_plugin = {

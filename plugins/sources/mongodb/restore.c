@@ -405,7 +405,7 @@ static int place_item(struct rs *r, struct rs_item *it) {
     else if (strcmp(r->as_src_ns, ns) != 0) {
       h->set_error(h,
                    "--as %s.%s renames one collection (%s), but the selection also holds %s; "
-                   "select one collection with --only 'SOURCE/DB/COLL.*'",
+                   "select one collection with --only SOURCE/DB.COLL",
                    r->as_db, r->as_coll, r->as_src_ns, ns);
       free(ns);
       return ENGINE_ERROR;
@@ -775,7 +775,7 @@ int mg_restore_end(void *rctx, int status) {
     rc = rs_server_finish(r, status);
   else if (r->mode == RS_STDOUT && !r->wrote_stdout && status == ENGINE_OK) {
     r->h->set_error(r->h, "--to-stdout: the selection holds no collection data (.bson item); "
-                          "select one with --only 'SOURCE/DB/COLL.bson'");
+                          "select one with --only SOURCE/DB.COLL");
     rc = ENGINE_ERROR;
   }
   rs_free(r);
