@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "repo/keys2_int.h"
 #include "repo/pack.h"
 #include "util/log.h"
 
@@ -198,14 +199,14 @@ static int keyring_key(const struct repo *r, unsigned char key[32]) {
                  KEYRING_INFO, key, 32);
 }
 
-static void b64_set(json_t *o, const char *field, const unsigned char *b, size_t n) {
+void k2_b64_set(json_t *o, const char *field, const unsigned char *b, size_t n) {
   char *s = b64_encode(b, n);
   json_object_set_new(o, field, json_string(s));
   OPENSSL_cleanse(s, strlen(s));
   free(s);
 }
 
-static int b64_get(json_t *o, const char *field, unsigned char *out, size_t n) {
+int k2_b64_get(json_t *o, const char *field, unsigned char *out, size_t n) {
   const char *s = json_string_value(json_object_get(o, field));
   unsigned char *b = NULL;
   size_t bl = 0;
@@ -223,33 +224,21 @@ int keys2_keyring_save(struct repo *r, char **err) {
   char seed[17], cur[17];
   snprintf(seed, sizeof(seed), "%016llx", (unsigned long long)r->chunker_seed);
   hex_encode(r->kps[r->cur_kp].id, 8, cur);
-  json_t *o = json_pack("{s:i, s:s, s:I, s:s, s:s, s:o, s:o}", "version", 2, "repository", r->id,
+  json_t *o = json_pack("{s:i, s:s, s:I, s:s, s:s, s:o}", "version", 2, "repository", r->id,
                         "generation", (json_int_t)r->keyring_generation, "chunker_seed", seed,
-                        "current", cur, "keypairs", json_array(), "tenants", json_array());
-  b64_set(o, "id_key", r->mac_key, REPO_KEY_LEN);
-  b64_set(o, "index_key", r->enc_key, REPO_KEY_LEN);
+                        "current", cur, "keypairs", json_array());
+  k2_b64_set(o, "id_key", r->mac_key, REPO_KEY_LEN);
+  k2_b64_set(o, "index_key", r->enc_key, REPO_KEY_LEN);
   for (size_t i = 0; i < r->n_kps; i++) {
     char id[17];
     hex_encode(r->kps[i].id, 8, id);
     json_t *k =
         json_pack("{s:s, s:s}", "id", id, "created", r->kps[i].created ? r->kps[i].created : "");
-    b64_set(k, "public", r->kps[i].pub, 32);
-    b64_set(k, "private", r->kps[i].priv, 32);
+    k2_b64_set(k, "public", r->kps[i].pub, 32);
+    k2_b64_set(k, "private", r->kps[i].priv, 32);
     json_array_append_new(json_object_get(o, "keypairs"), k);
   }
-  json_t *tn = json_object_get(o, "tenants");
-  for (size_t i = 0; i < r->n_tenants; i++) {
-    const struct repo_tenant *t = r->tenants[i];
-    char id[17];
-    hex_encode(t->kid, 8, id);
-    json_t *k = json_pack("{s:s, s:s, s:s, s:I}", "name", t->name, "id", id, "created",
-                          t->created ? t->created : "", "generation", (json_int_t)t->gen);
-    if (t->shredded)
-      json_object_set_new(k, "shredded", json_string(t->shredded));
-    else
-      b64_set(k, "key", t->key, 32);
-    json_array_append_new(tn, k);
-  }
+  json_object_set_new(o, "tenants", k2_tenants_json_save(r));
   char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(o);
   size_t n = strlen(text), sl = repo_sealed_len(r, n);
@@ -274,264 +263,6 @@ int keys2_keyring_save(struct repo *r, char **err) {
   return rc == 0 ? 0 : -1;
 }
 
-/* ---- tenants -------------------------------------------------------------- */
-
-#define TENANT_ID_INFO "engine-v2 tenant id"
-#define TENANT_WRAP_INFO "engine-v2 tenant wrap"
-
-static void tenant_free(struct repo_tenant *t) {
-  if (!t)
-    return;
-  OPENSSL_cleanse(t->key, sizeof(t->key));
-  OPENSSL_cleanse(t->idk, sizeof(t->idk));
-  OPENSSL_cleanse(t->wrap, sizeof(t->wrap));
-  free(t->name);
-  free(t->created);
-  free(t->shredded);
-  free(t);
-}
-
-static void tenants_clear(struct repo *r) {
-  for (size_t i = 0; i < r->n_tenants; i++)
-    tenant_free(r->tenants[i]);
-  free(r->tenants);
-  r->tenants = NULL;
-  r->n_tenants = 0;
-}
-
-/* The tenant's id and wrapping keys, from its secret (bound to the
- * repository). */
-static int tenant_derive(const struct repo *r, struct repo_tenant *t) {
-  const unsigned char *salt = (const unsigned char *)r->id;
-  return k2_hkdf(t->key, 32, salt, strlen(r->id), TENANT_ID_INFO, t->idk, 32) == 0 &&
-                 k2_hkdf(t->key, 32, salt, strlen(r->id), TENANT_WRAP_INFO, t->wrap, 32) == 0
-             ? 0
-             : -1;
-}
-
-/* A tenant may have several keys: one per rotation, and two when two hosts
- * added the same new tenant at once. New data goes under the newest live
- * one; a shredded tenant has no live key left. */
-struct repo_tenant *keys2_tenant_find(const struct repo *r, const char *name) {
-  struct repo_tenant *best = NULL;
-  for (size_t i = 0; i < r->n_tenants; i++) {
-    struct repo_tenant *t = r->tenants[i];
-    if (strcmp(t->name, name) != 0)
-      continue;
-    if (!best || (best->shredded && !t->shredded))
-      best = t;
-    else if (!t->shredded && !best->shredded) {
-      if (t->gen > best->gen || (t->gen == best->gen && memcmp(t->kid, best->kid, 8) > 0))
-        best = t;
-    }
-  }
-  return best;
-}
-
-/* Destroy a tenant key (shredding), keeping its name, id and dates. */
-static void tenant_forget(struct repo_tenant *t, const char *when) {
-  free(t->shredded);
-  t->shredded = xstrdup(when);
-  OPENSSL_cleanse(t->key, sizeof(t->key));
-  OPENSSL_cleanse(t->idk, sizeof(t->idk));
-  OPENSSL_cleanse(t->wrap, sizeof(t->wrap));
-}
-
-struct repo_tenant *keys2_tenant_by_kid(const struct repo *r, const unsigned char *kid) {
-  for (size_t i = 0; i < r->n_tenants; i++)
-    if (memcmp(r->tenants[i]->kid, kid, 8) == 0)
-      return r->tenants[i];
-  return NULL;
-}
-
-/* Merge the "tenants" object of an opened keyring into r: a tenant shredded
- * in any keyring stays shredded (its key is forgotten), so a keyring
- * written concurrently by an older host cannot bring a key back. */
-static int tenants_merge(struct repo *r, json_t *tn, const char *name, char **err) {
-  if (!tn)
-    return 0;
-  if (!json_is_array(tn)) {
-    *err = xasprintf("keyring '%s' is damaged: tenants is not an array", name);
-    return -1;
-  }
-  size_t i;
-  json_t *v;
-  json_array_foreach(tn, i, v) {
-    const char *tname = json_string_value(json_object_get(v, "name"));
-    const char *id = json_string_value(json_object_get(v, "id"));
-    const char *created = json_string_value(json_object_get(v, "created"));
-    const char *shredded = json_string_value(json_object_get(v, "shredded"));
-    unsigned char kid[8], key[32];
-    if (!tname || !tname[0] || !id || strlen(id) != 16 || hex_decode(id, kid, 8) != 0 ||
-        (!shredded && b64_get(v, "key", key, 32) != 0)) {
-      *err = xasprintf("keyring '%s' is damaged: tenant key %zu is malformed", name, i);
-      return -1;
-    }
-    struct repo_tenant *t = keys2_tenant_by_kid(r, kid);
-    if (!t) {
-      t = xcalloc(1, sizeof(*t));
-      t->name = xstrdup(tname);
-      memcpy(t->kid, kid, 8);
-      t->created = xstrdup(created ? created : "");
-      t->gen = (uint64_t)json_integer_value(json_object_get(v, "generation"));
-      r->tenants = xrealloc(r->tenants, (r->n_tenants + 1) * sizeof(*r->tenants));
-      r->tenants[r->n_tenants++] = t;
-      if (!shredded) {
-        memcpy(t->key, key, 32);
-        if (tenant_derive(r, t) != 0) {
-          OPENSSL_cleanse(key, sizeof(key));
-          *err = xstrdup("key derivation (HKDF) failed");
-          return -1;
-        }
-      }
-    }
-    if (shredded && !t->shredded)
-      tenant_forget(t, shredded);
-    OPENSSL_cleanse(key, sizeof(key));
-  }
-  return 0;
-}
-
-static void olds_add(struct repo *r, const char *name) {
-  for (size_t i = 0; i < r->n_keyring_old; i++)
-    if (strcmp(r->keyring_old[i], name) == 0)
-      return;
-  r->keyring_old = xrealloc(r->keyring_old, (r->n_keyring_old + 1) * sizeof(*r->keyring_old));
-  r->keyring_old[r->n_keyring_old++] = xstrdup(name);
-}
-
-static void olds_clear(struct repo *r) {
-  for (size_t i = 0; i < r->n_keyring_old; i++)
-    free(r->keyring_old[i]);
-  free(r->keyring_old);
-  r->keyring_old = NULL;
-  r->n_keyring_old = 0;
-}
-
-/* A new keyring holding everything r holds; then the older ones it
- * supersedes go (a failed delete only leaves a redundant object). */
-static int keyring_replace(struct repo *r, char **err) {
-  olds_add(r, r->keyring_name);
-  r->keyring_generation++;
-  if (keys2_keyring_save(r, err) != 0)
-    return -1;
-  for (size_t i = 0; i < r->n_keyring_old; i++) {
-    char *e = NULL;
-    if (strcmp(r->keyring_old[i], r->keyring_name) != 0 &&
-        repo_delete(r, r->keyring_old[i], &e) != 0) {
-      log_warn("unable to delete the superseded keyring '%s': %s", r->keyring_old[i], e);
-      free(e);
-    }
-  }
-  olds_clear(r);
-  return 0;
-}
-
-const struct repo_tenant *keys2_item_tenant(const struct repo *r, json_t *item) {
-  const char *k = json_string_value(json_object_get(item, "tenant_key"));
-  unsigned char kid[8];
-  if (!k || strlen(k) != 16 || hex_decode(k, kid, 8) != 0)
-    return NULL;
-  return keys2_tenant_by_kid(r, kid);
-}
-
-struct repo_tenant *keys2_tenant_get(struct repo *r, const char *name, int store, char **err) {
-  struct repo_tenant *t = keys2_tenant_find(r, name);
-  if (t && !t->shredded)
-    return t;
-  if (t) /* a name used again after its tenant was shredded: a new key */
-    log_warn("tenant '%s' was shredded on %s; its new data gets a new key", name, t->shredded);
-  if (r->format != 2 || r->write_only || !r->crypto) {
-    *err = xstrdup("per-tenant keys need a format-2 repository opened with a passphrase");
-    return NULL;
-  }
-  t = xcalloc(1, sizeof(*t));
-  if (RAND_bytes(t->key, 32) != 1 || RAND_bytes(t->kid, 8) != 1 || tenant_derive(r, t) != 0) {
-    tenant_free(t);
-    *err = xstrdup("unable to make a tenant key (libcrypto)");
-    return NULL;
-  }
-  t->name = xstrdup(name);
-  t->created = iso_time(time(NULL));
-  t->gen = r->keyring_generation + 1;
-  r->tenants = xrealloc(r->tenants, (r->n_tenants + 1) * sizeof(*r->tenants));
-  r->tenants[r->n_tenants++] = t;
-  /* stored before any of its data: a pack sealed under a key the keyring
-   * does not hold would be unreadable */
-  if (store && keyring_replace(r, err) != 0) {
-    r->n_tenants--;
-    tenant_free(t);
-    return NULL;
-  }
-  log_info("tenant '%s': new tenant key", name);
-  return t;
-}
-
-int keys2_tenant_shred(struct repo *r, const char *name, char **err) {
-  if (!keys2_tenant_find(r, name)) {
-    *err = xasprintf("the repository has no tenant '%s'", name);
-    return -1;
-  }
-  char *now = iso_time(time(NULL));
-  for (size_t k = 0; k < r->n_tenants; k++)
-    if (strcmp(r->tenants[k]->name, name) == 0 && !r->tenants[k]->shredded)
-      tenant_forget(r->tenants[k], now);
-  free(now);
-  /* every keyring object that may hold the key goes, not only the ones
-   * this host read */
-  json_t *list;
-  if (repo_list(r, "keyring/", &list, err) != 0)
-    return -1;
-  size_t i;
-  json_t *e;
-  json_array_foreach(list, i, e) olds_add(r, json_string_value(json_object_get(e, "name")));
-  json_decref(list);
-  olds_add(r, r->keyring_name);
-  r->keyring_generation++;
-  if (keys2_keyring_save(r, err) != 0)
-    return -1;
-  int rc = 0;
-  for (i = 0; i < r->n_keyring_old; i++) {
-    if (strcmp(r->keyring_old[i], r->keyring_name) == 0)
-      continue;
-    char *de = NULL;
-    if (repo_delete(r, r->keyring_old[i], &de) != 0) {
-      if (rc == 0)
-        *err = xasprintf("the tenant key may still be in keyring object '%s', which could not be "
-                         "deleted (%s): run 'engine key shred' again",
-                         r->keyring_old[i], de);
-      free(de);
-      rc = -1;
-    }
-  }
-  olds_clear(r);
-  return rc;
-}
-
-json_t *keys2_tenants_json(const struct repo *r) {
-  json_t *a = json_array();
-  for (size_t i = 0; i < r->n_tenants; i++) {
-    const struct repo_tenant *t = r->tenants[i];
-    char id[17];
-    hex_encode(t->kid, 8, id);
-    json_t *o = json_pack("{s:s, s:s, s:s}", "name", t->name, "id", id, "created",
-                          t->created ? t->created : "");
-    if (t->shredded)
-      json_object_set_new(o, "shredded", json_string(t->shredded));
-    json_array_append_new(a, o);
-  }
-  return a;
-}
-
-int keys2_dk_new_tenant(const struct repo *r, const struct repo_tenant *t, unsigned char dk[32],
-                        unsigned char sealed[KEYS2_SEALED_DK_LEN]) {
-  if (t->shredded || RAND_bytes(dk, 32) != 1)
-    return -1;
-  memcpy(sealed, t->kid, 8);
-  memset(sealed + 8, 0, 32);
-  return repo_seal_key(r->crypto, t->wrap, "packkey", 7, dk, 32, sealed + 40);
-}
-
 /* Parse an opened keyring into r (only when it is whole). */
 static int keyring_take(struct repo *r, json_t *o, const char *name, char **err) {
   const char *rid = json_string_value(json_object_get(o, "repository"));
@@ -546,7 +277,7 @@ static int keyring_take(struct repo *r, json_t *o, const char *name, char **err)
   }
   if (!seed || strlen(seed) != 16 || strspn(seed, "0123456789abcdef") != 16 || !cur ||
       !json_is_array(kps) || json_array_size(kps) == 0 || !json_is_integer(gen) ||
-      b64_get(o, "id_key", idk, 32) != 0 || b64_get(o, "index_key", ixk, 32) != 0) {
+      k2_b64_get(o, "id_key", idk, 32) != 0 || k2_b64_get(o, "index_key", ixk, 32) != 0) {
     *err = xasprintf("keyring '%s' is damaged: a field is missing or malformed", name);
     return -1;
   }
@@ -557,7 +288,7 @@ static int keyring_take(struct repo *r, json_t *o, const char *name, char **err)
   json_array_foreach(kps, i, k) {
     struct repo_keypair *kp = kp_add(r);
     unsigned char chk[32];
-    if (b64_get(k, "public", kp->pub, 32) != 0 || b64_get(k, "private", kp->priv, 32) != 0 ||
+    if (k2_b64_get(k, "public", kp->pub, 32) != 0 || k2_b64_get(k, "private", kp->priv, 32) != 0 ||
         pub_of(kp->priv, chk) != 0 || memcmp(chk, kp->pub, 32) != 0) {
       kps_clear(r);
       *err = xasprintf("keyring '%s' is damaged: key pair %zu is malformed", name, i);
@@ -624,7 +355,7 @@ int keys2_keyring_load(struct repo *r, char **err) {
       free(buf);
     }
     char *te = NULL;
-    if (json_is_object(o) && tenants_merge(r, json_object_get(o, "tenants"), name, &te) != 0) {
+    if (json_is_object(o) && k2_tenants_merge(r, json_object_get(o, "tenants"), name, &te) != 0) {
       json_decref(o);
       o = NULL;
     }
@@ -634,7 +365,7 @@ int keys2_keyring_load(struct repo *r, char **err) {
                : xasprintf("keyring object '%s' %s", name,
                            ge ? ge : "does not open with the master secret (damaged)");
     } else {
-      olds_add(r, name);
+      k2_olds_add(r, name);
       if (json_integer_value(json_object_get(o, "generation")) > best_gen) {
         json_decref(best);
         best = json_incref(o);
@@ -670,24 +401,8 @@ int keys2_rotate(struct repo *r, char new_id[17], char **err) {
   snprintf(old, sizeof(old), "%s", r->keyring_name);
   if (kp_generate(r, err) != 0)
     return -1;
-  /* and a new key for each live tenant (the old ones stay for reading) */
-  size_t n = r->n_tenants;
-  for (size_t i = 0; i < n; i++) {
-    const struct repo_tenant *o = r->tenants[i];
-    if (o->shredded || keys2_tenant_find(r, o->name) != o)
-      continue;
-    struct repo_tenant *t = xcalloc(1, sizeof(*t));
-    if (RAND_bytes(t->key, 32) != 1 || RAND_bytes(t->kid, 8) != 1 || tenant_derive(r, t) != 0) {
-      tenant_free(t);
-      *err = xstrdup("unable to make a tenant key (libcrypto)");
-      return -1;
-    }
-    t->name = xstrdup(o->name);
-    t->created = iso_time(time(NULL));
-    t->gen = r->keyring_generation + 1;
-    r->tenants = xrealloc(r->tenants, (r->n_tenants + 1) * sizeof(*r->tenants));
-    r->tenants[r->n_tenants++] = t;
-  }
+  if (k2_tenants_rotate(r, err) != 0)
+    return -1;
   r->keyring_generation++;
   if (keys2_keyring_save(r, err) != 0)
     return -1;
@@ -741,9 +456,9 @@ int keys2_writer_credential(const struct repo *r, const char *pipeline, char **t
                         2, "repository", r->id, "pipeline", pipeline ? pipeline : "", "created",
                         now, "key_id", id, "chunker_seed", seed);
   free(now);
-  b64_set(o, "public_key", r->kps[r->cur_kp].pub, 32);
-  b64_set(o, "id_key", r->mac_key, REPO_KEY_LEN);
-  b64_set(o, "index_key", r->enc_key, REPO_KEY_LEN);
+  k2_b64_set(o, "public_key", r->kps[r->cur_kp].pub, 32);
+  k2_b64_set(o, "id_key", r->mac_key, REPO_KEY_LEN);
+  k2_b64_set(o, "index_key", r->enc_key, REPO_KEY_LEN);
   *text = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
   json_decref(o);
   return 0;
@@ -771,8 +486,9 @@ int keys2_writer_open(struct repo *r, const char *text, size_t len, const char *
     unsigned char chk[8];
     char idhex[17];
     if (!seed || strlen(seed) != 16 || strspn(seed, "0123456789abcdef") != 16 ||
-        b64_get(o, "public_key", kp->pub, 32) != 0 || b64_get(o, "id_key", r->mac_key, 32) != 0 ||
-        b64_get(o, "index_key", r->enc_key, 32) != 0) {
+        k2_b64_get(o, "public_key", kp->pub, 32) != 0 ||
+        k2_b64_get(o, "id_key", r->mac_key, 32) != 0 ||
+        k2_b64_get(o, "index_key", r->enc_key, 32) != 0) {
       *err = xasprintf("%s: the writer credential is damaged (a field is missing or malformed)",
                        where);
     } else {
@@ -851,26 +567,12 @@ void keys2_dk_cache_init(struct repo *r) {
   pthread_mutex_init(&r->dkc->mu, NULL);
 }
 
-/* A tenant pack's data key: key id (8) || zeros (32) || nonce || AEAD
- * under the tenant's wrapping key (keys2_dk_new_tenant). */
-static int tenant_dk_open(const struct repo *r, const struct repo_tenant *t,
-                          const unsigned char *sealed, unsigned char dk[32]) {
-  unsigned char out[KEYS2_SEALED_DK_LEN];
-  size_t n = 0;
-  int rc = repo_unseal_key(r->crypto, t->wrap, "packkey", 7, sealed + 40, KEYS2_SEALED_DK_LEN - 40,
-                           out, &n);
-  if (rc == 0 && n == 32)
-    memcpy(dk, out, 32);
-  OPENSSL_cleanse(out, sizeof(out));
-  return rc == 0 && n == 32 ? 0 : -1;
-}
-
 int keys2_head_open(const struct repo *r, const unsigned char *head, unsigned char dk[32],
                     const struct repo_tenant **tenant) {
   const struct repo_tenant *t = keys2_tenant_by_kid(r, head);
   *tenant = t;
   if (t)
-    return t->shredded ? -3 : tenant_dk_open(r, t, head, dk);
+    return t->shredded ? -3 : k2_tenant_dk_open(r, t, head, dk);
   return keys2_dk_open(r, head, dk);
 }
 
@@ -955,8 +657,8 @@ const unsigned char *repo_tenant_idk(const struct repo *r, const struct repo_ten
 
 void keys2_free(struct repo *r) {
   kps_clear(r);
-  tenants_clear(r);
-  olds_clear(r);
+  k2_tenants_clear(r);
+  k2_olds_clear(r);
   OPENSSL_cleanse(r->master_secret, sizeof(r->master_secret));
   if (r->dkc) {
     if (r->dkc->e)
