@@ -27,7 +27,7 @@ static int do_prune(const struct cli_globals *g, const struct cli_args *a, struc
                     json_t *forget_unreadable, json_t *out) {
   /* --repack-threshold was checked by the parser */
   struct prune_opts po = {a->dry_run, a->repack_threshold ? a->repack_fraction : 0.5, g->quiet,
-                          forget_unreadable};
+                          forget_unreadable, 0};
   struct prune_result r;
   char *err = NULL;
   if (prune_run(c->repo, &po, &r, &err) != 0)

@@ -11,8 +11,11 @@
 
 #include "cli/commands.h"
 #include "cli/dispatch.h"
+#include "pipeline/rewrite.h"
+#include "repo/index.h"
 #include "repo/keys2.h"
 #include "util/log.h"
+#include "util/progress.h"
 #include "util/secret.h"
 
 /* Read a line from the terminal without echo. */
@@ -145,6 +148,52 @@ static int write_credential(struct cli_ctx *c, const struct cli_args *a, int qui
   return EXIT_OK;
 }
 
+/* key rotate --rewrite (pipeline/rewrite.h), under the exclusive lock. */
+static int rotate_rewrite(struct cli_ctx *c, int quiet) {
+  const struct pipeline *p = c->p;
+  char *ref = p->encrypt_passphrase_ref ? xstrdup(p->encrypt_passphrase_ref)
+                                        : xasprintf("file:%s", p->encrypt_key_file);
+  char *secret = NULL, *err = NULL;
+  size_t len = 0;
+  int rc = secret_resolve(ref, &secret, &len, &err);
+  free(ref);
+  if (rc != 0) {
+    char *m = xasprintf("%s: stages.encrypt: %s", p->path, err);
+    free(err);
+    return cli_fail(m);
+  }
+  struct rewrite_result res = {0};
+  /* prune's step reads the snapshots' trees through the index */
+  if (index_load(c->repo, &err) != 0 || rewrite_run(c->repo, secret, len, &res, &err) != 0) {
+    secret_wipe_free(secret, len);
+    json_decref(res.removed_keys);
+    char *m = xasprintf("key rotate --rewrite: %s; run it again to go on (the repository stays "
+                        "readable with the passphrase meanwhile)",
+                        err);
+    free(err);
+    return cli_fail(m);
+  }
+  secret_wipe_free(secret, len);
+  cli_note_detail("rewritten_objects", json_integer((json_int_t)res.objects_resealed));
+  if (!quiet) {
+    char b1[32], b2[32];
+    printf("rewritten%s in %.1f s: %llu pack(s) sealed again (%s -> %s), %llu snapshot(s) and "
+           "record(s) sealed again (snapshot ids changed); the old keys are retired: no earlier "
+           "passphrase, key file, key pair or writer credential opens anything now. Make writer "
+           "credentials again\n",
+           res.resumed ? " (resumed)" : "", res.seconds, (unsigned long long)res.packs_deleted,
+           format_bytes(res.bytes_before, b1, sizeof(b1)),
+           format_bytes(res.bytes_after, b2, sizeof(b2)), (unsigned long long)res.objects_resealed);
+    size_t i;
+    json_t *k;
+    json_array_foreach(res.removed_keys, i, k)
+        printf("removed key %.8s (another passphrase): add it again with 'engine key add'\n",
+               json_string_value(k));
+  }
+  json_decref(res.removed_keys);
+  return EXIT_OK;
+}
+
 static int rotate(struct cli_ctx *c, const struct cli_args *a, int quiet) {
   char *err = NULL, id[17];
   if (c->repo->format < 2)
@@ -155,6 +204,11 @@ static int rotate(struct cli_ctx *c, const struct cli_args *a, int quiet) {
   if (cli_lock(c, 1, a->lock_wait ? a->lock_wait_ms : 0, 0, &err) != 0 ||
       keys2_keyring_load(c->repo, &err) != 0) /* as it is under the lock */
     return cli_fail(err);
+  if (a->rewrite)
+    return rotate_rewrite(c, quiet);
+  if (c->repo->rewrite)
+    return cli_fail(xstrdup("a key rotate --rewrite was interrupted: run 'engine key rotate "
+                            "PIPELINE --rewrite' again to finish it first"));
   char old[17];
   hex_encode(c->repo->kps[c->repo->cur_kp].id, 8, old);
   if (keys2_rotate(c->repo, id, &err) != 0)
@@ -295,10 +349,16 @@ int cmd_key(const struct cli_globals *g, const struct cli_args *a) {
           printf("tenant keys (per_tenant):\n");
         json_array_foreach(tn, i, k) {
           const char *sh = json_string_value(json_object_get(k, "shredded"));
+          const char *rt = json_string_value(json_object_get(k, "retired"));
           printf("  %-16s %-24s %s%s%s\n", json_string_value(json_object_get(k, "id")),
                  json_string_value(json_object_get(k, "name")),
-                 json_string_value(json_object_get(k, "created")), sh ? "  SHREDDED " : "",
-                 sh ? sh : "");
+                 json_string_value(json_object_get(k, "created")),
+                 sh   ? "  SHREDDED "
+                 : rt ? "  retired "
+                      : "",
+                 sh   ? sh
+                 : rt ? rt
+                      : "");
         }
         json_decref(tn);
       }

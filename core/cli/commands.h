@@ -23,6 +23,7 @@ struct cli_args {
   int write_only;      /* key add --write-only */
   const char *out;     /* key add --write-only --out FILE */
   const char *tenant;  /* key shred, snapshots: --tenant NAME */
+  int rewrite;         /* key rotate --rewrite */
   const char *as_name; /* restore --as */
   int drop_existing, to_stdout, restore_test, prune;
   const char **namespace_map; /* restore --namespace-map OLD=NEW, repeatable */
@@ -93,6 +94,7 @@ enum cli_opt {
   OPT_WRITE_ONLY,
   OPT_OUT,
   OPT_TENANT,
+  OPT_REWRITE,
   OPT__COUNT
 };
 

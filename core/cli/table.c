@@ -97,6 +97,7 @@ const struct cli_option cli_options[OPT__COUNT] = {
     [OPT_WRITE_ONLY] = {"write-only", 0, FLAG(write_only)},
     [OPT_OUT] = {"out", 0, VALUE("FILE", out, NULL)},
     [OPT_TENANT] = {"tenant", 0, VALUE("NAME", tenant, NULL)},
+    [OPT_REWRITE] = {"rewrite", 0, FLAG(rewrite)},
 };
 
 /* ---- commands --------------------------------------------------------------- */
@@ -266,6 +267,15 @@ static const struct cli_use key_opts[] = {
      .actions = "add",
      .needs = OPT_WRITE_ONLY},
     ONLY_FOR(OPT_JSON, "print the list as JSON (docs/CLI.md)", "list"),
+    ONLY_FOR(OPT_REWRITE,
+             "after a compromise: also seal every pack, index object, snapshot and record again "
+             "under new keys (a new master secret, key pair, index key and tenant keys) and "
+             "retire the old ones, so that no old key, passphrase or key file opens anything; "
+             "the passphrase that opened the repository opens it afterwards, the other "
+             "passphrases' keys are removed, writer credentials must be made again, snapshot "
+             "ids change. Also removes data no snapshot references (as prune). Resumable: run "
+             "it again after an interruption",
+             "rotate"),
     ONLY_FOR(OPT_TENANT, "the tenant to shred (required)", "shred"),
     ONLY_FOR(OPT_YES, "shred without asking", "shred"),
     ONLY_FOR(OPT_LOCK_WAIT, LOCK_WAIT_HELP, "rotate shred"),

@@ -63,6 +63,7 @@ struct plan {
   size_t n_packs, cap_packs;
   json_t *index_names;
   struct prune_result *res;
+  int rewrite; /* prune_opts.rewrite */
 };
 
 /* The plan's pack number of a pack id (the canonical index numbers them). */
@@ -287,7 +288,10 @@ static int repack(struct plan *p, char **err) {
     const struct repo_tenant *t = NULL;
     if (v2 && repo_pack_key_t(p->r, p->packs[k].id, dk, &t, err) != 0)
       goto out;
+    const struct repo_tenant *from = t; /* the key its blobs open with */
     /* a tenant's blobs move into packs of that tenant only */
+    if (p->rewrite && t && keys2_tenant_successor(p->r, t))
+      t = keys2_tenant_successor(p->r, t); /* same chunk-id key, a new secret */
     if (v2 && pk.len > 0 && t != pk_tenant && write_pack(p, &pk, err) != 0)
       goto out;
     pk_tenant = t;
@@ -299,7 +303,7 @@ static int repack(struct plan *p, char **err) {
       size_t rl;
       char *derr = NULL;
       if (e->offset - lo + e->length > got ||
-          repo_blob_decode_idk(p->r, v2 ? dk : NULL, repo_tenant_idk(p->r, t), e->id,
+          repo_blob_decode_idk(p->r, v2 ? dk : NULL, repo_tenant_idk(p->r, from), e->id,
                                (enum blob_type)e->type, (char *)buf + (e->offset - lo), e->length,
                                &raw, &rl, &derr) != 0) {
         *err = xasprintf("pack %.16s: %s; prune stops before deleting anything", hex,
@@ -424,6 +428,30 @@ static void sink_cleanup(struct repo *r, int dry_run) {
   }
 }
 
+/* key rotate --rewrite: every kept pack sealed under a retired key is
+ * repacked (one ranged read of its first 8 bytes, the key id). */
+static int retired_packs(struct plan *p, char **err) {
+  for (size_t k = 0; k < p->n_packs; k++) {
+    struct prune_pack *x = &p->packs[k];
+    if (!x->exists || x->action != PACK_KEEP)
+      continue;
+    char name[80];
+    pack_object_name(x->id, name);
+    void *head = NULL;
+    size_t got = 0;
+    if (repo_get(p->r, name, 0, 8, &head, &got, err) != 0)
+      return -1;
+    int retired = got == 8 && keys2_kid_retired(p->r, head);
+    free(head);
+    if (retired) {
+      x->action = PACK_REPACK;
+      p->res->packs_repacked++;
+      p->res->bytes_after -= x->size;
+    }
+  }
+  return 0;
+}
+
 int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *res, char **err) {
   memset(res, 0, sizeof(*res));
   struct plan p = {.r = r, .used = index_new(), .canon = index_new(), .res = res};
@@ -432,6 +460,9 @@ int prune_run(struct repo *r, const struct prune_opts *o, struct prune_result *r
   if (plan_load(&p, o, dropped, err) != 0)
     goto out;
   prune_decide(p.packs, p.n_packs, o->repack_threshold, res);
+  p.rewrite = o->rewrite;
+  if (o->rewrite && retired_packs(&p, err) != 0)
+    goto out;
   if (o->dry_run) {
     /* repacked data lands in new packs of about its used size */
     for (size_t k = 0; k < p.n_packs; k++)

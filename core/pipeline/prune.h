@@ -14,6 +14,10 @@ struct prune_opts {
   /* ids (or prefixes) of unreadable snapshots the operator drops first
    * (--forget-unreadable); any other unreadable snapshot makes prune refuse */
   json_t *forget_unreadable;
+  /* key rotate --rewrite: also repack every pack whose data key is sealed
+   * under a key the rewrite retires (keys2_kid_retired), a tenant's blobs
+   * under that tenant key's successor */
+  int rewrite;
 };
 
 struct prune_result {

@@ -330,6 +330,29 @@ int index_load(struct repo *r, char **err) {
       free(e);
     }
   }
+  int none_opens = r->write_only && n > 0 && !cached && json_array_size(ix->damaged) == n;
+  if (r->write_only && n > 0 && cached) {
+    /* the cache is keyed with the id key, which a rewrite keeps: check that
+     * the credential's index key still opens the index */
+    struct index *probe = index_new();
+    char *e = NULL;
+    none_opens = index_load_object(r, names[0] + strlen("index/"), probe, &e) != 0;
+    free(e);
+    index_free(probe);
+  }
+  if (none_opens) {
+    /* a writer that dedups against nothing would seal packs to a public key
+     * no reader holds any more */
+    *err = xasprintf("the repository's index objects do not open with the writer credential's "
+                     "index key: the repository's keys were rewritten ('engine key rotate "
+                     "--rewrite') since the credential was made, or it belongs to another "
+                     "repository; make a new one with 'engine key add PIPELINE --write-only "
+                     "--out FILE'");
+    for (size_t i = 0; i < n; i++)
+      free(names[i]);
+    free(names);
+    return -1;
+  }
   /* a cache must never stand for an index that could not be read whole */
   if (r->use_index_cache && n > 0 && !cached && json_array_size(ix->damaged) == 0)
     index_cache_save(r, names, n);

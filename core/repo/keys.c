@@ -392,9 +392,48 @@ int repo_key_object_check(struct repo *r, const char *name, const char *text, si
   return key_object(r, name, text, len, NULL, 0, REPO_KDF_MAX_N, 1, err);
 }
 
-/* Try every key object until one opens (keys.h). Once one opens, the
- * others are only checked (no key derivation), so a damaged one is
- * reported whatever the order of their names. */
+/* Key objects newest first: after key rotate --rewrite was killed between
+ * storing the new master secret's key object and deleting the old ones,
+ * the same passphrase opens both, and the new one is the one to use. */
+struct key_cand {
+  const char *name;
+  void *buf;
+  size_t len;
+  char created[40];
+  char *read_err;
+};
+
+static int cand_cmp(const void *a, const void *b) {
+  const struct key_cand *x = a, *y = b;
+  int c = strcmp(y->created, x->created);
+  return c ? c : strcmp(x->name, y->name);
+}
+
+static struct key_cand *key_candidates(struct repo *r, json_t *keys, size_t n) {
+  struct key_cand *c = xcalloc(n, sizeof(*c));
+  for (size_t i = 0; i < n; i++) {
+    c[i].name = json_string_value(json_object_get(json_array_get(keys, i), "name"));
+    char *e = NULL;
+    if (repo_get(r, c[i].name, 0, 0, &c[i].buf, &c[i].len, &e) != 0) {
+      c[i].read_err =
+          xasprintf("key object '%s' cannot be read: %s", c[i].name, e ? e : "unknown error");
+      free(e);
+      continue;
+    }
+    json_error_t je;
+    json_t *k = json_loadb(c[i].buf, c[i].len, 0, &je);
+    const char *cr = json_string_value(json_object_get(k, "created"));
+    snprintf(c[i].created, sizeof(c[i].created), "%s", cr ? cr : "");
+    json_decref(k);
+  }
+  qsort(c, n, sizeof(*c), cand_cmp);
+  return c;
+}
+
+/* Try every key object until one opens (keys.h), newest first; with format
+ * 2 one whose master secret opens a keyring. Once one opens, the others
+ * are only checked (no key derivation), so a damaged one is reported
+ * whatever the order of their names. */
 int repo_keys_open(struct repo *r, const char *pass, size_t pass_len, char **err) {
   json_t *keys;
   if (repo_list(r, "keys/", &keys, err) != 0)
@@ -407,24 +446,28 @@ int repo_keys_open(struct repo *r, const char *pass, size_t pass_len, char **err
   }
   int rc = -1;
   size_t wrong = 0, bad = 0;
-  char *bad_msgs = NULL; /* "; "-joined */
-  /* once one opens, the others are only checked (no key derivation), so a
-   * damaged one is reported whatever the order of their names */
+  char *bad_msgs = NULL, *ring_err = NULL; /* "; "-joined */
+  struct key_cand *c = key_candidates(r, keys, n);
   for (size_t i = 0; i < n; i++) {
-    const char *name = json_string_value(json_object_get(json_array_get(keys, i), "name"));
-    void *buf;
-    size_t len;
-    char *e = NULL;
-    int k;
-    if (repo_get(r, name, 0, 0, &buf, &len, &e) != 0) {
-      char *m = xasprintf("key object '%s' cannot be read: %s", name, e ? e : "unknown error");
-      free(e);
-      e = m;
-      k = -1;
-    } else {
-      k = rc == 0 ? repo_key_object_check(r, name, buf, len, &e)
-                  : repo_key_object_open(r, name, buf, len, pass, pass_len, REPO_KDF_MAX_N, &e);
-      free(buf);
+    const char *name = c[i].name;
+    char *e = c[i].read_err;
+    int k = -1;
+    if (!e)
+      k = rc == 0 ? repo_key_object_check(r, name, c[i].buf, c[i].len, &e)
+                  : repo_key_object_open(r, name, c[i].buf, c[i].len, pass, pass_len,
+                                         REPO_KDF_MAX_N, &e);
+    free(c[i].buf);
+    if (k == 0 && rc != 0 && r->format >= 2) {
+      /* its master secret must open a keyring too */
+      char *ke = NULL;
+      if (keys2_keyring_load(r, &ke) != 0) {
+        if (!ring_err)
+          ring_err = ke;
+        else
+          free(ke);
+        free(e);
+        continue;
+      }
     }
     if (k == 0 && rc == 0) {
       /* checked: sound */
@@ -441,11 +484,14 @@ int repo_keys_open(struct repo *r, const char *pass, size_t pass_len, char **err
     }
     free(e);
   }
+  free(c);
   json_decref(keys);
-  if (rc == 0 && r->format >= 2 && keys2_keyring_load(r, err) != 0) {
+  if (rc != 0 && ring_err) {
     free(bad_msgs);
+    *err = ring_err;
     return -1;
   }
+  free(ring_err);
   if (rc == 0) {
     if (bad_msgs)
       log_warn("%s; the repository was opened with key %.8s", bad_msgs, r->key_id);

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "repo/keys.h"
 #include "repo/keys2_int.h"
 #include "repo/pack.h"
 #include "util/log.h"
@@ -239,6 +240,18 @@ int keys2_keyring_save(struct repo *r, char **err) {
     json_array_append_new(json_object_get(o, "keypairs"), k);
   }
   json_object_set_new(o, "tenants", k2_tenants_json_save(r));
+  if (r->rewrite) {
+    json_t *rw = json_deep_copy(r->rewrite);
+    json_t *ok = json_array();
+    for (size_t i = 0; i < r->n_old_index_keys; i++) {
+      char *b = b64_encode(r->old_index_keys[i], REPO_KEY_LEN);
+      json_array_append_new(ok, json_string(b));
+      OPENSSL_cleanse(b, strlen(b));
+      free(b);
+    }
+    json_object_set_new(rw, "old_index_keys", ok);
+    json_object_set_new(o, "rewrite", rw);
+  }
   char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(o);
   size_t n = strlen(text), sl = repo_sealed_len(r, n);
@@ -262,6 +275,8 @@ int keys2_keyring_save(struct repo *r, char **err) {
   free(sealed);
   return rc == 0 ? 0 : -1;
 }
+
+static int rewrite_take(struct repo *r, json_t *rw, const char *name, char **err);
 
 /* Parse an opened keyring into r (only when it is whole). */
 static int keyring_take(struct repo *r, json_t *o, const char *name, char **err) {
@@ -317,6 +332,50 @@ static int keyring_take(struct repo *r, json_t *o, const char *name, char **err)
   r->chunker_seed = strtoull(seed, NULL, 16);
   r->keyring_generation = (uint64_t)json_integer_value(gen);
   snprintf(r->keyring_name, sizeof(r->keyring_name), "%s", name);
+  return rewrite_take(r, json_object_get(o, "rewrite"), name, err);
+}
+
+static void rewrite_clear(struct repo *r) {
+  json_decref(r->rewrite);
+  r->rewrite = NULL;
+  if (r->old_index_keys)
+    OPENSSL_cleanse(r->old_index_keys, r->n_old_index_keys * REPO_KEY_LEN);
+  free(r->old_index_keys);
+  r->old_index_keys = NULL;
+  r->n_old_index_keys = 0;
+}
+
+/* A key rotate --rewrite in progress: its state, and the index keys of the
+ * objects not sealed again yet. */
+static int rewrite_take(struct repo *r, json_t *rw, const char *name, char **err) {
+  rewrite_clear(r);
+  if (!rw)
+    return 0;
+  json_t *ok = json_object_get(rw, "old_index_keys");
+  if (!json_is_object(rw) || !json_is_array(ok) || !json_is_array(json_object_get(rw, "retire")) ||
+      !json_is_array(json_object_get(rw, "old_objects"))) {
+    *err = xasprintf("keyring '%s' is damaged: its rewrite state is malformed", name);
+    return -1;
+  }
+  r->old_index_keys = xcalloc(json_array_size(ok) + 1, REPO_KEY_LEN);
+  size_t i;
+  json_t *v;
+  json_array_foreach(ok, i, v) {
+    unsigned char *b = NULL;
+    size_t bl = 0;
+    const char *t = json_string_value(v);
+    if (!t || b64_decode(t, &b, &bl) != 0 || bl != REPO_KEY_LEN) {
+      free(b);
+      rewrite_clear(r);
+      *err = xasprintf("keyring '%s' is damaged: an old index key is malformed", name);
+      return -1;
+    }
+    memcpy(r->old_index_keys[r->n_old_index_keys++], b, REPO_KEY_LEN);
+    OPENSSL_cleanse(b, bl);
+    free(b);
+  }
+  r->rewrite = json_incref(rw);
+  json_object_del(r->rewrite, "old_index_keys");
   return 0;
 }
 
@@ -436,6 +495,125 @@ json_t *keys2_keypairs_json(const struct repo *r) {
                                        i == r->cur_kp, "private", r->kps[i].has_priv));
   }
   return a;
+}
+
+/* ---- key rotate --rewrite ------------------------------------------------- */
+
+/* Delete the objects a rewrite's first step superseded (absent ones are
+ * fine): the key objects of the old master secret and the old keyrings. */
+static int rewrite_delete_old(struct repo *r, char **err) {
+  size_t i;
+  json_t *v;
+  json_array_foreach(json_object_get(r->rewrite, "old_objects"), i, v) {
+    const char *name = json_string_value(v);
+    if (name && strcmp(name, r->keyring_name) != 0 && repo_delete(r, name, err) != 0)
+      return -1;
+  }
+  return 0;
+}
+
+int keys2_rewrite_begin(struct repo *r, const char *pass, size_t pass_len, json_t **removed_keys,
+                        char **err) {
+  *removed_keys = json_array();
+  if (r->write_only || r->format != 2) {
+    *err = xstrdup("key rotate --rewrite needs a format-2 repository opened with a passphrase");
+    return -1;
+  }
+  if (r->rewrite) /* resumed: its keys are in place */
+    return rewrite_delete_old(r, err);
+  json_t *old = json_array(), *retire = json_array(), *keys = NULL, *rings = NULL;
+  if (repo_list(r, "keys/", &keys, err) != 0 || repo_list(r, "keyring/", &rings, err) != 0) {
+    json_decref(keys);
+    json_decref(old);
+    json_decref(retire);
+    return -1;
+  }
+  size_t i;
+  json_t *v;
+  json_array_foreach(keys, i, v) {
+    const char *name = json_string_value(json_object_get(v, "name"));
+    json_array_append_new(old, json_string(name));
+    if (strcmp(name + strlen("keys/"), r->key_id) != 0)
+      json_array_append_new(*removed_keys, json_string(name + strlen("keys/")));
+  }
+  json_array_foreach(rings, i, v) json_array_append(old, json_object_get(v, "name"));
+  json_decref(keys);
+  json_decref(rings);
+  for (i = 0; i < r->n_kps; i++) {
+    char id[17];
+    hex_encode(r->kps[i].id, 8, id);
+    json_array_append_new(retire, json_string(id));
+  }
+  /* new: a key pair, an index key, a master secret, a successor for each
+   * tenant key; the id key and the chunker seed stay (blob ids and chunk
+   * boundaries are what every tree names) */
+  r->old_index_keys = xrealloc(r->old_index_keys, (r->n_old_index_keys + 1) * REPO_KEY_LEN);
+  memcpy(r->old_index_keys[r->n_old_index_keys++], r->enc_key, REPO_KEY_LEN);
+  if (k2_tenants_rewrite(r, retire, err) != 0 || kp_generate(r, err) != 0 ||
+      RAND_bytes(r->enc_key, REPO_KEY_LEN) != 1 ||
+      RAND_bytes(r->master_secret, REPO_KEY_LEN) != 1) {
+    if (!*err)
+      *err = xstrdup("the system random number generator failed");
+    json_decref(old);
+    json_decref(retire);
+    return -1;
+  }
+  char *now = iso_time(time(NULL));
+  r->rewrite = json_pack("{s:s, s:o, s:o}", "started", now, "retire", retire, "old_objects", old);
+  free(now);
+  r->keyring_generation++;
+  /* the new keyring (under the new master secret), then the key object
+   * that opens it with this passphrase; only then the old ones go */
+  char kid[65];
+  if (keys2_keyring_save(r, err) != 0 || repo_key_add(r, pass, pass_len, kid, err) != 0)
+    return -1;
+  snprintf(r->key_id, sizeof(r->key_id), "%s", kid);
+  return rewrite_delete_old(r, err);
+}
+
+int keys2_kid_retired(const struct repo *r, const unsigned char kid[8]) {
+  char id[17];
+  hex_encode(kid, 8, id);
+  size_t i;
+  json_t *v;
+  json_array_foreach(json_object_get(r->rewrite, "retire"), i,
+                     v) if (json_is_string(v) && strcmp(json_string_value(v), id) == 0) return 1;
+  return 0;
+}
+
+int keys2_rewrite_finish(struct repo *r, char **err) {
+  if (!r->rewrite)
+    return 0;
+  size_t k = 0;
+  for (size_t i = 0; i < r->n_kps; i++) {
+    if (keys2_kid_retired(r, r->kps[i].id)) {
+      OPENSSL_cleanse(r->kps[i].priv, sizeof(r->kps[i].priv));
+      free(r->kps[i].created);
+      continue;
+    }
+    if (i == r->cur_kp)
+      r->cur_kp = k;
+    r->kps[k++] = r->kps[i];
+  }
+  r->n_kps = k;
+  k2_tenants_retire(r);
+  rewrite_clear(r);
+  r->keyring_generation++;
+  if (keys2_keyring_save(r, err) != 0)
+    return -1;
+  json_t *list;
+  if (repo_list(r, "keyring/", &list, err) != 0)
+    return -1;
+  size_t i;
+  json_t *v;
+  int rc = 0;
+  json_array_foreach(list, i, v) {
+    const char *name = json_string_value(json_object_get(v, "name"));
+    if (rc == 0 && strcmp(name, r->keyring_name) != 0 && repo_delete(r, name, err) != 0)
+      rc = -1;
+  }
+  json_decref(list);
+  return rc;
 }
 
 /* ---- writer credentials --------------------------------------------------- */
@@ -657,6 +835,7 @@ const unsigned char *repo_tenant_idk(const struct repo *r, const struct repo_ten
 
 void keys2_free(struct repo *r) {
   kps_clear(r);
+  rewrite_clear(r);
   k2_tenants_clear(r);
   k2_olds_clear(r);
   OPENSSL_cleanse(r->master_secret, sizeof(r->master_secret));

@@ -50,6 +50,18 @@ int keys2_keyring_load(struct repo *r, char **err);
 /* key rotate: a new key pair, current from now on; the old ones stay for
  * reading. Writes the new keyring, then deletes the older keyring objects. */
 int keys2_rotate(struct repo *r, char new_id[17], char **err);
+/* key rotate --rewrite (docs/FORMAT.md §3.6). begin: a new master secret,
+ * key pair, index key and a successor for every tenant key, in a keyring
+ * recording the rewrite (what to retire, the old index keys, the objects
+ * superseded), a key object opening it with pass, then the old key objects
+ * (*removed_keys: those of other passphrases) and keyrings deleted; when a
+ * rewrite is in progress (r->rewrite) only that deletion. kid_retired: is
+ * the key id one the rewrite retires? finish (every object moved): the
+ * retired keys leave the keyring, the older keyrings go. */
+int keys2_rewrite_begin(struct repo *r, const char *pass, size_t pass_len, json_t **removed_keys,
+                        char **err);
+int keys2_kid_retired(const struct repo *r, const unsigned char kid[8]);
+int keys2_rewrite_finish(struct repo *r, char **err);
 /* Keyring summary for key list: [{"id","created","current","private"}]. */
 json_t *keys2_keypairs_json(const struct repo *r);
 
@@ -105,6 +117,8 @@ const struct repo_tenant *keys2_item_tenant(const struct repo *r, json_t *item);
 int keys2_tenant_shred(struct repo *r, const char *name, char **err);
 /* [{"name","id","created"[,"shredded"]}] for key list / snapshots. */
 json_t *keys2_tenants_json(const struct repo *r);
+/* The entry that replaced t in key rotate --rewrite, or NULL. */
+const struct repo_tenant *keys2_tenant_successor(const struct repo *r, const struct repo_tenant *t);
 /* A new pack data key wrapped with the tenant's key. */
 int keys2_dk_new_tenant(const struct repo *r, const struct repo_tenant *t, unsigned char dk[32],
                         unsigned char sealed[KEYS2_SEALED_DK_LEN]);

@@ -21,6 +21,10 @@ void k2_olds_add(struct repo *r, const char *name);
 void k2_olds_clear(struct repo *r);
 /* A new key for each live tenant (key rotate). */
 int k2_tenants_rotate(struct repo *r, char **err);
+/* key rotate --rewrite: successors of the live tenant keys (the replaced
+ * ids appended to retire), and destroying the replaced ones at the end. */
+int k2_tenants_rewrite(struct repo *r, json_t *retire, char **err);
+void k2_tenants_retire(struct repo *r);
 /* A tenant pack's data key from its first KEYS2_SEALED_DK_LEN bytes. */
 int k2_tenant_dk_open(const struct repo *r, const struct repo_tenant *t,
                       const unsigned char *sealed, unsigned char dk[32]);

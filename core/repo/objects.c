@@ -279,7 +279,11 @@ int repo_unseal(const struct repo *r, const void *aad, size_t aad_len, const voi
     *out_len = n;
     return 0;
   }
-  return repo_unseal_key(r->crypto, r->enc_key, aad, aad_len, in, n, out, out_len);
+  int rc = repo_unseal_key(r->crypto, r->enc_key, aad, aad_len, in, n, out, out_len);
+  /* during key rotate --rewrite: an object not sealed again yet */
+  for (size_t i = 0; rc != 0 && i < r->n_old_index_keys; i++)
+    rc = repo_unseal_key(r->crypto, r->old_index_keys[i], aad, aad_len, in, n, out, out_len);
+  return rc;
 }
 
 /* ---- sealed JSON objects ---------------------------------------------- */

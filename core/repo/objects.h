@@ -61,6 +61,11 @@ struct repo_tenant {
   char *created;
   uint64_t gen;   /* the keyring generation that added it: the newest is current */
   char *shredded; /* when its key was destroyed, or NULL */
+  int retired;    /* destroyed by key rotate --rewrite (its data moved to its successor) */
+  /* key rotate --rewrite: the entry this one replaces (its data is moved
+   * under this one) and keeps the chunk-id key of */
+  unsigned char replaces[8];
+  int has_replaces, idk_explicit;
 };
 
 struct repo {
@@ -84,6 +89,12 @@ struct repo {
   char keyring_name[80];
   struct repo_dk_cache *dkc;    /* pack data keys already opened */
   struct repo_tenant **tenants; /* format 2: the keyring's tenants, live and shredded */
+  /* key rotate --rewrite in progress (the keyring's "rewrite" object), or
+   * NULL; meanwhile index objects and locks sealed with an older index key
+   * still open */
+  json_t *rewrite;
+  unsigned char (*old_index_keys)[REPO_KEY_LEN];
+  size_t n_old_index_keys;
   size_t n_tenants;
   /* keyring objects this host read or wrote whose content the current
    * keyring holds (deleted once a newer one is stored) */

@@ -97,9 +97,16 @@ int k2_tenants_merge(struct repo *r, json_t *tn, const char *name, char **err) {
     const char *id = json_string_value(json_object_get(v, "id"));
     const char *created = json_string_value(json_object_get(v, "created"));
     const char *shredded = json_string_value(json_object_get(v, "shredded"));
-    unsigned char kid[8], key[32];
+    const char *retired = json_string_value(json_object_get(v, "retired"));
+    const char *repl = json_string_value(json_object_get(v, "replaces"));
+    json_t *idk_json = json_object_get(v, "id_key");
+    if (retired && !shredded)
+      shredded = retired;
+    unsigned char kid[8], key[32], idk[32], rk[8];
     if (!tname || !tname[0] || !id || strlen(id) != 16 || hex_decode(id, kid, 8) != 0 ||
-        (!shredded && k2_b64_get(v, "key", key, 32) != 0)) {
+        (!shredded && k2_b64_get(v, "key", key, 32) != 0) ||
+        (repl && (strlen(repl) != 16 || hex_decode(repl, rk, 8) != 0)) ||
+        (!shredded && idk_json && k2_b64_get(v, "id_key", idk, 32) != 0)) {
       *err = xasprintf("keyring '%s' is damaged: tenant key %zu is malformed", name, i);
       return -1;
     }
@@ -110,6 +117,10 @@ int k2_tenants_merge(struct repo *r, json_t *tn, const char *name, char **err) {
       memcpy(t->kid, kid, 8);
       t->created = xstrdup(created ? created : "");
       t->gen = (uint64_t)json_integer_value(json_object_get(v, "generation"));
+      if (repl) {
+        memcpy(t->replaces, rk, 8);
+        t->has_replaces = 1;
+      }
       r->tenants = xrealloc(r->tenants, (r->n_tenants + 1) * sizeof(*r->tenants));
       r->tenants[r->n_tenants++] = t;
       if (!shredded) {
@@ -119,11 +130,18 @@ int k2_tenants_merge(struct repo *r, json_t *tn, const char *name, char **err) {
           *err = xstrdup("key derivation (HKDF) failed");
           return -1;
         }
+        if (idk_json) { /* a rewrite's successor keeps its predecessor's ids */
+          memcpy(t->idk, idk, 32);
+          t->idk_explicit = 1;
+        }
       }
     }
     if (shredded && !t->shredded)
       tenant_forget(t, shredded);
+    if (retired)
+      t->retired = 1;
     OPENSSL_cleanse(key, sizeof(key));
+    OPENSSL_cleanse(idk, sizeof(idk));
   }
   return 0;
 }
@@ -168,7 +186,70 @@ const struct repo_tenant *keys2_item_tenant(const struct repo *r, json_t *item) 
   unsigned char kid[8];
   if (!k || strlen(k) != 16 || hex_decode(k, kid, 8) != 0)
     return NULL;
-  return keys2_tenant_by_kid(r, kid);
+  const struct repo_tenant *t = keys2_tenant_by_kid(r, kid);
+  /* key rotate --rewrite moved a retired key's data to its successor */
+  for (int hops = 0; t && t->retired && hops < 64; hops++) {
+    const struct repo_tenant *s = keys2_tenant_successor(r, t);
+    if (!s)
+      break;
+    t = s;
+  }
+  return t;
+}
+
+const struct repo_tenant *keys2_tenant_successor(const struct repo *r,
+                                                 const struct repo_tenant *t) {
+  for (size_t i = 0; i < r->n_tenants; i++)
+    if (r->tenants[i]->has_replaces && memcmp(r->tenants[i]->replaces, t->kid, 8) == 0)
+      return r->tenants[i];
+  return NULL;
+}
+
+/* key rotate --rewrite: a successor for every live tenant key (a new
+ * secret, the same chunk-id key, so the blobs keep their ids when they move
+ * under it), the successor of each name's current key newest. The retired
+ * ones' ids go to retire. */
+int k2_tenants_rewrite(struct repo *r, json_t *retire, char **err) {
+  size_t n = r->n_tenants;
+  uint64_t gen = r->keyring_generation + 1;
+  for (size_t i = 0; i < n; i++) {
+    const struct repo_tenant *o = r->tenants[i];
+    if (o->shredded || keys2_tenant_successor(r, o))
+      continue;
+    struct repo_tenant *t = xcalloc(1, sizeof(*t));
+    if (RAND_bytes(t->key, 32) != 1 || RAND_bytes(t->kid, 8) != 1 || tenant_derive(r, t) != 0) {
+      tenant_free(t);
+      *err = xstrdup("unable to make a tenant key (libcrypto)");
+      return -1;
+    }
+    memcpy(t->idk, o->idk, 32);
+    t->idk_explicit = 1;
+    memcpy(t->replaces, o->kid, 8);
+    t->has_replaces = 1;
+    t->name = xstrdup(o->name);
+    t->created = iso_time(time(NULL));
+    t->gen = keys2_tenant_find(r, o->name) == o ? gen : o->gen;
+    char id[17];
+    hex_encode(o->kid, 8, id);
+    json_array_append_new(retire, json_string(id));
+    r->tenants = xrealloc(r->tenants, (r->n_tenants + 1) * sizeof(*r->tenants));
+    r->tenants[r->n_tenants++] = t;
+  }
+  return 0;
+}
+
+/* key rotate --rewrite, once every pack moved: the replaced keys are
+ * destroyed (kept as "retired" entries, as shredded ones are). */
+void k2_tenants_retire(struct repo *r) {
+  char *now = iso_time(time(NULL));
+  for (size_t i = 0; i < r->n_tenants; i++) {
+    struct repo_tenant *t = r->tenants[i];
+    if (!t->shredded && keys2_tenant_successor(r, t)) {
+      tenant_forget(t, now);
+      t->retired = 1;
+    }
+  }
+  free(now);
 }
 
 struct repo_tenant *keys2_tenant_get(struct repo *r, const char *name, int store, char **err) {
@@ -253,7 +334,7 @@ json_t *keys2_tenants_json(const struct repo *r) {
     json_t *o = json_pack("{s:s, s:s, s:s}", "name", t->name, "id", id, "created",
                           t->created ? t->created : "");
     if (t->shredded)
-      json_object_set_new(o, "shredded", json_string(t->shredded));
+      json_object_set_new(o, t->retired ? "retired" : "shredded", json_string(t->shredded));
     json_array_append_new(a, o);
   }
   return a;
@@ -277,9 +358,16 @@ json_t *k2_tenants_json_save(const struct repo *r) {
     json_t *k = json_pack("{s:s, s:s, s:s, s:I}", "name", t->name, "id", id, "created",
                           t->created ? t->created : "", "generation", (json_int_t)t->gen);
     if (t->shredded)
-      json_object_set_new(k, "shredded", json_string(t->shredded));
+      json_object_set_new(k, t->retired ? "retired" : "shredded", json_string(t->shredded));
     else
       k2_b64_set(k, "key", t->key, 32);
+    if (!t->shredded && t->idk_explicit)
+      k2_b64_set(k, "id_key", t->idk, 32);
+    if (t->has_replaces) {
+      char rk[17];
+      hex_encode(t->replaces, 8, rk);
+      json_object_set_new(k, "replaces", json_string(rk));
+    }
     json_array_append_new(tn, k);
   }
   return tn;

@@ -360,15 +360,24 @@ class Repo:
                 raise FormatError("keyring '%s' belongs to another repository" % name)
             for t in k.get("tenants", []):
                 tid = bytes.fromhex(t["id"])
-                cur = self.tenants.setdefault(tid, {"name": t["name"], "shredded": None, "key": None})
-                if t.get("shredded"):
-                    cur.update(shredded=t["shredded"], key=None)
+                cur = self.tenants.setdefault(tid, {"name": t["name"], "shredded": None, "key": None,
+                                                    "retired": False, "replaces": None})
+                if t.get("replaces"):
+                    cur["replaces"] = bytes.fromhex(t["replaces"])
+                if t.get("retired"):
+                    cur["retired"] = True
+                gone = t.get("shredded") or t.get("retired")
+                if gone:
+                    cur.update(shredded=gone, key=None)
                 elif cur["shredded"] is None:
                     key = b64decode_strict(t["key"], "keyring: tenant key")
                     salt = self.id.encode("ascii")
                     cur["key"] = key
-                    cur["idk"] = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt,
-                                      info=b"engine-v2 tenant id").derive(key)
+                    # a successor made by key rotate --rewrite keeps its
+                    # predecessor's chunk-id key, stored explicitly
+                    cur["idk"] = b64decode_strict(t["id_key"], "keyring: tenant id_key") \
+                        if "id_key" in t else HKDF(algorithm=hashes.SHA256(), length=32, salt=salt,
+                                                   info=b"engine-v2 tenant id").derive(key)
                     cur["wrap"] = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt,
                                        info=b"engine-v2 tenant wrap").derive(key)
             if best is None or k["generation"] > best["generation"]:
@@ -396,6 +405,20 @@ class Repo:
             "keyring: current")
         self.pack_keys = {}
         self.pack_idk = {}  # pack id -> the chunk-id key of its blobs (a tenant's)
+
+    def item_tenant(self, kid):
+        """The tenant key an item's chunks are under: key rotate --rewrite moves
+        a retired key's data under the entry that "replaces" it."""
+        t = self.tenants.get(kid)
+        for _ in range(64):
+            if t is None or not t["retired"]:
+                break
+            succ = [e for e in self.tenants.values() if e["replaces"] == kid]
+            if not succ:
+                break
+            kid = next(k for k, e in self.tenants.items() if e is succ[0])
+            t = succ[0]
+        return t
 
     def open_sealed_to_public(self, aad, buf):
         """Format 2: kid || ephemeral public || nonce || ciphertext || tag."""
@@ -856,7 +879,7 @@ def cmd_verify(repo, args):
                         fail("snapshot %s: tree blob %s is missing or damaged" % (sid[:8], h))
                 for it in repo.items(src):
                     tk = it.get("tenant_key")
-                    t = repo.tenants.get(bytes.fromhex(tk)) if tk and repo.version == 2 else None
+                    t = repo.item_tenant(bytes.fromhex(tk)) if tk and repo.version == 2 else None
                     if t is not None and t["key"] is None:
                         n_shredded += 1  # its data is gone by design
                         continue
