@@ -37,6 +37,7 @@
 #include "chunker/fastcdc.h"
 #include "pipeline/backup_int.h"
 #include "plugin/host_progress.h"
+#include "repo/keys2.h"
 #include "repo/tree.h"
 #include "compress/compress.h"
 #include "util/cancel.h"
@@ -483,6 +484,10 @@ static int bk_write_snapshot(struct bk *b, struct snapshot *m, char **err) {
   struct timespec now;
   clock_gettime(CLOCK_REALTIME, &now);
   m->created_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+  /* tenants whose items stored no pack (empty files, directories) are in
+   * the keyring too before the snapshot names their keys */
+  if (r->format >= 2 && !r->write_only && keys2_tenants_flush(r, err) != 0)
+    return -1;
   return snapshot_save(r, m, err);
 }
 

@@ -90,6 +90,7 @@ struct bk_upload {
   int failed;     /* a blob could not be sealed: the pack is not stored */
   unsigned char pack_id[32];
   char *err;
+  const struct repo_tenant *tenant; /* per_tenant: whose blobs it holds */
 };
 
 struct bk {

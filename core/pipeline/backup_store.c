@@ -11,6 +11,7 @@
 
 #include "pipeline/backup_int.h"
 #include "repo/journal.h"
+#include "repo/keys2.h"
 #include "repo/tree.h"
 #include "util/cancel.h"
 #include "util/log.h"
@@ -137,6 +138,9 @@ static void upload_work(void *arg) {
     u->err = xstrdup("a pack was not stored: one of its chunks could not be encrypted");
     return;
   }
+  /* a new tenant's key is in a stored keyring before any of its packs */
+  if (u->tenant && u->tenant->unsaved && keys2_tenants_flush(r, &u->err) != 0)
+    return;
   if (packer_finish(&u->pk, r, u->pack_id) != 0) {
     u->err = xstrdup("unable to seal a pack header");
     return;
@@ -233,6 +237,7 @@ static struct bk_upload *new_pack(struct bk *b, const struct repo_tenant *t) {
   u->bk = b;
   packer_init(&u->pk);
   packer_reserve(&u->pk, pack_capacity(b->repo));
+  u->tenant = t;
   if (packer_init_key_tenant(&u->pk, b->repo, t) != 0)
     u->failed = 1; /* its blobs are not sealed: the run fails when it is stored */
   return u;

@@ -104,13 +104,16 @@ void keys2_free(struct repo *r);
  * NULL. */
 struct repo_tenant *keys2_tenant_find(const struct repo *r, const char *name);
 struct repo_tenant *keys2_tenant_by_kid(const struct repo *r, const unsigned char *kid);
-/* find, or make a new tenant key and (store: not a dry run) store a new
- * keyring holding it before returning (backup's source thread). NULL with
- * *err. */
+/* find, or make a new tenant key (backup's source thread); unless store
+ * is 0 (a dry run) it is marked for keys2_tenants_flush. NULL with *err. */
 struct repo_tenant *keys2_tenant_get(struct repo *r, const char *name, int store, char **err);
 /* The tenant key an item of a tree is under (its "tenant_key"), or NULL
  * (none, or one the keyring does not know). */
 const struct repo_tenant *keys2_item_tenant(const struct repo *r, json_t *item);
+/* Store one new keyring holding every tenant key added since the last
+ * (one write for all the tenants a backup found meanwhile); called before a
+ * pack of a new tenant is stored and before the snapshot. */
+int keys2_tenants_flush(struct repo *r, char **err);
 /* Destroy every key of the tenant: a new keyring without them, then every
  * other keyring object deleted. -1 with *err when one could not be
  * deleted (the key may survive there: run it again). */

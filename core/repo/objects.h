@@ -66,6 +66,7 @@ struct repo_tenant {
    * under this one) and keeps the chunk-id key of */
   unsigned char replaces[8];
   int has_replaces, idk_explicit;
+  int unsaved; /* added by this backup, not in a stored keyring yet */
 };
 
 struct repo {

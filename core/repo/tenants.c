@@ -3,6 +3,7 @@
  * tenant's packs. */
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,30 @@
 #include "repo/keys2.h"
 #include "repo/keys2_int.h"
 #include "util/log.h"
+
+/* Guards every repository's tenant array and the keyring writes that
+ * follow a new tenant: the backup's source thread adds tenants while pool
+ * threads store packs (keys2_tenants_flush) and a tree reader looks pack
+ * keys up. Recursive: saving the keyring reads the tenants again. */
+static pthread_mutex_t tenants_mu;
+static pthread_once_t tenants_once = PTHREAD_ONCE_INIT;
+
+static void tenants_mu_init(void) {
+  pthread_mutexattr_t a;
+  pthread_mutexattr_init(&a);
+  pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+  pthread_mutex_init(&tenants_mu, &a);
+  pthread_mutexattr_destroy(&a);
+}
+
+static void lock(void) {
+  pthread_once(&tenants_once, tenants_mu_init);
+  pthread_mutex_lock(&tenants_mu);
+}
+
+static void unlock(void) {
+  pthread_mutex_unlock(&tenants_mu);
+}
 
 #define TENANT_ID_INFO "engine-v2 tenant id"
 #define TENANT_WRAP_INFO "engine-v2 tenant wrap"
@@ -27,7 +52,7 @@ static void tenant_free(struct repo_tenant *t) {
   free(t);
 }
 
-void k2_tenants_clear(struct repo *r) {
+static void k2_tenants_clear_impl(struct repo *r) {
   for (size_t i = 0; i < r->n_tenants; i++)
     tenant_free(r->tenants[i]);
   free(r->tenants);
@@ -48,7 +73,7 @@ static int tenant_derive(const struct repo *r, struct repo_tenant *t) {
 /* A tenant may have several keys: one per rotation, and two when two hosts
  * added the same new tenant at once. New data goes under the newest live
  * one; a shredded tenant has no live key left. */
-struct repo_tenant *keys2_tenant_find(const struct repo *r, const char *name) {
+static struct repo_tenant *keys2_tenant_find_impl(const struct repo *r, const char *name) {
   struct repo_tenant *best = NULL;
   for (size_t i = 0; i < r->n_tenants; i++) {
     struct repo_tenant *t = r->tenants[i];
@@ -73,7 +98,8 @@ static void tenant_forget(struct repo_tenant *t, const char *when) {
   OPENSSL_cleanse(t->wrap, sizeof(t->wrap));
 }
 
-struct repo_tenant *keys2_tenant_by_kid(const struct repo *r, const unsigned char *kid) {
+static struct repo_tenant *keys2_tenant_by_kid_impl(const struct repo *r,
+                                                    const unsigned char *kid) {
   for (size_t i = 0; i < r->n_tenants; i++)
     if (memcmp(r->tenants[i]->kid, kid, 8) == 0)
       return r->tenants[i];
@@ -83,7 +109,7 @@ struct repo_tenant *keys2_tenant_by_kid(const struct repo *r, const unsigned cha
 /* Merge the "tenants" object of an opened keyring into r: a tenant shredded
  * in any keyring stays shredded (its key is forgotten), so a keyring
  * written concurrently by an older host cannot bring a key back. */
-int k2_tenants_merge(struct repo *r, json_t *tn, const char *name, char **err) {
+static int k2_tenants_merge_impl(struct repo *r, json_t *tn, const char *name, char **err) {
   if (!tn)
     return 0;
   if (!json_is_array(tn)) {
@@ -181,7 +207,7 @@ static int keyring_replace(struct repo *r, char **err) {
   return 0;
 }
 
-const struct repo_tenant *keys2_item_tenant(const struct repo *r, json_t *item) {
+static const struct repo_tenant *keys2_item_tenant_impl(const struct repo *r, json_t *item) {
   const char *k = json_string_value(json_object_get(item, "tenant_key"));
   unsigned char kid[8];
   if (!k || strlen(k) != 16 || hex_decode(k, kid, 8) != 0)
@@ -209,7 +235,7 @@ const struct repo_tenant *keys2_tenant_successor(const struct repo *r,
  * secret, the same chunk-id key, so the blobs keep their ids when they move
  * under it), the successor of each name's current key newest. The retired
  * ones' ids go to retire. */
-int k2_tenants_rewrite(struct repo *r, json_t *retire, char **err) {
+static int k2_tenants_rewrite_impl(struct repo *r, json_t *retire, char **err) {
   size_t n = r->n_tenants;
   uint64_t gen = r->keyring_generation + 1;
   for (size_t i = 0; i < n; i++) {
@@ -240,7 +266,7 @@ int k2_tenants_rewrite(struct repo *r, json_t *retire, char **err) {
 
 /* key rotate --rewrite, once every pack moved: the replaced keys are
  * destroyed (kept as "retired" entries, as shredded ones are). */
-void k2_tenants_retire(struct repo *r) {
+static void k2_tenants_retire_impl(struct repo *r) {
   char *now = iso_time(time(NULL));
   for (size_t i = 0; i < r->n_tenants; i++) {
     struct repo_tenant *t = r->tenants[i];
@@ -252,7 +278,8 @@ void k2_tenants_retire(struct repo *r) {
   free(now);
 }
 
-struct repo_tenant *keys2_tenant_get(struct repo *r, const char *name, int store, char **err) {
+static struct repo_tenant *keys2_tenant_get_impl(struct repo *r, const char *name, int store,
+                                                 char **err) {
   struct repo_tenant *t = keys2_tenant_find(r, name);
   if (t && !t->shredded)
     return t;
@@ -273,18 +300,14 @@ struct repo_tenant *keys2_tenant_get(struct repo *r, const char *name, int store
   t->gen = r->keyring_generation + 1;
   r->tenants = xrealloc(r->tenants, (r->n_tenants + 1) * sizeof(*r->tenants));
   r->tenants[r->n_tenants++] = t;
-  /* stored before any of its data: a pack sealed under a key the keyring
-   * does not hold would be unreadable */
-  if (store && keyring_replace(r, err) != 0) {
-    r->n_tenants--;
-    tenant_free(t);
-    return NULL;
-  }
+  /* stored (keys2_tenants_flush) before any pack of its data: a pack
+   * sealed under a key the keyring does not hold would be unreadable */
+  t->unsaved = store;
   log_info("tenant '%s': new tenant key", name);
   return t;
 }
 
-int keys2_tenant_shred(struct repo *r, const char *name, char **err) {
+static int keys2_tenant_shred_impl(struct repo *r, const char *name, char **err) {
   if (!keys2_tenant_find(r, name)) {
     *err = xasprintf("the repository has no tenant '%s'", name);
     return -1;
@@ -325,7 +348,7 @@ int keys2_tenant_shred(struct repo *r, const char *name, char **err) {
   return rc;
 }
 
-json_t *keys2_tenants_json(const struct repo *r) {
+static json_t *keys2_tenants_json_impl(const struct repo *r) {
   json_t *a = json_array();
   for (size_t i = 0; i < r->n_tenants; i++) {
     const struct repo_tenant *t = r->tenants[i];
@@ -349,7 +372,7 @@ int keys2_dk_new_tenant(const struct repo *r, const struct repo_tenant *t, unsig
   return repo_seal_key(r->crypto, t->wrap, "packkey", 7, dk, 32, sealed + 40);
 }
 
-json_t *k2_tenants_json_save(const struct repo *r) {
+static json_t *k2_tenants_json_save_impl(const struct repo *r) {
   json_t *tn = json_array();
   for (size_t i = 0; i < r->n_tenants; i++) {
     const struct repo_tenant *t = r->tenants[i];
@@ -373,7 +396,7 @@ json_t *k2_tenants_json_save(const struct repo *r) {
   return tn;
 }
 
-int k2_tenants_rotate(struct repo *r, char **err) {
+static int k2_tenants_rotate_impl(struct repo *r, char **err) {
   size_t n = r->n_tenants;
   for (size_t i = 0; i < n; i++) {
     const struct repo_tenant *o = r->tenants[i];
@@ -406,4 +429,101 @@ int k2_tenant_dk_open(const struct repo *r, const struct repo_tenant *t,
     memcpy(dk, out, 32);
   OPENSSL_cleanse(out, sizeof(out));
   return rc == 0 && n == 32 ? 0 : -1;
+}
+
+int keys2_tenants_flush(struct repo *r, char **err) {
+  lock();
+  int any = 0, rc = 0;
+  for (size_t i = 0; i < r->n_tenants; i++)
+    any |= r->tenants[i]->unsaved;
+  if (any)
+    rc = keyring_replace(r, err);
+  for (size_t i = 0; rc == 0 && i < r->n_tenants; i++)
+    r->tenants[i]->unsaved = 0;
+  unlock();
+  return rc;
+}
+
+/* ---- the public functions, under tenants_mu ---------------------------- */
+
+void k2_tenants_clear(struct repo *r) {
+  lock();
+  k2_tenants_clear_impl(r);
+  unlock();
+}
+
+struct repo_tenant *keys2_tenant_find(const struct repo *r, const char *name) {
+  lock();
+  struct repo_tenant *v = keys2_tenant_find_impl(r, name);
+  unlock();
+  return v;
+}
+
+struct repo_tenant *keys2_tenant_by_kid(const struct repo *r, const unsigned char *kid) {
+  lock();
+  struct repo_tenant *v = keys2_tenant_by_kid_impl(r, kid);
+  unlock();
+  return v;
+}
+
+int k2_tenants_merge(struct repo *r, json_t *tn, const char *name, char **err) {
+  lock();
+  int v = k2_tenants_merge_impl(r, tn, name, err);
+  unlock();
+  return v;
+}
+
+const struct repo_tenant *keys2_item_tenant(const struct repo *r, json_t *item) {
+  lock();
+  const struct repo_tenant *v = keys2_item_tenant_impl(r, item);
+  unlock();
+  return v;
+}
+
+int k2_tenants_rewrite(struct repo *r, json_t *retire, char **err) {
+  lock();
+  int v = k2_tenants_rewrite_impl(r, retire, err);
+  unlock();
+  return v;
+}
+
+void k2_tenants_retire(struct repo *r) {
+  lock();
+  k2_tenants_retire_impl(r);
+  unlock();
+}
+
+struct repo_tenant *keys2_tenant_get(struct repo *r, const char *name, int store, char **err) {
+  lock();
+  struct repo_tenant *v = keys2_tenant_get_impl(r, name, store, err);
+  unlock();
+  return v;
+}
+
+int keys2_tenant_shred(struct repo *r, const char *name, char **err) {
+  lock();
+  int v = keys2_tenant_shred_impl(r, name, err);
+  unlock();
+  return v;
+}
+
+json_t *keys2_tenants_json(const struct repo *r) {
+  lock();
+  json_t *v = keys2_tenants_json_impl(r);
+  unlock();
+  return v;
+}
+
+json_t *k2_tenants_json_save(const struct repo *r) {
+  lock();
+  json_t *v = k2_tenants_json_save_impl(r);
+  unlock();
+  return v;
+}
+
+int k2_tenants_rotate(struct repo *r, char **err) {
+  lock();
+  int v = k2_tenants_rotate_impl(r, err);
+  unlock();
+  return v;
 }
