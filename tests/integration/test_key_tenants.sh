@@ -188,6 +188,11 @@ done
 reader verify >"$T/v3.out" 2>"$T/v3.err" || { show "$T/v3.err"; fail "the reader does not verify the pruned repository"; }
 assert_contains "$T/v3.out" "of shredded tenants skipped" "the reader skips the shredded items"
 run_ok "$T/ck2.out" "$T/ck2.err" check "$T/p.yml" --read-data
+# the nightly restore test goes on passing: a shredded tenant is skipped,
+# the others are restored into scratch space and verified
+run_ok "$T/rt.out" "$T/rt.err" -v check "$T/p.yml" --restore-test
+assert_contains "$T/rt.err" "db/tenant_b skipped" "the restore test skips the shredded tenant"
+assert_contains "$T/rt.err" "restore test of schema 'tenant_a'" "the restore test verifies tenant_a"
 rm -rf "$T/out2"
 run_engine "$T/rf2.out" "$T/rf2.err" restore "$T/p.yml" latest --only files --target "$T/out2"
 assert_rc 3 "restore of the files after prune" "$T/rf2.err"
