@@ -219,11 +219,89 @@ static void test_rotation_keeps_old_key_pairs(void **state) {
   free(err);
 }
 
+/* Two hosts add tenants at once (each from the keyring it read): a later
+ * open holds both; a shred in one keyring beats a live copy in another;
+ * packs of each tenant open only with that tenant's key. */
+static void test_tenants_union_and_shred(void **state) {
+  struct fixture *f = *state;
+  struct repo *a = f->repo, *b = NULL, *c = NULL;
+  char *err = NULL;
+  assert_int_equal(open_repo(f, PASS, strlen(PASS), 0, 0, &b, &err), 0);
+  struct repo_tenant *ta = keys2_tenant_get(a, "alice", 1, &err);
+  struct repo_tenant *tb = keys2_tenant_get(b, "bob", 1, &err);
+  assert_non_null(ta);
+  assert_non_null(tb);
+  assert_int_equal(keys2_tenants_flush(a, &err), 0);
+  assert_int_equal(keys2_tenants_flush(b, &err), 0);
+  assert_memory_not_equal(ta->idk, a->mac_key, 32); /* ids keyed per tenant */
+  /* a pack of alice's */
+  unsigned char dk[32], sealed[KEYS2_SEALED_DK_LEN], out[32];
+  const struct repo_tenant *t = NULL;
+  assert_int_equal(keys2_dk_new_tenant(a, ta, dk, sealed), 0);
+  assert_int_equal(open_repo(f, PASS, strlen(PASS), 0, 0, &c, &err), 0);
+  assert_non_null(keys2_tenant_find(c, "alice"));
+  assert_non_null(keys2_tenant_find(c, "bob"));
+  assert_int_equal(keys2_head_open(c, sealed, out, &t), 0);
+  assert_memory_equal(out, dk, 32);
+  assert_string_equal(t->name, "alice");
+  repo_close(c);
+  /* shred alice through a; b still holds a live copy of the old keyring's
+   * view and writes a keyring of its own afterwards */
+  assert_int_equal(keys2_tenant_shred(a, "alice", &err), 0);
+  assert_non_null(keys2_tenant_get(b, "carol", 1, &err));
+  assert_int_equal(keys2_tenants_flush(b, &err), 0);
+  assert_int_equal(open_repo(f, PASS, strlen(PASS), 0, 0, &c, &err), 0);
+  const struct repo_tenant *alice = keys2_tenant_find(c, "alice");
+  assert_non_null(alice);
+  assert_non_null(alice->shredded);
+  assert_int_equal(keys2_head_open(c, sealed, out, &t), -3);
+  assert_non_null(keys2_tenant_find(c, "carol"));
+  repo_close(c);
+  repo_close(b);
+}
+
+/* key rotate --rewrite's tenant successors keep the chunk-id key and a
+ * retired key's items resolve to the successor. */
+static void test_rewrite_successors(void **state) {
+  struct fixture *f = *state;
+  struct repo *r = f->repo;
+  char *err = NULL;
+  struct repo_tenant *old = keys2_tenant_get(r, "acme", 1, &err);
+  assert_non_null(old);
+  assert_int_equal(keys2_tenants_flush(r, &err), 0);
+  json_t *removed = NULL;
+  assert_int_equal(keys2_rewrite_begin(r, PASS, strlen(PASS), &removed, &err), 0);
+  json_decref(removed);
+  const struct repo_tenant *succ = keys2_tenant_successor(r, old);
+  assert_non_null(succ);
+  assert_ptr_equal(keys2_tenant_find(r, "acme"), succ);
+  assert_memory_equal(succ->idk, old->idk, 32);
+  assert_memory_not_equal(succ->key, old->key, 32);
+  assert_true(keys2_kid_retired(r, old->kid));
+  assert_false(keys2_kid_retired(r, succ->kid));
+  char kid[17];
+  hex_encode(old->kid, 8, kid);
+  json_t *item = json_pack("{s:s, s:s}", "tenant", "acme", "tenant_key", kid);
+  assert_ptr_equal(keys2_item_tenant(r, item), old); /* still readable meanwhile */
+  assert_int_equal(keys2_rewrite_finish(r, &err), 0);
+  assert_ptr_equal(keys2_item_tenant(r, item), succ); /* old retired: its successor */
+  assert_true(old->retired);
+  json_decref(item);
+  /* the old passphrase's key object was replaced: the passphrase still opens */
+  struct repo *again = NULL;
+  assert_int_equal(open_repo(f, PASS, strlen(PASS), 0, 0, &again, &err), 0);
+  assert_null(again->rewrite);
+  assert_int_equal(again->n_kps, 1);
+  repo_close(again);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_sealpub_roundtrip_and_tamper, setup, teardown),
       cmocka_unit_test_setup_teardown(test_writer_credential, setup, teardown),
       cmocka_unit_test_setup_teardown(test_rotation_keeps_old_key_pairs, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_tenants_union_and_shred, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_rewrite_successors, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
