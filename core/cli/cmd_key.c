@@ -148,6 +148,21 @@ static int write_credential(struct cli_ctx *c, const struct cli_args *a, int qui
   return EXIT_OK;
 }
 
+/* Shredding and rewriting delete key material: on every sink, or the old
+ * keys survive on the one that was left out. */
+static int all_sinks_up(struct cli_ctx *c, const char *what) {
+  const char *name = json_string_value(json_array_get(c->skipped_sinks, 0));
+  for (size_t i = 0; !name && i < c->repo->n_sinks; i++)
+    if (c->repo->sinks[i].failed) /* failed during the command: deletes skipped it */
+      name = repo_sink_name(&c->repo->sinks[i]);
+  if (!name)
+    return 1;
+  cli_fail(xasprintf("%s: optional sink '%s' could not be reached or failed, and the old keys "
+                     "would survive there; run it again when every sink of the pipeline answers",
+                     what, name));
+  return 0;
+}
+
 /* key rotate --rewrite (pipeline/rewrite.h), under the exclusive lock. */
 static int rotate_rewrite(struct cli_ctx *c, int quiet) {
   const struct pipeline *p = c->p;
@@ -174,6 +189,10 @@ static int rotate_rewrite(struct cli_ctx *c, int quiet) {
     return cli_fail(m);
   }
   secret_wipe_free(secret, len);
+  if (!all_sinks_up(c, "key rotate --rewrite")) {
+    json_decref(res.removed_keys);
+    return EXIT_ERROR;
+  }
   cli_note_detail("rewritten_objects", json_integer((json_int_t)res.objects_resealed));
   if (!quiet) {
     char b1[32], b2[32];
@@ -205,7 +224,7 @@ static int rotate(struct cli_ctx *c, const struct cli_args *a, int quiet) {
       keys2_keyring_load(c->repo, &err) != 0) /* as it is under the lock */
     return cli_fail(err);
   if (a->rewrite)
-    return rotate_rewrite(c, quiet);
+    return all_sinks_up(c, "key rotate --rewrite") ? rotate_rewrite(c, quiet) : EXIT_ERROR;
   if (c->repo->rewrite)
     return cli_fail(xstrdup("a key rotate --rewrite was interrupted: run 'engine key rotate "
                             "PIPELINE --rewrite' again to finish it first"));
@@ -264,11 +283,15 @@ static int shred(struct cli_ctx *c, const struct cli_args *a, int quiet) {
     if (strcmp(line, a->tenant) != 0)
       return cli_fail(xstrdup("not confirmed: nothing was shredded"));
   }
+  if (!all_sinks_up(c, "key shred"))
+    return EXIT_ERROR;
   if (cli_lock(c, 1, a->lock_wait ? a->lock_wait_ms : 0, 0, &err) != 0 ||
       keys2_keyring_load(c->repo, &err) != 0)
     return cli_fail(err);
   if (keys2_tenant_shred(c->repo, a->tenant, &err) != 0)
     return cli_fail(err);
+  if (!all_sinks_up(c, "key shred"))
+    return EXIT_ERROR;
   cli_note_detail("tenant", json_string(a->tenant));
   if (!quiet)
     printf("shredded tenant '%s': its keys are gone from the keyring; restores of its items "

@@ -129,6 +129,11 @@ assert_rc 2 "key shred without --yes and without a terminal" "$T/sh0.err"
 run_engine "$T/sh1.out" "$T/sh1.err" key shred "$T/p.yml" --tenant nobody --yes
 assert_rc 1 "key shred of an unknown tenant" "$T/sh1.err"
 assert_contains "$T/sh1.err" "no tenant 'nobody'" "key shred of an unknown tenant"
+# an optional sink that cannot be reached would keep the key: refused
+awk '{print} /^sinks:/{print "  - name: offline\n    type: local\n    required: false\n    with:\n      path: /proc/engine-no-such-dir/repo"}' "$T/p.yml" >"$T/p2.yml"
+run_engine "$T/sh4.out" "$T/sh4.err" key shred "$T/p2.yml" --tenant tenant_b --yes
+assert_rc 1 "key shred with an optional sink offline" "$T/sh4.err"
+assert_contains "$T/sh4.err" "optional sink 'offline' could not be reached" "key shred with a sink offline"
 cp -a "$repo/keyring" "$T/keyring.before"
 run_ok "$T/sh2.out" "$T/sh2.err" key shred "$T/p.yml" --tenant tenant_b --yes
 run_ok "$T/sh3.out" "$T/sh3.err" key shred "$T/p.yml" --tenant bob --yes
