@@ -18,11 +18,12 @@ timeseries).
                  [--tls-cert PEM [--tls-ca PEM]]
                  [--snapshot-refuse]
                  [--snapshot-too-old-after N] [--getmore-too-old-after N]
-                 [--on-find-drop DB.COLL=DB.OTHER]...
+                 [--on-find-drop DB.COLL=DB.OTHER]... [--getmore-delay SECONDS]
 
 --log FILE               one JSON line per command that reads or writes
                          data (find with its readConcern and
-                         $readPreference, getMore, insert with its count,
+                         $readPreference, getMore and killCursors with
+                         their cursor ids, insert with its count,
                          bytes and ordered flag, create, createIndexes,
                          drop, _mergeAuthzCollections with its arguments),
                          and per refused TLS handshake or authentication
@@ -54,6 +55,8 @@ timeseries).
                          with SnapshotTooOld
 --on-find-drop A=B       a find on collection A drops collection B (a
                          collection dropped while the backup runs)
+--getmore-delay SECONDS  each getMore is answered after this long (a slow
+                         server, or a large collection, in a test's time)
 
 Needs Debian's python3-pymongo (for its bson module), run with /usr/bin/python3.
 """
@@ -69,6 +72,7 @@ import socketserver
 import struct
 import sys
 import threading
+import time
 
 import bson
 from bson.codec_options import CodecOptions
@@ -258,7 +262,15 @@ class Server:
             self.note(op="unauthorized", command=name)
             return err(13, "Unauthorized", "command %s requires authentication" % name)
         if name == "killCursors":
-            return {"ok": 1.0}
+            ids = [int(i) for i in cmd.get("cursors", [])]
+            with st.lock:
+                killed = [i for i in ids if st.cursors.pop(i, None) is not None]
+            self.note(op="killCursors", ns=db + "." + str(cmd["killCursors"]), cursors=ids)
+            return {"cursorsKilled": [Int64(i) for i in killed],
+                    "cursorsNotFound": [Int64(i) for i in ids if i not in killed],
+                    "cursorsAlive": [], "cursorsUnknown": [], "ok": 1.0}
+        if name == "getMore" and self.args.getmore_delay > 0:
+            time.sleep(self.args.getmore_delay)
         if name in ("create", "createIndexes", "drop", "dropDatabase"):
             entry = {"op": name, "ns": db + "." + str(cmd[name]) if name != "dropDatabase" else db}
             if name == "create":
@@ -382,7 +394,7 @@ class Server:
         if cur is None:
             return err(43, "CursorNotFound", "cursor id %d not found" % cid)
         cur["getmores"] += 1
-        self.note(op="getMore", ns=cur["ns"], n=cur["getmores"])
+        self.note(op="getMore", ns=cur["ns"], n=cur["getmores"], cursor=cid)
         if cur["snap"] and 0 <= self.args.getmore_too_old_after < cur["getmores"]:
             del st.cursors[cid]
             return err(239, "SnapshotTooOld", "Read timestamp is older than the oldest available timestamp")
@@ -500,6 +512,7 @@ def main():
     ap.add_argument("--snapshot-too-old-after", type=int, default=-1)
     ap.add_argument("--getmore-too-old-after", type=int, default=-1)
     ap.add_argument("--on-find-drop", action="append", default=[])
+    ap.add_argument("--getmore-delay", type=float, default=0)
     ap.add_argument("--pidfile")
     args = ap.parse_args()
     app = Server(args)

@@ -25,7 +25,7 @@
 #define ERR_SNAPSHOT_UNAVAILABLE 246
 
 /* Batches: the first is small (the average document size is not known
- * yet), the next ones hold about batch_size bytes. */
+ * yet), the next ones hold about batch_size bytes (readahead.c). */
 #define FIRST_BATCH 16
 #define MAX_BATCH_DOCS 100000
 /* A server sends at most 16 MiB per batch. The batch size is a number of
@@ -95,17 +95,16 @@ static int has_wildcard(const char *g) {
 
 /* ---- cursors ------------------------------------------------------------------- */
 
-/* A cursor over the reply of a command run on the pinned server (listing,
- * find). NULL with *e set on failure. */
+/* A cursor over the reply of a listing command run on the pinned server.
+ * NULL with *e set on failure. (A collection's documents are read by
+ * readahead.c.) */
 static mongoc_cursor_t *command_cursor(struct mg_conn *c, const char *db, const bson_t *cmd,
-                                       bson_t *first_reply, bson_error_t *e) {
+                                       bson_error_t *e) {
   bson_t reply;
   if (!mg_command(c, db, cmd, 1, &reply, e)) {
     bson_destroy(&reply);
     return NULL;
   }
-  if (first_reply != NULL)
-    bson_copy_to(&reply, first_reply);
   bson_t opts = BSON_INITIALIZER;
   if (!mg_append_opts(c, &opts, e)) {
     bson_destroy(&opts);
@@ -303,7 +302,7 @@ static int list_collections(struct bk *b, const char *db, const char *only, int 
     BSON_APPEND_UTF8(&filter, "name", only);
   bson_append_document_end(&cmd, &filter);
   BSON_APPEND_BOOL(&cmd, "authorizedCollections", true);
-  mongoc_cursor_t *cur = command_cursor(&b->c, db, &cmd, NULL, e);
+  mongoc_cursor_t *cur = command_cursor(&b->c, db, &cmd, e);
   bson_destroy(&cmd);
   if (cur == NULL)
     return -1;
@@ -372,7 +371,7 @@ static bson_t *build_metadata(struct bk *b, const char *db, const struct coll *c
   if (strcmp(c->type, "view") != 0) {
     bson_t cmd = BSON_INITIALIZER;
     BSON_APPEND_UTF8(&cmd, "listIndexes", c->name);
-    mongoc_cursor_t *cur = command_cursor(&b->c, db, &cmd, NULL, e);
+    mongoc_cursor_t *cur = command_cursor(&b->c, db, &cmd, e);
     bson_destroy(&cmd);
     if (cur == NULL) {
       *gone = mg_is_server_error(e) && e->code == ERR_NAMESPACE_NOT_FOUND;
@@ -487,9 +486,10 @@ static int collection_gone(struct bk *b, const char *db, const char *name) {
   return n == 0;
 }
 
-/* The find of one collection, first batch in reply. */
-static mongoc_cursor_t *open_find(struct bk *b, const char *db, const char *data_coll,
-                                  bson_t *first, bson_error_t *e) {
+/* The find of one collection: 1 with its reply (the first batch) in first,
+ * or 0 with e set. first is initialised either way. */
+static int open_find(struct bk *b, const char *db, const char *data_coll, bson_t *first,
+                     bson_error_t *e) {
   bson_t cmd = BSON_INITIALIZER, filter, rc;
   BSON_APPEND_UTF8(&cmd, "find", data_coll);
   BSON_APPEND_DOCUMENT_BEGIN(&cmd, "filter", &filter);
@@ -502,9 +502,9 @@ static mongoc_cursor_t *open_find(struct bk *b, const char *db, const char *data
       BSON_APPEND_TIMESTAMP(&rc, "atClusterTime", b->ct_t, b->ct_i);
     bson_append_document_end(&cmd, &rc);
   }
-  mongoc_cursor_t *cur = command_cursor(&b->c, db, &cmd, first, e);
+  int ok = mg_command(&b->c, db, &cmd, 1, first, e);
   bson_destroy(&cmd);
-  return cur;
+  return ok;
 }
 
 /* A server error that says no to the snapshot read itself (too old a
@@ -550,17 +550,17 @@ static int dump_data(struct bk *b, const char *db, const struct coll *c, const c
   for (int attempt = 0; attempt < 2; attempt++) {
     int snap = b->snapshot;
     bson_error_t e;
-    bson_t first = BSON_INITIALIZER;
-    mongoc_cursor_t *cur = open_find(b, db, data_coll, &first, &e);
-    if (cur == NULL && snap && snapshot_refusal(&e)) {
+    bson_t first;
+    int found = open_find(b, db, data_coll, &first, &e);
+    if (!found && snap && snapshot_refusal(&e)) {
       char *why = mg_error_text(&b->c, &e);
       fall_back(b, ns, why ? why : e.message);
       free(why);
       snap = 0;
-      bson_reinit(&first);
-      cur = open_find(b, db, data_coll, &first, &e);
+      bson_destroy(&first);
+      found = open_find(b, db, data_coll, &first, &e);
     }
-    if (cur == NULL) {
+    if (!found) {
       bson_destroy(&first);
       if (mg_is_server_error(&e) && e.code == ERR_NAMESPACE_NOT_FOUND) {
         warnf(b, name, "collection %s was dropped during the backup; it is not in this snapshot",
@@ -574,13 +574,12 @@ static int dump_data(struct bk *b, const char *db, const struct coll *c, const c
     }
     if (snap && !b->have_time && !take_cluster_time(b, &first))
       fall_back(b, ns, "the server did not report the snapshot's cluster time (atClusterTime)");
-    bson_destroy(&first);
     snap = snap && b->snapshot;
     json_t *meta = item_meta(b, db, c, data_coll, metadata_json, snap);
     char *meta_text = meta ? mg_json_dump(meta) : NULL;
     struct engine_item item = {name, strlen(name), ENGINE_ITEM_STREAM, meta_text, 0};
     if (meta_text == NULL || em->item_begin(em, &item) != ENGINE_OK) {
-      mongoc_cursor_destroy(cur);
+      bson_destroy(&first);
       json_decref(meta);
       free(meta_text);
       rc = meta_text == NULL ? oom(b) : ENGINE_ERROR;
@@ -591,19 +590,19 @@ static int dump_data(struct bk *b, const char *db, const struct coll *c, const c
     memset(dg.limb, 0, sizeof(dg.limb));
     uint64_t want = (uint64_t)b->in->batch_size < MAX_BATCH_BYTES ? (uint64_t)b->in->batch_size
                                                                   : MAX_BATCH_BYTES;
-    struct mg_readahead *ra = mg_readahead_start(cur, h, want, MAX_BATCH_DOCS, FIRST_BATCH, &dg);
-    int stop = ra == NULL;
+    struct mg_readahead_result res = {0};
+    struct mg_readahead *ra =
+        mg_readahead_start(&b->c, db, &first, want, MAX_BATCH_DOCS, &dg, &res.err);
+    int stop = 0;
     const uint8_t *blk;
     size_t blen;
-    while (!stop && mg_readahead_next(ra, &blk, &blen) == 1)
+    while (ra != NULL && !stop && mg_readahead_next(ra, &blk, &blen) == 1)
       if (em->item_write(em, blk, blen) != ENGINE_OK)
         stop = 1;
-    struct mg_readahead_result res = {0};
     if (ra != NULL)
       mg_readahead_finish(ra, &res);
     else
-      res.oom = 1;
-    mongoc_cursor_destroy(cur);
+      res.failed = 1; /* res.err says why (also when it is memory) */
     uint64_t count = res.count, bytes = res.bytes;
     int failed = res.failed;
     e = res.err;

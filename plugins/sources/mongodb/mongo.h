@@ -136,11 +136,14 @@ int mg_write_all(int fd, const void *buf, size_t len);
 
 /* ---- readahead.c ---- */
 
-/* A cursor read on a thread of its own, ahead of the consumer: whole
- * documents in blocks of about MG_IO_BLOCK bytes, counted and added to dg
- * (may be NULL). After the first first_batch documents, and then after
- * each batch, the batch size is set to about batch_bytes (at most max_docs
- * documents). The cursor's client is the thread's until finish. */
+/* A collection read one batch ahead of the consumer: a thread of its own
+ * sends each getMore as soon as the previous reply arrived (at most a few
+ * replies waiting); the consumer gets whole documents in blocks of about
+ * MG_IO_BLOCK bytes, counted and added to dg (may be NULL). Every getMore
+ * asks for about batch_bytes (at most max_docs documents), estimated from
+ * the average document size so far. first is the find's reply (taken, left
+ * empty). The connection's client is the thread's until finish. NULL with
+ * e set on failure. */
 struct mg_readahead;
 struct mg_readahead_result {
   uint64_t count, bytes;
@@ -149,13 +152,13 @@ struct mg_readahead_result {
   int oom;
   bson_error_t err;
 };
-struct mg_readahead *mg_readahead_start(mongoc_cursor_t *cur, const struct engine_host *h,
+struct mg_readahead *mg_readahead_start(struct mg_conn *c, const char *db, bson_t *first,
                                         uint64_t batch_bytes, uint64_t max_docs,
-                                        uint64_t first_batch, struct mg_digest *dg);
+                                        struct mg_digest *dg, bson_error_t *e);
 /* The next block (valid until the next call): 1, or 0 at the end. */
 int mg_readahead_next(struct mg_readahead *ra, const uint8_t **data, size_t *len);
-/* Stops the thread (also early), frees everything; 0 when every document
- * was read, -1 otherwise (see res). The cursor is the caller's to destroy. */
+/* Stops the thread (also early: the server's cursor is killed), frees
+ * everything; 0 when every document was read, -1 otherwise (see res). */
 int mg_readahead_finish(struct mg_readahead *ra, struct mg_readahead_result *res);
 
 /* ---- backup.c ---- */
