@@ -471,8 +471,10 @@ int compress_encode_scratch(enum compress_algo a, int level, const void *in, siz
 
 /* ---- decode ---- */
 
-static int zstd_decode(const uint8_t *in, size_t in_len, size_t max_out, int flags, void **out,
-                       size_t *out_len, const char **err) {
+/* A zstd frame's checks before decoding: 0 and its content size in *n, or
+ * -1. */
+static int zstd_frame(const uint8_t *in, size_t in_len, size_t max_out, size_t *n,
+                      const char **err) {
   /* Only a regular frame: skippable frames would "decode" to nothing. */
   if (in_len < 4 || in[0] != 0x28 || in[1] != 0xB5 || in[2] != 0x2F || in[3] != 0xFD) {
     *err = "corrupt zstd frame: bad magic number";
@@ -499,15 +501,16 @@ static int zstd_decode(const uint8_t *in, size_t in_len, size_t max_out, int fla
     *err = "corrupt zstd frame: truncated or followed by trailing data";
     return -1;
   }
+  *n = (size_t)fcs;
+  return 0;
+}
+
+/* Decode a checked frame of content size n into buf. */
+static int zstd_run(const uint8_t *in, size_t in_len, int flags, uint8_t *buf, size_t n,
+                    const char **err) {
   ZSTD_DCtx *dctx = tls_dctx();
   if (dctx == NULL) {
     *err = "unable to create a zstd decompression context: out of memory";
-    return -1;
-  }
-  size_t n = (size_t)fcs;
-  uint8_t *buf = malloc(n > 0 ? n : 1);
-  if (buf == NULL) {
-    *err = "unable to allocate the decompression buffer: out of memory";
     return -1;
   }
   ZSTD_DCtx_reset(dctx, ZSTD_reset_session_only);
@@ -516,10 +519,26 @@ static int zstd_decode(const uint8_t *in, size_t in_len, size_t max_out, int fla
                                                                        : ZSTD_d_validateChecksum);
   size_t r = ZSTD_decompressDCtx(dctx, buf, n, in, in_len);
   if (ZSTD_isError(r) || r != n) {
-    free(buf);
     *err = ZSTD_isError(r) && ZSTD_getErrorCode(r) == ZSTD_error_checksum_wrong
                ? "corrupt zstd frame: checksum mismatch"
                : "corrupt zstd frame: decompression failed";
+    return -1;
+  }
+  return 0;
+}
+
+static int zstd_decode(const uint8_t *in, size_t in_len, size_t max_out, int flags, void **out,
+                       size_t *out_len, const char **err) {
+  size_t n;
+  if (zstd_frame(in, in_len, max_out, &n, err) != 0)
+    return -1;
+  uint8_t *buf = malloc(n > 0 ? n : 1);
+  if (buf == NULL) {
+    *err = "unable to allocate the decompression buffer: out of memory";
+    return -1;
+  }
+  if (zstd_run(in, in_len, flags, buf, n, err) != 0) {
+    free(buf);
     return -1;
   }
   *out = buf;
@@ -666,4 +685,36 @@ int compress_decode_owned(void *in, size_t in_len, size_t max_out, int flags, vo
   int rc = decode(in, in_len, max_out, flags, out, out_len, err);
   free(in);
   return rc;
+}
+
+int compress_decode_into(const void *in, size_t in_len, int flags, void *out, size_t out_len,
+                         const char **err) {
+  const uint8_t *p = in;
+  const char *dummy;
+  if (err == NULL)
+    err = &dummy;
+  *err = NULL;
+  size_t n = 0;
+  if (in_len > 0 && p[0] == COMPRESS_NONE) {
+    n = in_len - 1;
+    if (n == out_len)
+      memcpy(out, p + 1, n);
+  } else if (in_len > 0 && p[0] == COMPRESS_ZSTD) {
+    if (zstd_frame(p + 1, in_len - 1, out_len, &n, err) != 0)
+      return -1;
+    if (n == out_len)
+      return zstd_run(p + 1, in_len - 1, flags, out, n, err);
+  } else {
+    void *tmp;
+    if (decode(in, in_len, out_len, flags, &tmp, &n, err) != 0)
+      return -1;
+    if (n == out_len)
+      memcpy(out, tmp, n);
+    free(tmp);
+  }
+  if (n != out_len) {
+    *err = "the decoded blob is not of the expected length";
+    return -1;
+  }
+  return 0;
 }

@@ -48,4 +48,11 @@ int compress_decode(const void *in, size_t in_len, size_t max_out, void **out, s
 int compress_decode_owned(void *in, size_t in_len, size_t max_out, int flags, void **out,
                           size_t *out_len, const char **err);
 
+/* Decode into out, which must be exactly the decoded length (known from
+ * elsewhere, e.g. the index): no allocation for zstd and stored payloads.
+ * Returns 0, or -1 with a static message in *err (also when the payload
+ * decodes to another length). */
+int compress_decode_into(const void *in, size_t in_len, int flags, void *out, size_t out_len,
+                         const char **err);
+
 #endif

@@ -36,6 +36,9 @@ struct xfer {
   char *headers;
   size_t headers_len, headers_cap;
   int too_big, aborted;
+  /* receiving paused (http_pause_current); serial names it to http_resume */
+  uint64_t serial;
+  int pause_req;
   /* completion */
   CURLcode result;
   long status;
@@ -59,6 +62,14 @@ static CURLM *g_multi;
 static pthread_mutex_t g_qlock = PTHREAD_MUTEX_INITIALIZER;
 static struct xfer *g_queue;
 static int g_stopping, g_started, g_max_parallel = 8;
+/* Paused transfers: the HTTP thread's own list; resumes asked for by other
+ * threads wait in g_resume (under g_qlock) for it. */
+static struct xfer **g_paused;
+static size_t g_n_paused, g_cap_paused;
+static uint64_t *g_resume;
+static size_t g_n_resume, g_cap_resume;
+static uint64_t g_serial;
+static _Thread_local struct xfer *t_current; /* whose body the HTTP thread is handing over */
 
 void http_set_max_parallel(int n) {
   if (n > 0)
@@ -74,6 +85,14 @@ static void finish(struct xfer *x, CURLcode rc) {
   pthread_mutex_unlock(&x->mu);
 }
 
+static void unlist_paused(const struct xfer *x) {
+  for (size_t i = 0; i < g_n_paused; i++)
+    if (g_paused[i] == x) {
+      g_paused[i] = g_paused[--g_n_paused];
+      return;
+    }
+}
+
 static void check_done(void) {
   CURLMsg *m;
   int left;
@@ -84,6 +103,7 @@ static void check_done(void) {
     curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
     CURLcode rc = m->data.result;
     curl_multi_remove_handle(g_multi, m->easy_handle);
+    unlist_paused(x);
     finish(x, rc);
   }
 }
@@ -159,8 +179,32 @@ static void close_walk(uv_handle_t *h, void *arg) {
     uv_close(h, h->type == UV_POLL ? on_poll_close : NULL);
 }
 
+/* Resume the paused transfers named in g_resume (the HTTP thread). A
+ * transfer that ended meanwhile is no longer listed: nothing to do. */
+static void resume_asked(void) {
+  pthread_mutex_lock(&g_qlock);
+  uint64_t *ids = g_resume;
+  size_t n = g_n_resume;
+  g_resume = NULL;
+  g_n_resume = g_cap_resume = 0;
+  pthread_mutex_unlock(&g_qlock);
+  for (size_t k = 0; k < n; k++)
+    for (size_t i = 0; i < g_n_paused; i++)
+      if (g_paused[i]->serial == ids[k]) {
+        struct xfer *x = g_paused[i];
+        g_paused[i] = g_paused[--g_n_paused];
+        /* may hand over what curl held back at once (write_cb) */
+        curl_easy_pause(x->easy, CURLPAUSE_CONT);
+        break;
+      }
+  free(ids);
+  if (n > 0)
+    check_done();
+}
+
 static void on_wakeup(uv_async_t *a) {
   (void)a;
+  resume_asked();
   pthread_mutex_lock(&g_qlock);
   struct xfer *q = g_queue;
   g_queue = NULL;
@@ -252,9 +296,21 @@ static size_t write_cb(char *data, size_t size, size_t n, void *ud) {
   const struct engine_http_request *r = x->req;
   /* only the final response's body matters (not 100-continue and the like) */
   if (r->on_body) {
-    if (r->on_body(r->ud, data, len) != 0) {
+    t_current = x;
+    int rc = r->on_body(r->ud, data, len);
+    t_current = NULL;
+    if (rc != 0) {
       x->aborted = 1;
       return 0;
+    }
+    if (x->pause_req) { /* the receiver took these bytes and wants no more for now */
+      x->pause_req = 0;
+      if (g_n_paused == g_cap_paused) {
+        g_cap_paused = g_cap_paused ? g_cap_paused * 2 : 16;
+        g_paused = xrealloc(g_paused, g_cap_paused * sizeof(*g_paused));
+      }
+      g_paused[g_n_paused++] = x;
+      curl_easy_pause(x->easy, CURLPAUSE_RECV);
     }
     return len;
   }
@@ -364,9 +420,31 @@ static void xfer_free(struct xfer *x) {
   free(x);
 }
 
+uint64_t http_pause_current(void) {
+  struct xfer *x = t_current;
+  if (!x)
+    return 0;
+  x->pause_req = 1;
+  return x->serial;
+}
+
+void http_resume(uint64_t id) {
+  if (id == 0)
+    return;
+  pthread_mutex_lock(&g_qlock);
+  if (g_n_resume == g_cap_resume) {
+    g_cap_resume = g_cap_resume ? g_cap_resume * 2 : 16;
+    g_resume = xrealloc(g_resume, g_cap_resume * sizeof(*g_resume));
+  }
+  g_resume[g_n_resume++] = id;
+  pthread_mutex_unlock(&g_qlock);
+  uv_async_send(&g_wakeup);
+}
+
 static void perform(struct xfer *x) {
   pthread_once(&g_once, start);
   pthread_mutex_lock(&g_qlock);
+  x->serial = ++g_serial;
   x->next = g_queue;
   g_queue = x;
   pthread_mutex_unlock(&g_qlock);

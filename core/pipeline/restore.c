@@ -348,9 +348,11 @@ static struct plugin_instance *find_instance(const struct restore_opts *o, const
 /* How a restore reads: from a local disk a read costs little, so ranges stay
  * small (a blob or a few) and the cores decode in parallel; from an object
  * store every request costs latency (and money), so the blobs of each pack
- * that the next ~48 MiB of the restore needs are read in ranges of up to
- * 16 MiB (at least half of each wanted), 8 at once whatever the number of
- * cores, streamed so that each blob is decoded as soon as it is in.
+ * that the next 32 MiB of the restore needs are read in ranges of up to
+ * 64 MiB (at least half of each wanted; a whole pack in one), 8 at once
+ * whatever the number of cores, streamed so that each blob is decoded as
+ * soon as it is in, with a 64 MiB window of decoded blobs and 16 MiB kept
+ * for duplicates (docs/internals/pipeline.md has the memory bound).
  * ENGINE_RESTORE_THREADS / _BUDGET / _RANGE_MAX / _KEEP / _STREAM / _DENSITY
  * override (bench/). */
 static size_t env_size(const char *name, size_t dflt) {
@@ -379,10 +381,10 @@ static struct prefetch_opts restore_read_plan(const struct repo *r) {
                                .density = 75};
   else
     p = (struct prefetch_opts){.threads = 8,
-                               .budget = 96u << 20,
-                               .range_max = 16u << 20,
+                               .budget = 64u << 20,
+                               .range_max = 64u << 20,
                                .max_ahead = 8192,
-                               .keep_budget = 64u << 20,
+                               .keep_budget = 16u << 20,
                                .stream = 1,
                                .density = 50};
   p.threads = (int)env_size("ENGINE_RESTORE_THREADS", (size_t)p.threads);

@@ -118,6 +118,40 @@ int repo_blob_decode_idk(const struct repo *r, const unsigned char *key, const u
   return 0;
 }
 
+int repo_blob_decode_into(const struct repo *r, const unsigned char *key, const unsigned char *idk,
+                          const unsigned char id[32], enum blob_type type, const void *enc,
+                          size_t enc_len, void *scratch, void *out, size_t out_len, char **err) {
+  char hex[65];
+  hex_encode(id, 32, hex);
+  unsigned char aad[33];
+  blob_aad(id, type, aad);
+  const void *plain = enc;
+  size_t plain_len = enc_len;
+  if (r->crypto && repo_unseal_key(r->crypto, key ? key : r->enc_key, aad, sizeof(aad), enc,
+                                   enc_len, scratch, &plain_len) != 0) {
+    *err = xasprintf("blob %s: authentication failed (data corrupted or tampered with)", hex);
+    return -1;
+  }
+  if (r->crypto)
+    plain = scratch;
+  const char *cerr = NULL;
+  int trusted = r->trust_aead_ids && r->crypto;
+  if (compress_decode_into(plain, plain_len, trusted ? COMPRESS_DECODE_AUTHENTICATED : 0, out,
+                           out_len, &cerr) != 0) {
+    *err = xasprintf("blob %s: unable to decompress: %s", hex, cerr ? cerr : "corrupt data");
+    return -1;
+  }
+  unsigned char check[32];
+  if (!trusted) {
+    repo_blob_id_key(r, idk, out, out_len, check);
+    if (memcmp(check, id, 32) != 0) {
+      *err = xasprintf("blob %s: content does not match its id", hex);
+      return -1;
+    }
+  }
+  return 0;
+}
+
 int repo_read_blob(struct repo *r, const unsigned char id[32], enum blob_type type, void **out,
                    size_t *n, char **err) {
   /* a write-only host reads the trees of its own snapshots from its

@@ -38,6 +38,13 @@ int repo_blob_decode(const struct repo *r, const unsigned char *key, const unsig
 int repo_blob_decode_idk(const struct repo *r, const unsigned char *key, const unsigned char *idk,
                          const unsigned char id[32], enum blob_type type, const void *enc,
                          size_t enc_len, void **out, size_t *out_len, char **err);
+/* repo_blob_decode_idk into out, whose length must be the blob's decoded
+ * length (from the index; another length fails), with scratch (enc_len
+ * bytes) for the plaintext: nothing is allocated (the restore's read-ahead
+ * decodes into its window). */
+int repo_blob_decode_into(const struct repo *r, const unsigned char *key, const unsigned char *idk,
+                          const unsigned char id[32], enum blob_type type, const void *enc,
+                          size_t enc_len, void *scratch, void *out, size_t out_len, char **err);
 /* A blob id under the chunk-id key idk (NULL: the repository's). */
 void repo_blob_id_key(const struct repo *r, const unsigned char *idk, const void *data, size_t n,
                       unsigned char id[32]);

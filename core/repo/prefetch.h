@@ -1,9 +1,10 @@
 /* Parallel read-ahead for restores: worker threads fetch, decrypt and
  * decompress the blobs of a known sequence ahead of the consumer, which
  * takes them in order. Neighbouring blobs of one pack are read with one
- * ranged request. Memory is bounded by the window: the decoded bytes
- * ahead of the consumer (their lengths come from the index) and a number
- * of blobs. */
+ * ranged request. Memory is bounded: the decoded blobs ahead of the
+ * consumer live in one window of `budget` bytes (at least four times the
+ * largest blob), the blobs kept for a later duplicate within keep_budget,
+ * and each worker buffers about a blob of a streamed range (prefetch.c). */
 #ifndef CORE_REPO_PREFETCH_H
 #define CORE_REPO_PREFETCH_H
 
@@ -15,7 +16,7 @@ struct prefetch;
 
 struct prefetch_opts {
   int threads;      /* workers (each reads and decodes one unit at a time) */
-  size_t budget;    /* decoded bytes ahead of the consumer (0: 24 MiB) */
+  size_t budget;    /* the window: decoded bytes ahead of the consumer (0: 24 MiB) */
   size_t range_max; /* the largest range of a pack read with one request */
   size_t max_ahead; /* blobs ahead of the consumer (0: 256) */
   /* decoded bytes of blobs kept for a later slot that wants the same blob
@@ -34,9 +35,10 @@ struct prefetch_opts {
 struct prefetch *prefetch_start(struct repo *r, const unsigned char (*ids)[32], size_t n,
                                 enum blob_type type, const struct prefetch_opts *o);
 /* Take blob `id`: the next one in sequence, skipping (and dropping) blobs
- * the consumer did not ask for. 1: *out set (malloc'd); 0: id not ahead in
+ * the consumer did not ask for. 1: *out set, owned by the read-ahead and
+ * valid until the next prefetch_take or prefetch_stop; 0: id not ahead in
  * the sequence (caller reads it directly); -1: error (*err). */
-int prefetch_take(struct prefetch *p, const unsigned char id[32], void **out, size_t *n,
+int prefetch_take(struct prefetch *p, const unsigned char id[32], const void **out, size_t *n,
                   char **err);
 void prefetch_stop(struct prefetch *p);
 

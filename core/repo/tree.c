@@ -166,8 +166,10 @@ void blob_stream_init_ids(struct blob_stream *s, struct repo *r, const unsigned 
 
 ssize_t blob_stream_read(struct blob_stream *s, void *buf, size_t len) {
   while (s->cur_off >= s->cur_len) {
-    free(s->cur);
+    if (!s->lent)
+      free(s->cur);
     s->cur = NULL;
+    s->lent = NULL;
     s->cur_len = s->cur_off = 0;
     unsigned char id[32];
     if (s->bin) {
@@ -183,9 +185,11 @@ ssize_t blob_stream_read(struct blob_stream *s, void *buf, size_t len) {
         return -1;
       }
     }
-    int got = s->pf ? prefetch_take(s->pf, id, &s->cur, &s->cur_len, &s->err) : 0;
+    int got = s->pf ? prefetch_take(s->pf, id, &s->lent, &s->cur_len, &s->err) : 0;
     if (got < 0)
       return -1;
+    if (got > 0)
+      s->cur = (void *)s->lent;
     if (got == 0 && repo_read_blob(s->repo, id, s->type, &s->cur, &s->cur_len, &s->err) != 0)
       return -1;
     s->next++;
@@ -200,9 +204,11 @@ ssize_t blob_stream_read(struct blob_stream *s, void *buf, size_t len) {
 }
 
 void blob_stream_free(struct blob_stream *s) {
-  free(s->cur);
+  if (!s->lent)
+    free(s->cur);
   free(s->err);
   s->cur = NULL;
+  s->lent = NULL;
   s->err = NULL;
 }
 

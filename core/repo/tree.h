@@ -54,6 +54,7 @@ struct blob_stream {
   size_t next;
   void *cur;
   size_t cur_len, cur_off;
+  const void *lent; /* cur comes from pf (owned by it), not malloc'd */
   char *err;
   uint64_t total;
 };
