@@ -25,6 +25,8 @@ packages=(
   openssl
   python3 python3-cryptography python3-zstandard
   time procps coreutils findutils diffutils
+  # test_files_restore_small counts the restore's system calls
+  strace
   # fincore: the direct-I/O test checks what the local sink left in the page cache
   util-linux-extra
   # test_xattrs: getfattr/setfattr, getfacl/setfacl, getcap/setcap, chattr/lsattr/mkfs.ext4

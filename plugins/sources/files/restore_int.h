@@ -24,7 +24,7 @@
 /* Small files are written by a few threads: a restore of many small files
  * is bound by file creation in the kernel, which one thread cannot spread
  * over the cores. The main thread reads the content (from the engine's
- * read-ahead) and checks every name; writers only create, write and rename
+ * read-ahead) and checks every name; writers only create, write and link
  * inside a parent directory the main thread already opened safely. */
 #define ASYNC_MAX_FILE (1024u * 1024u)
 #define WRITERS 3
@@ -82,6 +82,11 @@ struct rctx {
   size_t wqueued, wpending, wjobs; /* bytes and files queued; files not yet written */
   int wstop, nthreads, widle;      /* widle: writers waiting on wcv */
   pthread_t threads[WRITERS];
+  int wnext;         /* the next writer's index */
+  int wdir[WRITERS]; /* the directory each writer is writing in (-1: none) */
+  /* O_TMPFILE for small files: 0 usable so far, -1 not here (a temporary
+   * name then); tmpfile_proc: linked through /proc/self/fd (any thread) */
+  int tmpfile, tmpfile_proc;
   size_t wfailures;
   char wfirst[1536];
   /* the flusher (see FLUSH_MAX_QUEUED) */
