@@ -9,6 +9,9 @@
 #include "net/http.h"
 
 #include <curl/curl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -121,6 +124,17 @@ static void on_poll(uv_poll_t *p, int status, int events) {
   }
   int running;
   curl_multi_socket_action(g_multi, s->fd, flags, &running);
+  /* Acknowledge what was just read at once. A server that sends a reply's
+   * headers and body in two writes with Nagle's algorithm on (radosgw's
+   * default) holds the body until the headers are acknowledged, and Linux
+   * delays that acknowledgement by up to 40 ms in request/response
+   * traffic: every small GET took ~44 ms (a restore's first dozen requests
+   * one after another, 0.45 s). TCP_QUICKACK is not sticky, hence once per
+   * read (a system call per readiness, a few thousand per GiB). */
+  if (status >= 0 && (events & UV_READABLE)) {
+    int one = 1;
+    setsockopt(s->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+  }
   check_done();
 }
 
@@ -343,6 +357,10 @@ static struct xfer *prepare(const struct engine_http_request *r) {
   curl_easy_setopt(e, CURLOPT_PRIVATE, x);
   curl_easy_setopt(e, CURLOPT_URL, r->url);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  /* a body handed on as it arrives (a restore's ranges) is received in
+   * larger reads: fewer system calls and callbacks per MiB */
+  if (r->on_body)
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
