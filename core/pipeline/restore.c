@@ -349,7 +349,7 @@ static struct plugin_instance *find_instance(const struct restore_opts *o, const
  * small (a blob or a few) and the cores decode in parallel; from an object
  * store every request costs latency (and money), so the blobs of each pack
  * that the next 32 MiB of the restore needs are read in ranges of up to
- * 64 MiB (at least half of each wanted; a whole pack in one), 8 at once
+ * 64 MiB (at least half of each wanted; a whole pack in one), 6 at once
  * whatever the number of cores, streamed so that each blob is decoded as
  * soon as it is in, with a 64 MiB window of decoded blobs and 16 MiB kept
  * for duplicates (docs/internals/pipeline.md has the memory bound).
@@ -380,7 +380,7 @@ static struct prefetch_opts restore_read_plan(const struct repo *r) {
                                .stream = 0,
                                .density = 75};
   else
-    p = (struct prefetch_opts){.threads = 8,
+    p = (struct prefetch_opts){.threads = 6,
                                .budget = 64u << 20,
                                .range_max = 64u << 20,
                                .max_ahead = 8192,

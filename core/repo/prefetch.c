@@ -20,9 +20,9 @@
  * ahead never exceed the window, and the same pages are reused from blob to
  * blob: no allocation per blob, nothing for the allocator to scatter over
  * its per-thread arenas, no page faults after the first round. Besides the
- * window: the blobs kept for a later duplicate (keep_budget), and per
- * worker a streamed range's buffer (about a blob, see struct stream) and
- * the decoder's scratch.
+ * window: the blobs kept for a later duplicate (keep_budget), per worker a
+ * streamed range's buffer (about a blob, see struct stream), and a
+ * scratch buffer per decoding core (struct scratch).
  *
  * Units are claimed in the order of their first blob, so the unit holding
  * the consumer's next blob is always among the first claimed, and it always
@@ -43,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "repo/index.h"
 #include "repo/keys2.h"
@@ -74,6 +75,51 @@ struct slot {
   int copied; /* filled from an earlier slot, never fetched */
   int owned;
 };
+
+/* A worker's buffer for streamed ranges, reused from unit to unit (its
+ * pages stay mapped: no page faults per unit). It holds the bytes of the
+ * current range from the blob being decoded on, about one blob, not the
+ * whole range (see struct stream). */
+struct ring {
+  unsigned char *buf;
+  size_t cap;
+};
+
+/* The decoders' scratch buffers for a blob's plaintext (each as large as
+ * the largest sealed blob it held so far): at most `max` at once, so a
+ * worker waits for one while that many blobs are being decoded. The cores
+ * decode no faster with more, and each costs up to a blob of memory. */
+struct scratch {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  struct ring *free; /* free[0 .. n_free) */
+  size_t n_free, made, max;
+};
+
+static struct ring scratch_take(struct scratch *s, size_t need) {
+  pthread_mutex_lock(&s->mu);
+  while (s->n_free == 0 && s->made >= s->max)
+    pthread_cond_wait(&s->cv, &s->mu);
+  struct ring b = {NULL, 0};
+  if (s->n_free > 0)
+    b = s->free[--s->n_free];
+  else
+    s->made++;
+  pthread_mutex_unlock(&s->mu);
+  if (b.cap < need) {
+    free(b.buf);
+    b.buf = xmalloc(need);
+    b.cap = need;
+  }
+  return b;
+}
+
+static void scratch_give(struct scratch *s, struct ring b) {
+  pthread_mutex_lock(&s->mu);
+  s->free[s->n_free++] = b;
+  pthread_cond_signal(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
 
 /* Slots list[first_pos .. first_pos + count) of the plan (in sequence
  * order, not necessarily consecutive) read as one range [off, end) of a
@@ -110,6 +156,7 @@ struct prefetch {
   uint64_t win_start; /* place of the oldest slot the consumer holds or waits for */
   uint64_t claimed;   /* end of the places of the units claimed so far */
   size_t held;        /* the slot whose data the consumer holds (SIZE_MAX: none) */
+  struct scratch scratch;
   struct slot *slots;
   pthread_mutex_t mu;
   pthread_cond_t cv;    /* the consumer waits for slot `want` */
@@ -163,24 +210,11 @@ static int by_offset(const void *a, const void *b, void *ud) {
   return i < j ? -1 : i > j;
 }
 
-/* A worker's buffer for streamed ranges, reused from unit to unit (its
- * pages stay mapped: no page faults per unit). It holds the bytes of the
- * current range from the blob being decoded on, about one blob, not the
- * whole range (see struct stream). */
-struct ring {
-  unsigned char *buf;
-  size_t cap;
-};
-
-/* What a worker keeps from unit to unit: the ring, the spill buffer, and
- * the decoder's scratch for a blob's plaintext (the largest sealed blob so
- * far). */
+/* What a worker keeps from unit to unit: the ring and the spill buffer. */
 struct wbuf {
   struct ring ring;
   unsigned char *spill;
   size_t spill_cap;
-  unsigned char *scratch;
-  size_t scratch_cap;
 };
 
 /* A unit's range as it arrives (streamed reads). The HTTP client's thread
@@ -240,10 +274,8 @@ static int stream_data(void *ud, const void *data, size_t n) {
         st->spill_len -= st->spill_off;
         st->spill_off = 0;
       }
-      if (n > w->spill_cap - st->spill_len) {
-        size_t c = w->spill_cap ? w->spill_cap : 64u << 10;
-        while (c - st->spill_len < n)
-          c *= 2;
+      if (n > w->spill_cap - st->spill_len) { /* in 64 KiB steps: it stays near SPILL_MAX */
+        size_t c = (st->spill_len + n + (64u << 10) - 1) & ~(size_t)((64u << 10) - 1);
         w->spill = xrealloc(w->spill, c);
         w->spill_cap = c;
       }
@@ -454,14 +486,11 @@ static void fetch_unit(struct prefetch *p, const struct unit *u, struct wbuf *w)
     int ok = 0;
     if (have && keyed && placed(p, i)) {
       /* straight into its place in the window */
-      if (w->scratch_cap < l->length) {
-        free(w->scratch);
-        w->scratch_cap = l->length;
-        w->scratch = xmalloc(w->scratch_cap);
-      }
+      struct ring sc = scratch_take(&p->scratch, l->length);
       void *dst = p->win + p->pos[i] % p->win_len;
-      ok = repo_blob_decode_into(p->r, key, idk, p->ids[i], p->type, src, l->length, w->scratch,
-                                 dst, p->sizes[i], &err) == 0;
+      ok = repo_blob_decode_into(p->r, key, idk, p->ids[i], p->type, src, l->length, sc.buf, dst,
+                                 p->sizes[i], &err) == 0;
+      scratch_give(&p->scratch, sc);
       if (ok)
         publish_copies(p, order + k, same, dst, p->sizes[i]);
     } else if (have && keyed) {
@@ -502,7 +531,7 @@ static void fetch_unit(struct prefetch *p, const struct unit *u, struct wbuf *w)
 
 static void *worker(void *arg) {
   struct prefetch *p = arg;
-  struct wbuf w = {{NULL, 0}, NULL, 0, NULL, 0};
+  struct wbuf w = {{NULL, 0}, NULL, 0};
   pthread_mutex_lock(&p->mu);
   for (;;) {
     while (!p->stop && !can_fetch(p)) {
@@ -524,7 +553,6 @@ static void *worker(void *arg) {
   pthread_mutex_unlock(&p->mu);
   free(w.ring.buf);
   free(w.spill);
-  free(w.scratch);
   return NULL;
 }
 
@@ -695,6 +723,12 @@ struct prefetch *prefetch_start(struct repo *r, const unsigned char (*ids)[32], 
   pthread_cond_init(&p->space, NULL);
   p->nth = o && o->threads > 0 ? o->threads : 1;
   p->th = xcalloc((size_t)p->nth, sizeof(*p->th));
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  pthread_mutex_init(&p->scratch.mu, NULL);
+  pthread_cond_init(&p->scratch.cv, NULL);
+  p->scratch.max =
+      ncpu >= 1 && (size_t)ncpu + 1 < (size_t)p->nth ? (size_t)ncpu + 1 : (size_t)p->nth;
+  p->scratch.free = xcalloc(p->scratch.max, sizeof(*p->scratch.free));
   for (int i = 0; i < p->nth; i++)
     pthread_create(&p->th[i], NULL, worker, p);
   return p;
@@ -820,6 +854,11 @@ void prefetch_stop(struct prefetch *p) {
   free(p->pos);
   free(p->win);
   free(p->th);
+  for (size_t i = 0; i < p->scratch.n_free; i++)
+    free(p->scratch.free[i].buf);
+  free(p->scratch.free);
+  pthread_mutex_destroy(&p->scratch.mu);
+  pthread_cond_destroy(&p->scratch.cv);
   pthread_mutex_destroy(&p->mu);
   pthread_cond_destroy(&p->cv);
   pthread_cond_destroy(&p->space);

@@ -23,7 +23,7 @@
 
 #include "restore_int.h"
 
-#define ASYNC_MAX_QUEUED (32u * 1024u * 1024u)
+#define ASYNC_MAX_QUEUED (16u * 1024u * 1024u)
 /* Wake-ups cost a context switch, and the woken writer usually preempts
  * the main thread that woke it: a writer is woken only when it would find
  * a batch of this many files (one more writer per batch queued), a writer
