@@ -25,7 +25,9 @@
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/core_names.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,26 +66,75 @@ static void cache_key(const struct repo *r, unsigned char key[32]) {
        &len);
 }
 
-static void body_mac(const struct repo *r, const unsigned char *body, size_t n,
-                     unsigned char mac[32]) {
+/* The file is read and written through a buffer of IO_BUF bytes, the
+ * HMAC computed as the bytes pass: memory for the cache is this buffer,
+ * whatever the number of blobs (a whole-file buffer cost 49 bytes a blob on
+ * top of the index: 47 MiB at 1,000,000 blobs). */
+#define IO_BUF ((size_t)1 << 20)
+
+static EVP_MAC_CTX *mac_start(const struct repo *r) {
   unsigned char key[32];
   cache_key(r, key);
-  unsigned int len = 32;
-  HMAC(EVP_sha256(), key, sizeof(key), body, n, mac, &len);
+  EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+  EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
+  EVP_MAC_free(mac); /* the context holds its own reference */
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+      OSSL_PARAM_construct_end()};
+  if (ctx && EVP_MAC_init(ctx, key, sizeof(key), params) != 1) {
+    EVP_MAC_CTX_free(ctx);
+    ctx = NULL;
+  }
   OPENSSL_cleanse(key, sizeof(key));
+  return ctx;
 }
 
-/* A bounds-checked reader over the body. */
+static int mac_end(EVP_MAC_CTX *ctx, unsigned char mac[32]) {
+  size_t len = 0;
+  int ok = EVP_MAC_final(ctx, mac, &len, 32) == 1 && len == 32;
+  EVP_MAC_CTX_free(ctx);
+  return ok ? 0 : -1;
+}
+
+/* A bounds-checked reader over the body, refilled from the file. Every
+ * byte of the body passes through the MAC exactly once, when it is read;
+ * the caller checks the MAC once the body has been parsed to its end, and
+ * throws away what it built if the MAC does not match. */
 struct rd {
-  const unsigned char *p;
-  size_t left;
+  int fd;
+  EVP_MAC_CTX *mac;
+  unsigned char *buf;
+  size_t pos, len; /* buf[pos..len) not yet taken */
+  uint64_t left;   /* bytes of the body not yet taken (buffered or not) */
+  int failed;      /* a read or MAC update failed */
 };
 
 static const unsigned char *take(struct rd *d, size_t n) {
-  if (d->left < n)
+  if (d->left < n || n > IO_BUF)
     return NULL;
-  const unsigned char *p = d->p;
-  d->p += n;
+  if (d->len - d->pos < n) {
+    size_t have = d->len - d->pos;
+    memmove(d->buf, d->buf + d->pos, have);
+    d->pos = 0;
+    d->len = have;
+    uint64_t unread = d->left - have;
+    while (d->len < n) {
+      size_t want = IO_BUF - d->len;
+      if (want > unread)
+        want = (size_t)unread;
+      ssize_t k = read(d->fd, d->buf + d->len, want);
+      if (k < 0 && errno == EINTR)
+        continue;
+      if (k <= 0 || EVP_MAC_update(d->mac, d->buf + d->len, (size_t)k) != 1) {
+        d->failed = 1;
+        return NULL;
+      }
+      d->len += (size_t)k;
+      unread -= (size_t)k;
+    }
+  }
+  const unsigned char *p = d->buf + d->pos;
+  d->pos += n;
   d->left -= n;
   return p;
 }
@@ -96,35 +147,52 @@ static int take_u32(struct rd *d, uint32_t *v) {
   return 0;
 }
 
-static int read_file(const char *path, unsigned char **out, size_t *n) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0)
-    return -1;
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < HEAD_LEN ||
-      (uint64_t)st.st_size > (uint64_t)1 << 34) {
-    close(fd);
-    errno = EINVAL;
-    return -1;
+/* The writing side: bytes are MACed and buffered, written IO_BUF at a time. */
+struct wr {
+  int fd;
+  EVP_MAC_CTX *mac;
+  unsigned char *buf;
+  size_t used;
+  int failed;
+};
+
+static void wr_flush(struct wr *w) {
+  size_t done = 0;
+  while (!w->failed && done < w->used) {
+    ssize_t k = write(w->fd, w->buf + done, w->used - done);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0)
+      w->failed = 1;
+    else
+      done += (size_t)k;
   }
-  size_t len = (size_t)st.st_size, got = 0;
-  unsigned char *buf = xmalloc(len);
-  while (got < len) {
-    ssize_t k = read(fd, buf + got, len - got);
-    if (k <= 0) {
-      if (k < 0 && errno == EINTR)
-        continue;
-      free(buf);
-      close(fd);
-      errno = k == 0 ? EINVAL : errno;
-      return -1;
-    }
-    got += (size_t)k;
+  w->used = 0;
+}
+
+static void put(struct wr *w, const void *p, size_t n) {
+  if (w->failed)
+    return;
+  if (EVP_MAC_update(w->mac, p, n) != 1) {
+    w->failed = 1;
+    return;
   }
-  close(fd);
-  *out = buf;
-  *n = len;
-  return 0;
+  const unsigned char *b = p;
+  while (n > 0) {
+    if (w->used == IO_BUF)
+      wr_flush(w);
+    size_t k = IO_BUF - w->used < n ? IO_BUF - w->used : n;
+    memcpy(w->buf + w->used, b, k);
+    w->used += k;
+    b += k;
+    n -= k;
+  }
+}
+
+static void put_u32(struct wr *w, uint32_t v) {
+  unsigned char b[4];
+  le32_put(b, v);
+  put(w, b, 4);
 }
 
 /* Fill the (empty) index from the cache body; NULL or a reason it is not
@@ -146,18 +214,21 @@ static const char *load_body(struct index *ix, struct rd *d, char *const *names,
     if (strlen(names[i]) != len || memcmp(names[i], name, len) != 0)
       return "built from other index objects";
   }
-  if (take_u32(d, &np) != 0)
+  if (take_u32(d, &np) != 0 || d->left < (uint64_t)np * 32)
     return "truncated";
-  const unsigned char *packs = take(d, (size_t)np * 32);
-  if (!packs || take_u32(d, &nb) != 0)
-    return "truncated";
-  if (d->left != (size_t)nb * BLOB_REC)
-    return "truncated";
-  for (size_t i = 0; i < np; i++)
-    if (index_add_pack(ix, packs + 32 * i) != i)
+  for (size_t i = 0; i < np; i++) {
+    const unsigned char *id = take(d, 32);
+    if (!id)
+      return "truncated";
+    if (index_add_pack(ix, id) != i)
       return "a pack is listed twice";
+  }
+  if (take_u32(d, &nb) != 0 || d->left != (uint64_t)nb * BLOB_REC)
+    return "truncated";
   for (size_t i = 0; i < nb; i++) {
     const unsigned char *b = take(d, BLOB_REC);
+    if (!b)
+      return "truncated";
     uint32_t pack = le32_get(b + 32);
     uint8_t type = b[48];
     if (pack >= np || (type != BLOB_DATA && type != BLOB_TREE))
@@ -173,28 +244,46 @@ static int index_cache_load(struct repo *r, char *const *names, size_t n_names) 
     return -1;
   char *path = xasprintf("%s/index", dir);
   free(dir);
-  unsigned char *buf;
-  size_t n;
-  if (read_file(path, &buf, &n) != 0) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  struct stat st;
+  unsigned char head[HEAD_LEN];
+  const char *why = NULL;
+  if (fd < 0) {
     if (errno != ENOENT)
       log_debug("index cache %s: unreadable (%s); reading the index objects", path,
                 strerror(errno));
     free(path);
     return -1;
   }
-  const char *why = NULL;
-  unsigned char mac[32];
-  if (memcmp(buf, MAGIC, MAGIC_LEN) != 0) {
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < HEAD_LEN ||
+      read(fd, head, HEAD_LEN) != HEAD_LEN)
+    why = "unreadable or too short";
+  else if (memcmp(head, MAGIC, MAGIC_LEN) != 0)
     why = "not an index cache of this engine version";
-  } else {
-    body_mac(r, buf + HEAD_LEN, n - HEAD_LEN, mac);
-    if (CRYPTO_memcmp(mac, buf + MAGIC_LEN, 32) != 0)
-      why = "fails authentication (damaged, or of another repository)";
+  struct rd d = {.fd = fd, .left = why ? 0 : (uint64_t)st.st_size - HEAD_LEN};
+  if (!why) {
+    d.mac = mac_start(r);
+    d.buf = xmalloc(IO_BUF);
+    if (!d.mac)
+      why = "no HMAC (OpenSSL failed)";
   }
   if (!why) {
-    struct rd d = {buf + HEAD_LEN, n - HEAD_LEN};
     why = load_body(r->index, &d, names, n_names);
+    /* what load_body did not take still goes through the MAC: a damaged or
+     * foreign file is reported as such, whatever its content says */
+    while (!d.failed && d.left > 0)
+      take(&d, d.left < IO_BUF ? (size_t)d.left : IO_BUF);
+    if (d.failed)
+      why = "unreadable";
   }
+  if (d.mac) {
+    unsigned char mac[32];
+    int ok = mac_end(d.mac, mac) == 0;
+    if (!d.failed && (!ok || CRYPTO_memcmp(mac, head + MAGIC_LEN, 32) != 0))
+      why = "fails authentication (damaged, or of another repository)";
+  }
+  close(fd);
+  free(d.buf);
   if (why) {
     log_debug("index cache %s: %s; reading the index objects", path, why);
     /* start over from an empty index */
@@ -204,7 +293,6 @@ static int index_cache_load(struct repo *r, char *const *names, size_t n_names) 
     log_debug("index: %zu blobs in %zu packs from the cache %s", index_size(r->index),
               r->index->n_packs, path);
   }
-  free(buf);
   free(path);
   return why ? -1 : 0;
 }
@@ -228,14 +316,14 @@ static void count_entry(void *ud, const struct index_entry *e) {
 }
 
 static void write_entry(void *ud, const struct index_entry *e) {
-  unsigned char **pp = ud, *p = *pp;
-  memcpy(p, e->id, 32);
-  le32_put(p + 32, e->pack);
-  le32_put(p + 36, e->offset);
-  le32_put(p + 40, e->length);
-  le32_put(p + 44, e->raw_length);
-  p[48] = e->type;
-  *pp = p + BLOB_REC;
+  unsigned char rec[BLOB_REC];
+  memcpy(rec, e->id, 32);
+  le32_put(rec + 32, e->pack);
+  le32_put(rec + 36, e->offset);
+  le32_put(rec + 40, e->length);
+  le32_put(rec + 44, e->raw_length);
+  rec[48] = e->type;
+  put(ud, rec, BLOB_REC);
 }
 
 static void index_cache_save(struct repo *r, char *const *names, size_t n_names) {
@@ -245,51 +333,39 @@ static void index_cache_save(struct repo *r, char *const *names, size_t n_names)
   struct index *ix = r->index;
   size_t stored = 0;
   index_foreach(ix, count_entry, &stored);
-  size_t n = HEAD_LEN + 4 + 4 + ix->n_packs * 32 + 4 + stored * BLOB_REC;
-  for (size_t i = 0; i < n_names; i++)
-    n += 2 + strlen(names[i]);
-  unsigned char *buf = xmalloc(n), *p = buf + HEAD_LEN;
-  le32_put(p, (uint32_t)n_names);
-  p += 4;
-  for (size_t i = 0; i < n_names; i++) {
-    size_t len = strlen(names[i]);
-    p[0] = (unsigned char)len;
-    p[1] = (unsigned char)(len >> 8);
-    memcpy(p + 2, names[i], len);
-    p += 2 + len;
-  }
-  le32_put(p, (uint32_t)ix->n_packs);
-  p += 4;
-  if (ix->n_packs > 0) /* packs is NULL in an index without packs */
-    memcpy(p, ix->packs, ix->n_packs * 32);
-  p += ix->n_packs * 32;
-  le32_put(p, (uint32_t)stored);
-  p += 4;
-  index_foreach(ix, write_entry, &p);
-
-  memcpy(buf, MAGIC, MAGIC_LEN);
-  body_mac(r, buf + HEAD_LEN, n - HEAD_LEN, buf + MAGIC_LEN);
-
   char *tmp = xasprintf("%s/index.XXXXXX", dir), *path = xasprintf("%s/index", dir);
   const char *what = "unable to create its directory";
-  int fd = -1;
+  struct wr w = {.fd = -1};
   if (mkdir_p(dir, 0700) == 0) {
     what = "unable to create a temporary file";
-    fd = mkstemp(tmp); /* 0600 */
+    w.fd = mkstemp(tmp); /* 0600 */
   }
-  if (fd >= 0) {
+  if (w.fd >= 0) {
     what = "unable to write it";
-    size_t done = 0;
-    while (done < n) {
-      ssize_t k = write(fd, buf + done, n - done);
-      if (k < 0 && errno == EINTR)
-        continue;
-      if (k <= 0)
-        break;
-      done += (size_t)k;
+    w.mac = mac_start(r);
+    w.buf = xmalloc(IO_BUF);
+    /* the header first, its MAC filled in at the end */
+    memcpy(w.buf, MAGIC, MAGIC_LEN);
+    memset(w.buf + MAGIC_LEN, 0, 32);
+    w.used = HEAD_LEN;
+    w.failed = w.mac == NULL;
+    put_u32(&w, (uint32_t)n_names);
+    for (size_t i = 0; i < n_names; i++) {
+      size_t len = strlen(names[i]);
+      unsigned char l[2] = {(unsigned char)len, (unsigned char)(len >> 8)};
+      put(&w, l, 2);
+      put(&w, names[i], len);
     }
-    int closed = close(fd) == 0;
-    int ok = done == n && closed;
+    put_u32(&w, (uint32_t)ix->n_packs);
+    if (ix->n_packs > 0) /* packs is NULL in an index without packs */
+      put(&w, ix->packs, ix->n_packs * 32);
+    put_u32(&w, (uint32_t)stored);
+    index_foreach(ix, write_entry, &w);
+    wr_flush(&w);
+    unsigned char mac[32];
+    int ok =
+        w.mac && mac_end(w.mac, mac) == 0 && !w.failed && pwrite(w.fd, mac, 32, MAGIC_LEN) == 32;
+    ok = close(w.fd) == 0 && ok;
     if (ok && rename(tmp, path) == 0) {
       what = NULL;
       log_debug("index cache %s: written (%zu blobs)", path, stored);
@@ -302,9 +378,9 @@ static void index_cache_save(struct repo *r, char *const *names, size_t n_names)
   if (what)
     log_debug("index cache %s: %s: %s (the index objects are read each time)", path, what,
               strerror(errno));
+  free(w.buf);
   free(tmp);
   free(path);
-  free(buf);
   free(dir);
 }
 
