@@ -11,6 +11,7 @@
 #include "cli/cmd_common.h"
 #include "cli/dispatch.h"
 #include "pipeline/restore.h"
+#include "util/cancel.h"
 #include "util/log.h"
 #include "util/progress.h"
 
@@ -117,6 +118,11 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
   if (rc < 0) {
     snapshot_free(m);
     cli_close(&c);
+    if (cancel_requested()) {
+      log_error("%s", err);
+      free(err);
+      return EXIT_INTERRUPTED;
+    }
     return cli_fail(err);
   }
   cli_note_snapshot(m->id);

@@ -15,6 +15,7 @@
 #include "repo/tree.h"
 #include "pipeline/selection.h"
 #include "pipeline/tree_feed.h"
+#include "util/cancel.h"
 #include "util/log.h"
 #include "util/progress.h"
 
@@ -47,8 +48,15 @@ struct pass_ctx {
   size_t n_kept, cap_kept, kept_bytes, keep_budget;
   uint64_t count, bytes, failed;
   struct progress *progress;
-  int list_only; /* --dry-run for a source that does not check it itself: list the items */
+  int list_only;   /* --dry-run for a source that does not check it itself: list the items */
+  int interrupted; /* SIGINT/SIGTERM: the walk stopped before this item */
 };
+
+/* The walks stop between items once SIGINT or SIGTERM arrived (the
+ * callbacks return STOPPED); the item being written is finished or
+ * abandoned by its plugin as on any error, never left under its name
+ * half-written by the files source. */
+#define STOPPED 1
 
 struct rd_ctx {
   struct blob_stream bs;
@@ -203,6 +211,10 @@ static int restore_test(const struct restore_opts *o) {
 
 static int item_cb(void *ud, json_t *item) {
   struct pass_ctx *pc = ud;
+  if (cancel_requested()) {
+    pc->interrupted = 1;
+    return STOPPED;
+  }
   size_t nlen = 0;
   char *name = json_get_bytes(item, "name", &nlen);
   /* An item the core cannot restore (no or unsafe name, unknown type, bad
@@ -284,6 +296,10 @@ static int item_cb(void *ud, json_t *item) {
 /* Pass 2 over the items pass 1 kept: the same as item_cb without parsing. */
 static int restore_kept(struct pass_ctx *pc, const struct pass_ctx *p1) {
   for (size_t k = 0; k < p1->n_kept; k++) {
+    if (cancel_requested()) {
+      pc->interrupted = 1;
+      return STOPPED;
+    }
     const struct kept_item *ki = &p1->kept[k];
     struct rd_ctx rc_ctx;
     blob_stream_init_ids(&rc_ctx.bs, pc->o->repo,
@@ -410,9 +426,14 @@ static int validate_source(const struct restore_opts *o, const struct snapshot_s
                           .collect = !o->dry_run || source_dry_runs(o, src),
                           .keep = !o->dry_run || source_dry_runs(o, src),
                           .keep_budget = keep_budget()};
-  if (tree_foreach_ids(o->repo, (const unsigned char(*)[32])src->tree, src->n_tree, item_cb, pc,
-                       err) < 0)
+  int r = tree_foreach_ids(o->repo, (const unsigned char(*)[32])src->tree, src->n_tree, item_cb, pc,
+                           err);
+  if (r < 0)
     return -1;
+  if (pc->interrupted) {
+    *err = xstrdup("interrupted by SIGINT/SIGTERM before anything was written");
+    return -1;
+  }
   if (glob && pc->n_selected == 0 && pc->failed == 0) {
     /* a typo in --only must not end in "restored 0 items" and exit 0 */
     char *reading = selection_reading(sel);
@@ -487,7 +508,7 @@ static int restore_source(const struct restore_opts *o, const struct snapshot_so
   drop_kept(p1);
   prefetch_stop(pc.pf);
   if (!pc.list_only) {
-    int st = (r == 0 && pc.failed == 0) ? ENGINE_OK : ENGINE_ERROR;
+    int st = (r == 0 && pc.failed == 0 && !pc.interrupted) ? ENGINE_OK : ENGINE_ERROR;
     host_clear_error(pc.pi->host);
     if (pc.pi->plugin->source->restore_end(pc.rctx, st) != ENGINE_OK) {
       const char *why = host_last_error(pc.pi->host);
@@ -498,6 +519,12 @@ static int restore_source(const struct restore_opts *o, const struct snapshot_so
   res->items += pc.count;
   res->bytes += pc.bytes;
   res->failed += pc.failed + p1->failed;
+  if (pc.interrupted) {
+    *err = xasprintf("interrupted by SIGINT/SIGTERM: the restore stopped part-way: %llu items "
+                     "were restored and the target is incomplete",
+                     (unsigned long long)res->items);
+    return -1;
+  }
   if (r < 0) {
     char *e = *err;
     *err = xasprintf(
