@@ -9,7 +9,9 @@
 #      each into a new directory;
 #   3. check --read-data of the first bucket with empty caches (BENCH_CHECK=0
 #      skips it).
-# For every run: wall seconds, user and system CPU, peak RSS, the requests
+# For every run: wall seconds, user and system CPU, peak RSS, the seconds of
+# a sync(2) timed right after each restore (engine's restore ends with a
+# syncfs, restic's does not; "restore + sync" compares the two), the requests
 # radosgw logged (by method), the CPU seconds of radosgw and of the OSD
 # (utime+stime from /proc) and the load average. Printed: medians per tool
 # and phase, requests per GiB of the data set, and the per-pair ratios
@@ -128,6 +130,15 @@ measure() {
   load0=$(cut -d' ' -f1 /proc/loadavg)
   /usr/bin/time -f '%e %U %S %M' -o "$work/t" "${NICE[@]}" "$@" >"$work/$phase-$tool-$run.out" 2>"$work/$phase-$tool-$run.err" ||
     { tail -20 "$work/$phase-$tool-$run.err" >&2; die "$phase $tool run $run failed"; }
+  # a restore's data on disk: engine's restore ends with a syncfs, restic's
+  # does not, so a sync(2) is timed right after each restore
+  local sync_s=0
+  if [ "$phase" = restore ]; then
+    local s0
+    s0=$(date +%s%N)
+    sync
+    sync_s=$(python3 -c "import sys; print((int(sys.argv[2]) - int(sys.argv[1])) / 1e9)" "$s0" "$(date +%s%N)")
+  fi
   sleep 1 # radosgw writes its log lines after the replies
   local rgw1 osd1
   rgw1=$(cpu_of "$rgw_pid")
@@ -135,7 +146,7 @@ measure() {
   read -r wall user sys rss <"$work/t"
   tail -n +"$((lines0 + 1))" "$rgw_log" | python3 -c '
 import json, re, sys
-(phase, tool, run, wall, user, sys_, rss, rgw0, rgw1, osd0, osd1, hz, load) = sys.argv[1:14]
+(phase, tool, run, wall, user, sys_, rss, rgw0, rgw1, osd0, osd1, hz, load, sync_s) = sys.argv[1:15]
 counts = {}
 for line in sys.stdin:
     m = re.search(r"beast: \S+: \S+ - \S+ \[[^]]*\] \"(\w+) ", line)
@@ -145,8 +156,9 @@ hz = int(hz)
 print(json.dumps({"phase": phase, "tool": tool, "run": int(run), "wall": float(wall),
                   "user": float(user), "sys": float(sys_), "rss_kib": int(rss), "requests": counts,
                   "server_cpu_s": (float(rgw1) - float(rgw0)) / hz,
-                  "osd_cpu_s": (float(osd1) - float(osd0)) / hz, "load": float(load)}))
-' "$phase" "$tool" "$run" "$wall" "$user" "$sys" "$rss" "$rgw0" "$rgw1" "$osd0" "$osd1" "$(getconf CLK_TCK)" "$load0" >>"$samples"
+                  "osd_cpu_s": (float(osd1) - float(osd0)) / hz, "load": float(load),
+                  "sync_s": float(sync_s)}))
+' "$phase" "$tool" "$run" "$wall" "$user" "$sys" "$rss" "$rgw0" "$rgw1" "$osd0" "$osd1" "$(getconf CLK_TCK)" "$load0" "$sync_s" >>"$samples"
   tail -n 1 "$samples"
 }
 
@@ -247,6 +259,12 @@ for phase in ("backup", "restore", "check"):
         c = [e[i]["server_cpu_s"] / o[i]["server_cpu_s"] for i in runs if o[i]["server_cpu_s"] > 0]
         print("%-8s restic/engine wall per pair: %s; median %.2fx (engine faster in %d of %d)"
               % (phase, ", ".join("%.2f" % x for x in w), med(w), sum(1 for x in w if x > 1), len(w)))
+        if phase == "restore":
+            ws = [(o[i]["wall"] + o[i].get("sync_s", 0)) / (e[i]["wall"] + e[i].get("sync_s", 0)) for i in runs]
+            print("%-8s restore + sync: engine %.2f s, restic %.2f s (medians); restic/engine per pair: %s; median %.2fx"
+                  % (phase, med(e[i]["wall"] + e[i].get("sync_s", 0) for i in runs),
+                     med(o[i]["wall"] + o[i].get("sync_s", 0) for i in runs),
+                     ", ".join("%.2f" % x for x in ws), med(ws)))
         if c:
             print("%-8s engine/restic radosgw CPU per pair: %s; median %.2f"
                   % (phase, ", ".join("%.2f" % x for x in c), med(c)))
