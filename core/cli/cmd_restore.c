@@ -118,12 +118,8 @@ int cmd_restore(const struct cli_globals *g, const struct cli_args *a) {
   if (rc < 0) {
     snapshot_free(m);
     cli_close(&c);
-    if (cancel_requested()) {
-      log_error("%s", err);
-      free(err);
-      return EXIT_INTERRUPTED;
-    }
-    return cli_fail(err);
+    int code = cli_fail(err);
+    return cancel_requested() ? EXIT_INTERRUPTED : code;
   }
   cli_note_snapshot(m->id);
   cli_note_detail("restore", json_pack("{s:s?, s:I, s:I, s:I}", "target", a->target, "items",
