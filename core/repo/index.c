@@ -10,17 +10,47 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "repo/objects.h"
 #include "repo/pack.h"
 #include "util/log.h"
+
+/* The entry array and the table live in anonymous mappings of their own,
+ * grown with mremap: growing copies nothing, a freed size goes back to the
+ * system at once, and they leave no holes in the allocator's heaps (which
+ * stay resident: at 1,000,000 blobs the arrays' earlier sizes below the
+ * allocator's mmap threshold added up to ~24 MiB). docs/internals/index.md */
+static size_t page_round(size_t n) {
+  static size_t pg;
+  if (!pg)
+    pg = (size_t)sysconf(_SC_PAGESIZE);
+  return (n + pg - 1) / pg * pg;
+}
+
+static void *region_resize(void *p, size_t old_bytes, size_t new_bytes) {
+  size_t o = page_round(old_bytes), n = page_round(new_bytes);
+  if (p && o == n)
+    return p;
+  void *q = p ? mremap(p, o, n, MREMAP_MAYMOVE)
+              : mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (q == MAP_FAILED)
+    die_oom();
+  return q;
+}
+
+static void region_free(void *p, size_t bytes) {
+  if (p)
+    munmap(p, page_round(bytes));
+}
 
 struct index *index_new(void) {
   struct index *ix = xcalloc(1, sizeof(*ix));
   pthread_mutex_init(&ix->lock, NULL);
   ix->damaged = json_array();
   ix->n_table = 1024;
-  ix->table = xcalloc(ix->n_table, sizeof(*ix->table));
+  ix->table = region_resize(NULL, 0, ix->n_table * sizeof(*ix->table));
   return ix;
 }
 
@@ -28,8 +58,8 @@ void index_free(struct index *ix) {
   if (!ix)
     return;
   pthread_mutex_destroy(&ix->lock);
-  free(ix->table);
-  free(ix->entries);
+  region_free(ix->table, ix->n_table * sizeof(*ix->table));
+  region_free(ix->entries, ix->cap_entries * sizeof(*ix->entries));
   free(ix->packs);
   free(ix->pack_slots);
   for (size_t i = 0; i < ix->n_files; i++)
@@ -57,14 +87,16 @@ static uint32_t *find_slot(const struct index *ix, uint32_t *table, size_t n,
   return &table[i];
 }
 
+/* Double the table in place: the entries hold every id, so the table is
+ * rebuilt from them in its new size and the old one is never needed beside
+ * it (a copy would hold both at once, 12 MiB at ~786,000 blobs). */
 static void grow(struct index *ix) {
   size_t n = ix->n_table * 2;
-  uint32_t *t = xcalloc(n, sizeof(*t));
-  for (size_t i = 0; i < ix->n_entries; i++)
-    *find_slot(ix, t, n, ix->entries[i].id) = (uint32_t)i + 1;
-  free(ix->table);
-  ix->table = t;
+  ix->table = region_resize(ix->table, ix->n_table * sizeof(*ix->table), n * sizeof(*ix->table));
+  memset(ix->table, 0, ix->n_table * sizeof(*ix->table)); /* the new half is zero */
   ix->n_table = n;
+  for (size_t i = 0; i < ix->n_entries; i++)
+    *find_slot(ix, ix->table, n, ix->entries[i].id) = (uint32_t)i + 1;
 }
 
 /* The pack table's lookup: open addressing over pack numbers + 1 (0 =
@@ -125,8 +157,10 @@ static void put_locked(struct index *ix, const unsigned char id[32], uint32_t pa
   struct index_entry *e;
   if (*slot == 0) {
     if (ix->n_entries == ix->cap_entries) {
-      ix->cap_entries = ix->cap_entries ? ix->cap_entries + ix->cap_entries / 2 : 1024;
-      ix->entries = xrealloc(ix->entries, ix->cap_entries * sizeof(*ix->entries));
+      size_t cap = ix->cap_entries ? ix->cap_entries + ix->cap_entries / 2 : 1024;
+      ix->entries = region_resize(ix->entries, ix->cap_entries * sizeof(*ix->entries),
+                                  cap * sizeof(*ix->entries));
+      ix->cap_entries = cap;
     }
     e = &ix->entries[ix->n_entries++];
     memcpy(e->id, id, 32);
