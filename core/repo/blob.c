@@ -2,8 +2,11 @@
  * (blob.h). */
 #include "repo/blob.h"
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,10 +21,60 @@ void repo_blob_id(const struct repo *r, const void *data, size_t n, unsigned cha
   repo_blob_id_key(r, NULL, data, n, id);
 }
 
+/* Each thread keeps one HMAC-SHA256 context with the key it used last:
+ * HMAC() looks the algorithm up and derives the key's pads on every call,
+ * which for the small blobs of a tree of small files cost as much as the
+ * hashing itself. Re-initialising with a NULL key keeps the key (OpenSSL
+ * 3); a different key (another repository, a tenant's) sets it anew. The
+ * context lives as long as its thread (a thread-specific key's destructor
+ * frees it). */
+static __thread EVP_MAC_CTX *id_ctx;
+static __thread unsigned char id_ctx_key[REPO_KEY_LEN];
+static pthread_key_t id_ctx_owner; /* frees a thread's context when it exits */
+static pthread_once_t id_ctx_once = PTHREAD_ONCE_INIT;
+
+static void id_ctx_free(void *ctx) {
+  EVP_MAC_CTX_free(ctx);
+}
+static void id_ctx_key_init(void) {
+  pthread_key_create(&id_ctx_owner, id_ctx_free);
+}
+
+static int id_mac(const unsigned char *key, const void *data, size_t n, unsigned char id[32]) {
+  if (!id_ctx) {
+    pthread_once(&id_ctx_once, id_ctx_key_init);
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    id_ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
+    EVP_MAC_free(mac); /* the context holds its own reference */
+    if (!id_ctx)
+      return -1;
+    pthread_setspecific(id_ctx_owner, id_ctx);
+    memset(id_ctx_key, 0, sizeof(id_ctx_key));
+    OSSL_PARAM prm[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+                        OSSL_PARAM_construct_end()};
+    if (EVP_MAC_init(id_ctx, key, REPO_KEY_LEN, prm) != 1)
+      return -1;
+    memcpy(id_ctx_key, key, REPO_KEY_LEN);
+  } else if (EVP_MAC_init(id_ctx, memcmp(id_ctx_key, key, REPO_KEY_LEN) == 0 ? NULL : key,
+                          REPO_KEY_LEN, NULL) != 1) {
+    return -1;
+  } else {
+    memcpy(id_ctx_key, key, REPO_KEY_LEN);
+  }
+  size_t len = 0;
+  return EVP_MAC_update(id_ctx, data, n) == 1 && EVP_MAC_final(id_ctx, id, &len, 32) == 1 &&
+                 len == 32
+             ? 0
+             : -1;
+}
+
 void repo_blob_id_key(const struct repo *r, const unsigned char *idk, const void *data, size_t n,
                       unsigned char id[32]) {
-  unsigned int len = 32;
-  HMAC(EVP_sha256(), idk ? idk : r->mac_key, REPO_KEY_LEN, data, n, id, &len);
+  const unsigned char *key = idk ? idk : r->mac_key;
+  if (id_mac(key, data, n, id) != 0) { /* as before: the one-shot call */
+    unsigned int len = 32;
+    HMAC(EVP_sha256(), key, REPO_KEY_LEN, data, n, id, &len);
+  }
 }
 
 static void blob_aad(const unsigned char id[32], enum blob_type type, unsigned char aad[33]) {
