@@ -70,6 +70,13 @@ struct bk_item *bk_item_begin(struct bk *b, const char *name, size_t name_len, i
   return it;
 }
 
+/* The source gives its metadata in the tree's canonical form (ABI 1.9). */
+static int canonical_meta(const struct bk_source *s) {
+  const struct engine_source_ops *ops = s->pi->plugin->source;
+  return ENGINE_HAS_FIELD(ops, struct engine_source_ops, capabilities) &&
+         (ops->capabilities & ENGINE_SOURCE_CAP_CANONICAL_META);
+}
+
 static int em_item_begin(const struct engine_emitter *em, const struct engine_item *item) {
   struct bk *b = em_bk(em);
   struct bk_source *s = &b->sources[b->cur_source];
@@ -125,6 +132,8 @@ static int em_item_begin(const struct engine_emitter *em, const struct engine_it
   struct bk_item *it = bk_item_begin(b, item->name, item->name_len, item->type, 0);
   it->meta = meta;
   it->meta_from_parent = from_parent;
+  if (item->meta_json && canonical_meta(s))
+    it->meta_text = bk_meta_text(item->meta_json);
   return bk_item_tenant(b, s, it) == 0 ? ENGINE_OK : ENGINE_ERROR;
 }
 
@@ -263,6 +272,8 @@ static int em_item_end(const struct engine_emitter *em, int status, const char *
       json_decref(it->meta);
       it->meta = m;
       it->meta_from_parent = 0;
+      free(it->meta_text);
+      it->meta_text = canonical_meta(s) ? bk_meta_text(final_meta) : NULL;
       free(it->line);
       it->line = NULL;
     } else {

@@ -49,6 +49,9 @@ struct bk_item {
    * repository's keys) */
   const struct repo_tenant *tenant;
   char *line; /* reused unchanged: the parent's tree line, written verbatim */
+  /* meta as the plugin wrote it (NULL: none given), when its text is that
+   * of a JSON object on one line (checked: meta is parsed from it) */
+  char *meta_text;
 };
 
 struct bk_source {
@@ -160,6 +163,9 @@ int bk_submit_chunk(struct bk *b);
 /* Write the items at the head of s that are complete (b->lock held). */
 void bk_finalize_ready(struct bk *b, struct bk_source *s);
 void bk_item_free(struct bk_item *it);
+/* A copy of a plugin's metadata text for bk_item.meta_text, or NULL when it
+ * cannot stand in a tree line as it is. */
+char *bk_meta_text(const char *text);
 /* Once every chunk job is done: store the last pack (unless the run
  * failed), then set b->flushed. */
 void bk_flush(struct bk *b);

@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define ENGINE_ABI_MAJOR 1
-#define ENGINE_ABI_MINOR 8
+#define ENGINE_ABI_MINOR 9
 
 #define ENGINE_PLUGIN_QUERY_SYMBOL "engine_plugin_query"
 
@@ -137,6 +137,12 @@ struct engine_source_ops {
  * (it checks what it would do against its target and changes nothing, e.g.
  * a server-side dry run) instead of only listing the items. */
 #define ENGINE_SOURCE_CAP_DRY_RUN 0x4u
+/* ABI 1.9: every meta_json the source gives (item_begin, item_end's
+ * final_meta) is a JSON object in jansson's compact form with sorted keys,
+ * json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS): the core then puts the
+ * text into the item tree as it is instead of writing the parsed object
+ * again (the tree's canonical form, docs/FORMAT.md §10). */
+#define ENGINE_SOURCE_CAP_CANONICAL_META 0x8u
 
 /* Size of the v1.0 source ops, for struct_size checks. */
 #define ENGINE_SOURCE_OPS_V1_0_SIZE offsetof(struct engine_source_ops, capabilities)

@@ -73,6 +73,12 @@ printf 'latin-1 name\n' > "$SRC/caf"$'\xe9'".txt"
 seq 1 20000 > "$SRC/sub dir/numbers.txt"
 ln -s hello.txt "$SRC/link"
 ln "$SRC/hello.txt" "$SRC/hardlink.txt"
+# names and metadata every JSON escape touches (the item tree stores them)
+printf 'q\n' > "$SRC/quote\"back\\slash"
+printf 'c\n' > "$SRC/ctl"$'\x01\x1f\t'"chars"
+printf 'n\n' > "$SRC/new"$'\n'"line"
+printf 'u\n' > "$SRC/unicode-é-日本"
+setfattr -n user.note -v $'value "with" \\ and \x01' "$SRC/empty"
 
 # Item names are absolute paths without the leading '/'.
 PREFIX=${SRC#/}
@@ -137,6 +143,10 @@ check_repo() { # repo algorithm expected-snapshots
     cmp -s "$TMP/cat.out" "$SRC/$f" || fail "$algo: content of '$f' read by the reader differs from the original"
   done
 
+  # the tree's lines as writers emit them (docs/FORMAT.md section 10): the
+  # files source's metadata text goes in as it is (plugin ABI 1.9)
+  reader "$repo" canonical latest > "$TMP/canon.out" 2>&1 ||
+    fail "$algo: an item tree line is not compact JSON with sorted keys:\n$(cat "$TMP/canon.out")"
   reader "$repo" verify > "$TMP/verify.out" || fail "$algo: reader verify failed:\n$(cat "$TMP/verify.out")"
   grep -q "no errors" "$TMP/verify.out" || fail "$algo: verify did not report success"
   grep -q "$algo [1-9]" "$TMP/verify.out" || fail "$algo: verify decoded no $algo blob:\n$(cat "$TMP/verify.out")"

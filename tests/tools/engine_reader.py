@@ -21,6 +21,9 @@ Usage:
     verify                        check every object; exit 1 on any failure
     rechunk SNAPSHOT SOURCE NAME  re-chunk the content and the source's tree
                                   with the documented chunker; compare ids
+    canonical SNAPSHOT            every item tree line of every source is in
+                                  the writers' form (section 10: compact,
+                                  keys sorted at every level); exit 1 if not
     credential FILE               format 2: check that a writer credential
                                   belongs to the repository, names its
                                   current public key and holds no private
@@ -739,6 +742,48 @@ def cmd_cat(repo, args):
     return 0
 
 
+def canonical_problem(raw):
+    """Why an item tree line (bytes, without its newline) is not compact JSON
+    with sorted keys, or None. Readers must not depend on this form; writers
+    emit it (section 1), and this checks the writer."""
+    def pairs(kv):
+        keys = [k for k, _ in kv]
+        if any(a >= b for a, b in zip(keys, keys[1:])):
+            raise FormatError("keys not in sorted order: %s" % ", ".join(keys))
+        return dict(kv)
+    try:
+        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=pairs)
+    except FormatError as e:
+        return str(e)
+    except (UnicodeDecodeError, ValueError) as e:
+        return "not valid JSON: %s" % e
+    again = json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")
+    # \uXXXX escapes of control characters: jansson writes upper-case hex
+    def low(b):
+        return re.sub(rb"\\u[0-9A-Fa-f]{4}", lambda m: m.group(0).lower(), b)
+    if low(again) != low(raw):
+        return "not compact JSON as a writer emits it:\n  stored:  %r\n  compact: %r" % (raw[:300], again[:300])
+    return None
+
+
+def cmd_canonical(repo, args):
+    m = repo.find_snapshot(args.snapshot)
+    n = 0
+    for src in m.get("sources", []):
+        pending = b""
+        for hexid in src.get("tree", []):
+            pending += repo.read_blob(bytes.fromhex(hexid), BLOB_TREE)
+            lines = pending.split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                n += 1
+                why = canonical_problem(line)
+                if why:
+                    raise FormatError("source '%s', item tree line %d: %s" % (src.get("name"), n, why))
+    out("%d item tree line(s) in canonical form" % n)
+    return 0
+
+
 def cmd_rechunk(repo, args):
     m = repo.find_snapshot(args.snapshot)
     src = repo.source(m, args.source)
@@ -983,6 +1028,8 @@ def main(argv):
     p.add_argument("source")
     p.add_argument("name")
     sub.add_parser("verify", help="decrypt and check every blob of every pack and every reference")
+    p = sub.add_parser("canonical", help="check every item tree line is compact JSON with sorted keys")
+    p.add_argument("snapshot")
     p = sub.add_parser("rechunk", help="re-chunk an item and its source's tree, compare with the stored ids")
     p.add_argument("snapshot")
     p.add_argument("source")
@@ -1017,7 +1064,7 @@ def main(argv):
             raise FormatError("'%s' holds no repository (no 'config' object)" % args.repo)
         repo.open(passphrase)
         cmd = {"list": cmd_list, "ls": cmd_ls, "cat": cmd_cat, "verify": cmd_verify,
-               "rechunk": cmd_rechunk, "credential": cmd_credential,
+               "rechunk": cmd_rechunk, "credential": cmd_credential, "canonical": cmd_canonical,
                "tenants": cmd_tenants}[args.cmd]
         return cmd(repo, args)
     except FormatError as e:

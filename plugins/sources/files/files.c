@@ -128,7 +128,8 @@ static const struct engine_source_ops files_source_ops = {
     .restore_begin = files_restore_begin,
     .restore_item = files_restore_item,
     .restore_end = files_restore_end,
-    .capabilities = ENGINE_SOURCE_CAP_INCREMENTAL | ENGINE_SOURCE_CAP_RESTORE_TEST,
+    .capabilities = ENGINE_SOURCE_CAP_INCREMENTAL | ENGINE_SOURCE_CAP_RESTORE_TEST |
+                    ENGINE_SOURCE_CAP_CANONICAL_META, /* files_meta_dump */
 };
 
 static const struct engine_plugin files_plugin = {
