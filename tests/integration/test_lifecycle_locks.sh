@@ -109,8 +109,12 @@ random_file "$srcB/big" 60
 start_engine "$T/k.json" "$T/k.err" run "$T/b.yml" --json
 victim=$BG
 wait_for_lock "$victim" "the backup to be killed"
-sleep 0.2
-kill -KILL "$victim" 2>/dev/null || fail "the backup to be killed had already ended"
+# stopped at once, while it holds its lock (a sleep here let a fast backup
+# finish and remove it before the kill); then killed where it stands
+kill -STOP "$victim" 2>/dev/null || fail "the backup to be killed had already ended"
+[ "$(lock_count)" -ge 1 ] ||
+  fail "the backup finished within one poll of taking its lock: make $srcB/big larger"
+kill -KILL "$victim" 2>/dev/null || fail "the stopped backup could not be killed"
 { wait "$victim"; } 2>/dev/null || true
 left=$(lock_count)
 [ "$left" -ge 1 ] || fail "the SIGKILLed backup left no lock object under $repo/locks"
