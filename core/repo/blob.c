@@ -29,6 +29,7 @@ void repo_blob_id(const struct repo *r, const void *data, size_t n, unsigned cha
  * context lives as long as its thread (a thread-specific key's destructor
  * frees it). */
 static __thread EVP_MAC_CTX *id_ctx;
+static __thread int id_ctx_keyed; /* id_ctx holds the key id_ctx_key */
 static __thread unsigned char id_ctx_key[REPO_KEY_LEN];
 static pthread_key_t id_ctx_owner; /* frees a thread's context when it exits */
 static pthread_once_t id_ctx_once = PTHREAD_ONCE_INIT;
@@ -49,17 +50,17 @@ static int id_mac(const unsigned char *key, const void *data, size_t n, unsigned
     if (!id_ctx)
       return -1;
     pthread_setspecific(id_ctx_owner, id_ctx);
-    memset(id_ctx_key, 0, sizeof(id_ctx_key));
-    OSSL_PARAM prm[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
-                        OSSL_PARAM_construct_end()};
-    if (EVP_MAC_init(id_ctx, key, REPO_KEY_LEN, prm) != 1)
-      return -1;
-    memcpy(id_ctx_key, key, REPO_KEY_LEN);
-  } else if (EVP_MAC_init(id_ctx, memcmp(id_ctx_key, key, REPO_KEY_LEN) == 0 ? NULL : key,
-                          REPO_KEY_LEN, NULL) != 1) {
+  }
+  int same = id_ctx_keyed && memcmp(id_ctx_key, key, REPO_KEY_LEN) == 0;
+  OSSL_PARAM prm[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+                      OSSL_PARAM_construct_end()};
+  if (EVP_MAC_init(id_ctx, same ? NULL : key, REPO_KEY_LEN, same ? NULL : prm) != 1) {
+    id_ctx_keyed = 0;
     return -1;
-  } else {
+  }
+  if (!same) {
     memcpy(id_ctx_key, key, REPO_KEY_LEN);
+    id_ctx_keyed = 1;
   }
   size_t len = 0;
   return EVP_MAC_update(id_ctx, data, n) == 1 && EVP_MAC_final(id_ctx, id, &len, 32) == 1 &&
